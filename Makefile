@@ -1,0 +1,60 @@
+# Thin wrapper over CMake with ds4's targets.
+#   make / make cpu   CPU build (build/)
+#   make cuda         CUDA build (build-cuda/), CUDA_ARCH=90 by default
+#   make test         deps + -Werror build + tests, then the same under ASan/UBSan
+#   make run          deps + build + run the embedded demo model
+#   make bench        Google Benchmark kernels
+#   make fuzz         libFuzzer targets with clang (build-fuzz/)
+JOBS ?= $(shell nproc)
+CUDA_ARCH ?= 90
+GEN := $(shell command -v ninja >/dev/null 2>&1 && echo "-G Ninja")
+CMAKE_FLAGS ?=
+
+.PHONY: all cpu cuda deps test test-release test-asan run bench fuzz format clean
+
+all: cpu
+
+deps:
+	@scripts/install-deps.sh
+
+cpu:
+	cmake -S . -B build $(GEN) -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS)
+	cmake --build build -j $(JOBS)
+
+cuda:
+	cmake -S . -B build-cuda $(GEN) -DCMAKE_BUILD_TYPE=Release -DDS4_CUDA=ON \
+	    -DCMAKE_CUDA_ARCHITECTURES=$(CUDA_ARCH) $(CMAKE_FLAGS)
+	cmake --build build-cuda -j $(JOBS)
+
+test: deps
+	$(MAKE) test-release
+	$(MAKE) test-asan
+
+test-release:
+	cmake -S . -B build-test $(GEN) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDS4_WERROR=ON $(CMAKE_FLAGS)
+	cmake --build build-test -j $(JOBS)
+	cd build-test && ctest -j $(JOBS) --output-on-failure
+
+test-asan:
+	cmake -S . -B build-asan $(GEN) -DCMAKE_BUILD_TYPE=Debug -DDS4_WERROR=ON \
+	    -DDS4_SANITIZE=address,undefined -DDS4_BENCH=OFF $(CMAKE_FLAGS)
+	cmake --build build-asan -j $(JOBS)
+	cd build-asan && ASAN_OPTIONS=detect_leaks=1 ctest -j $(JOBS) --output-on-failure -LE slow
+
+run: deps cpu
+	@build/bin/ds4-model-info build/ds4-demo.gguf
+
+bench: cpu
+	build/bin/ds4-bench-quant
+
+fuzz:
+	CC=clang CXX=clang++ cmake -S . -B build-fuzz $(GEN) -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	    -DDS4_FUZZ=ON -DDS4_TESTS=OFF -DDS4_BENCH=OFF
+	cmake --build build-fuzz -j $(JOBS)
+
+format:
+	find include src tools tests bench fuzz -name '*.h' -o -name '*.cpp' -o -name '*.cu' \
+	    | xargs clang-format -i
+
+clean:
+	rm -rf build build-test build-asan build-cuda build-fuzz
