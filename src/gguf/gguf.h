@@ -28,6 +28,9 @@ constexpr uint32_t kMagic = 0x46554747;  // "GGUF" little-endian
 constexpr uint32_t kVersion = 3;
 constexpr uint32_t kDefaultAlignment = 32;
 constexpr uint32_t kMaxDims = 8;
+// Deepest metadata array nesting accepted (a top-level array is level 1). ds4 uses the
+// same bound; deeper input fails with "metadata array nesting is too deep".
+constexpr uint32_t kMaxArrayNesting = 8;
 
 enum class ValueType : uint32_t {
     U8 = 0,
@@ -45,7 +48,7 @@ enum class ValueType : uint32_t {
     F64 = 12,
 };
 
-std::string_view value_type_name(ValueType t);  // "UINT32", "ARRAY", ...
+std::string_view value_type_name(ValueType t);  // "UINT32", "ARRAY", ... ("UNKNOWN")
 
 // One metadata record. Points into the mapped file; valid while the File lives.
 struct KeyValue {
@@ -53,8 +56,9 @@ struct KeyValue {
     ValueType type;
     ValueType array_type;    // element type when type == ARRAY
     uint64_t array_count;    // element count when type == ARRAY
-    uint64_t value_offset;   // file offset of the encoded value
+    uint64_t value_offset;   // file offset of the encoded value (after the u32 type)
     uint64_t value_size;     // encoded size in bytes
+    size_t index;            // position in the metadata table (for messages)
 };
 
 struct TensorInfo {
@@ -66,6 +70,7 @@ struct TensorInfo {
     uint64_t abs_offset;      // data_start + offset
     uint64_t n_elements;
     uint64_t n_bytes;
+    size_t index;             // position in the tensor directory (for messages)
 
     GgmlType ggml_type() const { return static_cast<GgmlType>(type); }
     std::span<const uint64_t> shape() const { return {dims, n_dims}; }
@@ -114,8 +119,10 @@ public:
     uint64_t require_integer(std::string_view key) const;
     double require_float(std::string_view key) const;
 
-    // Arrays. Element type must match exactly (the integer variant accepts any
-    // integer element type that fits in int64 and converts).
+    // Arrays. Throw when the key is absent (use has() for optional arrays) or is not an
+    // ARRAY of the expected element type. The integer variant accepts any integer
+    // element type and converts (a UINT64 element above INT64_MAX throws); the float
+    // variant accepts F32 or F64; bools come back as 0/1.
     std::vector<std::string_view> get_string_array(std::string_view key) const;
     std::vector<int64_t> get_int_array(std::string_view key) const;
     std::vector<double> get_float_array(std::string_view key) const;  // F32 or F64
@@ -128,10 +135,16 @@ public:
     // The tensor's bytes inside the mapping (throws for unknown-type tensors).
     std::span<const uint8_t> tensor_data(const TensorInfo& t) const;
 
+    // The encoded value bytes of a record (what follows its u32 type), e.g. to copy it.
+    std::span<const uint8_t> raw_value(const KeyValue& kv) const;
+
 private:
     File() = default;
     void parse_all();
-    const KeyValue& expect(std::string_view key, ValueType type) const;
+    const KeyValue* find_typed(std::string_view key, ValueType type) const;
+    const KeyValue& require_array(std::string_view key) const;
+    template <typename T>
+    T scalar_at(uint64_t offset) const;
 
     std::shared_ptr<MappedFile> map_;  // null when parsing caller-owned bytes
     std::span<const uint8_t> bytes_;
@@ -152,8 +165,9 @@ public:
     Writer(const Writer&) = delete;
     Writer& operator=(const Writer&) = delete;
 
-    // Metadata, in the order added. Setting "general.alignment" (u32) changes the
-    // alignment used for tensor data.
+    // Metadata, in the order added, before begin(). A key added twice throws. Setting
+    // "general.alignment" as u32 (a power of two) changes the alignment used for tensor
+    // data; stored with any other type it is ignored, as readers ignore it.
     void add_u8(std::string key, uint8_t v);
     void add_i8(std::string key, int8_t v);
     void add_u16(std::string key, uint16_t v);
@@ -166,27 +180,41 @@ public:
     void add_f64(std::string key, double v);
     void add_bool(std::string key, bool v);
     void add_string(std::string key, std::string_view v);
+    void add_array_u8(std::string key, std::span<const uint8_t> v);
+    void add_array_i8(std::string key, std::span<const int8_t> v);
+    void add_array_u16(std::string key, std::span<const uint16_t> v);
+    void add_array_i16(std::string key, std::span<const int16_t> v);
     void add_array_u32(std::string key, std::span<const uint32_t> v);
     void add_array_i32(std::string key, std::span<const int32_t> v);
     void add_array_f32(std::string key, std::span<const float> v);
     void add_array_f64(std::string key, std::span<const double> v);
+    void add_array_u64(std::string key, std::span<const uint64_t> v);
+    void add_array_i64(std::string key, std::span<const int64_t> v);
+    void add_array_bool(std::string key, std::span<const bool> v);
     void add_array_string(std::string key, std::span<const std::string> v);
     // Copies a record verbatim from another file (converter/splicer use).
     void copy_kv(const File& from, const KeyValue& kv);
 
-    // Tensor directory, in file order. dims in ggml order (innermost first).
+    // Tensor directory, in file order. dims in ggml order (innermost first); dims[0]
+    // must be a multiple of the type's block size. Offsets are assigned at begin() as a
+    // running sum of align_up(bytes, alignment) from 0 (spec §1.9).
     void add_tensor(std::string name, std::span<const uint64_t> dims, GgmlType type);
 
-    // Writes header + metadata + directory to "<path>.tmp". Then stream each tensor's
-    // bytes in declaration order with write_data (any chunking); finish() checks every
-    // tensor got exactly its byte count, pads, fsyncs and renames to `path`.
+    // Writes header + metadata + directory to "<path>.tmp". Then stream the tensors'
+    // bytes in declaration order with write_data: the concatenation of all calls must be
+    // exactly tensor 0's bytes, then tensor 1's, ... (any chunking, a chunk may span
+    // tensors; too many bytes throw). finish() checks every tensor got its byte count,
+    // pads, fsyncs and renames to `path`. Destroying an unfinished writer removes the
+    // temporary file. A throw from begin/write_data/finish leaves the writer unusable
+    // (only destruction remains); declaration errors (add_*) leave it as it was.
     void begin(const std::string& path);
     void write_data(std::span<const uint8_t> bytes);
     void finish();
 
-    // Convenience for small files: all tensor data given up front, in order.
+    // Byte size of a declared tensor (what write_data must deliver for it).
     uint64_t tensor_bytes(size_t index) const;
     size_t tensor_count() const;
+    uint32_t alignment() const;
 
 private:
     struct Impl;
