@@ -1,0 +1,50 @@
+// A small fork-join pool for the CPU forward pass: parallel_for splits [0, n) into
+// contiguous ranges, runs them on the workers and the calling thread, and returns when
+// all are done. Every output element is computed by exactly one thread with the same
+// code as in a single-threaded run, so results do not depend on the thread count.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace ds4::cpu {
+
+class ThreadPool {
+public:
+    // n_threads counts the calling thread; 1 (or 0) means no workers.
+    explicit ThreadPool(unsigned n_threads);
+    ~ThreadPool();
+    ThreadPool(const ThreadPool&) = delete;
+    ThreadPool& operator=(const ThreadPool&) = delete;
+
+    unsigned size() const { return static_cast<unsigned>(workers_.size()) + 1; }
+
+    using RangeFn = std::function<void(uint64_t begin, uint64_t end)>;
+    // Runs fn over [0, n) in at most size() ranges of at least `grain` items each.
+    // Not reentrant: fn must not call parallel_for on the same pool.
+    void parallel_for(uint64_t n, uint64_t grain, const RangeFn& fn);
+
+private:
+    void worker_loop(unsigned index);
+
+    std::vector<std::thread> workers_;
+    std::mutex mu_;
+    std::condition_variable start_cv_, done_cv_;
+    const RangeFn* job_ = nullptr;
+    uint64_t job_n_ = 0;
+    unsigned job_parts_ = 0;
+    uint64_t generation_ = 0;
+    unsigned pending_ = 0;
+    bool stop_ = false;
+    std::exception_ptr worker_error_;  // first exception thrown by a worker's range
+};
+
+// parallel_for on `pool`, or a plain call fn(0, n) when pool is null.
+void parallel_for(ThreadPool* pool, uint64_t n, uint64_t grain, const ThreadPool::RangeFn& fn);
+
+}  // namespace ds4::cpu
