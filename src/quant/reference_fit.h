@@ -24,6 +24,10 @@ struct AffineFitParams {
     float rdelta;   // step between trials
     int nstep;      // trials k = 0..nstep (inclusive)
     FitMetric metric;
+    // Trial codes from min(v, nmax) for v > 0, else 0 (ggml's make_qkx3_quants, used by
+    // the weighted quantizers), instead of clamp(nearest(v)) (make_qkx2_quants). Same
+    // result unless v is NaN or |v| >= 2^22, which only degenerate blocks produce.
+    bool saturate_trials;
 };
 
 // fitA (§4.4): affine fit x ≈ scale·L − negmin with L ∈ [0, nmax] and negmin ≥ 0,
