@@ -1,0 +1,499 @@
+// AVX-512 (F, BW, VL, DQ) kernels. Compiled with -mavx512* (simd.cmake) and only reached
+// through avx512_kernels(), after the CPUID check. Same exactness contract as the AVX2
+// file (see there): integer sums per block with 512-bit vectors, then the scalar block
+// value expressions of kernels_detail.h, so integer-format dots are bit-identical to
+// scalar. AVX-512 has no sign_epi8; sign flips use masked subtraction instead, and the
+// masks of the IQ2_XXS signs and of the activation signs are combined with one XOR.
+#include "quant/kernels_detail.h"
+
+#if defined(DS4_QUANT_X86)
+
+// g++ 12's AVX-512 headers build "undefined" vectors as `__m512 __Y = __Y;`, which
+// -Wuninitialized flags wherever those intrinsics are inlined (GCC bug 105593, fixed in
+// 13); the pragma covers only the header's own lines.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+#pragma GCC diagnostic pop
+
+#include "quant/iq2_tables.h"
+#include "quant/reference.h"
+
+namespace ds4::quant::avx512 {
+namespace {
+
+using detail::kLanes;
+
+// ---- helpers ---------------------------------------------------------------------
+
+inline __m512i load512(const void* p) { return _mm512_loadu_si512(p); }
+inline __m256i load256(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
+inline __m128i load128(const void* p) { return _mm_loadu_si128(static_cast<const __m128i*>(p)); }
+inline float f16(uint16_t h) { return _cvtsh_ss(h); }
+
+// Two 32-byte pieces from different places into one vector (low, high).
+inline __m512i load_2x256(const void* lo, const void* hi) {
+    return _mm512_inserti64x4(_mm512_castsi256_si512(load256(lo)), load256(hi), 1);
+}
+
+inline __m512i negate_where(__m512i v, __mmask64 m) {
+    return _mm512_mask_sub_epi8(v, m, _mm512_setzero_si512(), v);
+}
+
+inline int32_t hsum_i32(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 1));
+    return _mm_cvtsi128_si32(s);
+}
+
+inline float hsum_ps(__m512 v) {
+    const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+inline double hsum_pd(__m512d v) {
+    const __m256d h = _mm256_add_pd(_mm512_castpd512_pd256(v), _mm512_extractf64x4_pd(v, 1));
+    __m128d s = _mm_add_pd(_mm256_castpd256_pd128(h), _mm256_extractf128_pd(h, 1));
+    s = _mm_add_sd(s, _mm_unpackhi_pd(s, s));
+    return _mm_cvtsd_f64(s);
+}
+
+// [a0+a1, a2+a3, …, a14+a15, b0+b1, …, b14+b15]
+inline __m512i pair_sums(__m512i a, __m512i b) {
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    return _mm512_add_epi32(_mm512_permutex2var_epi32(a, even, b), _mm512_permutex2var_epi32(a, odd, b));
+}
+
+// v[i] holds blocks 2i (low half) and 2i+1 (high half), 8 partial sums each
+// → one vector of the 16 block sums in block order.
+inline __m512i transpose_sum16(const __m512i* v) {
+    const __m512i b0_3 = pair_sums(v[0], v[1]);
+    const __m512i b4_7 = pair_sums(v[2], v[3]);
+    const __m512i b8_11 = pair_sums(v[4], v[5]);
+    const __m512i b12_15 = pair_sums(v[6], v[7]);
+    return pair_sums(pair_sums(b0_3, b4_7), pair_sums(b8_11, b12_15));
+}
+
+// What ref::quantize_* does before rounding: NaN → 0, clamp to [−128, 127].
+inline __m512i round_clamped(__m512 v) {
+    v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, v, _CMP_ORD_Q), v);
+    v = _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(-128.f)), _mm512_set1_ps(127.f));
+    return _mm512_cvtps_epi32(v);  // default MXCSR rounding: half to even
+}
+
+inline void store_i8x16(int8_t* dst, __m512i v) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), _mm512_cvtsepi32_epi8(v));
+}
+
+// ---- scale permutations ------------------------------------------------------------
+
+// permutexvar_epi16 indices broadcasting per-sub-block int16 scales over their products.
+struct ScalePerms {
+    alignas(64) uint16_t q2[4][32];  // 128-bit lanes ← sub-blocks 2k, 2k+1, 8+2k, 9+2k
+    alignas(64) uint16_t q4[4][32];  // 256-bit halves ← (0,2), (1,3), (4,6), (5,7)
+};
+constexpr ScalePerms make_scale_perms() {
+    ScalePerms p{};
+    for (int k = 0; k < 4; ++k) {
+        const int lanes[4] = {2 * k, 2 * k + 1, 8 + 2 * k, 9 + 2 * k};
+        for (int i = 0; i < 32; ++i) p.q2[k][i] = static_cast<uint16_t>(lanes[i / 8]);
+    }
+    const int halves[4][2] = {{0, 2}, {1, 3}, {4, 6}, {5, 7}};
+    for (int k = 0; k < 4; ++k) {
+        for (int i = 0; i < 32; ++i) p.q4[k][i] = static_cast<uint16_t>(halves[k][i / 16]);
+    }
+    return p;
+}
+constexpr ScalePerms kPerms = make_scale_perms();
+
+// ---- Q2_K · Q8_K -------------------------------------------------------------------
+
+inline void q2_K_block_sums(const BlockQ2K& w, const BlockQ8K& x, int32_t& isum, int32_t& msum) {
+    const __m128i m4 = _mm_set1_epi8(15);
+    const __m128i raw = load128(w.scales);
+    const __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(raw, 4), m4));
+    msum = hsum_i32(_mm256_madd_epi16(mins, load256(x.bsums)));
+    const __m512i scales = _mm512_zextsi256_si512(_mm256_cvtepu8_epi16(_mm_and_si128(raw, m4)));
+
+    // one load covers both 128-value halves: bytes 0..31 → half 0, 32..63 → half 1
+    const __m512i bits = load512(w.qs);
+    const __m512i m3 = _mm512_set1_epi8(3);
+    __m512i acc = _mm512_setzero_si512();
+    for (int k = 0; k < 4; ++k) {
+        const __m512i codes = _mm512_and_si512(_mm512_srli_epi16(bits, 2 * k), m3);
+        const __m512i q8 = load_2x256(x.qs + 32 * k, x.qs + 128 + 32 * k);
+        const __m512i p = _mm512_maddubs_epi16(codes, q8);
+        const __m512i sc = _mm512_permutexvar_epi16(load512(kPerms.q2[k]), scales);
+        acc = _mm512_add_epi32(acc, _mm512_madd_epi16(p, sc));
+    }
+    isum = _mm512_reduce_add_epi32(acc);
+}
+
+float dot_q2_K_q8_K(const BlockQ2K* w, const BlockQ8K* x, int64_t n) {
+    float lane[kLanes] = {};
+    for (int64_t b = 0; b < n / QK_K; ++b) {
+        int32_t isum = 0, msum = 0;
+        q2_K_block_sums(w[b], x[b], isum, msum);
+        lane[b % kLanes] +=
+            detail::kquant_block_value(x[b].d, f16(w[b].d), f16(w[b].dmin), isum, msum);
+    }
+    return detail::reduce_lanes(lane);
+}
+
+// ---- Q4_K · Q8_K -------------------------------------------------------------------
+
+inline void q4_K_block_sums(const BlockQ4K& w, const BlockQ8K& x, int32_t& isum, int32_t& msum) {
+    alignas(16) uint8_t sm[16];
+    detail::unpack_q4_K_scales(w.scales, sm);
+    const __m128i sm8 = _mm_load_si128(reinterpret_cast<const __m128i*>(sm));
+    const __m512i scales = _mm512_zextsi128_si512(_mm_cvtepu8_epi16(sm8));
+    const __m128i mins = _mm_cvtepu8_epi16(_mm_srli_si128(sm8, 8));
+    const __m128i pair_bsums = _mm_hadd_epi16(load128(x.bsums), load128(x.bsums + 8));
+    __m128i m = _mm_madd_epi16(mins, pair_bsums);
+    m = _mm_add_epi32(m, _mm_unpackhi_epi64(m, m));
+    m = _mm_add_epi32(m, _mm_shuffle_epi32(m, 1));
+    msum = _mm_cvtsi128_si32(m);
+
+    const __m512i m4 = _mm512_set1_epi8(15);
+    __m512i acc = _mm512_setzero_si512();
+    for (int j4 = 0; j4 < 2; ++j4) {
+        // bytes 0..31: sub-blocks 4j4 (low nibbles) / 4j4+1 (high);
+        // bytes 32..63: sub-blocks 4j4+2 / 4j4+3
+        const __m512i bits = load512(w.qs + 64 * j4);
+        const __m512i lo = _mm512_and_si512(bits, m4);
+        const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(bits, 4), m4);
+        const int8_t* q8 = x.qs + 128 * j4;
+        __m512i plo = _mm512_maddubs_epi16(lo, load_2x256(q8, q8 + 64));
+        __m512i phi = _mm512_maddubs_epi16(hi, load_2x256(q8 + 32, q8 + 96));
+        plo = _mm512_madd_epi16(plo, _mm512_permutexvar_epi16(load512(kPerms.q4[2 * j4]), scales));
+        phi = _mm512_madd_epi16(phi, _mm512_permutexvar_epi16(load512(kPerms.q4[2 * j4 + 1]), scales));
+        acc = _mm512_add_epi32(acc, _mm512_add_epi32(plo, phi));
+    }
+    isum = _mm512_reduce_add_epi32(acc);
+}
+
+float dot_q4_K_q8_K(const BlockQ4K* w, const BlockQ8K* x, int64_t n) {
+    float lane[kLanes] = {};
+    for (int64_t b = 0; b < n / QK_K; ++b) {
+        int32_t isum = 0, msum = 0;
+        q4_K_block_sums(w[b], x[b], isum, msum);
+        lane[b % kLanes] +=
+            detail::kquant_block_value(x[b].d, f16(w[b].d), f16(w[b].dmin), isum, msum);
+    }
+    return detail::reduce_lanes(lane);
+}
+
+// ---- IQ2_XXS · Q8_K ----------------------------------------------------------------
+
+inline long long grid(uint32_t index) { return static_cast<long long>(kIq2Grid[index]); }
+
+// The 32 sign bits (one per value, bit j of byte k = value 8k+j) of a group's sign word.
+inline uint32_t group_sign_bits(uint32_t word) {
+    const auto& s = detail::kIq2SignBytes.v;
+    return static_cast<uint32_t>(s[word & 127]) | static_cast<uint32_t>(s[(word >> 7) & 127]) << 8 |
+           static_cast<uint32_t>(s[(word >> 14) & 127]) << 16 |
+           static_cast<uint32_t>(s[(word >> 21) & 127]) << 24;
+}
+
+inline __m512i group_grid(uint32_t lo_word, uint32_t hi_word) {
+    return _mm512_set_epi64(grid(hi_word >> 24), grid((hi_word >> 16) & 0xff), grid((hi_word >> 8) & 0xff),
+                            grid(hi_word & 0xff), grid(lo_word >> 24), grid((lo_word >> 16) & 0xff),
+                            grid((lo_word >> 8) & 0xff), grid(lo_word & 0xff));
+}
+
+inline int32_t iq2_xxs_block_sum(const BlockIQ2XXS& w, const BlockQ8K& x) {
+    __m512i acc = _mm512_setzero_si512();
+    for (int gp = 0; gp < QK_K / 64; ++gp) {  // two 32-value groups per vector
+        uint32_t aux[4];
+        std::memcpy(aux, &w.qs[8 * gp], sizeof(aux));
+        const __m512i mag = group_grid(aux[0], aux[2]);
+        const __m512i q8 = load512(x.qs + 64 * gp);
+        const __mmask64 weight_neg =
+            group_sign_bits(aux[1]) | static_cast<uint64_t>(group_sign_bits(aux[3])) << 32;
+        // (±mag)·q8 = |q8| · (mag negated where exactly one of the two is negative)
+        const __m512i w8 = negate_where(mag, weight_neg ^ _mm512_movepi8_mask(q8));
+        const __m512i p = _mm512_maddubs_epi16(_mm512_abs_epi8(q8), w8);
+        const auto ls0 = static_cast<int16_t>(2 * (aux[1] >> 28) + 1);
+        const auto ls1 = static_cast<int16_t>(2 * (aux[3] >> 28) + 1);
+        const __m512i ls = _mm512_inserti64x4(_mm512_set1_epi16(ls0), _mm256_set1_epi16(ls1), 1);
+        acc = _mm512_add_epi32(acc, _mm512_madd_epi16(p, ls));
+    }
+    return _mm512_reduce_add_epi32(acc);
+}
+
+float dot_iq2_xxs_q8_K(const BlockIQ2XXS* w, const BlockQ8K* x, int64_t n) {
+    float lane[kLanes] = {};
+    for (int64_t b = 0; b < n / QK_K; ++b) {
+        lane[b % kLanes] +=
+            detail::iq2_xxs_block_value(x[b].d, f16(w[b].d), iq2_xxs_block_sum(w[b], x[b]));
+    }
+    return detail::kIq2RowScale * detail::reduce_lanes(lane);
+}
+
+// ---- Q8_0 · Q8_0F ------------------------------------------------------------------
+
+inline int32_t q8_0_block_sum_exact(const BlockQ8_0& w, const BlockQ8_0F& x) {
+    const __m512i wv = _mm512_cvtepi8_epi16(load256(w.qs));
+    const __m512i xv = _mm512_cvtepi8_epi16(load256(x.qs));
+    return _mm512_reduce_add_epi32(_mm512_madd_epi16(wv, xv));
+}
+
+float dot_q8_0_q8_0f_exact(const BlockQ8_0* w, const BlockQ8_0F* x, int64_t n) {
+    float lane[kLanes] = {};
+    for (int64_t b = 0; b < n / QK8_0; ++b) {
+        lane[b % kLanes] +=
+            detail::q8_0_block_value(f16(w[b].d), x[b].d, q8_0_block_sum_exact(w[b], x[b]));
+    }
+    return detail::reduce_lanes(lane);
+}
+
+// 16 blocks per step; lanes 0..7 of the accumulator take blocks b..b+7 and then
+// b+8..b+15, i.e. block b goes to lane b % 8 in increasing b, as in scalar.
+float dot_q8_0_q8_0f(const BlockQ8_0* w, const BlockQ8_0F* x, int64_t n) {
+    constexpr int kStep = 16;
+    const int64_t nb = n / QK8_0;
+    const __m512i ones = _mm512_set1_epi16(1);
+    const __m512i minus128 = _mm512_set1_epi8(-128);
+    __mmask64 overflow_risk = 0;  // a weight of −128 (see the AVX2 file)
+    __m256 acc = _mm256_setzero_ps();
+    int64_t b = 0;
+    for (; b + kStep <= nb; b += kStep) {
+        __m512i sums[kStep / 2];
+        alignas(32) uint16_t dw[kStep];
+        alignas(64) float dx[kStep];
+        for (int i = 0; i < kStep / 2; ++i) {
+            const __m512i wv = load_2x256(w[b + 2 * i].qs, w[b + 2 * i + 1].qs);
+            const __m512i xv = load_2x256(x[b + 2 * i].qs, x[b + 2 * i + 1].qs);
+            overflow_risk |= _mm512_cmpeq_epi8_mask(wv, minus128);
+            const __m512i sw = negate_where(wv, _mm512_movepi8_mask(xv));
+            sums[i] = _mm512_madd_epi16(_mm512_maddubs_epi16(_mm512_abs_epi8(xv), sw), ones);
+        }
+        for (int i = 0; i < kStep; ++i) {
+            dw[i] = w[b + i].d;
+            dx[i] = x[b + i].d;
+        }
+        const __m512 isum = _mm512_cvtepi32_ps(transpose_sum16(sums));
+        const __m512 scale = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(dw))),
+                                           _mm512_load_ps(dx));
+        const __m512 p = _mm512_mul_ps(scale, isum);
+        acc = _mm256_add_ps(acc, _mm512_castps512_ps256(p));
+        acc = _mm256_add_ps(acc, _mm512_extractf32x8_ps(p, 1));
+    }
+    if (overflow_risk != 0) return dot_q8_0_q8_0f_exact(w, x, n);
+    alignas(32) float lane[kLanes];
+    _mm256_store_ps(lane, acc);
+    for (; b < nb; ++b) {
+        lane[b % kLanes] +=
+            detail::q8_0_block_value(f16(w[b].d), x[b].d, q8_0_block_sum_exact(w[b], x[b]));
+    }
+    return detail::reduce_lanes(lane);
+}
+
+// ---- float rows (same accumulation precision as scalar, different order) ---------
+
+float dot_f16_f32(const uint16_t* w, const float* x, int64_t n) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    int64_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        a0 = _mm512_fmadd_ps(_mm512_cvtph_ps(load256(w + i)), _mm512_loadu_ps(x + i), a0);
+        a1 = _mm512_fmadd_ps(_mm512_cvtph_ps(load256(w + i + 16)), _mm512_loadu_ps(x + i + 16), a1);
+        a2 = _mm512_fmadd_ps(_mm512_cvtph_ps(load256(w + i + 32)), _mm512_loadu_ps(x + i + 32), a2);
+        a3 = _mm512_fmadd_ps(_mm512_cvtph_ps(load256(w + i + 48)), _mm512_loadu_ps(x + i + 48), a3);
+    }
+    for (; i + 16 <= n; i += 16) {
+        a0 = _mm512_fmadd_ps(_mm512_cvtph_ps(load256(w + i)), _mm512_loadu_ps(x + i), a0);
+    }
+    float sum = hsum_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+    for (; i < n; ++i) sum += f16(w[i]) * x[i];
+    return sum;
+}
+
+float dot_f32_f32(const float* w, const float* x, int64_t n) {
+    __m512d a0 = _mm512_setzero_pd(), a1 = a0, a2 = a0, a3 = a0;
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        a0 = _mm512_fmadd_pd(_mm512_cvtps_pd(_mm256_loadu_ps(w + i)), _mm512_cvtps_pd(_mm256_loadu_ps(x + i)), a0);
+        a1 = _mm512_fmadd_pd(_mm512_cvtps_pd(_mm256_loadu_ps(w + i + 8)), _mm512_cvtps_pd(_mm256_loadu_ps(x + i + 8)), a1);
+        a2 = _mm512_fmadd_pd(_mm512_cvtps_pd(_mm256_loadu_ps(w + i + 16)), _mm512_cvtps_pd(_mm256_loadu_ps(x + i + 16)), a2);
+        a3 = _mm512_fmadd_pd(_mm512_cvtps_pd(_mm256_loadu_ps(w + i + 24)), _mm512_cvtps_pd(_mm256_loadu_ps(x + i + 24)), a3);
+    }
+    double sum = hsum_pd(_mm512_add_pd(_mm512_add_pd(a0, a1), _mm512_add_pd(a2, a3)));
+    for (; i < n; ++i) sum += static_cast<double>(w[i]) * static_cast<double>(x[i]);
+    return static_cast<float>(sum);
+}
+
+// ---- dequantization (bit-identical to ref::dequant_*) ------------------------------
+
+inline __m512 bytes_to_ps_u8(__m128i sixteen_bytes) {
+    return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(sixteen_bytes));
+}
+
+void dequant_q8_0(const BlockQ8_0* x, float* y, int64_t n) {
+    for (int64_t b = 0; b < n / QK8_0; ++b) {
+        const __m512 d = _mm512_set1_ps(f16(x[b].d));
+        for (int i = 0; i < QK8_0; i += 16) {
+            const __m512 v = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(load128(x[b].qs + i)));
+            _mm512_storeu_ps(y + b * QK8_0 + i, _mm512_mul_ps(d, v));
+        }
+    }
+}
+
+void dequant_q2_K(const BlockQ2K* x, float* y, int64_t n) {
+    const __m128i m3 = _mm_set1_epi8(3);
+    for (int64_t b = 0; b < n / QK_K; ++b) {
+        const BlockQ2K& blk = x[b];
+        const float d = f16(blk.d);
+        const float dmin = f16(blk.dmin);
+        for (int s = 0; s < QK_K / 16; ++s) {
+            const __m512 dl = _mm512_set1_ps(d * static_cast<float>(blk.scales[s] & 15));
+            const __m512 ml = _mm512_set1_ps(dmin * static_cast<float>(blk.scales[s] >> 4));
+            const int shift = 2 * ((s % 8) / 2);
+            const __m128i bytes = load128(blk.qs + 32 * (s / 8) + 16 * (s % 2));
+            const __m128i codes = _mm_and_si128(_mm_srl_epi16(bytes, _mm_cvtsi32_si128(shift)), m3);
+            const __m512 v = _mm512_sub_ps(_mm512_mul_ps(dl, bytes_to_ps_u8(codes)), ml);
+            _mm512_storeu_ps(y + b * QK_K + 16 * s, v);
+        }
+    }
+}
+
+void dequant_q4_K(const BlockQ4K* x, float* y, int64_t n) {
+    const __m128i m4 = _mm_set1_epi8(15);
+    for (int64_t b = 0; b < n / QK_K; ++b) {
+        const BlockQ4K& blk = x[b];
+        const float d = f16(blk.d);
+        const float dmin = f16(blk.dmin);
+        uint8_t sm[16];
+        detail::unpack_q4_K_scales(blk.scales, sm);
+        float* out = y + b * QK_K;
+        for (int j = 0; j < QK_K / 32; ++j) {
+            const __m512 dl = _mm512_set1_ps(d * static_cast<float>(sm[j]));
+            const __m512 ml = _mm512_set1_ps(dmin * static_cast<float>(sm[8 + j]));
+            for (int h = 0; h < 2; ++h) {
+                __m128i codes = load128(blk.qs + 32 * (j / 2) + 16 * h);
+                if (j % 2 == 1) codes = _mm_srli_epi16(codes, 4);
+                codes = _mm_and_si128(codes, m4);
+                _mm512_storeu_ps(out + 32 * j + 16 * h,
+                                 _mm512_sub_ps(_mm512_mul_ps(dl, bytes_to_ps_u8(codes)), ml));
+            }
+        }
+    }
+}
+
+void dequant_iq2_xxs(const BlockIQ2XXS* x, float* y, int64_t n) {
+    const __m512i sign_bit = _mm512_set1_epi32(static_cast<int>(0x80000000u));
+    for (int64_t b = 0; b < n / QK_K; ++b) {
+        const float d = f16(x[b].d);
+        float* out = y + b * QK_K;
+        for (int g = 0; g < QK_K / 32; ++g) {
+            uint32_t aux[2];
+            std::memcpy(aux, &x[b].qs[4 * g], sizeof(aux));
+            const __m512 gscale = _mm512_set1_ps(d * (0.5f + static_cast<float>(aux[1] >> 28)) * 0.25f);
+            const uint32_t neg = group_sign_bits(aux[1]);
+            for (int k = 0; k < 4; k += 2) {  // two 8-value sub-groups per vector
+                const __m128i mag = _mm_set_epi64x(grid((aux[0] >> (8 * k + 8)) & 0xff),
+                                                   grid((aux[0] >> (8 * k)) & 0xff));
+                const __m512 v = _mm512_mul_ps(gscale, bytes_to_ps_u8(mag));
+                // ×(−1) of ref is an exact sign flip
+                const auto m = static_cast<__mmask16>(neg >> (8 * k));
+                const __m512i r = _mm512_mask_xor_epi32(_mm512_castps_si512(v), m, _mm512_castps_si512(v), sign_bit);
+                _mm512_storeu_si512(out + 32 * g + 8 * k, r);
+            }
+        }
+    }
+}
+
+void dequant_f16(const uint16_t* x, float* y, int64_t n) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, _mm512_cvtph_ps(load256(x + i)));
+    for (; i < n; ++i) y[i] = f16(x[i]);
+}
+
+// ---- activation quantization (byte-identical to ref::quantize_*) ------------------
+
+void quantize_q8_K(const float* x, BlockQ8K* y, int64_t n) {
+    for (int64_t b = 0; b < n / QK_K; ++b) {
+        const float* xb = x + b * QK_K;
+        BlockQ8K& out = y[b];
+        __m512 vmax = _mm512_setzero_ps();  // max_ps(a, m) keeps m when a is NaN
+        for (int i = 0; i < QK_K; i += 16) vmax = _mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(xb + i)), vmax);
+        const float amax = _mm512_reduce_max_ps(vmax);
+        if (amax == 0.f) {
+            std::memset(&out, 0, sizeof(out));
+            continue;
+        }
+        float max = 0.f;  // the first element reaching amax, with its sign
+        for (int i = 0; i < QK_K; i += 16) {
+            const __mmask16 eq =
+                _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_loadu_ps(xb + i)), _mm512_set1_ps(amax), _CMP_EQ_OQ);
+            if (eq != 0) {
+                max = xb[i + __builtin_ctz(static_cast<unsigned>(eq))];
+                break;
+            }
+        }
+        const float iscale = -127.f / max;
+        if (!__builtin_isfinite(iscale)) {  // |max| < 127/FLT_MAX: codes 0, like ref
+            std::memset(&out, 0, sizeof(out));
+            out.d = 1.f / iscale;
+            continue;
+        }
+        const __m512 vs = _mm512_set1_ps(iscale);
+        for (int i = 0; i < QK_K; i += 16) {
+            store_i8x16(out.qs + i, round_clamped(_mm512_mul_ps(vs, _mm512_loadu_ps(xb + i))));
+        }
+        detail::fill_q8_K_bsums(out);
+        out.d = 1.f / iscale;
+    }
+}
+
+void quantize_q8_0f(const float* x, BlockQ8_0F* y, int64_t n) {
+    for (int64_t b = 0; b < n / QK8_0; ++b) {
+        const float* xb = x + b * QK8_0;
+        const __m512 v0 = _mm512_loadu_ps(xb), v1 = _mm512_loadu_ps(xb + 16);
+        const float s = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1))) / 127.f;
+        y[b].d = s;
+        if (s == 0.f) {
+            std::memset(y[b].qs, 0, sizeof(y[b].qs));
+            continue;
+        }
+        const float inv = 1.f / s;
+        if (!__builtin_isfinite(inv)) {  // subnormal s: codes 0, like ref
+            std::memset(y[b].qs, 0, sizeof(y[b].qs));
+            continue;
+        }
+        const __m512 id = _mm512_set1_ps(inv);
+        store_i8x16(y[b].qs, round_clamped(_mm512_mul_ps(v0, id)));
+        store_i8x16(y[b].qs + 16, round_clamped(_mm512_mul_ps(v1, id)));
+    }
+}
+
+}  // namespace
+}  // namespace ds4::quant::avx512
+
+namespace ds4::quant::detail {
+
+const Kernels kAvx512Kernels = {
+    .isa = Isa::AVX512,
+    .dequant_q8_0 = avx512::dequant_q8_0,
+    .dequant_q2_K = avx512::dequant_q2_K,
+    .dequant_q4_K = avx512::dequant_q4_K,
+    .dequant_iq2_xxs = avx512::dequant_iq2_xxs,
+    .dequant_f16 = avx512::dequant_f16,
+    .quantize_q8_K = avx512::quantize_q8_K,
+    .quantize_q8_0f = avx512::quantize_q8_0f,
+    .dot_q2_K_q8_K = avx512::dot_q2_K_q8_K,
+    .dot_q4_K_q8_K = avx512::dot_q4_K_q8_K,
+    .dot_iq2_xxs_q8_K = avx512::dot_iq2_xxs_q8_K,
+    .dot_q8_0_q8_0f = avx512::dot_q8_0_q8_0f,
+    .dot_f16_f32 = avx512::dot_f16_f32,
+    .dot_f32_f32 = avx512::dot_f32_f32,
+};
+
+}  // namespace ds4::quant::detail
+
+#endif  // DS4_QUANT_X86
