@@ -9,6 +9,7 @@
 #include <cmath>
 #include <functional>
 #include <numeric>
+#include <optional>
 
 #include "ds4/error.h"
 #include "st_builder.h"
@@ -33,25 +34,23 @@ using test::TestTensor;
 
 float at(const DecodedTensor& t, uint64_t r, uint64_t c) { return t.values[r * t.shape[1] + c]; }
 
-class GoldenTiny : public ::testing::Test {
+// The golden file is opened once for the suite (it is mapped, not copied).
+class CheckpointGoldenTiny : public ::testing::Test {
 protected:
     static void SetUpTestSuite() {
-        file_ = new st::File(st::File::open(golden_path("golden_tiny_s1.safetensors")));
+        file_.emplace(st::File::open(golden_path("golden_tiny_s1.safetensors")));
     }
-    static void TearDownTestSuite() {
-        delete file_;
-        file_ = nullptr;
-    }
+    static void TearDownTestSuite() { file_.reset(); }
     static const st::File& file() { return *file_; }
 
 private:
-    static inline st::File* file_ = nullptr;
+    static inline std::optional<st::File> file_;
 };
 
 // Hand computation: byte 0xc2 = sign 1, exponent 0b1000 = 8, mantissa 0b010 = 2, so
 // e4m3 = -(1 + 2/8)·2^(8−7) = -2.5; the block's scale byte is 115, 2^(115−127) = 2^-12;
 // w = -2.5 / 4096 = -0.0006103515625. The other elements likewise.
-TEST_F(GoldenTiny, Fp8WeightMatchesHandComputation) {
+TEST_F(CheckpointGoldenTiny, Fp8WeightMatchesHandComputation) {
     const TensorRef w = quant::tensor_ref(file(), "layers.0.attn.wq_b.weight");
     const TensorRef s = quant::tensor_ref(file(), "layers.0.attn.wq_b.scale");
     const DecodedTensor d = quant::decode_fp8_block_scaled(w, s);
@@ -75,7 +74,7 @@ TEST_F(GoldenTiny, Fp8WeightMatchesHandComputation) {
 
 // Hand computation for expert 0's w1 [32 out, 64 in] stored as I8 [32, 32]: element c of
 // row r is nibble (c odd ? high : low) of byte r·32 + c/2, scaled by 2^(scale[r][c/32] − 127).
-TEST_F(GoldenTiny, Fp4ExpertMatchesHandComputation) {
+TEST_F(CheckpointGoldenTiny, Fp4ExpertMatchesHandComputation) {
     const st::Tensor& w = file().require("layers.0.ffn.experts.0.w1.weight");
     const st::Tensor& s = file().require("layers.0.ffn.experts.0.w1.scale");
     const DecodedTensor d = quant::decode_official(file(), "layers.0.ffn.experts.0.w1.weight");
@@ -95,7 +94,7 @@ TEST_F(GoldenTiny, Fp4ExpertMatchesHandComputation) {
     EXPECT_EQ(at(d, 31, 63), 0.5f / 128.0f);      // high nibble 0x1: +0.5
 }
 
-TEST_F(GoldenTiny, EveryWeightDecodesToFiniteValues) {
+TEST_F(CheckpointGoldenTiny, EveryWeightDecodesToFiniteValues) {
     size_t fp8 = 0, fp4 = 0, plain = 0;
     for (const st::Tensor& t : file().tensors()) {
         if (t.name.starts_with("golden.") || t.name.ends_with(".scale") ||
@@ -123,7 +122,7 @@ TEST_F(GoldenTiny, EveryWeightDecodesToFiniteValues) {
     EXPECT_GT(plain, 100u);
 }
 
-TEST_F(GoldenTiny, Tid2eidNarrowsToExpertIds) {
+TEST_F(CheckpointGoldenTiny, Tid2eidNarrowsToExpertIds) {
     const std::vector<int32_t> ids =
         quant::narrow_i64_to_i32(quant::tensor_ref(file(), "layers.0.ffn.gate.tid2eid"));
     ASSERT_EQ(ids.size(), 256u * 2u);
@@ -132,7 +131,7 @@ TEST_F(GoldenTiny, Tid2eidNarrowsToExpertIds) {
     for (int32_t id : ids) EXPECT_TRUE(id >= 0 && id < 8) << id;
 }
 
-TEST_F(GoldenTiny, Bf16EmbeddingDecodesExactly) {
+TEST_F(CheckpointGoldenTiny, Bf16EmbeddingDecodesExactly) {
     const DecodedTensor e = quant::decode_official(file(), "embed.weight");
     EXPECT_EQ(e.shape, (std::vector<uint64_t>{256, 64}));
     EXPECT_EQ(e.values[0], std::bit_cast<float>(0x3f720000u));  // raw bf16 0x3f72

@@ -29,7 +29,7 @@ float e4m3_formula(uint8_t b) {
     return static_cast<float>(negative ? -v : v);
 }
 
-TEST(ScalarsE4M3, AllBytesMatchTheFormula) {
+TEST(CheckpointScalarsE4M3, AllBytesMatchTheFormula) {
     for (int b = 0; b < 256; ++b) {
         const float got = quant::e4m3_to_f32(static_cast<uint8_t>(b));
         SCOPED_TRACE(b);
@@ -37,7 +37,7 @@ TEST(ScalarsE4M3, AllBytesMatchTheFormula) {
     }
 }
 
-TEST(ScalarsE4M3, KnownValues) {
+TEST(CheckpointScalarsE4M3, KnownValues) {
     EXPECT_EQ(quant::e4m3_to_f32(0x38), 1.0f);
     EXPECT_EQ(quant::e4m3_to_f32(0x7e), 448.0f);  // max finite
     EXPECT_EQ(quant::e4m3_to_f32(0xfe), -448.0f);
@@ -49,7 +49,7 @@ TEST(ScalarsE4M3, KnownValues) {
     EXPECT_EQ(quant::e4m3_to_f32(0xff), 0.0f);
 }
 
-TEST(ScalarsE8M0, AllBytesArePowersOfTwo) {
+TEST(CheckpointScalarsE8M0, AllBytesArePowersOfTwo) {
     for (int b = 0; b < 256; ++b) {
         SCOPED_TRACE(b);
         const float got = quant::e8m0_to_f32(static_cast<uint8_t>(b));
@@ -65,7 +65,7 @@ TEST(ScalarsE8M0, AllBytesArePowersOfTwo) {
     EXPECT_EQ(quant::e8m0_to_f32(254), std::ldexp(1.0f, 127));
 }
 
-TEST(ScalarsE2M1, AllSixteenCodes) {
+TEST(CheckpointScalarsE2M1, AllSixteenCodes) {
     const float expected[16] = {0.0f, 0.5f,  1.0f,  1.5f,  2.0f,  3.0f,  4.0f,  6.0f,
                                 -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};
     for (int q = 0; q < 16; ++q) {
@@ -76,7 +76,7 @@ TEST(ScalarsE2M1, AllSixteenCodes) {
     }
 }
 
-TEST(ScalarsBf16, DecodeIsTheUpperHalfForAllCodes) {
+TEST(CheckpointScalarsBf16, DecodeIsTheUpperHalfForAllCodes) {
     for (uint32_t h = 0; h < 65536; ++h) {
         const float f = quant::bf16_to_f32(static_cast<uint16_t>(h));
         ASSERT_EQ(std::bit_cast<uint32_t>(f), h << 16) << h;
@@ -90,7 +90,7 @@ TEST(ScalarsBf16, DecodeIsTheUpperHalfForAllCodes) {
     EXPECT_EQ(quant::bf16_to_f32(0x0001), std::ldexp(1.0f, -133));  // smallest subnormal
 }
 
-TEST(ScalarsBf16, EncodeRoundsToNearestEven) {
+TEST(CheckpointScalarsBf16, EncodeRoundsToNearestEven) {
     auto bits = [](uint32_t u) { return std::bit_cast<float>(u); };
     EXPECT_EQ(quant::f32_to_bf16(bits(0x3f808000u)), 0x3f80);  // tie, even stays
     EXPECT_EQ(quant::f32_to_bf16(bits(0x3f818000u)), 0x3f82);  // tie, odd rounds up
