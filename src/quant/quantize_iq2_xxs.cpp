@@ -10,6 +10,7 @@
 #include <array>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <mutex>
 #include <vector>
 
@@ -17,6 +18,14 @@
 #include "quant/reference.h"
 #include "quant/reference_fit.h"
 #include "quant/scalars.h"
+
+// Bit-compatibility with ggml needs every a*b+c rounded twice, as written: forbid FMA
+// contraction even if the build adds -mfma / -march=native.
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=off")
+#endif
 
 namespace ds4::quant::ref {
 
@@ -30,38 +39,70 @@ constexpr int kMaxLevel = 2;       // field values 0..2 ↔ levels 1, 3, 5
 // Grid level (2·field + 1) of value i of grid entry k.
 inline int grid_level(int k, int i) { return 2 * ((kIq2GridCodes[k] >> (2 * i)) & 3) + 1; }
 
+// Neighbour lists are stored in chunks of kLanes entries with their levels transposed
+// (level i of the chunk's 8 entries contiguous), so the distance loop below evaluates
+// kLanes candidates side by side. Each candidate's distance is still summed over
+// i = 0..7 in order, so the result is bit-identical to a one-at-a-time loop; it is just
+// no longer one long dependency chain (this loop is most of IQ2_XXS's run time).
+constexpr int kLanes = 8;
+
+struct NeighbourChunk {
+    float level[8][kLanes];  // level[i][lane]: level i of candidate `lane`
+    uint8_t grid[kLanes];    // grid index of each candidate
+};
+
 struct Iq2Index {
     // code → grid index (>= 0), or -(1 + list number) for off-grid codes
     std::vector<int32_t> code_to_grid;
-    // neighbour lists (CSR): list t is neighbours[offsets[t] .. offsets[t+1])
-    std::vector<uint32_t> offsets;
-    std::vector<uint8_t> neighbours;
+    // list t: chunks[first_chunk[t] .. first_chunk[t+1]), its first size[t] lanes real
+    std::vector<uint32_t> first_chunk;
+    std::vector<uint16_t> size;
+    std::vector<NeighbourChunk> chunks;
     std::array<std::array<int8_t, 8>, 256> levels{};  // grid_level, precomputed
 };
 
 // Every grid entry within the two nearest squared-distance shells of `code`'s levels,
 // ordered by (distance, index) — ggml's neighbour list for IQ2_XXS (nwant = 2).
-void append_neighbours(int code, const Iq2Index& idx, std::vector<uint8_t>& out) {
-    std::array<std::pair<int, int>, 256> dist{};
+std::vector<uint8_t> neighbours_of(int code, const Iq2Index& idx) {
+    std::array<int, 256> dist{};
+    int shell1 = std::numeric_limits<int>::max();
+    int shell2 = std::numeric_limits<int>::max();
     for (int k = 0; k < 256; ++k) {
         int d2 = 0;
         for (int i = 0; i < 8; ++i) {
             const int diff = idx.levels[k][i] - (2 * ((code >> (2 * i)) & 3) + 1);
             d2 += diff * diff;
         }
-        dist[k] = {d2, k};
-    }
-    std::sort(dist.begin(), dist.end());
-    int shells = 1;
-    int shell_d2 = dist[0].first;
-    for (const auto& [d2, k] : dist) {
-        if (d2 > shell_d2) {
-            if (shells == 2) break;
-            shell_d2 = d2;
-            ++shells;
+        dist[k] = d2;
+        if (d2 < shell1) {
+            shell2 = shell1;
+            shell1 = d2;
+        } else if (d2 > shell1 && d2 < shell2) {
+            shell2 = d2;
         }
-        out.push_back(static_cast<uint8_t>(k));
     }
+    std::vector<uint8_t> out;
+    for (int shell : {shell1, shell2}) {
+        for (int k = 0; k < 256; ++k) {
+            if (dist[k] == shell) out.push_back(static_cast<uint8_t>(k));
+        }
+    }
+    return out;
+}
+
+void append_list(const std::vector<uint8_t>& list, Iq2Index& idx) {
+    for (size_t c = 0; c < list.size(); c += kLanes) {
+        NeighbourChunk chunk{};
+        for (int lane = 0; lane < kLanes; ++lane) {
+            // padding lanes repeat the list's first entry; they are never selected
+            const uint8_t k = c + lane < list.size() ? list[c + lane] : list[0];
+            chunk.grid[lane] = k;
+            for (int i = 0; i < 8; ++i) chunk.level[i][lane] = static_cast<float>(idx.levels[k][i]);
+        }
+        idx.chunks.push_back(chunk);
+    }
+    idx.size.push_back(static_cast<uint16_t>(list.size()));
+    idx.first_chunk.push_back(static_cast<uint32_t>(idx.chunks.size()));
 }
 
 Iq2Index build_index() {
@@ -75,15 +116,14 @@ Iq2Index build_index() {
         idx.code_to_grid[kIq2GridCodes[k]] = k;
         on_grid[kIq2GridCodes[k]] = true;
     }
-    idx.offsets.push_back(0);
+    idx.first_chunk.push_back(0);
     for (int code = 0; code < kCodeSpace; ++code) {
         if (on_grid[code]) continue;
         bool has_field_3 = false;  // unreachable: the search clamps fields to 0..2
         for (int i = 0; i < 8; ++i) has_field_3 |= ((code >> (2 * i)) & 3) == 3;
         if (has_field_3) continue;
-        idx.code_to_grid[code] = -static_cast<int32_t>(idx.offsets.size());
-        append_neighbours(code, idx, idx.neighbours);
-        idx.offsets.push_back(static_cast<uint32_t>(idx.neighbours.size()));
+        idx.code_to_grid[code] = -static_cast<int32_t>(idx.size.size()) - 1;
+        append_list(neighbours_of(code, idx), idx);
     }
     return idx;
 }
@@ -111,23 +151,30 @@ uint16_t round_to_fields(const float* xa, float id, int8_t* fields) {
 int best_neighbour(const Iq2Index& idx, int32_t entry, const float* xa, const float* wa,
                    float scale, int8_t* fields) {
     const int list = -entry - 1;
+    int remaining = idx.size[list];
     float best_d2 = HUGE_VALF;
     int best = -1;
-    for (uint32_t t = idx.offsets[list]; t < idx.offsets[list + 1]; ++t) {
-        const int k = idx.neighbours[t];
-        float d2 = 0;
+    for (uint32_t c = idx.first_chunk[list]; c < idx.first_chunk[list + 1]; ++c) {
+        const NeighbourChunk& chunk = idx.chunks[c];
+        float d2[kLanes] = {};
         for (int i = 0; i < 8; ++i) {
-            const float diff = scale * static_cast<float>(idx.levels[k][i]) - xa[i];
-            d2 += wa[i] * diff * diff;
+            for (int lane = 0; lane < kLanes; ++lane) {
+                const float diff = scale * chunk.level[i][lane] - xa[i];
+                d2[lane] += wa[i] * diff * diff;
+            }
         }
-        if (d2 < best_d2) {
-            best_d2 = d2;
-            best = k;
+        const int real = std::min(remaining, kLanes);
+        for (int lane = 0; lane < real; ++lane) {
+            if (d2[lane] < best_d2) {
+                best_d2 = d2[lane];
+                best = chunk.grid[lane];
+            }
         }
+        remaining -= real;
     }
     // every distance is finite for finite input; fall back to the first neighbour so a
     // NaN can never produce an invalid index
-    if (best < 0) best = idx.neighbours[idx.offsets[list]];
+    if (best < 0) best = idx.chunks[idx.first_chunk[list]].grid[0];
     for (int i = 0; i < 8; ++i) fields[i] = static_cast<int8_t>((idx.levels[best][i] - 1) / 2);
     return best;
 }

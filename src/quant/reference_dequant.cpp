@@ -7,6 +7,14 @@
 #include "quant/reference.h"
 #include "quant/scalars.h"
 
+// Bit-compatibility with ggml needs every a*b+c rounded twice, as written: forbid FMA
+// contraction even if the build adds -mfma / -march=native.
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=off")
+#endif
+
 namespace ds4::quant::ref {
 
 void dequant_q8_0(const BlockQ8_0* x, float* y, int64_t n) {

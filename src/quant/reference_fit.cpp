@@ -9,6 +9,14 @@
 
 #include "quant/reference_fit.h"
 
+// Bit-compatibility with ggml needs every a*b+c rounded twice, as written: forbid FMA
+// contraction even if the build adds -mfma / -march=native.
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=off")
+#endif
+
 namespace ds4::quant::ref::detail {
 
 namespace {

@@ -1,8 +1,7 @@
 // Scalar reference quantizers for Q8_0 (weights), Q8_K and Q8_0F (activations), and
 // the K-quants Q2_K / Q4_K (formats.md §3.3, §3.7, §4.4). The goal is bit-compatibility
 // with ggml's reference quantizers, so every floating-point expression is evaluated in
-// the same order and precision as there (f32 throughout, no fused multiply-add: this
-// file is compiled without -ffp-contract=fast since the project builds with -std=c++20).
+// the same order and precision as there (f32 throughout, no fused multiply-add).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -10,6 +9,14 @@
 #include "quant/reference.h"
 #include "quant/reference_fit.h"
 #include "quant/scalars.h"
+
+// Bit-compatibility with ggml needs every a*b+c rounded twice, as written: forbid FMA
+// contraction even if the build adds -mfma / -march=native.
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=off")
+#endif
 
 namespace ds4::quant::ref {
 
