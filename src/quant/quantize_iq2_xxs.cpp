@@ -6,6 +6,10 @@
 // The search rounds |x|/s onto levels {0,1,2} per value; the resulting 16-bit code is
 // usually not one of the 256 grid points, so a one-time index maps every code either to
 // its grid index or to a short list of nearby grid points to choose from.
+//
+// ggml requires importance weights for this type. A null `w` here means importance x²
+// (ds4's fallback without an imatrix is the per-column Σ_rows x², formats.md §4.3,
+// which is x² for a single row; matrix-wide callers should pass that column sum).
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -191,7 +195,7 @@ void group_sums(const float* w, const float* xa, const int8_t* fields, float& sq
 }
 
 struct GroupCode {
-    float scale = 0;   // 0: the group is written as all-zero bytes
+    float scale = 0;     // 0: the group is written as all-zero bytes
     uint32_t grid = 0;   // A word: grid index of sub-group k in byte k
     uint32_t signs = 0;  // B word without the scale: 7 sign bits per sub-group
 };
@@ -231,6 +235,20 @@ void split_signs(const float* xb, const float* w, float* xa, uint8_t* signs) {
     }
 }
 
+// Rounds each 8-value sub-group of xa onto fields for inverse scale `id`; an off-grid
+// result is replaced by its best neighbour at `scale` (= 1/id). Returns the grid indices.
+std::array<uint32_t, 4> snap_to_grid(const Iq2Index& idx, const float* xa, const float* wa,
+                                     float id, float scale, int8_t* fields) {
+    std::array<uint32_t, 4> grid{};
+    for (int k = 0; k < 4; ++k) {
+        const uint16_t code = round_to_fields(xa + 8 * k, id, fields + 8 * k);
+        const int32_t entry = idx.code_to_grid[code];
+        grid[k] = static_cast<uint32_t>(
+            entry >= 0 ? entry : best_neighbour(idx, entry, xa + 8 * k, wa + 8 * k, scale, fields + 8 * k));
+    }
+    return grid;
+}
+
 GroupCode quantize_group(const Iq2Index& idx, const float* xb, const float* w) {
     float wa[32];
     for (int i = 0; i < 32; ++i) wa[i] = std::sqrt(w[i]);
@@ -254,12 +272,7 @@ GroupCode quantize_group(const Iq2Index& idx, const float* xb, const float* w) {
     float best = 0;
     for (int step = -6; step <= 6; ++step) {
         const float id = (5 + static_cast<float>(step) * 0.1f) / eff_max;
-        const float this_scale = 1 / id;
-        for (int k = 0; k < 4; ++k) {
-            const uint16_t code = round_to_fields(xa + 8 * k, id, Laux + 8 * k);
-            const int32_t entry = idx.code_to_grid[code];
-            if (entry < 0) best_neighbour(idx, entry, xa + 8 * k, wa + 8 * k, this_scale, Laux + 8 * k);
-        }
+        snap_to_grid(idx, xa, wa, id, 1 / id, Laux);
         float sqx = 0;
         float sq2 = 0;
         group_sums(w, xa, Laux, sqx, sq2);
@@ -270,28 +283,20 @@ GroupCode quantize_group(const Iq2Index& idx, const float* xb, const float* w) {
         }
     }
 
-    GroupCode out;
-    uint32_t grid_index[4] = {0, 0, 0, 0};
+    std::array<uint32_t, 4> grid{};
     if (scale > 0) {
         // final pass with the chosen scale, then refit the scale to the final codes
-        const float id = 1 / scale;
-        for (int k = 0; k < 4; ++k) {
-            const uint16_t code = round_to_fields(xa + 8 * k, id, L + 8 * k);
-            const int32_t entry = idx.code_to_grid[code];
-            grid_index[k] = static_cast<uint32_t>(
-                entry >= 0 ? entry : best_neighbour(idx, entry, xa + 8 * k, wa + 8 * k, scale, L + 8 * k));
-        }
+        grid = snap_to_grid(idx, xa, wa, 1 / scale, scale, L);
         float sqx = 0;
         float sq2 = 0;
         group_sums(w, xa, L, sqx, sq2);
         if (sq2 > 0) scale = sqx / sq2;
     } else {
-        // the candidate codes are grid points already (ggml re-looks them up)
+        // a negative best fit: the candidate codes are grid points already
         for (int k = 0; k < 4; ++k) {
             uint16_t code = 0;
             for (int i = 0; i < 8; ++i) code = static_cast<uint16_t>(code | ((L[8 * k + i] & 3) << (2 * i)));
-            const int32_t entry = idx.code_to_grid[code];
-            grid_index[k] = static_cast<uint32_t>(std::max(entry, 0));
+            grid[k] = static_cast<uint32_t>(std::max(idx.code_to_grid[code], 0));
         }
     }
     if (scale < 0) {
@@ -300,8 +305,9 @@ GroupCode quantize_group(const Iq2Index& idx, const float* xb, const float* w) {
         for (auto& s : signs) s = static_cast<uint8_t>(~s & 127);
     }
     if (!(scale >= 0) || !std::isfinite(scale)) return {};
+    GroupCode out;
     for (int k = 0; k < 4; ++k) {
-        out.grid |= grid_index[k] << (8 * k);
+        out.grid |= grid[k] << (8 * k);
         out.signs |= static_cast<uint32_t>(signs[k]) << (7 * k);
     }
     out.scale = scale;
@@ -319,7 +325,7 @@ void quantize_block(const Iq2Index& idx, const float* x, const float* qw, BlockI
     for (int g = 0; g < QK_K / 32; ++g) {
         const float* xb = x + 32 * g;
         for (int i = 0; i < 32; ++i) {
-            const float importance = qw != nullptr ? qw[32 * g + i] : 1.f;
+            const float importance = qw != nullptr ? qw[32 * g + i] : xb[i] * xb[i];
             weight[i] = importance * std::sqrt(sigma2 + xb[i] * xb[i]);
         }
         groups[g] = quantize_group(idx, xb, weight);
@@ -332,7 +338,8 @@ void quantize_block(const Iq2Index& idx, const float* x, const float* qw, BlockI
     y.d = f32_to_f16(d);
     const float id = 1 / d;
     for (int g = 0; g < QK_K / 32; ++g) {
-        // group scale d·(2·ls+1)/8 ≈ scale_g·(levels/8 vs levels): ls = (scale_g/d − 1)/2
+        // the decoder computes d·(2·ls+1)/8 · GRID ≈ d·(2·ls+1) · level, and the search
+        // modelled |x| ≈ scale_g · level, so ls = (scale_g/d − 1)/2; d = max/31 ↔ ls = 15
         const int ls = std::clamp(nearest_int(0.5f * (id * groups[g].scale - 1)), 0, 15);
         const uint32_t words[2] = {groups[g].grid, groups[g].signs | static_cast<uint32_t>(ls) << 28};
         std::memcpy(&y.qs[4 * g], words, sizeof(words));
