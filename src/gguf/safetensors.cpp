@@ -89,6 +89,9 @@ json parse_header_json(std::string_view text, const std::string& file) {
         return json::parse(text.begin(), text.end(), check);
     } catch (const json::parse_error& e) {
         fail(file, ": header is not valid JSON (byte ", e.byte, " of the header): ", e.what());
+    } catch (const json::exception& e) {
+        // e.g. out_of_range for a number beyond double's range such as 1e400
+        fail(file, ": header is not valid JSON: ", e.what());
     }
 }
 

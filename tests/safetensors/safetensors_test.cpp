@@ -193,6 +193,11 @@ TEST(SafetensorsMalformed, InvalidJson) {
     EXPECT_CONTAINS(msg, "x.safetensors: header is not valid JSON (byte 10 of the header)");
     EXPECT_CONTAINS(parse_error("{\"a\xff\": 1}"), "not valid JSON");  // bad UTF-8
     EXPECT_CONTAINS(parse_error(""), "not valid JSON");
+    // nlohmann reports numbers beyond double's range as out_of_range, not parse_error
+    // (found by the fuzzer).
+    EXPECT_CONTAINS(parse_error("3e1000031937"), "not valid JSON: ");
+    EXPECT_CONTAINS(parse_error(R"({"w":{"dtype":"U8","shape":[1e400],"data_offsets":[0,1]}})"),
+                    "number overflow");
 }
 
 TEST(SafetensorsMalformed, HeaderNotAnObject) {
