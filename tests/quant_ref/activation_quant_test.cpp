@@ -20,7 +20,7 @@ std::vector<BlockQ8K> q8_K(const std::vector<float>& x) {
     return y;
 }
 
-TEST(QuantizeQ8_K, LargestMagnitudeEncodesAsMinus127) {
+TEST(RefQuantizeQ8_K, LargestMagnitudeEncodesAsMinus127) {
     auto x = make_data(Dist::Normal, 4 * QK_K, 1);
     x[17] = 9.f;                 // block 0: positive maximum
     x[QK_K + 200] = -9.f;        // block 1: negative maximum
@@ -39,7 +39,7 @@ TEST(QuantizeQ8_K, LargestMagnitudeEncodesAsMinus127) {
     EXPECT_FLOAT_EQ(y[2].d, -5.f / 127);
 }
 
-TEST(QuantizeQ8_K, ScaleIsReciprocalOfInverseScale) {
+TEST(RefQuantizeQ8_K, ScaleIsReciprocalOfInverseScale) {
     // d is computed as 1/(-127/m), not -m/127 (they differ in the last bit for some m)
     const auto x = make_data(Dist::Normal, 16 * QK_K, 2);
     const auto y = q8_K(x);
@@ -52,7 +52,7 @@ TEST(QuantizeQ8_K, ScaleIsReciprocalOfInverseScale) {
     }
 }
 
-TEST(QuantizeQ8_K, CodesRoundHalfEvenAndBsumsAreGroupSums) {
+TEST(RefQuantizeQ8_K, CodesRoundHalfEvenAndBsumsAreGroupSums) {
     auto x = make_data(Dist::Uniform, 8 * QK_K, 3);
     // block 0: max 127 → iscale = -1 exactly, so ±k.5 inputs are exact ties
     x[0] = 127.f;
@@ -72,7 +72,7 @@ TEST(QuantizeQ8_K, CodesRoundHalfEvenAndBsumsAreGroupSums) {
     }
 }
 
-TEST(QuantizeQ8_K, RoundTripErrorIsHalfAStep) {
+TEST(RefQuantizeQ8_K, RoundTripErrorIsHalfAStep) {
     const auto x = make_data(Dist::HeavyTailed, 8 * QK_K, 4);
     const auto y = q8_K(x);
     std::vector<float> back(x.size());
@@ -82,7 +82,7 @@ TEST(QuantizeQ8_K, RoundTripErrorIsHalfAStep) {
     }
 }
 
-TEST(QuantizeQ8_K, ZeroBlockIsAllZero) {
+TEST(RefQuantizeQ8_K, ZeroBlockIsAllZero) {
     std::vector<float> x(2 * QK_K, 0.f);
     x[QK_K + 5] = -0.f;  // negative zero is still zero
     const auto y = q8_K(x);
@@ -93,7 +93,7 @@ TEST(QuantizeQ8_K, ZeroBlockIsAllZero) {
     }
 }
 
-TEST(QuantizeQ8_K, HandlesManyBlocksIndependently) {
+TEST(RefQuantizeQ8_K, HandlesManyBlocksIndependently) {
     // n = 16·256 (one routed-MoE input row); each block scales on its own maximum
     auto x = make_data(Dist::Normal, 16 * QK_K, 5);
     for (int b = 0; b < 16; ++b) {
@@ -108,7 +108,7 @@ TEST(QuantizeQ8_K, HandlesManyBlocksIndependently) {
     }
 }
 
-TEST(QuantizeQ8_K, SubnormalBlockStaysFinite) {
+TEST(RefQuantizeQ8_K, SubnormalBlockStaysFinite) {
     std::vector<float> x(QK_K, 0.f);
     x[0] = std::numeric_limits<float>::denorm_min() * 1000;
     x[1] = -std::numeric_limits<float>::denorm_min() * 3;
@@ -125,7 +125,7 @@ std::vector<BlockQ8_0F> q8_0f(const std::vector<float>& x) {
     return y;
 }
 
-TEST(QuantizeQ8_0F, ScaleIsAmaxOver127InF32) {
+TEST(RefQuantizeQ8_0F, ScaleIsAmaxOver127InF32) {
     const auto x = make_data(Dist::Normal, 64 * QK8_0, 6);
     const auto y = q8_0f(x);
     for (size_t b = 0; b < y.size(); ++b) {
@@ -139,7 +139,7 @@ TEST(QuantizeQ8_0F, ScaleIsAmaxOver127InF32) {
     }
 }
 
-TEST(QuantizeQ8_0F, TiesRoundHalfEven) {
+TEST(RefQuantizeQ8_0F, TiesRoundHalfEven) {
     // amax 127 → s = 1, 1/s = 1: exact ties
     std::vector<float> x(QK8_0, 0.f);
     const float vals[] = {127.f, 0.5f, 1.5f, 2.5f, -0.5f, -1.5f, -2.5f, -127.f, 126.5f};
@@ -150,7 +150,7 @@ TEST(QuantizeQ8_0F, TiesRoundHalfEven) {
     for (int i = 0; i < 9; ++i) EXPECT_EQ(y[0].qs[i], want[i]) << i;
 }
 
-TEST(QuantizeQ8_0F, ZeroBlockHasZeroScaleAndCodes) {
+TEST(RefQuantizeQ8_0F, ZeroBlockHasZeroScaleAndCodes) {
     std::vector<float> x(2 * QK8_0, 0.f);
     x[QK8_0] = 1.f;
     const auto y = q8_0f(x);

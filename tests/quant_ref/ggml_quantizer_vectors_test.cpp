@@ -47,43 +47,43 @@ void expect_rows_match(const std::string& tensor, size_t row_bytes, Fn quantize)
     }
 }
 
-TEST(GgmlQuantizerVectors, Q8_0) {
+TEST(RefGgmlQuantizerVectors, Q8_0) {
     expect_rows_match("Q8_0", 8 * sizeof(BlockQ8_0), [](const float* x, const float*, uint8_t* y) {
         ref::quantize_q8_0(x, reinterpret_cast<BlockQ8_0*>(y), kN);
     });
 }
 
-TEST(GgmlQuantizerVectors, Q2_K) {
+TEST(RefGgmlQuantizerVectors, Q2_K) {
     expect_rows_match("Q2_K", sizeof(BlockQ2K), [](const float* x, const float*, uint8_t* y) {
         ref::quantize_q2_K(x, reinterpret_cast<BlockQ2K*>(y), kN, nullptr);
     });
 }
 
-TEST(GgmlQuantizerVectors, Q2_KWithImportance) {
+TEST(RefGgmlQuantizerVectors, Q2_KWithImportance) {
     expect_rows_match("Q2_K.imatrix", sizeof(BlockQ2K), [](const float* x, const float* w, uint8_t* y) {
         ref::quantize_q2_K(x, reinterpret_cast<BlockQ2K*>(y), kN, w);
     });
 }
 
-TEST(GgmlQuantizerVectors, Q4_K) {
+TEST(RefGgmlQuantizerVectors, Q4_K) {
     expect_rows_match("Q4_K", sizeof(BlockQ4K), [](const float* x, const float*, uint8_t* y) {
         ref::quantize_q4_K(x, reinterpret_cast<BlockQ4K*>(y), kN, nullptr);
     });
 }
 
-TEST(GgmlQuantizerVectors, Q4_KWithImportance) {
+TEST(RefGgmlQuantizerVectors, Q4_KWithImportance) {
     expect_rows_match("Q4_K.imatrix", sizeof(BlockQ4K), [](const float* x, const float* w, uint8_t* y) {
         ref::quantize_q4_K(x, reinterpret_cast<BlockQ4K*>(y), kN, w);
     });
 }
 
-TEST(GgmlQuantizerVectors, IQ2_XXSWithImportance) {
+TEST(RefGgmlQuantizerVectors, IQ2_XXSWithImportance) {
     expect_rows_match("IQ2_XXS.imatrix", sizeof(BlockIQ2XXS), [](const float* x, const float* w, uint8_t* y) {
         ref::quantize_iq2_xxs(x, reinterpret_cast<BlockIQ2XXS*>(y), kN, w);
     });
 }
 
-TEST(GgmlQuantizerVectors, Q8_K) {
+TEST(RefGgmlQuantizerVectors, Q8_K) {
     // ggml leaves the bsums of an all-zero block unwritten; the generator zero-filled its
     // output first, which is what ds4 writes
     expect_rows_match("Q8_K", sizeof(BlockQ8K), [](const float* x, const float*, uint8_t* y) {

@@ -53,14 +53,14 @@ void check_dequant(const std::string& type, void (*dequant)(const Block*, float*
     expect_bits_equal(got, want, kValues);
 }
 
-TEST(GoldenVectors, DequantQ8_0MatchesGgml) { check_dequant<BlockQ8_0, 32>("Q8_0", ref::dequant_q8_0); }
-TEST(GoldenVectors, DequantQ2_KMatchesGgml) { check_dequant<BlockQ2K, 256>("Q2_K", ref::dequant_q2_K); }
-TEST(GoldenVectors, DequantQ4_KMatchesGgml) { check_dequant<BlockQ4K, 256>("Q4_K", ref::dequant_q4_K); }
-TEST(GoldenVectors, DequantIQ2_XXSMatchesGgml) {
+TEST(RefGoldenVectors, DequantQ8_0MatchesGgml) { check_dequant<BlockQ8_0, 32>("Q8_0", ref::dequant_q8_0); }
+TEST(RefGoldenVectors, DequantQ2_KMatchesGgml) { check_dequant<BlockQ2K, 256>("Q2_K", ref::dequant_q2_K); }
+TEST(RefGoldenVectors, DequantQ4_KMatchesGgml) { check_dequant<BlockQ4K, 256>("Q4_K", ref::dequant_q4_K); }
+TEST(RefGoldenVectors, DequantIQ2_XXSMatchesGgml) {
     check_dequant<BlockIQ2XXS, 256>("IQ2_XXS", ref::dequant_iq2_xxs);
 }
 
-TEST(GoldenVectors, QuantizeQ8_0MatchesGgmlByteExactly) {
+TEST(RefGoldenVectors, QuantizeQ8_0MatchesGgmlByteExactly) {
     const auto input = vectors().floats("Q8_0.quant_input");
     const auto& want = vectors().bytes("Q8_0.quant_bytes");
     ASSERT_EQ(input.size(), 16u * 256);
@@ -77,7 +77,7 @@ TEST(GoldenVectors, QuantizeQ8_0MatchesGgmlByteExactly) {
     }
 }
 
-TEST(GoldenVectors, QuantizeQ8_0EdgeCaseRow) {
+TEST(RefGoldenVectors, QuantizeQ8_0EdgeCaseRow) {
     // row 0, block 0: amax 127 → d = 1 exactly, ties round away from zero
     const auto input = vectors().floats("Q8_0.quant_input");
     BlockQ8_0 b[8];
@@ -90,7 +90,7 @@ TEST(GoldenVectors, QuantizeQ8_0EdgeCaseRow) {
     for (int i = 0; i < 32; ++i) EXPECT_EQ(b[1].qs[i], 0);
 }
 
-TEST(GoldenVectors, QuantizeQ8_0RoundTripMatchesGgml) {
+TEST(RefGoldenVectors, QuantizeQ8_0RoundTripMatchesGgml) {
     const auto input = vectors().floats("Q8_0.quant_input");
     const auto want = vectors().floats("Q8_0.quant_dequant");
     std::vector<BlockQ8_0> blocks(input.size() / 32);

@@ -28,7 +28,7 @@ std::string sha1_hex(const void* data, size_t size) {
 
 static_assert(std::endian::native == std::endian::little);
 
-TEST(Iq2Tables, GridCodesMatchPublishedSha1) {
+TEST(RefIq2Tables, GridCodesMatchPublishedSha1) {
     EXPECT_EQ(sha1_hex(kIq2GridCodes, sizeof(kIq2GridCodes)),
               "9ddc56270d77061ebc51b9e70f80ef3a63a24b43");
     EXPECT_EQ(kIq2GridCodes[0], 0);
@@ -39,13 +39,13 @@ TEST(Iq2Tables, GridCodesMatchPublishedSha1) {
     EXPECT_EQ(kIq2GridCodes[255], 43268);
 }
 
-TEST(Iq2Tables, GridMatchesPublishedSha1) {
+TEST(RefIq2Tables, GridMatchesPublishedSha1) {
     EXPECT_EQ(sha1_hex(kIq2Grid, sizeof(kIq2Grid)), "ec46ea3456b6e871cc20c02bf21f28e177206310");
     EXPECT_EQ(kIq2Grid[0], 0x0808080808080808ull);
     EXPECT_EQ(kIq2Grid[255], 0x2b2b2b1908081908ull);
 }
 
-TEST(Iq2Tables, GridIsDerivedFromCodes) {
+TEST(RefIq2Tables, GridIsDerivedFromCodes) {
     constexpr uint8_t kLevel[3] = {0x08, 0x19, 0x2b};
     for (int k = 0; k < 256; ++k) {
         for (int i = 0; i < 8; ++i) {
@@ -56,11 +56,11 @@ TEST(Iq2Tables, GridIsDerivedFromCodes) {
     }
 }
 
-TEST(Iq2Tables, GridCodesAreDistinctAndSorted) {
+TEST(RefIq2Tables, GridCodesAreDistinctAndSorted) {
     for (int k = 1; k < 256; ++k) EXPECT_LT(kIq2GridCodes[k - 1], kIq2GridCodes[k]) << k;
 }
 
-TEST(Iq2Tables, SignsCarryEvenParityBit) {
+TEST(RefIq2Tables, SignsCarryEvenParityBit) {
     for (int s = 0; s < 128; ++s) {
         EXPECT_EQ(kIq2Signs[s] & 127, s);
         // the full 8-bit pattern always has an even number of negative signs
@@ -69,7 +69,7 @@ TEST(Iq2Tables, SignsCarryEvenParityBit) {
     }
 }
 
-TEST(Iq2Tables, MaskIsOneBitPerElement) {
+TEST(RefIq2Tables, MaskIsOneBitPerElement) {
     for (int j = 0; j < 8; ++j) EXPECT_EQ(kIq2Mask[j], 1 << j);
 }
 

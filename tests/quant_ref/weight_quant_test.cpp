@@ -109,7 +109,7 @@ constexpr ErrorBound kBounds[] = {
     {"IQ2_XXS+imatrix", Dist::HeavyTailed, 0.60}, {"IQ2_XXS+imatrix", Dist::Outlier, 0.97},
 };
 
-TEST(WeightQuant, ReportErrorTable) {
+TEST(RefWeightQuant, ReportErrorTable) {
     // not an assertion: prints the measured errors the bounds below were derived from
     const auto w = make_importance(kRowLen, 7);
     for (const auto& f : formats()) {
@@ -125,7 +125,7 @@ TEST(WeightQuant, ReportErrorTable) {
     }
 }
 
-TEST(WeightQuant, RelativeErrorWithinMeasuredBounds) {
+TEST(RefWeightQuant, RelativeErrorWithinMeasuredBounds) {
     const auto w = make_importance(kRowLen, 7);
     for (const auto& b : kBounds) {
         for (const auto& f : formats()) {
@@ -137,7 +137,7 @@ TEST(WeightQuant, RelativeErrorWithinMeasuredBounds) {
     }
 }
 
-TEST(WeightQuant, ConstantBlocksAreNearlyExact) {
+TEST(RefWeightQuant, ConstantBlocksAreNearlyExact) {
     const auto w = make_importance(kRowLen, 8);
     const auto x = make_data(Dist::Constant, kRowLen, 0);
     for (const auto& f : formats()) {
@@ -151,7 +151,7 @@ TEST(WeightQuant, ConstantBlocksAreNearlyExact) {
     }
 }
 
-TEST(WeightQuant, ImportanceWeightsReduceWeightedError) {
+TEST(RefWeightQuant, ImportanceWeightsReduceWeightedError) {
     // averaged over seeds: the weighted variant must win on the metric it optimises
     for (const char* base : {"Q2_K", "Q4_K"}) {
         const Format* plain = nullptr;
@@ -180,7 +180,7 @@ TEST(WeightQuant, ImportanceWeightsReduceWeightedError) {
     }
 }
 
-TEST(WeightQuant, Iq2ImportanceWeightsShiftErrorToImportantColumns) {
+TEST(RefWeightQuant, Iq2ImportanceWeightsShiftErrorToImportantColumns) {
     // IQ2_XXS always uses weights; compare skewed importance against uniform importance
     const Format* iq2 = nullptr;
     for (const auto& f : formats()) {
@@ -229,7 +229,7 @@ void expect_valid_blocks(const Format& f, const RoundTrip& r, const std::vector<
     }
 }
 
-TEST(WeightQuant, BlocksAreValidForEveryDistribution) {
+TEST(RefWeightQuant, BlocksAreValidForEveryDistribution) {
     const auto w = make_importance(kRowLen, 9);
     for (const auto& f : formats()) {
         for (Dist d : {Dist::Normal, Dist::Uniform, Dist::HeavyTailed, Dist::Zeros, Dist::Constant,
@@ -240,7 +240,7 @@ TEST(WeightQuant, BlocksAreValidForEveryDistribution) {
     }
 }
 
-TEST(WeightQuant, TinyAndSubnormalInputsStayFinite) {
+TEST(RefWeightQuant, TinyAndSubnormalInputsStayFinite) {
     const auto w = make_importance(4 * QK_K, 10);
     for (float scale : {1e-20f, 1e-38f, std::numeric_limits<float>::denorm_min() * 64}) {
         auto x = make_data(Dist::Normal, 4 * QK_K, 11);
@@ -252,7 +252,7 @@ TEST(WeightQuant, TinyAndSubnormalInputsStayFinite) {
     }
 }
 
-TEST(WeightQuant, ZeroImportanceWeightsStayFinite) {
+TEST(RefWeightQuant, ZeroImportanceWeightsStayFinite) {
     // an imatrix can have dead columns; all-zero weights must not produce NaN
     std::vector<float> w(4 * QK_K, 0.f);
     for (size_t i = 2 * QK_K; i < w.size(); i += 2) w[i] = 1.f;  // half the blocks half-dead
@@ -263,7 +263,7 @@ TEST(WeightQuant, ZeroImportanceWeightsStayFinite) {
     }
 }
 
-TEST(WeightQuant, AllZeroBlocksEncodeAsAllZeroBytes) {
+TEST(RefWeightQuant, AllZeroBlocksEncodeAsAllZeroBytes) {
     // Q2_K/Q4_K: d = dmin = 0, scales 0, codes 0; IQ2_XXS: d = 0 and every group byte 0
     std::vector<float> x(3 * QK_K, 0.f);
     x[QK_K + 7] = -0.f;
@@ -275,7 +275,7 @@ TEST(WeightQuant, AllZeroBlocksEncodeAsAllZeroBytes) {
     }
 }
 
-TEST(WeightQuant, ZeroGroupInsideIq2BlockIsWrittenAsZeroBytes) {
+TEST(RefWeightQuant, ZeroGroupInsideIq2BlockIsWrittenAsZeroBytes) {
     // one 32-value group of zeros in an otherwise normal block: grid index 0, signs 0,
     // ls 0, so it decodes to +d·(1/8)·8 = +d everywhere (formats.md §3.6 quirk)
     auto x = make_data(Dist::Normal, QK_K, 14);
@@ -292,7 +292,7 @@ TEST(WeightQuant, ZeroGroupInsideIq2BlockIsWrittenAsZeroBytes) {
     for (int i = 64; i < 96; ++i) EXPECT_EQ(back[i], f16_to_f32(y.d)) << i;
 }
 
-TEST(WeightQuant, Iq2NullImportanceMeansSquaredValues) {
+TEST(RefWeightQuant, Iq2NullImportanceMeansSquaredValues) {
     // ds4's fallback without an imatrix (Σ_rows x² per column) for a single row
     const auto x = make_data(Dist::HeavyTailed, 4 * QK_K, 20);
     std::vector<float> x2(x.size());
@@ -303,7 +303,7 @@ TEST(WeightQuant, Iq2NullImportanceMeansSquaredValues) {
     EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size() * sizeof(BlockIQ2XXS)), 0);
 }
 
-TEST(WeightQuant, OutputIsDeterministic) {
+TEST(RefWeightQuant, OutputIsDeterministic) {
     const auto w = make_importance(kRowLen, 15);
     const auto x = make_data(Dist::HeavyTailed, kRowLen, 16);
     for (const auto& f : formats()) {
@@ -313,7 +313,7 @@ TEST(WeightQuant, OutputIsDeterministic) {
     }
 }
 
-TEST(WeightQuant, Iq2IsThreadSafeAndBlockLocal) {
+TEST(RefWeightQuant, Iq2IsThreadSafeAndBlockLocal) {
     // several threads quantizing at once (the first call builds the shared search index)
     // must each get the bytes of a serial run; blocks are independent of their neighbours
     const auto x = make_data(Dist::Normal, 8 * QK_K, 17);
@@ -335,7 +335,7 @@ TEST(WeightQuant, Iq2IsThreadSafeAndBlockLocal) {
     }
 }
 
-TEST(WeightQuant, Q8_0RoundTripErrorIsHalfAStep) {
+TEST(RefWeightQuant, Q8_0RoundTripErrorIsHalfAStep) {
     const auto x = make_data(Dist::HeavyTailed, kRowLen, 19);
     std::vector<BlockQ8_0> y(x.size() / QK8_0);
     ref::quantize_q8_0(x.data(), y.data(), static_cast<int64_t>(x.size()));
