@@ -76,16 +76,29 @@ inline __m256i round_clamped(__m256 v) {
 
 inline __m256 abs_ps(__m256 v) { return _mm256_andnot_ps(_mm256_set1_ps(-0.f), v); }
 
-// Eight int32 vectors (block i's partial sums in v[i]) → one vector of block sums.
+// Pairwise sums of two blocks' partials, interleaved: [a0+a1, b0+b1, a2+a3, b2+b3, …].
+// Two blends (any ALU port) and one in-lane shuffle: half the shuffle-port work of hadd.
+inline __m256i interleaved_pair_sums(__m256i a, __m256i b) {
+    const __m256i x = _mm256_blend_epi32(a, b, 0xaa);                                       // a0 b1 a2 b3
+    const __m256i y = _mm256_shuffle_epi32(_mm256_blend_epi32(b, a, 0xaa), _MM_SHUFFLE(2, 3, 0, 1));  // a1 b0 a3 b2
+    return _mm256_add_epi32(x, y);
+}
+
+// Same one level up: a = [A0 B0 A1 B1 | …], b = [C0 D0 C1 D1 | …] → [A B C D | …].
+inline __m256i interleaved_quad_sums(__m256i a, __m256i b) {
+    const __m256i x = _mm256_blend_epi32(a, b, 0xcc);                                       // A0 B0 C1 D1
+    const __m256i y = _mm256_shuffle_epi32(_mm256_blend_epi32(b, a, 0xcc), _MM_SHUFFLE(1, 0, 3, 2));  // A1 B1 C0 D0
+    return _mm256_add_epi32(x, y);
+}
+
+// Eight int32 vectors (block i's partial sums in v[i]) → one vector of the block sums.
 inline __m256i transpose_sum8(const __m256i* v) {
-    const __m256i t0 = _mm256_hadd_epi32(v[0], v[1]);
-    const __m256i t1 = _mm256_hadd_epi32(v[2], v[3]);
-    const __m256i t2 = _mm256_hadd_epi32(v[4], v[5]);
-    const __m256i t3 = _mm256_hadd_epi32(v[6], v[7]);
-    const __m256i u0 = _mm256_hadd_epi32(t0, t1);  // blocks 0..3: low lane | high lane
-    const __m256i u1 = _mm256_hadd_epi32(t2, t3);  // blocks 4..7
-    return _mm256_add_epi32(_mm256_permute2x128_si256(u0, u1, 0x20),
-                            _mm256_permute2x128_si256(u0, u1, 0x31));
+    const __m256i q0 = interleaved_quad_sums(interleaved_pair_sums(v[0], v[1]), interleaved_pair_sums(v[2], v[3]));
+    const __m256i q1 = interleaved_quad_sums(interleaved_pair_sums(v[4], v[5]), interleaved_pair_sums(v[6], v[7]));
+    // q0 = [blocks 0..3 over the low 128 bits | over the high 128 bits], q1 likewise for 4..7
+    const __m256i lo_hi = _mm256_blend_epi32(q0, q1, 0xf0);            // 0..3 low | 4..7 high
+    const __m256i hi_lo = _mm256_permute2x128_si256(q0, q1, 0x21);     // 0..3 high | 4..7 low
+    return _mm256_add_epi32(lo_hi, hi_lo);
 }
 
 // ---- Q2_K · Q8_K -------------------------------------------------------------------
@@ -119,10 +132,12 @@ inline void q2_K_block_sums(const BlockQ2K& w, const BlockQ8K& x, int32_t& isum,
     const __m128i scales8 = _mm_and_si128(raw, m4);
 
     __m256i acc = _mm256_setzero_si256();
+#pragma GCC unroll 2
     for (int h = 0; h < 2; ++h) {
         const __m128i half8 = h == 0 ? scales8 : _mm_srli_si128(scales8, 8);
         const __m256i scales = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(half8));
         const __m256i bits = load256(w.qs + 32 * h);
+#pragma GCC unroll 4
         for (int k = 0; k < 4; ++k) {
             // elements 128h + 32k + b: sub-block 8h+2k (b < 16) and 8h+2k+1 (b ≥ 16)
             const __m256i codes = _mm256_and_si256(_mm256_srli_epi16(bits, 2 * k), m3);
@@ -148,10 +163,23 @@ float dot_q2_K_q8_K(const BlockQ2K* w, const BlockQ8K* x, int64_t n) {
 
 // ---- Q4_K · Q8_K -------------------------------------------------------------------
 
+// Q4_K's 12 packed bytes → [S0..S7, M0..M7] as 16 bytes (formats.md §3.5), computed in
+// a register (a round trip through memory would stall store-to-load forwarding):
+//   S0..3 = w0 & 0x3f.., S4..7 = (w2 & 0x0f..) | ((w0 >> 6) & 0x03..) << 4,
+//   M0..3 = w1 & 0x3f.., M4..7 = ((w2 >> 4) & 0x0f..) | ((w1 >> 6) & 0x03..) << 4
+// for the little-endian words w0, w1, w2 of the packed bytes.
+inline __m128i q4_K_scales_mins(const uint8_t* packed) {
+    // 16 bytes from `packed` stay inside the block (the codes follow); lane 3 is unused
+    const __m128i v = load128(packed);
+    const __m128i a = _mm_srlv_epi32(_mm_shuffle_epi32(v, _MM_SHUFFLE(2, 1, 2, 0)), _mm_setr_epi32(0, 0, 0, 4));
+    const __m128i b = _mm_shuffle_epi32(v, _MM_SHUFFLE(1, 1, 0, 0));
+    const __m128i low = _mm_and_si128(a, _mm_setr_epi32(0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f));
+    const __m128i high = _mm_and_si128(_mm_srli_epi32(b, 6), _mm_setr_epi32(0, 0x03030303, 0, 0x03030303));
+    return _mm_or_si128(low, _mm_slli_epi32(high, 4));
+}
+
 inline void q4_K_block_sums(const BlockQ4K& w, const BlockQ8K& x, int32_t& isum, int32_t& msum) {
-    alignas(16) uint8_t sm[16];
-    detail::unpack_q4_K_scales(w.scales, sm);
-    const __m128i sm8 = _mm_load_si128(reinterpret_cast<const __m128i*>(sm));
+    const __m128i sm8 = q4_K_scales_mins(w.scales);
     const __m256i scales = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm8));
     const __m128i mins = _mm_cvtepu8_epi16(_mm_srli_si128(sm8, 8));
     // bsum[2j] + bsum[2j+1] for j = 0..7 (each |bsum| ≤ 2048, so int16 is exact)
@@ -166,6 +194,7 @@ inline void q4_K_block_sums(const BlockQ4K& w, const BlockQ8K& x, int32_t& isum,
 
     const __m256i m4 = _mm256_set1_epi8(15);
     __m256i acc = _mm256_setzero_si256();
+#pragma GCC unroll 4
     for (int j2 = 0; j2 < 4; ++j2) {
         const __m256i bits = load256(w.qs + 32 * j2);
         const __m256i lo = _mm256_and_si256(bits, m4);                         // sub-block 2·j2
@@ -212,12 +241,27 @@ constexpr ExpandedSigns make_expanded_signs() {
 constexpr ExpandedSigns kExpandedSigns = make_expanded_signs();
 
 inline long long grid(uint32_t index) { return static_cast<long long>(kIq2Grid[index]); }
+
+// 2·ls + 1 for each 4-bit ls, as sixteen int16: loaded, not broadcast from a register
+// (a broadcast costs two shuffle-port µops per group).
+struct GroupScales {
+    alignas(32) int16_t v[16][16];
+};
+constexpr GroupScales make_group_scales() {
+    GroupScales t{};
+    for (int ls = 0; ls < 16; ++ls) {
+        for (int i = 0; i < 16; ++i) t.v[ls][i] = static_cast<int16_t>(2 * ls + 1);
+    }
+    return t;
+}
+constexpr GroupScales kGroupScales = make_group_scales();
 inline long long signs(uint32_t word, int k) {
     return static_cast<long long>(kExpandedSigns.v[(word >> (7 * k)) & 127]);
 }
 
 inline int32_t iq2_xxs_block_sum(const BlockIQ2XXS& w, const BlockQ8K& x) {
     __m256i acc = _mm256_setzero_si256();
+#pragma GCC unroll 8
     for (int g = 0; g < QK_K / 32; ++g) {
         uint32_t aux[2];
         std::memcpy(aux, &w.qs[4 * g], sizeof(aux));
@@ -229,8 +273,7 @@ inline int32_t iq2_xxs_block_sum(const BlockIQ2XXS& w, const BlockQ8K& x) {
         // (±mag)·q8 = |q8| · (±mag·sign(q8)): the unsigned side may be 128
         const __m256i w8 = _mm256_sign_epi8(_mm256_sign_epi8(mag, sgn), q8);
         const __m256i p = _mm256_maddubs_epi16(_mm256_abs_epi8(q8), w8);
-        const auto ls = static_cast<int16_t>(2 * (aux[1] >> 28) + 1);
-        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_set1_epi16(ls)));
+        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, load256(kGroupScales.v[aux[1] >> 28])));
     }
     return hsum_i32(acc);
 }
@@ -264,6 +307,18 @@ float dot_q8_0_q8_0f_exact(const BlockQ8_0* w, const BlockQ8_0F* x, int64_t n) {
     return detail::reduce_lanes(lane);
 }
 
+// dw·dx of blocks b..b+7 (scales strided 34 / 36 bytes apart), assembled in registers:
+// a gather is slow on Intel (microcode mitigation of GDS), and scalar stores followed
+// by one vector load would defeat store-to-load forwarding.
+inline __m256 q8_0_block_scales(const BlockQ8_0* w, const BlockQ8_0F* x) {
+    const __m128i d16 = _mm_setr_epi16(static_cast<short>(w[0].d), static_cast<short>(w[1].d),
+                                       static_cast<short>(w[2].d), static_cast<short>(w[3].d),
+                                       static_cast<short>(w[4].d), static_cast<short>(w[5].d),
+                                       static_cast<short>(w[6].d), static_cast<short>(w[7].d));
+    const __m256 dx = _mm256_setr_ps(x[0].d, x[1].d, x[2].d, x[3].d, x[4].d, x[5].d, x[6].d, x[7].d);
+    return _mm256_mul_ps(_mm256_cvtph_ps(d16), dx);
+}
+
 float dot_q8_0_q8_0f(const BlockQ8_0* w, const BlockQ8_0F* x, int64_t n) {
     const int64_t nb = n / QK8_0;
     const __m256i ones = _mm256_set1_epi16(1);
@@ -273,21 +328,16 @@ float dot_q8_0_q8_0f(const BlockQ8_0* w, const BlockQ8_0F* x, int64_t n) {
     int64_t b = 0;
     for (; b + kLanes <= nb; b += kLanes) {
         __m256i sums[kLanes];
-        alignas(16) uint16_t dw[kLanes];
-        alignas(32) float dx[kLanes];
+#pragma GCC unroll 8
         for (int i = 0; i < kLanes; ++i) {
             const __m256i wv = load256(w[b + i].qs);
             const __m256i xv = load256(x[b + i].qs);
             overflow_risk = _mm256_or_si256(overflow_risk, _mm256_cmpeq_epi8(wv, minus128));
             const __m256i p = _mm256_maddubs_epi16(_mm256_abs_epi8(xv), _mm256_sign_epi8(wv, xv));
             sums[i] = _mm256_madd_epi16(p, ones);
-            dw[i] = w[b + i].d;
-            dx[i] = x[b + i].d;
         }
         const __m256 isum = _mm256_cvtepi32_ps(transpose_sum8(sums));
-        const __m256 scale = _mm256_mul_ps(_mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(dw))),
-                                           _mm256_load_ps(dx));
-        acc = _mm256_add_ps(acc, _mm256_mul_ps(scale, isum));
+        acc = _mm256_add_ps(acc, _mm256_mul_ps(q8_0_block_scales(w + b, x + b), isum));
     }
     if (!_mm256_testz_si256(overflow_risk, overflow_risk)) return dot_q8_0_q8_0f_exact(w, x, n);
     alignas(32) float lane[kLanes];

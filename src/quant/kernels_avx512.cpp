@@ -91,26 +91,43 @@ inline void store_i8x16(int8_t* dst, __m512i v) {
     _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), _mm512_cvtsepi32_epi8(v));
 }
 
-// ---- scale permutations ------------------------------------------------------------
+// ---- scale shuffles ----------------------------------------------------------------
 
-// permutexvar_epi16 indices broadcasting per-sub-block int16 scales over their products.
-struct ScalePerms {
-    alignas(64) uint16_t q2[4][32];  // 128-bit lanes ← sub-blocks 2k, 2k+1, 8+2k, 9+2k
-    alignas(64) uint16_t q4[4][32];  // 256-bit halves ← (0,2), (1,3), (4,6), (5,7)
+// pshufb controls broadcasting per-sub-block int16 scales over their products (vpshufb
+// is one µop; the cross-lane vpermw it replaces is two on Intel's shuffle port).
+struct ScaleShuffles {
+    // Q2_K, scales arranged [s0..7 | s0..7 | s8..15 | s8..15] per 128-bit lane: lanes get
+    // words 2k, 2k+1, 2k, 2k+1 (= sub-blocks 2k, 2k+1, 8+2k, 9+2k)
+    alignas(64) uint8_t q2[4][64];
+    // Q4_K, S0..S7 in every lane: 256-bit halves get words (0,2), (1,3), (4,6), (5,7)
+    alignas(64) uint8_t q4[4][64];
 };
-constexpr ScalePerms make_scale_perms() {
-    ScalePerms p{};
+constexpr ScaleShuffles make_scale_shuffles() {
+    ScaleShuffles t{};
     for (int k = 0; k < 4; ++k) {
-        const int lanes[4] = {2 * k, 2 * k + 1, 8 + 2 * k, 9 + 2 * k};
-        for (int i = 0; i < 32; ++i) p.q2[k][i] = static_cast<uint16_t>(lanes[i / 8]);
+        for (int i = 0; i < 64; ++i) {
+            const int lane = i / 16;
+            const int word = 2 * k + (lane % 2);
+            t.q2[k][i] = static_cast<uint8_t>(2 * word + (i & 1));
+        }
     }
     const int halves[4][2] = {{0, 2}, {1, 3}, {4, 6}, {5, 7}};
     for (int k = 0; k < 4; ++k) {
-        for (int i = 0; i < 32; ++i) p.q4[k][i] = static_cast<uint16_t>(halves[k][i / 16]);
+        for (int i = 0; i < 64; ++i) t.q4[k][i] = static_cast<uint8_t>(2 * halves[k][i / 32] + (i & 1));
     }
-    return p;
+    return t;
 }
-constexpr ScalePerms kPerms = make_scale_perms();
+constexpr ScaleShuffles kShuffles = make_scale_shuffles();
+
+// Q4_K's packed scales → [S0..S7, M0..M7] bytes in a register (see the AVX2 file).
+inline __m128i q4_K_scales_mins(const uint8_t* packed) {
+    const __m128i v = load128(packed);  // stays inside the block; lane 3 unused
+    const __m128i a = _mm_srlv_epi32(_mm_shuffle_epi32(v, _MM_SHUFFLE(2, 1, 2, 0)), _mm_setr_epi32(0, 0, 0, 4));
+    const __m128i b = _mm_shuffle_epi32(v, _MM_SHUFFLE(1, 1, 0, 0));
+    const __m128i low = _mm_and_si128(a, _mm_setr_epi32(0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f));
+    const __m128i high = _mm_and_si128(_mm_srli_epi32(b, 6), _mm_setr_epi32(0, 0x03030303, 0, 0x03030303));
+    return _mm_or_si128(low, _mm_slli_epi32(high, 4));
+}
 
 // ---- Q2_K · Q8_K -------------------------------------------------------------------
 
@@ -119,17 +136,19 @@ inline void q2_K_block_sums(const BlockQ2K& w, const BlockQ8K& x, int32_t& isum,
     const __m128i raw = load128(w.scales);
     const __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(raw, 4), m4));
     msum = hsum_i32(_mm256_madd_epi16(mins, load256(x.bsums)));
-    const __m512i scales = _mm512_zextsi256_si512(_mm256_cvtepu8_epi16(_mm_and_si128(raw, m4)));
+    const __m512i s16 = _mm512_zextsi256_si512(_mm256_cvtepu8_epi16(_mm_and_si128(raw, m4)));
+    const __m512i scales = _mm512_shuffle_i64x2(s16, s16, _MM_SHUFFLE(1, 1, 0, 0));
 
     // one load covers both 128-value halves: bytes 0..31 → half 0, 32..63 → half 1
     const __m512i bits = load512(w.qs);
     const __m512i m3 = _mm512_set1_epi8(3);
     __m512i acc = _mm512_setzero_si512();
+#pragma GCC unroll 4
     for (int k = 0; k < 4; ++k) {
         const __m512i codes = _mm512_and_si512(_mm512_srli_epi16(bits, 2 * k), m3);
         const __m512i q8 = load_2x256(x.qs + 32 * k, x.qs + 128 + 32 * k);
         const __m512i p = _mm512_maddubs_epi16(codes, q8);
-        const __m512i sc = _mm512_permutexvar_epi16(load512(kPerms.q2[k]), scales);
+        const __m512i sc = _mm512_shuffle_epi8(scales, load512(kShuffles.q2[k]));
         acc = _mm512_add_epi32(acc, _mm512_madd_epi16(p, sc));
     }
     isum = _mm512_reduce_add_epi32(acc);
@@ -149,10 +168,8 @@ float dot_q2_K_q8_K(const BlockQ2K* w, const BlockQ8K* x, int64_t n) {
 // ---- Q4_K · Q8_K -------------------------------------------------------------------
 
 inline void q4_K_block_sums(const BlockQ4K& w, const BlockQ8K& x, int32_t& isum, int32_t& msum) {
-    alignas(16) uint8_t sm[16];
-    detail::unpack_q4_K_scales(w.scales, sm);
-    const __m128i sm8 = _mm_load_si128(reinterpret_cast<const __m128i*>(sm));
-    const __m512i scales = _mm512_zextsi128_si512(_mm_cvtepu8_epi16(sm8));
+    const __m128i sm8 = q4_K_scales_mins(w.scales);
+    const __m512i scales = _mm512_broadcast_i32x4(_mm_cvtepu8_epi16(sm8));
     const __m128i mins = _mm_cvtepu8_epi16(_mm_srli_si128(sm8, 8));
     const __m128i pair_bsums = _mm_hadd_epi16(load128(x.bsums), load128(x.bsums + 8));
     __m128i m = _mm_madd_epi16(mins, pair_bsums);
@@ -162,6 +179,7 @@ inline void q4_K_block_sums(const BlockQ4K& w, const BlockQ8K& x, int32_t& isum,
 
     const __m512i m4 = _mm512_set1_epi8(15);
     __m512i acc = _mm512_setzero_si512();
+#pragma GCC unroll 2
     for (int j4 = 0; j4 < 2; ++j4) {
         // bytes 0..31: sub-blocks 4j4 (low nibbles) / 4j4+1 (high);
         // bytes 32..63: sub-blocks 4j4+2 / 4j4+3
@@ -171,8 +189,8 @@ inline void q4_K_block_sums(const BlockQ4K& w, const BlockQ8K& x, int32_t& isum,
         const int8_t* q8 = x.qs + 128 * j4;
         __m512i plo = _mm512_maddubs_epi16(lo, load_2x256(q8, q8 + 64));
         __m512i phi = _mm512_maddubs_epi16(hi, load_2x256(q8 + 32, q8 + 96));
-        plo = _mm512_madd_epi16(plo, _mm512_permutexvar_epi16(load512(kPerms.q4[2 * j4]), scales));
-        phi = _mm512_madd_epi16(phi, _mm512_permutexvar_epi16(load512(kPerms.q4[2 * j4 + 1]), scales));
+        plo = _mm512_madd_epi16(plo, _mm512_shuffle_epi8(scales, load512(kShuffles.q4[2 * j4])));
+        phi = _mm512_madd_epi16(phi, _mm512_shuffle_epi8(scales, load512(kShuffles.q4[2 * j4 + 1])));
         acc = _mm512_add_epi32(acc, _mm512_add_epi32(plo, phi));
     }
     isum = _mm512_reduce_add_epi32(acc);
@@ -193,6 +211,20 @@ float dot_q4_K_q8_K(const BlockQ4K* w, const BlockQ8K* x, int64_t n) {
 
 inline long long grid(uint32_t index) { return static_cast<long long>(kIq2Grid[index]); }
 
+// 2·ls + 1 for each 4-bit ls as sixteen int16, loaded rather than broadcast from a
+// register (two shuffle-port µops each).
+struct GroupScales {
+    alignas(32) int16_t v[16][16];
+};
+constexpr GroupScales make_group_scales() {
+    GroupScales t{};
+    for (int ls = 0; ls < 16; ++ls) {
+        for (int i = 0; i < 16; ++i) t.v[ls][i] = static_cast<int16_t>(2 * ls + 1);
+    }
+    return t;
+}
+constexpr GroupScales kGroupScales = make_group_scales();
+
 // The 32 sign bits (one per value, bit j of byte k = value 8k+j) of a group's sign word.
 inline uint32_t group_sign_bits(uint32_t word) {
     const auto& s = detail::kIq2SignBytes.v;
@@ -209,6 +241,7 @@ inline __m512i group_grid(uint32_t lo_word, uint32_t hi_word) {
 
 inline int32_t iq2_xxs_block_sum(const BlockIQ2XXS& w, const BlockQ8K& x) {
     __m512i acc = _mm512_setzero_si512();
+#pragma GCC unroll 4
     for (int gp = 0; gp < QK_K / 64; ++gp) {  // two 32-value groups per vector
         uint32_t aux[4];
         std::memcpy(aux, &w.qs[8 * gp], sizeof(aux));
@@ -219,9 +252,7 @@ inline int32_t iq2_xxs_block_sum(const BlockIQ2XXS& w, const BlockQ8K& x) {
         // (±mag)·q8 = |q8| · (mag negated where exactly one of the two is negative)
         const __m512i w8 = negate_where(mag, weight_neg ^ _mm512_movepi8_mask(q8));
         const __m512i p = _mm512_maddubs_epi16(_mm512_abs_epi8(q8), w8);
-        const auto ls0 = static_cast<int16_t>(2 * (aux[1] >> 28) + 1);
-        const auto ls1 = static_cast<int16_t>(2 * (aux[3] >> 28) + 1);
-        const __m512i ls = _mm512_inserti64x4(_mm512_set1_epi16(ls0), _mm256_set1_epi16(ls1), 1);
+        const __m512i ls = load_2x256(kGroupScales.v[aux[1] >> 28], kGroupScales.v[aux[3] >> 28]);
         acc = _mm512_add_epi32(acc, _mm512_madd_epi16(p, ls));
     }
     return _mm512_reduce_add_epi32(acc);
@@ -253,6 +284,17 @@ float dot_q8_0_q8_0f_exact(const BlockQ8_0* w, const BlockQ8_0F* x, int64_t n) {
     return detail::reduce_lanes(lane);
 }
 
+// dw·dx of 16 consecutive blocks, assembled in registers (no gathers, no store→load
+// round trip; see the AVX2 file).
+inline __m512 q8_0_block_scales(const BlockQ8_0* w, const BlockQ8_0F* x) {
+    auto d = [w](int i) { return static_cast<short>(w[i].d); };
+    const __m256i d16 = _mm256_setr_epi16(d(0), d(1), d(2), d(3), d(4), d(5), d(6), d(7), d(8), d(9), d(10),
+                                          d(11), d(12), d(13), d(14), d(15));
+    const __m512 dx = _mm512_setr_ps(x[0].d, x[1].d, x[2].d, x[3].d, x[4].d, x[5].d, x[6].d, x[7].d, x[8].d,
+                                     x[9].d, x[10].d, x[11].d, x[12].d, x[13].d, x[14].d, x[15].d);
+    return _mm512_mul_ps(_mm512_cvtph_ps(d16), dx);
+}
+
 // 16 blocks per step; lanes 0..7 of the accumulator take blocks b..b+7 and then
 // b+8..b+15, i.e. block b goes to lane b % 8 in increasing b, as in scalar.
 float dot_q8_0_q8_0f(const BlockQ8_0* w, const BlockQ8_0F* x, int64_t n) {
@@ -265,8 +307,7 @@ float dot_q8_0_q8_0f(const BlockQ8_0* w, const BlockQ8_0F* x, int64_t n) {
     int64_t b = 0;
     for (; b + kStep <= nb; b += kStep) {
         __m512i sums[kStep / 2];
-        alignas(32) uint16_t dw[kStep];
-        alignas(64) float dx[kStep];
+#pragma GCC unroll 8
         for (int i = 0; i < kStep / 2; ++i) {
             const __m512i wv = load_2x256(w[b + 2 * i].qs, w[b + 2 * i + 1].qs);
             const __m512i xv = load_2x256(x[b + 2 * i].qs, x[b + 2 * i + 1].qs);
@@ -274,14 +315,8 @@ float dot_q8_0_q8_0f(const BlockQ8_0* w, const BlockQ8_0F* x, int64_t n) {
             const __m512i sw = negate_where(wv, _mm512_movepi8_mask(xv));
             sums[i] = _mm512_madd_epi16(_mm512_maddubs_epi16(_mm512_abs_epi8(xv), sw), ones);
         }
-        for (int i = 0; i < kStep; ++i) {
-            dw[i] = w[b + i].d;
-            dx[i] = x[b + i].d;
-        }
         const __m512 isum = _mm512_cvtepi32_ps(transpose_sum16(sums));
-        const __m512 scale = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(dw))),
-                                           _mm512_load_ps(dx));
-        const __m512 p = _mm512_mul_ps(scale, isum);
+        const __m512 p = _mm512_mul_ps(q8_0_block_scales(w + b, x + b), isum);
         acc = _mm256_add_ps(acc, _mm512_castps512_ps256(p));
         acc = _mm256_add_ps(acc, _mm512_extractf32x8_ps(p, 1));
     }
