@@ -41,7 +41,9 @@ constexpr int kCodeSpace = 43692;  // 16-bit codes of 8 fields in 0..2 are all <
 constexpr int kMaxLevel = 2;       // field values 0..2 ↔ levels 1, 3, 5
 
 // Grid level (2·field + 1) of value i of grid entry k.
-inline int grid_level(int k, int i) { return 2 * ((kIq2GridCodes[k] >> (2 * i)) & 3) + 1; }
+inline int grid_level(int k, int i) {
+    return 2 * ((kIq2GridCodes[k] >> (2 * i)) & 3) + 1;
+}
 
 // Neighbour lists are stored in chunks of kLanes entries with their levels transposed
 // (level i of the chunk's 8 entries contiguous), so the distance loop below evaluates
@@ -244,7 +246,8 @@ std::array<uint32_t, 4> snap_to_grid(const Iq2Index& idx, const float* xa, const
         const uint16_t code = round_to_fields(xa + 8 * k, id, fields + 8 * k);
         const int32_t entry = idx.code_to_grid[code];
         grid[k] = static_cast<uint32_t>(
-            entry >= 0 ? entry : best_neighbour(idx, entry, xa + 8 * k, wa + 8 * k, scale, fields + 8 * k));
+            entry >= 0 ? entry
+                       : best_neighbour(idx, entry, xa + 8 * k, wa + 8 * k, scale, fields + 8 * k));
     }
     return grid;
 }
@@ -295,7 +298,8 @@ GroupCode quantize_group(const Iq2Index& idx, const float* xb, const float* w) {
         // a negative best fit: the candidate codes are grid points already
         for (int k = 0; k < 4; ++k) {
             uint16_t code = 0;
-            for (int i = 0; i < 8; ++i) code = static_cast<uint16_t>(code | ((L[8 * k + i] & 3) << (2 * i)));
+            for (int i = 0; i < 8; ++i)
+                code = static_cast<uint16_t>(code | ((L[8 * k + i] & 3) << (2 * i)));
             grid[k] = static_cast<uint32_t>(std::max(idx.code_to_grid[code], 0));
         }
     }
@@ -341,7 +345,8 @@ void quantize_block(const Iq2Index& idx, const float* x, const float* qw, BlockI
         // the decoder computes d·(2·ls+1)/8 · GRID ≈ d·(2·ls+1) · level, and the search
         // modelled |x| ≈ scale_g · level, so ls = (scale_g/d − 1)/2; d = max/31 ↔ ls = 15
         const int ls = std::clamp(nearest_int(0.5f * (id * groups[g].scale - 1)), 0, 15);
-        const uint32_t words[2] = {groups[g].grid, groups[g].signs | static_cast<uint32_t>(ls) << 28};
+        const uint32_t words[2] = {groups[g].grid, groups[g].signs | static_cast<uint32_t>(ls)
+                                                                         << 28};
         std::memcpy(&y.qs[4 * g], words, sizeof(words));
     }
 }

@@ -27,10 +27,16 @@ inline float error_term(float diff, FitMetric metric) {
     return metric == FitMetric::Abs ? std::fabs(diff) : diff * diff;
 }
 
+// ggml's make_qkx3_quants trial code: v > 0 ? nearest(min(v, nmax)) : 0 (NaN -> 0).
+inline int saturated_code(float v, int nmax) {
+    const float fmax = static_cast<float>(nmax);
+    return v > 0 ? nearest_int(v < fmax ? v : fmax) : 0;
+}
+
 }  // namespace
 
-float fit_affine(int n, const float* x, const float* w, const AffineFitParams& p,
-                 uint8_t* L, float& negmin) {
+float fit_affine(int n, const float* x, const float* w, const AffineFitParams& p, uint8_t* L,
+                 float& negmin) {
     float lo = x[0];
     float hi = x[0];
     float sum_w = w[0];
@@ -62,16 +68,15 @@ float fit_affine(int n, const float* x, const float* w, const AffineFitParams& p
     // trial grids use the *current best* min, as ggml does.
     uint8_t Laux[kMaxFitLen];
     for (int step = 0; step <= p.nstep; ++step) {
-        iscale = (p.rmin + p.rdelta * static_cast<float>(step) + static_cast<float>(p.nmax)) /
-                 (hi - lo);
+        iscale =
+            (p.rmin + p.rdelta * static_cast<float>(step) + static_cast<float>(p.nmax)) / (hi - lo);
         float sum_l = 0;
         float sum_l2 = 0;
         float sum_xl = 0;
         for (int i = 0; i < n; ++i) {
             const float v = iscale * (x[i] - lo);
-            const int l = p.saturate_trials
-                              ? (v > 0 ? nearest_int(v < static_cast<float>(p.nmax) ? v : static_cast<float>(p.nmax)) : 0)
-                              : std::clamp(nearest_int(v), 0, p.nmax);
+            const int l = p.saturate_trials ? saturated_code(v, p.nmax)
+                                            : std::clamp(nearest_int(v), 0, p.nmax);
             Laux[i] = static_cast<uint8_t>(l);
             const float fl = static_cast<float>(l);
             sum_l += w[i] * fl;

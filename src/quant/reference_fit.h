@@ -19,10 +19,10 @@ inline int nearest_int(float x) {
 enum class FitMetric { Abs, Square };
 
 struct AffineFitParams {
-    int nmax;       // codes are 0..nmax
-    float rmin;     // first trial inverse-scale offset
-    float rdelta;   // step between trials
-    int nstep;      // trials k = 0..nstep (inclusive)
+    int nmax;      // codes are 0..nmax
+    float rmin;    // first trial inverse-scale offset
+    float rdelta;  // step between trials
+    int nstep;     // trials k = 0..nstep (inclusive)
     FitMetric metric;
     // Trial codes from min(v, nmax) for v > 0, else 0 (ggml's make_qkx3_quants, used by
     // the weighted quantizers), instead of clamp(nearest(v)) (make_qkx2_quants). Same
@@ -32,8 +32,8 @@ struct AffineFitParams {
 
 // fitA (§4.4): affine fit x ≈ scale·L − negmin with L ∈ [0, nmax] and negmin ≥ 0,
 // minimising Σ w·metric(error). Writes the codes to L and returns the scale.
-float fit_affine(int n, const float* x, const float* w, const AffineFitParams& p,
-                 uint8_t* L, float& negmin);
+float fit_affine(int n, const float* x, const float* w, const AffineFitParams& p, uint8_t* L,
+                 float& negmin);
 
 // fitP (§4.4): scale for non-negative x ≈ scale·L, L ∈ [0, nmax], weighted squared
 // error, with a coordinate-descent refinement. Writes the codes to L.

@@ -33,7 +33,9 @@ int nearest_saturated(float v, int lo, int hi) {
 }
 
 // ggml's MAX(a, b) macro, including its NaN behaviour (a NaN `b` propagates).
-inline float max_like_ggml(float a, float b) { return a > b ? a : b; }
+inline float max_like_ggml(float a, float b) {
+    return a > b ? a : b;
+}
 
 }  // namespace
 
@@ -134,8 +136,8 @@ using detail::FitMetric;
 // codes are optimal for what the decoder will actually see. Sub-blocks whose stored
 // scale is zero keep their fitted codes.
 template <int kSub, int kMaxCode>
-void requantize_codes(const float* x, float d, float dmin, const int* sc, const int* mn,
-                      uint8_t* L, int nsub) {
+void requantize_codes(const float* x, float d, float dmin, const int* sc, const int* mn, uint8_t* L,
+                      int nsub) {
     for (int j = 0; j < nsub; ++j) {
         const float dd = d * static_cast<float>(sc[j]);
         if (dd == 0) continue;
@@ -329,7 +331,8 @@ void quantize_block_q4_K_weighted(const float* x, const float* qw, BlockQ4K& y) 
     const float sigma2 = 2 * block_sum_x2(x) / QK_K;
     for (int j = 0; j < QK_K / 32; ++j) {
         const float* xs = x + 32 * j;
-        for (int i = 0; i < 32; ++i) weights[i] = qw[32 * j + i] * std::sqrt(sigma2 + xs[i] * xs[i]);
+        for (int i = 0; i < 32; ++i)
+            weights[i] = qw[32 * j + i] * std::sqrt(sigma2 + xs[i] * xs[i]);
         float sumw = 0;
         for (int i = 0; i < 32; ++i) sumw += weights[i];
         sw[j] = sumw;

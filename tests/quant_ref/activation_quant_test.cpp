@@ -22,9 +22,9 @@ std::vector<BlockQ8K> q8_K(const std::vector<float>& x) {
 
 TEST(RefQuantizeQ8_K, LargestMagnitudeEncodesAsMinus127) {
     auto x = make_data(Dist::Normal, 4 * QK_K, 1);
-    x[17] = 9.f;                 // block 0: positive maximum
-    x[QK_K + 200] = -9.f;        // block 1: negative maximum
-    x[2 * QK_K + 3] = 5.f;       // block 2: tie of magnitudes, the first one wins
+    x[17] = 9.f;            // block 0: positive maximum
+    x[QK_K + 200] = -9.f;   // block 1: negative maximum
+    x[2 * QK_K + 3] = 5.f;  // block 2: tie of magnitudes, the first one wins
     x[2 * QK_K + 4] = -5.f;
     const auto y = q8_K(x);
     EXPECT_EQ(y[0].qs[17], -127);
@@ -134,7 +134,8 @@ TEST(RefQuantizeQ8_0F, ScaleIsAmaxOver127InF32) {
         EXPECT_EQ(y[b].d, amax / 127.f);
         const float id = 1.f / y[b].d;
         for (int i = 0; i < QK8_0; ++i) {
-            EXPECT_EQ(y[b].qs[i], static_cast<int>(std::nearbyint(x[b * QK8_0 + i] * id))) << b << ":" << i;
+            EXPECT_EQ(y[b].qs[i], static_cast<int>(std::nearbyint(x[b * QK8_0 + i] * id)))
+                << b << ":" << i;
         }
     }
 }

@@ -60,9 +60,10 @@ TEST(RefGgmlQuantizerVectors, Q2_K) {
 }
 
 TEST(RefGgmlQuantizerVectors, Q2_KWithImportance) {
-    expect_rows_match("Q2_K.imatrix", sizeof(BlockQ2K), [](const float* x, const float* w, uint8_t* y) {
-        ref::quantize_q2_K(x, reinterpret_cast<BlockQ2K*>(y), kN, w);
-    });
+    expect_rows_match("Q2_K.imatrix", sizeof(BlockQ2K),
+                      [](const float* x, const float* w, uint8_t* y) {
+                          ref::quantize_q2_K(x, reinterpret_cast<BlockQ2K*>(y), kN, w);
+                      });
 }
 
 TEST(RefGgmlQuantizerVectors, Q4_K) {
@@ -72,15 +73,17 @@ TEST(RefGgmlQuantizerVectors, Q4_K) {
 }
 
 TEST(RefGgmlQuantizerVectors, Q4_KWithImportance) {
-    expect_rows_match("Q4_K.imatrix", sizeof(BlockQ4K), [](const float* x, const float* w, uint8_t* y) {
-        ref::quantize_q4_K(x, reinterpret_cast<BlockQ4K*>(y), kN, w);
-    });
+    expect_rows_match("Q4_K.imatrix", sizeof(BlockQ4K),
+                      [](const float* x, const float* w, uint8_t* y) {
+                          ref::quantize_q4_K(x, reinterpret_cast<BlockQ4K*>(y), kN, w);
+                      });
 }
 
 TEST(RefGgmlQuantizerVectors, IQ2_XXSWithImportance) {
-    expect_rows_match("IQ2_XXS.imatrix", sizeof(BlockIQ2XXS), [](const float* x, const float* w, uint8_t* y) {
-        ref::quantize_iq2_xxs(x, reinterpret_cast<BlockIQ2XXS*>(y), kN, w);
-    });
+    expect_rows_match("IQ2_XXS.imatrix", sizeof(BlockIQ2XXS),
+                      [](const float* x, const float* w, uint8_t* y) {
+                          ref::quantize_iq2_xxs(x, reinterpret_cast<BlockIQ2XXS*>(y), kN, w);
+                      });
 }
 
 TEST(RefGgmlQuantizerVectors, Q8_K) {

@@ -53,9 +53,15 @@ void check_dequant(const std::string& type, void (*dequant)(const Block*, float*
     expect_bits_equal(got, want, kValues);
 }
 
-TEST(RefGoldenVectors, DequantQ8_0MatchesGgml) { check_dequant<BlockQ8_0, 32>("Q8_0", ref::dequant_q8_0); }
-TEST(RefGoldenVectors, DequantQ2_KMatchesGgml) { check_dequant<BlockQ2K, 256>("Q2_K", ref::dequant_q2_K); }
-TEST(RefGoldenVectors, DequantQ4_KMatchesGgml) { check_dequant<BlockQ4K, 256>("Q4_K", ref::dequant_q4_K); }
+TEST(RefGoldenVectors, DequantQ8_0MatchesGgml) {
+    check_dequant<BlockQ8_0, 32>("Q8_0", ref::dequant_q8_0);
+}
+TEST(RefGoldenVectors, DequantQ2_KMatchesGgml) {
+    check_dequant<BlockQ2K, 256>("Q2_K", ref::dequant_q2_K);
+}
+TEST(RefGoldenVectors, DequantQ4_KMatchesGgml) {
+    check_dequant<BlockQ4K, 256>("Q4_K", ref::dequant_q4_K);
+}
 TEST(RefGoldenVectors, DequantIQ2_XXSMatchesGgml) {
     check_dequant<BlockIQ2XXS, 256>("IQ2_XXS", ref::dequant_iq2_xxs);
 }

@@ -51,7 +51,8 @@ TEST(RefIq2Tables, GridIsDerivedFromCodes) {
         for (int i = 0; i < 8; ++i) {
             const int field = (kIq2GridCodes[k] >> (2 * i)) & 3;
             ASSERT_LE(field, 2) << "entry " << k << " field " << i;
-            EXPECT_EQ((kIq2Grid[k] >> (8 * i)) & 0xff, kLevel[field]) << "entry " << k << " byte " << i;
+            EXPECT_EQ((kIq2Grid[k] >> (8 * i)) & 0xff, kLevel[field])
+                << "entry " << k << " byte " << i;
         }
     }
 }

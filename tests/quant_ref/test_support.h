@@ -19,7 +19,7 @@ namespace ds4::quant::test {
 
 // All tensors of a small safetensors file, as raw bytes keyed by name.
 class TinySafetensors {
-public:
+  public:
     explicit TinySafetensors(const std::string& path) {
         std::ifstream in(path, std::ios::binary);
         if (!in) throw std::runtime_error("cannot open " + path);
@@ -27,13 +27,15 @@ public:
         in.read(reinterpret_cast<char*>(&header_len), 8);
         std::string header(header_len, '\0');
         in.read(header.data(), static_cast<std::streamsize>(header_len));
-        const std::vector<char> data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+        const std::vector<char> data((std::istreambuf_iterator<char>(in)),
+                                     std::istreambuf_iterator<char>());
         const auto json = nlohmann::json::parse(header);
         for (const auto& [name, info] : json.items()) {
             if (name == "__metadata__") continue;
             const auto begin = info["data_offsets"][0].get<size_t>();
             const auto end = info["data_offsets"][1].get<size_t>();
-            if (end > data.size() || begin > end) throw std::runtime_error("bad offsets for " + name);
+            if (end > data.size() || begin > end)
+                throw std::runtime_error("bad offsets for " + name);
             tensors_[name] = std::vector<uint8_t>(data.begin() + static_cast<std::ptrdiff_t>(begin),
                                                   data.begin() + static_cast<std::ptrdiff_t>(end));
         }
@@ -52,7 +54,7 @@ public:
         return out;
     }
 
-private:
+  private:
     std::map<std::string, std::vector<uint8_t>> tensors_;
 };
 
@@ -64,12 +66,18 @@ enum class Dist { Normal, Uniform, HeavyTailed, Zeros, Constant, Outlier };
 
 inline const char* dist_name(Dist d) {
     switch (d) {
-        case Dist::Normal: return "normal";
-        case Dist::Uniform: return "uniform";
-        case Dist::HeavyTailed: return "heavy-tailed";
-        case Dist::Zeros: return "zeros";
-        case Dist::Constant: return "constant";
-        case Dist::Outlier: return "outlier";
+        case Dist::Normal:
+            return "normal";
+        case Dist::Uniform:
+            return "uniform";
+        case Dist::HeavyTailed:
+            return "heavy-tailed";
+        case Dist::Zeros:
+            return "zeros";
+        case Dist::Constant:
+            return "constant";
+        case Dist::Outlier:
+            return "outlier";
     }
     return "?";
 }
@@ -85,16 +93,29 @@ inline std::vector<float> make_data(Dist dist, size_t n, uint32_t seed) {
     std::vector<float> x(n);
     for (size_t i = 0; i < n; ++i) {
         switch (dist) {
-            case Dist::Normal: x[i] = normal(rng); break;
-            case Dist::Uniform: x[i] = uniform(rng); break;
-            case Dist::HeavyTailed: x[i] = student(rng); break;
-            case Dist::Zeros: x[i] = 0.f; break;
-            case Dist::Constant: x[i] = 0.37f; break;
-            case Dist::Outlier: x[i] = normal(rng); break;
+            case Dist::Normal:
+                x[i] = normal(rng);
+                break;
+            case Dist::Uniform:
+                x[i] = uniform(rng);
+                break;
+            case Dist::HeavyTailed:
+                x[i] = student(rng);
+                break;
+            case Dist::Zeros:
+                x[i] = 0.f;
+                break;
+            case Dist::Constant:
+                x[i] = 0.37f;
+                break;
+            case Dist::Outlier:
+                x[i] = normal(rng);
+                break;
         }
     }
     if (dist == Dist::Outlier) {
-        for (size_t b = 0; b < n / 256; ++b) x[b * 256 + (rng() % 256)] = (rng() & 1) ? 60.f : -60.f;
+        for (size_t b = 0; b < n / 256; ++b)
+            x[b * 256 + (rng() % 256)] = (rng() & 1) ? 60.f : -60.f;
     }
     return x;
 }

@@ -95,18 +95,30 @@ struct ErrorBound {
     double bound;
 };
 constexpr ErrorBound kBounds[] = {
-    {"Q4_K", Dist::Normal, 0.082},             {"Q4_K", Dist::Uniform, 0.063},
-    {"Q4_K", Dist::HeavyTailed, 0.108},        {"Q4_K", Dist::Outlier, 0.100},
-    {"Q4_K+imatrix", Dist::Normal, 0.085},     {"Q4_K+imatrix", Dist::Uniform, 0.066},
-    {"Q4_K+imatrix", Dist::HeavyTailed, 0.112}, {"Q4_K+imatrix", Dist::Outlier, 0.105},
-    {"Q2_K", Dist::Normal, 0.34},              {"Q2_K", Dist::Uniform, 0.27},
-    {"Q2_K", Dist::HeavyTailed, 0.40},         {"Q2_K", Dist::Outlier, 0.26},
-    {"Q2_K+imatrix", Dist::Normal, 0.33},      {"Q2_K+imatrix", Dist::Uniform, 0.27},
-    {"Q2_K+imatrix", Dist::HeavyTailed, 0.36}, {"Q2_K+imatrix", Dist::Outlier, 0.31},
-    {"IQ2_XXS", Dist::Normal, 0.50},           {"IQ2_XXS", Dist::Uniform, 0.43},
-    {"IQ2_XXS", Dist::HeavyTailed, 0.72},      {"IQ2_XXS", Dist::Outlier, 1.12},
-    {"IQ2_XXS+imatrix", Dist::Normal, 0.43},   {"IQ2_XXS+imatrix", Dist::Uniform, 0.42},
-    {"IQ2_XXS+imatrix", Dist::HeavyTailed, 0.60}, {"IQ2_XXS+imatrix", Dist::Outlier, 0.97},
+    {"Q4_K", Dist::Normal, 0.082},
+    {"Q4_K", Dist::Uniform, 0.063},
+    {"Q4_K", Dist::HeavyTailed, 0.108},
+    {"Q4_K", Dist::Outlier, 0.100},
+    {"Q4_K+imatrix", Dist::Normal, 0.085},
+    {"Q4_K+imatrix", Dist::Uniform, 0.066},
+    {"Q4_K+imatrix", Dist::HeavyTailed, 0.112},
+    {"Q4_K+imatrix", Dist::Outlier, 0.105},
+    {"Q2_K", Dist::Normal, 0.34},
+    {"Q2_K", Dist::Uniform, 0.27},
+    {"Q2_K", Dist::HeavyTailed, 0.40},
+    {"Q2_K", Dist::Outlier, 0.26},
+    {"Q2_K+imatrix", Dist::Normal, 0.33},
+    {"Q2_K+imatrix", Dist::Uniform, 0.27},
+    {"Q2_K+imatrix", Dist::HeavyTailed, 0.36},
+    {"Q2_K+imatrix", Dist::Outlier, 0.31},
+    {"IQ2_XXS", Dist::Normal, 0.50},
+    {"IQ2_XXS", Dist::Uniform, 0.43},
+    {"IQ2_XXS", Dist::HeavyTailed, 0.72},
+    {"IQ2_XXS", Dist::Outlier, 1.12},
+    {"IQ2_XXS+imatrix", Dist::Normal, 0.43},
+    {"IQ2_XXS+imatrix", Dist::Uniform, 0.42},
+    {"IQ2_XXS+imatrix", Dist::HeavyTailed, 0.60},
+    {"IQ2_XXS+imatrix", Dist::Outlier, 0.97},
 };
 
 TEST(RefWeightQuant, ReportErrorTable) {
@@ -114,11 +126,13 @@ TEST(RefWeightQuant, ReportErrorTable) {
     const auto w = make_importance(kRowLen, 7);
     for (const auto& f : formats()) {
         std::string line = f.name + ":";
-        for (Dist d : {Dist::Normal, Dist::Uniform, Dist::HeavyTailed, Dist::Outlier, Dist::Constant}) {
+        for (Dist d :
+             {Dist::Normal, Dist::Uniform, Dist::HeavyTailed, Dist::Outlier, Dist::Constant}) {
             const auto x = make_data(d, kRowLen, 100);
             const auto r = round_trip(f, x, f.weighted ? w.data() : nullptr);
             char buf[64];
-            std::snprintf(buf, sizeof(buf), " %s=%.4f", test::dist_name(d), relative_rmse(x, r.values));
+            std::snprintf(buf, sizeof(buf), " %s=%.4f", test::dist_name(d),
+                          relative_rmse(x, r.values));
             line += buf;
         }
         std::printf("%s\n", line.c_str());
@@ -132,7 +146,8 @@ TEST(RefWeightQuant, RelativeErrorWithinMeasuredBounds) {
             if (f.name != b.format) continue;
             const auto x = make_data(b.dist, kRowLen, 100);
             const auto r = round_trip(f, x, f.weighted ? w.data() : nullptr);
-            EXPECT_LT(relative_rmse(x, r.values), b.bound) << f.name << " " << test::dist_name(b.dist);
+            EXPECT_LT(relative_rmse(x, r.values), b.bound)
+                << f.name << " " << test::dist_name(b.dist);
         }
     }
 }
@@ -168,7 +183,8 @@ TEST(RefWeightQuant, ImportanceWeightsReduceWeightedError) {
         for (int s = 0; s < kSeeds; ++s) {
             const auto x = make_data(s % 2 ? Dist::HeavyTailed : Dist::Normal, kRowLen, 200 + s);
             const auto w = make_importance(kRowLen, 300 + s);
-            const double e_plain = relative_rmse(x, round_trip(*plain, x, nullptr).values, w.data());
+            const double e_plain =
+                relative_rmse(x, round_trip(*plain, x, nullptr).values, w.data());
             const double e_weighted =
                 relative_rmse(x, round_trip(*weighted, x, w.data()).values, w.data());
             sum_plain += e_plain;
@@ -217,14 +233,16 @@ void expect_valid_blocks(const Format& f, const RoundTrip& r, const std::vector<
         }
         // scales are stored non-negative: the sign lives in the codes / min term
         EXPECT_TRUE(std::isfinite(f16_to_f32(d)) && !(d & 0x8000)) << f.name << " block " << b;
-        EXPECT_TRUE(std::isfinite(f16_to_f32(dmin)) && !(dmin & 0x8000)) << f.name << " block " << b;
+        EXPECT_TRUE(std::isfinite(f16_to_f32(dmin)) && !(dmin & 0x8000))
+            << f.name << " block " << b;
         float amax = 0;
         for (int i = 0; i < QK_K; ++i) amax = std::max(amax, std::fabs(x[b * QK_K + i]));
         for (int i = 0; i < QK_K; ++i) {
             const float v = r.values[b * QK_K + i];
             ASSERT_TRUE(std::isfinite(v)) << f.name << " block " << b << " element " << i;
             // no reconstruction strays far outside the block's range
-            EXPECT_LE(std::fabs(v), 2.f * amax + 1e-30f) << f.name << " block " << b << " element " << i;
+            EXPECT_LE(std::fabs(v), 2.f * amax + 1e-30f)
+                << f.name << " block " << b << " element " << i;
         }
     }
 }
@@ -270,7 +288,8 @@ TEST(RefWeightQuant, AllZeroBlocksEncodeAsAllZeroBytes) {
     const auto w = make_importance(x.size(), 13);
     for (const auto& f : formats()) {
         const auto r = round_trip(f, x, f.weighted ? w.data() : nullptr);
-        for (size_t i = 0; i < r.bytes.size(); ++i) ASSERT_EQ(r.bytes[i], 0) << f.name << " byte " << i;
+        for (size_t i = 0; i < r.bytes.size(); ++i)
+            ASSERT_EQ(r.bytes[i], 0) << f.name << " byte " << i;
         for (float v : r.values) EXPECT_EQ(v, 0.f) << f.name;
     }
 }
@@ -322,7 +341,8 @@ TEST(RefWeightQuant, Iq2IsThreadSafeAndBlockLocal) {
     std::vector<std::thread> threads;
     for (int t = 0; t < 4; ++t) {
         threads.emplace_back([&, t] {
-            ref::quantize_iq2_xxs(x.data(), out[t].data(), static_cast<int64_t>(x.size()), w.data());
+            ref::quantize_iq2_xxs(x.data(), out[t].data(), static_cast<int64_t>(x.size()),
+                                  w.data());
         });
     }
     for (auto& t : threads) t.join();
@@ -330,7 +350,8 @@ TEST(RefWeightQuant, Iq2IsThreadSafeAndBlockLocal) {
         BlockIQ2XXS single{};
         ref::quantize_iq2_xxs(x.data() + b * QK_K, &single, QK_K, w.data() + b * QK_K);
         for (int t = 0; t < 4; ++t) {
-            EXPECT_EQ(std::memcmp(&single, &out[t][b], sizeof(single)), 0) << "thread " << t << " block " << b;
+            EXPECT_EQ(std::memcmp(&single, &out[t][b], sizeof(single)), 0)
+                << "thread " << t << " block " << b;
         }
     }
 }
@@ -346,7 +367,8 @@ TEST(RefWeightQuant, Q8_0RoundTripErrorIsHalfAStep) {
         for (int i = 0; i < QK8_0; ++i) amax = std::max(amax, std::fabs(x[b * QK8_0 + i]));
         // half a step of the f32 d, plus the f16 rounding of d (≤ 2^-11 relative) × 127
         const float tol = 0.5f * amax / 127 + amax * std::ldexp(1.f, -11) * 1.01f;
-        for (int i = 0; i < QK8_0; ++i) EXPECT_LE(std::fabs(back[b * QK8_0 + i] - x[b * QK8_0 + i]), tol);
+        for (int i = 0; i < QK8_0; ++i)
+            EXPECT_LE(std::fabs(back[b * QK8_0 + i] - x[b * QK8_0 + i]), tol);
     }
     EXPECT_LT(relative_rmse(x, back), 0.01);
 }

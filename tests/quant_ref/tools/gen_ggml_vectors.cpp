@@ -39,28 +39,55 @@ void make_row(int r, std::mt19937& rng, float* x, float* w) {
     for (int i = 0; i < kN; ++i) {
         float v = 0;
         switch (r % 10) {
-            case 0: v = nd(rng); break;
-            case 1: v = ud(rng); break;
-            case 2: v = td(rng); break;
-            case 3: v = nd(rng) + 0.7f; break;
-            case 4: v = std::fabs(nd(rng)); break;
-            case 5: v = -std::fabs(nd(rng)); break;
-            case 6: v = (rng() % 3 == 0) ? 0.f : nd(rng); break;
-            case 7: v = nd(rng) * ((i % 37 == 3) ? 25.f : 1.f); break;
-            case 8: v = (i / 32 == 2) ? 0.f : nd(rng); break;  // one all-zero group
-            default: v = ud(rng) * 0.01f + 0.3f; break;       // nearly constant
+            case 0:
+                v = nd(rng);
+                break;
+            case 1:
+                v = ud(rng);
+                break;
+            case 2:
+                v = td(rng);
+                break;
+            case 3:
+                v = nd(rng) + 0.7f;
+                break;
+            case 4:
+                v = std::fabs(nd(rng));
+                break;
+            case 5:
+                v = -std::fabs(nd(rng));
+                break;
+            case 6:
+                v = (rng() % 3 == 0) ? 0.f : nd(rng);
+                break;
+            case 7:
+                v = nd(rng) * ((i % 37 == 3) ? 25.f : 1.f);
+                break;
+            case 8:
+                v = (i / 32 == 2) ? 0.f : nd(rng);
+                break;  // one all-zero group
+            default:
+                v = ud(rng) * 0.01f + 0.3f;
+                break;  // nearly constant
         }
         x[i] = v * scale;
         w[i] = std::exp(1.5f * nd(rng));
     }
     // special rows: all zero, constant, tiny, subnormal, large, zero importance
-    if (r == 20) for (int i = 0; i < kN; ++i) x[i] = 0.f;
-    if (r == 21) for (int i = 0; i < kN; ++i) x[i] = -0.37f;
-    if (r == 22) for (int i = 0; i < kN; ++i) x[i] *= 1e-30f;
-    if (r == 23) for (int i = 0; i < kN; ++i) x[i] = nd(rng) * 1e-40f;
-    if (r == 24) for (int i = 0; i < kN; ++i) x[i] = nd(rng) * 3000.f;
-    if (r == 25) for (int i = 0; i < kN; ++i) w[i] = 0.f;
-    if (r == 26) for (int i = 0; i < kN; i += 2) w[i] = 0.f;
+    if (r == 20)
+        for (int i = 0; i < kN; ++i) x[i] = 0.f;
+    if (r == 21)
+        for (int i = 0; i < kN; ++i) x[i] = -0.37f;
+    if (r == 22)
+        for (int i = 0; i < kN; ++i) x[i] *= 1e-30f;
+    if (r == 23)
+        for (int i = 0; i < kN; ++i) x[i] = nd(rng) * 1e-40f;
+    if (r == 24)
+        for (int i = 0; i < kN; ++i) x[i] = nd(rng) * 3000.f;
+    if (r == 25)
+        for (int i = 0; i < kN; ++i) w[i] = 0.f;
+    if (r == 26)
+        for (int i = 0; i < kN; i += 2) w[i] = 0.f;
 }
 
 struct Tensor {
@@ -101,7 +128,10 @@ int main(int argc, char** argv) {
     for (int r = 0; r < kRows; ++r) make_row(r, rng, &x[r * kN], &w[r * kN]);
 
     auto run = [&](const char* name, size_t row_bytes, auto&& fn) {
-        Tensor t{name, "U8", {kRows, static_cast<int>(row_bytes)}, std::vector<uint8_t>(kRows * row_bytes, 0)};
+        Tensor t{name,
+                 "U8",
+                 {kRows, static_cast<int>(row_bytes)},
+                 std::vector<uint8_t>(kRows * row_bytes, 0)};
         for (int r = 0; r < kRows; ++r) fn(&x[r * kN], &w[r * kN], &t.data[r * row_bytes]);
         return t;
     };
@@ -113,21 +143,36 @@ int main(int argc, char** argv) {
     };
     tensors.push_back(floats("input", x));
     tensors.push_back(floats("importance", w));
-    tensors.push_back(run("Q8_0", 8 * 34, [&](const float* xr, const float*, uint8_t* y) { q8_0(xr, y, 1, kN, nullptr); }));
-    tensors.push_back(run("Q2_K", 84, [&](const float* xr, const float*, uint8_t* y) { q2_K(xr, y, 1, kN, nullptr); }));
-    tensors.push_back(run("Q2_K.imatrix", 84, [&](const float* xr, const float* wr, uint8_t* y) { q2_K(xr, y, 1, kN, wr); }));
-    tensors.push_back(run("Q4_K", 144, [&](const float* xr, const float*, uint8_t* y) { q4_K(xr, y, 1, kN, nullptr); }));
-    tensors.push_back(run("Q4_K.imatrix", 144, [&](const float* xr, const float* wr, uint8_t* y) { q4_K(xr, y, 1, kN, wr); }));
-    tensors.push_back(run("IQ2_XXS.imatrix", 66, [&](const float* xr, const float* wr, uint8_t* y) { iq2_xxs(xr, y, 1, kN, wr); }));
-    tensors.push_back(run("Q8_K", 292, [&](const float* xr, const float*, uint8_t* y) { q8_K(xr, y, kN); }));
+    tensors.push_back(run("Q8_0", 8 * 34, [&](const float* xr, const float*, uint8_t* y) {
+        q8_0(xr, y, 1, kN, nullptr);
+    }));
+    tensors.push_back(run("Q2_K", 84, [&](const float* xr, const float*, uint8_t* y) {
+        q2_K(xr, y, 1, kN, nullptr);
+    }));
+    tensors.push_back(run("Q2_K.imatrix", 84, [&](const float* xr, const float* wr, uint8_t* y) {
+        q2_K(xr, y, 1, kN, wr);
+    }));
+    tensors.push_back(run("Q4_K", 144, [&](const float* xr, const float*, uint8_t* y) {
+        q4_K(xr, y, 1, kN, nullptr);
+    }));
+    tensors.push_back(run("Q4_K.imatrix", 144, [&](const float* xr, const float* wr, uint8_t* y) {
+        q4_K(xr, y, 1, kN, wr);
+    }));
+    tensors.push_back(run("IQ2_XXS.imatrix", 66, [&](const float* xr, const float* wr, uint8_t* y) {
+        iq2_xxs(xr, y, 1, kN, wr);
+    }));
+    tensors.push_back(
+        run("Q8_K", 292, [&](const float* xr, const float*, uint8_t* y) { q8_K(xr, y, kN); }));
 
-    std::string header = "{\"__metadata__\":{\"producer\":\"tests/quant_ref/tools/gen_ggml_vectors.cpp\","
-                         "\"library\":\"libggml-base.so from npm @node-llama-cpp/linux-x64@3.22.1\","
-                         "\"seed\":\"20250601\"}";
+    std::string header =
+        "{\"__metadata__\":{\"producer\":\"tests/quant_ref/tools/gen_ggml_vectors.cpp\","
+        "\"library\":\"libggml-base.so from npm @node-llama-cpp/linux-x64@3.22.1\","
+        "\"seed\":\"20250601\"}";
     size_t offset = 0;
     for (const auto& t : tensors) {
-        header += ",\"" + t.name + "\":{\"dtype\":\"" + t.dtype + "\",\"shape\":[" + std::to_string(t.shape[0]) +
-                  "," + std::to_string(t.shape[1]) + "],\"data_offsets\":[" + std::to_string(offset) + "," +
+        header += ",\"" + t.name + "\":{\"dtype\":\"" + t.dtype + "\",\"shape\":[" +
+                  std::to_string(t.shape[0]) + "," + std::to_string(t.shape[1]) +
+                  "],\"data_offsets\":[" + std::to_string(offset) + "," +
                   std::to_string(offset + t.data.size()) + "]}";
         offset += t.data.size();
     }
