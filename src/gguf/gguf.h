@@ -17,6 +17,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "gguf/ggml_types.h"
@@ -154,6 +155,8 @@ private:
     uint64_t data_start_ = 0;
     std::vector<KeyValue> kvs_;
     std::vector<TensorInfo> tensors_;
+    // name -> index into tensors_ (names are unique: parsing rejects duplicates).
+    std::unordered_map<std::string_view, size_t> tensor_index_;
 };
 
 // ---- writer ----

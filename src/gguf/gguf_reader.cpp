@@ -85,15 +85,16 @@ public:
         fail(file_, ": ", context_, ": ", what);
     }
 
-    void need(uint64_t n, std::string_view what) const {
+    // `what` + `suffix` name the field; split so hot paths need not build a string.
+    void need(uint64_t n, std::string_view what, std::string_view suffix = {}) const {
         if (n > remaining())
-            error(cat("truncated GGUF file at byte ", pos_, ": ", what, " needs ", n,
+            error(cat("truncated GGUF file at byte ", pos_, ": ", what, suffix, " needs ", n,
                       " bytes, only ", remaining(), " remain"));
     }
 
     template <typename T>
-    T read(std::string_view what) {
-        need(sizeof(T), what);
+    T read(std::string_view what, std::string_view suffix = {}) {
+        need(sizeof(T), what, suffix);
         T v;
         std::memcpy(&v, bytes_.data() + pos_, sizeof(T));
         pos_ += sizeof(T);
@@ -106,7 +107,7 @@ public:
     }
 
     std::string_view string(std::string_view what) {
-        const uint64_t len = read<uint64_t>(cat(what, " length"));
+        const uint64_t len = read<uint64_t>(what, " length");
         need(len, what);
         const auto* p = reinterpret_cast<const char*>(bytes_.data() + pos_);
         pos_ += len;
@@ -274,10 +275,12 @@ uint64_t tensor_byte_size(const Cursor& c, const TensorInfo& t) {
     return blocks * info->block_bytes;
 }
 
-std::vector<TensorInfo> parse_tensor_infos(Cursor& c, uint64_t tensor_count) {
+// Reads the tensor directory; fills `seen` with name -> index.
+std::vector<TensorInfo> parse_tensor_infos(Cursor& c, uint64_t tensor_count,
+                                           std::unordered_map<std::string_view, size_t>& seen) {
     std::vector<TensorInfo> tensors;
     tensors.reserve(tensor_count);
-    std::unordered_map<std::string_view, size_t> seen;
+    seen.clear();
     seen.reserve(tensor_count);
     for (uint64_t i = 0; i < tensor_count; ++i) {
         c.set_context(cat("tensor #", i));
@@ -390,7 +393,7 @@ void File::parse_all() {
         if (a != 0) alignment_ = a;
     }
 
-    tensors_ = parse_tensor_infos(c, tensor_count);
+    tensors_ = parse_tensor_infos(c, tensor_count, tensor_index_);
     data_start_ = align_up(c.pos(), alignment_);
     if (data_start_ > bytes_.size())
         fail(name_, ": tensor data region starts at byte ", data_start_,
@@ -581,9 +584,8 @@ std::span<const uint8_t> File::raw_value(const KeyValue& kv) const {
 // Tensor access
 
 const TensorInfo* File::find_tensor(std::string_view name) const {
-    for (const auto& t : tensors_)
-        if (t.name == name) return &t;
-    return nullptr;
+    const auto it = tensor_index_.find(name);
+    return it == tensor_index_.end() ? nullptr : &tensors_[it->second];
 }
 
 const TensorInfo& File::require_tensor(std::string_view name) const {
