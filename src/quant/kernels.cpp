@@ -71,14 +71,39 @@ std::string available_names() {
     return names;
 }
 
-// DS4_ISA pins the kernels (for A/B runs and for tests on hosts with several ISAs);
-// asking for one the CPU lacks is an error rather than a silent fallback.
+#if defined(DS4_QUANT_X86)
+// The default on AVX-512 hosts: AVX-512 dequantizers, activation quantizers and float
+// dots, but the AVX2 integer dots. On an Intel Xeon (family 6 model 207, 16-core VM),
+// with L2-resident rows and CPU time, the AVX2 dots took 10.2 / 10.7 / 22 / 1.6 ns per
+// block (Q2_K / Q4_K / IQ2_XXS / Q8_0) against 11.3 / 12.1 / 28 / 1.6 for AVX-512:
+// these kernels are bound by the shuffle port, which 512-bit vectors do not widen,
+// while the AVX-512 dequantizers were up to 2× faster (bench/RESULTS.md). All dots of
+// both tables give the same bits for the integer formats, so the mix changes no result.
+const Kernels& avx512_with_avx2_dots() {
+    static const Kernels mixed = [] {
+        Kernels k = detail::kAvx512Kernels;
+        k.dot_q2_K_q8_K = detail::kAvx2Kernels.dot_q2_K_q8_K;
+        k.dot_q4_K_q8_K = detail::kAvx2Kernels.dot_q4_K_q8_K;
+        k.dot_iq2_xxs_q8_K = detail::kAvx2Kernels.dot_iq2_xxs_q8_K;
+        k.dot_q8_0_q8_0f = detail::kAvx2Kernels.dot_q8_0_q8_0f;
+        return k;
+    }();
+    return mixed;
+}
+#endif
+
+const Kernels& default_kernels() {
+#if defined(DS4_QUANT_X86)
+    if (avx512_kernels() != nullptr) return avx512_with_avx2_dots();
+#endif
+    return *available_kernels().back();
+}
+
+// DS4_ISA pins the kernels to one ISA's table (for A/B runs and for tests on hosts with
+// several ISAs); asking for one the CPU lacks is an error rather than a silent fallback.
 const Kernels& select_kernels() {
     const char* env = std::getenv("DS4_ISA");
-    if (env == nullptr || *env == '\0') {
-        const std::vector<const Kernels*> all = available_kernels();
-        return *all.back();
-    }
+    if (env == nullptr || *env == '\0') return default_kernels();
     const std::string_view want(env);
     for (const Kernels* k : available_kernels()) {
         if (want == isa_name(k->isa)) return *k;

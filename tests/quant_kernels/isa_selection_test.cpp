@@ -40,6 +40,27 @@ TEST(KernelSelection, ReportsTestedIsas) {
 #endif
 }
 
+// Default choice: the widest ISA, except that AVX-512 hosts keep the AVX2 integer dots
+// (measured faster there; bit-identical results either way).
+TEST(KernelSelection, BestIsWidestIsaWithAvx2IntegerDotsOnAvx512) {
+    if (std::getenv("DS4_ISA") != nullptr) GTEST_SKIP() << "DS4_ISA is set";
+    const Kernels& best = best_kernels();
+    const Kernels* avx512 = avx512_kernels();
+    const Kernels* avx2 = avx2_kernels();
+    if (avx512 != nullptr) {
+        EXPECT_EQ(best.isa, Isa::AVX512);
+        EXPECT_EQ(best.dequant_iq2_xxs, avx512->dequant_iq2_xxs);
+        EXPECT_EQ(best.quantize_q8_K, avx512->quantize_q8_K);
+        EXPECT_EQ(best.dot_f16_f32, avx512->dot_f16_f32);
+        EXPECT_EQ(best.dot_q2_K_q8_K, avx2->dot_q2_K_q8_K);
+        EXPECT_EQ(best.dot_q4_K_q8_K, avx2->dot_q4_K_q8_K);
+        EXPECT_EQ(best.dot_iq2_xxs_q8_K, avx2->dot_iq2_xxs_q8_K);
+        EXPECT_EQ(best.dot_q8_0_q8_0f, avx2->dot_q8_0_q8_0f);
+    } else {
+        EXPECT_EQ(&best, available_kernels().back());
+    }
+}
+
 // DS4_REQUIRE_ISA=avx512 (or avx2) makes the suite fail loudly when that ISA is not
 // available, so a CI run on the AVX-512 host cannot silently test only AVX2.
 TEST(KernelSelection, RequiredIsaIsAvailable) {
@@ -61,6 +82,16 @@ TEST_F(KernelSelectionDeathTest, DS4IsaPinsScalar) {
         {
             setenv("DS4_ISA", "scalar", 1);
             std::exit(best_kernels().isa == Isa::Scalar ? 0 : 1);
+        },
+        ::testing::ExitedWithCode(0), "");
+}
+
+TEST_F(KernelSelectionDeathTest, DS4IsaPinsTheWholeAvx512Table) {
+    if (avx512_kernels() == nullptr) GTEST_SKIP() << "no avx512 here";
+    EXPECT_EXIT(
+        {
+            setenv("DS4_ISA", "avx512", 1);
+            std::exit(&best_kernels() == avx512_kernels() ? 0 : 1);
         },
         ::testing::ExitedWithCode(0), "");
 }
