@@ -125,15 +125,14 @@ void CpuForward::compressor_step(CompressorState& cs, const CompressorWeights& w
         const auto col = [&](uint32_t s) { return overlap && s >= r ? d + j : j; };
         float m = -std::numeric_limits<float>::infinity();
         for (uint32_t s = 0; s < n_cand; ++s) m = std::max(m, cs.slot_score(s)[col(s)]);
-        double sum = 0;
-        for (uint32_t s = 0; s < n_cand; ++s) sum += std::exp(cs.slot_score(s)[col(s)] - m);
-        const auto fsum = static_cast<float>(sum);
-        double acc = 0;
+        float fsum = 0;
+        for (uint32_t s = 0; s < n_cand; ++s) fsum += std::exp(cs.slot_score(s)[col(s)] - m);
+        float acc = 0;
         for (uint32_t s = 0; s < n_cand; ++s) {
             const float prob = std::exp(cs.slot_score(s)[col(s)] - m) / fsum;
-            acc += static_cast<double>(cs.slot_kv(s)[col(s)] * prob);
+            acc += cs.slot_kv(s)[col(s)] * prob;
         }
-        pooled[j] = static_cast<float>(acc);
+        pooled[j] = acc;
     }
     if (overlap) {  // the current window becomes the previous one
         std::copy_n(cs.slot_kv(r), uint64_t{r} * width, cs.slot_kv(0));
@@ -174,9 +173,7 @@ uint32_t CpuForward::indexer_select(uint32_t il, const CompressorState& index, u
             const float* k = index.row(static_cast<uint32_t>(c));
             float s = 0.0f;
             for (uint64_t h = 0; h < nh; ++h) {
-                double dot = 0;
-                for (uint64_t i = 0; i < d; ++i) dot += static_cast<double>(q[h * d + i]) * k[i];
-                s += std::max(static_cast<float>(dot), 0.0f) * wt[h];
+                s += std::max(dot_f32(q + h * d, k, d), 0.0f) * wt[h];
             }
             index_scores_[c] = s;
         }
@@ -211,23 +208,21 @@ void CpuForward::attend_token(uint32_t il, KvState& state, uint64_t p, uint32_t 
             float* s = scores_.data() + h * cap_rows_;
             float m = -std::numeric_limits<float>::infinity();
             for (uint64_t i = 0; i < n_rows; ++i) {
-                double dot = 0;
-                for (uint64_t j = 0; j < hd; ++j) dot += static_cast<double>(qh[j]) * rows_[i][j];
-                s[i] = static_cast<float>(dot) * scale;
+                s[i] = dot_f32(qh, rows_[i], hd) * scale;
                 m = std::max(m, s[i]);
             }
             // official: the running max excludes the sink, which joins the denominator only
-            double* acc = acc_.data() + h * hd;
-            std::fill_n(acc, hd, 0.0);
-            double den = 0;
+            // o = (Σ_i e_i·row_i) / (Σ_i e_i + e^(sink − m)), f32 in row order
+            float* oh = o_.data() + t * qw + h * hd;
+            std::fill_n(oh, hd, 0.0f);
+            float den = 0;
             for (uint64_t i = 0; i < n_rows; ++i) {
                 const float e = std::exp(s[i] - m);
                 den += e;
-                for (uint64_t j = 0; j < hd; ++j) acc[j] += static_cast<double>(e) * rows_[i][j];
+                axpy_f32(e, rows_[i], oh, hd);
             }
-            const float fden = static_cast<float>(den) + std::exp(lw.sinks[h] - m);
-            float* oh = o_.data() + t * qw + h * hd;
-            for (uint64_t j = 0; j < hd; ++j) oh[j] = static_cast<float>(acc[j]) / fden;
+            den += std::exp(lw.sinks[h] - m);
+            for (uint64_t j = 0; j < hd; ++j) oh[j] /= den;
             rope_rotate(oh + (hd - rd), angles, true);  // [TRAP] §13.4, query position
         }
     });

@@ -95,7 +95,6 @@ void CpuForward::reserve(uint32_t n, const KvState& state) {
     pooled_.resize(std::max(hd, uint64_t{hp.idx_head_dim}));
     rows_.resize(cap_rows_);
     scores_.resize(hp.n_head * cap_rows_);
-    acc_.resize(hp.n_head * hd);
     index_scores_.resize(cap_index_rows_);
     index_order_.resize(cap_index_rows_);
     probs_.resize(n * hp.n_expert);

@@ -123,7 +123,6 @@ private:
     // attention
     std::vector<const float*> rows_;  // rows attended by the current token
     std::vector<float> scores_;       // n_head × cap_rows_
-    std::vector<double> acc_;         // n_head × head_dim
     std::vector<float> index_scores_;
     std::vector<uint32_t> index_order_;
     // MoE

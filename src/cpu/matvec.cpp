@@ -1,5 +1,7 @@
 #include "cpu/matvec.h"
 
+#include <algorithm>
+#include <cmath>
 #include <vector>
 
 #include "ds4/error.h"
@@ -11,25 +13,77 @@ namespace ds4::cpu {
 
 namespace {
 
-// Four independent double lanes: products of two floats are exact in double, so the only
-// rounding is the final conversion (and a negligible n·2^-53 in the lane sums).
-template <typename Load>
-float dot_exact(const Load& load, const float* x, uint64_t n) {
-    double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-    uint64_t i = 0;
-    for (; i + 4 <= n; i += 4) {
-        s0 += static_cast<double>(load(i)) * x[i];
-        s1 += static_cast<double>(load(i + 1)) * x[i + 1];
-        s2 += static_cast<double>(load(i + 2)) * x[i + 2];
-        s3 += static_cast<double>(load(i + 3)) * x[i + 3];
-    }
-    for (; i < n; ++i) s0 += static_cast<double>(load(i)) * x[i];
-    return static_cast<float>((s0 + s1) + (s2 + s3));
+// ---- the f32 accumulation kernel ----
+//
+// Every product accumulates as acc = fma(w[k], x[k], acc) for k = 0, 1, …, n−1, starting
+// from 0. Up to kLanes independent dot products run interleaved (each lane its own
+// pointers) so the FMA latency chains overlap; each lane's arithmetic is unchanged, so a
+// value never depends on which other lanes it ran with. FMA is exactly rounded, so the
+// hardware instruction and std::fma give identical bits.
+constexpr int kLanes = 8;
+
+template <typename Fma>
+void dot_lanes(Fma fma, const float* const* w, const float* const* x, int lanes, uint64_t n, float* out) {
+    float acc[kLanes] = {};
+    for (uint64_t k = 0; k < n; ++k)
+        for (int l = 0; l < kLanes; ++l)
+            if (l < lanes) acc[l] = fma(w[l][k], x[l][k], acc[l]);
+    std::copy_n(acc, lanes, out);
 }
 
-const void* row_ptr(const TensorView& w, uint64_t r) {
-    return static_cast<const std::byte*>(w.data) + r * ggml_row_bytes(w.type, w.in());
+__attribute__((target("fma"))) void dot_lanes_hw(const float* const* w, const float* const* x, int lanes,
+                                                 uint64_t n, float* out) {
+    if (lanes == 1) {
+        const float* a = w[0];
+        const float* b = x[0];
+        float acc = 0.0f;
+        for (uint64_t k = 0; k < n; ++k) acc = __builtin_fmaf(a[k], b[k], acc);
+        out[0] = acc;
+        return;
+    }
+    if (lanes == kLanes) {  // the common case: fixed trip counts, pointers in registers
+        const float *w0 = w[0], *w1 = w[1], *w2 = w[2], *w3 = w[3], *w4 = w[4], *w5 = w[5], *w6 = w[6],
+                    *w7 = w[7];
+        const float *x0 = x[0], *x1 = x[1], *x2 = x[2], *x3 = x[3], *x4 = x[4], *x5 = x[5], *x6 = x[6],
+                    *x7 = x[7];
+        float a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
+        for (uint64_t k = 0; k < n; ++k) {
+            a0 = __builtin_fmaf(w0[k], x0[k], a0);
+            a1 = __builtin_fmaf(w1[k], x1[k], a1);
+            a2 = __builtin_fmaf(w2[k], x2[k], a2);
+            a3 = __builtin_fmaf(w3[k], x3[k], a3);
+            a4 = __builtin_fmaf(w4[k], x4[k], a4);
+            a5 = __builtin_fmaf(w5[k], x5[k], a5);
+            a6 = __builtin_fmaf(w6[k], x6[k], a6);
+            a7 = __builtin_fmaf(w7[k], x7[k], a7);
+        }
+        out[0] = a0, out[1] = a1, out[2] = a2, out[3] = a3, out[4] = a4, out[5] = a5, out[6] = a6, out[7] = a7;
+        return;
+    }
+    dot_lanes([](float a, float b, float c) { return __builtin_fmaf(a, b, c); }, w, x, lanes, n, out);
 }
+
+void dot_lanes_sw(const float* const* w, const float* const* x, int lanes, uint64_t n, float* out) {
+    dot_lanes([](float a, float b, float c) { return std::fma(a, b, c); }, w, x, lanes, n, out);
+}
+
+__attribute__((target("fma"))) void axpy_hw(float a, const float* x, float* y, uint64_t n) {
+    for (uint64_t j = 0; j < n; ++j) y[j] = __builtin_fmaf(a, x[j], y[j]);
+}
+
+void axpy_sw(float a, const float* x, float* y, uint64_t n) {
+    for (uint64_t j = 0; j < n; ++j) y[j] = std::fma(a, x[j], y[j]);
+}
+
+using DotLanesFn = void (*)(const float* const*, const float* const*, int, uint64_t, float*);
+
+DotLanesFn pick_dot_lanes() {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("fma") ? dot_lanes_hw : dot_lanes_sw;
+}
+
+const DotLanesFn dot_lanes_fn = pick_dot_lanes();
+const auto axpy_fn = dot_lanes_fn == dot_lanes_hw ? axpy_hw : axpy_sw;
 
 void dequant_block_row(GgmlType t, const void* src, float* dst, uint64_t n) {
     const auto len = static_cast<int64_t>(n);
@@ -44,22 +98,36 @@ void dequant_block_row(GgmlType t, const void* src, float* dst, uint64_t n) {
     }
 }
 
-// Row buffer for block types; grows once per thread to the widest row seen.
+// Decoded rows for non-F32 weights: one buffer of kLanes rows per thread, grown once to
+// the widest row seen.
 float* thread_row_buffer(uint64_t n) {
     thread_local std::vector<float> buf;
-    if (buf.size() < n) buf.resize(n);
+    if (buf.size() < n * kLanes) buf.resize(n * kLanes);
     return buf.data();
 }
 
-}  // namespace
+// Row r of w as f32: in place for F32, else decoded into `buf`.
+struct RowSource {
+    const TensorView& w;
+    uint64_t stride;  // bytes per row
 
-void dequant_row(const TensorView& w, uint64_t r, float* dst) {
+    explicit RowSource(const TensorView& view) : w(view), stride(ggml_row_bytes(view.type, view.in())) {}
+    const void* bytes(uint64_t r) const { return static_cast<const std::byte*>(w.data) + r * stride; }
+    const float* get(uint64_t r, float* buf) const {
+        if (w.type == GgmlType::F32) return static_cast<const float*>(bytes(r));
+        decode(r, buf);
+        return buf;
+    }
+    void decode(uint64_t r, float* dst) const;
+};
+
+void RowSource::decode(uint64_t r, float* dst) const {
     const uint64_t n = w.in();
-    const void* src = row_ptr(w, r);
+    const void* src = bytes(r);
     switch (w.type) {
         case GgmlType::F32: {
             const auto* p = static_cast<const float*>(src);
-            for (uint64_t i = 0; i < n; ++i) dst[i] = p[i];
+            std::copy_n(p, n, dst);
             return;
         }
         case GgmlType::F16: {
@@ -76,57 +144,64 @@ void dequant_row(const TensorView& w, uint64_t r, float* dst) {
     }
 }
 
+}  // namespace
+
+void dequant_row(const TensorView& w, uint64_t r, float* dst) { RowSource(w).decode(r, dst); }
+
+float dot_f32(const float* a, const float* b, uint64_t n) {
+    float out;
+    dot_lanes_fn(&a, &b, 1, n, &out);
+    return out;
+}
+
+void axpy_f32(float a, const float* x, float* y, uint64_t n) { axpy_fn(a, x, y, n); }
+
 float dot_row(const TensorView& w, uint64_t r, const float* x) {
     const uint64_t n = w.in();
-    const void* src = row_ptr(w, r);
-    switch (w.type) {
-        case GgmlType::F32: {
-            const auto* p = static_cast<const float*>(src);
-            return dot_exact([p](uint64_t i) { return p[i]; }, x, n);
-        }
-        case GgmlType::F16: {
-            const auto* p = static_cast<const uint16_t*>(src);
-            return dot_exact([p](uint64_t i) { return quant::f16_to_f32(p[i]); }, x, n);
-        }
-        case GgmlType::BF16: {
-            const auto* p = static_cast<const uint16_t*>(src);
-            return dot_exact([p](uint64_t i) { return quant::bf16_to_f32(p[i]); }, x, n);
-        }
-        default: {
-            float* buf = thread_row_buffer(n);
-            dequant_block_row(w.type, src, buf, n);
-            return dot_exact([buf](uint64_t i) { return buf[i]; }, x, n);
-        }
-    }
+    const float* row = RowSource(w).get(r, w.type == GgmlType::F32 ? nullptr : thread_row_buffer(n));
+    return dot_f32(row, x, n);
 }
 
 void matvec_rows(const TensorView& w, uint64_t row0, uint64_t n_rows, const float* x, float* y,
                  ThreadPool* pool) {
+    const uint64_t n = w.in();
+    const RowSource src(w);
     parallel_for(pool, n_rows, 64, [&](uint64_t b, uint64_t e) {
-        for (uint64_t i = b; i < e; ++i) y[i] = dot_row(w, row0 + i, x);
+        float* buf = w.type == GgmlType::F32 ? nullptr : thread_row_buffer(n);
+        const float* rows[kLanes];
+        const float* xs[kLanes];
+        std::fill_n(xs, kLanes, x);
+        for (uint64_t i = b; i < e; i += kLanes) {
+            const int lanes = static_cast<int>(std::min<uint64_t>(kLanes, e - i));
+            for (int l = 0; l < lanes; ++l) rows[l] = src.get(row0 + i + l, buf ? buf + l * n : nullptr);
+            dot_lanes_fn(rows, xs, lanes, n, y + i);
+        }
     });
 }
 
 void matmul(const TensorView& w, uint32_t n_tok, const float* x, uint64_t x_stride, float* y,
             uint64_t y_stride, ThreadPool* pool) {
-    const uint64_t n_rows = w.out();
     if (n_tok == 1) {
         matvec(w, x, y, pool);
         return;
     }
     const uint64_t n = w.in();
-    parallel_for(pool, n_rows, 16, [&](uint64_t b, uint64_t e) {
-        // Decode each row once and apply it to every token: same value per element as
-        // dot_row, since the decoded row is identical.
+    const RowSource src(w);
+    parallel_for(pool, w.out(), 16, [&](uint64_t b, uint64_t e) {
+        // Each weight row is decoded once and applied to every token, kLanes tokens at a time.
         float* buf = w.type == GgmlType::F32 ? nullptr : thread_row_buffer(n);
+        const float* rows[kLanes];
+        const float* xs[kLanes];
+        float out[kLanes];
         for (uint64_t r = b; r < e; ++r) {
-            const float* row = static_cast<const float*>(row_ptr(w, r));
-            if (buf != nullptr) {
-                dequant_row(w, r, buf);
-                row = buf;
+            const float* row = src.get(r, buf);
+            std::fill_n(rows, kLanes, row);
+            for (uint32_t t = 0; t < n_tok; t += kLanes) {
+                const int lanes = static_cast<int>(std::min<uint32_t>(kLanes, n_tok - t));
+                for (int l = 0; l < lanes; ++l) xs[l] = x + (t + l) * x_stride;
+                dot_lanes_fn(rows, xs, lanes, n, out);
+                for (int l = 0; l < lanes; ++l) y[(t + l) * y_stride + r] = out[l];
             }
-            for (uint32_t t = 0; t < n_tok; ++t)
-                y[t * y_stride + r] = dot_exact([row](uint64_t i) { return row[i]; }, x + t * x_stride, n);
         }
     });
 }

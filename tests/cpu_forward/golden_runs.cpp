@@ -18,18 +18,30 @@ const LoadedGolden& loaded_golden(const std::string& name) {
     return it->second;
 }
 
-std::vector<float> run_in_chunks(const LoadedGolden& lg, const std::vector<uint32_t>& sizes, ThreadPool* pool,
-                                 CpuForward::BlockObserver observer) {
+std::vector<uint32_t> cyclic_schedule(const std::vector<uint32_t>& sizes, uint32_t T) {
+    std::vector<uint32_t> out;
+    for (uint32_t done = 0, i = 0; done < T; ++i) {
+        out.push_back(sizes[i % sizes.size()]);
+        done += out.back();
+    }
+    return out;
+}
+
+std::vector<float> run_in_chunks(const LoadedGolden& lg, const std::vector<uint32_t>& sizes,
+                                 const RunOptions& options) {
     const Golden& g = *lg.golden;
     const uint32_t V = g.hp.n_vocab;
-    KvState state(g.hp, g.T);
-    CpuForward fwd(*lg.model, pool);
-    fwd.set_block_observer(std::move(observer));
-    std::vector<float> logits(uint64_t{g.T} * V);
+    const uint32_t T = options.n_tokens != 0 ? std::min(options.n_tokens, g.T) : g.T;
+    std::unique_ptr<KvState> own;
+    if (options.state == nullptr) own = std::make_unique<KvState>(g.hp, T);
+    KvState& state = options.state ? *options.state : *own;
+    CpuForward fwd(*lg.model, options.pool);
+    fwd.set_block_observer(options.observer);
+    std::vector<float> logits(uint64_t{T} * V);
     std::vector<uint32_t> rows;
     uint32_t pos = 0;
-    for (size_t i = 0; pos < g.T; ++i) {
-        const uint32_t n = std::min(sizes[std::min(i, sizes.size() - 1)], g.T - pos);
+    for (size_t i = 0; pos < T; ++i) {
+        const uint32_t n = std::min(sizes[std::min(i, sizes.size() - 1)], T - pos);
         rows.resize(n);
         std::iota(rows.begin(), rows.end(), 0u);
         fwd.eval(state, pos, {g.tokens.data() + pos, n}, rows, {logits.data() + uint64_t{pos} * V, uint64_t{n} * V});

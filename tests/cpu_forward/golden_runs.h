@@ -19,9 +19,19 @@ struct LoadedGolden {
 // Loads tests/data/golden/golden_<name>.safetensors once per process.
 const LoadedGolden& loaded_golden(const std::string& name);
 
-// Evaluates all T tokens in consecutive chunks of sizes[0], sizes[1], … (the last size
-// repeats until the sequence is done) in one fresh KvState; returns T × V logits, every row.
+struct RunOptions {
+    ThreadPool* pool = nullptr;
+    CpuForward::BlockObserver observer;
+    KvState* state = nullptr;  // fresh state when null
+    uint32_t n_tokens = 0;     // a prefix of the golden's tokens; 0 = all T
+};
+
+// Evaluates the tokens in consecutive chunks of sizes[0], sizes[1], … (the last size
+// repeats until the sequence is done); returns n_tokens × V logits, every row.
 std::vector<float> run_in_chunks(const LoadedGolden& lg, const std::vector<uint32_t>& sizes,
-                                 ThreadPool* pool = nullptr, CpuForward::BlockObserver observer = {});
+                                 const RunOptions& options = {});
+
+// sizes repeated cyclically until they cover T tokens.
+std::vector<uint32_t> cyclic_schedule(const std::vector<uint32_t>& sizes, uint32_t T);
 
 }  // namespace ds4::cpu::test

@@ -12,6 +12,12 @@
 namespace ds4::cpu::test {
 namespace {
 
+RunOptions with_observer(CpuForward::BlockObserver observer) {
+    RunOptions o;
+    o.observer = std::move(observer);
+    return o;
+}
+
 class GoldenForward : public ::testing::TestWithParam<std::string> {
 protected:
     const LoadedGolden& lg() const { return loaded_golden(GetParam()); }
@@ -46,7 +52,7 @@ TEST_P(GoldenForward, TeacherForcedDecodeMatchesReference) {
             block_mag[il] = std::max(block_mag[il], static_cast<double>(std::fabs(ref[i])));
         }
     };
-    const auto logits = run_in_chunks(lg(), {1}, nullptr, observer);
+    const auto logits = run_in_chunks(lg(), {1}, with_observer(observer));
     const LogitStats s = compare_logits(gd.decode, logits, 0, gd.T);
     report("mode (a) teacher-forced decode", s);
     expect_bounds(s, 1e-4, 1e-3, 5e-2);
