@@ -44,7 +44,8 @@ void validate_counts(const Hparams& h) {
     require_positive(h.idx_n_heads, "idx_n_heads (attention.indexer.head_count)");
     require_positive(h.idx_topk, "idx_topk (attention.indexer.top_k)");
     require_positive(h.hc_mult, "hc_mult (hyper_connection.count)");
-    require_positive(h.hc_sinkhorn_iters, "hc_sinkhorn_iters (hyper_connection.sinkhorn_iterations)");
+    require_positive(h.hc_sinkhorn_iters,
+                     "hc_sinkhorn_iters (hyper_connection.sinkhorn_iterations)");
     // ds4 and the official model have exactly one K=V head and one shared expert; the
     // tensor layout (attn_kv [D, head_dim], *_shexp [D, ff]) has no room for more.
     require(h.n_head_kv == 1, "n_head_kv (attention.head_count_kv)",
@@ -75,7 +76,8 @@ void validate_head_geometry(const Hparams& h) {
             cat("(", h.idx_head_dim, ") must be >= rope_dim (", h.rope_dim, ")"));
     require(h.idx_head_dim % 32 == 0, "idx_head_dim (attention.indexer.key_length)",
             cat("must be a multiple of 32 (FP4 block), got ", h.idx_head_dim));
-    require((h.idx_head_dim & (h.idx_head_dim - 1)) == 0, "idx_head_dim (attention.indexer.key_length)",
+    require((h.idx_head_dim & (h.idx_head_dim - 1)) == 0,
+            "idx_head_dim (attention.indexer.key_length)",
             cat("must be a power of two (Hadamard transform), got ", h.idx_head_dim));
 }
 
@@ -96,7 +98,8 @@ void validate_scalars(const Hparams& h) {
     // swiglu_limit <= 0 means "no clamp" in the official code; only NaN is invalid.
     require(h.swiglu_limit == h.swiglu_limit, "swiglu_limit (swiglu_clamp_exp)", "is NaN");
     require_positive(h.rope_theta, "rope_theta (rope.freq_base)");
-    require_positive(h.compress_rope_theta, "compress_rope_theta (attention.compress_rope_freq_base)");
+    require_positive(h.compress_rope_theta,
+                     "compress_rope_theta (attention.compress_rope_freq_base)");
     require_positive(h.rope_factor, "rope_factor (rope.scaling.factor)");
     require(h.original_seq_len > 0, "original_seq_len (rope.scaling.original_context_length)",
             "must be > 0");

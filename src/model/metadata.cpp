@@ -86,7 +86,7 @@ bool float_matches(double got, double expected) {
 
 // Typed access with ds4's acceptance rules and messages that name the file and key.
 class MetaReader {
-public:
+  public:
     explicit MetaReader(const gguf::File& f) : f_(f) {}
 
     // ds4's u32 getter only accepts UINT32; anything else reads as "missing".
@@ -123,11 +123,16 @@ public:
         const gguf::KeyValue* kv = f_.find(k);
         if (kv) {
             switch (kv->type) {
-                case ValueType::F32: return *f_.get_f32(k);
-                case ValueType::F64: return *f_.get_f64(k);
-                case ValueType::U32: return *f_.get_u32(k);
-                case ValueType::I32: return *f_.get_i32(k);
-                default: break;
+                case ValueType::F32:
+                    return *f_.get_f32(k);
+                case ValueType::F64:
+                    return *f_.get_f64(k);
+                case ValueType::U32:
+                    return *f_.get_u32(k);
+                case ValueType::I32:
+                    return *f_.get_i32(k);
+                default:
+                    break;
             }
         }
         missing(k, kv, "FLOAT32, FLOAT64, UINT32 or INT32");
@@ -147,7 +152,8 @@ public:
         std::vector<uint32_t> out(n_layer);
         for (uint32_t il = 0; il < n_layer; ++il) {
             if (all[il] < 0 || all[il] > UINT32_MAX)
-                fail(f_.path(), ": metadata key ", k, "[", il, "] = ", all[il], " is not a valid ratio");
+                fail(f_.path(), ": metadata key ", k, "[", il, "] = ", all[il],
+                     " is not a valid ratio");
             out[il] = static_cast<uint32_t>(all[il]);
         }
         return out;
@@ -161,15 +167,16 @@ public:
         return all;
     }
 
-    [[noreturn]] void mismatch(std::string_view k, const std::string& got, const std::string& expected,
-                               std::string_view why) const {
+    [[noreturn]] void mismatch(std::string_view k, const std::string& got,
+                               const std::string& expected, std::string_view why) const {
         fail(f_.path(), ": metadata key ", k, " = ", got, ", expected ", expected, " (", why, ")");
     }
 
     const std::string& path() const { return f_.path(); }
 
-private:
-    [[noreturn]] void missing(std::string_view k, const gguf::KeyValue* kv, std::string_view accepted) const {
+  private:
+    [[noreturn]] void missing(std::string_view k, const gguf::KeyValue* kv,
+                              std::string_view accepted) const {
         if (!kv) fail(f_.path(), ": required metadata key ", k, " is missing");
         fail(f_.path(), ": required metadata key ", k, " is missing (stored as ",
              gguf::value_type_name(kv->type), "; ds4 accepts only ", accepted, ")");
@@ -186,12 +193,13 @@ private:
         if (!ok) {
             if (kv && kv->type == ValueType::ARRAY)
                 fail(f_.path(), ": required metadata key ", k, " is missing (ARRAY of ",
-                     gguf::value_type_name(kv->array_type), "; ds4 accepts only ARRAY of ", accepted, ")");
+                     gguf::value_type_name(kv->array_type), "; ds4 accepts only ARRAY of ",
+                     accepted, ")");
             missing(k, kv, cat("ARRAY of ", accepted));
         }
         if (kv->array_count < min_count)
-            fail(f_.path(), ": metadata key ", k, " has ", kv->array_count, " entries, expected at least ",
-                 min_count, " (one per layer)");
+            fail(f_.path(), ": metadata key ", k, " has ", kv->array_count,
+                 " entries, expected at least ", min_count, " (one per layer)");
     }
 
     const gguf::File& f_;
@@ -225,7 +233,8 @@ RawMetadata read_raw(const MetaReader& r) {
 // The engine has no group-limited routing (model.md §1.1): ds4 requires 0 when present.
 void check_no_expert_groups(const MetaReader& r, const RawMetadata& m) {
     if (m.group_count != 0)
-        r.mismatch(key::expert_group_count, cat(m.group_count), "0", "group-limited routing is not supported");
+        r.mismatch(key::expert_group_count, cat(m.group_count), "0",
+                   "group-limited routing is not supported");
     if (m.group_used_count != 0)
         r.mismatch(key::expert_group_used_count, cat(m.group_used_count), "0",
                    "group-limited routing is not supported");
@@ -239,20 +248,23 @@ void check_published(const MetaReader& r, const RawMetadata& m) {
     for (const U32Field& f : kU32Fields) {
         if (m.h.*f.field != p.*f.field) r.mismatch(f.key, cat(m.h.*f.field), cat(p.*f.field), why);
     }
-    if (m.value_length != p.head_dim) r.mismatch(key::value_length, cat(m.value_length), cat(p.head_dim), why);
+    if (m.value_length != p.head_dim)
+        r.mismatch(key::value_length, cat(m.value_length), cat(p.head_dim), why);
     for (uint32_t il = 0; il < p.n_layer; ++il) {
         if (m.h.compress_ratios[il] != p.compress_ratios[il])
             r.mismatch(cat(key::compress_ratios, "[", il, "]"), cat(m.h.compress_ratios[il]),
                        cat(p.compress_ratios[il]), why);
         if (!float_matches(m.clamps[il], p.swiglu_limit))
-            r.mismatch(cat(key::swiglu_clamp_exp, "[", il, "]"), show(m.clamps[il]), show_expected(p.swiglu_limit),
-                       why);
+            r.mismatch(cat(key::swiglu_clamp_exp, "[", il, "]"), show(m.clamps[il]),
+                       show_expected(p.swiglu_limit), why);
     }
     if (m.h.original_seq_len != p.original_seq_len)
-        r.mismatch(key::original_context_length, cat(m.h.original_seq_len), cat(p.original_seq_len), why);
+        r.mismatch(key::original_context_length, cat(m.h.original_seq_len), cat(p.original_seq_len),
+                   why);
     for (const FloatField& f : kFloatFields) {
         const double got = r.real(f.key);
-        if (!float_matches(got, p.*f.field)) r.mismatch(f.key, show(got), show_expected(p.*f.field), why);
+        if (!float_matches(got, p.*f.field))
+            r.mismatch(f.key, show(got), show_expected(p.*f.field), why);
     }
     if (!m.h.expert_weights_norm) r.mismatch(key::expert_weights_norm, "false", "true", why);
 }
@@ -265,8 +277,8 @@ Hparams finish_reduced(const MetaReader& r, RawMetadata m) {
                    "must equal attention.key_length: K and V are the same row");
     for (size_t il = 1; il < m.clamps.size(); ++il) {
         if (m.clamps[il] != m.clamps[0])
-            r.mismatch(cat(key::swiglu_clamp_exp, "[", il, "]"), show(m.clamps[il]), show(m.clamps[0]),
-                       "every layer must use the same clamp");
+            r.mismatch(cat(key::swiglu_clamp_exp, "[", il, "]"), show(m.clamps[il]),
+                       show(m.clamps[0]), "every layer must use the same clamp");
     }
     m.h.swiglu_limit = static_cast<float>(m.clamps[0]);
     try {
@@ -324,7 +336,8 @@ bool is_published_shape(const Hparams& h) {
         if (h.*f.field != p.*f.field) return false;
     }
     return h.compress_ratios == p.compress_ratios && h.swiglu_limit == p.swiglu_limit &&
-           h.original_seq_len == p.original_seq_len && h.expert_weights_norm == p.expert_weights_norm;
+           h.original_seq_len == p.original_seq_len &&
+           h.expert_weights_norm == p.expert_weights_norm;
 }
 
 }  // namespace ds4::model

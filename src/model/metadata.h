@@ -38,7 +38,8 @@ inline constexpr std::string_view output_lora_rank = "deepseek4.attention.output
 inline constexpr std::string_view output_group_count = "deepseek4.attention.output_group_count";
 inline constexpr std::string_view expert_count = "deepseek4.expert_count";
 inline constexpr std::string_view expert_used_count = "deepseek4.expert_used_count";
-inline constexpr std::string_view expert_feed_forward_length = "deepseek4.expert_feed_forward_length";
+inline constexpr std::string_view expert_feed_forward_length =
+    "deepseek4.expert_feed_forward_length";
 inline constexpr std::string_view expert_shared_count = "deepseek4.expert_shared_count";
 inline constexpr std::string_view hash_layer_count = "deepseek4.hash_layer_count";
 inline constexpr std::string_view expert_group_count = "deepseek4.expert_group_count";
@@ -48,15 +49,18 @@ inline constexpr std::string_view indexer_head_count = "deepseek4.attention.inde
 inline constexpr std::string_view indexer_key_length = "deepseek4.attention.indexer.key_length";
 inline constexpr std::string_view indexer_top_k = "deepseek4.attention.indexer.top_k";
 inline constexpr std::string_view hc_count = "deepseek4.hyper_connection.count";
-inline constexpr std::string_view hc_sinkhorn_iterations = "deepseek4.hyper_connection.sinkhorn_iterations";
+inline constexpr std::string_view hc_sinkhorn_iterations =
+    "deepseek4.hyper_connection.sinkhorn_iterations";
 inline constexpr std::string_view compress_ratios = "deepseek4.attention.compress_ratios";
 inline constexpr std::string_view swiglu_clamp_exp = "deepseek4.swiglu_clamp_exp";
-inline constexpr std::string_view original_context_length = "deepseek4.rope.scaling.original_context_length";
+inline constexpr std::string_view original_context_length =
+    "deepseek4.rope.scaling.original_context_length";
 inline constexpr std::string_view rope_freq_base = "deepseek4.rope.freq_base";
 inline constexpr std::string_view rope_scaling_factor = "deepseek4.rope.scaling.factor";
 inline constexpr std::string_view yarn_beta_fast = "deepseek4.rope.scaling.yarn_beta_fast";
 inline constexpr std::string_view yarn_beta_slow = "deepseek4.rope.scaling.yarn_beta_slow";
-inline constexpr std::string_view compress_rope_freq_base = "deepseek4.attention.compress_rope_freq_base";
+inline constexpr std::string_view compress_rope_freq_base =
+    "deepseek4.attention.compress_rope_freq_base";
 inline constexpr std::string_view expert_weights_scale = "deepseek4.expert_weights_scale";
 inline constexpr std::string_view rms_epsilon = "deepseek4.attention.layer_norm_rms_epsilon";
 inline constexpr std::string_view hc_epsilon = "deepseek4.hyper_connection.epsilon";

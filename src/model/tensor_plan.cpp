@@ -13,10 +13,10 @@ namespace {
 
 // How a tensor is stored in the released files, before the mix decides the type.
 enum class Storage {
-    Q8,          // Q8_0 in both releases (attention projections, shared expert, output)
-    Half,        // F16 in both releases (embedding, HC, compressor, indexer, router)
-    Float,       // F32 (1-D: norms, biases, HC scale/base, sinks)
-    Int,         // I32 (tid2eid)
+    Q8,     // Q8_0 in both releases (attention projections, shared expert, output)
+    Half,   // F16 in both releases (embedding, HC, compressor, indexer, router)
+    Float,  // F32 (1-D: norms, biases, HC scale/base, sinks)
+    Int,    // I32 (tid2eid)
     ExpertGateUp,
     ExpertDown,
 };
@@ -26,11 +26,16 @@ GgmlType storage_type(Storage s, QuantMix mix) {
     if (s == Storage::Float || mix == QuantMix::F32) return GgmlType::F32;
     if (mix == QuantMix::F16) return GgmlType::F16;
     switch (s) {
-        case Storage::Q8: return GgmlType::Q8_0;
-        case Storage::Half: return GgmlType::F16;
-        case Storage::ExpertGateUp: return mix == QuantMix::Q4 ? GgmlType::Q4_K : GgmlType::IQ2_XXS;
-        case Storage::ExpertDown: return mix == QuantMix::Q4 ? GgmlType::Q4_K : GgmlType::Q2_K;
-        default: return GgmlType::F32;
+        case Storage::Q8:
+            return GgmlType::Q8_0;
+        case Storage::Half:
+            return GgmlType::F16;
+        case Storage::ExpertGateUp:
+            return mix == QuantMix::Q4 ? GgmlType::Q4_K : GgmlType::IQ2_XXS;
+        case Storage::ExpertDown:
+            return mix == QuantMix::Q4 ? GgmlType::Q4_K : GgmlType::Q2_K;
+        default:
+            return GgmlType::F32;
     }
 }
 
@@ -40,7 +45,7 @@ uint64_t block_elems(GgmlType t) {
 }
 
 class PlanBuilder {
-public:
+  public:
     PlanBuilder(const Hparams& h, const PlanOptions& opt, std::vector<TensorSpec>& out)
         : h_(h), opt_(opt), out_(out) {}
 
@@ -51,14 +56,15 @@ public:
         if (opt_.mtp) add_mtp();
     }
 
-private:
-    void add(std::string name, std::vector<uint64_t> dims, Storage s, TensorKind kind, int32_t layer) {
+  private:
+    void add(std::string name, std::vector<uint64_t> dims, Storage s, TensorKind kind,
+             int32_t layer) {
         TensorSpec t{std::move(name), std::move(dims), storage_type(s, opt_.mix), kind, layer};
         const uint64_t block = block_elems(t.type);
         if (t.dims[0] % block != 0)
-            fail("tensor plan: ", t.name, " has rows of ", t.dims[0], " values, not a multiple of the ",
-                 ggml_type_name(t.type), " block (", block, "); use dims that are multiples of ", block,
-                 " or the f16/f32 mix");
+            fail("tensor plan: ", t.name, " has rows of ", t.dims[0],
+                 " values, not a multiple of the ", ggml_type_name(t.type), " block (", block,
+                 "); use dims that are multiples of ", block, " or the f16/f32 mix");
         out_.push_back(std::move(t));
     }
 
@@ -79,7 +85,8 @@ private:
     }
 
     void add_hc(const std::string& p, const char* site, int32_t il) {
-        add(p + "hc_" + site + "_fn.weight", {hc_dim(), hc_mix()}, Storage::Half, TensorKind::HcFn, il);
+        add(p + "hc_" + site + "_fn.weight", {hc_dim(), hc_mix()}, Storage::Half, TensorKind::HcFn,
+            il);
         add(p + "hc_" + site + "_scale.weight", {3}, Storage::Float, TensorKind::HcScale, il);
         add(p + "hc_" + site + "_base.weight", {hc_mix()}, Storage::Float, TensorKind::HcBase, il);
     }
@@ -91,12 +98,13 @@ private:
         add(p + "attn_norm.weight", {D}, Storage::Float, TensorKind::Norm, il);
         add(p + "attn_q_a.weight", {D, h_.q_lora_rank}, Storage::Q8, TensorKind::Linear, il);
         add(p + "attn_q_a_norm.weight", {h_.q_lora_rank}, Storage::Float, TensorKind::Norm, il);
-        add(p + "attn_q_b.weight", {h_.q_lora_rank, uint64_t(h_.n_head) * hd}, Storage::Q8, TensorKind::Linear, il);
+        add(p + "attn_q_b.weight", {h_.q_lora_rank, uint64_t(h_.n_head) * hd}, Storage::Q8,
+            TensorKind::Linear, il);
         add(p + "attn_kv.weight", {D, hd}, Storage::Q8, TensorKind::Linear, il);
         add(p + "attn_kv_a_norm.weight", {hd}, Storage::Float, TensorKind::Norm, il);
         add(p + "attn_sinks.weight", {h_.n_head}, Storage::Float, TensorKind::AttnSinks, il);
-        add(p + "attn_output_a.weight", {group_in, uint64_t(h_.o_groups) * h_.o_lora_rank}, Storage::Q8,
-            TensorKind::Linear, il);
+        add(p + "attn_output_a.weight", {group_in, uint64_t(h_.o_groups) * h_.o_lora_rank},
+            Storage::Q8, TensorKind::Linear, il);
         add(p + "attn_output_b.weight", {uint64_t(h_.o_groups) * h_.o_lora_rank, D}, Storage::Q8,
             TensorKind::Linear, il);
     }
@@ -107,19 +115,23 @@ private:
         if (ratio == 0) return;
         const uint64_t D = h_.n_embd, W = h_.compressor_width(il);
         const auto l = static_cast<int32_t>(il);
-        add(p + "attn_compressor_ape.weight", {W, ratio}, Storage::Half, TensorKind::CompressorApe, l);
+        add(p + "attn_compressor_ape.weight", {W, ratio}, Storage::Half, TensorKind::CompressorApe,
+            l);
         add(p + "attn_compressor_kv.weight", {D, W}, Storage::Half, TensorKind::Linear, l);
         add(p + "attn_compressor_gate.weight", {D, W}, Storage::Half, TensorKind::Linear, l);
         add(p + "attn_compressor_norm.weight", {h_.head_dim}, Storage::Float, TensorKind::Norm, l);
         if (!h_.has_indexer(il)) return;
         const uint64_t iw = 2ull * h_.idx_head_dim;  // ratio-4 compressors have two halves
-        add(p + "indexer.attn_q_b.weight", {h_.q_lora_rank, uint64_t(h_.idx_n_heads) * h_.idx_head_dim},
-            Storage::Half, TensorKind::Linear, l);
+        add(p + "indexer.attn_q_b.weight",
+            {h_.q_lora_rank, uint64_t(h_.idx_n_heads) * h_.idx_head_dim}, Storage::Half,
+            TensorKind::Linear, l);
         add(p + "indexer.proj.weight", {D, h_.idx_n_heads}, Storage::Half, TensorKind::Linear, l);
-        add(p + "indexer_compressor_ape.weight", {iw, ratio}, Storage::Half, TensorKind::CompressorApe, l);
+        add(p + "indexer_compressor_ape.weight", {iw, ratio}, Storage::Half,
+            TensorKind::CompressorApe, l);
         add(p + "indexer_compressor_kv.weight", {D, iw}, Storage::Half, TensorKind::Linear, l);
         add(p + "indexer_compressor_gate.weight", {D, iw}, Storage::Half, TensorKind::Linear, l);
-        add(p + "indexer_compressor_norm.weight", {h_.idx_head_dim}, Storage::Float, TensorKind::Norm, l);
+        add(p + "indexer_compressor_norm.weight", {h_.idx_head_dim}, Storage::Float,
+            TensorKind::Norm, l);
     }
 
     // Router, routed experts, shared expert (§4.6). `hash` layers route by tid2eid and
@@ -135,8 +147,9 @@ private:
         add(p + "ffn_gate_shexp.weight", {D, F}, Storage::Q8, TensorKind::Linear, il);
         add(p + "ffn_up_shexp.weight", {D, F}, Storage::Q8, TensorKind::Linear, il);
         add(p + "ffn_down_shexp.weight", {F, D}, Storage::Q8, TensorKind::Linear, il);
-        if (hash) add(p + "ffn_gate_tid2eid.weight", {h_.n_expert_used, h_.n_vocab}, Storage::Int,
-                      TensorKind::Tid2Eid, il);
+        if (hash)
+            add(p + "ffn_gate_tid2eid.weight", {h_.n_expert_used, h_.n_vocab}, Storage::Int,
+                TensorKind::Tid2Eid, il);
     }
 
     void add_layer(uint32_t il) {
@@ -183,18 +196,20 @@ std::string dims_text(std::span<const uint64_t> d) {
 
 void check_shape(const gguf::File& f, const gguf::TensorInfo& t, const TensorSpec& want) {
     if (t.n_dims != want.dims.size())
-        fail(f.path(), ": tensor ", want.name, " has ", t.n_dims, " dimensions, expected ", want.dims.size(),
-             " ", dims_text(want.dims));
+        fail(f.path(), ": tensor ", want.name, " has ", t.n_dims, " dimensions, expected ",
+             want.dims.size(), " ", dims_text(want.dims));
     for (size_t i = 0; i < want.dims.size(); ++i) {
         if (t.dims[i] != want.dims[i])
-            fail(f.path(), ": tensor ", want.name, " has dim[", i, "]=", t.dims[i], ", expected ", want.dims[i],
-                 " (shape ", dims_text(t.shape()), ", expected ", dims_text(want.dims), ")");
+            fail(f.path(), ": tensor ", want.name, " has dim[", i, "]=", t.dims[i], ", expected ",
+                 want.dims[i], " (shape ", dims_text(t.shape()), ", expected ",
+                 dims_text(want.dims), ")");
     }
 }
 
 void check_type(const gguf::File& f, const gguf::TensorInfo& t, const TensorSpec& want) {
     const bool routed_slot = want.kind == TensorKind::Experts && is_routed_type(want.type);
-    const bool ok = routed_slot ? is_routed_type(t.ggml_type()) : t.type == static_cast<uint32_t>(want.type);
+    const bool ok =
+        routed_slot ? is_routed_type(t.ggml_type()) : t.type == static_cast<uint32_t>(want.type);
     if (!ok)
         fail(f.path(), ": tensor ", want.name, " has type ", ggml_type_name(t.type), ", expected ",
              routed_slot ? "a routed type (IQ2_XXS, Q2_K or Q4_K)" : ggml_type_name(want.type));
@@ -205,13 +220,14 @@ void check_routed_pairs(const gguf::File& f, const TensorPlan& plan) {
     for (const TensorSpec& s : plan.tensors()) {
         const std::string_view name = s.name;
         const std::string_view suffix = "ffn_gate_exps.weight";
-        if (name.size() < suffix.size() || name.substr(name.size() - suffix.size()) != suffix) continue;
+        if (name.size() < suffix.size() || name.substr(name.size() - suffix.size()) != suffix)
+            continue;
         const std::string prefix(name.substr(0, name.size() - suffix.size()));
         const gguf::TensorInfo& gate = f.require_tensor(prefix + "ffn_gate_exps.weight");
         const gguf::TensorInfo& up = f.require_tensor(prefix + "ffn_up_exps.weight");
         if (gate.type != up.type)
-            fail(f.path(), ": routed gate/up experts use different quant types in layer ", s.layer, " (",
-                 ggml_type_name(gate.type), " vs ", ggml_type_name(up.type), ")");
+            fail(f.path(), ": routed gate/up experts use different quant types in layer ", s.layer,
+                 " (", ggml_type_name(gate.type), " vs ", ggml_type_name(up.type), ")");
     }
 }
 
@@ -219,10 +235,14 @@ void check_routed_pairs(const gguf::File& f, const TensorPlan& plan) {
 
 std::string_view quant_mix_name(QuantMix m) {
     switch (m) {
-        case QuantMix::Q2: return "q2";
-        case QuantMix::Q4: return "q4";
-        case QuantMix::F16: return "f16";
-        case QuantMix::F32: return "f32";
+        case QuantMix::Q2:
+            return "q2";
+        case QuantMix::Q4:
+            return "q4";
+        case QuantMix::F16:
+            return "f16";
+        case QuantMix::F32:
+            return "f32";
     }
     return "?";
 }
@@ -236,19 +256,32 @@ QuantMix parse_quant_mix(std::string_view s) {
 
 std::string_view tensor_kind_name(TensorKind k) {
     switch (k) {
-        case TensorKind::TokenEmbd: return "token_embd";
-        case TensorKind::Output: return "output";
-        case TensorKind::Linear: return "linear";
-        case TensorKind::Router: return "router";
-        case TensorKind::Experts: return "experts";
-        case TensorKind::HcFn: return "hc_fn";
-        case TensorKind::HcScale: return "hc_scale";
-        case TensorKind::HcBase: return "hc_base";
-        case TensorKind::Norm: return "norm";
-        case TensorKind::AttnSinks: return "attn_sinks";
-        case TensorKind::CompressorApe: return "compressor_ape";
-        case TensorKind::RouterBias: return "router_bias";
-        case TensorKind::Tid2Eid: return "tid2eid";
+        case TensorKind::TokenEmbd:
+            return "token_embd";
+        case TensorKind::Output:
+            return "output";
+        case TensorKind::Linear:
+            return "linear";
+        case TensorKind::Router:
+            return "router";
+        case TensorKind::Experts:
+            return "experts";
+        case TensorKind::HcFn:
+            return "hc_fn";
+        case TensorKind::HcScale:
+            return "hc_scale";
+        case TensorKind::HcBase:
+            return "hc_base";
+        case TensorKind::Norm:
+            return "norm";
+        case TensorKind::AttnSinks:
+            return "attn_sinks";
+        case TensorKind::CompressorApe:
+            return "compressor_ape";
+        case TensorKind::RouterBias:
+            return "router_bias";
+        case TensorKind::Tid2Eid:
+            return "tid2eid";
     }
     return "?";
 }
@@ -259,7 +292,9 @@ uint64_t TensorSpec::n_elements() const {
     return n;
 }
 
-uint64_t TensorSpec::n_bytes() const { return ggml_row_bytes(type, dims[0]) * n_rows(); }
+uint64_t TensorSpec::n_bytes() const {
+    return ggml_row_bytes(type, dims[0]) * n_rows();
+}
 
 TensorPlan::TensorPlan(const Hparams& h, const PlanOptions& opt) : opt_(opt) {
     h.validate();
@@ -325,15 +360,16 @@ void check_tid2eid(const gguf::File& f, const Hparams& h) {
         const std::string name = cat("blk.", il, ".ffn_gate_tid2eid.weight");
         const gguf::TensorInfo& t = f.require_tensor(name);
         if (t.ggml_type() != GgmlType::I32)
-            fail(f.path(), ": tensor ", name, " has type ", ggml_type_name(t.type), ", expected I32");
+            fail(f.path(), ": tensor ", name, " has type ", ggml_type_name(t.type),
+                 ", expected I32");
         const std::span<const uint8_t> bytes = f.tensor_data(t);
         const uint64_t per_token = t.dims[0];
         for (uint64_t i = 0; i < t.n_elements; ++i) {
             int32_t id;
             std::memcpy(&id, bytes.data() + 4 * i, 4);  // mmapped data may be unaligned
             if (id < 0 || static_cast<uint32_t>(id) >= h.n_expert)
-                fail(f.path(), ": tensor ", name, ": token ", i / per_token, " routes to expert ", id,
-                     ", outside [0, ", h.n_expert, ")");
+                fail(f.path(), ": tensor ", name, ": token ", i / per_token, " routes to expert ",
+                     id, ", outside [0, ", h.n_expert, ")");
         }
     }
 }

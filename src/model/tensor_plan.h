@@ -52,7 +52,7 @@ struct TensorSpec {
 
     uint64_t n_elements() const;
     uint64_t n_bytes() const;
-    uint64_t row_length() const { return dims[0]; }      // = fan-in of a linear map
+    uint64_t row_length() const { return dims[0]; }  // = fan-in of a linear map
     uint64_t n_rows() const { return n_elements() / dims[0]; }
     uint64_t row_bytes() const { return ggml_row_bytes(type, dims[0]); }
 };
@@ -67,7 +67,7 @@ struct PlanOptions {
 };
 
 class TensorPlan {
-public:
+  public:
     // Validates `h`, lays out every tensor and checks that each row length is a
     // multiple of its type's block size (the error names the tensor).
     explicit TensorPlan(const Hparams& h, const PlanOptions& opt = {});
@@ -81,7 +81,7 @@ public:
     uint64_t total_bytes() const;     // sum of tensor payloads, no alignment padding
     uint64_t total_elements() const;  // parameter count
 
-private:
+  private:
     PlanOptions opt_;
     std::vector<TensorSpec> tensors_;
 };
@@ -98,8 +98,8 @@ int routed_quant_bits(const gguf::File& f);
 
 // Every planned tensor must be present with the planned type and dims (extra tensors
 // are ignored, like ds4; a main-model exp_probs_b.bias may be absent, ds4 checks it only
-// when present; the MTP block's is required). For the quantized mixes routed experts may use any routed type
-// per layer (mixed q2/q4 files) as long as gate and up agree. Throws ds4::Error with
+// when present; the MTP block's is required). For the quantized mixes routed experts may use any
+// routed type per layer (mixed q2/q4 files) as long as gate and up agree. Throws ds4::Error with
 // ds4's wording ("required tensor is missing: NAME", "tensor NAME has type X, expected Y",
 // "... has dim[i]=A, expected B").
 void check_tensors(const gguf::File& f, const TensorPlan& plan);

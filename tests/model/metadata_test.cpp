@@ -124,17 +124,34 @@ TEST(Metadata, WritesDs4Types) {
     EXPECT_EQ(type_of(key::alignment), ValueType::U32);
     EXPECT_EQ(f.get_u32(key::alignment), 32u);
     EXPECT_EQ(f.alignment(), 32u);
-    for (std::string_view k : {key::block_count, key::embedding_length, key::vocab_size, key::head_count,
-                               key::head_count_kv, key::key_length, key::value_length, key::rope_dimension_count,
-                               key::q_lora_rank, key::output_lora_rank, key::output_group_count, key::expert_count,
-                               key::expert_used_count, key::expert_feed_forward_length, key::expert_shared_count,
-                               key::hash_layer_count, key::expert_group_count, key::expert_group_used_count,
-                               key::sliding_window, key::indexer_head_count, key::indexer_key_length,
-                               key::indexer_top_k, key::hc_count, key::hc_sinkhorn_iterations})
+    for (std::string_view k : {key::block_count,
+                               key::embedding_length,
+                               key::vocab_size,
+                               key::head_count,
+                               key::head_count_kv,
+                               key::key_length,
+                               key::value_length,
+                               key::rope_dimension_count,
+                               key::q_lora_rank,
+                               key::output_lora_rank,
+                               key::output_group_count,
+                               key::expert_count,
+                               key::expert_used_count,
+                               key::expert_feed_forward_length,
+                               key::expert_shared_count,
+                               key::hash_layer_count,
+                               key::expert_group_count,
+                               key::expert_group_used_count,
+                               key::sliding_window,
+                               key::indexer_head_count,
+                               key::indexer_key_length,
+                               key::indexer_top_k,
+                               key::hc_count,
+                               key::hc_sinkhorn_iterations})
         EXPECT_EQ(type_of(k), ValueType::U32) << k;
     for (std::string_view k : {key::rope_freq_base, key::rope_scaling_factor, key::yarn_beta_fast,
-                               key::yarn_beta_slow, key::compress_rope_freq_base, key::expert_weights_scale,
-                               key::rms_epsilon, key::hc_epsilon})
+                               key::yarn_beta_slow, key::compress_rope_freq_base,
+                               key::expert_weights_scale, key::rms_epsilon, key::hc_epsilon})
         EXPECT_EQ(type_of(k), ValueType::F32) << k;
     EXPECT_EQ(type_of(key::original_context_length), ValueType::U64);
     EXPECT_EQ(type_of(key::context_length), ValueType::U64);  // ds4 prints it only as u64
@@ -184,11 +201,14 @@ void expect_rejected(const std::string& path, const std::vector<std::string>& wa
         read_hparams(gguf::File::open(path));
         FAIL() << "accepted; expected an error containing " << want.front();
     } catch (const Error& e) {
-        for (const std::string& w : want) EXPECT_NE(std::string(e.what()).find(w), std::string::npos) << e.what();
+        for (const std::string& w : want)
+            EXPECT_NE(std::string(e.what()).find(w), std::string::npos) << e.what();
     }
 }
 
-void expect_accepted(const std::string& path) { EXPECT_TRUE(is_published_shape(read_hparams(gguf::File::open(path)))); }
+void expect_accepted(const std::string& path) {
+    EXPECT_TRUE(is_published_shape(read_hparams(gguf::File::open(path))));
+}
 
 std::vector<uint32_t> published_ratios_with(uint32_t il, uint32_t v) {
     std::vector<uint32_t> r = Hparams::published().compress_ratios;
@@ -201,19 +221,22 @@ TEST(MetadataPublished, U32KeyStoredAsOtherIntegerIsReportedMissing) {
     const std::string k(key::embedding_length);
     expect_rejected(published_with(dir, k, [&](gguf::Writer& w) { w.add_i32(k, 4096); }),
                     {k, "missing", "INT32"});
-    expect_rejected(published_with(dir, k, [&](gguf::Writer& w) { w.add_u64(k, 4096); }), {k, "missing"});
+    expect_rejected(published_with(dir, k, [&](gguf::Writer& w) { w.add_u64(k, 4096); }),
+                    {k, "missing"});
     expect_rejected(published_with(dir, k, nullptr), {k, "missing"});
 }
 
 TEST(MetadataPublished, IntegerMismatchNamesKeyAndBothValues) {
     TempDir dir;
     const std::string k(key::embedding_length);
-    expect_rejected(published_with(dir, k, [&](gguf::Writer& w) { w.add_u32(k, 4095); }), {k, "4095", "4096"});
+    expect_rejected(published_with(dir, k, [&](gguf::Writer& w) { w.add_u32(k, 4095); }),
+                    {k, "4095", "4096"});
     const std::string v(key::vocab_size);
     expect_rejected(published_with(dir, v, [&](gguf::Writer& w) { w.add_u32(v, 129281); }),
                     {v, "129281", "129280"});
     const std::string kl(key::value_length);
-    expect_rejected(published_with(dir, kl, [&](gguf::Writer& w) { w.add_u32(kl, 448); }), {kl, "448", "512"});
+    expect_rejected(published_with(dir, kl, [&](gguf::Writer& w) { w.add_u32(kl, 448); }),
+                    {kl, "448", "512"});
 }
 
 TEST(MetadataPublished, FloatToleranceIsRelativeOneInAMillion) {
@@ -230,16 +253,19 @@ TEST(MetadataPublished, FloatToleranceIsRelativeOneInAMillion) {
     // Small values get an absolute tolerance of 1e-6 (max(1, |expected|)·1e-6).
     const std::string e(key::rms_epsilon);
     expect_accepted(published_with(dir, e, [&](gguf::Writer& w) { w.add_f64(e, 1.5e-6); }));
-    expect_rejected(published_with(dir, e, [&](gguf::Writer& w) { w.add_f64(e, 2.5e-6); }), {e, "2.5e-06", "1e-06"});
+    expect_rejected(published_with(dir, e, [&](gguf::Writer& w) { w.add_f64(e, 2.5e-6); }),
+                    {e, "2.5e-06", "1e-06"});
     const std::string s(key::expert_weights_scale);
-    expect_rejected(published_with(dir, s, [&](gguf::Writer& w) { w.add_f32(s, 2.0f); }), {s, "= 2,", "1.5"});
+    expect_rejected(published_with(dir, s, [&](gguf::Writer& w) { w.add_f32(s, 2.0f); }),
+                    {s, "= 2,", "1.5"});
 }
 
 TEST(MetadataPublished, CompressRatiosChecked) {
     TempDir dir;
     const std::string k(key::compress_ratios);
     expect_rejected(
-        published_with(dir, k, [&](gguf::Writer& w) { w.add_array_u32(k, published_ratios_with(3, 4)); }),
+        published_with(dir, k,
+                       [&](gguf::Writer& w) { w.add_array_u32(k, published_ratios_with(3, 4)); }),
         {k + "[3]", "= 4", "expected 128"});
     // INT32 elements are accepted, and 43 entries (no MTP entry) are enough.
     const std::vector<uint32_t> r = Hparams::published().compress_ratios;
@@ -250,12 +276,14 @@ TEST(MetadataPublished, CompressRatiosChecked) {
     expect_rejected(published_with(dir, k, [&](gguf::Writer& w) { w.add_array_i32(k, negative); }),
                     {k + "[7]", "-128"});
     const std::vector<uint32_t> short_list(r.begin(), r.end() - 1);
-    expect_rejected(published_with(dir, k, [&](gguf::Writer& w) { w.add_array_u32(k, short_list); }),
-                    {k, "42 entries", "at least 43"});
+    expect_rejected(
+        published_with(dir, k, [&](gguf::Writer& w) { w.add_array_u32(k, short_list); }),
+        {k, "42 entries", "at least 43"});
     const std::vector<uint64_t> as_u64(r.begin(), r.end());
     expect_rejected(published_with(dir, k, [&](gguf::Writer& w) { w.add_array_u64(k, as_u64); }),
                     {k, "missing", "UINT64"});
-    expect_rejected(published_with(dir, k, [&](gguf::Writer& w) { w.add_u32(k, 4); }), {k, "missing"});
+    expect_rejected(published_with(dir, k, [&](gguf::Writer& w) { w.add_u32(k, 4); }),
+                    {k, "missing"});
 }
 
 TEST(MetadataPublished, SwigluClampMustBeTenEverywhere) {
@@ -268,30 +296,37 @@ TEST(MetadataPublished, SwigluClampMustBeTenEverywhere) {
     const std::vector<double> f64(44, 10.0);
     expect_accepted(published_with(dir, k, [&](gguf::Writer& w) { w.add_array_f64(k, f64); }));
     const std::vector<uint32_t> ints(43, 10);
-    expect_rejected(published_with(dir, k, [&](gguf::Writer& w) { w.add_array_u32(k, ints); }), {k, "missing"});
+    expect_rejected(published_with(dir, k, [&](gguf::Writer& w) { w.add_array_u32(k, ints); }),
+                    {k, "missing"});
 }
 
 TEST(MetadataPublished, ExpertGroupsMustBeZero) {
     TempDir dir;
     const std::string k(key::expert_group_count);
-    expect_rejected(published_with(dir, k, [&](gguf::Writer& w) { w.add_u32(k, 2); }), {k, "= 2", "expected 0"});
+    expect_rejected(published_with(dir, k, [&](gguf::Writer& w) { w.add_u32(k, 2); }),
+                    {k, "= 2", "expected 0"});
     expect_accepted(published_with(dir, k, nullptr));  // optional: absent means 0
     const std::string u(key::expert_group_used_count);
-    expect_rejected(published_with(dir, u, [&](gguf::Writer& w) { w.add_u32(u, 1); }), {u, "= 1", "expected 0"});
+    expect_rejected(published_with(dir, u, [&](gguf::Writer& w) { w.add_u32(u, 1); }),
+                    {u, "= 1", "expected 0"});
 }
 
 TEST(MetadataPublished, OtherKeysFollowDs4TypeRules) {
     TempDir dir;
     const std::string o(key::original_context_length);
     expect_accepted(published_with(dir, o, [&](gguf::Writer& w) { w.add_u32(o, 65536); }));
-    expect_rejected(published_with(dir, o, [&](gguf::Writer& w) { w.add_i64(o, 65536); }), {o, "missing"});
-    expect_rejected(published_with(dir, o, [&](gguf::Writer& w) { w.add_u64(o, 4096); }), {o, "4096", "65536"});
+    expect_rejected(published_with(dir, o, [&](gguf::Writer& w) { w.add_i64(o, 65536); }),
+                    {o, "missing"});
+    expect_rejected(published_with(dir, o, [&](gguf::Writer& w) { w.add_u64(o, 4096); }),
+                    {o, "4096", "65536"});
     const std::string n(key::expert_weights_norm);
     expect_rejected(published_with(dir, n, [&](gguf::Writer& w) { w.add_bool(n, false); }),
                     {n, "false", "true"});
-    expect_rejected(published_with(dir, n, [&](gguf::Writer& w) { w.add_u8(n, 1); }), {n, "missing"});
+    expect_rejected(published_with(dir, n, [&](gguf::Writer& w) { w.add_u8(n, 1); }),
+                    {n, "missing"});
     const std::string h(key::hc_sinkhorn_iterations);
-    expect_rejected(published_with(dir, h, [&](gguf::Writer& w) { w.add_u32(h, 10); }), {h, "10", "20"});
+    expect_rejected(published_with(dir, h, [&](gguf::Writer& w) { w.add_u32(h, 10); }),
+                    {h, "10", "20"});
     // context_length is informational: any integer type, or absent.
     const std::string c(key::context_length);
     expect_accepted(published_with(dir, c, nullptr));
@@ -300,18 +335,24 @@ TEST(MetadataPublished, OtherKeysFollowDs4TypeRules) {
 TEST(MetadataReduced, InconsistentShapeIsRejectedNamingFileAndField) {
     TempDir dir;
     const std::string v(key::value_length);
-    const std::string bad = metadata_with(dir, reduced_shape(), v, [&](gguf::Writer& w) { w.add_u32(v, 96); });
+    const std::string bad =
+        metadata_with(dir, reduced_shape(), v, [&](gguf::Writer& w) { w.add_u32(v, 96); });
     expect_rejected(bad, {bad, v, "96", "160"});
     const std::string hc(key::head_count);
-    expect_rejected(metadata_with(dir, reduced_shape(), hc, [&](gguf::Writer& w) { w.add_u32(hc, 7); }),
-                    {bad, "o_groups"});  // 7 heads do not split into 2 groups
+    expect_rejected(
+        metadata_with(dir, reduced_shape(), hc, [&](gguf::Writer& w) { w.add_u32(hc, 7); }),
+        {bad, "o_groups"});  // 7 heads do not split into 2 groups
     const std::string c(key::swiglu_clamp_exp);
     expect_rejected(metadata_with(dir, reduced_shape(), c,
-                                  [&](gguf::Writer& w) { w.add_array_f32(c, std::vector<float>{7, 7, 8, 7, 7}); }),
+                                  [&](gguf::Writer& w) {
+                                      w.add_array_f32(c, std::vector<float>{7, 7, 8, 7, 7});
+                                  }),
                     {c + "[2]", "8", "same clamp"});
     const std::string r(key::compress_ratios);
     expect_rejected(metadata_with(dir, reduced_shape(), r,
-                                  [&](gguf::Writer& w) { w.add_array_u32(r, std::vector<uint32_t>{0, 4, 64, 0, 4}); }),
+                                  [&](gguf::Writer& w) {
+                                      w.add_array_u32(r, std::vector<uint32_t>{0, 4, 64, 0, 4});
+                                  }),
                     {"compress_ratios", "64"});
 }
 

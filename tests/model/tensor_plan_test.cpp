@@ -36,7 +36,8 @@ TEST(TensorPlan, PublishedQ2CountsAndNames) {
     EXPECT_EQ(TensorPlan(Hparams::published(), no_bias).size(), p.size() - 40);
 
     std::set<std::string> names;
-    for (const TensorSpec& t : p.tensors()) EXPECT_TRUE(names.insert(t.name).second) << "duplicate " << t.name;
+    for (const TensorSpec& t : p.tensors())
+        EXPECT_TRUE(names.insert(t.name).second) << "duplicate " << t.name;
     EXPECT_EQ(p.tensors().front().name, "token_embd.weight");
     EXPECT_EQ(p.find("blk.2.exp_probs_b.bias"), nullptr);  // hash layers have no bias
     EXPECT_NE(p.find("blk.3.exp_probs_b.bias"), nullptr);
@@ -174,8 +175,10 @@ TEST(TensorPlan, ReducedShapeDimsFollowHparams) {
     h.compress_ratios = {0, 4, 128, 4};
     h.n_hash_layer = 1;
     const TensorPlan p(h, mix(QuantMix::Q4));
-    expect_tensor(p, "blk.0.hc_attn_fn.weight", GgmlType::F16, {512, 8});   // hc_dim 2·256, mix (2+2)·2
-    expect_tensor(p, "blk.0.attn_output_a.weight", GgmlType::Q8_0, {512, 128});  // 4 heads × 128 per group
+    expect_tensor(p, "blk.0.hc_attn_fn.weight", GgmlType::F16,
+                  {512, 8});  // hc_dim 2·256, mix (2+2)·2
+    expect_tensor(p, "blk.0.attn_output_a.weight", GgmlType::Q8_0,
+                  {512, 128});  // 4 heads × 128 per group
     expect_tensor(p, "blk.0.attn_output_b.weight", GgmlType::Q8_0, {128, 256});
     expect_tensor(p, "blk.1.attn_compressor_ape.weight", GgmlType::F16, {256, 4});
     expect_tensor(p, "blk.1.indexer_compressor_kv.weight", GgmlType::F16, {256, 128});
@@ -196,8 +199,10 @@ TEST(TensorPlan, RejectsRowsThatDoNotFillQuantBlocks) {
         TensorPlan p(h, mix(QuantMix::Q2));
         FAIL() << "accepted 64-wide IQ2_XXS rows";
     } catch (const Error& e) {
-        EXPECT_NE(std::string(e.what()).find("blk.0.ffn_gate_exps.weight"), std::string::npos) << e.what();
-        EXPECT_NE(std::string(e.what()).find("not a multiple of the IQ2_XXS block (256)"), std::string::npos)
+        EXPECT_NE(std::string(e.what()).find("blk.0.ffn_gate_exps.weight"), std::string::npos)
+            << e.what();
+        EXPECT_NE(std::string(e.what()).find("not a multiple of the IQ2_XXS block (256)"),
+                  std::string::npos)
             << e.what();
     }
     EXPECT_NO_THROW(TensorPlan(h, mix(QuantMix::F32)));

@@ -15,9 +15,10 @@
 namespace ds4::model::testing {
 
 class TempDir {
-public:
+  public:
     TempDir() {
-        std::string tmpl = (std::filesystem::temp_directory_path() / "ds4-model-test-XXXXXX").string();
+        std::string tmpl =
+            (std::filesystem::temp_directory_path() / "ds4-model-test-XXXXXX").string();
         if (!mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed");
         path_ = tmpl;
     }
@@ -30,7 +31,7 @@ public:
 
     std::string file(const std::string& name) const { return (path_ / name).string(); }
 
-private:
+  private:
     std::filesystem::path path_;
 };
 
@@ -57,7 +58,8 @@ inline CommandResult run_command(const std::string& cmd) {
 }
 
 // A GGUF with the metadata `add` declares and no tensors.
-inline void write_metadata_file(const std::string& path, const std::function<void(gguf::Writer&)>& add) {
+inline void write_metadata_file(const std::string& path,
+                                const std::function<void(gguf::Writer&)>& add) {
     gguf::Writer w;
     add(w);
     w.begin(path);

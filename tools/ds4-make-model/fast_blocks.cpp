@@ -53,7 +53,8 @@ void random_q8_0(float rms, Rng& rng, uint8_t* out, int64_t nb) {
 
 void random_q2_K(float rms, Rng& rng, uint8_t* out, int64_t nb) {
     constexpr double kCodeVar = 1.25;  // E[(q − 1.5)²], q uniform in 0..3
-    const uint16_t d = f32_to_f16(static_cast<float>(rms / std::sqrt(mean_square(1, 15) * kCodeVar)));
+    const uint16_t d =
+        f32_to_f16(static_cast<float>(rms / std::sqrt(mean_square(1, 15) * kCodeVar)));
     const uint16_t dmin = f32_to_f16(1.5f * f16_to_f32(d));  // centres the codes on 0
     for (int64_t b = 0; b < nb; ++b) {
         quant::BlockQ2K blk;
@@ -84,7 +85,8 @@ void pack_q4_K_scales(const uint8_t S[8], const uint8_t M[8], uint8_t packed[12]
 
 void random_q4_K(float rms, Rng& rng, uint8_t* out, int64_t nb) {
     constexpr double kCodeVar = 21.25;  // E[(q − 7.5)²], q uniform in 0..15
-    const uint16_t d = f32_to_f16(static_cast<float>(rms / std::sqrt(mean_square(1, 63) * kCodeVar)));
+    const uint16_t d =
+        f32_to_f16(static_cast<float>(rms / std::sqrt(mean_square(1, 63) * kCodeVar)));
     const uint16_t dmin = f32_to_f16(7.5f * f16_to_f32(d));
     for (int64_t b = 0; b < nb; ++b) {
         quant::BlockQ4K blk;
@@ -113,7 +115,8 @@ double iq2_grid_mean_square() {
 void random_iq2_xxs(float rms, Rng& rng, uint8_t* out, int64_t nb) {
     static const double kGridMeanSq = iq2_grid_mean_square();
     constexpr double kLsMeanSq = 85.25;  // E[(ls + ½)²], ls uniform in 0..15
-    const uint16_t d = f32_to_f16(static_cast<float>(rms / (0.25 * std::sqrt(kLsMeanSq * kGridMeanSq))));
+    const uint16_t d =
+        f32_to_f16(static_cast<float>(rms / (0.25 * std::sqrt(kLsMeanSq * kGridMeanSq))));
     for (int64_t b = 0; b < nb; ++b) {
         quant::BlockIQ2XXS blk;
         blk.d = d;
@@ -127,7 +130,8 @@ void random_iq2_xxs(float rms, Rng& rng, uint8_t* out, int64_t nb) {
 }  // namespace
 
 bool has_random_blocks(GgmlType t) {
-    return t == GgmlType::Q8_0 || t == GgmlType::Q2_K || t == GgmlType::Q4_K || t == GgmlType::IQ2_XXS;
+    return t == GgmlType::Q8_0 || t == GgmlType::Q2_K || t == GgmlType::Q4_K ||
+           t == GgmlType::IQ2_XXS;
 }
 
 void random_blocks(GgmlType t, float rms, Rng& rng, std::span<uint8_t> dst, int64_t n) {
@@ -135,12 +139,16 @@ void random_blocks(GgmlType t, float rms, Rng& rng, std::span<uint8_t> dst, int6
         fail("random_blocks: ", dst.size(), " bytes for ", n, " ", ggml_type_name(t), " values");
     uint8_t* p = dst.data();
     switch (t) {
-        case GgmlType::Q8_0: return random_q8_0(rms, rng, p, n / quant::QK8_0);
-        case GgmlType::Q2_K: return random_q2_K(rms, rng, p, n / quant::QK_K);
-        case GgmlType::Q4_K: return random_q4_K(rms, rng, p, n / quant::QK_K);
+        case GgmlType::Q8_0:
+            return random_q8_0(rms, rng, p, n / quant::QK8_0);
+        case GgmlType::Q2_K:
+            return random_q2_K(rms, rng, p, n / quant::QK_K);
+        case GgmlType::Q4_K:
+            return random_q4_K(rms, rng, p, n / quant::QK_K);
         case GgmlType::IQ2_XXS:
             return random_iq2_xxs(rms, rng, p, n / quant::QK_K);
-        default: fail("random_blocks: no random block generator for ", ggml_type_name(t));
+        default:
+            fail("random_blocks: no random block generator for ", ggml_type_name(t));
     }
 }
 

@@ -38,19 +38,28 @@ void init_layer_hc_base(const model::Hparams& h, Rng& rng, std::span<float> row)
 float init_std(const TensorSpec& t) {
     const float inv_sqrt_fan_in = 1.0f / std::sqrt(static_cast<float>(t.row_length()));
     switch (t.kind) {
-        case TensorKind::TokenEmbd: return 1.0f;
+        case TensorKind::TokenEmbd:
+            return 1.0f;
         case TensorKind::Linear:
-        case TensorKind::Experts: return inv_sqrt_fan_in;
-        case TensorKind::Output: return 4.0f * inv_sqrt_fan_in;
-        case TensorKind::Router: return 2.0f * inv_sqrt_fan_in;
-        case TensorKind::HcFn: return 0.1f * inv_sqrt_fan_in;
+        case TensorKind::Experts:
+            return inv_sqrt_fan_in;
+        case TensorKind::Output:
+            return 4.0f * inv_sqrt_fan_in;
+        case TensorKind::Router:
+            return 2.0f * inv_sqrt_fan_in;
+        case TensorKind::HcFn:
+            return 0.1f * inv_sqrt_fan_in;
         case TensorKind::HcScale:
         case TensorKind::HcBase:
         case TensorKind::Norm:
-        case TensorKind::CompressorApe: return 0.1f;
-        case TensorKind::AttnSinks: return 0.5f;
-        case TensorKind::RouterBias: return 0.05f;
-        case TensorKind::Tid2Eid: return 0.0f;
+        case TensorKind::CompressorApe:
+            return 0.1f;
+        case TensorKind::AttnSinks:
+            return 0.5f;
+        case TensorKind::RouterBias:
+            return 0.05f;
+        case TensorKind::Tid2Eid:
+            return 0.0f;
     }
     return 0.0f;
 }
@@ -82,7 +91,8 @@ void init_tid2eid_row(const model::Hparams& h, Rng& rng, std::span<int32_t> row)
     ids.resize(h.n_expert);
     std::iota(ids.begin(), ids.end(), 0);
     for (size_t k = 0; k < row.size(); ++k) {
-        const uint32_t j = static_cast<uint32_t>(k) + rng.below(h.n_expert - static_cast<uint32_t>(k));
+        const uint32_t j =
+            static_cast<uint32_t>(k) + rng.below(h.n_expert - static_cast<uint32_t>(k));
         std::swap(ids[k], ids[j]);
         row[k] = ids[k];
     }

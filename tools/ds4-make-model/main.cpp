@@ -21,15 +21,18 @@ using ds4::model::Hparams;
 
 // Command-line overrides of single shape fields; unset ones keep the preset's value.
 struct ShapeOverrides {
-    std::optional<uint32_t> layers, embd, vocab, heads, head_dim, rope_dim, q_lora, o_lora, o_groups, experts,
-        experts_used, ff, hash_layers, window, idx_heads, idx_head_dim, idx_topk, hc, sinkhorn_iters;
+    std::optional<uint32_t> layers, embd, vocab, heads, head_dim, rope_dim, q_lora, o_lora,
+        o_groups, experts, experts_used, ff, hash_layers, window, idx_heads, idx_head_dim, idx_topk,
+        hc, sinkhorn_iters;
     std::optional<uint64_t> ctx, original_ctx;
     std::optional<float> rope_theta, compress_rope_theta, rope_factor, swiglu_limit, route_scale;
     std::string ratios;
 
     void add_to(CLI::App& app) {
         const char* g = "Shape overrides";
-        app.add_option("--layers", layers, "n_layer (ratios follow the published rule unless --ratios)")->group(g);
+        app.add_option("--layers", layers,
+                       "n_layer (ratios follow the published rule unless --ratios)")
+            ->group(g);
         app.add_option("--embd", embd, "n_embd")->group(g);
         app.add_option("--vocab", vocab, "n_vocab")->group(g);
         app.add_option("--heads", heads, "n_head")->group(g);
@@ -48,11 +51,15 @@ struct ShapeOverrides {
         app.add_option("--idx-topk", idx_topk, "indexer top-k")->group(g);
         app.add_option("--hc", hc, "hyper-connection streams")->group(g);
         app.add_option("--sinkhorn-iters", sinkhorn_iters, "Sinkhorn iterations")->group(g);
-        app.add_option("--ratios", ratios, "compress ratios, comma separated (0, 4 or 128 per layer)")->group(g);
+        app.add_option("--ratios", ratios,
+                       "compress ratios, comma separated (0, 4 or 128 per layer)")
+            ->group(g);
         app.add_option("--ctx", ctx, "deepseek4.context_length (informational)")->group(g);
         app.add_option("--original-ctx", original_ctx, "YaRN original context length")->group(g);
         app.add_option("--rope-theta", rope_theta, "rope base of ratio-0 layers")->group(g);
-        app.add_option("--compress-rope-theta", compress_rope_theta, "rope base of compressed layers")->group(g);
+        app.add_option("--compress-rope-theta", compress_rope_theta,
+                       "rope base of compressed layers")
+            ->group(g);
         app.add_option("--rope-factor", rope_factor, "YaRN factor")->group(g);
         app.add_option("--swiglu-limit", swiglu_limit, "SwiGLU clamp")->group(g);
         app.add_option("--route-scale", route_scale, "routed weight scale")->group(g);
@@ -110,12 +117,14 @@ struct ShapeOverrides {
 };
 
 int run(int argc, char** argv) {
-    CLI::App app{"Writes a synthetic DeepSeek V4 Flash GGUF: ds4's exact tensor names, shapes, types and "
-                 "metadata, filled with seeded random weights."};
+    CLI::App app{
+        "Writes a synthetic DeepSeek V4 Flash GGUF: ds4's exact tensor names, shapes, types and "
+        "metadata, filled with seeded random weights."};
     std::string out, shape = "published", quant = "q2", name;
     uint64_t seed = 1;
     unsigned threads = 0;
-    bool fast = false, no_fast = false, no_router_bias = false, mtp = false, quiet = false, dry_run = false;
+    bool fast = false, no_fast = false, no_router_bias = false, mtp = false, quiet = false,
+         dry_run = false;
     ShapeOverrides over;
     app.add_option("-o,--output", out, "output GGUF path")->required();
     app.add_option("--shape", shape, "published | demo | tiny")->capture_default_str();
@@ -123,16 +132,19 @@ int run(int argc, char** argv) {
     app.add_option("--seed", seed, "random seed")->capture_default_str();
     app.add_option("--threads", threads, "worker threads (0: all)")->capture_default_str();
     app.add_option("--name", name, "general.name");
-    app.add_flag("--fast-random-blocks", fast,
-                 "emit random valid quant blocks instead of quantizing (default above 1e10 weights)");
-    app.add_flag("--no-fast-random-blocks", no_fast, "always quantize with the reference quantizers");
+    app.add_flag(
+        "--fast-random-blocks", fast,
+        "emit random valid quant blocks instead of quantizing (default above 1e10 weights)");
+    app.add_flag("--no-fast-random-blocks", no_fast,
+                 "always quantize with the reference quantizers");
     app.add_flag("--no-router-bias", no_router_bias, "omit exp_probs_b.bias (optional in ds4)");
     app.add_flag("--mtp", mtp, "also write the mtp.0.* block");
     app.add_flag("--dry-run", dry_run, "print the plan size and exit");
     app.add_flag("-q,--quiet", quiet, "no progress or summary");
     over.add_to(app);
     CLI11_PARSE(app, argc, argv);
-    if (fast && no_fast) ds4::fail("--fast-random-blocks and --no-fast-random-blocks exclude each other");
+    if (fast && no_fast)
+        ds4::fail("--fast-random-blocks and --no-fast-random-blocks exclude each other");
 
     ds4::synth::MakeOptions opt;
     opt.shape = ds4::synth::shape_preset(shape);
@@ -148,15 +160,17 @@ int run(int argc, char** argv) {
     const ds4::model::TensorPlan plan(opt.shape, opt.plan);
     opt.fast_blocks = fast || (!no_fast && ds4::synth::wants_fast_blocks(plan));
     if (!quiet || dry_run)
-        std::fprintf(stderr, "ds4-make-model: %s, %zu tensors, %.3f GiB payload, %.3fB weights%s\n", out.c_str(),
-                     plan.size(), plan.total_bytes() / 1073741824.0, plan.total_elements() / 1e9,
-                     opt.fast_blocks ? ", fast random blocks" : "");
+        std::fprintf(stderr, "ds4-make-model: %s, %zu tensors, %.3f GiB payload, %.3fB weights%s\n",
+                     out.c_str(), plan.size(), plan.total_bytes() / 1073741824.0,
+                     plan.total_elements() / 1e9, opt.fast_blocks ? ", fast random blocks" : "");
     if (dry_run) return 0;
 
     const ds4::synth::MakeResult r = ds4::synth::make_model(out, opt);
     if (!quiet)
-        std::fprintf(stderr, "ds4-make-model: wrote %s: %zu tensors, %.1f MiB in %.2f s (%.1f MB/s)\n", out.c_str(),
-                     r.n_tensors, r.file_bytes / 1048576.0, r.seconds, r.file_bytes / 1e6 / r.seconds);
+        std::fprintf(stderr,
+                     "ds4-make-model: wrote %s: %zu tensors, %.1f MiB in %.2f s (%.1f MB/s)\n",
+                     out.c_str(), r.n_tensors, r.file_bytes / 1048576.0, r.seconds,
+                     r.file_bytes / 1e6 / r.seconds);
     return 0;
 }
 

@@ -44,14 +44,15 @@ std::vector<WorkItem> split_rows(const model::TensorPlan& plan) {
         const TensorSpec& t = plan.tensors()[ti];
         const uint64_t rows = t.n_rows();
         const uint64_t step = std::max<uint64_t>(1, kItemValues / t.row_length());
-        for (uint64_t r = 0; r < rows; r += step) items.push_back({ti, r, std::min(rows, r + step)});
+        for (uint64_t r = 0; r < rows; r += step)
+            items.push_back({ti, r, std::min(rows, r + step)});
     }
     return items;
 }
 
 // Generates (and quantizes) rows [begin, end) of one tensor.
 class RowGenerator {
-public:
+  public:
     RowGenerator(const model::Hparams& h, const model::TensorPlan& plan, const MakeOptions& opt)
         : h_(h), plan_(plan), opt_(opt) {
         for (const TensorSpec& t : plan.tensors()) hashes_.push_back(name_hash(t.name));
@@ -71,8 +72,9 @@ public:
         return out;
     }
 
-private:
-    void fill_row(const TensorSpec& t, Rng& rng, std::vector<float>& values, std::span<uint8_t> dst) const {
+  private:
+    void fill_row(const TensorSpec& t, Rng& rng, std::vector<float>& values,
+                  std::span<uint8_t> dst) const {
         const auto n = static_cast<int64_t>(t.row_length());
         if (t.kind == TensorKind::Tid2Eid) {
             std::vector<int32_t> ids(t.row_length());
@@ -94,8 +96,9 @@ private:
 
 // "written / total, MB/s, ETA" on stderr, at most once a second; in place on a terminal.
 class Progress {
-public:
-    Progress(bool enabled, uint64_t total) : enabled_(enabled), total_(total), tty_(isatty(2) != 0) {}
+  public:
+    Progress(bool enabled, uint64_t total)
+        : enabled_(enabled), total_(total), tty_(isatty(2) != 0) {}
 
     void advance(uint64_t bytes) {
         done_ += bytes;
@@ -106,13 +109,13 @@ public:
         const double s = std::chrono::duration<double>(now - start_).count();
         const double rate = s > 0 ? done_ / s : 0;
         const double eta = rate > 0 ? (total_ - done_) / rate : 0;
-        std::fprintf(stderr, "%s%.2f / %.2f GiB (%.1f%%), %.0f MB/s, ETA %.0f s%s", tty_ ? "\r" : "",
-                     done_ / 1073741824.0, total_ / 1073741824.0, 100.0 * done_ / total_, rate / 1e6, eta,
-                     tty_ ? "   " : "\n");
+        std::fprintf(stderr, "%s%.2f / %.2f GiB (%.1f%%), %.0f MB/s, ETA %.0f s%s",
+                     tty_ ? "\r" : "", done_ / 1073741824.0, total_ / 1073741824.0,
+                     100.0 * done_ / total_, rate / 1e6, eta, tty_ ? "   " : "\n");
         if (tty_ && done_ >= total_) std::fputc('\n', stderr);
     }
 
-private:
+  private:
     bool enabled_;
     uint64_t total_;
     bool tty_;
@@ -122,8 +125,9 @@ private:
 };
 
 std::string describe(const MakeOptions& opt) {
-    return cat("DeepSeek-V4-Flash synthetic random weights (", opt.shape.n_layer, " layers, D ", opt.shape.n_embd,
-               ", ", model::quant_mix_name(opt.plan.mix), ", seed ", opt.seed, ")");
+    return cat("DeepSeek-V4-Flash synthetic random weights (", opt.shape.n_layer, " layers, D ",
+               opt.shape.n_embd, ", ", model::quant_mix_name(opt.plan.mix), ", seed ", opt.seed,
+               ")");
 }
 
 void declare_tensors(gguf::Writer& w, const model::TensorPlan& plan) {
@@ -141,7 +145,8 @@ std::vector<uint32_t> default_ratios(uint32_t n_layer) {
 model::Hparams shape_preset(std::string_view name) {
     model::Hparams h = model::Hparams::published();
     if (name == "published") return h;
-    if (name != "demo" && name != "tiny") fail("unknown shape '", name, "', expected published, demo or tiny");
+    if (name != "demo" && name != "tiny")
+        fail("unknown shape '", name, "', expected published, demo or tiny");
     // Both reduced shapes keep the published routing/YaRN constants and every block
     // type: pure-window, CSA (with indexer) and HCA layers, hash and biased routing.
     // Row lengths (D, ff) are multiples of 256 so the K-quant and IQ2 formats apply.
@@ -179,7 +184,9 @@ model::Hparams shape_preset(std::string_view name) {
     return h;
 }
 
-bool wants_fast_blocks(const model::TensorPlan& plan) { return plan.total_elements() > 10'000'000'000ull; }
+bool wants_fast_blocks(const model::TensorPlan& plan) {
+    return plan.total_elements() > 10'000'000'000ull;
+}
 
 MakeResult make_model(const std::string& path, const MakeOptions& opt) {
     const auto start = Clock::now();
@@ -196,7 +203,8 @@ MakeResult make_model(const std::string& path, const MakeOptions& opt) {
 
     const std::vector<WorkItem> items = split_rows(plan);
     const RowGenerator generate(opt.shape, plan, opt);
-    const unsigned threads = opt.threads ? opt.threads : std::max(1u, std::thread::hardware_concurrency());
+    const unsigned threads =
+        opt.threads ? opt.threads : std::max(1u, std::thread::hardware_concurrency());
     Progress progress(opt.progress && plan.total_bytes() >= (64ull << 20), plan.total_bytes());
     run_ordered(
         items.size(), threads, 4 * size_t(threads), [&](size_t i) { return generate(items[i]); },

@@ -12,7 +12,7 @@ namespace ds4::synth {
 namespace {
 
 class OrderedPipeline {
-public:
+  public:
     OrderedPipeline(size_t n, size_t window, const std::function<Bytes(size_t)>& produce)
         : n_(n), window_(window ? window : 1), produce_(produce) {}
 
@@ -21,7 +21,8 @@ public:
             size_t i;
             {
                 std::unique_lock lk(mu_);
-                space_.wait(lk, [&] { return stop_ || next_ >= n_ || next_ < consumed_ + window_; });
+                space_.wait(lk,
+                            [&] { return stop_ || next_ >= n_ || next_ < consumed_ + window_; });
                 if (stop_ || next_ >= n_) return;
                 i = next_++;
             }
@@ -74,7 +75,7 @@ public:
         return error_;
     }
 
-private:
+  private:
     const size_t n_;
     const size_t window_;
     const std::function<Bytes(size_t)>& produce_;
@@ -90,7 +91,8 @@ private:
 
 }  // namespace
 
-void run_ordered(size_t n, unsigned threads, size_t window, const std::function<Bytes(size_t)>& produce,
+void run_ordered(size_t n, unsigned threads, size_t window,
+                 const std::function<Bytes(size_t)>& produce,
                  const std::function<void(size_t, Bytes&&)>& consume) {
     OrderedPipeline p(n, window, produce);
     std::vector<std::jthread> pool;

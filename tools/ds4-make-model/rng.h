@@ -12,7 +12,7 @@ namespace ds4::synth {
 // SplitMix64 (Steele, Lea, Flood 2014): one add and a 64-bit finaliser per draw, passes
 // BigCrush, and any 64-bit state is a valid seed.
 class Rng {
-public:
+  public:
     explicit Rng(uint64_t seed) : state_(seed) {}
 
     uint64_t next() {
@@ -24,7 +24,9 @@ public:
 
     // Uniform in [0, n) (n > 0). Lemire's multiply-shift; the bias (< n / 2^64) is far
     // below anything a synthetic model could notice.
-    uint32_t below(uint32_t n) { return static_cast<uint32_t>(((next() >> 32) * uint64_t(n)) >> 32); }
+    uint32_t below(uint32_t n) {
+        return static_cast<uint32_t>(((next() >> 32) * uint64_t(n)) >> 32);
+    }
 
     // Approximately standard normal: the sum of four independent 16-bit uniforms
     // (Irwin-Hall, n = 4), centred and scaled to unit variance. Bounded to ±3.46σ, which
@@ -38,7 +40,7 @@ public:
         return static_cast<float>(static_cast<double>(s) - kMean) * kInvSigma;
     }
 
-private:
+  private:
     uint64_t state_;
 };
 

@@ -53,13 +53,14 @@ constexpr uint32_t kFirstByteId = 3;
 // Common English (and a little code) merges in byte-level form: Ġ = space, Ċ = newline.
 // Each side is a byte token or the result of an earlier merge.
 constexpr const char* kMerges[] = {
-    "Ġ t", "Ġ a", "h e", "i n", "r e", "o n", "Ġt he", "e r", "Ġ s", "a t", "Ġ w", "Ġ o",
-    "e n", "Ġ c", "i t", "i s", "a n", "o r", "e s", "Ġ b", "e d", "Ġ f", "in g", "Ġ p",
-    "o u", "Ġa n", "a l", "a r", "Ġt o", "Ġ m", "Ġo f", "Ġ in", "Ġ d", "Ġ h", "Ġan d", "i c",
-    "a s", "l e", "Ġt h", "i on", "o m", "l l", "en t", "Ġ n", "Ġ l", "s t", "Ġ re", "v e",
-    "Ġ e", "r o", "l y", "Ġb e", "Ġ g", "Ġ T", "c t", "Ġ y", "Ġ is", "Ġw h", "Ġf or", "c e",
-    "Ġ I", "Ġo n", "Ġ S", "Ġy ou", "Ġ A", "Ġ C", "Ġs t", "i m", "Ġ it", "Ġth at", "Ġw as",
-    "Ġh is", "Ġh e", "ĠT he", "Ġ Ġ", "ĠĠ ĠĠ", "Ċ Ċ", "Ġ =", "( )", "Ġ {", "Ġ }", "Ġ (",
+    "Ġ t",  "Ġ a",   "h e",  "i n",    "r e",   "o n",   "Ġt he", "e r",   "Ġ s",   "a t",   "Ġ w",
+    "Ġ o",  "e n",   "Ġ c",  "i t",    "i s",   "a n",   "o r",   "e s",   "Ġ b",   "e d",   "Ġ f",
+    "in g", "Ġ p",   "o u",  "Ġa n",   "a l",   "a r",   "Ġt o",  "Ġ m",   "Ġo f",  "Ġ in",  "Ġ d",
+    "Ġ h",  "Ġan d", "i c",  "a s",    "l e",   "Ġt h",  "i on",  "o m",   "l l",   "en t",  "Ġ n",
+    "Ġ l",  "s t",   "Ġ re", "v e",    "Ġ e",   "r o",   "l y",   "Ġb e",  "Ġ g",   "Ġ T",   "c t",
+    "Ġ y",  "Ġ is",  "Ġw h", "Ġf or",  "c e",   "Ġ I",   "Ġo n",  "Ġ S",   "Ġy ou", "Ġ A",   "Ġ C",
+    "Ġs t", "i m",   "Ġ it", "Ġth at", "Ġw as", "Ġh is", "Ġh e",  "ĠT he", "Ġ Ġ",   "ĠĠ ĠĠ", "Ċ Ċ",
+    "Ġ =",  "( )",   "Ġ {",  "Ġ }",    "Ġ (",
 };
 
 void append_utf8(std::string& s, uint32_t cp) {
@@ -75,11 +76,13 @@ void append_utf8(std::string& s, uint32_t cp) {
     }
 }
 
-bool is_printable_byte(uint32_t b) { return (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || b >= 174; }
+bool is_printable_byte(uint32_t b) {
+    return (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || b >= 174;
+}
 
 // Assigns tokens to ids, refusing duplicates (ds4 looks tokens up by string).
 class VocabBuilder {
-public:
+  public:
     explicit VocabBuilder(uint32_t n) {
         v_.tokens.resize(n);
         v_.types.assign(n, 0);  // 0 = id not assigned yet
@@ -88,7 +91,8 @@ public:
     bool free(uint32_t id) const { return v_.types[id] == 0; }
 
     void put(uint32_t id, std::string text, int32_t type) {
-        if (!free(id) || ids_.count(text)) fail("synthetic vocab: duplicate token or id ", id, " '", text, "'");
+        if (!free(id) || ids_.count(text))
+            fail("synthetic vocab: duplicate token or id ", id, " '", text, "'");
         ids_[text] = id;
         v_.tokens[id] = std::move(text);
         v_.types[id] = type;
@@ -104,7 +108,7 @@ public:
     uint32_t size() const { return static_cast<uint32_t>(v_.tokens.size()); }
     Vocab& vocab() { return v_; }
 
-private:
+  private:
     Vocab v_;
     std::unordered_map<std::string, uint32_t> ids_;
 };
@@ -120,7 +124,8 @@ uint32_t add_merges(VocabBuilder& b, uint32_t id) {
         const std::string merge = m;
         const size_t space = merge.find(' ');
         const std::string left = merge.substr(0, space), right = merge.substr(space + 1);
-        if (!b.has(left) || !b.has(right)) fail("synthetic vocab: merge '", merge, "' uses an unknown token");
+        if (!b.has(left) || !b.has(right))
+            fail("synthetic vocab: merge '", merge, "' uses an unknown token");
         b.put(id, left + right, kNormal);
         b.vocab().merges.push_back(merge);
     }
@@ -136,13 +141,19 @@ void fill_placeholders(VocabBuilder& b) {
 }  // namespace
 
 const std::vector<std::string>& required_special_tokens() {
-    static const std::vector<std::string> k = {
-        "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<｜User｜>", "<｜Assistant｜>",
-        "<think>", "</think>", "｜DSML｜"};
+    static const std::vector<std::string> k = {"<｜begin▁of▁sentence｜>",
+                                               "<｜end▁of▁sentence｜>",
+                                               "<｜User｜>",
+                                               "<｜Assistant｜>",
+                                               "<think>",
+                                               "</think>",
+                                               "｜DSML｜"};
     return k;
 }
 
-uint32_t min_vocab_size() { return 256 + kNumSpecials; }
+uint32_t min_vocab_size() {
+    return 256 + kNumSpecials;
+}
 
 std::string byte_token(uint8_t byte) {
     // Non-printable bytes take code points 256, 257, ... in ascending byte order.
@@ -165,10 +176,12 @@ Vocab make_byte_vocab(uint32_t n_vocab) {
     uint32_t next = 0;
     for (const Special& s : kSpecials) {
         // Packed layout: BOS/EOS/pad at 0..2, the rest right after the bytes.
-        const uint32_t id = full ? s.v4_id : (s.v4_id < kFirstByteId ? s.v4_id : kFirstByteId + 256 + next++);
+        const uint32_t id =
+            full ? s.v4_id : (s.v4_id < kFirstByteId ? s.v4_id : kFirstByteId + 256 + next++);
         b.put(id, s.text, kControl);
     }
-    for (uint32_t byte = 0; byte < 256; ++byte) b.put(kFirstByteId + byte, byte_token(static_cast<uint8_t>(byte)), kNormal);
+    for (uint32_t byte = 0; byte < 256; ++byte)
+        b.put(kFirstByteId + byte, byte_token(static_cast<uint8_t>(byte)), kNormal);
     add_merges(b, kFirstByteId + 256);
     fill_placeholders(b);
     return std::move(b.vocab());

@@ -32,8 +32,12 @@ std::string human_bytes(uint64_t b) {
     return buf;
 }
 
+// Top-level "label value" lines and indented detail lines, values in one column.
 void row(const std::string& label, const std::string& value) {
-    std::printf("  %-12s %s\n", label.c_str(), value.c_str());
+    std::printf("%-13s%s\n", label.c_str(), value.c_str());
+}
+void detail(const std::string& label, const std::string& value) {
+    std::printf("  %-11s%s\n", label.c_str(), value.c_str());
 }
 
 // "0-1" for a run of consecutive layers, "2,4..42" for a longer run with one stride.
@@ -70,31 +74,35 @@ std::string ratio_schedule(const Hparams& h) {
 }
 
 void print_container(const ds4::gguf::File& f) {
-    std::printf("file %s\n", f.path().c_str());
+    row("file", f.path());
     row("size", cat(human_bytes(f.size()), " (", f.size(), " bytes)"));
-    row("GGUF", cat("version ", f.version(), ", alignment ", f.alignment(), ", ", f.metadata().size(),
-                    " metadata keys, ", f.tensors().size(), " tensors"));
+    row("GGUF", cat("version ", f.version(), ", alignment ", f.alignment(), ", ",
+                    f.metadata().size(), " metadata keys, ", f.tensors().size(), " tensors"));
     const auto arch = f.get_string(ds4::model::key::architecture);
     const auto name = f.get_string(ds4::model::key::name);
     row("model", cat(arch ? *arch : "?", " \"", name ? *name : "", "\""));
 }
 
 void print_shape(const Hparams& h) {
-    row("published", ds4::model::is_published_shape(h) ? "yes (DeepSeek V4 Flash, 43 layers)" : "no (reduced shape)");
-    row("layers", cat(h.n_layer, " (hash-routed: ", h.n_hash_layer ? cat("0-", h.n_hash_layer - 1) : "none", ")"));
-    row("ratios", ratio_schedule(h));
-    row("embedding", cat("D ", h.n_embd, ", vocab ", h.n_vocab));
-    row("attention", cat(h.n_head, " heads x ", h.head_dim, " (", h.rope_dim, " rotary), ", h.n_head_kv,
-                         " K=V head, q_lora ", h.q_lora_rank, ", output ", h.o_groups, " groups x ", h.o_lora_rank,
-                         ", window ", h.window));
-    row("indexer", cat(h.idx_n_heads, " heads x ", h.idx_head_dim, ", top-k ", h.idx_topk));
-    row("experts", cat(h.n_expert, " routed (", h.n_expert_used, " used, scale ", h.route_scale,
-                       h.expert_weights_norm ? ", normalised" : "", ") + ", h.n_expert_shared, " shared, ff ",
-                       h.ff_exp, ", clamp ", h.swiglu_limit));
-    row("hyper-conn", cat(h.hc_mult, " streams, ", h.hc_sinkhorn_iters, " Sinkhorn iterations"));
-    row("rope", cat("base ", h.rope_theta, " / compressed ", h.compress_rope_theta, ", YaRN x", h.rope_factor,
-                    " over ", h.original_seq_len, " (beta ", h.beta_fast, "/", h.beta_slow, ")"));
-    row("context", h.context_length ? cat(h.context_length, " (informational)") : "not stored");
+    row("shape", ds4::model::is_published_shape(h)
+                     ? "published (DeepSeek V4 Flash, 43 layers)"
+                     : "reduced (the published model has 43 layers, D 4096)");
+    detail("layers", cat(h.n_layer, " (hash-routed: ",
+                         h.n_hash_layer ? cat("0-", h.n_hash_layer - 1) : "none", ")"));
+    detail("ratios", ratio_schedule(h));
+    detail("embedding", cat("D ", h.n_embd, ", vocab ", h.n_vocab));
+    detail("attention", cat(h.n_head, " heads x ", h.head_dim, " (", h.rope_dim, " rotary), ",
+                            h.n_head_kv, " K=V head, q_lora ", h.q_lora_rank, ", output ",
+                            h.o_groups, " groups x ", h.o_lora_rank, ", window ", h.window));
+    detail("indexer", cat(h.idx_n_heads, " heads x ", h.idx_head_dim, ", top-k ", h.idx_topk));
+    detail("experts", cat(h.n_expert, " routed (", h.n_expert_used, " used, scale ", h.route_scale,
+                          h.expert_weights_norm ? ", normalised" : "", ") + ", h.n_expert_shared,
+                          " shared, ff ", h.ff_exp, ", clamp ", h.swiglu_limit));
+    detail("hyper-conn", cat(h.hc_mult, " streams, ", h.hc_sinkhorn_iters, " Sinkhorn iterations"));
+    detail("rope", cat("base ", h.rope_theta, " / compressed ", h.compress_rope_theta, ", YaRN x",
+                       h.rope_factor, " over ", h.original_seq_len, " (beta ", h.beta_fast, "/",
+                       h.beta_slow, ")"));
+    detail("context", h.context_length ? cat(h.context_length, " (informational)") : "not stored");
 }
 
 void print_tensors(const ds4::gguf::File& f) {
@@ -106,26 +114,35 @@ void print_tensors(const ds4::gguf::File& f) {
         e.second += t.n_bytes;
         total += t.n_bytes;
     }
+    row("tensors", cat(f.tensors().size(), ", ", human_bytes(total)));
     for (const auto& [type, e] : by_type)
-        row(type, cat(e.first, " tensors, ", human_bytes(e.second)));
-    row("total", cat(f.tensors().size(), " tensors, ", human_bytes(total)));
+        detail(type, cat(e.first, " tensors, ", human_bytes(e.second)));
     const auto mix = ds4::model::detect_quant_mix(f);
     const auto* gate = f.find_tensor("blk.0.ffn_gate_exps.weight");
-    row("quant", cat("mix ", ds4::model::quant_mix_name(mix), ", routed experts ", ds4::model::routed_quant_bits(f),
-                     "-bit", gate ? cat(" (blk.0.ffn_gate_exps ", ds4::ggml_type_name(gate->type), ")") : ""));
+    row("quant",
+        cat("mix ", ds4::model::quant_mix_name(mix), ", routed experts ",
+            ds4::model::routed_quant_bits(f), "-bit",
+            gate ? cat(" (blk.0.ffn_gate_exps ", ds4::ggml_type_name(gate->type), ")") : ""));
 }
 
 // ds4 resolves its control tokens by string at load time (interface.md §1.3).
 void print_tokenizer(const ds4::gguf::File& f) {
     const auto model = f.get_string("tokenizer.ggml.model");
     const auto pre = f.get_string("tokenizer.ggml.pre");
-    if (!f.has("tokenizer.ggml.tokens")) ds4::fail(f.path(), ": GGUF tokenizer token table is missing");
+    if (!f.has("tokenizer.ggml.tokens"))
+        ds4::fail(f.path(), ": GGUF tokenizer token table is missing");
     const auto tokens = f.get_string_array("tokenizer.ggml.tokens");
-    const size_t merges = f.has("tokenizer.ggml.merges") ? f.get_string_array("tokenizer.ggml.merges").size() : 0;
-    row("tokenizer", cat(model ? *model : "?", " / ", pre ? *pre : "?", ", ", tokens.size(), " tokens, ", merges,
-                         " merges"));
-    const char* required[] = {"<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<｜User｜>", "<｜Assistant｜>",
-                              "<think>", "</think>", "｜DSML｜"};
+    const size_t merges =
+        f.has("tokenizer.ggml.merges") ? f.get_string_array("tokenizer.ggml.merges").size() : 0;
+    row("tokenizer", cat(model ? *model : "?", " / ", pre ? *pre : "?", ", ", tokens.size(),
+                         " tokens, ", merges, " merges"));
+    const char* required[] = {"<｜begin▁of▁sentence｜>",
+                              "<｜end▁of▁sentence｜>",
+                              "<｜User｜>",
+                              "<｜Assistant｜>",
+                              "<think>",
+                              "</think>",
+                              "｜DSML｜"};
     std::string found;
     for (const char* r : required) {
         size_t id = tokens.size();
@@ -135,15 +152,22 @@ void print_tokenizer(const ds4::gguf::File& f) {
         if (id == tokens.size()) ds4::fail(f.path(), ": required tokenizer token is missing: ", r);
         found += cat(found.empty() ? "" : ", ", r, " ", id);
     }
-    row("specials", found);
+    detail("specials", found);
 }
 
 int run(const std::string& path) {
     const ds4::gguf::File f = ds4::gguf::File::open(path);
     const auto name = f.get_string(ds4::model::key::name);
-    if (name && name->find("synthetic") != std::string_view::npos)
-        std::printf("This is a small synthetic random-weight demo model (not DeepSeek's weights); real weights: "
-                    "scripts/download_model.sh q2-imatrix. The forward pass comes in a later issue.\n\n");
+    if (name && name->find("synthetic") != std::string_view::npos) {
+        const auto* layers = f.find(ds4::model::key::block_count);
+        const bool full = layers && layers->type == ds4::gguf::ValueType::U32 &&
+                          f.get_u32(ds4::model::key::block_count) == 43;
+        std::printf(
+            "This is %s, not DeepSeek's weights (real weights: scripts/download_model.sh "
+            "q2-imatrix; the forward pass comes in a later issue).\n\n",
+            full ? "a synthetic random-weight model of the published shape"
+                 : "a small synthetic random-weight demo model");
+    }
     print_container(f);
     const Hparams h = ds4::model::read_hparams(f);
     print_shape(h);
@@ -155,7 +179,8 @@ int run(const std::string& path) {
     const ds4::model::TensorPlan plan(h, opt);
     ds4::model::check_tensors(f, plan);
     ds4::model::check_tid2eid(f, h);
-    row("check", cat("OK: metadata, ", plan.size(), " planned tensors (types and dims), tokenizer specials, "
+    row("check", cat("OK: metadata, ", plan.size(),
+                     " planned tensors (types and dims), tokenizer specials, "
                      "tid2eid ids"));
     return 0;
 }
