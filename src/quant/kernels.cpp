@@ -72,20 +72,18 @@ std::string available_names() {
 }
 
 #if defined(DS4_QUANT_X86)
-// The default on AVX-512 hosts: AVX-512 dequantizers, activation quantizers and float
-// dots, but the AVX2 integer dots. On an Intel Xeon (family 6 model 207, 16-core VM),
-// with L2-resident rows and CPU time, the AVX2 dots took 10.2 / 10.7 / 22 / 1.6 ns per
-// block (Q2_K / Q4_K / IQ2_XXS / Q8_0) against 11.3 / 12.1 / 28 / 1.6 for AVX-512:
-// these kernels are bound by the shuffle port, which 512-bit vectors do not widen,
-// while the AVX-512 dequantizers were up to 2× faster (bench/RESULTS.md). All dots of
-// both tables give the same bits for the integer formats, so the mix changes no result.
+// The default on AVX-512 hosts: the AVX-512 table, except the Q4_K and IQ2_XXS dots,
+// which are bound by the shuffle port (512-bit vectors do not widen it) and measured
+// faster in their AVX2 form. ds4-bench-quant, 32×4096 L2-resident matvec, CPU time,
+// median of 3, Intel Xeon family 6 model 207 (16-core VM): Q4_K 5.7 µs (AVX2) vs
+// 7.8 µs (AVX-512), IQ2_XXS 26.3 vs 31.6 µs; Q2_K (7.4 vs 6.5) and Q8_0 (9.6 vs 9.2)
+// favour AVX-512 (bench/RESULTS.md). Both tables give the same bits for every integer
+// dot, so the mix changes no result.
 const Kernels& avx512_with_avx2_dots() {
     static const Kernels mixed = [] {
         Kernels k = detail::kAvx512Kernels;
-        k.dot_q2_K_q8_K = detail::kAvx2Kernels.dot_q2_K_q8_K;
         k.dot_q4_K_q8_K = detail::kAvx2Kernels.dot_q4_K_q8_K;
         k.dot_iq2_xxs_q8_K = detail::kAvx2Kernels.dot_iq2_xxs_q8_K;
-        k.dot_q8_0_q8_0f = detail::kAvx2Kernels.dot_q8_0_q8_0f;
         return k;
     }();
     return mixed;
