@@ -77,7 +77,8 @@ class RowGenerator {
                   std::span<uint8_t> dst) const {
         const auto n = static_cast<int64_t>(t.row_length());
         if (t.kind == TensorKind::Tid2Eid) {
-            std::vector<int32_t> ids(t.row_length());
+            thread_local std::vector<int32_t> ids;
+            ids.resize(t.row_length());
             init_tid2eid_row(h_, rng, ids);
             std::memcpy(dst.data(), ids.data(), dst.size());
         } else if (opt_.fast_blocks && has_random_blocks(t.type)) {
