@@ -176,6 +176,7 @@ int run(const std::string& path) {
 
     ds4::model::PlanOptions opt;
     opt.mix = ds4::model::detect_quant_mix(f);
+    opt.mtp = f.find_tensor("mtp.0.e_proj.weight") != nullptr;  // an MTP block travels along
     const ds4::model::TensorPlan plan(h, opt);
     ds4::model::check_tensors(f, plan);
     ds4::model::check_tid2eid(f, h);
