@@ -158,8 +158,7 @@ void CpuForward::compressor_step(CompressorState& cs, const CompressorWeights& w
 // §6: the compressed rows a ratio-4 query may attend. All rows that exist when there are
 // at most index_topk; otherwise the top index_topk by Σ_h w_h·relu(q_h·k_c), exact ties to
 // the lower row. Rows come out in index_order_[0..k), ascending.
-uint32_t CpuForward::indexer_select(uint32_t il, const CompressorState& index, uint32_t t) {
-    (void)il;
+uint32_t CpuForward::indexer_select(const CompressorState& index, uint32_t t) {
     const uint32_t n_rows = index.n_rows;  // = floor((p+1)/4): exactly the visible rows
     if (n_rows <= hp_.idx_topk) {
         for (uint32_t c = 0; c < n_rows; ++c) index_order_[c] = c;
@@ -193,7 +192,7 @@ void CpuForward::attend_token(uint32_t il, KvState& state, uint64_t p, uint32_t 
     uint64_t n_rows = 0;
     for (uint64_t q = p + 1 > W ? p + 1 - W : 0; q <= p; ++q) rows_[n_rows++] = state.raw_row(il, q);
     if (kv.index) {
-        const uint32_t k = indexer_select(il, *kv.index, t);
+        const uint32_t k = indexer_select(*kv.index, t);
         for (uint32_t i = 0; i < k; ++i) rows_[n_rows++] = kv.attn->row(index_order_[i]);
     } else if (kv.attn) {
         for (uint32_t c = 0; c < kv.attn->n_rows; ++c) rows_[n_rows++] = kv.attn->row(c);

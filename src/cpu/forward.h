@@ -53,6 +53,8 @@ public:
     // Evaluates tokens[0..n) at positions [pos, pos + n); pos must equal state.n_tokens().
     // For each entry i of `logit_rows` (chunk indices, each < n) writes the vocab logits
     // after token logit_rows[i] to logits[i·vocab ..]. Advances the state by n.
+    // Arguments are checked before anything is touched; an exception after that (none is
+    // expected once the checks pass) leaves the state unusable until reset().
     void eval(KvState& state, uint64_t pos, std::span<const int32_t> tokens,
               std::span<const uint32_t> logit_rows, std::span<float> logits);
 
@@ -83,7 +85,7 @@ private:
     // §5, §6
     void compressor_step(CompressorState& cs, const CompressorWeights& w, const float* kv,
                          const float* score, uint64_t p, bool indexer_row, uint32_t il);
-    uint32_t indexer_select(uint32_t il, const CompressorState& index, uint32_t t);
+    uint32_t indexer_select(const CompressorState& index, uint32_t t);
     // §4.6
     void moe(uint32_t il, std::span<const int32_t> tokens, uint32_t n);
     void route(uint32_t il, std::span<const int32_t> tokens, uint32_t n);

@@ -97,7 +97,7 @@ void ThreadPool::parallel_for(uint64_t n, uint64_t grain, const RangeFn& fn) {
     if (error) std::rethrow_exception(error);
 }
 
-void parallel_for(ThreadPool* pool, uint64_t n, uint64_t grain, const ThreadPool::RangeFn& fn) {
+void parallel_for(ThreadPool* pool, uint64_t n, uint64_t grain, const RangeFn& fn) {
     if (pool == nullptr) {
         if (n > 0) fn(0, n);
         return;

@@ -7,12 +7,28 @@
 #include <condition_variable>
 #include <cstdint>
 #include <exception>
-#include <functional>
 #include <mutex>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 namespace ds4::cpu {
+
+// A non-owning reference to a callable `void(uint64_t begin, uint64_t end)`: unlike
+// std::function it never allocates, so the per-token parallel loops stay allocation-free.
+// The referenced callable must outlive the call it is passed to.
+class RangeFn {
+public:
+    template <typename F>
+        requires(!std::is_same_v<std::decay_t<F>, RangeFn>)
+    RangeFn(const F& f)  // NOLINT: implicit on purpose, call sites pass lambdas
+        : obj_(&f), call_([](const void* o, uint64_t b, uint64_t e) { (*static_cast<const F*>(o))(b, e); }) {}
+    void operator()(uint64_t b, uint64_t e) const { call_(obj_, b, e); }
+
+private:
+    const void* obj_;
+    void (*call_)(const void*, uint64_t, uint64_t);
+};
 
 class ThreadPool {
 public:
@@ -24,7 +40,6 @@ public:
 
     unsigned size() const { return static_cast<unsigned>(workers_.size()) + 1; }
 
-    using RangeFn = std::function<void(uint64_t begin, uint64_t end)>;
     // Runs fn over [0, n) in at most size() ranges of at least `grain` items each.
     // Not reentrant: fn must not call parallel_for on the same pool.
     void parallel_for(uint64_t n, uint64_t grain, const RangeFn& fn);
@@ -45,6 +60,6 @@ private:
 };
 
 // parallel_for on `pool`, or a plain call fn(0, n) when pool is null.
-void parallel_for(ThreadPool* pool, uint64_t n, uint64_t grain, const ThreadPool::RangeFn& fn);
+void parallel_for(ThreadPool* pool, uint64_t n, uint64_t grain, const RangeFn& fn);
 
 }  // namespace ds4::cpu
