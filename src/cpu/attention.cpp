@@ -118,7 +118,8 @@ void CpuForward::compressor_step(CompressorState& cs, const CompressorWeights& w
 
     // Candidates per column j: ratio 4 pools the previous window's first halves (slots
     // 0..3, column j) with the current window's second halves (slots 4..7, column d + j);
-    // other ratios pool their r slots at column j.
+    // other ratios pool their r slots at column j. Softmax and weighted sum in f32, slot
+    // order, as the official (kv · score.softmax(dim=slots)).sum(dim=slots).
     float* pooled = pooled_.data();
     const uint32_t n_cand = overlap ? 2 * r : r;
     for (uint32_t j = 0; j < d; ++j) {
