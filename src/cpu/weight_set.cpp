@@ -112,6 +112,7 @@ class Binder {
 public:
     Binder(const WeightSet& ws, std::string prefix) : ws_(ws), prefix_(std::move(prefix)) {}
 
+    bool has(const std::string& suffix) const { return ws_.find(prefix_ + suffix) != nullptr; }
     // A weight used as a linear map (any type the matvec dispatcher reads).
     TensorView matrix(const std::string& suffix, std::initializer_list<uint64_t> dims) const {
         const std::string name = prefix_ + suffix;
@@ -193,8 +194,11 @@ LayerWeights bind_layer(const WeightSet& ws, const model::Hparams& hp, uint32_t 
                 fail("tensor blk.", il, ".ffn_gate_tid2eid.weight: expert id ", e, " at ", i,
                      " is outside [0, ", hp.n_expert, ")");
         }
-    } else {
+    } else if (b.has("exp_probs_b.bias")) {
         l.router_bias = b.vec("exp_probs_b.bias", {hp.n_expert});
+    } else {
+        // optional in ds4's validation (formats.md §1.6): no bias means selection by p alone
+        l.router_bias.assign(hp.n_expert, 0.0f);
     }
     l.experts.gate = b.matrix("ffn_gate_exps.weight", {dim, hp.ff_exp, hp.n_expert});
     l.experts.up = b.matrix("ffn_up_exps.weight", {dim, hp.ff_exp, hp.n_expert});

@@ -91,7 +91,7 @@ struct LayerWeights {
     // FFN
     std::vector<float> ffn_norm;
     TensorView router;               // [dim, n_expert]
-    std::vector<float> router_bias;  // [n_expert], non-hash layers
+    std::vector<float> router_bias;  // [n_expert], non-hash layers (zeros when absent)
     TensorView tid2eid;              // I32 [n_expert_used, vocab], hash layers
     ExpertWeights experts;
     TensorView shared_gate, shared_up, shared_down;
