@@ -3,6 +3,8 @@
 // below has said the CPU (and the OS, for the wider register state) supports them.
 // __builtin_cpu_supports reads CPUID once and also checks XGETBV, so "avx512f" is only
 // reported when the OS saves the ZMM/opmask state.
+#include <cpuid.h>
+
 #include <cstdlib>
 #include <string>
 #include <string_view>
@@ -26,11 +28,17 @@ const Kernels& scalar_kernels() { return detail::kScalarKernels; }
 
 #if defined(DS4_QUANT_X86)
 
+// clang 14's __builtin_cpu_supports does not know "f16c": read CPUID leaf 1 ECX bit 29.
+// (AVX2 being usable already implies the OS saves the YMM state F16C needs.)
+static bool has_f16c() {
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    return __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29)) != 0;
+}
+
 const Kernels* avx2_kernels() {
     static const bool supported = [] {
         __builtin_cpu_init();
-        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-               __builtin_cpu_supports("f16c");
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && has_f16c();
     }();
     return supported ? &detail::kAvx2Kernels : nullptr;
 }
