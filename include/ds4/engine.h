@@ -1,0 +1,172 @@
+// The ds4 inference engine, batch first: one Engine holds a mapped model and any number
+// of sequences (each with its own KV state for up to `ctx` tokens); step() advances any
+// subset of them at once — prefill chunks and single decode tokens of different sequences
+// in one call — and returns the requested logits rows.
+//
+// The API is deliberately narrow: plain integers, strings and float spans. No tensor,
+// backend or GGUF type is visible here, so the CLI, the server and the bindings build on
+// this header alone.
+//
+// Results are deterministic: a sequence's logits do not depend on what else is in the
+// batch, on how its tokens are split into chunks, or on the thread count (the CPU backend
+// evaluates every token through the same code in the same order).
+//
+// An Engine is not thread-safe: call it from one thread at a time.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace ds4 {
+
+enum class Backend { Cpu };
+
+struct EngineOptions {
+    unsigned threads = 0;    // 0: all hardware threads
+    uint64_t ctx = 32768;    // context size: the most tokens one sequence may hold
+    Backend backend = Backend::Cpu;
+};
+
+// What the model is, in plain numbers.
+struct ModelSummary {
+    std::string path;
+    std::string name;          // general.name ("" when absent)
+    std::string quant;         // "q2", "q4", "f16" or "f32" (the tensor type mix)
+    uint32_t n_vocab = 0;
+    uint32_t n_layer = 0;
+    uint32_t n_embd = 0;
+    uint32_t n_head = 0;
+    uint32_t head_dim = 0;
+    uint32_t n_expert = 0;
+    uint32_t n_expert_used = 0;
+    uint32_t window = 0;       // raw sliding window
+    std::vector<uint32_t> compress_ratios;  // one per layer: 0, 4 or 128
+    uint64_t n_params = 0;     // weights of the main model (MTP excluded)
+    uint64_t file_bytes = 0;
+    bool synthetic = false;    // written by ds4-make-model (random weights, not a real model)
+};
+
+// Memory the engine needs at a context size (bytes). The KV state is per sequence and is
+// allocated up front when a sequence is created (spec model.md §9.2).
+struct MemoryEstimate {
+    uint64_t ctx = 0;
+    uint64_t weights = 0;          // the mapped GGUF file (page cache, not heap)
+    uint64_t kv_raw = 0;           // raw sliding windows, all layers
+    uint64_t kv_compressed = 0;    // compressed attention + indexer rows for ctx tokens
+    uint64_t kv_frontier = 0;      // compressor frontiers (kv + score)
+    uint64_t scratch = 0;          // evaluation scratch for one decode token at ctx
+    uint64_t scratch_per_chunk_token = 0;  // extra scratch per token of a prefill chunk
+    uint64_t raw_kv_rows = 0;      // rows per layer
+    uint64_t compressed_kv_rows = 0;  // attention rows over all compressed layers
+
+    uint64_t kv_per_sequence() const { return kv_raw + kv_compressed + kv_frontier; }
+    // Weights + one sequence + scratch.
+    uint64_t total() const { return weights + kv_per_sequence() + scratch; }
+    // "context buffers X MiB (ctx=…, backend=cpu, raw_kv_rows=…, compressed_kv_rows=…)"
+    // followed by one indented line per component.
+    std::string report() const;
+};
+
+using SequenceId = uint64_t;
+
+// The work of one step(): entries of (sequence, tokens, chunk indices that need logits).
+// Reuse a Batch with clear() to keep its buffers.
+class Batch {
+public:
+    struct Entry {
+        SequenceId seq;
+        std::span<const int32_t> tokens;
+        std::span<const uint32_t> logits_at;  // indices into tokens, increasing
+    };
+
+    // Appends `tokens` for `seq`, with logits after each chunk index in `logits_at`.
+    void add(SequenceId seq, std::span<const int32_t> tokens, std::span<const uint32_t> logits_at);
+    // Appends `tokens` for `seq`, with logits after the last one when `logits_last`.
+    void add(SequenceId seq, std::span<const int32_t> tokens, bool logits_last = true);
+    // Appends one decode token with its logits.
+    void add_token(SequenceId seq, int32_t token);
+    void clear();
+
+    size_t size() const { return entries_.size(); }
+    bool empty() const { return entries_.empty(); }
+    Entry operator[](size_t i) const;
+    uint64_t n_tokens() const { return tokens_.size(); }
+    uint64_t n_logits() const { return logits_at_.size(); }
+
+private:
+    struct Slot {
+        SequenceId seq;
+        size_t token_begin, token_count, logit_begin, logit_count;
+    };
+    std::vector<Slot> entries_;
+    std::vector<int32_t> tokens_;
+    std::vector<uint32_t> logits_at_;
+};
+
+// The logits rows of one step(), in batch order (entry by entry, each entry's rows in
+// logits_at order).
+class Logits {
+public:
+    struct RowInfo {
+        SequenceId seq;
+        uint64_t position;  // absolute position in the sequence of the token the row follows
+    };
+
+    size_t rows() const { return info_.size(); }
+    uint32_t vocab() const { return vocab_; }
+    std::span<const float> row(size_t i) const;
+    const RowInfo& info(size_t i) const { return info_.at(i); }
+    // Index of the largest logit of row i (lowest id on ties).
+    int32_t argmax(size_t i) const;
+
+private:
+    friend class Engine;
+    uint32_t vocab_ = 0;
+    std::vector<RowInfo> info_;
+    std::vector<float> values_;  // rows × vocab
+};
+
+class Engine {
+public:
+    // Maps the GGUF (no copy), validates metadata and every tensor against the ds4 plan,
+    // and prepares the backend. Throws ds4::Error naming the file and what was wrong.
+    static Engine open(const std::string& path, const EngineOptions& options = {});
+
+    ~Engine();
+    Engine(Engine&&) noexcept;
+    Engine& operator=(Engine&&) noexcept;
+    Engine(const Engine&) = delete;
+    Engine& operator=(const Engine&) = delete;
+
+    const ModelSummary& model() const;
+    const EngineOptions& options() const;  // threads resolved to the actual count
+    MemoryEstimate memory_estimate(uint64_t ctx) const;
+    MemoryEstimate memory_estimate() const { return memory_estimate(options().ctx); }
+    // tokenizer.ggml.tokens, index = token id (empty when the file has no vocabulary).
+    const std::vector<std::string>& vocab() const;
+
+    // Sequences. Ids are never reused, so a freed id stays invalid.
+    SequenceId create_sequence();
+    void free_sequence(SequenceId seq);
+    void reset_sequence(SequenceId seq);  // back to zero tokens
+    uint64_t sequence_length(SequenceId seq) const;
+    size_t sequence_count() const;
+
+    // Evaluates every entry and returns the requested logits. Everything is validated
+    // first (known sequences, each at most once, non-empty chunks, token ids < n_vocab,
+    // logits indices increasing and inside their chunk, room in the context); on a
+    // ds4::Error from validation nothing is modified.
+    Logits step(const Batch& batch);
+    // Same, reusing `out`'s buffers (no allocation once they are large enough).
+    void step(const Batch& batch, Logits& out);
+
+private:
+    struct Impl;
+    explicit Engine(std::unique_ptr<Impl> impl);
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace ds4

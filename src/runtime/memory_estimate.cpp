@@ -1,0 +1,85 @@
+#include "runtime/memory_estimate.h"
+
+#include <algorithm>
+#include <cstdio>
+
+#include "ds4/error.h"
+
+namespace ds4 {
+
+namespace {
+
+std::string mib(uint64_t bytes) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.2f MiB", static_cast<double>(bytes) / (1024.0 * 1024.0));
+    return buf;
+}
+
+}  // namespace
+
+std::string MemoryEstimate::report() const {
+    const uint64_t buffers = kv_per_sequence() + scratch;
+    return cat("context buffers ", mib(buffers), " (ctx=", ctx, ", backend=cpu, prefill_chunk=",
+               runtime::kPrefillChunk, ", raw_kv_rows=", raw_kv_rows,
+               ", compressed_kv_rows=", compressed_kv_rows, ")\n",
+               "  weights (mapped)     ", mib(weights), "\n",
+               "  kv per sequence      ", mib(kv_per_sequence()), " (raw ", mib(kv_raw),
+               ", compressed ", mib(kv_compressed), ", frontiers ", mib(kv_frontier), ")\n",
+               "  scratch              ", mib(scratch), " (+", scratch_per_chunk_token,
+               " B per prefill chunk token)\n");
+}
+
+namespace runtime {
+
+namespace {
+
+constexpr uint64_t kF32 = sizeof(float);
+
+// Frontier (kv + score) and row bytes of one compressor of row width d.
+void add_compressor(MemoryEstimate& m, uint32_t ratio, uint64_t d, uint64_t ctx) {
+    const uint64_t coff = ratio == 4 ? 2 : 1;
+    m.kv_frontier += 2 * (coff * ratio) * (coff * d) * kF32;
+    m.kv_compressed += (ctx / ratio) * d * kF32;
+}
+
+// Floats CpuForward keeps per token of a chunk (forward.h scratch list).
+uint64_t floats_per_chunk_token(const model::Hparams& hp) {
+    const uint64_t dim = hp.n_embd, H = hp.hc_mult, hd = hp.head_dim, idx = hp.idx_head_dim;
+    return hp.hc_dim() + hp.hc_mix() + 2 * H + H * H  // HC state, mix, pre/post/comb
+           + 3 * dim                                   // sublayer in, norm, out
+           + hp.q_lora_rank + 2 * uint64_t{hp.n_head} * hd + hd  // qr, q, o, kv
+           + 4 * hd + 4 * idx                          // compressor projections
+           + uint64_t{hp.idx_n_heads} * idx + hp.idx_n_heads  // indexer q, weights
+           + uint64_t{hp.o_groups} * hp.o_lora_rank    // grouped output
+           + hp.n_expert + 2 * uint64_t{hp.n_expert_used}  // routing
+           + 4 * dim + 2 * uint64_t{hp.ff_exp};       // expert in/out, moe, gate/up
+}
+
+}  // namespace
+
+MemoryEstimate estimate_memory(const model::Hparams& hp, uint64_t ctx) {
+    MemoryEstimate m;
+    m.ctx = ctx;
+    m.raw_kv_rows = hp.window;
+    m.kv_raw = uint64_t{hp.n_layer} * hp.window * hp.head_dim * kF32;
+    uint64_t attended = 0;  // compressed rows one query can attend (CpuForward::reserve)
+    for (uint32_t il = 0; il < hp.n_layer; ++il) {
+        const uint32_t r = hp.ratio(il);
+        if (r == 0) continue;
+        m.compressed_kv_rows += ctx / r;
+        add_compressor(m, r, hp.head_dim, ctx);
+        if (r == 4) add_compressor(m, r, hp.idx_head_dim, ctx);
+        attended = std::max<uint64_t>(attended, r == 4 ? std::min<uint64_t>(ctx / 4, hp.idx_topk) : ctx / r);
+    }
+    const uint64_t rows = hp.window + attended;
+    const uint64_t per_token = floats_per_chunk_token(hp) * kF32;
+    m.scratch_per_chunk_token = per_token;
+    m.scratch = per_token                                   // one decode token
+                + rows * (sizeof(const float*) + hp.n_head * kF32)  // attended rows, scores
+                + (ctx / 4) * (kF32 + sizeof(uint32_t))     // indexer scores and order
+                + uint64_t{hp.n_vocab} * kF32;              // one logits row
+    return m;
+}
+
+}  // namespace runtime
+}  // namespace ds4
