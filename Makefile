@@ -43,6 +43,7 @@ test-asan:
 
 run: deps cpu
 	@build/bin/ds4-model-info build/ds4-demo.gguf
+	@build/bin/ds4 -m build/ds4-demo.gguf -p "Hello, ds4" -n 32
 
 bench: cpu
 	build/bin/ds4-bench-quant

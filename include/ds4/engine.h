@@ -72,6 +72,9 @@ struct MemoryEstimate {
 
 using SequenceId = uint64_t;
 
+// Which rows of a chunk need logits when not listed one by one.
+enum class LogitsWanted { None, Last };
+
 // The work of one step(): entries of (sequence, tokens, chunk indices that need logits).
 // Reuse a Batch with clear() to keep its buffers.
 class Batch {
@@ -84,8 +87,9 @@ public:
 
     // Appends `tokens` for `seq`, with logits after each chunk index in `logits_at`.
     void add(SequenceId seq, std::span<const int32_t> tokens, std::span<const uint32_t> logits_at);
-    // Appends `tokens` for `seq`, with logits after the last one when `logits_last`.
-    void add(SequenceId seq, std::span<const int32_t> tokens, bool logits_last = true);
+    // Appends `tokens` for `seq`, with logits after the last one or none. (An enum, not a
+    // bool: an array of indices would silently convert to true.)
+    void add(SequenceId seq, std::span<const int32_t> tokens, LogitsWanted want = LogitsWanted::Last);
     // Appends one decode token with its logits.
     void add_token(SequenceId seq, int32_t token);
     void clear();

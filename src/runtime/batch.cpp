@@ -12,12 +12,12 @@ void Batch::add(SequenceId seq, std::span<const int32_t> tokens, std::span<const
     logits_at_.insert(logits_at_.end(), logits_at.begin(), logits_at.end());
 }
 
-void Batch::add(SequenceId seq, std::span<const int32_t> tokens, bool logits_last) {
+void Batch::add(SequenceId seq, std::span<const int32_t> tokens, LogitsWanted want) {
     const uint32_t last = tokens.empty() ? 0 : static_cast<uint32_t>(tokens.size() - 1);
-    add(seq, tokens, logits_last ? std::span<const uint32_t>(&last, 1) : std::span<const uint32_t>());
+    add(seq, tokens, want == LogitsWanted::Last ? std::span<const uint32_t>(&last, 1) : std::span<const uint32_t>());
 }
 
-void Batch::add_token(SequenceId seq, int32_t token) { add(seq, std::span<const int32_t>(&token, 1), true); }
+void Batch::add_token(SequenceId seq, int32_t token) { add(seq, std::span<const int32_t>(&token, 1), LogitsWanted::Last); }
 
 void Batch::clear() {
     entries_.clear();
