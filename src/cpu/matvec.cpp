@@ -4,6 +4,7 @@
 #include <cmath>
 #include <vector>
 
+#include "cpu/quant_matvec.h"
 #include "ds4/error.h"
 #include "quant/blocks.h"
 #include "quant/reference.h"
@@ -164,6 +165,10 @@ float dot_row(const TensorView& w, uint64_t r, const float* x) {
 
 void matvec_rows(const TensorView& w, uint64_t row0, uint64_t n_rows, const float* x, float* y,
                  ThreadPool* pool) {
+    if (numerics() == Numerics::Fast && has_fast_path(w.type)) {
+        fast_matmul(w, row0, n_rows, 1, x, 0, y, 0, pool);
+        return;
+    }
     const uint64_t n = w.in();
     const RowSource src(w);
     parallel_for(pool, n_rows, 64, [&](uint64_t b, uint64_t e) {
@@ -183,6 +188,10 @@ void matmul(const TensorView& w, uint32_t n_tok, const float* x, uint64_t x_stri
             uint64_t y_stride, ThreadPool* pool) {
     if (n_tok == 1) {
         matvec(w, x, y, pool);
+        return;
+    }
+    if (numerics() == Numerics::Fast && has_fast_path(w.type)) {
+        fast_matmul(w, 0, w.out(), n_tok, x, x_stride, y, y_stride, pool);
         return;
     }
     const uint64_t n = w.in();

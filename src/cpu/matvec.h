@@ -12,8 +12,15 @@
 //
 // F32 rows are read in place; F16, BF16 and block-quantized rows (Q8_0, Q2_K, Q4_K,
 // IQ2_XXS) are decoded to f32 (quant reference decoders) into a per-thread row buffer.
-// Faster paths (SIMD, ds4's Q8_0/Q8_K activation quantisation for ds4-compatible numerics)
-// plug in at dot_row() / matvec_rows() / matmul().
+//
+// Numerics::Fast (the default) replaces the decode for F16 and block-quantized weights
+// with ds4's CPU scheme (model.md §11.1–§11.2, formats.md §3.7): the activation row is
+// quantized once per product — Q8_0 weights → Q8_0F (f32 scale per 32 values), Q2_K /
+// Q4_K / IQ2_XXS → Q8_K — and every weight row is dotted against it with the SIMD
+// integer kernels (quant/kernels.h); F16 rows use dot_f16_f32. F32 weights always take
+// the exact path above, so the goldens (official checkpoint held in f32) are unaffected.
+// Numerics::Exact keeps the decode-to-f32 path for every type (the reference the fast
+// path is tested against). Fast results are also independent of the thread count.
 #pragma once
 
 #include <cstdint>
@@ -23,6 +30,30 @@
 #include "cpu/thread_pool.h"
 
 namespace ds4::cpu {
+
+enum class Numerics {
+    Exact,  // decoded weights, f32 activations (golden semantics)
+    Fast,   // ds4 CPU numerics for F16 / quantized weights (see above)
+};
+
+// The numerics of products started on the calling thread (thread-local, default Fast).
+// The products read it on entry, so a pool's workers follow the thread that called them.
+Numerics numerics();
+
+// Sets numerics() for the calling thread for its lifetime, then restores the old value.
+class NumericsScope {
+public:
+    explicit NumericsScope(Numerics mode);
+    ~NumericsScope();
+    NumericsScope(const NumericsScope&) = delete;
+    NumericsScope& operator=(const NumericsScope&) = delete;
+
+private:
+    Numerics prev_;
+};
+
+// True when Numerics::Fast changes how a weight of type t is multiplied.
+bool has_fast_path(GgmlType t);
 
 // Σ a[k]·b[k] with the accumulation described above (also used by attention).
 float dot_f32(const float* a, const float* b, uint64_t n);

@@ -4,6 +4,7 @@
 
 #include "cpu/forward.h"
 #include "cpu/matvec.h"
+#include "cpu/moe_fast.h"
 #include "ds4/error.h"
 
 namespace ds4::cpu {
@@ -67,11 +68,18 @@ void CpuForward::route(uint32_t il, std::span<const int32_t> tokens, uint32_t n)
 // Routed experts, grouped by expert so each expert's weights are read once per chunk.
 // Experts run in ascending id and their outputs are added in that order, as the
 // official MoE loop does; the routing weight scales the hidden activation before the
-// down projection.
+// down projection. Numerics::Fast with block-quantized experts takes ds4's Q8_K path
+// (moe_fast.h) instead.
 void CpuForward::routed_experts(uint32_t il, uint32_t n) {
     const LayerWeights& lw = model_.weights().layers[il];
     const uint32_t E = hp_.n_expert, K = hp_.n_expert_used;
     const uint64_t dim = hp_.n_embd, ff = hp_.ff_exp;
+    if (numerics() == Numerics::Fast && fast_routed_experts_apply(lw.experts)) {
+        fast_routed_experts({&lw.experts, n, K, dim, ff, hp_.swiglu_limit, nrm_.data(), sel_.data(),
+                             sel_w_.data(), moe_.data()},
+                            pool_);
+        return;
+    }
     std::fill_n(moe_.begin(), uint64_t{n} * dim, 0.0f);
     for (uint32_t e = 0; e < E; ++e) {
         uint32_t m = 0;
