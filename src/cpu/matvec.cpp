@@ -7,7 +7,7 @@
 #include "cpu/quant_matvec.h"
 #include "ds4/error.h"
 #include "quant/blocks.h"
-#include "quant/reference.h"
+#include "quant/kernels.h"
 #include "quant/scalars.h"
 
 namespace ds4::cpu {
@@ -86,15 +86,18 @@ DotLanesFn pick_dot_lanes() {
 const DotLanesFn dot_lanes_fn = pick_dot_lanes();
 const auto axpy_fn = dot_lanes_fn == dot_lanes_hw ? axpy_hw : axpy_sw;
 
+// The SIMD decoders of quant/kernels.h: bit-identical to the reference decoders (what
+// tests/quant_kernels checks; decoding is exact arithmetic on the block fields), and
+// 10-20x faster for the K-quants and IQ2_XXS.
 void dequant_block_row(GgmlType t, const void* src, float* dst, uint64_t n) {
+    static const quant::Kernels& k = quant::best_kernels();
     const auto len = static_cast<int64_t>(n);
     switch (t) {
-        case GgmlType::Q8_0: quant::ref::dequant_q8_0(static_cast<const quant::BlockQ8_0*>(src), dst, len); return;
-        case GgmlType::Q2_K: quant::ref::dequant_q2_K(static_cast<const quant::BlockQ2K*>(src), dst, len); return;
-        case GgmlType::Q4_K: quant::ref::dequant_q4_K(static_cast<const quant::BlockQ4K*>(src), dst, len); return;
-        case GgmlType::IQ2_XXS:
-            quant::ref::dequant_iq2_xxs(static_cast<const quant::BlockIQ2XXS*>(src), dst, len);
-            return;
+        case GgmlType::Q8_0: k.dequant_q8_0(static_cast<const quant::BlockQ8_0*>(src), dst, len); return;
+        case GgmlType::Q2_K: k.dequant_q2_K(static_cast<const quant::BlockQ2K*>(src), dst, len); return;
+        case GgmlType::Q4_K: k.dequant_q4_K(static_cast<const quant::BlockQ4K*>(src), dst, len); return;
+        case GgmlType::IQ2_XXS: k.dequant_iq2_xxs(static_cast<const quant::BlockIQ2XXS*>(src), dst, len); return;
+        case GgmlType::F16: k.dequant_f16(static_cast<const uint16_t*>(src), dst, len); return;
         default: fail("cpu matvec: weight type ", ggml_type_name(t), " is not supported");
     }
 }
@@ -129,11 +132,6 @@ void RowSource::decode(uint64_t r, float* dst) const {
         case GgmlType::F32: {
             const auto* p = static_cast<const float*>(src);
             std::copy_n(p, n, dst);
-            return;
-        }
-        case GgmlType::F16: {
-            const auto* p = static_cast<const uint16_t*>(src);
-            for (uint64_t i = 0; i < n; ++i) dst[i] = quant::f16_to_f32(p[i]);
             return;
         }
         case GgmlType::BF16: {

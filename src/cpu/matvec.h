@@ -11,7 +11,8 @@
 // depends on the thread count or on which elements were computed alongside it.
 //
 // F32 rows are read in place; F16, BF16 and block-quantized rows (Q8_0, Q2_K, Q4_K,
-// IQ2_XXS) are decoded to f32 (quant reference decoders) into a per-thread row buffer.
+// IQ2_XXS) are decoded to f32 (SIMD decoders, bit-identical to the quant reference ones)
+// into a per-thread row buffer.
 //
 // Numerics::Fast (the default) replaces the decode for F16 and block-quantized weights
 // with ds4's CPU scheme (model.md §11.1–§11.2, formats.md §3.7): the activation row is

@@ -113,6 +113,22 @@ TEST_P(FastOp, ChunkAndThreadCountDoNotChangeBits) {
     }
 }
 
+// The exact path on the same weights: the reference-decoded row dotted with f32 x in the
+// golden accumulation order (dot_f32), bit for bit, on every thread count.
+TEST_P(FastOp, ExactPathIsTheDecodedRowProduct) {
+    const GgmlType t = GetParam();
+    const RandomWeights w(t, kIn, kOut, 61);
+    const auto x = random_vector(kIn, 62);
+    std::vector<float> row(kIn), ref(kOut);
+    for (uint64_t r = 0; r < kOut; ++r) {
+        quant::dequantize_row(t, w.view.row(r), row.data(), kIn);
+        ref[r] = dot_f32(row.data(), x.data(), kIn);
+    }
+    ThreadPool pool(2);
+    EXPECT_EQ(run_matvec(w.view, x, Numerics::Exact), ref);
+    EXPECT_EQ(run_matvec(w.view, x, Numerics::Exact, &pool), ref);
+}
+
 INSTANTIATE_TEST_SUITE_P(Types, FastOp,
                          ::testing::Values(GgmlType::Q8_0, GgmlType::Q2_K, GgmlType::Q4_K, GgmlType::IQ2_XXS,
                                            GgmlType::F16),
