@@ -152,7 +152,9 @@ public:
     // tokenizer.ggml.tokens, index = token id (empty when the file has no vocabulary).
     const std::vector<std::string>& vocab() const;
 
-    // Sequences. Ids are never reused, so a freed id stays invalid.
+    // Sequences. Ids are never reused, so a freed id stays invalid. A sequence's KV state
+    // (memory_estimate().kv_per_sequence() bytes) is allocated by create_sequence; a freed
+    // one is kept and handed to the next create_sequence instead of being reallocated.
     SequenceId create_sequence();
     void free_sequence(SequenceId seq);
     void reset_sequence(SequenceId seq);  // back to zero tokens

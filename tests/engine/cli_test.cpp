@@ -46,7 +46,7 @@ CliResult run_ds4(const std::string& args, const std::string& cwd = ".") {
     return r;
 }
 
-TEST(ByteTokens, Gpt2ByteCharacters) {
+TEST(EngineByteTokens, Gpt2ByteCharacters) {
     EXPECT_EQ(gpt2_byte_char('A'), "A");
     EXPECT_EQ(gpt2_byte_char('~'), "~");
     EXPECT_EQ(gpt2_byte_char(0), "\xc4\x80");      // U+0100 Ā
@@ -56,7 +56,7 @@ TEST(ByteTokens, Gpt2ByteCharacters) {
     EXPECT_EQ(gpt2_byte_char(0xff), "\xc3\xbf");   // ÿ keeps its code point
 }
 
-TEST(ByteTokens, EncodeDecodeEveryByteWithTheDemoVocab) {
+TEST(EngineByteTokens, EncodeDecodeEveryByteWithTheDemoVocab) {
     const Engine e = Engine::open(kDemoModel, options(16, 1));
     const ByteTokens bt(e.vocab());
     std::string all;
@@ -74,7 +74,7 @@ TEST(ByteTokens, EncodeDecodeEveryByteWithTheDemoVocab) {
     EXPECT_FALSE(bt.byte_of(1).has_value());
 }
 
-TEST(ByteTokens, MissingByteTokenIsAnError) {
+TEST(EngineByteTokens, MissingByteTokenIsAnError) {
     const std::vector<std::string> vocab = {"a", "b"};
     const ByteTokens bt(vocab);
     EXPECT_EQ(bt.encode("ab"), (std::vector<int32_t>{0, 1}));
@@ -101,7 +101,7 @@ std::string greedy_text(const std::string& prompt, int n) {
     return last == "\n" ? text : text + "\n";
 }
 
-TEST(Cli, GreedyOutputMatchesTheEngine) {
+TEST(EngineCli, GreedyOutputMatchesTheEngine) {
     const CliResult r = run_ds4("-m '" + kDemoModel + "' -p 'Hello, ds4' -n 12 --threads 2 --ctx 64");
     ASSERT_EQ(r.status, 0) << r.err;
     EXPECT_EQ(r.out, greedy_text("Hello, ds4", 12));
@@ -113,14 +113,14 @@ TEST(Cli, GreedyOutputMatchesTheEngine) {
     EXPECT_NE(r.err.find(" t/s, generation: "), std::string::npos) << r.err;
 }
 
-TEST(Cli, GenerationStopsAtTheContext) {
+TEST(EngineCli, GenerationStopsAtTheContext) {
     // 5 prompt bytes, ctx 8: at most 4 tokens (the last one is never fed back).
     const CliResult r = run_ds4("-m '" + kDemoModel + "' -p 'abcde' -n 50 -c 8 -t 1");
     ASSERT_EQ(r.status, 0) << r.err;
     EXPECT_EQ(r.out, greedy_text("abcde", 4));
 }
 
-TEST(Cli, MissingDefaultModelExplainsHowToGetOne) {
+TEST(EngineCli, MissingDefaultModelExplainsHowToGetOne) {
     TempDir empty;
     const CliResult r = run_ds4("-p hi", empty.path().string());
     EXPECT_EQ(r.status, 1);
@@ -129,13 +129,13 @@ TEST(Cli, MissingDefaultModelExplainsHowToGetOne) {
     EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
 }
 
-TEST(Cli, MissingExplicitModelIsAnError) {
+TEST(EngineCli, MissingExplicitModelIsAnError) {
     const CliResult r = run_ds4("-m /nonexistent/x.gguf -p hi");
     EXPECT_EQ(r.status, 1);
     EXPECT_NE(r.err.find("/nonexistent/x.gguf"), std::string::npos) << r.err;
 }
 
-TEST(Cli, UsageErrorsExitTwo) {
+TEST(EngineCli, UsageErrorsExitTwo) {
     struct Case {
         std::string args, message;
     };
@@ -149,7 +149,7 @@ TEST(Cli, UsageErrorsExitTwo) {
     }
 }
 
-TEST(Cli, HelpMentionsTheTemporaryTokenizer) {
+TEST(EngineCli, HelpMentionsTheTemporaryTokenizer) {
     const CliResult r = run_ds4("--help");
     EXPECT_EQ(r.status, 0);
     EXPECT_NE(r.out.find("Usage: ds4"), std::string::npos);
