@@ -19,6 +19,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <numeric>
 #include <string>
@@ -70,18 +71,18 @@ double read_bandwidth(cpu::ThreadPool& pool) {
     return best;
 }
 
-// Weight bytes one decoded token reads (see the file comment).
-uint64_t decode_bytes(const gguf::File& f, const model::Hparams& hp) {
-    uint64_t total = 0;
+// Weight bytes one decoded token reads (see the file comment), by storage type.
+std::map<std::string, uint64_t> decode_bytes_by_type(const gguf::File& f, const model::Hparams& hp) {
+    std::map<std::string, uint64_t> total;
     for (const auto& t : f.tensors()) {
         const std::string_view name = t.name;
         if (t.n_dims == 1) continue;
+        uint64_t b = t.n_bytes;
         if (name.find("_exps.") != std::string_view::npos)
-            total += t.n_bytes / hp.n_expert * hp.n_expert_used;
+            b = t.n_bytes / hp.n_expert * hp.n_expert_used;
         else if (name == "token_embd.weight" || name.find("ffn_gate_tid2eid") != std::string_view::npos)
-            total += t.n_bytes / t.dims[t.n_dims - 1];
-        else
-            total += t.n_bytes;
+            b = t.n_bytes / t.dims[t.n_dims - 1];
+        total[ggml_type_name(t.ggml_type())] += b;
     }
     return total;
 }
@@ -211,7 +212,14 @@ int main(int argc, char** argv) {
 
         cpu::NumericsScope scope(exact ? cpu::Numerics::Exact : cpu::Numerics::Fast);
         const Timings t = run(model, pool, o.prefill, o.decode, o.reps);
-        const uint64_t bytes = decode_bytes(file, hp);
+        const auto by_type = decode_bytes_by_type(file, hp);
+        uint64_t bytes = 0;
+        std::printf("decode weight bytes/token by type:");
+        for (const auto& [type, b] : by_type) {
+            std::printf(" %s %.1f MB", type.c_str(), double(b) / 1e6);
+            bytes += b;
+        }
+        std::printf("\n");
         const double dec_tps = 1.0 / t.decode_s, gbs = double(bytes) * dec_tps / 1e9;
         std::printf("numerics: %s, threads %u, best of %u\n", exact ? "exact" : "fast", threads, o.reps);
         std::printf("prefill: %u tokens in %.3f s = %.2f t/s\n", o.prefill, t.prefill_s, o.prefill / t.prefill_s);

@@ -205,15 +205,18 @@ struct MoeFixture {
     }
 };
 
-// Two activation quantizations (input, hidden) compound: ≈ 0.64 % each in quadrature,
-// a little more through the SwiGLU nonlinearity; bound 2 %.
+// Two activation quantizations compound. The hidden row silu(g)·u is a product of two
+// near-Gaussians, heavy-tailed (amax ≈ 5.5 RMS over 256 values), so its Q8_K step is
+// larger relative to its RMS: ≈ 5.5/127/√12 ≈ 1.25 %; the input's 0.64 % reaches the
+// output through both gate and up (≈ 0.9 %); in quadrature ≈ 1.5 %. Measured 1.81 %
+// (printed); bound 2.7 % (1.5×).
 TEST(FastMoe, MatchesTheExactExpertSumWithinQuantizationError) {
     const MoeFixture f;
     const auto fast = f.run_fast(nullptr);
     const auto ref = f.reference();
     const double err = rel_l2(fast, ref);
     std::cout << "[fast-moe] IQ2_XXS/Q2_K experts: |fast - exact| / |exact| = " << err << "\n";
-    EXPECT_LE(err, 0.02);
+    EXPECT_LE(err, 0.027);
     EXPECT_GT(err, 0.0);
 }
 
