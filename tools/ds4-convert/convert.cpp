@@ -205,7 +205,7 @@ private:
 class Converter {
 public:
     Converter(const Checkpoint& ck, const model::Hparams& h, const ConvertOptions& opt, const Imatrix* imatrix)
-        : ck_(ck), h_(h), opt_(opt), imatrix_(imatrix),
+        : ck_(ck), h_(h), imatrix_(imatrix),
           threads_(opt.threads ? opt.threads : std::max(1u, std::thread::hardware_concurrency())) {}
 
     // Every official tensor the plan needs, checked before any output is written.
@@ -297,7 +297,6 @@ private:
 
     const Checkpoint& ck_;
     const model::Hparams& h_;
-    const ConvertOptions& opt_;
     const Imatrix* imatrix_;
     unsigned threads_;
 };

@@ -50,6 +50,10 @@ struct CheckOptions {
     unsigned threads = 1;
     std::string work_dir;  // where the temporary GGUF goes; empty = the system temp dir
     bool keep_gguf = false;
+    // false: cpu::Numerics::Exact (quantized weights decoded to f32, the bounds below were
+    // measured this way); true: the engine's default Numerics::Fast (quantized activations),
+    // reported for information — the lossy bounds are not calibrated for it.
+    bool fast_numerics = false;
 };
 
 struct CheckResult {

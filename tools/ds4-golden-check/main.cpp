@@ -21,12 +21,14 @@ int main(int argc, char** argv) {
             };
             if (arg == "--type") opt.type = ds4::convert::parse_type_policy(value());
             else if (arg == "--threads") opt.threads = static_cast<unsigned>(std::stoul(value()));
+            else if (arg == "--fast") opt.fast_numerics = true;
             else if (arg == "--keep") {
                 opt.work_dir = value();
                 opt.keep_gguf = true;
             } else if (arg == "-h" || arg == "--help") {
                 std::puts("usage: ds4-golden-check FILE.safetensors [--type f32|f16|q8_0|q2|q4] [--threads N] "
-                          "[--keep DIR]");
+                          "[--keep DIR] [--fast]\n"
+                          "  --fast  run with the engine's fast CPU numerics (default: exact decode)");
                 return 0;
             } else if (arg.starts_with("-")) ds4::fail("unknown option ", arg);
             else path = arg;
