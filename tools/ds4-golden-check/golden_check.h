@@ -52,7 +52,7 @@ struct CheckOptions {
     bool keep_gguf = false;
     // false: cpu::Numerics::Exact (quantized weights decoded to f32, the bounds below were
     // measured this way); true: the engine's default Numerics::Fast (quantized activations),
-    // reported for information — the lossy bounds are not calibrated for it.
+    // the same bounds hold for it on the shipped goldens (see bounds_for).
     bool fast_numerics = false;
 };
 
