@@ -106,6 +106,26 @@ void fast_matmul(const TensorView& w, uint64_t row0, uint64_t n_rows, uint32_t n
     });
 }
 
+namespace {
+
+bool block_quantized(const TensorView& v) { return v.data != nullptr && has_fast_path(v.type) && v.type != GgmlType::F16; }
+
+bool any_block_quantized(const LayerWeights& l) {
+    for (const TensorView* v : {&l.q_a, &l.q_b, &l.kv, &l.out_a, &l.out_b, &l.shared_gate, &l.shared_up, &l.shared_down,
+                                &l.experts.gate, &l.experts.up, &l.experts.down})
+        if (block_quantized(*v)) return true;
+    return false;
+}
+
+}  // namespace
+
+Numerics default_numerics(const ModelWeights& w) {
+    if (block_quantized(w.output) || block_quantized(w.token_embd)) return Numerics::Fast;
+    for (const LayerWeights& l : w.layers)
+        if (any_block_quantized(l)) return Numerics::Fast;
+    return Numerics::Exact;
+}
+
 void quantize_q8K(const float* x, quant::BlockQ8K* y, uint64_t n) {
     kernels().quantize_q8_K(x, y, static_cast<int64_t>(n));
 }

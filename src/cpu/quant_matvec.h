@@ -4,11 +4,19 @@
 
 #include <cstdint>
 
+#include "cpu/matvec.h"
 #include "cpu/tensor_view.h"
 #include "cpu/thread_pool.h"
+#include "cpu/weight_set.h"
 #include "quant/blocks.h"
 
 namespace ds4::cpu {
+
+// The numerics a model should run with: Fast when any bound weight is block-quantized
+// (a ds4 q2/q4/q8_0 GGUF), Exact for models held entirely in F32/F16 (the goldens,
+// f32/f16 conversions), whose products then match the golden semantics. Callers apply it
+// with NumericsScope around eval(); the thread-local default is Fast.
+Numerics default_numerics(const ModelWeights& w);
 
 // Weight types whose rows dot against a Q8_K activation row (Q2_K, Q4_K, IQ2_XXS).
 bool is_q8K_weight(GgmlType t);

@@ -8,6 +8,7 @@
 #include <iostream>
 
 #include "fast_test_util.h"
+#include "cpu/quant_matvec.h"
 #include "synth_model.h"
 
 namespace ds4::cpu::test {
@@ -65,6 +66,11 @@ TEST(FastModel, ChunkingAndThreadCountDoNotChangeBits) {
     EXPECT_EQ(m.run(Numerics::Fast, {1}, nullptr), one_shot);
     EXPECT_EQ(m.run(Numerics::Fast, {7, 1, 3}, &pool2), one_shot);
     EXPECT_EQ(m.run(Numerics::Fast, {5, 16}, &pool3), one_shot);
+}
+
+TEST(FastModel, QuantizedModelDefaultsToFastNumerics) {
+    EXPECT_EQ(default_numerics(synth_model().model->weights()), Numerics::Fast);
+    EXPECT_EQ(default_numerics(ModelWeights{}), Numerics::Exact);  // nothing block-quantized
 }
 
 }  // namespace
