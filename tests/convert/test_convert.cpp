@@ -27,7 +27,7 @@ const std::string kTiny = std::string(DS4_TEST_DATA_DIR) + "/golden/golden_tiny_
 
 // A scratch directory removed at the end of the test.
 class ScratchDir {
-public:
+  public:
     ScratchDir() {
         const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
         path_ = fs::temp_directory_path() / cat("ds4-convert-", ::getpid(), "-", info->name());
@@ -41,7 +41,7 @@ public:
     std::string operator/(const std::string& name) const { return (path_ / name).string(); }
     const fs::path& path() const { return path_; }
 
-private:
+  private:
     fs::path path_;
 };
 
@@ -76,7 +76,8 @@ void write_safetensors(const std::string& path, const std::vector<StEntry>& entr
     if (!meta.empty()) h["__metadata__"] = meta;
     uint64_t off = 0;
     for (const StEntry& e : entries) {
-        h[e.name] = {{"dtype", e.dtype}, {"shape", e.shape}, {"data_offsets", {off, off + e.bytes.size()}}};
+        h[e.name] = {
+            {"dtype", e.dtype}, {"shape", e.shape}, {"data_offsets", {off, off + e.bytes.size()}}};
         off += e.bytes.size();
     }
     std::string header = h.dump();
@@ -85,24 +86,30 @@ void write_safetensors(const std::string& path, const std::vector<StEntry>& entr
     const uint64_t n = header.size();
     out.write(reinterpret_cast<const char*>(&n), 8);
     out.write(header.data(), static_cast<std::streamsize>(header.size()));
-    for (const StEntry& e : entries) out.write(reinterpret_cast<const char*>(e.bytes.data()), static_cast<std::streamsize>(e.bytes.size()));
+    for (const StEntry& e : entries)
+        out.write(reinterpret_cast<const char*>(e.bytes.data()),
+                  static_cast<std::streamsize>(e.bytes.size()));
 }
 
 std::vector<StEntry> entries_of(const st::File& f) {
     std::vector<StEntry> out;
     for (const st::Tensor& t : f.tensors()) {
         if (t.name.starts_with("golden.")) continue;
-        out.push_back({t.name, std::string(st::dtype_name(t.dtype)), t.shape, {t.data.begin(), t.data.end()}});
+        out.push_back({t.name,
+                       std::string(st::dtype_name(t.dtype)),
+                       t.shape,
+                       {t.data.begin(), t.data.end()}});
     }
     return out;
 }
 
 TEST(ConvertPolicy, MatchesTheReleasedPlansOnThePublishedShape) {
     const model::Hparams h = model::Hparams::published();
-    const std::pair<TypePolicy, model::QuantMix> pairs[] = {{TypePolicy::Q2, model::QuantMix::Q2},
-                                                            {TypePolicy::Q4, model::QuantMix::Q4},
-                                                            {TypePolicy::F16, model::QuantMix::F16},
-                                                            {TypePolicy::F32, model::QuantMix::F32}};
+    const std::pair<TypePolicy, model::QuantMix> pairs[] = {
+        {TypePolicy::Q2, model::QuantMix::Q2},
+        {TypePolicy::Q4, model::QuantMix::Q4},
+        {TypePolicy::F16, model::QuantMix::F16},
+        {TypePolicy::F32, model::QuantMix::F32}};
     for (const auto& [policy, mix] : pairs) {
         const TypedPlan typed = typed_plan(h, policy, true);
         const model::TensorPlan plan(h, {.mix = mix});
@@ -166,9 +173,11 @@ TEST(ConvertModelArgs, MapsOfficialKeys) {
     EXPECT_EQ(h.window, 8u);
     EXPECT_EQ(h.original_seq_len, 64u);
     EXPECT_EQ(h.compress_ratios, (std::vector<uint32_t>{0, 0, 4, 128, 4, 128, 4, 128, 4}));
-    EXPECT_NE(expect_error([] { hparams_from_model_args(R"({"dim": 64})", "cfg"); }).find("n_layers"),
+    EXPECT_NE(
+        expect_error([] { hparams_from_model_args(R"({"dim": 64})", "cfg"); }).find("n_layers"),
+        std::string::npos);
+    EXPECT_NE(expect_error([] { hparams_from_model_args("{", "cfg"); }).find("invalid JSON"),
               std::string::npos);
-    EXPECT_NE(expect_error([] { hparams_from_model_args("{", "cfg"); }).find("invalid JSON"), std::string::npos);
 }
 
 TEST(ConvertOutput, PassesReadHparamsAndPlanChecks) {
@@ -207,7 +216,8 @@ TEST(ConvertOutput, F32ReproducesTheDecodedCheckpointExactly) {
         const auto data = f.tensor_data(t);
         const std::string name(t.name);
         if (t.ggml_type() == GgmlType::I32) {
-            const auto ids = quant::narrow_i64_to_i32(quant::tensor_ref(ck, *quant::official_name_for_gguf(name)));
+            const auto ids = quant::narrow_i64_to_i32(
+                quant::tensor_ref(ck, *quant::official_name_for_gguf(name)));
             ASSERT_EQ(data.size(), ids.size() * 4);
             EXPECT_EQ(std::memcmp(data.data(), ids.data(), data.size()), 0) << name;
             ++checked;
@@ -238,11 +248,14 @@ TEST(ConvertInput, DirectoryCheckpointGivesTheSameFile) {
     const std::vector<StEntry> all = entries_of(golden);
     const size_t half = all.size() / 2;
     fs::create_directories(dir.path() / "ckpt");
-    write_safetensors(dir / "ckpt/model-00001-of-00002.safetensors", {all.begin(), all.begin() + half}, {});
-    write_safetensors(dir / "ckpt/model-00002-of-00002.safetensors", {all.begin() + half, all.end()}, {});
+    write_safetensors(dir / "ckpt/model-00001-of-00002.safetensors",
+                      {all.begin(), all.begin() + half}, {});
+    write_safetensors(dir / "ckpt/model-00002-of-00002.safetensors",
+                      {all.begin() + half, all.end()}, {});
     nlohmann::json index;
     for (size_t i = 0; i < all.size(); ++i)
-        index["weight_map"][all[i].name] = i < half ? "model-00001-of-00002.safetensors" : "model-00002-of-00002.safetensors";
+        index["weight_map"][all[i].name] =
+            i < half ? "model-00001-of-00002.safetensors" : "model-00002-of-00002.safetensors";
     std::ofstream(dir / "ckpt/model.safetensors.index.json") << index.dump();
     std::ofstream(dir / "ckpt/config.json") << golden.metadata().at("model_args");
 
@@ -257,7 +270,8 @@ TEST(ConvertInput, DirectoryCheckpointGivesTheSameFile) {
 TEST(ConvertInput, MalformedInputsGiveClearErrors) {
     ScratchDir dir;
     const st::File golden = st::File::open(kTiny);
-    const std::map<std::string, std::string> meta = {{"model_args", golden.metadata().at("model_args")}};
+    const std::map<std::string, std::string> meta = {
+        {"model_args", golden.metadata().at("model_args")}};
     std::vector<StEntry> all = entries_of(golden);
 
     // A missing tensor is named, and no output file is left behind.
@@ -265,7 +279,8 @@ TEST(ConvertInput, MalformedInputsGiveClearErrors) {
     for (const StEntry& e : all)
         if (e.name != "layers.4.attn.wq_b.weight") missing.push_back(e);
     write_safetensors(dir / "missing.safetensors", missing, meta);
-    std::string msg = expect_error([&] { convert_checkpoint(dir / "missing.safetensors", dir / "m.gguf", ConvertOptions{}); });
+    std::string msg = expect_error(
+        [&] { convert_checkpoint(dir / "missing.safetensors", dir / "m.gguf", ConvertOptions{}); });
     EXPECT_NE(msg.find("layers.4.attn.wq_b.weight"), std::string::npos) << msg;
     EXPECT_NE(msg.find("missing"), std::string::npos) << msg;
     EXPECT_FALSE(fs::exists(dir / "m.gguf"));
@@ -278,7 +293,9 @@ TEST(ConvertInput, MalformedInputsGiveClearErrors) {
             e.bytes.resize(64);
         }
     write_safetensors(dir / "shape.safetensors", reshaped, meta);
-    msg = expect_error([&] { convert_checkpoint(dir / "shape.safetensors", dir / "s.gguf", opts(TypePolicy::F32)); });
+    msg = expect_error([&] {
+        convert_checkpoint(dir / "shape.safetensors", dir / "s.gguf", opts(TypePolicy::F32));
+    });
     EXPECT_NE(msg.find("layers.2.attn_norm.weight"), std::string::npos) << msg;
     EXPECT_NE(msg.find("blk.2.attn_norm.weight"), std::string::npos) << msg;
     EXPECT_NE(msg.find("[32]"), std::string::npos) << msg;
@@ -292,28 +309,35 @@ TEST(ConvertInput, MalformedInputsGiveClearErrors) {
             e.bytes.resize(64 * 8);
         }
     write_safetensors(dir / "expert.safetensors", bad_expert, meta);
-    msg = expect_error([&] { convert_checkpoint(dir / "expert.safetensors", dir / "e.gguf", opts(TypePolicy::F32)); });
+    msg = expect_error([&] {
+        convert_checkpoint(dir / "expert.safetensors", dir / "e.gguf", opts(TypePolicy::F32));
+    });
     EXPECT_NE(msg.find("layers.1.ffn.experts.3.w2"), std::string::npos) << msg;
 
     // No ModelArgs anywhere.
     write_safetensors(dir / "noargs.safetensors", all, {});
-    msg = expect_error([&] { convert_checkpoint(dir / "noargs.safetensors", dir / "n.gguf", ConvertOptions{}); });
+    msg = expect_error(
+        [&] { convert_checkpoint(dir / "noargs.safetensors", dir / "n.gguf", ConvertOptions{}); });
     EXPECT_NE(msg.find("model_args"), std::string::npos) << msg;
 
     // A directory without config.json / without the index.
     fs::create_directories(dir.path() / "noconfig");
-    msg = expect_error([&] { convert_checkpoint(dir / "noconfig", dir / "c.gguf", ConvertOptions{}); });
+    msg = expect_error(
+        [&] { convert_checkpoint(dir / "noconfig", dir / "c.gguf", ConvertOptions{}); });
     EXPECT_NE(msg.find("config.json"), std::string::npos) << msg;
     std::ofstream(dir / "noconfig/config.json") << golden.metadata().at("model_args");
-    msg = expect_error([&] { convert_checkpoint(dir / "noconfig", dir / "c.gguf", ConvertOptions{}); });
+    msg = expect_error(
+        [&] { convert_checkpoint(dir / "noconfig", dir / "c.gguf", ConvertOptions{}); });
     EXPECT_NE(msg.find("model.safetensors.index.json"), std::string::npos) << msg;
 
-    msg = expect_error([&] { convert_checkpoint(dir / "nothing-here", dir / "x.gguf", ConvertOptions{}); });
+    msg = expect_error(
+        [&] { convert_checkpoint(dir / "nothing-here", dir / "x.gguf", ConvertOptions{}); });
     EXPECT_NE(msg.find("nothing-here"), std::string::npos) << msg;
     EXPECT_NE(expect_error([] { parse_type_policy("q3"); }).find("q8_0"), std::string::npos);
 }
 
-void write_imatrix(const std::string& path, const std::vector<std::pair<std::string, std::vector<float>>>& entries,
+void write_imatrix(const std::string& path,
+                   const std::vector<std::pair<std::string, std::vector<float>>>& entries,
                    int32_t ncall) {
     std::ofstream out(path, std::ios::binary);
     auto i32 = [&](int32_t v) { out.write(reinterpret_cast<const char*>(&v), 4); };
@@ -323,7 +347,8 @@ void write_imatrix(const std::string& path, const std::vector<std::pair<std::str
         out.write(name.data(), static_cast<std::streamsize>(name.size()));
         i32(ncall);
         i32(static_cast<int32_t>(values.size()));
-        out.write(reinterpret_cast<const char*>(values.data()), static_cast<std::streamsize>(values.size() * 4));
+        out.write(reinterpret_cast<const char*>(values.data()),
+                  static_cast<std::streamsize>(values.size() * 4));
     }
 }
 
@@ -339,7 +364,8 @@ TEST(ConvertImatrix, LookupOrderAndSlicing) {
     const Imatrix m = Imatrix::load(dir / "m.dat");
     EXPECT_EQ(m.size(), 3u);
     // pass 1 hit (values divided by ncall = 2)
-    auto v = m.for_expert("blk.0.ffn_gate_exps.weight", "layers.0.ffn.experts.1.w1.weight", 1, 4, 3);
+    auto v =
+        m.for_expert("blk.0.ffn_gate_exps.weight", "layers.0.ffn.experts.1.w1.weight", 1, 4, 3);
     ASSERT_EQ(v.size(), 4u);
     EXPECT_EQ(v[0], 4.0f);
     // pass 3: the packed entry sliced at expert 2 → values 16..22 / 2
@@ -353,11 +379,13 @@ TEST(ConvertImatrix, LookupOrderAndSlicing) {
     EXPECT_EQ(v[0], 3.0f);
     EXPECT_TRUE(m.for_expert("blk.1.ffn_up_exps.weight", "x", 0, 4, 3).empty());
     // wrong length is fatal and named
-    const std::string msg = expect_error([&] { m.for_expert("blk.0.ffn_gate_exps.weight", "x", 0, 5, 3); });
+    const std::string msg =
+        expect_error([&] { m.for_expert("blk.0.ffn_gate_exps.weight", "x", 0, 5, 3); });
     EXPECT_NE(msg.find("blk.0.ffn_gate_exps.weight"), std::string::npos) << msg;
     // truncated file
     std::ofstream(dir / "bad.dat", std::ios::binary) << "\x01\x00";
-    EXPECT_NE(expect_error([&] { Imatrix::load(dir / "bad.dat"); }).find("truncated"), std::string::npos);
+    EXPECT_NE(expect_error([&] { Imatrix::load(dir / "bad.dat"); }).find("truncated"),
+              std::string::npos);
 }
 
 }  // namespace

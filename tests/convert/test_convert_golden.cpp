@@ -22,7 +22,8 @@ namespace ds4::golden {
 namespace {
 
 void check(const std::string& name, convert::TypePolicy type) {
-    const std::string path = std::string(DS4_TEST_DATA_DIR) + "/golden/golden_" + name + ".safetensors";
+    const std::string path =
+        std::string(DS4_TEST_DATA_DIR) + "/golden/golden_" + name + ".safetensors";
     CheckOptions opt;
     opt.type = type;
     opt.threads = 2;
@@ -30,7 +31,8 @@ void check(const std::string& name, convert::TypePolicy type) {
     ASSERT_EQ(r.modes.size(), 3u);
     for (const ModeStats& s : r.modes) {
         const std::string line = format_stats(s, bounds_for(type, s.mode));
-        std::printf("[%s %s] %s\n", name.c_str(), std::string(convert::type_policy_name(type)).c_str(), line.c_str());
+        std::printf("[%s %s] %s\n", name.c_str(),
+                    std::string(convert::type_policy_name(type)).c_str(), line.c_str());
         ::testing::Test::RecordProperty(s.mode, line);
         EXPECT_GT(s.positions, 0u);
     }
@@ -38,14 +40,28 @@ void check(const std::string& name, convert::TypePolicy type) {
     EXPECT_TRUE(r.passed());
 }
 
-TEST(ConvertGolden, TinyS1_F32) { check("tiny_s1", convert::TypePolicy::F32); }
-TEST(ConvertGolden, TinyS2_F32) { check("tiny_s2", convert::TypePolicy::F32); }
-TEST(ConvertGolden, SmallS1_F32) { check("small_s1", convert::TypePolicy::F32); }
-TEST(ConvertGolden, TinyS1_F16) { check("tiny_s1", convert::TypePolicy::F16); }
-TEST(ConvertGolden, TinyS1_Q8_0) { check("tiny_s1", convert::TypePolicy::Q8_0); }
-TEST(ConvertGolden, TinyS1_Q2) { check("tiny_s1", convert::TypePolicy::Q2); }
+TEST(ConvertGolden, TinyS1_F32) {
+    check("tiny_s1", convert::TypePolicy::F32);
+}
+TEST(ConvertGolden, TinyS2_F32) {
+    check("tiny_s2", convert::TypePolicy::F32);
+}
+TEST(ConvertGolden, SmallS1_F32) {
+    check("small_s1", convert::TypePolicy::F32);
+}
+TEST(ConvertGolden, TinyS1_F16) {
+    check("tiny_s1", convert::TypePolicy::F16);
+}
+TEST(ConvertGolden, TinyS1_Q8_0) {
+    check("tiny_s1", convert::TypePolicy::Q8_0);
+}
+TEST(ConvertGolden, TinyS1_Q2) {
+    check("tiny_s1", convert::TypePolicy::Q2);
+}
 // small has 256-wide rows: gate/up really are IQ2_XXS here (down falls back to Q8_0).
-TEST(ConvertGolden, SmallS1_Q2) { check("small_s1", convert::TypePolicy::Q2); }
+TEST(ConvertGolden, SmallS1_Q2) {
+    check("small_s1", convert::TypePolicy::Q2);
+}
 
 }  // namespace
 }  // namespace ds4::golden
@@ -64,7 +80,8 @@ std::vector<uint8_t> tensor_bytes(const gguf::File& f, std::string_view name) {
 // tensor it names.
 TEST(ConvertImatrixGolden, Iq2ImportanceDefaultsToColumnSumOfSquares) {
     const std::string src = std::string(DS4_TEST_DATA_DIR) + "/golden/golden_small_s1.safetensors";
-    const auto dir = std::filesystem::temp_directory_path() / cat("ds4-convert-imatrix-", ::getpid());
+    const auto dir =
+        std::filesystem::temp_directory_path() / cat("ds4-convert-imatrix-", ::getpid());
     std::filesystem::create_directories(dir);
     const st::File ck = st::File::open(src);
     const uint32_t n_expert = 16, ncols = 256;
@@ -85,7 +102,8 @@ TEST(ConvertImatrixGolden, Iq2ImportanceDefaultsToColumnSumOfSquares) {
         out.write(name.data(), static_cast<std::streamsize>(name.size()));
         i32(1);
         i32(static_cast<int32_t>(v.size()));
-        out.write(reinterpret_cast<const char*>(v.data()), static_cast<std::streamsize>(v.size() * 4));
+        out.write(reinterpret_cast<const char*>(v.data()),
+                  static_cast<std::streamsize>(v.size() * 4));
     };
     write((dir / "same.dat").string(), same);
     write((dir / "other.dat").string(), other);
@@ -101,12 +119,16 @@ TEST(ConvertImatrixGolden, Iq2ImportanceDefaultsToColumnSumOfSquares) {
     const gguf::File with_same = gguf::File::open((dir / "same.gguf").string());
     const gguf::File with_other = gguf::File::open((dir / "other.gguf").string());
     EXPECT_EQ(plain.require_tensor("blk.3.ffn_gate_exps.weight").ggml_type(), GgmlType::IQ2_XXS);
-    EXPECT_EQ(plain.require_tensor("blk.3.ffn_down_exps.weight").ggml_type(), GgmlType::Q8_0);  // rows of 128
+    EXPECT_EQ(plain.require_tensor("blk.3.ffn_down_exps.weight").ggml_type(),
+              GgmlType::Q8_0);  // rows of 128
     ASSERT_EQ(plain.size(), with_same.size());
     EXPECT_EQ(std::memcmp(plain.bytes().data(), with_same.bytes().data(), plain.size()), 0);
-    EXPECT_NE(tensor_bytes(plain, "blk.3.ffn_gate_exps.weight"), tensor_bytes(with_other, "blk.3.ffn_gate_exps.weight"));
-    EXPECT_EQ(tensor_bytes(plain, "blk.3.ffn_up_exps.weight"), tensor_bytes(with_other, "blk.3.ffn_up_exps.weight"));
-    EXPECT_EQ(tensor_bytes(plain, "blk.4.ffn_gate_exps.weight"), tensor_bytes(with_other, "blk.4.ffn_gate_exps.weight"));
+    EXPECT_NE(tensor_bytes(plain, "blk.3.ffn_gate_exps.weight"),
+              tensor_bytes(with_other, "blk.3.ffn_gate_exps.weight"));
+    EXPECT_EQ(tensor_bytes(plain, "blk.3.ffn_up_exps.weight"),
+              tensor_bytes(with_other, "blk.3.ffn_up_exps.weight"));
+    EXPECT_EQ(tensor_bytes(plain, "blk.4.ffn_gate_exps.weight"),
+              tensor_bytes(with_other, "blk.4.ffn_gate_exps.weight"));
     std::error_code ec;
     std::filesystem::remove_all(dir, ec);
 }

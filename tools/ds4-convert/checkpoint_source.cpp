@@ -46,13 +46,15 @@ Checkpoint Checkpoint::open(const std::string& path) {
             fail(path, ": checkpoint directory has no config.json (official ModelArgs keys)");
         c.model_args_ = read_text(dir / "config.json");
         const fs::path index = dir / "model.safetensors.index.json";
-        if (!fs::exists(index)) fail(path, ": checkpoint directory has no model.safetensors.index.json");
+        if (!fs::exists(index))
+            fail(path, ": checkpoint directory has no model.safetensors.index.json");
         const auto j = parse_json(read_text(index), index.string());
         if (!j.contains("weight_map") || !j["weight_map"].is_object())
             fail(index.string(), ": no weight_map object");
         std::set<std::string> files;
         for (const auto& [name, file] : j["weight_map"].items()) {
-            if (!file.is_string()) fail(index.string(), ": weight_map entry ", name, " is not a file name");
+            if (!file.is_string())
+                fail(index.string(), ": weight_map entry ", name, " is not a file name");
             files.insert(file.get<std::string>());
         }
         for (const std::string& f : files) shards.push_back(dir / f);
@@ -65,15 +67,17 @@ Checkpoint Checkpoint::open(const std::string& path) {
         const st::File& f = *c.files_.back();
         for (const st::Tensor& t : f.tensors()) {
             if (!c.index_.emplace(t.name, quant::TensorRef{&f, &t}).second)
-                fail(path, ": tensor ", t.name, " appears in more than one shard (", p.string(), ")");
+                fail(path, ": tensor ", t.name, " appears in more than one shard (", p.string(),
+                     ")");
         }
     }
     if (c.model_args_.empty()) {
         const auto& meta = c.files_.front()->metadata();
         const auto it = meta.find("model_args");
         if (it == meta.end())
-            fail(path, ": no model_args in the safetensors __metadata__ (a single-file checkpoint "
-                       "must carry its ModelArgs; use a directory with config.json otherwise)");
+            fail(path,
+                 ": no model_args in the safetensors __metadata__ (a single-file checkpoint "
+                 "must carry its ModelArgs; use a directory with config.json otherwise)");
         c.model_args_ = it->second;
     }
     return c;
@@ -146,15 +150,18 @@ model::Hparams hparams_from_model_args(std::string_view json_text, const std::st
     h.rope_factor = f32("rope_factor", h.rope_factor);
     h.beta_fast = f32("beta_fast", h.beta_fast);
     h.beta_slow = f32("beta_slow", h.beta_slow);
-    if (j.contains("original_seq_len")) h.original_seq_len = j.at("original_seq_len").get<uint64_t>();
+    if (j.contains("original_seq_len"))
+        h.original_seq_len = j.at("original_seq_len").get<uint64_t>();
     if (j.contains("max_seq_len")) h.context_length = j.at("max_seq_len").get<uint64_t>();
     if (j.contains("score_func") && j.at("score_func") != "sqrtsoftplus")
         fail(where, ": model_args.score_func is ", j.at("score_func").dump(),
              ", ds4 implements only \"sqrtsoftplus\"");
     const auto& ratios = req("compress_ratios");
     if (!ratios.is_array() || ratios.size() < h.n_layer)
-        fail(where, ": model_args.compress_ratios must list at least n_layers (", h.n_layer, ") ratios");
-    for (uint32_t il = 0; il < h.n_layer; ++il) h.compress_ratios.push_back(ratios.at(il).get<uint32_t>());
+        fail(where, ": model_args.compress_ratios must list at least n_layers (", h.n_layer,
+             ") ratios");
+    for (uint32_t il = 0; il < h.n_layer; ++il)
+        h.compress_ratios.push_back(ratios.at(il).get<uint32_t>());
     try {
         h.validate();
     } catch (const Error& e) {
@@ -168,8 +175,9 @@ model::Hparams hparams_from_model_args(std::string_view json_text, const std::st
 namespace {
 
 class DatReader {
-public:
-    DatReader(std::string path, std::string bytes) : path_(std::move(path)), bytes_(std::move(bytes)) {}
+  public:
+    DatReader(std::string path, std::string bytes)
+        : path_(std::move(path)), bytes_(std::move(bytes)) {}
     bool at_end() const { return pos_ == bytes_.size(); }
     int32_t i32(const char* what) {
         int32_t v;
@@ -183,7 +191,7 @@ public:
         pos_ += n;
     }
 
-private:
+  private:
     std::string path_;
     std::string bytes_;
     size_t pos_ = 0;
@@ -199,7 +207,8 @@ Imatrix Imatrix::load(const std::string& path) {
     if (n < 0) fail(path, ": imatrix entry count ", n, " is negative");
     for (int32_t e = 0; e < n; ++e) {
         const int32_t len = r.i32("a name length");
-        if (len < 1 || len > 4096) fail(path, ": imatrix entry ", e, " has name length ", len, " (1..4096)");
+        if (len < 1 || len > 4096)
+            fail(path, ": imatrix entry ", e, " has name length ", len, " (1..4096)");
         std::string name(static_cast<size_t>(len), '\0');
         r.read(name.data(), name.size(), "a name");
         const int32_t ncall = r.i32("ncall");
@@ -217,17 +226,20 @@ Imatrix Imatrix::load(const std::string& path) {
 }
 
 std::span<const float> Imatrix::for_expert(std::string_view gguf_name, std::string_view hf_name,
-                                           uint32_t expert, uint64_t ncols, uint32_t n_expert) const {
-    const std::string suffixes[] = {cat(".expert.", expert), cat(".expert_", expert), std::string()};
+                                           uint32_t expert, uint64_t ncols,
+                                           uint32_t n_expert) const {
+    const std::string suffixes[] = {cat(".expert.", expert), cat(".expert_", expert),
+                                    std::string()};
     for (const std::string& suffix : suffixes) {
         for (std::string_view base : {gguf_name, hf_name}) {
             const auto it = entries_.find(cat(base, suffix));
             if (it == entries_.end()) continue;
             const std::vector<float>& v = it->second;
             if (v.size() == ncols) return v;
-            if (v.size() == ncols * n_expert) return std::span<const float>(v).subspan(expert * ncols, ncols);
-            fail(path_, ": imatrix entry ", it->first, " has ", v.size(), " values, expected ", ncols,
-                 " or ", ncols * n_expert);
+            if (v.size() == ncols * n_expert)
+                return std::span<const float>(v).subspan(expert * ncols, ncols);
+            fail(path_, ": imatrix entry ", it->first, " has ", v.size(), " values, expected ",
+                 ncols, " or ", ncols * n_expert);
         }
     }
     return {};

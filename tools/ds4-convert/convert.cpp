@@ -24,17 +24,23 @@ using model::TensorSpec;
 
 std::string_view type_policy_name(TypePolicy p) {
     switch (p) {
-        case TypePolicy::F32: return "f32";
-        case TypePolicy::F16: return "f16";
-        case TypePolicy::Q8_0: return "q8_0";
-        case TypePolicy::Q2: return "q2";
-        case TypePolicy::Q4: return "q4";
+        case TypePolicy::F32:
+            return "f32";
+        case TypePolicy::F16:
+            return "f16";
+        case TypePolicy::Q8_0:
+            return "q8_0";
+        case TypePolicy::Q2:
+            return "q2";
+        case TypePolicy::Q4:
+            return "q4";
     }
     return "?";
 }
 
 TypePolicy parse_type_policy(std::string_view s) {
-    for (TypePolicy p : {TypePolicy::F32, TypePolicy::F16, TypePolicy::Q8_0, TypePolicy::Q2, TypePolicy::Q4})
+    for (TypePolicy p :
+         {TypePolicy::F32, TypePolicy::F16, TypePolicy::Q8_0, TypePolicy::Q2, TypePolicy::Q4})
         if (s == type_policy_name(p)) return p;
     fail("unknown --type '", s, "', expected f32, f16, q8_0, q2 or q4");
 }
@@ -85,20 +91,23 @@ GgmlType intended_type(const TensorSpec& spec, TypePolicy policy) {
 
 GgmlType fitting_type(GgmlType intended, uint64_t row_length) {
     if (row_length % block_elems(intended) == 0) return intended;
-    if (is_k_quant(intended) && row_length % block_elems(GgmlType::Q8_0) == 0) return GgmlType::Q8_0;
+    if (is_k_quant(intended) && row_length % block_elems(GgmlType::Q8_0) == 0)
+        return GgmlType::Q8_0;
     return GgmlType::F16;
 }
 
 TypedPlan typed_plan(const model::Hparams& h, TypePolicy policy, bool router_bias) {
     // The f32 mix lays out any valid shape; the types are then chosen here.
-    const model::TensorPlan layout(h, {.mix = model::QuantMix::F32, .router_bias = router_bias, .mtp = false});
+    const model::TensorPlan layout(
+        h, {.mix = model::QuantMix::F32, .router_bias = router_bias, .mtp = false});
     TypedPlan out;
     for (TensorSpec spec : layout.tensors()) {
         const GgmlType want = intended_type(spec, policy);
         spec.type = fitting_type(want, spec.row_length());
         if (spec.type != want)
             out.fallbacks.push_back(cat(spec.name, ": ", ggml_type_name(want), " -> ",
-                                        ggml_type_name(spec.type), " (rows of ", spec.row_length(), ")"));
+                                        ggml_type_name(spec.type), " (rows of ", spec.row_length(),
+                                        ")"));
         out.tensors.push_back(std::move(spec));
     }
     return out;
@@ -142,12 +151,14 @@ std::vector<uint64_t> reversed_trimmed(std::vector<uint64_t> shape) {
     return shape;
 }
 
-void check_shape(const Checkpoint& ck, std::string_view official, const std::vector<uint64_t>& hf_shape,
-                 std::vector<uint64_t> want, const std::string& gguf_name) {
+void check_shape(const Checkpoint& ck, std::string_view official,
+                 const std::vector<uint64_t>& hf_shape, std::vector<uint64_t> want,
+                 const std::string& gguf_name) {
     while (want.size() > 1 && want.back() == 1) want.pop_back();
     if (reversed_trimmed(hf_shape) != want)
-        fail(ck.path(), ": tensor ", official, " has shape ", st::shape_string(hf_shape), ", but ", gguf_name,
-             " needs GGUF dims ", st::shape_string(want), " (the reversed official shape)");
+        fail(ck.path(), ": tensor ", official, " has shape ", st::shape_string(hf_shape), ", but ",
+             gguf_name, " needs GGUF dims ", st::shape_string(want),
+             " (the reversed official shape)");
 }
 
 // Decodes one official weight (with its block scales when the dtype has them).
@@ -155,7 +166,8 @@ quant::DecodedTensor decode(const Checkpoint& ck, const std::string& official) {
     const quant::TensorRef w = ck.require(official);
     const st::DType dt = w.tensor->dtype;
     std::optional<quant::TensorRef> scale;
-    if (dt == st::DType::F8_E4M3 || dt == st::DType::I8) scale = ck.require(quant::official_scale_name(official));
+    if (dt == st::DType::F8_E4M3 || dt == st::DType::I8)
+        scale = ck.require(quant::official_scale_name(official));
     try {
         return quant::decode_official(w, scale);
     } catch (const Error& e) {
@@ -168,7 +180,8 @@ void quantize_rows(GgmlType type, const float* values, uint64_t n_rows, uint64_t
                    const float* importance) {
     const uint64_t rb = ggml_row_bytes(type, n);
     for (uint64_t r = 0; r < n_rows; ++r)
-        quant::quantize_row(type, values + r * n, dst + r * rb, static_cast<int64_t>(n), importance);
+        quant::quantize_row(type, values + r * n, dst + r * rb, static_cast<int64_t>(n),
+                            importance);
 }
 
 // Per-column Σx² of a [rows, n] matrix: the IQ2_XXS importance without an imatrix.
@@ -179,22 +192,24 @@ std::vector<float> column_sum_squares(const std::vector<float>& m, uint64_t n) {
 }
 
 class Progress {
-public:
+  public:
     Progress(bool on, size_t tensors, uint64_t bytes) : on_(on), tensors_(tensors), bytes_(bytes) {}
     // Redraws at most every 0.2 s (and at the end) so a log file stays short.
     void update(size_t done, uint64_t bytes_done, std::string_view name) {
         if (!on_) return;
-        const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+        const double s =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
         if (done != tensors_ && s - last_ < 0.2) return;
         last_ = s;
         const double mb = static_cast<double>(bytes_done) / 1e6;
         std::fprintf(stderr, "\r[%zu/%zu] %.1f/%.1f MB  %.1f MB/s  %-48.48s", done, tensors_, mb,
-                     static_cast<double>(bytes_) / 1e6, s > 0 ? mb / s : 0.0, std::string(name).c_str());
+                     static_cast<double>(bytes_) / 1e6, s > 0 ? mb / s : 0.0,
+                     std::string(name).c_str());
         if (done == tensors_) std::fputc('\n', stderr);
         std::fflush(stderr);
     }
 
-private:
+  private:
     bool on_;
     size_t tensors_;
     uint64_t bytes_;
@@ -203,9 +218,12 @@ private:
 };
 
 class Converter {
-public:
-    Converter(const Checkpoint& ck, const model::Hparams& h, const ConvertOptions& opt, const Imatrix* imatrix)
-        : ck_(ck), h_(h), imatrix_(imatrix),
+  public:
+    Converter(const Checkpoint& ck, const model::Hparams& h, const ConvertOptions& opt,
+              const Imatrix* imatrix)
+        : ck_(ck),
+          h_(h),
+          imatrix_(imatrix),
           threads_(opt.threads ? opt.threads : std::max(1u, std::thread::hardware_concurrency())) {}
 
     // Every official tensor the plan needs, checked before any output is written.
@@ -245,7 +263,8 @@ public:
         const uint64_t chunk = 64;
         parallel_for((rows + chunk - 1) / chunk, threads_, [&](uint64_t c) {
             const uint64_t r0 = c * chunk, r1 = std::min(rows, r0 + chunk);
-            quantize_rows(spec.type, d.values.data() + r0 * n, r1 - r0, n, out.data() + r0 * rb, nullptr);
+            quantize_rows(spec.type, d.values.data() + r0 * n, r1 - r0, n, out.data() + r0 * rb,
+                          nullptr);
         });
         return out;
     }
@@ -265,7 +284,8 @@ public:
                 check_shape(ck_, official, d.shape, {n, rows}, cat(spec.name, " (expert ", e, ")"));
                 std::vector<float> own_importance;
                 std::span<const float> importance;
-                if (imatrix_) importance = imatrix_->for_expert(spec.name, official, e, n, h_.n_expert);
+                if (imatrix_)
+                    importance = imatrix_->for_expert(spec.name, official, e, n, h_.n_expert);
                 if (importance.empty() && spec.type == GgmlType::IQ2_XXS) {
                     own_importance = column_sum_squares(d.values, n);
                     importance = own_importance;
@@ -279,11 +299,13 @@ public:
 
     std::vector<uint8_t> convert_experts(const TensorSpec& spec) const {
         std::vector<uint8_t> all;
-        convert_experts_streaming(spec, [&](const std::vector<uint8_t>& b) { all.insert(all.end(), b.begin(), b.end()); });
+        convert_experts_streaming(spec, [&](const std::vector<uint8_t>& b) {
+            all.insert(all.end(), b.begin(), b.end());
+        });
         return all;
     }
 
-private:
+  private:
     std::string official_name(const TensorSpec& spec) const {
         const auto n = quant::official_name_for_gguf(spec.name);
         if (!n) fail("no official checkpoint name for ds4 tensor ", spec.name);
@@ -341,11 +363,14 @@ ConvertResult convert_checkpoint(const std::string& input, const std::string& ou
     if (options.log) {
         for (const std::string& f : res.fallbacks) *options.log << "fallback: " << f << "\n";
         if (!res.tokenizer)
-            *options.log << "note: vocabulary of " << h.n_vocab << " tokens is too small for the byte-level "
-                         << "tokenizer (needs " << synth::min_vocab_size() << "); no tokenizer metadata written\n";
+            *options.log << "note: vocabulary of " << h.n_vocab
+                         << " tokens is too small for the byte-level "
+                         << "tokenizer (needs " << synth::min_vocab_size()
+                         << "); no tokenizer metadata written\n";
         if (!res.ignored.empty())
-            *options.log << "note: " << res.ignored.size() << " official tensors not converted (e.g. "
-                         << res.ignored.front() << ")\n";
+            *options.log << "note: " << res.ignored.size()
+                         << " official tensors not converted (e.g. " << res.ignored.front()
+                         << ")\n";
     }
 
     Progress progress(options.progress, plan.tensors.size(), total);

@@ -43,12 +43,12 @@
 namespace ds4::convert {
 
 enum class TypePolicy { F32, F16, Q8_0, Q2, Q4 };
-std::string_view type_policy_name(TypePolicy p);  // "f32", "f16", "q8_0", "q2", "q4"
+std::string_view type_policy_name(TypePolicy p);   // "f32", "f16", "q8_0", "q2", "q4"
 TypePolicy parse_type_policy(std::string_view s);  // throws naming the accepted values
 
 // The official tensors of a checkpoint, by name, across shards.
 class Checkpoint {
-public:
+  public:
     // A directory (config.json + model.safetensors.index.json + shards) or one
     // .safetensors file with __metadata__.model_args. Throws naming the missing piece.
     static Checkpoint open(const std::string& path);
@@ -59,7 +59,7 @@ public:
     quant::TensorRef require(std::string_view name) const;  // "PATH: tensor NAME is missing"
     std::vector<std::string> names() const;
 
-private:
+  private:
     std::string path_;
     std::string model_args_;
     std::vector<std::unique_ptr<st::File>> files_;
@@ -73,7 +73,7 @@ model::Hparams hparams_from_model_args(std::string_view json_text, const std::st
 
 // Legacy llama.cpp imatrix .dat (formats.md §8.2), values already divided by ncall.
 class Imatrix {
-public:
+  public:
     static Imatrix load(const std::string& path);
     // formats.md §4.3 lookup for routed expert `expert` of GGUF tensor `gguf_name`
     // (official name `hf_name`): "<n>.expert.<E>", "<n>.expert_<E>", "<n>", trying the
@@ -83,7 +83,7 @@ public:
                                       uint32_t expert, uint64_t ncols, uint32_t n_expert) const;
     size_t size() const { return entries_.size(); }
 
-private:
+  private:
     std::string path_;
     std::map<std::string, std::vector<float>, std::less<>> entries_;
 };
@@ -103,9 +103,9 @@ TypedPlan typed_plan(const model::Hparams& h, TypePolicy policy, bool router_bia
 
 struct ConvertOptions {
     TypePolicy type = TypePolicy::Q2;
-    std::string imatrix;      // path, empty = none
-    unsigned threads = 0;     // 0 = hardware concurrency
-    bool progress = false;    // progress bar on stderr
+    std::string imatrix;          // path, empty = none
+    unsigned threads = 0;         // 0 = hardware concurrency
+    bool progress = false;        // progress bar on stderr
     std::ostream* log = nullptr;  // fallbacks and notes
     std::string model_name = "DeepSeek-V4-Flash";
 };

@@ -34,20 +34,30 @@ Args parse_args(int argc, char** argv) {
     };
     for (int i = 1; i < argc; ++i) {
         const std::string_view arg = argv[i];
-        if (arg == "-o" || arg == "--output") a.output = value(i);
-        else if (arg == "--type") a.opt.type = ds4::convert::parse_type_policy(value(i));
-        else if (arg == "--imatrix") a.opt.imatrix = value(i);
-        else if (arg == "--threads") a.opt.threads = static_cast<unsigned>(std::stoul(value(i)));
-        else if (arg == "--name") a.opt.model_name = value(i);
-        else if (arg == "-q" || arg == "--quiet") a.quiet = true;
+        if (arg == "-o" || arg == "--output")
+            a.output = value(i);
+        else if (arg == "--type")
+            a.opt.type = ds4::convert::parse_type_policy(value(i));
+        else if (arg == "--imatrix")
+            a.opt.imatrix = value(i);
+        else if (arg == "--threads")
+            a.opt.threads = static_cast<unsigned>(std::stoul(value(i)));
+        else if (arg == "--name")
+            a.opt.model_name = value(i);
+        else if (arg == "-q" || arg == "--quiet")
+            a.quiet = true;
         else if (arg == "-h" || arg == "--help") {
             std::fputs(kUsage, stdout);
             std::exit(0);
-        } else if (arg.starts_with("-")) ds4::fail("unknown option ", arg);
-        else if (a.input.empty()) a.input = arg;
-        else ds4::fail("unexpected argument ", arg);
+        } else if (arg.starts_with("-"))
+            ds4::fail("unknown option ", arg);
+        else if (a.input.empty())
+            a.input = arg;
+        else
+            ds4::fail("unexpected argument ", arg);
     }
-    if (a.input.empty() || a.output.empty()) ds4::fail("INPUT and -o OUTPUT are required\n", kUsage);
+    if (a.input.empty() || a.output.empty())
+        ds4::fail("INPUT and -o OUTPUT are required\n", kUsage);
     return a;
 }
 
@@ -59,9 +69,11 @@ int main(int argc, char** argv) {
         a.opt.progress = !a.quiet;
         a.opt.log = &std::cerr;
         const auto r = ds4::convert::convert_checkpoint(a.input, a.output, a.opt);
-        std::fprintf(stderr, "wrote %s: %zu tensors, %.1f MB in %.1f s (%zu fallbacks, %zu tensors ignored)\n",
-                     a.output.c_str(), r.tensors, static_cast<double>(r.bytes) / 1e6, r.seconds,
-                     r.fallbacks.size(), r.ignored.size());
+        std::fprintf(
+            stderr,
+            "wrote %s: %zu tensors, %.1f MB in %.1f s (%zu fallbacks, %zu tensors ignored)\n",
+            a.output.c_str(), r.tensors, static_cast<double>(r.bytes) / 1e6, r.seconds,
+            r.fallbacks.size(), r.ignored.size());
         return 0;
     } catch (const std::exception& e) {
         std::fprintf(stderr, "ds4-convert: error: %s\n", e.what());

@@ -58,7 +58,8 @@ Bounds bounds_for(TypePolicy type, std::string_view mode) {
         case TypePolicy::Q4:
             // tiny: every expert falls back to Q8_0, so q2/q4 equal q8_0 there.
             // small_s1 q2 (IQ2_XXS gate/up): 8.6e-2 / 0.14 / 0.16 (689/700) [9.4e-2 / 0.15 / 0.16];
-            // small_s1 q4 (Q4_K gate/up): 4.1e-2 / 6.6e-2 / 8.3e-2 (694/700) [5.6e-2 / 8.7e-2 / 9.8e-2].
+            // small_s1 q4 (Q4_K gate/up): 4.1e-2 / 6.6e-2 / 8.3e-2 (694/700) [5.6e-2 / 8.7e-2
+            // / 9.8e-2].
             return lossy({0.3, 0.5, 0.8, 0.93, false}, full_last);
     }
     return {0, 0, 0, 1, true};
@@ -81,7 +82,8 @@ struct Reference {
             return;
         }
         for (uint32_t i = 0; i < k; ++i)
-            fn(static_cast<uint32_t>(topk_indices[uint64_t{t} * k + i]), topk_values[uint64_t{t} * k + i]);
+            fn(static_cast<uint32_t>(topk_indices[uint64_t{t} * k + i]),
+               topk_values[uint64_t{t} * k + i]);
         for (size_t r = 0; r < full_rows_pos.size(); ++r)
             if (static_cast<uint32_t>(full_rows_pos[r]) == t)
                 for (uint32_t v = 0; v < V; ++v) fn(v, full_rows[r * V + v]);
@@ -113,7 +115,8 @@ Reference read_reference(const st::File& f, const std::string& stem, uint32_t T,
     r.V = V;
     if (f.find(stem)) {
         r.full = quant::decode_f32(f, f.require(stem));
-        if (r.full.size() != uint64_t{T} * V) fail(f.path(), ": ", stem, " is not [", T, ", ", V, "]");
+        if (r.full.size() != uint64_t{T} * V)
+            fail(f.path(), ": ", stem, " is not [", T, ", ", V, "]");
         return r;
     }
     const st::Tensor& tv = f.require(stem + ".topk_values");
@@ -124,10 +127,12 @@ Reference read_reference(const st::File& f, const std::string& stem, uint32_t T,
     r.topk_indices = read_i32(f, stem + ".topk_indices");
     r.full_rows = quant::decode_f32(f, f.require(stem + ".full_rows"));
     r.full_rows_pos = read_i32(f, "golden.logits_full_rows_positions");
-    if (r.topk_indices.size() != r.topk_values.size() || r.full_rows.size() != r.full_rows_pos.size() * uint64_t{V})
+    if (r.topk_indices.size() != r.topk_values.size() ||
+        r.full_rows.size() != r.full_rows_pos.size() * uint64_t{V})
         fail(f.path(), ": ", stem, " compact layout has inconsistent sizes");
     for (int32_t i : r.topk_indices)
-        if (i < 0 || static_cast<uint32_t>(i) >= V) fail(f.path(), ": ", stem, ".topk_indices holds ", i);
+        if (i < 0 || static_cast<uint32_t>(i) >= V)
+            fail(f.path(), ": ", stem, ".topk_indices holds ", i);
     return r;
 }
 
@@ -186,15 +191,16 @@ void judge(const ModeStats& s, const Bounds& b, std::vector<std::string>& failur
     over("p99 d_t", s.p99, b.p99);
     over("max d_t", s.max, b.max);
     if (b.argmax_exact && s.argmax_mismatch != 0)
-        failures.push_back(cat(s.mode, ": argmax differs at ", s.argmax_mismatch, " of ", s.argmax_checked,
-                               " positions with reference margin > 1e-2"));
+        failures.push_back(cat(s.mode, ": argmax differs at ", s.argmax_mismatch, " of ",
+                               s.argmax_checked, " positions with reference margin > 1e-2"));
     const double top1 = s.positions ? static_cast<double>(s.top1_agree) / s.positions : 1.0;
-    if (top1 < b.min_top1) failures.push_back(cat(s.mode, ": top-1 agreement ", top1, " < ", b.min_top1));
+    if (top1 < b.min_top1)
+        failures.push_back(cat(s.mode, ": top-1 agreement ", top1, " < ", b.min_top1));
 }
 
 // Removes the temporary GGUF on every exit path.
 class TempFile {
-public:
+  public:
     TempFile(std::string path, bool keep) : path_(std::move(path)), keep_(keep) {}
     ~TempFile() {
         std::error_code ec;
@@ -204,7 +210,7 @@ public:
     TempFile& operator=(const TempFile&) = delete;
     const std::string& path() const { return path_; }
 
-private:
+  private:
     std::string path_;
     bool keep_;
 };
@@ -213,8 +219,8 @@ std::string temp_gguf_path(const CheckOptions& o) {
     static std::atomic<unsigned> counter{0};
     const std::filesystem::path dir = o.work_dir.empty() ? std::filesystem::temp_directory_path()
                                                          : std::filesystem::path(o.work_dir);
-    return (dir / cat("ds4-golden-check-", ::getpid(), "-", counter++, "-", convert::type_policy_name(o.type),
-                      ".gguf"))
+    return (dir / cat("ds4-golden-check-", ::getpid(), "-", counter++, "-",
+                      convert::type_policy_name(o.type), ".gguf"))
         .string();
 }
 
@@ -225,11 +231,12 @@ struct Runner {
     uint32_t V;
 
     // Evaluates tokens [pos, pos + n) as one chunk; appends the logits of `rows` to out.
-    void chunk(cpu::CpuForward& fwd, cpu::KvState& st, uint32_t pos, uint32_t n, std::vector<uint32_t> rows,
-               std::vector<float>& out) const {
+    void chunk(cpu::CpuForward& fwd, cpu::KvState& st, uint32_t pos, uint32_t n,
+               std::vector<uint32_t> rows, std::vector<float>& out) const {
         const size_t at = out.size();
         out.resize(at + rows.size() * uint64_t{V});
-        fwd.eval(st, pos, {tokens.data() + pos, n}, rows, {out.data() + at, rows.size() * uint64_t{V}});
+        fwd.eval(st, pos, {tokens.data() + pos, n}, rows,
+                 {out.data() + at, rows.size() * uint64_t{V}});
     }
     std::vector<uint32_t> all_rows(uint32_t n) const {
         std::vector<uint32_t> r(n);
@@ -273,7 +280,8 @@ CheckResult run_golden_check(const std::string& golden_path, const CheckOptions&
     if (ref_c.full.size() != V) fail(golden_path, ": golden.logits_full_prefill_last is not [V]");
 
     // Exact: weights decoded to f32, so the comparison measures the conversion alone.
-    const cpu::NumericsScope numerics(options.fast_numerics ? cpu::Numerics::Fast : cpu::Numerics::Exact);
+    const cpu::NumericsScope numerics(options.fast_numerics ? cpu::Numerics::Fast
+                                                            : cpu::Numerics::Exact);
     std::unique_ptr<cpu::ThreadPool> pool;
     if (options.threads > 1) pool = std::make_unique<cpu::ThreadPool>(options.threads);
     const Runner run{model, pool.get(), tokens, V};
@@ -304,11 +312,13 @@ CheckResult run_golden_check(const std::string& golden_path, const CheckOptions&
 
 std::string format_stats(const ModeStats& s, const Bounds& b) {
     char buf[512];
-    std::snprintf(buf, sizeof buf,
-                  "%-20s %4u pos  d_t median %.3g (<= %.3g)  p99 %.3g (<= %.3g)  max %.3g (<= %.3g, t=%u)  "
-                  "mean|d| %.3g  top1 %u/%u  argmax mismatch (margin>1e-2) %u/%u",
-                  s.mode.c_str(), s.positions, s.median, b.median, s.p99, b.p99, s.max, b.max, s.worst_position,
-                  s.mean_abs, s.top1_agree, s.positions, s.argmax_mismatch, s.argmax_checked);
+    std::snprintf(
+        buf, sizeof buf,
+        "%-20s %4u pos  d_t median %.3g (<= %.3g)  p99 %.3g (<= %.3g)  max %.3g (<= %.3g, t=%u)  "
+        "mean|d| %.3g  top1 %u/%u  argmax mismatch (margin>1e-2) %u/%u",
+        s.mode.c_str(), s.positions, s.median, b.median, s.p99, b.p99, s.max, b.max,
+        s.worst_position, s.mean_abs, s.top1_agree, s.positions, s.argmax_mismatch,
+        s.argmax_checked);
     return buf;
 }
 

@@ -30,16 +30,16 @@ struct ModeStats {
     uint32_t positions = 0;
     double median = 0, p99 = 0, max = 0;
     uint32_t worst_position = 0;
-    double mean_abs = 0;            // mean |Δ| over every compared value
-    uint32_t top1_agree = 0;        // positions whose argmax equals the reference's
-    uint32_t argmax_checked = 0;    // positions with reference margin > 1e-2
-    uint32_t argmax_mismatch = 0;   // ... whose argmax differs
+    double mean_abs = 0;           // mean |Δ| over every compared value
+    uint32_t top1_agree = 0;       // positions whose argmax equals the reference's
+    uint32_t argmax_checked = 0;   // positions with reference margin > 1e-2
+    uint32_t argmax_mismatch = 0;  // ... whose argmax differs
 };
 
 struct Bounds {
     double median, p99, max;
-    double min_top1;             // minimum fraction of positions with the same argmax
-    bool argmax_exact;           // no mismatch allowed where margin > 1e-2
+    double min_top1;    // minimum fraction of positions with the same argmax
+    bool argmax_exact;  // no mismatch allowed where margin > 1e-2
 };
 
 // The bounds for a conversion type and mode.
