@@ -9,6 +9,8 @@
 
 #include "cpu/forward.h"
 #include "cpu/gguf_weights.h"
+#include "cpu/matvec.h"
+#include "cpu/quant_matvec.h"
 #include "ds4/error.h"
 #include "gguf/gguf.h"
 #include "model/metadata.h"
@@ -130,6 +132,9 @@ void Engine::Impl::validate(const Batch& batch) {
 // Feeds one entry in chunks of at most kPrefillChunk tokens (any split gives the same
 // logits, model.md §8) so the scratch stays bounded whatever the prompt length.
 void Engine::Impl::evaluate(const Batch::Entry& e, cpu::KvState& kv, std::span<float> out) {
+    // ds4 numerics (quantized activations) for block-quantized models; F32/F16 models
+    // keep the exact path that reproduces the official goldens.
+    const cpu::NumericsScope numerics(cpu::default_numerics(model->weights()));
     const uint64_t V = hp.n_vocab;
     size_t next_row = 0;
     for (size_t begin = 0; begin < e.tokens.size(); begin += runtime::kPrefillChunk) {
