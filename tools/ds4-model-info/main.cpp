@@ -164,7 +164,7 @@ int run(const std::string& path) {
                           f.get_u32(ds4::model::key::block_count) == 43;
         std::printf(
             "This is %s, not DeepSeek's weights (real weights: scripts/download_model.sh "
-            "q2-imatrix; the forward pass comes in a later issue).\n\n",
+            "q2-imatrix; text it generates is not meaningful).\n\n",
             full ? "a synthetic random-weight model of the published shape"
                  : "a small synthetic random-weight demo model");
     }
