@@ -3,29 +3,8 @@
 // flag is set. This lives in its own test binary so the replacement affects nothing else.
 #include <gtest/gtest.h>
 
-#include <atomic>
-#include <cstdlib>
-#include <new>
-
+#include "../common/alloc_counter.h"
 #include "golden_runs.h"
-
-namespace {
-std::atomic<bool> g_counting{false};
-std::atomic<uint64_t> g_allocations{0};
-}  // namespace
-
-// GCC flags free() in a replaced operator delete as mismatched with operator new once
-// both are inlined into a caller; here they are a matched pair by construction.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-void* operator new(std::size_t n) {
-    if (g_counting.load(std::memory_order_relaxed)) g_allocations.fetch_add(1, std::memory_order_relaxed);
-    if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
-    throw std::bad_alloc();
-}
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-#pragma GCC diagnostic pop
 
 namespace ds4::cpu::test {
 namespace {
@@ -44,24 +23,20 @@ void decode_steps_allocate_nothing(ThreadPool* pool) {
     for (uint32_t i = 0; i < warm; ++i) rows[i] = i;
     fwd.eval(state, 0, {g.tokens.data(), warm}, rows, warm_logits);
     fwd.eval(state, warm, {g.tokens.data() + warm, 1}, last, logits);
-    g_allocations = 0;
-    g_counting = true;
-    for (uint32_t p = warm + 1; p < g.T; ++p) fwd.eval(state, p, {g.tokens.data() + p, 1}, last, logits);
-    g_counting = false;
-    EXPECT_EQ(g_allocations.load(), 0u) << "heap allocations during " << g.T - warm - 1 << " decode steps";
+    ds4::test::AllocationCounter counter;
+    for (uint32_t p = warm + 1; p < g.T; ++p)
+        fwd.eval(state, p, {g.tokens.data() + p, 1}, last, logits);
+    EXPECT_EQ(counter.count(), 0u)
+        << "heap allocations during " << g.T - warm - 1 << " decode steps";
 }
 
 TEST(ForwardAllocations, CounterSeesAllocations) {
-    static volatile size_t n = 100;  // volatile: the allocation cannot be elided
-    g_allocations = 0;
-    g_counting = true;
-    std::vector<float> v(n);
-    g_counting = false;
-    EXPECT_EQ(g_allocations.load(), 1u);
-    EXPECT_EQ(v.size(), 100u);
+    EXPECT_EQ(ds4::test::allocations_of_one_vector(), 1u);
 }
 
-TEST(ForwardAllocations, DecodeStepsAllocateNothing) { decode_steps_allocate_nothing(nullptr); }
+TEST(ForwardAllocations, DecodeStepsAllocateNothing) {
+    decode_steps_allocate_nothing(nullptr);
+}
 
 TEST(ForwardAllocations, DecodeStepsWithThreadPoolAllocateNothing) {
     ThreadPool pool(2);

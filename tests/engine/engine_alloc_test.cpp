@@ -3,40 +3,17 @@
 // Global operator new is replaced to count allocations, hence a binary of its own.
 #include <gtest/gtest.h>
 
-#include <atomic>
-#include <cstdlib>
-#include <new>
 #include <vector>
 
+#include "../common/alloc_counter.h"
 #include "ds4/engine.h"
 #include "engine_test_util.h"
-
-namespace {
-std::atomic<bool> g_counting{false};
-std::atomic<uint64_t> g_allocations{0};
-}  // namespace
-
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-void* operator new(std::size_t n) {
-    if (g_counting.load(std::memory_order_relaxed)) g_allocations.fetch_add(1, std::memory_order_relaxed);
-    if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
-    throw std::bad_alloc();
-}
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-#pragma GCC diagnostic pop
 
 namespace ds4::testing {
 namespace {
 
 TEST(EngineAllocations, CounterSeesAllocations) {
-    static volatile size_t n = 100;  // volatile: the allocation cannot be elided
-    g_allocations = 0;
-    g_counting = true;
-    std::vector<float> v(n);
-    g_counting = false;
-    EXPECT_EQ(g_allocations.load(), 1u);
+    EXPECT_EQ(ds4::test::allocations_of_one_vector(), 1u);
 }
 
 TEST(EngineAllocations, BatchedDecodeStepsAllocateNothing) {
@@ -59,11 +36,9 @@ TEST(EngineAllocations, BatchedDecodeStepsAllocateNothing) {
         for (int i = 0; i < 3; ++i) next[i] = l.argmax(static_cast<size_t>(i));
     };
     decode_all();
-    g_allocations = 0;
-    g_counting = true;
+    ds4::test::AllocationCounter counter;
     for (int step = 0; step < 20; ++step) decode_all();
-    g_counting = false;
-    EXPECT_EQ(g_allocations.load(), 0u) << "heap allocations during 20 batched decode steps";
+    EXPECT_EQ(counter.count(), 0u) << "heap allocations during 20 batched decode steps";
     EXPECT_EQ(e.sequence_length(s[2]), 40u + 21u);
 }
 
