@@ -1,1 +1,0 @@
-namespace ds4::text { int text_library_anchor = 0; }
