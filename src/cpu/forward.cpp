@@ -111,9 +111,8 @@ void CpuForward::reserve(uint32_t n, const KvState& state) {
     moe_.resize(n * dim);
 }
 
-void CpuForward::eval(KvState& state, uint64_t pos, std::span<const int32_t> tokens,
-                      std::span<const uint32_t> logit_rows, std::span<float> logits) {
-    const auto n = static_cast<uint32_t>(tokens.size());
+void CpuForward::check_chunk(const KvState& state, uint64_t pos, uint32_t n,
+                             std::span<const uint32_t> logit_rows, std::span<float> logits) const {
     if (n == 0) fail("cpu forward: empty chunk");
     if (pos != state.n_tokens())
         fail("cpu forward: chunk starts at position ", pos, " but the sequence has ", state.n_tokens(),
@@ -127,9 +126,44 @@ void CpuForward::eval(KvState& state, uint64_t pos, std::span<const int32_t> tok
              logit_rows.size() * uint64_t{hp_.n_vocab});
     for (uint32_t r : logit_rows)
         if (r >= n) fail("cpu forward: logits requested for chunk row ", r, " of ", n);
+}
 
+void CpuForward::eval(KvState& state, uint64_t pos, std::span<const int32_t> tokens,
+                      std::span<const uint32_t> logit_rows, std::span<float> logits) {
+    const auto n = static_cast<uint32_t>(tokens.size());
+    check_chunk(state, pos, n, logit_rows, logits);
     reserve(n, state);
     embed(tokens);
+    run_blocks(state, pos, tokens, logit_rows, logits);
+}
+
+void CpuForward::eval_from_hc(KvState& state, uint64_t pos, std::span<const int32_t> tokens,
+                              std::span<const float> hc_in, std::span<const uint32_t> logit_rows,
+                              std::span<float> logits) {
+    const auto n = static_cast<uint32_t>(tokens.size());
+    check_chunk(state, pos, n, logit_rows, logits);
+    const uint64_t hc = hp_.hc_dim();
+    if (hc_in.size() != n * hc)
+        fail("cpu forward: input HC states hold ", hc_in.size(), " values, expected ", n, " x ", hc);
+    for (int32_t tok : tokens)
+        if (tok < 0 || static_cast<uint32_t>(tok) >= hp_.n_vocab)
+            fail("cpu forward: token id ", tok, " is outside the vocabulary of ", hp_.n_vocab);
+    reserve(n, state);
+    std::copy(hc_in.begin(), hc_in.end(), x_.begin());
+    run_blocks(state, pos, tokens, logit_rows, logits);
+}
+
+std::span<const float> CpuForward::final_hc(uint32_t t) const {
+    if (t >= last_n_) fail("cpu forward: final HC state of chunk row ", t, " requested, the last chunk had ", last_n_);
+    const uint64_t hc = hp_.hc_dim();
+    return {x_.data() + t * hc, hc};
+}
+
+// The blocks and the head, once x_ holds the chunk's input HC states.
+void CpuForward::run_blocks(KvState& state, uint64_t pos, std::span<const int32_t> tokens,
+                            std::span<const uint32_t> logit_rows, std::span<float> logits) {
+    const auto n = static_cast<uint32_t>(tokens.size());
+    last_n_ = 0;
     compute_rope_angles(pos, n);
     for (uint32_t il = 0; il < hp_.n_layer; ++il) {
         attention(il, state, pos, n);
@@ -140,6 +174,7 @@ void CpuForward::eval(KvState& state, uint64_t pos, std::span<const int32_t> tok
         }
     }
     state.advance(n);
+    last_n_ = n;
     for (size_t i = 0; i < logit_rows.size(); ++i)
         output_head(logit_rows[i], logits.data() + i * uint64_t{hp_.n_vocab});
 }

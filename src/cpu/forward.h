@@ -58,6 +58,17 @@ public:
     void eval(KvState& state, uint64_t pos, std::span<const int32_t> tokens,
               std::span<const uint32_t> logit_rows, std::span<float> logits);
 
+    // Same, but the blocks start from the given HC states (n × hc_dim, stream-major per
+    // token) instead of the token embeddings; `tokens` only feed hash routing. This is how
+    // the MTP block (cpu/mtp.h) runs as a one-layer model.
+    void eval_from_hc(KvState& state, uint64_t pos, std::span<const int32_t> tokens,
+                      std::span<const float> hc_in, std::span<const uint32_t> logit_rows,
+                      std::span<float> logits);
+
+    // The final HC state (output of the last block, before the head's collapse;
+    // hc_dim values) of chunk row t of the last eval, valid until the next one.
+    std::span<const float> final_hc(uint32_t t) const;
+
     // Debug hook: called with each block's output HC state (hc_mult × dim, stream-major)
     // for every token of a chunk, after layer il.
     using BlockObserver = std::function<void(uint32_t il, uint64_t pos, std::span<const float> hc)>;
@@ -70,6 +81,10 @@ private:
         const std::vector<float>* base;
     };
 
+    void check_chunk(const KvState& state, uint64_t pos, uint32_t n,
+                     std::span<const uint32_t> logit_rows, std::span<float> logits) const;
+    void run_blocks(KvState& state, uint64_t pos, std::span<const int32_t> tokens,
+                    std::span<const uint32_t> logit_rows, std::span<float> logits);
     void reserve(uint32_t n, const KvState& state);
     void embed(std::span<const int32_t> tokens);
     void compute_rope_angles(uint64_t pos, uint32_t n);
@@ -101,6 +116,7 @@ private:
 
     // ---- scratch, sized for the largest chunk / context seen ----
     uint32_t cap_tokens_ = 0;
+    uint32_t last_n_ = 0;  // rows of the last eval (final_hc)
     uint64_t cap_rows_ = 0;  // attention rows per query
     uint64_t cap_index_rows_ = 0;
     std::vector<float> x_;       // n × hc_dim: the residual HC state

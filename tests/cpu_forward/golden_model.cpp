@@ -89,9 +89,7 @@ std::vector<uint64_t> gguf_dims(const std::vector<uint64_t>& shape) {
     return {shape.rbegin(), shape.rend()};
 }
 
-bool is_main_model(std::string_view official) {
-    return !official.starts_with("golden.") && !official.starts_with("mtp.");
-}
+bool is_weight(std::string_view official) { return !official.starts_with("golden."); }
 
 }  // namespace
 
@@ -103,7 +101,7 @@ void load_official_weights(const st::File& file, const model::Hparams& hp, Weigh
     };
     std::map<std::string, Assembly> experts;
     for (const st::Tensor& t : file.tensors()) {
-        if (!is_main_model(t.name)) continue;
+        if (!is_weight(t.name)) continue;
         const auto target = quant::gguf_name_for_official(t.name);
         if (!target) fail(file.path(), ": no ds4 name for official tensor ", t.name);
         if (target->scale) continue;  // decoded together with its weight
@@ -144,7 +142,8 @@ std::vector<int32_t> read_i32(const st::File& f, std::string_view name) {
     return {v.begin(), v.end()};
 }
 
-GoldenLogits read_logits(const st::File& f, const std::string& stem, uint32_t T, uint32_t V) {
+GoldenLogits read_logits(const st::File& f, const std::string& stem, uint32_t T, uint32_t V,
+                         const std::string& full_rows_positions = "golden.logits_full_rows_positions") {
     GoldenLogits g;
     g.T = T;
     g.V = V;
@@ -158,7 +157,7 @@ GoldenLogits read_logits(const st::File& f, const std::string& stem, uint32_t T,
     g.topk_values = quant::decode_f32(f, tv);
     g.topk_indices = read_i32(f, stem + ".topk_indices");
     g.full_rows = quant::decode_f32(f, f.require(stem + ".full_rows"));
-    g.full_rows_pos = read_i32(f, "golden.logits_full_rows_positions");
+    g.full_rows_pos = read_i32(f, full_rows_positions);
     return g;
 }
 
@@ -180,6 +179,10 @@ std::unique_ptr<Golden> Golden::load(const std::string& path, const std::string&
     g->prefill_then_decode = read_logits(f, "golden.logits_prefill_then_decode", g->T, g->hp.n_vocab);
     g->full_prefill_last = quant::decode_f32(f, f.require("golden.logits_full_prefill_last"));
     g->block_out_positions = read_i32(f, "golden.block_out_positions");
+    const bool has_mtp = f.find("golden.mtp_logits_decode") || f.find("golden.mtp_logits_decode.topk_values");
+    if (has_mtp && g->T > 1)
+        g->mtp = read_logits(f, "golden.mtp_logits_decode", g->T - 1, g->hp.n_vocab,
+                             "golden.mtp_full_rows_positions");
     for (uint32_t il = 0; il < g->hp.n_layer; ++il)
         g->block_out.push_back(quant::decode_f32(f, f.require(cat("golden.block_out.L", il))));
     return g;

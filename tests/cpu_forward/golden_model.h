@@ -42,6 +42,9 @@ struct Golden {
     std::vector<float> full_prefill_last;  // [V]
     std::vector<int32_t> block_out_positions;
     std::vector<std::vector<float>> block_out;  // per layer: positions × hc_mult × dim
+    // golden.mtp_logits_decode (T − 1 rows: row i predicts token i + 2); T = 0 when the
+    // file has none. The mtp.0.* weights are in `weights` under their ds4 names.
+    GoldenLogits mtp;
 
     static std::unique_ptr<Golden> load(const std::string& path, const std::string& name);
 };
@@ -50,8 +53,9 @@ struct Golden {
 // compress ratios belong to the main model (the last one is the MTP block's).
 model::Hparams hparams_from_model_args(const std::string& json);
 
-// Converts every main-model tensor of an official checkpoint file to f32 under its ds4
-// GGUF name (experts assembled into [in, out, n_expert], tid2eid narrowed to I32).
+// Converts every model tensor of an official checkpoint file (the main model and the
+// mtp.0.* block) to f32 under its ds4 GGUF name (experts assembled into
+// [in, out, n_expert], tid2eid narrowed to I32).
 void load_official_weights(const st::File& file, const model::Hparams& hp, WeightSet& ws);
 
 }  // namespace ds4::cpu::test
