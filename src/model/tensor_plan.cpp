@@ -343,8 +343,11 @@ int routed_quant_bits(const gguf::File& f) {
     return gate && gate->ggml_type() == GgmlType::Q4_K ? 4 : 2;
 }
 
-void check_tensors(const gguf::File& f, const TensorPlan& plan) {
+namespace {
+
+void check_planned(const gguf::File& f, const TensorPlan& plan, bool mtp_only) {
     for (const TensorSpec& want : plan.tensors()) {
+        if (mtp_only && !want.name.starts_with("mtp.")) continue;
         const gguf::TensorInfo* t = f.find_tensor(want.name);
         // exp_probs_b.bias is optional in ds4's main model (validated only when present).
         if (!t && want.kind == TensorKind::RouterBias && want.name.starts_with("blk.")) continue;
@@ -352,7 +355,37 @@ void check_tensors(const gguf::File& f, const TensorPlan& plan) {
         check_type(f, *t, want);
         check_shape(f, *t, want);
     }
+}
+
+}  // namespace
+
+void check_tensors(const gguf::File& f, const TensorPlan& plan) {
+    check_planned(f, plan, false);
     check_routed_pairs(f, plan);
+}
+
+QuantMix detect_mtp_quant_mix(const gguf::File& f) {
+    const gguf::TensorInfo* qa = f.find_tensor("mtp.0.attn_q_a.weight");
+    if (!qa)
+        fail(f.path(), ": MTP file: required tensor is missing: mtp.0.attn_q_a.weight (is this an MTP GGUF?)");
+    if (qa->ggml_type() == GgmlType::F32) return QuantMix::F32;
+    if (qa->ggml_type() == GgmlType::F16) return QuantMix::F16;
+    const gguf::TensorInfo* gate = f.find_tensor("mtp.0.ffn_gate_exps.weight");
+    return gate && gate->ggml_type() == GgmlType::Q4_K ? QuantMix::Q4 : QuantMix::Q2;
+}
+
+void check_mtp_tensors(const gguf::File& f, const Hparams& h) {
+    const TensorPlan plan(h, {.mix = detect_mtp_quant_mix(f), .router_bias = true, .mtp = true});
+    try {
+        check_planned(f, plan, true);
+        const gguf::TensorInfo& gate = f.require_tensor("mtp.0.ffn_gate_exps.weight");
+        const gguf::TensorInfo& up = f.require_tensor("mtp.0.ffn_up_exps.weight");
+        if (gate.type != up.type)
+            fail(f.path(), ": routed gate/up experts use different quant types in the MTP block (",
+                 ggml_type_name(gate.type), " vs ", ggml_type_name(up.type), ")");
+    } catch (const Error& e) {
+        fail("MTP file: ", e.what());
+    }
 }
 
 void check_tid2eid(const gguf::File& f, const Hparams& h) {

@@ -104,6 +104,17 @@ int routed_quant_bits(const gguf::File& f);
 // "... has dim[i]=A, expected B").
 void check_tensors(const gguf::File& f, const TensorPlan& plan);
 
+// The MTP GGUF (model.md §2.4, a separate file): its mix, read from mtp.0.attn_q_a (F32 →
+// f32, F16 → f16) and mtp.0.ffn_gate_exps (Q4_K → q4, else q2). Throws naming the file
+// when the file has no mtp.0.attn_q_a.weight.
+QuantMix detect_mtp_quant_mix(const gguf::File& f);
+
+// Every mtp.0.* tensor of the plan for `h` and the file's mix must be present with the
+// planned type and dims, exp_probs_b.bias included (required for the MTP block). Only
+// tensors are checked: the file's metadata is not read (like ds4). Errors as check_tensors,
+// prefixed "MTP file".
+void check_mtp_tensors(const gguf::File& f, const Hparams& h);
+
 // tid2eid ids are used as expert indices; ds4 does not range-check them, we do
 // (formats.md §10). Throws naming the tensor, token and id.
 void check_tid2eid(const gguf::File& f, const Hparams& h);

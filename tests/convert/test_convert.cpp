@@ -388,5 +388,59 @@ TEST(ConvertImatrix, LookupOrderAndSlicing) {
               std::string::npos);
 }
 
+// --mtp-out: the MTP block alone in its own GGUF, typed like the main file.
+TEST(ConvertMtp, SeparateGgufHoldsExactlyTheMtpBlock) {
+    ScratchDir dir;
+    ConvertOptions o = opts(TypePolicy::F32, 2);
+    o.mtp_output = dir / "mtp.gguf";
+    const ConvertResult r = convert_checkpoint(kTiny, dir / "main.gguf", o);
+    const gguf::File main_file = gguf::File::open(dir / "main.gguf");
+    const gguf::File mtp = gguf::File::open(o.mtp_output);
+    const TypedPlan plan = typed_mtp_plan(r.hparams, TypePolicy::F32);
+    ASSERT_EQ(mtp.tensors().size(), plan.tensors.size());
+    EXPECT_EQ(r.mtp_tensors, plan.tensors.size());
+    for (const gguf::TensorInfo& t : mtp.tensors())
+        EXPECT_TRUE(std::string_view(t.name).starts_with("mtp.0.")) << t.name;
+    for (const gguf::TensorInfo& t : main_file.tensors())
+        EXPECT_FALSE(std::string_view(t.name).starts_with("mtp.")) << t.name;
+    EXPECT_NO_THROW(model::check_mtp_tensors(mtp, r.hparams));
+    EXPECT_EQ(model::detect_mtp_quant_mix(mtp), model::QuantMix::F32);
+    // every official tensor was consumed but the golden outputs
+    for (const std::string& n : r.ignored) EXPECT_TRUE(n.starts_with("golden.")) << n;
+    // FP8 e_proj decodes exactly into the F32 file
+    const st::File ck = st::File::open(kTiny);
+    const auto want = quant::decode_official(ck, "mtp.0.e_proj.weight").values;
+    const auto data = mtp.tensor_data(mtp.require_tensor("mtp.0.e_proj.weight"));
+    ASSERT_EQ(data.size(), want.size() * sizeof(float));
+    EXPECT_EQ(std::memcmp(data.data(), want.data(), data.size()), 0);
+    // the main file is not an MTP file
+    const std::string msg = expect_error([&] { model::check_mtp_tensors(main_file, r.hparams); });
+    EXPECT_NE(msg.find("mtp.0.attn_q_a.weight"), std::string::npos) << msg;
+}
+
+TEST(ConvertMtp, TypePolicyFollowsTheReleasedMtpFile) {
+    // small: dim 256, moe_inter 128 (down rows of 128 fall back to Q8_0)
+    const std::string small = std::string(DS4_TEST_DATA_DIR) + "/golden/golden_small_s1.safetensors";
+    const Checkpoint ck = Checkpoint::open(small);
+    const model::Hparams h = hparams_from_model_args(ck.model_args(), small);
+    EXPECT_TRUE(has_mtp_block(ck));
+    const TypedPlan q2 = typed_mtp_plan(h, TypePolicy::Q2);
+    std::map<std::string, GgmlType> type;
+    for (const auto& t : q2.tensors) type[t.name] = t.type;
+    EXPECT_EQ(type.at("mtp.0.e_proj.weight"), GgmlType::Q8_0);
+    EXPECT_EQ(type.at("mtp.0.h_proj.weight"), GgmlType::Q8_0);
+    EXPECT_EQ(type.at("mtp.0.attn_q_a.weight"), GgmlType::Q8_0);
+    EXPECT_EQ(type.at("mtp.0.hc_head_fn.weight"), GgmlType::F16);
+    EXPECT_EQ(type.at("mtp.0.ffn_gate_inp.weight"), GgmlType::F16);
+    EXPECT_EQ(type.at("mtp.0.exp_probs_b.bias"), GgmlType::F32);
+    EXPECT_EQ(type.at("mtp.0.enorm.weight"), GgmlType::F32);
+    EXPECT_EQ(type.at("mtp.0.ffn_gate_exps.weight"), GgmlType::IQ2_XXS);
+    EXPECT_EQ(type.at("mtp.0.ffn_down_exps.weight"), GgmlType::Q8_0);
+    EXPECT_EQ(q2.fallbacks.size(), 1u);
+    EXPECT_EQ(typed_mtp_plan(h, TypePolicy::Q4).tensors.size(), q2.tensors.size());
+    for (const auto& t : typed_mtp_plan(h, TypePolicy::F16).tensors)
+        EXPECT_EQ(t.type, t.dims.size() == 1 ? GgmlType::F32 : GgmlType::F16) << t.name;
+}
+
 }  // namespace
 }  // namespace ds4::convert

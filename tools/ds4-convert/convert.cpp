@@ -96,12 +96,15 @@ GgmlType fitting_type(GgmlType intended, uint64_t row_length) {
     return GgmlType::F16;
 }
 
-TypedPlan typed_plan(const model::Hparams& h, TypePolicy policy, bool router_bias) {
+namespace {
+
+TypedPlan typed_subset(const model::Hparams& h, TypePolicy policy, bool router_bias, bool mtp) {
     // The f32 mix lays out any valid shape; the types are then chosen here.
     const model::TensorPlan layout(
-        h, {.mix = model::QuantMix::F32, .router_bias = router_bias, .mtp = false});
+        h, {.mix = model::QuantMix::F32, .router_bias = router_bias, .mtp = mtp});
     TypedPlan out;
     for (TensorSpec spec : layout.tensors()) {
+        if (spec.name.starts_with("mtp.") != mtp) continue;
         const GgmlType want = intended_type(spec, policy);
         spec.type = fitting_type(want, spec.row_length());
         if (spec.type != want)
@@ -112,6 +115,18 @@ TypedPlan typed_plan(const model::Hparams& h, TypePolicy policy, bool router_bia
     }
     return out;
 }
+
+}  // namespace
+
+TypedPlan typed_plan(const model::Hparams& h, TypePolicy policy, bool router_bias) {
+    return typed_subset(h, policy, router_bias, false);
+}
+
+TypedPlan typed_mtp_plan(const model::Hparams& h, TypePolicy policy) {
+    return typed_subset(h, policy, true, true);
+}
+
+bool has_mtp_block(const Checkpoint& ck) { return ck.find("mtp.0.e_proj.weight") != nullptr; }
 
 namespace {
 
@@ -331,6 +346,52 @@ bool has_router_bias(const Checkpoint& ck, const model::Hparams& h) {
 
 }  // namespace
 
+namespace {
+
+struct GgufHeader {
+    const model::Hparams* hparams;
+    std::string name;
+    bool tokenizer;
+    TypePolicy type;
+};
+
+// Writes one GGUF: metadata, then the tensors of `tensors` converted in order. Returns the
+// payload bytes.
+uint64_t write_gguf(const std::string& path, const GgufHeader& head,
+                    const std::vector<TensorSpec>& tensors, const Converter& conv, bool progress_on) {
+    gguf::Writer w;
+    model::write_metadata(w, *head.hparams, {.name = head.name, .mtp_entry = true});
+    if (head.tokenizer) synth::write_tokenizer(w, synth::make_byte_vocab(head.hparams->n_vocab));
+    w.add_string("general.source.format", "official DeepSeek V4 checkpoint");
+    w.add_string("ds4.convert.type", std::string(type_policy_name(head.type)));
+    uint64_t total = 0;
+    for (const TensorSpec& spec : tensors) {
+        w.add_tensor(spec.name, spec.dims, spec.type);
+        total += spec.n_bytes();
+    }
+    Progress progress(progress_on, tensors.size(), total);
+    w.begin(path);
+    uint64_t bytes = 0;
+    size_t done = 0;
+    for (const TensorSpec& spec : tensors) {
+        if (spec.kind == TensorKind::Experts) {
+            conv.convert_experts_streaming(spec, [&](const std::vector<uint8_t>& b) {
+                w.write_data(b);
+                bytes += b.size();
+            });
+        } else {
+            const std::vector<uint8_t> data = conv.convert(spec);
+            w.write_data(data);
+            bytes += data.size();
+        }
+        progress.update(++done, bytes, spec.name);
+    }
+    w.finish();
+    return bytes;
+}
+
+}  // namespace
+
 ConvertResult convert_checkpoint(const std::string& input, const std::string& output,
                                  const ConvertOptions& options) {
     const auto t0 = std::chrono::steady_clock::now();
@@ -342,24 +403,25 @@ ConvertResult convert_checkpoint(const std::string& input, const std::string& ou
     if (!options.imatrix.empty()) imatrix = Imatrix::load(options.imatrix);
     const TypedPlan plan = typed_plan(h, options.type, has_router_bias(ck, h));
     res.fallbacks = plan.fallbacks;
+    const bool want_mtp = !options.mtp_output.empty();
+    if (want_mtp && !has_mtp_block(ck))
+        fail(ck.path(), ": --mtp-out was given but the checkpoint has no MTP block (no official tensor "
+             "mtp.0.e_proj.weight)");
+    TypedPlan mtp_plan;
+    if (want_mtp) {
+        mtp_plan = typed_mtp_plan(h, options.type);
+        res.fallbacks.insert(res.fallbacks.end(), mtp_plan.fallbacks.begin(), mtp_plan.fallbacks.end());
+    }
     const Converter conv(ck, h, options, imatrix ? &*imatrix : nullptr);
 
+    // Every input is checked before any output is written.
     std::set<std::string> used;
     for (const TensorSpec& spec : plan.tensors) conv.require_inputs(spec, used);
+    for (const TensorSpec& spec : mtp_plan.tensors) conv.require_inputs(spec, used);
     for (const std::string& name : ck.names())
         if (!used.contains(name)) res.ignored.push_back(name);
 
-    gguf::Writer w;
-    model::write_metadata(w, h, {.name = options.model_name, .mtp_entry = true});
     res.tokenizer = h.n_vocab >= synth::min_vocab_size();
-    if (res.tokenizer) synth::write_tokenizer(w, synth::make_byte_vocab(h.n_vocab));
-    w.add_string("general.source.format", "official DeepSeek V4 checkpoint");
-    w.add_string("ds4.convert.type", std::string(type_policy_name(options.type)));
-    uint64_t total = 0;
-    for (const TensorSpec& spec : plan.tensors) {
-        w.add_tensor(spec.name, spec.dims, spec.type);
-        total += spec.n_bytes();
-    }
     if (options.log) {
         for (const std::string& f : res.fallbacks) *options.log << "fallback: " << f << "\n";
         if (!res.tokenizer)
@@ -373,23 +435,14 @@ ConvertResult convert_checkpoint(const std::string& input, const std::string& ou
                          << ")\n";
     }
 
-    Progress progress(options.progress, plan.tensors.size(), total);
-    w.begin(output);
-    for (const TensorSpec& spec : plan.tensors) {
-        if (spec.kind == TensorKind::Experts) {
-            conv.convert_experts_streaming(spec, [&](const std::vector<uint8_t>& b) {
-                w.write_data(b);
-                res.bytes += b.size();
-            });
-        } else {
-            const std::vector<uint8_t> bytes = conv.convert(spec);
-            w.write_data(bytes);
-            res.bytes += bytes.size();
-        }
-        ++res.tensors;
-        progress.update(res.tensors, res.bytes, spec.name);
+    res.bytes = write_gguf(output, {&h, options.model_name, res.tokenizer, options.type},
+                           plan.tensors, conv, options.progress);
+    res.tensors = plan.tensors.size();
+    if (want_mtp) {
+        res.mtp_bytes = write_gguf(options.mtp_output, {&h, options.model_name + " MTP", false, options.type},
+                                   mtp_plan.tensors, conv, options.progress);
+        res.mtp_tensors = mtp_plan.tensors.size();
     }
-    w.finish();
     res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     return res;
 }

@@ -18,6 +18,11 @@
 // fallbacks are listed in the result (reduced shapes such as the goldens hit them; the
 // published shape never does).
 //
+// The MTP block (mtp.0.*, model.md §2.4) goes into a separate GGUF, as ds4 ships it, when
+// ConvertOptions::mtp_output is set: the same type policy and fallbacks, the same
+// deepseek4.* metadata (general.name gets " MTP"), no tokenizer. Its token embedding and
+// head are the main model's, so it holds only mtp.0.* tensors.
+//
 // Routed experts are decoded and quantized expert by expert, in expert order, a batch
 // of `threads` experts at a time, so memory stays bounded by a few tensors. IQ2_XXS
 // needs importance weights: the imatrix entry (formats.md §4.3) when given, else the
@@ -100,6 +105,11 @@ struct TypedPlan {
     std::vector<std::string> fallbacks;  // "NAME: Q2_K -> Q8_0 (row 128)"
 };
 TypedPlan typed_plan(const model::Hparams& h, TypePolicy policy, bool router_bias);
+// The mtp.0.* tensors alone (router bias included: the MTP block requires it).
+TypedPlan typed_mtp_plan(const model::Hparams& h, TypePolicy policy);
+
+// True when the checkpoint carries the MTP block (its e_proj weight).
+bool has_mtp_block(const Checkpoint& ck);
 
 struct ConvertOptions {
     TypePolicy type = TypePolicy::Q2;
@@ -108,6 +118,7 @@ struct ConvertOptions {
     bool progress = false;        // progress bar on stderr
     std::ostream* log = nullptr;  // fallbacks and notes
     std::string model_name = "DeepSeek-V4-Flash";
+    std::string mtp_output;  // path of the MTP GGUF; empty = the MTP block is not converted
 };
 
 struct ConvertResult {
@@ -115,8 +126,10 @@ struct ConvertResult {
     size_t tensors = 0;
     uint64_t bytes = 0;
     std::vector<std::string> fallbacks;
-    std::vector<std::string> ignored;  // official tensors not converted (mtp.*, golden.*)
+    std::vector<std::string> ignored;  // official tensors not converted (golden.*, mtp.* without mtp_output)
     bool tokenizer = false;            // false when the vocabulary is too small for one
+    size_t mtp_tensors = 0;            // tensors written to mtp_output (0: none)
+    uint64_t mtp_bytes = 0;
     double seconds = 0;
 };
 

@@ -11,14 +11,15 @@ namespace {
 
 constexpr const char* kUsage =
     "usage: ds4-convert INPUT -o OUTPUT.gguf [--type f32|f16|q8_0|q2|q4] [--imatrix FILE.dat]\n"
-    "                   [--threads N] [--name NAME] [--quiet]\n"
+    "                   [--mtp-out MTP.gguf] [--threads N] [--name NAME] [--quiet]\n"
     "  INPUT   a checkpoint directory (config.json with official ModelArgs keys,\n"
     "          model.safetensors.index.json, shards) or one .safetensors file whose\n"
     "          __metadata__ holds model_args (the golden format)\n"
     "  --type  q2 (default) / q4: the released recipes; f16: every matrix F16; f32: all F32;\n"
     "          q8_0: matrices the releases store as Q8_0 become Q8_0, the F16 class and the\n"
     "          routed experts F16. Rows that do not fit a type's block fall back per tensor\n"
-    "          (K-quant -> Q8_0 -> F16); the fallbacks are printed.\n";
+    "          (K-quant -> Q8_0 -> F16); the fallbacks are printed.\n"
+    "  --mtp-out  also convert the MTP block (mtp.0.*) into this separate GGUF, same --type\n";
 
 struct Args {
     std::string input, output;
@@ -38,6 +39,8 @@ Args parse_args(int argc, char** argv) {
             a.output = value(i);
         else if (arg == "--type")
             a.opt.type = ds4::convert::parse_type_policy(value(i));
+        else if (arg == "--mtp-out")
+            a.opt.mtp_output = value(i);
         else if (arg == "--imatrix")
             a.opt.imatrix = value(i);
         else if (arg == "--threads")
@@ -74,6 +77,9 @@ int main(int argc, char** argv) {
             "wrote %s: %zu tensors, %.1f MB in %.1f s (%zu fallbacks, %zu tensors ignored)\n",
             a.output.c_str(), r.tensors, static_cast<double>(r.bytes) / 1e6, r.seconds,
             r.fallbacks.size(), r.ignored.size());
+        if (r.mtp_tensors != 0)
+            std::fprintf(stderr, "wrote %s: %zu MTP tensors, %.1f MB\n", a.opt.mtp_output.c_str(),
+                         r.mtp_tensors, static_cast<double>(r.mtp_bytes) / 1e6);
         return 0;
     } catch (const std::exception& e) {
         std::fprintf(stderr, "ds4-convert: error: %s\n", e.what());
