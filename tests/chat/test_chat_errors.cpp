@@ -1,1 +1,151 @@
+// Malformed conversations are rejected with a ds4::Error naming the message and the field.
+#include "ds4/chat.h"
+#include "ds4/error.h"
+#include "text/chat_json.h"
+
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <string>
+
+namespace {
+
+using ojson = nlohmann::ordered_json;
+
+// The message of the ds4::Error that encoding `messages` throws ("" if none is thrown).
+std::string error_of(const char* messages_json) {
+    try {
+        (void)ds4::text::encode_chat_json(ojson::parse(messages_json), ds4::ChatOptions{});
+    } catch (const ds4::Error& e) {
+        return e.what();
+    }
+    return "";
+}
+
+#define EXPECT_ERROR_MENTIONS(json, ...)                                                  \
+    do {                                                                                  \
+        const std::string what = error_of(json);                                          \
+        ASSERT_FALSE(what.empty()) << "no error for " << json;                            \
+        for (const char* part : {__VA_ARGS__})                                            \
+            EXPECT_NE(what.find(part), std::string::npos) << "«" << part << "» not in «" << what << "»"; \
+    } while (0)
+
+TEST(ChatErrors, UnknownRoleNamesIndexAndRole) {
+    EXPECT_ERROR_MENTIONS(R"([{"role": "user", "content": "q"}, {"role": "robot", "content": "x"}])",
+                          "chat message 1", "role", "robot");
+}
+
+TEST(ChatErrors, MissingRole) {
+    EXPECT_ERROR_MENTIONS(R"([{"content": "x"}])", "chat message 0", "role");
+}
+
+TEST(ChatErrors, ToolMessageWithoutPrecedingCall) {
+    EXPECT_ERROR_MENTIONS(
+        R"([{"role": "user", "content": "q"}, {"role": "tool", "tool_call_id": "c1", "content": "r"}])",
+        "chat message 1 (tool)", "tool_call_id", "c1", "no preceding assistant");
+}
+
+TEST(ChatErrors, ToolMessageNamingAnUnknownCall) {
+    EXPECT_ERROR_MENTIONS(
+        R"([{"role": "user", "content": "q"},
+            {"role": "assistant", "content": "", "tool_calls": [{"id": "c1", "type": "function",
+              "function": {"name": "f", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "c9", "content": "r"}])",
+        "chat message 2 (tool)", "tool_call_id", "c9");
+}
+
+TEST(ChatErrors, ArgumentsThatAreNotJson) {
+    EXPECT_ERROR_MENTIONS(
+        R"([{"role": "user", "content": "q"},
+            {"role": "assistant", "content": "", "tool_calls": [
+              {"id": "c0", "type": "function", "function": {"name": "f", "arguments": "{}"}},
+              {"id": "c1", "type": "function", "function": {"name": "g", "arguments": "{\"a\": "}}]}])",
+        "chat message 1 (assistant)", "tool_calls[1].function.arguments", "invalid JSON");
+}
+
+TEST(ChatErrors, ArgumentsThatAreNotAnObject) {
+    EXPECT_ERROR_MENTIONS(
+        R"([{"role": "user", "content": "q"},
+            {"role": "assistant", "content": "", "tool_calls": [
+              {"id": "c0", "type": "function", "function": {"name": "f", "arguments": "[1, 2]"}}]}])",
+        "chat message 1 (assistant)", "tool_calls[0].function.arguments", "object");
+}
+
+TEST(ChatErrors, ArgumentsMissing) {
+    EXPECT_ERROR_MENTIONS(
+        R"([{"role": "assistant", "content": "", "tool_calls": [{"id": "c0", "function": {"name": "f"}}]}])",
+        "chat message 0 (assistant)", "tool_calls[0].function", "arguments");
+}
+
+TEST(ChatErrors, DeveloperWithoutContent) {
+    EXPECT_ERROR_MENTIONS(R"([{"role": "developer", "content": ""}, {"role": "user", "content": "q"}])",
+                          "chat message 0 (developer)", "content");
+}
+
+TEST(ChatErrors, ToolsOnAUserMessage) {
+    EXPECT_ERROR_MENTIONS(
+        R"([{"role": "user", "content": "q", "tools": [{"type": "function", "function": {"name": "f"}}]}])",
+        "chat message 0 (user)", "tools");
+}
+
+TEST(ChatErrors, ToolSchemaThatIsNotAnObject) {
+    EXPECT_ERROR_MENTIONS(
+        R"([{"role": "system", "content": "s", "tools": [{"type": "function", "function": {"name": "f"}},
+                                                        {"type": "function", "function": 3}]}])",
+        "chat message 0 (system)", "tools[1]", "object");
+}
+
+TEST(ChatErrors, NonTextContentPart) {
+    EXPECT_ERROR_MENTIONS(
+        R"([{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "image_url", "image_url": {"url": "x"}}]}])",
+        "chat message 0 (user)", "content[1]");
+}
+
+TEST(ChatErrors, ContentOfTheWrongType) {
+    EXPECT_ERROR_MENTIONS(R"([{"role": "user", "content": 7}])", "chat message 0 (user)", "content");
+}
+
+TEST(ChatErrors, MessagesMustBeAnArray) {
+    EXPECT_ERROR_MENTIONS(R"({"role": "user"})", "chat messages", "array");
+}
+
+TEST(ChatErrors, StructApiNamesTheFieldToo) {
+    ds4::Message m;
+    m.role = ds4::Role::user;
+    m.reasoning_content = "r";
+    try {
+        (void)ds4::encode_chat(std::span<const ds4::Message>(&m, 1), ds4::ChatOptions{});
+        FAIL() << "no error";
+    } catch (const ds4::Error& e) {
+        EXPECT_NE(std::string(e.what()).find("chat message 0 (user): reasoning_content"),
+                  std::string::npos)
+            << e.what();
+    }
+}
+
+TEST(ChatJson, ContentPartsJoinLikeOfficialBlocks) {
+    const auto messages = ds4::text::messages_from_json(ojson::parse(
+        R"([{"role": "system", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
+            {"role": "user", "content": [{"type": "text", "text": "c"}, {"type": "text", "text": "d"}]},
+            {"role": "assistant", "content": null, "reasoning_content": null, "tool_calls": [
+              {"id": "x", "type": "function", "function": {"name": "f", "arguments": {"z": 1, "a": "s"}}}]}])"));
+    ASSERT_EQ(messages.size(), 3u);
+    EXPECT_EQ(messages[0].content, "ab");
+    EXPECT_EQ(messages[1].content, "c\n\nd");
+    EXPECT_EQ(messages[2].content, "");
+    ASSERT_EQ(messages[2].tool_calls.size(), 1u);
+    EXPECT_EQ(messages[2].tool_calls[0].arguments, R"({"z":1,"a":"s"})");
+}
+
+TEST(ChatJson, OfficialModeNames) {
+    using ds4::ThinkingMode;
+    using ds4::text::thinking_mode_from_official;
+    EXPECT_EQ(thinking_mode_from_official("chat", "max"), ThinkingMode::none);
+    EXPECT_EQ(thinking_mode_from_official("thinking", std::nullopt), ThinkingMode::high);
+    EXPECT_EQ(thinking_mode_from_official("thinking", "high"), ThinkingMode::high);
+    EXPECT_EQ(thinking_mode_from_official("thinking", "max"), ThinkingMode::max);
+    EXPECT_THROW((void)thinking_mode_from_official("thinking", "low"), ds4::Error);
+    EXPECT_THROW((void)thinking_mode_from_official("reason", std::nullopt), ds4::Error);
+}
+
+}  // namespace
