@@ -1,6 +1,7 @@
 // Golden tests of the conversion path: official checkpoint in a golden file → GGUF →
 // CPU forward → reference logits, through the ds4-golden-check library. f32 must meet
 // tests/data/golden/README.md; f16 / q8_0 / q2 meet the looser bounds of bounds_for().
+// The MTP block (converted into its own GGUF) is checked in the same runs (mode d).
 // The measured numbers are printed and recorded as test properties.
 #include <unistd.h>
 
@@ -28,7 +29,9 @@ void check(const std::string& name, convert::TypePolicy type) {
     opt.type = type;
     opt.threads = 2;
     const CheckResult r = run_golden_check(path, opt);
-    ASSERT_EQ(r.modes.size(), 3u);
+    // (a), (b), (c) and (d): every shipped golden carries the MTP block and its logits
+    ASSERT_EQ(r.modes.size(), 4u);
+    EXPECT_EQ(r.modes.back().mode, "mtp_decode");
     for (const ModeStats& s : r.modes) {
         const std::string line = format_stats(s, bounds_for(type, s.mode));
         std::printf("[%s %s] %s\n", name.c_str(),

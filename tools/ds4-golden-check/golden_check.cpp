@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <memory>
 #include <numeric>
+#include <optional>
 
 #include <unistd.h>
 
@@ -14,6 +15,7 @@
 #include "cpu/gguf_weights.h"
 #include "cpu/kv_state.h"
 #include "cpu/matvec.h"
+#include "cpu/mtp.h"
 #include "cpu/thread_pool.h"
 #include "cpu/weight_set.h"
 #include "ds4/error.h"
@@ -36,6 +38,7 @@ Bounds lossy(Bounds b, bool single_position) {
 }  // namespace
 
 Bounds bounds_for(TypePolicy type, std::string_view mode) {
+    // mode (d), MTP, is judged like mode (a): the README gives it the same row.
     const bool full_last = mode == "full_prefill_last";
     const bool prefill = mode == "prefill_then_decode";
     switch (type) {
@@ -109,7 +112,8 @@ std::vector<int32_t> read_i32(const st::File& f, std::string_view name) {
     return {v.begin(), v.end()};
 }
 
-Reference read_reference(const st::File& f, const std::string& stem, uint32_t T, uint32_t V) {
+Reference read_reference(const st::File& f, const std::string& stem, uint32_t T, uint32_t V,
+                         const std::string& full_rows_positions = "golden.logits_full_rows_positions") {
     Reference r;
     r.T = T;
     r.V = V;
@@ -126,7 +130,7 @@ Reference read_reference(const st::File& f, const std::string& stem, uint32_t T,
     r.topk_values = quant::decode_f32(f, tv);
     r.topk_indices = read_i32(f, stem + ".topk_indices");
     r.full_rows = quant::decode_f32(f, f.require(stem + ".full_rows"));
-    r.full_rows_pos = read_i32(f, "golden.logits_full_rows_positions");
+    r.full_rows_pos = read_i32(f, full_rows_positions);
     if (r.topk_indices.size() != r.topk_values.size() ||
         r.full_rows.size() != r.full_rows_pos.size() * uint64_t{V})
         fail(f.path(), ": ", stem, " compact layout has inconsistent sizes");
@@ -215,12 +219,18 @@ class TempFile {
     bool keep_;
 };
 
-std::string temp_gguf_path(const CheckOptions& o) {
+// The golden has the MTP block's weights and its reference logits.
+bool has_mtp_golden(const st::File& f) {
+    return f.find("mtp.0.e_proj.weight") &&
+           (f.find("golden.mtp_logits_decode") || f.find("golden.mtp_logits_decode.topk_values"));
+}
+
+std::string temp_gguf_path(const CheckOptions& o, std::string_view suffix) {
     static std::atomic<unsigned> counter{0};
     const std::filesystem::path dir = o.work_dir.empty() ? std::filesystem::temp_directory_path()
                                                          : std::filesystem::path(o.work_dir);
     return (dir / cat("ds4-golden-check-", ::getpid(), "-", counter++, "-",
-                      convert::type_policy_name(o.type), ".gguf"))
+                      convert::type_policy_name(o.type), suffix, ".gguf"))
         .string();
 }
 
@@ -251,10 +261,14 @@ CheckResult run_golden_check(const std::string& golden_path, const CheckOptions&
     CheckResult res;
     res.golden = golden_path;
     res.type = options.type;
-    const TempFile gguf_path(temp_gguf_path(options), options.keep_gguf);
+    const st::File f = st::File::open(golden_path);
+    const bool mtp = options.mtp && has_mtp_golden(f);
+    const TempFile gguf_path(temp_gguf_path(options, ""), options.keep_gguf);
+    const TempFile mtp_path(temp_gguf_path(options, "-mtp"), options.keep_gguf || !mtp);
     convert::ConvertOptions copt;
     copt.type = options.type;
     copt.threads = options.threads;
+    if (mtp) copt.mtp_output = mtp_path.path();
     res.conversion = convert::convert_checkpoint(golden_path, gguf_path.path(), copt);
 
     const gguf::File gf = gguf::File::open(gguf_path.path());
@@ -262,8 +276,16 @@ CheckResult run_golden_check(const std::string& golden_path, const CheckOptions&
     cpu::WeightSet ws;
     cpu::add_gguf_views(ws, gf);
     const cpu::CpuModel model(hp, ws);
+    std::optional<gguf::File> mtp_file;
+    std::unique_ptr<cpu::MtpModel> mtp_model;
+    if (mtp) {
+        mtp_file.emplace(gguf::File::open(mtp_path.path()));
+        // (binding checks dims and types; the plan check would reject the per-tensor
+        // fallbacks of reduced shapes, as for the main file)
+        cpu::add_gguf_views(ws, *mtp_file);
+        mtp_model = std::make_unique<cpu::MtpModel>(hp, ws);
+    }
 
-    const st::File f = st::File::open(golden_path);
     const std::vector<int32_t> tokens = read_i32(f, "golden.tokens");
     const auto T = static_cast<uint32_t>(tokens.size());
     const auto pl = f.metadata().find("prefill_len");
@@ -290,9 +312,28 @@ CheckResult run_golden_check(const std::string& golden_path, const CheckOptions&
     const std::vector<uint32_t> positions = run.all_rows(T);
 
     std::vector<float> a;  // (a) teacher-forced decode
-    for (uint32_t t = 0; t < T; ++t) run.chunk(fwd, state, t, 1, {0}, a);
+    std::vector<float> hc;  // its final HC states, the MTP block's input
+    const uint64_t hcd = hp.hc_dim();
+    for (uint32_t t = 0; t < T; ++t) {
+        run.chunk(fwd, state, t, 1, {0}, a);
+        if (mtp) hc.insert(hc.end(), fwd.final_hc(0).begin(), fwd.final_hc(0).end());
+    }
     res.modes.push_back(compare("decode", ref_a, a, positions));
     a = {};
+
+    if (mtp && T > 1) {  // (d) MTP block, V3 pairing: (H_i, token i + 1) at position i
+        const Reference ref_d = read_reference(f, "golden.mtp_logits_decode", T - 1, V,
+                                               "golden.mtp_full_rows_positions");
+        cpu::MtpForward mf(*mtp_model, pool.get());
+        cpu::KvState mtp_state = mtp_model->make_state(T - 1);
+        std::vector<float> d(uint64_t{T - 1} * V);
+        const uint32_t row0 = 0;
+        for (uint32_t i = 0; i + 1 < T; ++i)
+            mf.eval(mtp_state, i, {tokens.data() + i + 1, 1}, {hc.data() + i * hcd, hcd}, {&row0, 1},
+                    {d.data() + uint64_t{i} * V, V});
+        res.modes.push_back(compare("mtp_decode", ref_d, d, run.all_rows(T - 1)));
+    }
+    hc = {};
 
     state.reset();
     std::vector<float> b;  // (b) prefill P, then decode

@@ -11,6 +11,11 @@
 // values, top-1 agreement over all positions and argmax mismatches where the reference's
 // top-1/top-2 margin exceeds 1e-2.
 //
+// (d) when the golden file carries the MTP block and golden.mtp_logits_decode: the MTP
+// block converted into its own GGUF (--mtp-out), run teacher-forced at MTP position i on
+// the mode-(a) final HC state of position i and token i + 1, vs golden.mtp_logits_decode
+// (T − 1 rows), judged like mode (a).
+//
 // Bounds: f32 uses the README table verbatim (argmax identical where margin > 1e-2).
 // The lossy types use looser bounds measured on the shipped goldens with margin (see
 // bounds_for); argmax there is judged by overall top-1 agreement.
@@ -26,7 +31,7 @@
 namespace ds4::golden {
 
 struct ModeStats {
-    std::string mode;  // "decode", "prefill_then_decode", "full_prefill_last"
+    std::string mode;  // "decode", "prefill_then_decode", "full_prefill_last", "mtp_decode"
     uint32_t positions = 0;
     double median = 0, p99 = 0, max = 0;
     uint32_t worst_position = 0;
@@ -54,6 +59,8 @@ struct CheckOptions {
     // measured this way); true: the engine's default Numerics::Fast (quantized activations),
     // the same bounds hold for it on the shipped goldens (see bounds_for).
     bool fast_numerics = false;
+    // Check the MTP block (mode d) when the golden file has one.
+    bool mtp = true;
 };
 
 struct CheckResult {
