@@ -3,6 +3,7 @@
 #include "ds4/tokenizer.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 
 #include "ds4/error.h"
@@ -159,6 +160,7 @@ struct Scratch {
     text::PreTokenizer pre;
     std::vector<uint32_t> ends;
     text::BpeScratch bpe;
+    text::WordCache cache;
 };
 Scratch& scratch() {
     thread_local Scratch s;
@@ -169,10 +171,19 @@ void encode_plain(const Tokenizer::Impl& t, std::string_view text, std::vector<T
     if (text.empty()) return;
     Scratch& s = scratch();
     s.pre.split(text, s.ends);
+    s.cache.bind(t.serial);
     uint32_t begin = 0;
     for (uint32_t end : s.ends) {
-        t.bpe(text.substr(begin, end - begin), s.bpe, out);
+        const std::string_view piece = text.substr(begin, end - begin);
         begin = end;
+        if (piece.size() == 1 || piece.size() > text::WordCache::kMaxPieceBytes) {
+            t.bpe(piece, s.bpe, out);
+            continue;
+        }
+        if (s.cache.lookup(piece, out)) continue;
+        const size_t first = out.size();
+        t.bpe(piece, s.bpe, out);
+        s.cache.insert(piece, std::span(out).subspan(first));
     }
 }
 
@@ -192,8 +203,10 @@ std::optional<std::pair<TokenId, size_t>> special_at(const Tokenizer::Impl& t,
 Tokenizer Tokenizer::from_vocab(std::span<const std::string_view> tokens,
                                 std::span<const std::string_view> merges,
                                 std::string_view source) {
+    static std::atomic<uint64_t> next_serial{1};
     auto t = std::make_shared<Impl>();
     t->source = source;
+    t->serial = next_serial++;
     load_tokens(*t, tokens);
     load_byte_tokens(*t);
     load_merges(*t, merges);
@@ -229,6 +242,12 @@ void Tokenizer::encode_chat(std::string_view rendered, std::vector<TokenId>& out
         // Every special starts with '<' or with U+FF5C (first byte 0xEF); skip to one.
         const size_t next = rendered.find_first_of("<\xEF", pos);
         if (next == std::string_view::npos) break;
+        // 0xEF also leads fullwidth punctuation (，：), which is frequent in CJK text;
+        // only U+FF5C (EF BD 9C) can start a special.
+        if (rendered[next] != '<' && !rendered.substr(next).starts_with(kFullwidthBar)) {
+            pos = next + 1;
+            continue;
+        }
         const auto hit = special_at(*impl_, rendered, next);
         if (!hit) {
             pos = next + 1;

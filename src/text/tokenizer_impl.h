@@ -5,6 +5,8 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -91,6 +93,46 @@ struct BpeScratch {
     std::vector<Candidate> heap;
 };
 
+// Per-thread cache of BPE results by piece: most pieces of real text (words, indents,
+// punctuation) repeat, and a hash lookup is cheaper than redoing their merges.
+class WordCache {
+public:
+    static constexpr size_t kMaxPieceBytes = 64;  // longer pieces are rare and unique
+    static constexpr size_t kMaxEntries = size_t{1} << 16;
+
+    // Binds the cache to one tokenizer (by serial), dropping entries of another.
+    void bind(uint64_t serial) {
+        if (serial_ != serial) clear(), serial_ = serial;
+    }
+    // Appends the cached ids of `piece` to out; false when absent.
+    bool lookup(std::string_view piece, std::vector<TokenId>& out) const {
+        const auto it = map_.find(piece);
+        if (it == map_.end()) return false;
+        out.insert(out.end(), ids_.begin() + it->second.first,
+                   ids_.begin() + it->second.first + it->second.second);
+        return true;
+    }
+    void insert(std::string_view piece, std::span<const TokenId> ids) {
+        if (map_.size() >= kMaxEntries) clear();
+        map_.emplace(std::string(piece), std::pair{static_cast<uint32_t>(ids_.size()),
+                                                   static_cast<uint32_t>(ids.size())});
+        ids_.insert(ids_.end(), ids.begin(), ids.end());
+    }
+
+private:
+    void clear() {
+        map_.clear();
+        ids_.clear();
+    }
+    struct Hash {
+        using is_transparent = void;
+        size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+    };
+    uint64_t serial_ = 0;
+    std::unordered_map<std::string, std::pair<uint32_t, uint32_t>, Hash, std::equal_to<>> map_;
+    std::vector<TokenId> ids_;  // (offset, count) in map_ index this
+};
+
 }  // namespace ds4::text
 
 namespace ds4 {
@@ -109,6 +151,7 @@ struct Tokenizer::Impl {
     size_t n_merges = 0;
     SpecialTokens specials;
     std::vector<TokenId> chat_specials;  // tried in this order by encode_chat
+    uint64_t serial = 0;  // unique per loaded tokenizer: keys the per-thread word caches
 
     std::string_view text_of(TokenId id) const {
         return std::string_view(text_pool).substr(text_offsets[id],
