@@ -28,6 +28,9 @@ struct EngineOptions {
     unsigned threads = 0;    // 0: all hardware threads
     uint64_t ctx = 32768;    // context size: the most tokens one sequence may hold
     Backend backend = Backend::Cpu;
+    // Optional MTP GGUF (the mtp.0.* block, spec model.md §2.4, e.g. written by
+    // ds4-convert --mtp-out): enables mtp_draft(). Only its tensors are validated.
+    std::string mtp_path;
 };
 
 // What the model is, in plain numbers.
@@ -168,6 +171,20 @@ public:
     Logits step(const Batch& batch);
     // Same, reusing `out`'s buffers (no allocation once they are large enough).
     void step(const Batch& batch, Logits& out);
+
+    // ---- MTP drafts (speculative decoding) ----
+    // True when the engine was opened with EngineOptions::mtp_path.
+    bool has_mtp() const;
+    // Draft logits (n_vocab values) for the token after `next`, where `next` is the token
+    // that will follow the sequence's last token: the MTP block runs on the main model's
+    // final hidden state of the last token (position p = sequence_length − 1) paired with
+    // `next`, at MTP position p (the DeepSeek-V3 pairing of spec model.md §10.1; row p of
+    // the goldens' mtp_logits_decode). The sequence is not modified: the MTP window cache
+    // is brought up to date from the states recorded by step() and the draft's own row
+    // is forgotten afterwards, so drafts may be asked for any candidate `next`, repeatedly.
+    // Throws without MTP, for an empty sequence or a token id out of range.
+    void mtp_draft(SequenceId seq, int32_t next, std::span<float> logits);
+    std::vector<float> mtp_draft(SequenceId seq, int32_t next);
 
 private:
     struct Impl;

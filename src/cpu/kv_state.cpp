@@ -49,6 +49,13 @@ KvState::KvState(const model::Hparams& hp, uint64_t ctx)
     }
 }
 
+void KvState::rewind(uint64_t n) {
+    if (n > n_tokens_) fail("kv state: cannot rewind to ", n, " tokens, the state holds ", n_tokens_);
+    for (const auto& l : layers_)
+        if (l.attn || l.index) fail("kv state: a state with compressed layers cannot be rewound");
+    n_tokens_ = n;
+}
+
 void KvState::reset() {
     n_tokens_ = 0;
     for (auto& l : layers_) {

@@ -73,6 +73,12 @@ public:
     // Called by the evaluator after a chunk of n tokens.
     void advance(uint64_t n) { n_tokens_ += n; }
 
+    // Forgets the positions from n on (n <= n_tokens()). Only for states without
+    // compressors (the MTP block's window cache): the raw ring still holds every row
+    // before n, and the next token at position n overwrites the slot of the old one.
+    // Throws for a state with compressed layers, whose frontiers cannot be rewound.
+    void rewind(uint64_t n);
+
 private:
     uint64_t ctx_;
     uint32_t window_;

@@ -1,15 +1,22 @@
 // The Engine over the CPU backend: a mapped GGUF bound zero-copy into a WeightSet, one
 // CpuForward (its scratch reused by every step) sharing one ThreadPool, and one KvState
 // per sequence. Sequences of a batch are evaluated one after another.
+//
+// With an MTP GGUF, its mtp.0.* views join the same WeightSet and an MtpForward runs the
+// block; each sequence then also records the main model's final HC states and tokens of
+// its last `window` positions (a ring) and keeps the MTP block's own window cache, which
+// mtp_draft() brings up to date lazily.
 #include "ds4/engine.h"
 
 #include <algorithm>
+#include <optional>
 #include <thread>
 #include <unordered_map>
 
 #include "cpu/forward.h"
 #include "cpu/gguf_weights.h"
 #include "cpu/matvec.h"
+#include "cpu/mtp.h"
 #include "cpu/quant_matvec.h"
 #include "ds4/error.h"
 #include "gguf/gguf.h"
@@ -67,6 +74,33 @@ ModelSummary summarize(const gguf::File& f, const model::Hparams& hp, const mode
 
 }  // namespace
 
+// What mtp_draft() needs of one sequence (see the file comment).
+struct MtpTrack {
+    cpu::KvState cache;           // the MTP block's raw window, positions [0, cache.n_tokens())
+    uint64_t ring;                // = window: positions p − window + 1 .. p are kept
+    std::vector<float> hc;        // ring × hc_dim: final HC state of position q at q % ring
+    std::vector<int32_t> tokens;  // ring: token at position q at q % ring
+
+    MtpTrack(const cpu::MtpModel& m, uint64_t ctx)
+        : cache(m.make_state(ctx)),
+          ring(m.hparams().window),
+          hc(ring * m.hparams().hc_dim()),
+          tokens(ring) {}
+};
+
+struct Sequence {
+    cpu::KvState kv;
+    std::optional<MtpTrack> mtp;
+
+    Sequence(const model::Hparams& hp, uint64_t ctx, const cpu::MtpModel* m) : kv(hp, ctx) {
+        if (m) mtp.emplace(*m, ctx);
+    }
+    void reset() {
+        kv.reset();
+        if (mtp) mtp->cache.reset();
+    }
+};
+
 struct Engine::Impl {
     EngineOptions opt;
     gguf::File file;
@@ -77,26 +111,33 @@ struct Engine::Impl {
     std::unique_ptr<cpu::CpuModel> model;
     std::unique_ptr<cpu::ThreadPool> pool;
     std::unique_ptr<cpu::CpuForward> forward;
+    // MTP (optional)
+    std::optional<gguf::File> mtp_file;
+    std::unique_ptr<cpu::MtpModel> mtp_model;
+    std::unique_ptr<cpu::MtpForward> mtp_forward;
 
-    std::unordered_map<SequenceId, std::unique_ptr<cpu::KvState>> sequences;
-    std::vector<std::unique_ptr<cpu::KvState>> spare;  // freed states, reused by create
+    std::unordered_map<SequenceId, std::unique_ptr<Sequence>> sequences;
+    std::vector<std::unique_ptr<Sequence>> spare;  // freed sequences, reused by create
     SequenceId next_id = 1;
 
     // step() scratch, reused
-    std::vector<cpu::KvState*> states;
+    std::vector<Sequence*> states;
     std::vector<SequenceId> seen;
     std::vector<uint32_t> chunk_rows;
 
     explicit Impl(gguf::File f) : file(std::move(f)) {}
 
-    cpu::KvState& state(SequenceId seq) const {
+    Sequence& sequence(SequenceId seq) const {
         const auto it = sequences.find(seq);
         if (it == sequences.end()) fail("engine: unknown sequence ", seq, " (never created or freed)");
         return *it->second;
     }
+    cpu::KvState& state(SequenceId seq) const { return sequence(seq).kv; }
 
     void validate(const Batch& batch);
-    void evaluate(const Batch::Entry& e, cpu::KvState& kv, std::span<float> out);
+    void evaluate(const Batch::Entry& e, Sequence& s, std::span<float> out);
+    void record_for_mtp(MtpTrack& t, uint64_t pos, std::span<const int32_t> chunk);
+    void mtp_catch_up(MtpTrack& t, uint64_t p);
 };
 
 void Engine::Impl::validate(const Batch& batch) {
@@ -104,7 +145,8 @@ void Engine::Impl::validate(const Batch& batch) {
     seen.clear();
     for (size_t i = 0; i < batch.size(); ++i) {
         const Batch::Entry e = batch[i];
-        cpu::KvState& kv = state(e.seq);
+        Sequence& s = sequence(e.seq);
+        const cpu::KvState& kv = s.kv;
         if (std::find(seen.begin(), seen.end(), e.seq) != seen.end())
             fail("engine: sequence ", e.seq, " appears more than once in the batch (entry ", i, ")");
         seen.push_back(e.seq);
@@ -125,13 +167,14 @@ void Engine::Impl::validate(const Batch& batch) {
             fail("engine: sequence ", e.seq, ": ", e.tokens.size(), " tokens at position ",
                  kv.n_tokens(), " exceed the context size ", kv.ctx(), " (room for ",
                  kv.ctx() - kv.n_tokens(), ")");
-        states.push_back(&kv);
+        states.push_back(&s);
     }
 }
 
 // Feeds one entry in chunks of at most kPrefillChunk tokens (any split gives the same
 // logits, model.md §8) so the scratch stays bounded whatever the prompt length.
-void Engine::Impl::evaluate(const Batch::Entry& e, cpu::KvState& kv, std::span<float> out) {
+void Engine::Impl::evaluate(const Batch::Entry& e, Sequence& s, std::span<float> out) {
+    cpu::KvState& kv = s.kv;
     // ds4 numerics (quantized activations) for block-quantized models; F32/F16 models
     // keep the exact path that reproduces the official goldens.
     const cpu::NumericsScope numerics(cpu::default_numerics(model->weights()));
@@ -143,9 +186,36 @@ void Engine::Impl::evaluate(const Batch::Entry& e, cpu::KvState& kv, std::span<f
         const size_t first_row = next_row;
         while (next_row < e.logits_at.size() && e.logits_at[next_row] < begin + n)
             chunk_rows.push_back(static_cast<uint32_t>(e.logits_at[next_row++] - begin));
-        forward->eval(kv, kv.n_tokens(), e.tokens.subspan(begin, n), chunk_rows,
+        const uint64_t pos = kv.n_tokens();
+        forward->eval(kv, pos, e.tokens.subspan(begin, n), chunk_rows,
                       out.subspan(first_row * V, chunk_rows.size() * V));
+        if (s.mtp) record_for_mtp(*s.mtp, pos, e.tokens.subspan(begin, n));
     }
+}
+
+// Keeps the final HC states and tokens of the chunk's last `ring` positions.
+void Engine::Impl::record_for_mtp(MtpTrack& t, uint64_t pos, std::span<const int32_t> chunk) {
+    const uint64_t n = chunk.size(), hcd = hp.hc_dim();
+    for (uint64_t i = n > t.ring ? n - t.ring : 0; i < n; ++i) {
+        const uint64_t slot = (pos + i) % t.ring;
+        const std::span<const float> x = forward->final_hc(static_cast<uint32_t>(i));
+        std::copy(x.begin(), x.end(), t.hc.begin() + static_cast<std::ptrdiff_t>(slot * hcd));
+        t.tokens[slot] = chunk[i];
+    }
+}
+
+// Brings the MTP window cache to positions [0, p): row q pairs the final HC state of q with
+// the token at q + 1. A row depends only on its own slot's input (it is appended before
+// the block attends), so rows older than p's window are skipped rather than computed.
+void Engine::Impl::mtp_catch_up(MtpTrack& t, uint64_t p) {
+    cpu::KvState& cache = t.cache;
+    if (cache.n_tokens() > p) cache.rewind(p);
+    const uint64_t first = p + 1 > t.ring ? p + 1 - t.ring : 0;
+    if (cache.n_tokens() < first) cache.advance(first - cache.n_tokens());
+    const uint64_t hcd = hp.hc_dim();
+    for (uint64_t q = cache.n_tokens(); q < p; ++q)
+        mtp_forward->eval(cache, q, {&t.tokens[(q + 1) % t.ring], 1},
+                          {t.hc.data() + (q % t.ring) * hcd, hcd}, {}, {});
 }
 
 Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -172,6 +242,13 @@ Engine Engine::open(const std::string& path, const EngineOptions& options) {
     impl->model = std::make_unique<cpu::CpuModel>(impl->hp, impl->weights);
     impl->pool = std::make_unique<cpu::ThreadPool>(impl->opt.threads);
     impl->forward = std::make_unique<cpu::CpuForward>(*impl->model, impl->pool.get());
+    if (!options.mtp_path.empty()) {
+        const gguf::File& mf = impl->mtp_file.emplace(gguf::File::open(options.mtp_path));
+        model::check_mtp_tensors(mf, impl->hp);
+        cpu::add_gguf_views(impl->weights, mf);
+        impl->mtp_model = std::make_unique<cpu::MtpModel>(impl->hp, impl->weights);
+        impl->mtp_forward = std::make_unique<cpu::MtpForward>(*impl->mtp_model, impl->pool.get());
+    }
     return Engine(std::move(impl));
 }
 
@@ -186,16 +263,16 @@ MemoryEstimate Engine::memory_estimate(uint64_t ctx) const {
 }
 
 SequenceId Engine::create_sequence() {
-    std::unique_ptr<cpu::KvState> kv;
+    std::unique_ptr<Sequence> s;
     if (!impl_->spare.empty()) {
-        kv = std::move(impl_->spare.back());
+        s = std::move(impl_->spare.back());
         impl_->spare.pop_back();
-        kv->reset();
+        s->reset();
     } else {
-        kv = std::make_unique<cpu::KvState>(impl_->hp, impl_->opt.ctx);
+        s = std::make_unique<Sequence>(impl_->hp, impl_->opt.ctx, impl_->mtp_model.get());
     }
     const SequenceId id = impl_->next_id++;
-    impl_->sequences.emplace(id, std::move(kv));
+    impl_->sequences.emplace(id, std::move(s));
     return id;
 }
 
@@ -205,7 +282,7 @@ void Engine::free_sequence(SequenceId seq) {
     impl_->spare.push_back(std::move(node.mapped()));
 }
 
-void Engine::reset_sequence(SequenceId seq) { impl_->state(seq).reset(); }
+void Engine::reset_sequence(SequenceId seq) { impl_->sequence(seq).reset(); }
 uint64_t Engine::sequence_length(SequenceId seq) const { return impl_->state(seq).n_tokens(); }
 size_t Engine::sequence_count() const { return impl_->sequences.size(); }
 
@@ -225,18 +302,51 @@ void Engine::step(const Batch& batch, Logits& out) {
     size_t row = 0;
     for (size_t i = 0; i < batch.size(); ++i) {
         const Batch::Entry e = batch[i];
-        cpu::KvState& kv = *m.states[i];
-        const uint64_t start = kv.n_tokens();
+        Sequence& s = *m.states[i];
+        const uint64_t start = s.kv.n_tokens();
         for (uint32_t r : e.logits_at) out.info_.push_back(Logits::RowInfo{e.seq, start + r});
         try {
-            m.evaluate(e, kv, std::span<float>(out.values_).subspan(row * V, e.logits_at.size() * V));
+            m.evaluate(e, s, std::span<float>(out.values_).subspan(row * V, e.logits_at.size() * V));
         } catch (...) {
             // Not expected once validation passed; a half-evaluated state is unusable.
-            kv.reset();
+            s.reset();
             throw;
         }
         row += e.logits_at.size();
     }
+}
+
+bool Engine::has_mtp() const { return impl_->mtp_model != nullptr; }
+
+void Engine::mtp_draft(SequenceId seq, int32_t next, std::span<float> logits) {
+    Impl& m = *impl_;
+    if (!m.mtp_model) fail("engine: no MTP model (open the engine with EngineOptions::mtp_path)");
+    Sequence& s = m.sequence(seq);
+    const uint64_t len = s.kv.n_tokens();
+    if (len == 0) fail("engine: sequence ", seq, " is empty: an MTP draft needs its last token's state");
+    if (next < 0 || static_cast<uint64_t>(next) >= m.hp.n_vocab)
+        fail("engine: MTP draft token id ", next, " is out of range [0, ", m.hp.n_vocab, ")");
+    if (logits.size() < m.hp.n_vocab)
+        fail("engine: MTP draft logits buffer holds ", logits.size(), " values, need ", m.hp.n_vocab);
+    MtpTrack& t = *s.mtp;
+    const cpu::NumericsScope numerics(cpu::default_numerics(m.mtp_model->block().weights()));
+    const uint64_t p = len - 1, hcd = m.hp.hc_dim();
+    const uint32_t row0 = 0;
+    try {
+        m.mtp_catch_up(t, p);
+        m.mtp_forward->eval(t.cache, p, {&next, 1}, {t.hc.data() + (p % t.ring) * hcd, hcd}, {&row0, 1},
+                            logits.first(m.hp.n_vocab));
+        t.cache.rewind(p);  // the row of `next` is a guess: recomputed once the token is known
+    } catch (...) {
+        t.cache.reset();  // rebuilt from the recorded states by the next draft
+        throw;
+    }
+}
+
+std::vector<float> Engine::mtp_draft(SequenceId seq, int32_t next) {
+    std::vector<float> out(impl_->hp.n_vocab);
+    mtp_draft(seq, next, out);
+    return out;
 }
 
 }  // namespace ds4
