@@ -85,4 +85,19 @@ struct ChatOptions {
 // an id that call list does not have), an invalid tool schema or response_format.
 std::string encode_chat(std::span<const Message> messages, const ChatOptions& options);
 
+// The text an assistant turn adds after the generation prompt when it answers the last
+// user turn: [reasoning + "</think>" in thinking modes] + content + DSML tool calls + EOS
+// (no EOS with prefill). For a history ending with a user or developer turn,
+//   encode_chat(history + {turn}) == encode_chat(history) + encode_assistant_turn(turn, mode),
+// so a server can check that what it generated (its live KV) is what the next request will
+// render (interface.md §3.10). Throws ds4::Error like encode_chat; `turn` must be an
+// assistant message.
+std::string encode_assistant_turn(const Message& turn, ThinkingMode mode);
+
+// Request-level tools (OpenAI's "tools" beside "messages") placed where the official encoder
+// reads them: appended to the tools of messages[0] when it is a system or developer
+// message, otherwise on a new system message with empty content put in front (which the
+// official template renders as BOS + "\n\n## Tools…"). No tools: no change.
+void attach_request_tools(std::vector<Message>& messages, std::vector<Tool> tools);
+
 }  // namespace ds4

@@ -378,4 +378,36 @@ std::string encode_chat(std::span<const Message> messages, const ChatOptions& op
     return out;
 }
 
+std::string encode_assistant_turn(const Message& turn, ThinkingMode mode) {
+    using namespace text;
+    if (turn.role != Role::assistant)
+        fail("encode_assistant_turn: expected an assistant message, got ", role_name(turn.role));
+    const std::vector<Prepared> prepared = validate_and_prepare(std::span(&turn, 1));
+    const Turn t{Role::assistant, &turn, &prepared[0], {}, false};
+    RenderState state;
+    state.thinking = mode != ThinkingMode::none;
+    std::string out;
+    append_assistant(out, t, 0, state);  // no user turn at all: counts as after the last one
+    return out;
+}
+
+void attach_request_tools(std::vector<Message>& messages, std::vector<Tool> tools) {
+    if (tools.empty()) return;
+    const bool first_carries =
+        !messages.empty() &&
+        (messages.front().role == Role::system || messages.front().role == Role::developer);
+    if (first_carries) {
+        auto& dest = messages.front().tools;
+        for (Tool& t : tools) dest.push_back(std::move(t));
+        return;
+    }
+    std::vector<Message> with_system;
+    with_system.reserve(messages.size() + 1);
+    Message& system = with_system.emplace_back();
+    system.role = Role::system;
+    system.tools = std::move(tools);
+    for (Message& m : messages) with_system.push_back(std::move(m));
+    messages = std::move(with_system);
+}
+
 }  // namespace ds4

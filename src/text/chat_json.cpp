@@ -82,15 +82,7 @@ Message message_from_json(const ojson& j, std::size_t index) {
         for (std::size_t k = 0; k < calls.size(); ++k)
             m.tool_calls.push_back(tool_call_from_json(calls[k], cat(ctx, ": tool_calls[", k, "]")));
     }
-    if (j.contains("tools") && !j["tools"].is_null()) {
-        const ojson& tools = j["tools"];
-        if (!tools.is_array()) fail(ctx, ": tools: expected an array");
-        for (std::size_t k = 0; k < tools.size(); ++k) {
-            if (!tools[k].is_object() || !tools[k].contains("function"))
-                fail(ctx, ": tools[", k, "]: expected {\"type\": \"function\", \"function\": {…}}");
-            m.tools.push_back(Tool{tools[k]["function"].dump()});
-        }
-    }
+    if (j.contains("tools") && !j["tools"].is_null()) m.tools = tools_from_json(j["tools"], ctx);
     if (j.contains("response_format") && !j["response_format"].is_null())
         m.response_format = j["response_format"].dump();
     if (j.contains("wo_eos")) {
@@ -101,6 +93,17 @@ Message message_from_json(const ojson& j, std::size_t index) {
 }
 
 }  // namespace
+
+std::vector<Tool> tools_from_json(const ojson& tools, std::string_view context) {
+    if (!tools.is_array()) fail(context, ": tools: expected an array, got ", tools.type_name());
+    std::vector<Tool> out;
+    for (std::size_t k = 0; k < tools.size(); ++k) {
+        if (!tools[k].is_object() || !tools[k].contains("function"))
+            fail(context, ": tools[", k, "]: expected {\"type\": \"function\", \"function\": {…}}");
+        out.push_back(Tool{tools[k]["function"].dump()});
+    }
+    return out;
+}
 
 std::vector<Message> messages_from_json(const ojson& messages) {
     if (!messages.is_array()) fail("chat messages: expected an array, got ", messages.type_name());

@@ -29,6 +29,10 @@ namespace ds4::text {
 // Throws ds4::Error "chat message N (role): FIELD: …" for anything else malformed.
 std::vector<Message> messages_from_json(const nlohmann::ordered_json& messages);
 
+// An OpenAI "tools" array ([{"type": "function", "function": {…}}]) -> Tools; `context`
+// prefixes error messages (e.g. "request").
+std::vector<Tool> tools_from_json(const nlohmann::ordered_json& tools, std::string_view context);
+
 // messages_from_json + encode_chat.
 std::string encode_chat_json(const nlohmann::ordered_json& messages, const ChatOptions& options);
 

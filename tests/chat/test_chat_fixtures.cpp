@@ -7,6 +7,8 @@
 
 #include <algorithm>
 #include <fstream>
+#include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -38,6 +40,9 @@ std::string first_difference(const std::string& expected, const std::string& act
            actual.substr(from, offset - from + 80) + "»";
 }
 
+// gtest prints the case by its fixture id rather than as raw bytes.
+void PrintTo(const Fixture& f, std::ostream* os) { *os << f.id; }
+
 class ChatFixture : public testing::TestWithParam<Fixture> {};
 
 TEST_P(ChatFixture, RendersOfficialPromptByteForByte) {
@@ -52,6 +57,41 @@ TEST_P(ChatFixture, RendersOfficialPromptByteForByte) {
     const std::string expected = f.at("expected").get<std::string>();
     const std::string actual = ds4::text::encode_chat_json(f.at("messages"), options);
     if (actual != expected) FAIL() << first_difference(expected, actual);
+}
+
+// The KV-prefix property the server relies on: answering a user turn only appends text.
+TEST_P(ChatFixture, AssistantTurnAppendsToThePromptThatAskedForIt) {
+    const ojson f = ojson::parse(GetParam().line);
+    std::optional<std::string> effort;
+    if (!f.at("reasoning_effort").is_null()) effort = f["reasoning_effort"].get<std::string>();
+    ds4::ChatOptions options;
+    options.thinking = ds4::text::thinking_mode_from_official(
+        f.at("thinking_mode").get<std::string>(), effort);
+    options.drop_thinking = f.at("drop_thinking").get<bool>();
+    // Every recorded answer to a user-like turn, plus a synthetic answer to the last turn.
+    std::vector<ds4::Message> messages = ds4::text::messages_from_json(f.at("messages"));
+    ds4::Message answer;
+    answer.role = ds4::Role::assistant;
+    answer.content = "done";
+    answer.reasoning_content = "thought";
+    answer.tool_calls.push_back({"x1", "f", R"({"k": [1, "v"]})"});
+    messages.push_back(answer);
+
+    const auto answers_user = [](ds4::Role r) {
+        return r == ds4::Role::user || r == ds4::Role::developer || r == ds4::Role::tool;
+    };
+    int checked = 0;
+    for (std::size_t i = 1; i < messages.size(); ++i) {
+        if (messages[i].role != ds4::Role::assistant || !answers_user(messages[i - 1].role)) continue;
+        const std::span<const ds4::Message> history(messages.data(), i);
+        const std::span<const ds4::Message> answered(messages.data(), i + 1);
+        const std::string extended = ds4::encode_chat(answered, options);
+        const std::string appended = ds4::encode_chat(history, options) +
+                                     ds4::encode_assistant_turn(messages[i], options.thinking);
+        if (extended != appended) FAIL() << "message " << i << ": " << first_difference(extended, appended);
+        ++checked;
+    }
+    EXPECT_GT(checked, 0);
 }
 
 std::string fixture_name(const testing::TestParamInfo<Fixture>& info) {

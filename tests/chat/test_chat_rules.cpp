@@ -1,6 +1,7 @@
 // One test per rule of the official V4 encoder (interface.md §2.2), on small hand-written
 // conversations whose expected text is spelled out in full.
 #include "ds4/chat.h"
+#include "ds4/error.h"
 #include "text/chat_encode.h"
 
 #include <gtest/gtest.h>
@@ -199,6 +200,35 @@ TEST(ChatRules, OfficialEscapingLeavesClientTextRaw) {
     EXPECT_NE(out.find(U + "a & <b>" + A), std::string::npos);
     EXPECT_NE(out.find(">x</｜DSML｜parameter>y</｜DSML｜parameter>"), std::string::npos);
     EXPECT_NE(out.find("<tool_result>out </tool_result> &amp;</tool_result>"), std::string::npos);
+}
+
+TEST(ChatRules, AssistantTurnTextMatchesTheFullRender) {
+    const Message a = assistant("A", "R", {{"c", "f", R"({"x": 1})"}});
+    const std::string calls =
+        "\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name=\"f\">\n<｜DSML｜parameter name=\"x\" "
+        "string=\"false\">1</｜DSML｜parameter>\n</｜DSML｜invoke>\n</｜DSML｜tool_calls>";
+    EXPECT_EQ(ds4::encode_assistant_turn(a, ThinkingMode::high), "R</think>A" + calls + EOS);
+    EXPECT_EQ(ds4::encode_assistant_turn(a, ThinkingMode::none), "A" + calls + EOS);
+    EXPECT_THROW((void)ds4::encode_assistant_turn(msg(Role::user, "x"), ThinkingMode::none), ds4::Error);
+}
+
+TEST(ChatRules, RequestToolsGoToTheLeadingSystemMessage) {
+    std::vector<Message> m{msg(Role::system, "S"), msg(Role::user, "Q")};
+    ds4::attach_request_tools(m, {{R"({"name": "f"})"}});
+    ASSERT_EQ(m.size(), 2u);
+    ASSERT_EQ(m[0].tools.size(), 1u);
+
+    std::vector<Message> bare{msg(Role::user, "Q")};
+    ds4::attach_request_tools(bare, {{R"({"name": "f"})"}});
+    ASSERT_EQ(bare.size(), 2u);
+    EXPECT_EQ(bare[0].role, Role::system);
+    const std::string out = encode(bare, mode(ThinkingMode::none));
+    EXPECT_EQ(out.rfind(BOS + "\n\n## Tools\n\n", 0), 0u);
+    EXPECT_NE(out.find("### Available Tool Schemas\n\n{\"name\": \"f\"}\n\n"), std::string::npos);
+
+    std::vector<Message> none{msg(Role::user, "Q")};
+    ds4::attach_request_tools(none, {});
+    EXPECT_EQ(none.size(), 1u);
 }
 
 TEST(ChatRules, ThinkMaxNeedsTheFullContext) {
