@@ -34,7 +34,7 @@ inline std::vector<uint8_t> payload_of(size_t n, uint8_t seed) {
     return p;
 }
 
-inline StoreRequest request(const std::string& text, const std::vector<uint8_t>& payload,
+inline StoreRequest request(std::string_view text, const std::vector<uint8_t>& payload,
                             uint32_t tokens) {
     StoreRequest r;
     r.text = text;
