@@ -442,5 +442,31 @@ TEST(ConvertMtp, TypePolicyFollowsTheReleasedMtpFile) {
         EXPECT_EQ(t.type, t.dims.size() == 1 ? GgmlType::F32 : GgmlType::F16) << t.name;
 }
 
+// --mtp-out needs the block: a checkpoint without it, or with a piece missing, fails
+// before anything is written, naming what is missing.
+TEST(ConvertMtp, MissingBlockOrTensorIsNamed) {
+    ScratchDir dir;
+    const st::File golden = st::File::open(kTiny);
+    const std::map<std::string, std::string> meta = {
+        {"model_args", golden.metadata().at("model_args")}};
+    std::vector<StEntry> no_mtp, no_hnorm;
+    for (const StEntry& e : entries_of(golden)) {
+        if (!e.name.starts_with("mtp.")) no_mtp.push_back(e);
+        if (e.name != "mtp.0.hnorm.weight") no_hnorm.push_back(e);
+    }
+    write_safetensors(dir / "no_mtp.safetensors", no_mtp, meta);
+    write_safetensors(dir / "no_hnorm.safetensors", no_hnorm, meta);
+    ConvertOptions o = opts(TypePolicy::F32);
+    o.mtp_output = dir / "mtp.gguf";
+    std::string msg = expect_error([&] { convert_checkpoint(dir / "no_mtp.safetensors", dir / "a.gguf", o); });
+    EXPECT_NE(msg.find("no MTP block"), std::string::npos) << msg;
+    msg = expect_error([&] { convert_checkpoint(dir / "no_hnorm.safetensors", dir / "b.gguf", o); });
+    EXPECT_NE(msg.find("mtp.0.hnorm.weight"), std::string::npos) << msg;
+    EXPECT_FALSE(fs::exists(dir / "mtp.gguf"));
+    EXPECT_FALSE(fs::exists(dir / "b.gguf"));
+    // without --mtp-out the same checkpoint converts (the block is optional then)
+    EXPECT_NO_THROW(convert_checkpoint(dir / "no_mtp.safetensors", dir / "c.gguf", opts(TypePolicy::F32)));
+}
+
 }  // namespace
 }  // namespace ds4::convert

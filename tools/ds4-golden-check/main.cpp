@@ -1,4 +1,5 @@
 // ds4-golden-check FILE.safetensors [--type f32|f16|q8_0|q2|q4] [--threads N] [--keep DIR]
+//                  [--fast] [--no-mtp]
 // Converts the checkpoint inside a golden file to a temporary GGUF, runs it on the CPU
 // forward pass and compares with the file's reference logits (see golden_check.h).
 // Exit status 0 when every bound holds, 1 when one is violated, 2 on errors.
@@ -25,6 +26,8 @@ int main(int argc, char** argv) {
                 opt.threads = static_cast<unsigned>(std::stoul(value()));
             else if (arg == "--fast")
                 opt.fast_numerics = true;
+            else if (arg == "--no-mtp")
+                opt.mtp = false;
             else if (arg == "--keep") {
                 opt.work_dir = value();
                 opt.keep_gguf = true;
@@ -32,8 +35,9 @@ int main(int argc, char** argv) {
                 std::puts(
                     "usage: ds4-golden-check FILE.safetensors [--type f32|f16|q8_0|q2|q4] "
                     "[--threads N] "
-                    "[--keep DIR] [--fast]\n"
-                    "  --fast  run with the engine's fast CPU numerics (default: exact decode)");
+                    "[--keep DIR] [--fast] [--no-mtp]\n"
+                    "  --fast    run with the engine's fast CPU numerics (default: exact decode)\n"
+                    "  --no-mtp  skip the MTP block check (mode d; run when the file has the block)");
                 return 0;
             } else if (arg.starts_with("-"))
                 ds4::fail("unknown option ", arg);
