@@ -1,7 +1,7 @@
-// ds4-bench-quant: throughput of the quant kernels (dequantize and matvec dots) per
-// weight type and ISA, in GB/s of weight bytes and as a ratio to the memory copy
-// bandwidth measured by the same binary at start-up (STREAM convention: a copy of B
-// bytes moves 2·B bytes).
+// ds4-bench-quant: throughput of the quant kernels (dequantize and matvec dots; for
+// Q8_0 also "matvec4", the multi-row kernel kDotRows rows per call) per weight type
+// and ISA, in GB/s of weight bytes and as a ratio to the memory copy bandwidth measured
+// by the same binary at start-up (STREAM convention: a copy of B bytes moves 2·B bytes).
 //
 // Shapes: 2048 rows × 4096 (one routed-expert gate/up matrix; a matvec = one dot per
 // row) for every type, and 32768 rows × 4096 (a quarter of the output head) for Q8_0
@@ -332,6 +332,20 @@ void matvec_rows(const Kernels& k, GgmlType t, const uint8_t* w, size_t row_byte
     }
 }
 
+// Q8_0 only: y[r] for r in [r0, r1), kDotRows rows per call of the multi-row kernel
+// (single-row dots for the remainder).
+void matvec_rows_multi(const Kernels& k, const uint8_t* w, size_t row_bytes, const Activations& x, float* y,
+                       int64_t cols, int64_t r0, int64_t r1) {
+    auto row = [&](int64_t r) { return reinterpret_cast<const BlockQ8_0*>(w + static_cast<size_t>(r) * row_bytes); };
+    int64_t r = r0;
+    for (; r + kDotRows <= r1; r += kDotRows) {
+        const BlockQ8_0* rows[kDotRows];
+        for (int i = 0; i < kDotRows; ++i) rows[i] = row(r + i);
+        k.dot_q8_0_q8_0f_rows(rows, x.q8_0f.data(), cols, y + r);
+    }
+    for (; r < r1; ++r) y[r] = k.dot_q8_0_q8_0f(row(r), x.q8_0f.data(), cols);
+}
+
 // Dequantizes rows [r0, r1) into one row-sized buffer (L1-resident), keeping a checksum.
 float dequant_rows(const Kernels& k, GgmlType t, const uint8_t* w, size_t row_bytes, float* buf, int64_t cols,
                    int64_t r0, int64_t r1) {
@@ -351,7 +365,7 @@ float dequant_rows(const Kernels& k, GgmlType t, const uint8_t* w, size_t row_by
     return check;
 }
 
-enum class Op { Matvec, Dequant };
+enum class Op { Matvec, MatvecRows, Dequant };
 
 struct KernelCase {
     Op op;
@@ -374,6 +388,11 @@ void bm_kernel(benchmark::State& state, KernelCase c) {
         if (c.op == Op::Matvec) {
             pool.run(c.shape.rows, [&](int, int64_t r0, int64_t r1) {
                 matvec_rows(*c.kernels, c.type, m, w.row_bytes, x, y.data(), c.shape.cols, r0, r1);
+            });
+            benchmark::DoNotOptimize(y.data());
+        } else if (c.op == Op::MatvecRows) {
+            pool.run(c.shape.rows, [&](int, int64_t r0, int64_t r1) {
+                matvec_rows_multi(*c.kernels, m, w.row_bytes, x, y.data(), c.shape.cols, r0, r1);
             });
             benchmark::DoNotOptimize(y.data());
         } else {
@@ -412,11 +431,13 @@ void register_all() {
         std::vector<std::pair<Shape, bool>> cases = {{{32, 4096}, false}, {{2048, 4096}, false}, {{2048, 4096}, true}};
         if (type == GgmlType::Q8_0 || type == GgmlType::F16) cases.push_back({{32768, 4096}, false});
         for (const auto& [shape, cold] : cases) {
-            for (Op op : {Op::Matvec, Op::Dequant}) {
+            for (Op op : {Op::Matvec, Op::MatvecRows, Op::Dequant}) {
+                if (op == Op::MatvecRows && type != GgmlType::Q8_0) continue;
                 for (const Kernels* k : available_kernels()) {
                     for (int t : thread_counts) {
                         const char* mode = shape.rows > 2048 ? "dram" : shape.rows < 2048 ? "l2" : cold ? "cold" : "hot";
-                        const std::string name = std::string(op == Op::Matvec ? "matvec/" : "dequant/") +
+                        const char* op_name = op == Op::Matvec ? "matvec/" : op == Op::MatvecRows ? "matvec4/" : "dequant/";
+                        const std::string name = std::string(op_name) +
                                                  ggml_type_name(type) + "/" + isa_name(k->isa) + "/" +
                                                  std::to_string(shape.rows) + "x" + std::to_string(shape.cols) + "/" +
                                                  mode + "/threads:" +

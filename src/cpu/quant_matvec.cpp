@@ -99,9 +99,24 @@ void fast_matmul(const TensorView& w, uint64_t row0, uint64_t n_rows, uint32_t n
     const uint64_t stride = w.row_bytes();
     const auto* base = static_cast<const std::byte*>(w.data) + row0 * stride;
     const auto len = static_cast<int64_t>(n);
-    // Each weight row is loaded once and applied to every token of the chunk.
+    // Each weight row is loaded once and applied to every token of the chunk; Q8_0 rows
+    // go kDotRows at a time through the multi-row kernel (same bits as one by one).
+    const bool multi_row = w.type == GgmlType::Q8_0;
     parallel_for(pool, n_rows, 16, [&](uint64_t b, uint64_t e) {
-        for (uint64_t i = b; i < e; ++i)
+        uint64_t i = b;
+        if (multi_row) {
+            for (; i + quant::kDotRows <= e; i += quant::kDotRows) {
+                const quant::BlockQ8_0* rows[quant::kDotRows];
+                for (int r = 0; r < quant::kDotRows; ++r)
+                    rows[r] = reinterpret_cast<const quant::BlockQ8_0*>(base + (i + r) * stride);
+                for (uint32_t t = 0; t < n_tok; ++t) {
+                    float out[quant::kDotRows];
+                    kernels().dot_q8_0_q8_0f_rows(rows, static_cast<const quant::BlockQ8_0F*>(act(t)), len, out);
+                    std::copy_n(out, quant::kDotRows, y + t * y_stride + i);
+                }
+            }
+        }
+        for (; i < e; ++i)
             for (uint32_t t = 0; t < n_tok; ++t) y[t * y_stride + i] = dot_prepared(w.type, base + i * stride, act(t), len);
     });
 }

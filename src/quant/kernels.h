@@ -30,7 +30,13 @@ struct Kernels {
     float (*dot_q8_0_q8_0f)(const BlockQ8_0* w, const BlockQ8_0F* x, int64_t n);
     float (*dot_f16_f32)(const uint16_t* w, const float* x, int64_t n);
     float (*dot_f32_f32)(const float* w, const float* x, int64_t n);
+    // out[r] = dot_q8_0_q8_0f(w[r], x, n) for r < kDotRows, bit for bit: the rows share
+    // the activation loads and the activation-scale work (the decode matvec shape).
+    void (*dot_q8_0_q8_0f_rows)(const BlockQ8_0* const* w, const BlockQ8_0F* x, int64_t n, float* out);
 };
+
+// Rows per call of Kernels::dot_q8_0_q8_0f_rows.
+constexpr int kDotRows = 4;
 
 const Kernels& scalar_kernels();
 const Kernels* avx2_kernels();    // nullptr when not compiled in or not supported

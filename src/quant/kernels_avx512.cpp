@@ -225,7 +225,8 @@ constexpr GroupScales make_group_scales() {
 }
 constexpr GroupScales kGroupScales = make_group_scales();
 
-// The 32 sign bits (one per value, bit j of byte k = value 8k+j) of a group's sign word.
+// The 32 sign bits (one per value, bit j of byte k = value 8k+j) of a group's sign word
+// (used by the dequantizer).
 inline uint32_t group_sign_bits(uint32_t word) {
     const auto& s = detail::kIq2SignBytes.v;
     return static_cast<uint32_t>(s[word & 127]) | static_cast<uint32_t>(s[(word >> 7) & 127]) << 8 |
@@ -233,26 +234,62 @@ inline uint32_t group_sign_bits(uint32_t word) {
            static_cast<uint32_t>(s[(word >> 21) & 127]) << 24;
 }
 
-inline __m512i group_grid(uint32_t lo_word, uint32_t hi_word) {
-    return _mm512_set_epi64(grid(hi_word >> 24), grid((hi_word >> 16) & 0xff), grid((hi_word >> 8) & 0xff),
-                            grid(hi_word & 0xff), grid(lo_word >> 24), grid((lo_word >> 16) & 0xff),
-                            grid((lo_word >> 8) & 0xff), grid(lo_word & 0xff));
+// parity(i & 15) in bit 7 of byte i (per 128-bit lane, for pshufb).
+struct NibbleParity {
+    alignas(32) uint8_t v[32];
+};
+constexpr NibbleParity make_nibble_parity() {
+    NibbleParity t{};
+    for (int i = 0; i < 32; ++i) {
+        const int nib = i & 15;
+        t.v[i] = static_cast<uint8_t>(((nib ^ (nib >> 1) ^ (nib >> 2) ^ (nib >> 3)) & 1) << 7);
+    }
+    return t;
+}
+constexpr NibbleParity kNibbleParity = make_nibble_parity();
+
+// A block's 256 sign bits (bit i = value i negative), decoded in one vector pass instead
+// of 32 table lookups: the eight sign words' 7-bit fields into bytes, plus the parity
+// bit (formats.md §3.6, == kIq2Signs[s]). Byte 4g + k is sub-group k of group g.
+inline __m256i iq2_xxs_sign_bytes(const BlockIQ2XXS& w) {
+    const __m512i words = load512(w.qs);  // a0 s0 a1 s1 … a7 s7
+    const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 1, 3, 5, 7, 9, 11, 13, 15);
+    const __m256i s = _mm512_castsi512_si256(_mm512_permutexvar_epi32(odd, words));
+    __m256i b = _mm256_and_si256(s, _mm256_set1_epi32(0x7f));
+    b = _mm256_ternarylogic_epi32(b, _mm256_slli_epi32(s, 1), _mm256_set1_epi32(0x7f00), 0xf8);  // b | (x & m)
+    b = _mm256_ternarylogic_epi32(b, _mm256_slli_epi32(s, 2), _mm256_set1_epi32(0x7f0000), 0xf8);
+    b = _mm256_ternarylogic_epi32(b, _mm256_slli_epi32(s, 3), _mm256_set1_epi32(0x7f000000), 0xf8);
+    const __m256i m4 = _mm256_set1_epi8(15);
+    const __m256i table = load256(kNibbleParity.v);
+    const __m256i par = _mm256_xor_si256(_mm256_shuffle_epi8(table, _mm256_and_si256(b, m4)),
+                                         _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(b, 4), m4)));
+    return _mm256_or_si256(b, par);
+}
+
+// Four 8-byte grid rows, each broadcast straight from memory (a load µop) and blended
+// (any vector ALU port): no inserts on the shuffle port.
+inline __m256i grid_rows4(const uint8_t* index) {
+    const auto row = [](uint8_t i) { return _mm256_broadcast_sd(reinterpret_cast<const double*>(&kIq2Grid[i])); };
+    const __m256d a = _mm256_blend_pd(row(index[0]), row(index[1]), 0b0010);
+    const __m256d b = _mm256_blend_pd(row(index[2]), row(index[3]), 0b1000);
+    return _mm256_castpd_si256(_mm256_blend_pd(a, b, 0b1100));
 }
 
 inline int32_t iq2_xxs_block_sum(const BlockIQ2XXS& w, const BlockQ8K& x) {
+    alignas(32) uint64_t sign_bits[4];  // groups 2gp, 2gp+1 in sign_bits[gp]
+    _mm256_store_si256(reinterpret_cast<__m256i*>(sign_bits), iq2_xxs_sign_bytes(w));
+    const auto* bytes = reinterpret_cast<const uint8_t*>(w.qs);  // group g: bytes 8g..8g+7
     __m512i acc = _mm512_setzero_si512();
 #pragma GCC unroll 4
     for (int gp = 0; gp < QK_K / 64; ++gp) {  // two 32-value groups per vector
-        uint32_t aux[4];
-        std::memcpy(aux, &w.qs[8 * gp], sizeof(aux));
-        const __m512i mag = group_grid(aux[0], aux[2]);
+        const uint8_t* g0 = bytes + 16 * gp;
+        const __m512i mag = _mm512_inserti64x4(_mm512_castsi256_si512(grid_rows4(g0)), grid_rows4(g0 + 8), 1);
         const __m512i q8 = load512(x.qs + 64 * gp);
-        const __mmask64 weight_neg =
-            group_sign_bits(aux[1]) | static_cast<uint64_t>(group_sign_bits(aux[3])) << 32;
         // (±mag)·q8 = |q8| · (mag negated where exactly one of the two is negative)
-        const __m512i w8 = negate_where(mag, weight_neg ^ _mm512_movepi8_mask(q8));
+        const __mmask64 weight_neg = _cvtu64_mask64(sign_bits[gp]);
+        const __m512i w8 = negate_where(mag, _kxor_mask64(weight_neg, _mm512_movepi8_mask(q8)));
         const __m512i p = _mm512_maddubs_epi16(_mm512_abs_epi8(q8), w8);
-        const __m512i ls = load_2x256(kGroupScales.v[aux[1] >> 28], kGroupScales.v[aux[3] >> 28]);
+        const __m512i ls = load_2x256(kGroupScales.v[g0[7] >> 4], kGroupScales.v[g0[15] >> 4]);
         acc = _mm512_add_epi32(acc, _mm512_madd_epi16(p, ls));
     }
     return _mm512_reduce_add_epi32(acc);
@@ -284,15 +321,21 @@ float dot_q8_0_q8_0f_exact(const BlockQ8_0* w, const BlockQ8_0F* x, int64_t n) {
     return detail::reduce_lanes(lane);
 }
 
-// dw·dx of 16 consecutive blocks, assembled in registers (no gathers, no store→load
-// round trip; see the AVX2 file).
-inline __m512 q8_0_block_scales(const BlockQ8_0* w, const BlockQ8_0F* x) {
+// f32(dw) and dx of 16 consecutive blocks, assembled in registers (no gathers, no
+// store→load round trip; see the AVX2 file).
+inline __m512 q8_0_weight_scales(const BlockQ8_0* w) {
     auto d = [w](int i) { return static_cast<short>(w[i].d); };
     const __m256i d16 = _mm256_setr_epi16(d(0), d(1), d(2), d(3), d(4), d(5), d(6), d(7), d(8), d(9), d(10),
                                           d(11), d(12), d(13), d(14), d(15));
-    const __m512 dx = _mm512_setr_ps(x[0].d, x[1].d, x[2].d, x[3].d, x[4].d, x[5].d, x[6].d, x[7].d, x[8].d,
-                                     x[9].d, x[10].d, x[11].d, x[12].d, x[13].d, x[14].d, x[15].d);
-    return _mm512_mul_ps(_mm512_cvtph_ps(d16), dx);
+    return _mm512_cvtph_ps(d16);
+}
+inline __m512 q8_0_act_scales(const BlockQ8_0F* x) {
+    return _mm512_setr_ps(x[0].d, x[1].d, x[2].d, x[3].d, x[4].d, x[5].d, x[6].d, x[7].d, x[8].d, x[9].d,
+                          x[10].d, x[11].d, x[12].d, x[13].d, x[14].d, x[15].d);
+}
+// dw·dx of 16 consecutive blocks.
+inline __m512 q8_0_block_scales(const BlockQ8_0* w, const BlockQ8_0F* x) {
+    return _mm512_mul_ps(q8_0_weight_scales(w), q8_0_act_scales(x));
 }
 
 // 16 blocks per step; lanes 0..7 of the accumulator take blocks b..b+7 and then
@@ -328,6 +371,58 @@ float dot_q8_0_q8_0f(const BlockQ8_0* w, const BlockQ8_0F* x, int64_t n) {
             detail::q8_0_block_value(f16(w[b].d), x[b].d, q8_0_block_sum_exact(w[b], x[b]));
     }
     return detail::reduce_lanes(lane);
+}
+
+// kDotRows rows against one activation, each bit-identical to dot_q8_0_q8_0f: the
+// activation codes and scales are loaded once for all rows. As in the AVX2 version,
+// |w| is the unsigned operand and x negated where w < 0 the signed one, so an
+// activation code of −128 (never written by the Q8_0F quantizer) takes the exact path.
+void dot_q8_0_q8_0f_rows(const BlockQ8_0* const* w, const BlockQ8_0F* x, int64_t n, float* out) {
+    constexpr int kStep = 16;
+    const int64_t nb = n / QK8_0;
+    const __m512i ones = _mm512_set1_epi16(1);
+    __m512i x_min = _mm512_setzero_si512();
+    __m256 acc[kDotRows];
+    for (__m256& a : acc) a = _mm256_setzero_ps();
+    int64_t b = 0;
+    for (; b + kStep <= nb; b += kStep) {
+        const BlockQ8_0F* xb = x + b;
+        const __m512 dx = q8_0_act_scales(xb);
+        __m512i xv[kStep / 2];
+#pragma GCC unroll 8
+        for (int i = 0; i < kStep / 2; ++i) {
+            xv[i] = load_2x256(xb[2 * i].qs, xb[2 * i + 1].qs);
+            x_min = _mm512_min_epi8(x_min, xv[i]);
+        }
+#pragma GCC unroll 4
+        for (int r = 0; r < kDotRows; ++r) {
+            const BlockQ8_0* wb = w[r] + b;
+            __m512i sums[kStep / 2];
+#pragma GCC unroll 8
+            for (int i = 0; i < kStep / 2; ++i) {
+                const __m512i wv = load_2x256(wb[2 * i].qs, wb[2 * i + 1].qs);
+                const __m512i sx = negate_where(xv[i], _mm512_movepi8_mask(wv));
+                sums[i] = _mm512_madd_epi16(_mm512_maddubs_epi16(_mm512_abs_epi8(wv), sx), ones);
+            }
+            const __m512 isum = _mm512_cvtepi32_ps(transpose_sum16(sums));
+            const __m512 p = _mm512_mul_ps(_mm512_mul_ps(q8_0_weight_scales(wb), dx), isum);
+            acc[r] = _mm256_add_ps(acc[r], _mm512_castps512_ps256(p));
+            acc[r] = _mm256_add_ps(acc[r], _mm512_extractf32x8_ps(p, 1));
+        }
+    }
+    if (_mm512_cmpeq_epi8_mask(x_min, _mm512_set1_epi8(-128)) != 0) {
+        for (int r = 0; r < kDotRows; ++r) out[r] = dot_q8_0_q8_0f_exact(w[r], x, n);
+        return;
+    }
+    for (int r = 0; r < kDotRows; ++r) {
+        alignas(32) float lane[kLanes];
+        _mm256_store_ps(lane, acc[r]);
+        for (int64_t t = b; t < nb; ++t) {
+            lane[t % kLanes] +=
+                detail::q8_0_block_value(f16(w[r][t].d), x[t].d, q8_0_block_sum_exact(w[r][t], x[t]));
+        }
+        out[r] = detail::reduce_lanes(lane);
+    }
 }
 
 // ---- float rows (same accumulation precision as scalar, different order) ---------
@@ -527,6 +622,7 @@ const Kernels kAvx512Kernels = {
     .dot_q8_0_q8_0f = avx512::dot_q8_0_q8_0f,
     .dot_f16_f32 = avx512::dot_f16_f32,
     .dot_f32_f32 = avx512::dot_f32_f32,
+    .dot_q8_0_q8_0f_rows = avx512::dot_q8_0_q8_0f_rows,
 };
 
 }  // namespace ds4::quant::detail

@@ -113,6 +113,10 @@ float dot_q8_0_q8_0f(const BlockQ8_0* w, const BlockQ8_0F* x, int64_t n) {
     return detail::reduce_lanes(lane);
 }
 
+void dot_q8_0_q8_0f_rows(const BlockQ8_0* const* w, const BlockQ8_0F* x, int64_t n, float* out) {
+    for (int r = 0; r < kDotRows; ++r) out[r] = dot_q8_0_q8_0f(w[r], x, n);
+}
+
 // F16 rows: f32 products accumulated in f32, in order (§3.7).
 float dot_f16_f32(const uint16_t* w, const float* x, int64_t n) {
     float sum = 0.f;
@@ -147,6 +151,7 @@ const Kernels kScalarKernels = {
     .dot_q8_0_q8_0f = scalar::dot_q8_0_q8_0f,
     .dot_f16_f32 = scalar::dot_f16_f32,
     .dot_f32_f32 = scalar::dot_f32_f32,
+    .dot_q8_0_q8_0f_rows = scalar::dot_q8_0_q8_0f_rows,
 };
 
 }  // namespace ds4::quant::detail

@@ -23,6 +23,7 @@
 #include "cpu/quant_matvec.h"
 #include "ds4/error.h"
 #include "fast_test_util.h"
+#include "quant/kernels.h"
 
 namespace ds4::cpu::test {
 namespace {
@@ -133,6 +134,32 @@ INSTANTIATE_TEST_SUITE_P(Types, FastOp,
                          ::testing::Values(GgmlType::Q8_0, GgmlType::Q2_K, GgmlType::Q4_K, GgmlType::IQ2_XXS,
                                            GgmlType::F16),
                          [](const auto& param_info) { return ggml_type_name(param_info.param); });
+
+// Q8_0 rows go through the multi-row kernel kDotRows at a time (with single-row tails
+// where a thread's range is not a multiple): every element must equal the single-row
+// kernel's dot bit for bit, for row counts and offsets that leave every tail length.
+TEST(FastNumerics, Q80MultiRowMatvecEqualsSingleRowDots) {
+    constexpr uint64_t kRows = 103;
+    const RandomWeights w(GgmlType::Q8_0, kIn, kRows, 71);
+    const auto x = random_vector(kIn, 72);
+    std::vector<quant::BlockQ8_0F> xq(kIn / quant::QK8_0);
+    quant::quantize_row_q8_0f(x.data(), xq.data(), static_cast<int64_t>(kIn));
+    std::vector<float> ref(kRows);
+    for (uint64_t r = 0; r < kRows; ++r)
+        ref[r] = quant::best_kernels().dot_q8_0_q8_0f(static_cast<const quant::BlockQ8_0*>(w.view.row(r)), xq.data(),
+                                                      static_cast<int64_t>(kIn));
+    NumericsScope scope(Numerics::Fast);
+    for (unsigned threads : {1u, 2u, 3u}) {
+        ThreadPool pool(threads);
+        for (uint64_t row0 : {0u, 1u, 2u, 3u, 5u}) {
+            const uint64_t n = kRows - row0 - (row0 % 3);
+            std::vector<float> y(n);
+            matvec_rows(w.view, row0, n, x.data(), y.data(), &pool);
+            for (uint64_t i = 0; i < n; ++i)
+                ASSERT_EQ(y[i], ref[row0 + i]) << "row " << row0 + i << ", " << threads << " threads, row0 " << row0;
+        }
+    }
+}
 
 TEST(FastNumerics, F32WeightsAlwaysTakeTheExactPath) {
     EXPECT_FALSE(has_fast_path(GgmlType::F32));

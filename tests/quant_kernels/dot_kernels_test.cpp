@@ -262,6 +262,69 @@ TEST(IsaDot, Q80WeightMinus128AgainstNegativeActivation) {
     }
 }
 
+// The multi-row Q8_0 dot: every row of every ISA's dot_q8_0_q8_0f_rows (scalar's
+// included) bit-identical to the scalar single-row dot, across lengths that leave
+// tails, all weight/activation fills (the all −128 activations take the exact path) and
+// rows that differ from each other.
+TEST(IsaDot, Q80RowsBitExactWithSingleRowScalar) {
+    Rng rng(16);
+    int compared = 0;
+    for (int64_t nb : block_counts(QK8_0)) {
+        const int64_t n = nb * QK8_0;
+        for (Fill fill : kFills) {
+            for (ActFill afill : kActFills) {
+                std::vector<std::vector<BlockQ8_0>> rows;
+                for (int r = 0; r < kDotRows; ++r) rows.push_back(random_blocks<BlockQ8_0>(nb, fill, rng));
+                const auto x = random_q8_0f(nb, afill, rng);
+                const BlockQ8_0* ptrs[kDotRows];
+                for (int r = 0; r < kDotRows; ++r) ptrs[r] = rows[static_cast<size_t>(r)].data();
+                for (const Kernels* k : available_kernels()) {
+                    float got[kDotRows];
+                    k->dot_q8_0_q8_0f_rows(ptrs, x.data(), n, got);
+                    for (int r = 0; r < kDotRows; ++r) {
+                        const float want = scalar_kernels().dot_q8_0_q8_0f(ptrs[r], x.data(), n);
+                        EXPECT_EQ(float_bits(got[r]), float_bits(want))
+                            << isa_name(k->isa) << " row " << r << " n=" << n << " weights " << fill_name(fill)
+                            << ", activations " << act_fill_name(afill) << ": " << got[r] << " vs " << want;
+                        ++compared;
+                    }
+                }
+            }
+        }
+    }
+    EXPECT_GT(compared, 1000);
+}
+
+// One −128 activation code hidden in a row (the multi-row kernels' exact-path trigger),
+// and one −128 weight code (harmless there, the single-row kernels' trigger).
+TEST(IsaDot, Q80RowsMinus128Codes) {
+    Rng rng(17);
+    for (int64_t pos : {0, 31, 32 * 9 + 5, 32 * 17 + 3, 4095}) {
+        std::vector<std::vector<BlockQ8_0>> rows;
+        for (int r = 0; r < kDotRows; ++r) rows.push_back(random_blocks<BlockQ8_0>(128, Fill::Random, rng));
+        auto x = random_q8_0f(128, ActFill::Random, rng);
+        for (auto& b : x)
+            for (auto& q : b.qs) q = q == -128 ? -127 : q;
+        for (int variant = 0; variant < 2; ++variant) {
+            const size_t blk = static_cast<size_t>(pos / 32);
+            if (variant == 0) x[blk].qs[pos % 32] = -128;
+            if (variant == 1) {
+                x[blk].qs[pos % 32] = -5;
+                rows[1][blk].qs[pos % 32] = -128;
+            }
+            const BlockQ8_0* ptrs[kDotRows];
+            for (int r = 0; r < kDotRows; ++r) ptrs[r] = rows[static_cast<size_t>(r)].data();
+            for (const Kernels* k : available_kernels()) {
+                float got[kDotRows];
+                k->dot_q8_0_q8_0f_rows(ptrs, x.data(), 4096, got);
+                for (int r = 0; r < kDotRows; ++r)
+                    EXPECT_EQ(float_bits(got[r]), float_bits(scalar_kernels().dot_q8_0_q8_0f(ptrs[r], x.data(), 4096)))
+                        << isa_name(k->isa) << " variant " << variant << " position " << pos << " row " << r;
+            }
+        }
+    }
+}
+
 // ---- float rows -------------------------------------------------------------------
 
 struct FloatDotRef {
