@@ -121,14 +121,11 @@ std::string response_format_text(const Message& m, std::size_t index) {
 }
 
 std::string tool_calls_text(const Message& m, std::size_t index) {
-    for (std::size_t j = 0; j < m.tool_calls.size(); ++j) {
-        try {
-            (void)render_invoke(m.tool_calls[j]);
-        } catch (const Error& e) {
-            fail(where(index, m.role), ": tool_calls[", j, "].function.arguments: ", e.what());
-        }
+    try {
+        return render_tool_calls(m.tool_calls);
+    } catch (const Error& e) {
+        fail(where(index, m.role), ": ", e.what());
     }
-    return render_tool_calls(m.tool_calls);
 }
 
 void check_fields_allowed(const Message& m, std::size_t index) {

@@ -33,9 +33,9 @@ std::string replace_all(std::string_view text, std::string_view from, std::strin
 
 std::vector<Parameter> official_parameters(const ToolCall& call) {
     const auto args =
-        parse_ordered_json(call.arguments, cat("tool call '", call.name, "' arguments"));
+        parse_ordered_json(call.arguments, cat("tool call '", call.name, "': arguments"));
     if (!args.is_object())
-        fail("tool call '", call.name, "' arguments: expected a JSON object, got ",
+        fail("tool call '", call.name, "': arguments: expected a JSON object, got ",
              args.type_name());
     std::vector<Parameter> params;
     for (const auto& [key, value] : args.items()) {
@@ -187,7 +187,11 @@ std::string render_tool_calls(std::span<const ToolCall> calls, DsmlStyle style) 
     out += '\n';
     for (std::size_t i = 0; i < calls.size(); ++i) {
         if (i > 0) out += '\n';
-        out += render_invoke(calls[i], style);
+        try {
+            out += render_invoke(calls[i], style);
+        } catch (const Error& e) {
+            fail("tool_calls[", i, "]: ", e.what());
+        }
     }
     out += '\n';
     out += kDsmlToolCallsClose;

@@ -41,8 +41,8 @@ enum class DsmlStyle {
 
 // The whole block for one assistant turn's calls, INCLUDING the leading "\n\n" that
 // separates it from the turn's content (the official template puts it there). Empty
-// string for no calls. Throws ds4::Error naming the call for arguments that are not a JSON
-// object (official style only).
+// string for no calls. Throws ds4::Error "tool_calls[I]: tool call 'NAME': arguments: …"
+// for arguments that are not a JSON object (official style only).
 std::string render_tool_calls(std::span<const ToolCall> calls,
                               DsmlStyle style = DsmlStyle::official);
 

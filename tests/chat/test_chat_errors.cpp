@@ -60,7 +60,7 @@ TEST(ChatErrors, ArgumentsThatAreNotJson) {
             {"role": "assistant", "content": "", "tool_calls": [
               {"id": "c0", "type": "function", "function": {"name": "f", "arguments": "{}"}},
               {"id": "c1", "type": "function", "function": {"name": "g", "arguments": "{\"a\": "}}]}])",
-        "chat message 1 (assistant)", "tool_calls[1].function.arguments", "invalid JSON");
+        "chat message 1 (assistant): tool_calls[1]: tool call 'g': arguments: invalid JSON");
 }
 
 TEST(ChatErrors, ArgumentsThatAreNotAnObject) {
@@ -68,7 +68,7 @@ TEST(ChatErrors, ArgumentsThatAreNotAnObject) {
         R"([{"role": "user", "content": "q"},
             {"role": "assistant", "content": "", "tool_calls": [
               {"id": "c0", "type": "function", "function": {"name": "f", "arguments": "[1, 2]"}}]}])",
-        "chat message 1 (assistant)", "tool_calls[0].function.arguments", "object");
+        "chat message 1 (assistant): tool_calls[0]: tool call 'f': arguments: expected a JSON object");
 }
 
 TEST(ChatErrors, ArgumentsMissing) {

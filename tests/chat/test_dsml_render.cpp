@@ -50,6 +50,14 @@ TEST(DsmlRender, OfficialRejectsArgumentsThatAreNotAnObject) {
     EXPECT_THROW((void)render_invoke({"c", "f", "not json"}), ds4::Error);
     EXPECT_THROW((void)render_invoke({"c", "f", "[1]"}), ds4::Error);
     EXPECT_THROW((void)render_invoke({"c", "f", ""}), ds4::Error);
+    const std::vector<ToolCall> calls{{"c0", "f", "{}"}, {"c1", "g", "\"text\""}};
+    try {
+        (void)render_tool_calls(calls);
+        FAIL() << "no error";
+    } catch (const ds4::Error& e) {
+        EXPECT_EQ(std::string(e.what()),
+                  "tool_calls[1]: tool call 'g': arguments: expected a JSON object, got string");
+    }
 }
 
 TEST(DsmlRender, CanonicalMatchesTheSpecExample) {
