@@ -1,6 +1,8 @@
 // Broken tokenizer metadata fails at load with a message naming what was wrong.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <filesystem>
 
 #include "ds4/error.h"
@@ -90,7 +92,10 @@ protected:
         }
         return "(no error)";
     }
-    std::string path_ = ::testing::TempDir() + "ds4-tokenizer-errors.gguf";
+    // One file per test and process: ctest runs the cases in parallel.
+    std::string path_ = cat(::testing::TempDir(), "ds4-tokenizer-",
+                            ::testing::UnitTest::GetInstance()->current_test_info()->name(),
+                            "-", ::getpid(), ".gguf");
 };
 
 TEST_F(TokenizerGgufErrors, MissingTokens) {
