@@ -37,7 +37,9 @@ std::string content_text(const ojson& content, Role role, const std::string& ctx
     for (std::size_t k = 0; k < content.size(); ++k) {
         const ojson& part = content[k];
         const std::string part_ctx = cat(ctx, ": content[", k, "]");
-        if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text"))
+        const bool text_part = part.is_object() && part.contains("type") &&
+                               part["type"] == "text" && part.contains("text");
+        if (!text_part)
             fail(part_ctx, ": only {\"type\": \"text\", \"text\": …} parts are supported");
         if (k > 0 && blocks) text += "\n\n";
         text += string_field(part["text"], "text", part_ctx);

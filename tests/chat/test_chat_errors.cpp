@@ -6,7 +6,10 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+#include <fstream>
 #include <string>
+#include <vector>
 
 namespace {
 
@@ -146,6 +149,69 @@ TEST(ChatJson, OfficialModeNames) {
     EXPECT_EQ(thinking_mode_from_official("thinking", "max"), ThinkingMode::max);
     EXPECT_THROW((void)thinking_mode_from_official("thinking", "low"), ds4::Error);
     EXPECT_THROW((void)thinking_mode_from_official("reason", std::nullopt), ds4::Error);
+}
+
+}  // namespace
+
+namespace {
+
+std::vector<ojson> fixture_conversations() {
+    std::ifstream in(std::string(DS4_TEST_DATA_DIR) + "/encoding/chat_fixtures.jsonl");
+    std::vector<ojson> out;
+    for (std::string line; std::getline(in, line);)
+        if (!line.empty()) out.push_back(ojson::parse(line).at("messages"));
+    return out;
+}
+
+// Encodes and reports how it ended: "ok", "ds4::Error", or the foreign exception's text.
+std::string outcome(const ojson& messages) {
+    try {
+        (void)ds4::text::encode_chat_json(messages, ds4::ChatOptions{});
+        return "ok";
+    } catch (const ds4::Error&) {
+        return "ds4::Error";
+    } catch (const std::exception& e) {
+        return std::string("foreign exception: ") + e.what();
+    }
+}
+
+// Untrusted request JSON: every field of every message (and of its parts, tool calls and
+// tools), replaced by a value of every JSON type, must give a prompt or a ds4::Error —
+// never another exception type (nlohmann's would reach clients as an opaque 500).
+TEST(ChatErrors, EveryFieldOfEveryTypeGivesAPromptOrADs4Error) {
+    const std::vector<ojson> replacements{nullptr, 7, -1.5, "s", true, ojson::array(),
+                                          ojson::object(), ojson::array({1, "x"}),
+                                          ojson{{"type", 3}, {"text", false}},
+                                          ojson::array({ojson{{"type", 3}, {"text", "t"}}}),
+                                          ojson::array({ojson{{"type", "text"}, {"text", 1}}})};
+    std::size_t tried = 0;
+    std::size_t rejected = 0;
+    for (const ojson& conversation : fixture_conversations()) {
+        // Every object path inside the conversation is a place to put a bad value.
+        const ojson flat = conversation.flatten();
+        std::vector<std::string> pointers;
+        for (const auto& [pointer, value] : flat.items()) {
+            pointers.push_back(pointer);
+            // Parents too (e.g. /3/tool_calls/0/function), so whole sub-objects get replaced.
+            for (std::size_t cut = pointer.rfind('/'); cut != 0 && cut != std::string::npos;
+                 cut = pointer.rfind('/', cut - 1))
+                pointers.push_back(pointer.substr(0, cut));
+        }
+        std::sort(pointers.begin(), pointers.end());
+        pointers.erase(std::unique(pointers.begin(), pointers.end()), pointers.end());
+        for (const std::string& pointer : pointers) {
+            for (const ojson& bad : replacements) {
+                ojson mutated = conversation;
+                mutated[ojson::json_pointer(pointer)] = bad;
+                const std::string how = outcome(mutated);
+                ASSERT_TRUE(how == "ok" || how == "ds4::Error") << pointer << " = " << bad.dump() << ": " << how;
+                ++tried;
+                rejected += how == "ds4::Error";
+            }
+        }
+    }
+    EXPECT_GT(tried, 10000u);
+    EXPECT_GT(rejected, tried / 10);
 }
 
 }  // namespace
