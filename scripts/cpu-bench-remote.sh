@@ -35,48 +35,53 @@ pack() {
     du -sh "$DIR"
 }
 
-step() {  # step NAME TIMEOUT_S COMMAND...: run, log to $OUTDIR/NAME.log, echo the tail
-    local name=$1 limit=$2
+step() {  # step LOG TIMEOUT_S COMMAND...: run, append to $OUTDIR/LOG.log (at most 8 files come back)
+    local log=$1 limit=$2
     shift 2
-    echo "=== $name ($(date -u +%T))"
-    timeout "$limit" "$@" >"$OUTDIR/$name.log" 2>&1
-    echo "--- rc $? ($(date -u +%T))"
+    echo "=== $* ($(date -u +%T))" | tee -a "$OUTDIR/$log.log"
+    timeout "$limit" "$@" >>"$OUTDIR/$log.log" 2>&1
+    echo "--- rc $? ($(date -u +%T))" | tee -a "$OUTDIR/$log.log"
 }
 
 run() {
     OUTDIR=${1:-${OUT:-/tmp/cpu-bench-out}}
     mkdir -p "$OUTDIR"
+    # libbenchmark from here; libstdc++ / libgcc_s only if the host's own are too old
     export LD_LIBRARY_PATH=$PWD/$DIR/lib
+    mkdir -p "$DIR/lib2" && mv "$DIR"/lib/libstdc++* "$DIR"/lib/libgcc_s* "$DIR/lib2/" 2>/dev/null
+    "$DIR/new/test_cpu_fast" --gtest_list_tests >/dev/null 2>&1 || export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:$PWD/$DIR/lib2
     local threads
     threads=$(nproc)
-    { lscpu | grep -E 'Model name|^CPU\(s\)|Thread|L2|L3|Flags' | sed 's/Flags:.*\(avx512[a-z_]*\).*/AVX-512: yes/'
-      grep -o -w -E 'avx512(f|bw|vl|dq|_vnni|vbmi)' /proc/cpuinfo | sort -u | tr '\n' ' '; echo
-      free -g | head -2; uptime; } >"$OUTDIR/host.log" 2>&1
+    { lscpu | grep -E 'Model name|^CPU\(s\)|Thread|L2|L3|NUMA node\(s\)'
+      grep -o -w -E 'avx512(f|bw|vl|dq|_vnni|vbmi)|avx_vnni' /proc/cpuinfo | sort -u | tr '\n' ' '; echo
+      free -g | head -2; uptime; echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"; } >"$OUTDIR/host.log" 2>&1
     cat "$OUTDIR/host.log"
 
-    DS4_REQUIRE_ISA=avx512 step kernels-tests 120 "$DIR/new/ds4_quant_kernels_tests"
-    grep -E 'PASSED|FAILED|isas \]' "$OUTDIR/kernels-tests.log" | head -12
-    step cpu-fast-tests 120 "$DIR/new/test_cpu_fast"
-    grep -E 'PASSED|FAILED' "$OUTDIR/cpu-fast-tests.log" | head -5
+    mkdir -p build-cpuperf  # test_cpu_fast writes its model files beside the build it came from
+    DS4_REQUIRE_ISA=avx512 step tests 120 "$DIR/new/ds4_quant_kernels_tests"
+    step tests 120 "$DIR/new/test_cpu_fast"
+    grep -E 'PASSED|FAILED|isas \]' "$OUTDIR/tests.log" | head -20
+    # ad-hoc kernel A/B harnesses, when packed
+    [ -x "$DIR/ab" ] && step micro 30 "$DIR/ab" 2000
+    [ -x "$DIR/var" ] && step micro 30 "$DIR/var"
+    [ -f "$OUTDIR/micro.log" ] && cat "$OUTDIR/micro.log"
 
     local bc="--prefill 8 --decode 16 --reps 3"
-    step bench-cpu-new-all 180 "$DIR/new/ds4-bench-cpu" $bc --threads "$threads"  # generates the model
+    step bench-cpu 150 "$DIR/new/ds4-bench-cpu" $bc --threads "$threads"  # generates the model
     for v in old new; do
         for t in "$threads" 2; do
             [ "$v/$t" = "new/$threads" ] && continue
-            [ -x "$DIR/$v/ds4-bench-cpu" ] && step "bench-cpu-$v-$t" 60 "$DIR/$v/ds4-bench-cpu" $bc --threads "$t"
+            [ -x "$DIR/$v/ds4-bench-cpu" ] && step bench-cpu 45 "$DIR/$v/ds4-bench-cpu" $bc --threads "$t"
         done
     done
-    for f in "$OUTDIR"/bench-cpu-*.log; do
-        echo "## $(basename "$f")"; grep -E '^(read bandwidth|decode|by CPU|numerics)' "$f"
-    done
+    grep -E '^(===|read bandwidth|decode|by CPU|numerics)' "$OUTDIR/bench-cpu.log"
 
     local q="--benchmark_min_time=0.05 --benchmark_repetitions=3 --benchmark_report_aggregates_only=true"
-    local shapes='(32x4096/l2|2048x4096/cold|32768x4096/dram)/threads:(1|'"$threads"')$'
-    step bench-quant-new 150 "$DIR/new/ds4-bench-quant" $q \
-        "--benchmark_filter=^matvec4?/(Q8_0|Q2_K|IQ2_XXS)/(avx2|avx512)/$shapes" --benchmark_format=console
-    [ -x "$DIR/old/ds4-bench-quant" ] && step bench-quant-old 120 "$DIR/old/ds4-bench-quant" $q \
-        "--benchmark_filter=^matvec/(Q8_0|Q2_K|IQ2_XXS)/(avx2|avx512)/$shapes" --benchmark_format=console
+    local shapes='(32x4096/l2|2048x4096/cold|32768x4096/dram)/threads:(1|'"$threads"')(/real_time)?$'
+    step bench-quant-new 90 "$DIR/new/ds4-bench-quant" $q \
+        "--benchmark_filter=^matvec4?/(Q8_0|Q2_K|IQ2_XXS)/(avx2|avx512)/$shapes"
+    [ -x "$DIR/old/ds4-bench-quant" ] && step bench-quant-old 70 "$DIR/old/ds4-bench-quant" $q \
+        "--benchmark_filter=^matvec/(Q8_0|Q2_K|IQ2_XXS)/(avx2|avx512)/$shapes"
     for f in "$OUTDIR"/bench-quant-*.log; do
         echo "## $(basename "$f")"; grep -E 'reference copy|_median' "$f" | sed -E 's/ +/ /g'
     done

@@ -80,18 +80,18 @@ std::string available_names() {
 }
 
 #if defined(DS4_QUANT_X86)
-// The default on AVX-512 hosts: the AVX-512 table, except the Q4_K and IQ2_XXS dots,
-// which are bound by the shuffle port (512-bit vectors do not widen it) and measured
-// faster in their AVX2 form. ds4-bench-quant, 32×4096 L2-resident matvec, CPU time,
-// median of 3, Intel Xeon family 6 model 207 (16-core VM): Q4_K 5.7 µs (AVX2) vs
-// 7.8 µs (AVX-512), IQ2_XXS 26.3 vs 31.6 µs; Q2_K (7.4 vs 6.5) and Q8_0 (9.6 vs 9.2)
-// favour AVX-512 (bench/RESULTS.md). Both tables give the same bits for every integer
-// dot, so the mix changes no result.
-const Kernels& avx512_with_avx2_dots() {
+// The default on AVX-512 hosts: the AVX-512 table, except the Q4_K dot, which is bound
+// by the shuffle port (512-bit vectors do not widen it) and measured faster in its AVX2
+// form: ds4-bench-quant, 32×4096 L2-resident matvec, CPU time, median of 3, Intel Xeon
+// family 6 model 207 (16-core VM): Q4_K 5.7 µs (AVX2) vs 7.8 µs (AVX-512). The IQ2_XXS
+// dot used to be taken from AVX2 too (26.3 vs 31.6 µs); its rewrite (vectorized sign
+// decoding, grid rows loaded in halves) made the AVX-512 one the faster (3.4 vs 3.15
+// GB/s per core, same host, bench/RESULTS.md). Both tables give the same bits for every
+// integer dot, so the mix changes no result.
+const Kernels& avx512_with_avx2_q4_K_dot() {
     static const Kernels mixed = [] {
         Kernels k = detail::kAvx512Kernels;
         k.dot_q4_K_q8_K = detail::kAvx2Kernels.dot_q4_K_q8_K;
-        k.dot_iq2_xxs_q8_K = detail::kAvx2Kernels.dot_iq2_xxs_q8_K;
         return k;
     }();
     return mixed;
@@ -100,7 +100,7 @@ const Kernels& avx512_with_avx2_dots() {
 
 const Kernels& default_kernels() {
 #if defined(DS4_QUANT_X86)
-    if (avx512_kernels() != nullptr) return avx512_with_avx2_dots();
+    if (avx512_kernels() != nullptr) return avx512_with_avx2_q4_K_dot();
 #endif
     return *available_kernels().back();
 }

@@ -41,8 +41,8 @@ constexpr int kDotRows = 4;
 const Kernels& scalar_kernels();
 const Kernels* avx2_kernels();    // nullptr when not compiled in or not supported
 const Kernels* avx512_kernels();  // nullptr when not compiled in or not supported
-// Fastest supported (on AVX-512 hosts: the AVX-512 table with the AVX2 Q4_K and
-// IQ2_XXS dots, which measured faster; see kernels.cpp). Env DS4_ISA=scalar|avx2|avx512
+// Fastest supported (on AVX-512 hosts: the AVX-512 table with the AVX2 Q4_K dot, which
+// measured faster; see kernels.cpp). Env DS4_ISA=scalar|avx2|avx512
 // pins one ISA's table instead.
 const Kernels& best_kernels();
 std::vector<const Kernels*> available_kernels();  // scalar first

@@ -18,12 +18,14 @@
 #include <immintrin.h>
 
 #include "quant/iq2_tables.h"
+#include "quant/kernels_x86_sums.h"
 #include "quant/reference.h"
 
 namespace ds4::quant::avx2 {
 namespace {
 
 using detail::kLanes;
+using x86::transpose_sum8;
 
 // ---- helpers ---------------------------------------------------------------------
 
@@ -76,31 +78,6 @@ inline __m256i round_clamped(__m256 v) {
 
 inline __m256 abs_ps(__m256 v) { return _mm256_andnot_ps(_mm256_set1_ps(-0.f), v); }
 
-// Pairwise sums of two blocks' partials, interleaved: [a0+a1, b0+b1, a2+a3, b2+b3, …].
-// Two blends (any ALU port) and one in-lane shuffle: half the shuffle-port work of hadd.
-inline __m256i interleaved_pair_sums(__m256i a, __m256i b) {
-    const __m256i x = _mm256_blend_epi32(a, b, 0xaa);                                       // a0 b1 a2 b3
-    const __m256i y = _mm256_shuffle_epi32(_mm256_blend_epi32(b, a, 0xaa), _MM_SHUFFLE(2, 3, 0, 1));  // a1 b0 a3 b2
-    return _mm256_add_epi32(x, y);
-}
-
-// Same one level up: a = [A0 B0 A1 B1 | …], b = [C0 D0 C1 D1 | …] → [A B C D | …].
-inline __m256i interleaved_quad_sums(__m256i a, __m256i b) {
-    const __m256i x = _mm256_blend_epi32(a, b, 0xcc);                                       // A0 B0 C1 D1
-    const __m256i y = _mm256_shuffle_epi32(_mm256_blend_epi32(b, a, 0xcc), _MM_SHUFFLE(1, 0, 3, 2));  // A1 B1 C0 D0
-    return _mm256_add_epi32(x, y);
-}
-
-// Eight int32 vectors (block i's partial sums in v[i]) → one vector of the block sums.
-inline __m256i transpose_sum8(const __m256i* v) {
-    const __m256i q0 = interleaved_quad_sums(interleaved_pair_sums(v[0], v[1]), interleaved_pair_sums(v[2], v[3]));
-    const __m256i q1 = interleaved_quad_sums(interleaved_pair_sums(v[4], v[5]), interleaved_pair_sums(v[6], v[7]));
-    // q0 = [blocks 0..3 over the low 128 bits | over the high 128 bits], q1 likewise for 4..7
-    const __m256i lo_hi = _mm256_blend_epi32(q0, q1, 0xf0);            // 0..3 low | 4..7 high
-    const __m256i hi_lo = _mm256_permute2x128_si256(q0, q1, 0x21);     // 0..3 high | 4..7 low
-    return _mm256_add_epi32(lo_hi, hi_lo);
-}
-
 // ---- Q2_K · Q8_K -------------------------------------------------------------------
 
 // shuffle controls: int16 scale 2k of a lane's 8 into the low 128 bits, 2k+1 into the high
@@ -123,12 +100,14 @@ constexpr ScaleShuffles make_scale_shuffles() {
 }
 constexpr ScaleShuffles kShuffles = make_scale_shuffles();
 
-inline void q2_K_block_sums(const BlockQ2K& w, const BlockQ8K& x, int32_t& isum, int32_t& msum) {
+// A block's partial sums: isum (Σ scale·code·q8) and msum (Σ min·bsum), eight int32
+// lanes each, to be reduced exactly (any order: integers).
+inline void q2_K_block_partials(const BlockQ2K& w, const BlockQ8K& x, __m256i& isum, __m256i& msum) {
     const __m256i m3 = _mm256_set1_epi8(3);
     const __m128i m4 = _mm_set1_epi8(15);
     const __m128i raw = load128(w.scales);
     const __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(raw, 4), m4));
-    const __m256i mprod = _mm256_madd_epi16(mins, load256(x.bsums));
+    msum = _mm256_madd_epi16(mins, load256(x.bsums));
     const __m128i scales8 = _mm_and_si128(raw, m4);
 
     __m256i acc = _mm256_setzero_si256();
@@ -146,17 +125,27 @@ inline void q2_K_block_sums(const BlockQ2K& w, const BlockQ8K& x, int32_t& isum,
             acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, sc));
         }
     }
-    isum = hsum_i32(acc);
-    msum = hsum_i32(mprod);
+    isum = acc;
 }
 
+// Eight blocks per step through x86::kquant_block_values8; the < 8 tail blocks one by one.
 float dot_q2_K_q8_K(const BlockQ2K* w, const BlockQ8K* x, int64_t n) {
-    float lane[kLanes] = {};
-    for (int64_t b = 0; b < n / QK_K; ++b) {
-        int32_t isum = 0, msum = 0;
-        q2_K_block_sums(w[b], x[b], isum, msum);
+    const int64_t nb = n / QK_K;
+    __m256 acc = _mm256_setzero_ps();
+    int64_t b = 0;
+    for (; b + kLanes <= nb; b += kLanes) {
+        __m256i isums[kLanes], msums[kLanes];
+#pragma GCC unroll 8
+        for (int i = 0; i < kLanes; ++i) q2_K_block_partials(w[b + i], x[b + i], isums[i], msums[i]);
+        acc = _mm256_add_ps(acc, x86::kquant_block_values8(w + b, x + b, transpose_sum8(isums), transpose_sum8(msums)));
+    }
+    alignas(32) float lane[kLanes];
+    _mm256_store_ps(lane, acc);
+    for (; b < nb; ++b) {
+        __m256i isum, msum;
+        q2_K_block_partials(w[b], x[b], isum, msum);
         lane[b % kLanes] +=
-            detail::kquant_block_value(x[b].d, f16(w[b].d), f16(w[b].dmin), isum, msum);
+            detail::kquant_block_value(x[b].d, f16(w[b].d), f16(w[b].dmin), hsum_i32(isum), hsum_i32(msum));
     }
     return detail::reduce_lanes(lane);
 }
@@ -308,7 +297,8 @@ inline __m256i iq2_xxs_group_scale(uint8_t last_byte) {
     return load256(base + 2 * (last_byte & 0xf0u));
 }
 
-inline int32_t iq2_xxs_block_sum(const BlockIQ2XXS& w, const BlockQ8K& x) {
+// A block's Σ (±grid)·q8·(2·ls + 1) as eight int32 partial sums.
+inline __m256i iq2_xxs_block_partials(const BlockIQ2XXS& w, const BlockQ8K& x) {
     const __m256i sign_bytes = iq2_xxs_sign_bytes(w);
     const __m256i low_dup = _mm256_permute2x128_si256(sign_bytes, sign_bytes, 0x00);
     const __m256i high_dup = _mm256_permute2x128_si256(sign_bytes, sign_bytes, 0x11);
@@ -324,14 +314,25 @@ inline int32_t iq2_xxs_block_sum(const BlockIQ2XXS& w, const BlockQ8K& x) {
         const __m256i p = _mm256_maddubs_epi16(_mm256_abs_epi8(q8), w8);
         acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, iq2_xxs_group_scale(bytes[8 * g + 7])));
     }
-    return hsum_i32(acc);
+    return acc;
 }
 
+// Eight blocks per step through x86::iq2_xxs_block_values8; the < 8 tail blocks one by one.
 float dot_iq2_xxs_q8_K(const BlockIQ2XXS* w, const BlockQ8K* x, int64_t n) {
-    float lane[kLanes] = {};
-    for (int64_t b = 0; b < n / QK_K; ++b) {
+    const int64_t nb = n / QK_K;
+    __m256 acc = _mm256_setzero_ps();
+    int64_t b = 0;
+    for (; b + kLanes <= nb; b += kLanes) {
+        __m256i sums[kLanes];
+#pragma GCC unroll 1  // a block is ~200 instructions already
+        for (int i = 0; i < kLanes; ++i) sums[i] = iq2_xxs_block_partials(w[b + i], x[b + i]);
+        acc = _mm256_add_ps(acc, x86::iq2_xxs_block_values8(w + b, x + b, transpose_sum8(sums)));
+    }
+    alignas(32) float lane[kLanes];
+    _mm256_store_ps(lane, acc);
+    for (; b < nb; ++b) {
         lane[b % kLanes] +=
-            detail::iq2_xxs_block_value(x[b].d, f16(w[b].d), iq2_xxs_block_sum(w[b], x[b]));
+            detail::iq2_xxs_block_value(x[b].d, f16(w[b].d), hsum_i32(iq2_xxs_block_partials(w[b], x[b])));
     }
     return detail::kIq2RowScale * detail::reduce_lanes(lane);
 }
