@@ -5,12 +5,15 @@
 #   make run          deps + build + run the embedded demo model
 #   make bench        Google Benchmark kernels
 #   make fuzz         libFuzzer targets with clang (build-fuzz/)
+#   make install      CPU build, then cmake --install into PREFIX (default /usr/local)
 JOBS ?= $(shell nproc)
 CUDA_ARCH ?= 90
 GEN := $(shell command -v ninja >/dev/null 2>&1 && echo "-G Ninja")
 CMAKE_FLAGS ?=
+PREFIX ?= /usr/local
 
 .PHONY: all cpu cuda deps test test-release test-asan run bench fuzz format clean
+.PHONY: install
 
 all: cpu
 
@@ -47,6 +50,9 @@ run: deps cpu
 
 bench: cpu
 	build/bin/ds4-bench-quant
+
+install: cpu
+	cmake --install build --prefix $(PREFIX)
 
 fuzz:
 	CC=clang CXX=clang++ cmake -S . -B build-fuzz $(GEN) -DCMAKE_BUILD_TYPE=RelWithDebInfo \
