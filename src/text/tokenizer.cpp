@@ -143,6 +143,12 @@ void load_merges(Tokenizer::Impl& t, std::span<const std::string_view> merges) {
     }
 }
 
+// The first two bytes at text[pos] as one index (0 past the end: no special is that short).
+size_t prefix2(std::string_view text, size_t pos) {
+    if (pos + 1 >= text.size()) return 0;
+    return size_t{static_cast<uint8_t>(text[pos])} << 8 | static_cast<uint8_t>(text[pos + 1]);
+}
+
 void load_specials(Tokenizer::Impl& t) {
     for (const ChatSpecial& s : kChatSpecials) {
         const auto it = t.by_text.find(s.text);
@@ -152,6 +158,7 @@ void load_specials(Tokenizer::Impl& t) {
         }
         if (s.field) t.specials.*s.field = it->second;
         t.chat_specials.push_back(it->second);
+        t.special_prefix2[prefix2(s.text, 0)] = true;
     }
 }
 
@@ -242,13 +249,11 @@ void Tokenizer::encode_chat(std::string_view rendered, std::vector<TokenId>& out
         // Every special starts with '<' or with U+FF5C (first byte 0xEF); skip to one.
         const size_t next = rendered.find_first_of("<\xEF", pos);
         if (next == std::string_view::npos) break;
-        // 0xEF also leads fullwidth punctuation (，：), which is frequent in CJK text;
-        // only U+FF5C (EF BD 9C) can start a special.
-        if (rendered[next] != '<' && !rendered.substr(next).starts_with(kFullwidthBar)) {
-            pos = next + 1;
-            continue;
-        }
-        const auto hit = special_at(*impl_, rendered, next);
+        // '<' and 0xEF (which also leads fullwidth punctuation) are frequent; most
+        // occurrences fail the two-byte filter before any string comparison.
+        const auto hit = impl_->special_prefix2[prefix2(rendered, next)]
+                             ? special_at(*impl_, rendered, next)
+                             : std::nullopt;
         if (!hit) {
             pos = next + 1;
             continue;

@@ -151,6 +151,9 @@ struct Tokenizer::Impl {
     size_t n_merges = 0;
     SpecialTokens specials;
     std::vector<TokenId> chat_specials;  // tried in this order by encode_chat
+    // Bit (b0 << 8 | b1) is set when some chat special starts with bytes b0 b1: a cheap
+    // filter in front of the string comparisons ('<' is common in code).
+    std::vector<bool> special_prefix2 = std::vector<bool>(1 << 16);
     uint64_t serial = 0;  // unique per loaded tokenizer: keys the per-thread word caches
 
     std::string_view text_of(TokenId id) const {
