@@ -277,6 +277,12 @@ fetch_into_part() {
         code="$(curl -fL --progress-meter --connect-timeout 30 -C - "${AUTH_ARGS[@]}" \
             -o "$part" -w '%{http_code}' "$url")" || rc=$?
         ((rc == 0)) && return 0
+        # 416 to "bytes=N-": the .part already holds the whole file (seen with
+        # --no-verify, where the hub's size is not known beforehand).
+        if ((rc == 22)) && [[ $code == 416 && -s $part ]]; then
+            note "the server has no bytes past the end of $(basename "$part"): it is complete"
+            return 0
+        fi
         # curl may leave an empty .part behind when the very first request fails.
         if [[ -f $part && ! -s $part ]]; then
             rm -f -- "$part"
@@ -284,6 +290,10 @@ fetch_into_part() {
         if ! is_transient "$rc" "$code"; then
             if ((rc == 22)); then
                 die "$(explain_http "$code" "$url")"
+            fi
+            if ((rc == 33)); then
+                die "the server ignored the Range request, so $(basename "$part") cannot be" \
+                    "resumed from $url; remove $part to download from scratch"
             fi
             die "curl failed (exit $rc) downloading $url"
         fi
@@ -293,7 +303,7 @@ fetch_into_part() {
         attempt=$((attempt + 1))
         local have=0
         [[ -f $part ]] && have="$(file_size "$part")"
-        note "connection lost (curl exit $rc); resuming at $(human_size "$have")" \
+        note "transfer interrupted (curl exit $rc); retrying from $(human_size "$have")" \
             "(attempt $attempt of $RETRIES)"
         sleep "$RETRY_DELAY"
     done

@@ -164,7 +164,7 @@ case_resume_same_run() {
     start_server --cut-first
     run_script q2-imatrix
     expect_rc 0
-    expect_output "connection lost (curl exit 18); resuming at 50000 bytes"
+    expect_output "transfer interrupted (curl exit 18); retrying from 50000 bytes"
     [[ $(count_requests "/cdn/$Q2I") == 2 ]] || fail "expected two CDN requests"
     [[ $(count_requests '"range":"bytes=50000-"') == 2 ]] ||
         fail "the retry did not ask for bytes=50000- (resolve and CDN)"
@@ -215,6 +215,20 @@ case_range_requests() {
     expect_link "$SANDBOX/gguf/$Q2"
 }
 
+# A server that answers a Range request with the whole file (200) cannot resume: the
+# script says so and keeps the .part rather than appending a second copy to it.
+case_server_without_ranges() {
+    start_server --no-ranges
+    mkdir -p "$SANDBOX/gguf"
+    hub_bytes "$MTP" "$SANDBOX/whole.bin"
+    head -c 5000 "$SANDBOX/whole.bin" >"$SANDBOX/gguf/$MTP.part"
+    run_script mtp
+    expect_fail
+    expect_output "ignored the Range request"
+    [[ "$(stat -c %s "$SANDBOX/gguf/$MTP.part")" == 5000 ]] || fail ".part was modified"
+    expect_no_file "$SANDBOX/gguf/$MTP"
+}
+
 case_checksum_mismatch() {
     start_server --bad-hash "$Q2I"
     run_script q2-imatrix
@@ -244,6 +258,12 @@ case_no_lfs_hash() {
     expect_rc 0
     expect_output "was not checked"
     expect_same_as_hub "$SANDBOX/gguf/$Q4"
+    # Unverified, a complete .part is recognised by the server's 416 to its range.
+    hub_bytes "$Q2" "$SANDBOX/gguf/$Q2.part"
+    run_script q2 --no-verify
+    expect_rc 0
+    expect_output "it is complete"
+    expect_same_as_hub "$SANDBOX/gguf/$Q2"
 }
 
 case_missing_token() {
@@ -399,7 +419,7 @@ case_aria2_guard() {
 }
 
 ALL_CASES=(fresh_download already_downloaded existing_wrong_size resume_same_run
-    resume_next_run range_requests checksum_mismatch no_lfs_hash missing_token
+    resume_next_run range_requests server_without_ranges checksum_mismatch no_lfs_hash missing_token
     invalid_token token_sources dry_run link_update destination usage aria2_guard)
 
 run_case() {

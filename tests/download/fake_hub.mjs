@@ -1,7 +1,7 @@
 // A stand-in for the Hugging Face hub, on 127.0.0.1, for scripts/download_model.sh tests.
 //
 //   node fake_hub.mjs --port-file F --log F [--require-token T] [--bad-hash NAME]
-//                     [--cut-first] [--no-lfs NAME]
+//                     [--cut-first] [--no-lfs NAME] [--no-ranges]
 //
 // Serves the five ds4 files of antirez/deepseek-v4-gguf with small deterministic
 // contents, the way the hub does:
@@ -15,6 +15,7 @@
 //   --require-token T  the API and resolve answer 401 unless "Authorization: Bearer T"
 //   --bad-hash NAME    the API publishes a wrong SHA-256 for NAME
 //   --no-lfs NAME      the API lists NAME without its lfs object
+//   --no-ranges        /cdn/ ignores Range headers and always sends the whole file (200)
 //   --cut-first        the first /cdn/ body of each file stops after half its bytes and
 //                      the connection is destroyed (Content-Length promised the whole)
 // Every request is appended to the log as one JSON line {method,path,range,auth}.
@@ -33,7 +34,7 @@ const FILES = [
 ];
 
 function parseArgs(argv) {
-  const opts = { cutFirst: false };
+  const opts = { cutFirst: false, noRanges: false };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const value = () => {
@@ -46,6 +47,7 @@ function parseArgs(argv) {
     else if (a === '--bad-hash') opts.badHash = value();
     else if (a === '--no-lfs') opts.noLfs = value();
     else if (a === '--cut-first') opts.cutFirst = true;
+    else if (a === '--no-ranges') opts.noRanges = true;
     else throw new Error(`unknown option ${a}`);
   }
   if (!opts.portFile || !opts.log) throw new Error('--port-file and --log are required');
@@ -92,8 +94,8 @@ function sendError(res, status, message) {
 }
 
 // Serves "bytes=A-" (what curl -C - sends) and "bytes=A-B" ranges, as a single part.
-function serveBytes(req, res, data, cut) {
-  const range = req.headers.range;
+function serveBytes(req, res, data, cut, noRanges) {
+  const range = noRanges ? undefined : req.headers.range;
   let start = 0;
   let end = data.length; // exclusive
   if (range) {
@@ -152,7 +154,7 @@ function main() {
       if (!data) return sendError(res, 404, 'Entry not found');
       const cut = opts.cutFirst && !cutDone.has(name);
       cutDone.add(name);
-      return serveBytes(req, res, data, cut);
+      return serveBytes(req, res, data, cut, opts.noRanges);
     }
     sendError(res, 404, 'not found');
   });
