@@ -134,9 +134,9 @@ void MtpForward::project_inputs(std::span<const int32_t> ids, std::span<const fl
     const auto n = static_cast<uint32_t>(ids.size());
     const uint64_t dim = hp.n_embd, H = hp.hc_mult, hcd = hp.hc_dim();
     e_.resize(n * dim);
-    ep_.resize(n * dim);
+    eproj_.resize(n * dim);
     hn_.resize(n * hcd);
-    hp_.resize(n * hcd);
+    hproj_.resize(n * hcd);
     x_.resize(n * hcd);
     for (uint32_t s = 0; s < n; ++s) {
         if (ids[s] < 0 || static_cast<uint32_t>(ids[s]) >= hp.n_vocab)
@@ -149,14 +149,14 @@ void MtpForward::project_inputs(std::span<const int32_t> ids, std::span<const fl
             rms_norm(hc.data() + at, model_.hnorm_.data(), dim, hp.norm_eps, hn_.data() + at);
         }
     }
-    matmul(model_.e_proj_, n, e_.data(), dim, ep_.data(), dim, pool_);
+    matmul(model_.e_proj_, n, e_.data(), dim, eproj_.data(), dim, pool_);
     // every stream of every slot is one row of the h_proj product
-    matmul(model_.h_proj_, static_cast<uint32_t>(n * H), hn_.data(), dim, hp_.data(), dim, pool_);
+    matmul(model_.h_proj_, static_cast<uint32_t>(n * H), hn_.data(), dim, hproj_.data(), dim, pool_);
     for (uint32_t s = 0; s < n; ++s)
         for (uint64_t k = 0; k < H; ++k)
             for (uint64_t d = 0; d < dim; ++d) {
                 const uint64_t at = s * hcd + k * dim + d;
-                x_[at] = ep_[s * dim + d] + hp_[at];
+                x_[at] = eproj_[s * dim + d] + hproj_[at];
             }
 }
 

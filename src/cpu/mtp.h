@@ -73,7 +73,8 @@ private:
     const MtpModel& model_;
     ThreadPool* pool_;
     CpuForward block_;
-    std::vector<float> e_, ep_, hn_, hp_, x_;  // scratch
+    // scratch: e (n × dim), e_proj·e, hnorm(hc), h_proj·hnorm(hc), X (n × hc_dim each)
+    std::vector<float> e_, eproj_, hn_, hproj_, x_;
 };
 
 }  // namespace ds4::cpu
