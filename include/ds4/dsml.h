@@ -13,7 +13,17 @@
 // can never disagree (§8 item 9).
 //
 // Malformed output never throws: a tool block that does not parse is returned, byte for
-// byte, as answer text (§3.6).
+// byte, as answer text (§3.6), and scanning goes on after it.
+//
+// Where this differs from ds4's final parser, on purpose (each choice is what a stream
+// can decide without seeing the rest of the text, or a fix from §8):
+//   * the block is the first opener of any spelling by position, not ds4's priority order;
+//   * reasoning ends at the first </think>, and tools are parsed after it (ds4: after the
+//     last one); a thinking text without </think> is all reasoning (§8 item 5);
+//   * a malformed block costs only itself: reasoning and earlier text keep their place,
+//     and a later well-formed block is still parsed (ds4: everything becomes content);
+//   * string values keep "&amp;" etc. unless DsmlEntities::xml (§8 item 8);
+//   * invalid JSON in a string="false" value is kept as a string (ds4: arguments {}).
 #pragma once
 
 #include <cstddef>

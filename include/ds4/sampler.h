@@ -88,14 +88,14 @@ private:
                                float min_p);
     std::int32_t draw_from_sorted(std::size_t count, double total, float top_p, float min_p,
                                   std::int32_t fallback);
+    bool cut_falls_within(std::size_t count, double total, float top_p, float min_p) const;
     std::size_t collect_finite(std::span<const float> logits);
     double log_sum_exp(std::span<const float> logits);
 
     SamplingParams params_;
     std::uint64_t seed_ = 0;
     Rng rng_;
-    std::vector<float> weights_;          // per-token weights, default path
-    std::vector<Candidate> candidates_;   // sorted paths and top-logprob selection
+    std::vector<Candidate> candidates_;  // survivors / sorted candidates, sized to the vocab
 };
 
 // Index of the largest finite logit (first one on ties); -1 if none is finite.

@@ -139,7 +139,6 @@ private:
     std::string raw_;               // every byte of the block, from the whitespace before it
     std::string token_;             // partial tag between elements
     std::string tag_;               // attribute text of the tag being read
-    State tag_state_after_ = State::invoke_body;
     std::size_t calls_before_block_ = 0;  // message_.tool_calls size when the block opened
     std::size_t first_call_of_block_ = 0;
     std::size_t next_call_ = 0;

@@ -67,29 +67,35 @@ std::int32_t Sampler::sample(std::span<const float> logits, bool force_greedy) {
 
 // The default path (§4.3 step 4): no sort. The top token has weight 1, so "weight below
 // min_p" is exactly the min-p rule; survivors are drawn by a scan in token-id order.
+// Most of a real vocabulary lies far below the min-p cut, so a logit threshold (with
+// generous slack, the exact weight test still decides) skips their exp().
 std::int32_t Sampler::sample_min_p(std::span<const float> logits, float temperature,
                                    float min_p) {
     const std::int32_t best = argmax(logits);
     const float top = logits[static_cast<std::size_t>(best)];
-    if (weights_.size() < logits.size()) weights_.resize(logits.size());
+    float cutoff = -std::numeric_limits<float>::infinity();
+    if (min_p > 0.0f) {
+        const float span = temperature * std::log(min_p);  // <= 0
+        cutoff = top + span - 1e-3f * (1.0f + std::fabs(top) + std::fabs(span));
+    }
+    if (candidates_.size() < logits.size()) candidates_.resize(logits.size());
+    std::size_t n = 0;
     double total = 0.0;
     for (std::size_t i = 0; i < logits.size(); ++i) {
         const float z = logits[i];
-        float w = std::isfinite(z) ? std::exp((z - top) / temperature) : 0.0f;
-        if (w < min_p) w = 0.0f;
-        weights_[i] = w;
+        if (!(z >= cutoff) || !std::isfinite(z)) continue;
+        const float w = std::exp((z - top) / temperature);
+        if (w < min_p || w <= 0.0f) continue;
+        candidates_[n++] = Candidate{z, static_cast<std::int32_t>(i), w};
         total += w;
     }
-    if (!(total > 0.0) || !std::isfinite(total)) return best;
+    if (n == 0 || !(total > 0.0) || !std::isfinite(total)) return best;
     double r = static_cast<double>(rng_.next_float()) * total;
-    std::int32_t last = best;
-    for (std::size_t i = 0; i < logits.size(); ++i) {
-        if (weights_[i] <= 0.0f) continue;
-        last = static_cast<std::int32_t>(i);
-        r -= weights_[i];
-        if (r <= 0.0) return last;
+    for (std::size_t i = 0; i < n; ++i) {
+        r -= candidates_[i].weight;
+        if (r <= 0.0) return candidates_[i].id;
     }
-    return last;  // rounding left a sliver of r: the last survivor
+    return candidates_[n - 1].id;  // rounding left a sliver of r: the last survivor
 }
 
 std::size_t Sampler::collect_finite(std::span<const float> logits) {
@@ -121,7 +127,9 @@ std::int32_t Sampler::sample_top_k(std::span<const float> logits, float temperat
 }
 
 // §4.3 step 5: every token's weight counts towards the top-p mass, but only min-p
-// survivors can be kept, and min-p comes first, so only the survivors need sorting.
+// survivors can be kept, and min-p comes first, so only the survivors are candidates.
+// Sorting all of them is the expensive part (129280 tokens with min_p = 0), and the cut
+// usually falls early, so the prefix is sorted in growing pieces until the cut is inside.
 std::int32_t Sampler::sample_sorted(std::span<const float> logits, float temperature,
                                     float top_p, float min_p) {
     const std::int32_t best = argmax(logits);
@@ -137,11 +145,46 @@ std::int32_t Sampler::sample_sorted(std::span<const float> logits, float tempera
         if (w >= min_p || static_cast<std::int32_t>(i) == best)
             candidates_[n++] = Candidate{z, static_cast<std::int32_t>(i), w};
     }
-    std::sort(candidates_.begin(), candidates_.begin() + static_cast<std::ptrdiff_t>(n),
-              [](const Candidate& a, const Candidate& b) {
-                  return more_likely(a.logit, a.id, b.logit, b.id);
-              });
-    return draw_from_sorted(n, total, top_p, min_p, best);
+    if (!(total > 0.0) || !std::isfinite(total)) return best;
+    const auto order = [](const Candidate& a, const Candidate& b) {
+        return more_likely(a.logit, a.id, b.logit, b.id);
+    };
+    auto first = candidates_.begin();
+    std::size_t sorted = std::min<std::size_t>(n, 256);
+    while (true) {
+        // Past half the range one full sort is cheaper than another selection.
+        if (sorted * 2 >= n) sorted = n;
+        if (sorted == n) {
+            std::sort(first, first + static_cast<std::ptrdiff_t>(n), order);
+            break;
+        }
+        // A small prefix: a heap pass rejects most tokens with one comparison. A large
+        // one: select it in O(n), then order only it.
+        const auto middle = first + static_cast<std::ptrdiff_t>(sorted);
+        const auto last = first + static_cast<std::ptrdiff_t>(n);
+        if (sorted <= 256) {
+            std::partial_sort(first, middle, last, order);
+        } else {
+            std::nth_element(first, middle, last, order);
+            std::sort(first, middle, order);
+        }
+        if (cut_falls_within(sorted, total, top_p, min_p)) break;
+        sorted *= 8;
+    }
+    return draw_from_sorted(sorted, total, top_p, min_p, best);
+}
+
+// Whether the keep loop of draw_from_sorted stops inside the first `count` candidates.
+bool Sampler::cut_falls_within(std::size_t count, double total, float top_p, float min_p) const {
+    const float top_weight = candidates_[0].weight;
+    double kept_mass = 0.0;
+    for (std::size_t i = 0; i < count; ++i) {
+        const float w = candidates_[i].weight;
+        if (i > 0 && w / total < (top_weight / total) * min_p) return true;
+        kept_mass += w;
+        if (kept_mass / total >= top_p) return true;
+    }
+    return false;
 }
 
 // Keeps sorted candidates while they pass min-p (candidate 0 always does) and until the

@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <map>
@@ -232,6 +233,92 @@ TEST(Sampler, FullVocabularyRowSamplesValidTokens) {
             }
         }
     }
+}
+
+// §4.3 written out literally (full sort, every weight computed): the optimised paths
+// must draw exactly the same tokens from the same RNG stream.
+int reference_sample(const std::vector<float>& z, const SamplingParams& p, Rng& rng) {
+    const auto s = text::effective_sampling(p, z.size());
+    const int best = argmax(z);
+    if (s.greedy) return best;
+    const float top = z[static_cast<std::size_t>(best)];
+    struct C { float logit; int id; float w; };
+    std::vector<C> all;
+    for (std::size_t i = 0; i < z.size(); ++i)
+        if (std::isfinite(z[i]))
+            all.push_back({z[i], static_cast<int>(i), std::exp((z[i] - top) / s.temperature)});
+    if (s.top_k == 0 && s.top_p >= 1.0f) {  // id order, min-p cut
+        double total = 0;
+        for (const C& c : all) total += c.w < s.min_p ? 0.0f : c.w;
+        double r = static_cast<double>(rng.next_float()) * total;
+        int last = best;
+        for (const C& c : all) {
+            if (c.w < s.min_p || c.w <= 0.0f) continue;
+            last = c.id;
+            r -= c.w;
+            if (r <= 0) return c.id;
+        }
+        return last;
+    }
+    std::sort(all.begin(), all.end(), [](const C& a, const C& b) {
+        return a.logit > b.logit || (a.logit == b.logit && a.id < b.id);
+    });
+    if (s.top_k > 0) all.resize(std::min(all.size(), static_cast<std::size_t>(s.top_k)));
+    double total = 0;
+    for (C& c : all) {
+        c.w = std::exp((c.logit - all[0].logit) / s.temperature);
+        total += c.w;
+    }
+    double kept_mass = 0;
+    std::size_t kept = 0;
+    while (kept < all.size()) {
+        if (kept > 0 && all[kept].w / total < (all[0].w / total) * s.min_p) break;
+        kept_mass += all[kept++].w;
+        if (kept_mass / total >= s.top_p) break;
+    }
+    double r = static_cast<double>(rng.next_float()) * kept_mass;
+    for (std::size_t i = 0; i < kept; ++i) {
+        r -= all[i].w;
+        if (r <= 0) return all[i].id;
+    }
+    return all[kept - 1].id;
+}
+
+TEST(Sampler, OptimisedPathsDrawExactlyLikeTheLiteralAlgorithm) {
+    std::mt19937 gen(21);
+    for (float sigma : {0.5f, 3.0f}) {
+        std::normal_distribution<float> normal(0.0f, sigma);
+        std::vector<float> z(20000);
+        for (float& v : z) v = normal(gen);
+        z[7] = kNaN;
+        z[8] = -kInf;
+        for (auto p : {params(1, 0, 1, 0.05f), params(0.8f, 0, 1, 0), params(1, 0, 0.9f, 0),
+                       params(1.3f, 0, 0.5f, 0.01f), params(1, 0, 0.999f, 0), params(1, 64, 0.8f, 0.05f),
+                       params(0.6f, 1024, 1, 0)}) {
+            p.seed = 555;
+            Sampler s(p);
+            Rng rng(555);
+            for (int i = 0; i < 200; ++i) ASSERT_EQ(s.sample(z), reference_sample(z, p, rng)) << i;
+        }
+    }
+}
+
+TEST(Sampler, LargeTopPSetsAreCutAtTheRightRank) {
+    // 5000 equal logits, top_p 0.25 (exact in binary): exactly the 1250 lowest ids
+    // survive (ties: lower id first), which needs more than the first 256-candidate
+    // selection round.
+    const std::vector<float> z(5000, 1.0f);
+    Sampler s(params(1, 0, 0.25f, 0, 31));
+    int max_id = 0;
+    double mean = 0;
+    const int draws = 4000;
+    for (int i = 0; i < draws; ++i) {
+        const int id = s.sample(z);
+        max_id = std::max(max_id, id);
+        mean += id;
+    }
+    EXPECT_EQ(max_id, 1249);
+    EXPECT_NEAR(mean / draws, 624.5, 25.0);  // uniform: sd of the mean ~5.7
 }
 
 TEST(Sampler, LogprobsAreTheLogSoftmaxOfRawLogits) {
