@@ -38,7 +38,7 @@ pack() {
 step() {  # step LOG TIMEOUT_S COMMAND...: run, append to $OUTDIR/LOG.log (at most 8 files come back)
     local log=$1 limit=$2
     shift 2
-    echo "=== $* ($(date -u +%T))" | tee -a "$OUTDIR/$log.log"
+    echo "=== $* ($(date -u +%T)${DS4_POOL_SPIN_US:+, DS4_POOL_SPIN_US=$DS4_POOL_SPIN_US})" | tee -a "$OUTDIR/$log.log"
     timeout "$limit" "$@" >>"$OUTDIR/$log.log" 2>&1
     echo "--- rc $? ($(date -u +%T))" | tee -a "$OUTDIR/$log.log"
 }
@@ -74,6 +74,7 @@ run() {
             [ -x "$DIR/$v/ds4-bench-cpu" ] && step bench-cpu 45 "$DIR/$v/ds4-bench-cpu" $bc --threads "$t"
         done
     done
+    DS4_POOL_SPIN_US=0 step bench-cpu 45 "$DIR/new/ds4-bench-cpu" $bc --threads "$threads"  # pool without spinning
     grep -E '^(===|read bandwidth|decode|by CPU|numerics)' "$OUTDIR/bench-cpu.log"
 
     local q="--benchmark_min_time=0.05 --benchmark_repetitions=3 --benchmark_report_aggregates_only=true"

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <exception>
 #include <utility>
 
@@ -32,8 +33,10 @@ template <typename Ready>
 bool spin_until(const Ready& ready) {
     using Clock = std::chrono::steady_clock;
     const auto start = Clock::now();
-    const auto yield_after = start + std::chrono::microseconds(ThreadPool::kSpinMicros / 10);
-    const auto deadline = start + std::chrono::microseconds(ThreadPool::kSpinMicros);
+    const int window = ThreadPool::spin_micros();
+    if (window == 0) return ready();
+    const auto yield_after = start + std::chrono::microseconds(window / 10);
+    const auto deadline = start + std::chrono::microseconds(window);
     for (;;) {
         for (int i = 0; i < 64; ++i) {
             if (ready()) return true;
@@ -46,6 +49,14 @@ bool spin_until(const Ready& ready) {
 }
 
 }  // namespace
+
+int ThreadPool::spin_micros() {
+    static const int window = [] {
+        const char* env = std::getenv("DS4_POOL_SPIN_US");
+        return env != nullptr && *env != '\0' ? std::max(0, std::atoi(env)) : kSpinMicros;
+    }();
+    return window;
+}
 
 ThreadPool::ThreadPool(unsigned n_threads) {
     const unsigned n_workers = n_threads > 1 ? n_threads - 1 : 0;

@@ -36,7 +36,8 @@ private:
 // polls for the workers' completion the same way. A decode step runs a few dozen short
 // parallel loops per layer with little serial work in between, and a futex wake-up per
 // loop and thread (tens of µs each in a VM or sandbox) measured as ~30 % of the 16-thread
-// decode time. Idle pools still sleep.
+// decode time. Idle pools still sleep. DS4_POOL_SPIN_US overrides the spin window
+// (0: block at once, the pre-spinning behaviour; for A/B runs).
 class ThreadPool {
 public:
     // n_threads counts the calling thread; 1 (or 0) means no workers.
@@ -51,7 +52,8 @@ public:
     // Not reentrant: fn must not call parallel_for on the same pool.
     void parallel_for(uint64_t n, uint64_t grain, const RangeFn& fn);
 
-    static constexpr int kSpinMicros = 200;
+    static constexpr int kSpinMicros = 200;  // default spin window
+    static int spin_micros();                 // kSpinMicros or DS4_POOL_SPIN_US
 
 private:
     void worker_loop(unsigned index);
