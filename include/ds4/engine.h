@@ -29,7 +29,8 @@ struct EngineOptions {
     uint64_t ctx = 32768;    // context size: the most tokens one sequence may hold
     Backend backend = Backend::Cpu;
     // Optional MTP GGUF (the mtp.0.* block, spec model.md §2.4, e.g. written by
-    // ds4-convert --mtp-out): enables mtp_draft(). Only its tensors are validated.
+    // ds4-convert --mtp-out; or the model file itself when it carries the block, as
+    // ds4-make-model --mtp writes): enables mtp_draft(). Only its tensors are validated.
     std::string mtp_path;
 };
 

@@ -2,6 +2,7 @@
 #include "cpu/mtp.h"
 
 #include <algorithm>
+#include <initializer_list>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -98,7 +99,7 @@ model::Hparams mtp_hparams(const model::Hparams& main) {
     return h;
 }
 
-MtpModel::MtpModel(const model::Hparams& main, const WeightSet& ws) {
+MtpModel::MtpModel(const model::Hparams& main, const WeightSet& shared, const WeightSet& ws) {
     // The planned mtp.0.* names (model.md §2.4); every one must be present, the router
     // bias included (optional in the main model, required here).
     const model::TensorPlan plan(main, {.mix = model::QuantMix::F32, .router_bias = true, .mtp = true});
@@ -108,8 +109,8 @@ MtpModel::MtpModel(const model::Hparams& main, const WeightSet& ws) {
         const std::string as = renamed(std::string_view(spec.name).substr(kPrefix.size()));
         if (!as.empty()) renamed_.add_view(as, v);
     }
-    for (std::string_view shared : {"token_embd.weight", "output.weight"})
-        renamed_.add_view(std::string(shared), ws.require(shared));
+    for (std::string_view name : {"token_embd.weight", "output.weight"})
+        renamed_.add_view(std::string(name), shared.require(name));
 
     try {
         block_ = std::make_unique<CpuModel>(mtp_hparams(main), renamed_);

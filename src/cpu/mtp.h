@@ -34,10 +34,12 @@ model::Hparams mtp_hparams(const model::Hparams& main);
 
 class MtpModel {
 public:
-    // Binds token_embd.weight, output.weight and every mtp.0.* tensor of model.md §2.4 from
-    // `ws` (which may hold the main model's tensors too), checking types and dims against
-    // `main`. `ws` must outlive the model. Throws ds4::Error naming the tensor.
-    MtpModel(const model::Hparams& main, const WeightSet& ws);
+    // Binds token_embd.weight and output.weight from `shared` (the main model's weights)
+    // and every mtp.0.* tensor of model.md §2.4 from `mtp` (a separate MTP GGUF's views,
+    // or the same set when one file holds both), checking types and dims against `main`.
+    // Both sets must outlive the model. Throws ds4::Error naming the tensor.
+    MtpModel(const model::Hparams& main, const WeightSet& shared, const WeightSet& mtp);
+    MtpModel(const model::Hparams& main, const WeightSet& ws) : MtpModel(main, ws, ws) {}
 
     const model::Hparams& hparams() const { return block_->hparams(); }  // mtp_hparams(main)
     const CpuModel& block() const { return *block_; }

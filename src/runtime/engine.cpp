@@ -2,9 +2,10 @@
 // CpuForward (its scratch reused by every step) sharing one ThreadPool, and one KvState
 // per sequence. Sequences of a batch are evaluated one after another.
 //
-// With an MTP GGUF, its mtp.0.* views join the same WeightSet and an MtpForward runs the
-// block; each sequence then also records the main model's final HC states and tokens of
-// its last `window` positions (a ring) and keeps the MTP block's own window cache, which
+// With an MTP GGUF (a separate file, or the main file again when it carries the block),
+// its views go into a WeightSet of their own and an MtpForward runs the block; each
+// sequence then also records the main model's final HC states and tokens of its last
+// `window` positions (a ring) and keeps the MTP block's own window cache, which
 // mtp_draft() brings up to date lazily.
 #include "ds4/engine.h"
 
@@ -113,6 +114,7 @@ struct Engine::Impl {
     std::unique_ptr<cpu::CpuForward> forward;
     // MTP (optional)
     std::optional<gguf::File> mtp_file;
+    cpu::WeightSet mtp_weights;  // views of mtp_file (which may be the main file again)
     std::unique_ptr<cpu::MtpModel> mtp_model;
     std::unique_ptr<cpu::MtpForward> mtp_forward;
 
@@ -245,8 +247,8 @@ Engine Engine::open(const std::string& path, const EngineOptions& options) {
     if (!options.mtp_path.empty()) {
         const gguf::File& mf = impl->mtp_file.emplace(gguf::File::open(options.mtp_path));
         model::check_mtp_tensors(mf, impl->hp);
-        cpu::add_gguf_views(impl->weights, mf);
-        impl->mtp_model = std::make_unique<cpu::MtpModel>(impl->hp, impl->weights);
+        cpu::add_gguf_views(impl->mtp_weights, mf);
+        impl->mtp_model = std::make_unique<cpu::MtpModel>(impl->hp, impl->weights, impl->mtp_weights);
         impl->mtp_forward = std::make_unique<cpu::MtpForward>(*impl->mtp_model, impl->pool.get());
     }
     return Engine(std::move(impl));
