@@ -76,7 +76,10 @@ struct ChatOptions {
     bool drop_thinking = true;
 };
 
-// The rendered prompt, starting with <｜begin▁of▁sentence｜>. When the conversation ends
+// The rendered prompt, starting with <｜begin▁of▁sentence｜>. This is the official cold
+// render: with drop_thinking, earlier reasoning is absent. A server that reuses a live KV
+// state still holding that reasoning shows the model something else (interface.md §2.7);
+// that choice belongs to the server, not to this function. When the conversation ends
 // with a user/developer turn the text ends with the generation prompt
 // <｜Assistant｜> + <think> (thinking) or </think> (chat).
 // Throws ds4::Error naming the message index and field for malformed input: a developer

@@ -111,13 +111,21 @@ std::vector<std::string> tool_schema_lines(const Message& m, std::size_t index) 
     return lines;
 }
 
-// Python renders response_format only when truthy: null, {} and [] render nothing.
+// Python's bool(value) for a JSON value: null, false, 0, "", [] and {} are false.
+bool python_truthy(const nlohmann::ordered_json& v) {
+    if (v.is_null()) return false;
+    if (v.is_boolean()) return v.get<bool>();
+    if (v.is_number()) return v.get<double>() != 0.0;
+    if (v.is_string()) return !v.get_ref<const std::string&>().empty();
+    return !v.empty();
+}
+
+// The reference renders response_format only when it is truthy.
 std::string response_format_text(const Message& m, std::size_t index) {
     if (m.response_format.empty()) return {};
     const auto rf =
         parse_ordered_json(m.response_format, cat(where(index, m.role), ": response_format"));
-    if (rf.is_null() || ((rf.is_object() || rf.is_array()) && rf.empty())) return {};
-    return python_json_dumps(rf);
+    return python_truthy(rf) ? python_json_dumps(rf) : std::string{};
 }
 
 std::string tool_calls_text(const Message& m, std::size_t index) {

@@ -174,11 +174,15 @@ TEST(ChatRules, SystemToolsAndResponseFormatUsePythonJsonSpacing) {
               std::string::npos);
 }
 
-TEST(ChatRules, EmptyResponseFormatRendersNothing) {
-    Message system = msg(Role::system, "S");
-    system.response_format = "{}";
-    EXPECT_EQ(encode({system, msg(Role::user, "Q")}, mode(ThinkingMode::none)),
-              BOS + "S" + U + "Q" + A + "</think>");
+TEST(ChatRules, FalsyResponseFormatRendersNothing) {
+    // Python's `if response_format:` skips every falsy value.
+    for (const char* falsy : {"{}", "[]", "null", "false", "0", "\"\""}) {
+        Message system = msg(Role::system, "S");
+        system.response_format = falsy;
+        EXPECT_EQ(encode({system, msg(Role::user, "Q")}, mode(ThinkingMode::none)),
+                  BOS + "S" + U + "Q" + A + "</think>")
+            << falsy;
+    }
 }
 
 TEST(ChatRules, PrefillLeavesTheLastAssistantTurnOpen) {
