@@ -1,0 +1,143 @@
+// CUDA bandwidth bench: (1) the ceiling, a large device-to-device copy counting bytes
+// read + written; (2) each weight type's matmul at decode shape (n_tok 1) and small
+// batches, over a weight matrix far larger than L2, in GB/s of weight bytes read, and
+// the ratio to the ceiling. Prints one table; times are medians of CUDA-event timings.
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "cuda/device.h"
+#include "cuda/kernels.h"
+#include "gguf/ggml_types.h"
+#include "quant/reference.h"
+#include "quant/scalars.h"
+
+namespace {
+
+using namespace ds4;
+using namespace ds4::cuda;
+
+constexpr int kReps = 25;
+
+template <typename F>
+float median_ms(F&& body, cudaStream_t s) {
+    body();  // warm-up (module load, IQ2 tables)
+    DS4_CUDA_CHECK(cudaStreamSynchronize(s));
+    std::vector<float> ms;
+    for (int i = 0; i < kReps; ++i) {
+        Event a, b;
+        a.record(s);
+        body();
+        b.record(s);
+        b.sync();
+        ms.push_back(b.ms_since(a));
+    }
+    std::nth_element(ms.begin(), ms.begin() + kReps / 2, ms.end());
+    return ms[kReps / 2];
+}
+
+std::vector<float> pseudo_random(size_t n, uint32_t seed) {
+    std::vector<float> v(n);
+    uint32_t s = seed * 2654435761u + 1;
+    for (float& x : v) {
+        s = s * 1664525u + 1013904223u;
+        x = static_cast<float>(s >> 8) / static_cast<float>(1u << 24) * 2.f - 1.f;
+    }
+    return v;
+}
+
+// A few real quantized rows (reference quantizers), tiled by doubling copies to fill
+// `bytes`: valid block contents everywhere, no slow host quantization of gigabytes.
+DeviceBuffer<uint8_t> tiled_weights(GgmlType t, uint64_t cols, uint64_t rows) {
+    constexpr uint64_t kSeedRows = 16;
+    const uint64_t rb = ggml_row_bytes(t, cols);
+    std::vector<uint8_t> seed(kSeedRows * rb);
+    const std::vector<float> w = pseudo_random(kSeedRows * cols, 7);
+    for (uint64_t r = 0; r < kSeedRows; ++r) {
+        const float* src = w.data() + r * cols;
+        uint8_t* dst = seed.data() + r * rb;
+        const auto n = static_cast<int64_t>(cols);
+        switch (t) {
+            case GgmlType::F32: std::memcpy(dst, src, rb); break;
+            case GgmlType::F16:
+                for (uint64_t i = 0; i < cols; ++i) reinterpret_cast<uint16_t*>(dst)[i] = quant::f32_to_f16(src[i]);
+                break;
+            case GgmlType::Q8_0: quant::ref::quantize_q8_0(src, reinterpret_cast<quant::BlockQ8_0*>(dst), n); break;
+            case GgmlType::Q2_K:
+                quant::ref::quantize_q2_K(src, reinterpret_cast<quant::BlockQ2K*>(dst), n, nullptr);
+                break;
+            case GgmlType::Q4_K:
+                quant::ref::quantize_q4_K(src, reinterpret_cast<quant::BlockQ4K*>(dst), n, nullptr);
+                break;
+            case GgmlType::IQ2_XXS:
+                quant::ref::quantize_iq2_xxs(src, reinterpret_cast<quant::BlockIQ2XXS*>(dst), n, nullptr);
+                break;
+            default: fail("bench: type ", ggml_type_name(t));
+        }
+    }
+    DeviceBuffer<uint8_t> d(rows * rb);
+    const uint64_t total = rows * rb;
+    uint64_t filled = std::min<uint64_t>(seed.size(), total);
+    DS4_CUDA_CHECK(cudaMemcpy(d.data(), seed.data(), filled, cudaMemcpyHostToDevice));
+    while (filled < total) {
+        const uint64_t n = std::min(filled, total - filled);
+        DS4_CUDA_CHECK(cudaMemcpy(d.data() + filled, d.data(), n, cudaMemcpyDeviceToDevice));
+        filled += n;
+    }
+    return d;
+}
+
+double copy_bandwidth_gbs(cudaStream_t s) {
+    const size_t bytes = size_t{2} << 30;
+    DeviceBuffer<uint8_t> a(bytes), b(bytes);
+    a.fill_bytes(1);
+    const float ms = median_ms(
+        [&] { DS4_CUDA_CHECK(cudaMemcpyAsync(b.data(), a.data(), bytes, cudaMemcpyDeviceToDevice, s)); }, s);
+    return 2.0 * static_cast<double>(bytes) / (ms * 1e6);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    try {
+        if (device_count() == 0) {
+            std::fprintf(stderr, "ds4-bench-cuda: no CUDA GPU\n");
+            return 1;
+        }
+        const uint64_t target_bytes = (argc > 1 ? std::stoull(argv[1]) : 1024) << 20;  // MiB of weights
+        const DeviceInfo info = device_info(0);
+        std::printf("card: %s, %d SMs, %.1f GiB, L2 %zu MB\n", info.name.c_str(), info.sm_count,
+                    static_cast<double>(info.total_bytes) / (1 << 30), info.l2_bytes >> 20);
+        Stream stream;
+        const double ceiling = copy_bandwidth_gbs(stream.get());
+        std::printf("device-to-device copy (read+write): %.0f GB/s\n\n", ceiling);
+        std::printf("%-8s %6s %7s %5s %9s %9s %7s\n", "type", "cols", "rows", "ntok", "time_us", "GB/s", "ratio");
+
+        const GgmlType types[] = {GgmlType::IQ2_XXS, GgmlType::Q2_K, GgmlType::Q4_K,
+                                  GgmlType::Q8_0,    GgmlType::F16,  GgmlType::F32};
+        for (const GgmlType t : types) {
+            for (const uint64_t cols : {uint64_t{4096}, uint64_t{2048}}) {
+                const uint64_t rb = ggml_row_bytes(t, cols);
+                const uint64_t rows = target_bytes / rb;
+                DeviceBuffer<uint8_t> w = tiled_weights(t, cols, rows);
+                const std::vector<float> xh = pseudo_random(8 * cols, 3);
+                DeviceBuffer<float> x = to_device<float>(xh), y(8 * rows);
+                for (const uint32_t n_tok : {1u, 4u, 8u}) {
+                    const float ms = median_ms(
+                        [&] { matmul(t, w.data(), rows, cols, x.data(), cols, y.data(), rows, n_tok, stream.get()); },
+                        stream.get());
+                    const double gbs = static_cast<double>(w.bytes()) / (ms * 1e6);
+                    std::printf("%-8s %6llu %7llu %5u %9.1f %9.0f %6.1f%%\n", ggml_type_name(t).c_str(),
+                                static_cast<unsigned long long>(cols), static_cast<unsigned long long>(rows), n_tok,
+                                ms * 1e3, gbs, 100.0 * gbs / ceiling);
+                }
+            }
+        }
+        return 0;
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "ds4-bench-cuda: %s\n", e.what());
+        return 1;
+    }
+}

@@ -1,0 +1,124 @@
+// RAII wrappers for device memory, streams and events, plus device queries. Every
+// failure throws ds4::Error (see check.h); destructors never throw.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "cuda/check.h"
+
+namespace ds4::cuda {
+
+struct DeviceInfo {
+    int ordinal = 0;
+    std::string name;
+    int sm_count = 0;
+    int cc_major = 0, cc_minor = 0;
+    size_t total_bytes = 0;
+    size_t free_bytes = 0;
+    size_t l2_bytes = 0;
+};
+
+int device_count();  // 0 when no driver / no GPU (never throws)
+DeviceInfo device_info(int ordinal = 0);
+
+// Throws a ds4::Error that says how much `what` needs and how much is free, before an
+// allocation that would fail with a bare "out of memory".
+void ensure_fits(size_t bytes, const std::string& what);
+
+// Owning device allocation of `count` elements of T (uninitialised).
+template <typename T>
+class DeviceBuffer {
+public:
+    DeviceBuffer() = default;
+    explicit DeviceBuffer(size_t count) : count_(count) {
+        if (count_ != 0) DS4_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&ptr_), bytes()));
+    }
+    ~DeviceBuffer() {
+        if (ptr_ != nullptr) cudaFree(ptr_);
+    }
+    DeviceBuffer(const DeviceBuffer&) = delete;
+    DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+    DeviceBuffer(DeviceBuffer&& o) noexcept
+        : ptr_(std::exchange(o.ptr_, nullptr)), count_(std::exchange(o.count_, 0)) {}
+    DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
+        if (this != &o) {
+            if (ptr_ != nullptr) cudaFree(ptr_);
+            ptr_ = std::exchange(o.ptr_, nullptr);
+            count_ = std::exchange(o.count_, 0);
+        }
+        return *this;
+    }
+
+    T* data() { return ptr_; }
+    const T* data() const { return ptr_; }
+    size_t size() const { return count_; }
+    size_t bytes() const { return count_ * sizeof(T); }
+
+    void upload(std::span<const T> host) {
+        if (host.size() > count_) fail("cuda upload: ", host.size(), " elements into a buffer of ", count_);
+        DS4_CUDA_CHECK(cudaMemcpy(ptr_, host.data(), host.size_bytes(), cudaMemcpyHostToDevice));
+    }
+    std::vector<T> download() const {
+        std::vector<T> host(count_);
+        DS4_CUDA_CHECK(cudaMemcpy(host.data(), ptr_, bytes(), cudaMemcpyDeviceToHost));
+        return host;
+    }
+    // Byte-pattern fill (tests poison outputs with 0xff = NaN before a kernel runs).
+    void fill_bytes(int byte) { DS4_CUDA_CHECK(cudaMemset(ptr_, byte, bytes())); }
+
+private:
+    T* ptr_ = nullptr;
+    size_t count_ = 0;
+};
+
+template <typename T>
+DeviceBuffer<T> to_device(std::span<const T> host) {
+    DeviceBuffer<T> d(host.size());
+    d.upload(host);
+    return d;
+}
+
+class Stream {
+public:
+    Stream() { DS4_CUDA_CHECK(cudaStreamCreateWithFlags(&s_, cudaStreamNonBlocking)); }
+    ~Stream() {
+        if (s_ != nullptr) cudaStreamDestroy(s_);
+    }
+    Stream(const Stream&) = delete;
+    Stream& operator=(const Stream&) = delete;
+    cudaStream_t get() const { return s_; }
+    void sync() const { DS4_CUDA_CHECK(cudaStreamSynchronize(s_)); }
+
+private:
+    cudaStream_t s_ = nullptr;
+};
+
+class Event {
+public:
+    Event() { DS4_CUDA_CHECK(cudaEventCreate(&e_)); }
+    ~Event() {
+        if (e_ != nullptr) cudaEventDestroy(e_);
+    }
+    Event(const Event&) = delete;
+    Event& operator=(const Event&) = delete;
+    void record(cudaStream_t s) { DS4_CUDA_CHECK(cudaEventRecord(e_, s)); }
+    void sync() const { DS4_CUDA_CHECK(cudaEventSynchronize(e_)); }
+    // Milliseconds from `start` to this event (both recorded and complete).
+    float ms_since(const Event& start) const {
+        float ms = 0;
+        DS4_CUDA_CHECK(cudaEventElapsedTime(&ms, start.e_, e_));
+        return ms;
+    }
+
+private:
+    cudaEvent_t e_ = nullptr;
+};
+
+}  // namespace ds4::cuda

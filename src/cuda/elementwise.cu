@@ -1,0 +1,283 @@
+// Element-wise ops of the forward pass, each following the order of operations of its
+// CPU twin in src/cpu/numerics.cpp (and moe.cpp / attention.cpp) so that the results
+// agree to a few ulps: the remaining differences are CUDA's expf/rsqrt vs glibc.
+#include <cfloat>
+
+#include "cuda/check.h"
+#include "cuda/kernels.h"
+
+namespace ds4::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+
+unsigned blocks_for(uint64_t n, int threads = kThreads) {
+    return static_cast<unsigned>((n + threads - 1) / threads);
+}
+
+__device__ double block_sum(double v, double* shared) {
+    for (int off = 16; off > 0; off /= 2) v += __shfl_xor_sync(0xffffffffu, v, off);
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (lane == 0) shared[warp] = v;
+    __syncthreads();
+    if (warp == 0) {
+        v = lane < blockDim.x / 32 ? shared[lane] : 0.0;
+        for (int off = 16; off > 0; off /= 2) v += __shfl_xor_sync(0xffffffffu, v, off);
+        if (lane == 0) shared[0] = v;
+    }
+    __syncthreads();
+    return shared[0];
+}
+
+__global__ void rms_norm_kernel(const float* x, const float* w, float* out, uint32_t n, float eps) {
+    __shared__ double partial[32];
+    const float* xr = x + uint64_t{blockIdx.x} * n;
+    float* orow = out + uint64_t{blockIdx.x} * n;
+    double sum = 0;
+    for (uint32_t i = threadIdx.x; i < n; i += blockDim.x) {
+        const float sq = xr[i] * xr[i];  // the f32 square, summed in double (exact mean)
+        sum += sq;
+    }
+    sum = block_sum(sum, partial);
+    const auto mean = static_cast<float>(sum / static_cast<double>(n));
+    const float r = 1.0f / sqrtf(mean + eps);
+    for (uint32_t i = threadIdx.x; i < n; i += blockDim.x) {
+        const float v = xr[i] * r;
+        orow[i] = w != nullptr ? w[i] * v : v;
+    }
+}
+
+__global__ void rope_kernel(float* x, uint32_t n_vec, uint64_t stride, const float* omega, uint32_t half,
+                            float pos, bool inverse) {
+    const uint64_t i = uint64_t{blockIdx.x} * blockDim.x + threadIdx.x;
+    if (i >= uint64_t{n_vec} * half) return;
+    const uint64_t v = i / half;
+    const uint32_t j = static_cast<uint32_t>(i % half);
+    const float theta = pos * omega[j];
+    // cos/sin in double then rounded, as RopeAngles::compute does
+    const auto c = static_cast<float>(cos(static_cast<double>(theta)));
+    float sn = static_cast<float>(sin(static_cast<double>(theta)));
+    if (inverse) sn = -sn;
+    float* p = x + v * stride + 2 * j;
+    const float re = p[0], im = p[1];
+    p[0] = re * c - im * sn;
+    p[1] = re * sn + im * c;
+}
+
+__device__ float pow2_ceil(float t) {
+    const uint32_t bits = __float_as_uint(t);
+    const int exp = static_cast<int>((bits >> 23) & 0xff);
+    const int e = exp - 127 + ((bits & 0x7fffff) != 0 ? 1 : 0);
+    return __uint_as_float(static_cast<uint32_t>(e + 127) << 23);
+}
+
+__device__ float e4m3_round(float v) {
+    const float a = fabsf(v);
+    if (a == 0.0f) return v;
+    const int e = a < 0x1p-6f ? -6 : ilogbf(a);
+    const float step = ldexpf(1.0f, e - 3);
+    const float q = rintf(a / step) * step;
+    return copysignf(q, v);
+}
+
+__device__ float e2m1_round(float v) {
+    constexpr float kGrid[8] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f};
+    constexpr float kMids[7] = {0.25f, 0.75f, 1.25f, 1.75f, 2.5f, 3.5f, 5.0f};
+    const float a = fabsf(v);
+    int idx = 0;
+#pragma unroll
+    for (int k = 0; k < 7; ++k) idx += kMids[k] < a ? 1 : 0;
+    if (a == 0.75f || a == 1.75f || a == 3.5f) ++idx;
+    if (v == 0.0f) return 0.0f;
+    float g = 0.f;
+#pragma unroll
+    for (int k = 0; k < 8; ++k) g = idx == k ? kGrid[k] : g;  // no local-memory indexing
+    return v < 0 ? -g : g;
+}
+
+__device__ float warp_max(float v) {
+    for (int off = 16; off > 0; off /= 2) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, off));
+    return v;
+}
+
+// One warp per 64-block, 2 values per lane.
+__global__ void fp8_kernel(float* x, uint64_t n_blocks) {
+    const uint64_t b = (uint64_t{blockIdx.x} * blockDim.x + threadIdx.x) / 32;
+    if (b >= n_blocks) return;
+    const int lane = threadIdx.x % 32;
+    float* p = x + 64 * b;
+    const float v0 = p[lane], v1 = p[lane + 32];
+    const float amax = fmaxf(warp_max(fmaxf(fabsf(v0), fabsf(v1))), static_cast<float>(1e-4));
+    const float s = pow2_ceil(amax * static_cast<float>(1.0 / 448.0));
+    p[lane] = e4m3_round(fminf(fmaxf(v0 / s, -448.0f), 448.0f)) * s;
+    p[lane + 32] = e4m3_round(fminf(fmaxf(v1 / s, -448.0f), 448.0f)) * s;
+}
+
+// One warp per 32-block.
+__global__ void fp4_kernel(float* x, uint64_t n_blocks) {
+    const uint64_t b = (uint64_t{blockIdx.x} * blockDim.x + threadIdx.x) / 32;
+    if (b >= n_blocks) return;
+    const int lane = threadIdx.x % 32;
+    float* p = x + 32 * b;
+    const float v = p[lane];
+    const float amax = fmaxf(warp_max(fabsf(v)), 6.0f * 0x1p-126f);
+    const float s = pow2_ceil(amax * static_cast<float>(1.0 / 6.0));
+    p[lane] = e2m1_round(fminf(fmaxf(v / s, -6.0f), 6.0f)) * s;
+}
+
+// One block per vector; butterflies in double in shared memory (exact x·H), as on the CPU.
+__global__ void hadamard_kernel(float* x, uint32_t n) {
+    __shared__ double buf[1024];
+    float* p = x + uint64_t{blockIdx.x} * n;
+    for (uint32_t i = threadIdx.x; i < n; i += blockDim.x) buf[i] = p[i];
+    __syncthreads();
+    for (uint32_t len = 1; len < n; len <<= 1) {
+        for (uint32_t k = threadIdx.x; k < n / 2; k += blockDim.x) {
+            const uint32_t j = (k / len) * 2 * len + k % len;
+            const double a = buf[j], b = buf[j + len];
+            buf[j] = a + b;
+            buf[j + len] = a - b;
+        }
+        __syncthreads();
+    }
+    const auto scale = static_cast<float>(1.0 / sqrt(static_cast<double>(n)));
+    for (uint32_t i = threadIdx.x; i < n; i += blockDim.x) p[i] = static_cast<float>(buf[i]) * scale;
+}
+
+// One thread per (small) matrix, in exactly cpu::sinkhorn's order.
+__global__ void sinkhorn_kernel(float* c_all, uint32_t h, uint32_t iters, float eps, uint32_t n_mat) {
+    const uint32_t m_id = blockIdx.x * blockDim.x + threadIdx.x;
+    if (m_id >= n_mat) return;
+    float* c = c_all + uint64_t{m_id} * h * h;
+    auto normalise_columns = [&] {
+        for (uint32_t b = 0; b < h; ++b) {
+            float s = 0.0f;
+            for (uint32_t a = 0; a < h; ++a) s += c[a * h + b];
+            const float d = s + eps;
+            for (uint32_t a = 0; a < h; ++a) c[a * h + b] /= d;
+        }
+    };
+    for (uint32_t a = 0; a < h; ++a) {
+        float m = c[a * h];
+        for (uint32_t b = 1; b < h; ++b) m = fmaxf(m, c[a * h + b]);
+        for (uint32_t b = 0; b < h; ++b) c[a * h + b] = expf(c[a * h + b] - m);
+        float s = 0.0f;
+        for (uint32_t b = 0; b < h; ++b) s += c[a * h + b];
+        for (uint32_t b = 0; b < h; ++b) c[a * h + b] = c[a * h + b] / s + eps;
+    }
+    normalise_columns();
+    for (uint32_t it = 1; it < iters; ++it) {
+        for (uint32_t a = 0; a < h; ++a) {
+            float s = 0.0f;
+            for (uint32_t b = 0; b < h; ++b) s += c[a * h + b];
+            const float d = s + eps;
+            for (uint32_t b = 0; b < h; ++b) c[a * h + b] /= d;
+        }
+        normalise_columns();
+    }
+}
+
+__global__ void swiglu_kernel(const float* g, const float* u, float* out, uint64_t n, float limit) {
+    const uint64_t i = uint64_t{blockIdx.x} * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    float gv = g[i], uv = u[i];
+    if (limit > 0) {
+        uv = fminf(fmaxf(uv, -limit), limit);
+        gv = fminf(gv, limit);
+    }
+    out[i] = gv / (1.0f + expf(-gv)) * uv;
+}
+
+__device__ float block_max(float v, float* shared) {
+    v = warp_max(v);
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (lane == 0) shared[warp] = v;
+    __syncthreads();
+    if (warp == 0) {
+        v = lane < blockDim.x / 32 ? shared[lane] : -FLT_MAX;
+        v = warp_max(v);
+        if (lane == 0) shared[0] = v;
+    }
+    __syncthreads();
+    const float r = shared[0];
+    __syncthreads();
+    return r;
+}
+
+__global__ void softmax_sinks_kernel(float* scores, const float* sinks, uint32_t n) {
+    __shared__ float fshared[32];
+    __shared__ double dshared[32];
+    float* s = scores + uint64_t{blockIdx.x} * n;
+    float m = -INFINITY;
+    for (uint32_t i = threadIdx.x; i < n; i += blockDim.x) m = fmaxf(m, s[i]);
+    m = block_max(m, fshared);
+    double den = 0;
+    for (uint32_t i = threadIdx.x; i < n; i += blockDim.x) {
+        const float e = expf(s[i] - m);
+        s[i] = e;
+        den += e;
+    }
+    den = block_sum(den, dshared);
+    const float total = static_cast<float>(den) + expf(sinks[blockIdx.x] - m);
+    for (uint32_t i = threadIdx.x; i < n; i += blockDim.x) s[i] /= total;
+}
+
+}  // namespace
+
+void rms_norm(const float* x, const float* w, float* out, uint32_t n, uint32_t n_rows, float eps,
+              cudaStream_t s) {
+    if (n_rows == 0) return;
+    rms_norm_kernel<<<n_rows, kThreads, 0, s>>>(x, w, out, n, eps);
+    DS4_CUDA_CHECK_LAUNCH("rms_norm_kernel");
+}
+
+void rope(float* x, uint32_t n_vec, uint64_t stride, const float* omega, uint32_t half, uint64_t pos,
+          bool inverse, cudaStream_t s) {
+    const uint64_t n = uint64_t{n_vec} * half;
+    if (n == 0) return;
+    rope_kernel<<<blocks_for(n), kThreads, 0, s>>>(x, n_vec, stride, omega, half, static_cast<float>(pos),
+                                                   inverse);
+    DS4_CUDA_CHECK_LAUNCH("rope_kernel");
+}
+
+void fp8_simulate(float* x, uint64_t n, cudaStream_t s) {
+    if (n % 64 != 0) fail("cuda fp8_simulate: ", n, " values is not a multiple of 64");
+    if (n == 0) return;
+    fp8_kernel<<<blocks_for(n / 64 * 32), kThreads, 0, s>>>(x, n / 64);
+    DS4_CUDA_CHECK_LAUNCH("fp8_kernel");
+}
+
+void fp4_simulate(float* x, uint64_t n, cudaStream_t s) {
+    if (n % 32 != 0) fail("cuda fp4_simulate: ", n, " values is not a multiple of 32");
+    if (n == 0) return;
+    fp4_kernel<<<blocks_for(n), kThreads, 0, s>>>(x, n / 32);
+    DS4_CUDA_CHECK_LAUNCH("fp4_kernel");
+}
+
+void hadamard_scaled(float* x, uint32_t n, uint32_t n_vec, cudaStream_t s) {
+    if (n == 0 || (n & (n - 1)) != 0 || n > 1024)
+        fail("cuda hadamard: size ", n, " is not a power of two ≤ 1024");
+    if (n_vec == 0) return;
+    hadamard_kernel<<<n_vec, 256, 0, s>>>(x, n);
+    DS4_CUDA_CHECK_LAUNCH("hadamard_kernel");
+}
+
+void sinkhorn(float* c, uint32_t h, uint32_t iters, float eps, uint32_t n_mat, cudaStream_t s) {
+    if (n_mat == 0) return;
+    sinkhorn_kernel<<<blocks_for(n_mat, 64), 64, 0, s>>>(c, h, iters, eps, n_mat);
+    DS4_CUDA_CHECK_LAUNCH("sinkhorn_kernel");
+}
+
+void swiglu_clamp(const float* g, const float* u, float* out, uint64_t n, float limit, cudaStream_t s) {
+    if (n == 0) return;
+    swiglu_kernel<<<blocks_for(n), kThreads, 0, s>>>(g, u, out, n, limit);
+    DS4_CUDA_CHECK_LAUNCH("swiglu_kernel");
+}
+
+void softmax_sinks(float* scores, const float* sinks, uint32_t n, uint32_t n_head, cudaStream_t s) {
+    if (n_head == 0) return;
+    softmax_sinks_kernel<<<n_head, kThreads, 0, s>>>(scores, sinks, n);
+    DS4_CUDA_CHECK_LAUNCH("softmax_sinks_kernel");
+}
+
+}  // namespace ds4::cuda

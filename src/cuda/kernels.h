@@ -1,0 +1,56 @@
+// CUDA kernels of the forward pass, as host-callable launchers on a stream. All
+// pointers are device pointers; shapes follow the CPU backend (src/cpu/numerics.h,
+// src/cpu/matvec.h) so that each kernel is tested against its CPU twin.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "gguf/ggml_types.h"
+
+namespace ds4::cuda {
+
+// ---- quantized matrix-vector / small-batch matrix products ----
+
+// True for the weight types matmul() handles: F32, F16, Q8_0, Q2_K, Q4_K, IQ2_XXS.
+bool matmul_supported(GgmlType t);
+
+// Y[t][r] = W[r] · X[t] for r < rows, t < n_tok. W holds `rows` rows of `cols` values in
+// GGUF layout (ggml_row_bytes(type, cols) bytes each, 16-byte aligned start); X is
+// n_tok rows of f32 with stride x_stride, Y n_tok rows with stride y_stride. Weights are
+// dequantized in registers and dotted with f32 activations (f32 accumulation), one warp
+// per row; up to 8 tokens share one pass over the weights.
+void matmul(GgmlType type, const void* w, uint64_t rows, uint64_t cols, const float* x,
+            uint64_t x_stride, float* y, uint64_t y_stride, uint32_t n_tok, cudaStream_t s);
+
+// ---- element-wise ops (model.md §3, §4.3) ----
+
+// out[r] = w ⊙ (x[r] · rms_inv(x[r])) for n_rows rows of n values (w may be null: no
+// weight). out may equal x. The mean of squares is summed in double, as on the CPU.
+void rms_norm(const float* x, const float* w, float* out, uint32_t n, uint32_t n_rows, float eps,
+              cudaStream_t s);
+
+// Rotates the rd = 2·half values starting at x + v·stride (v < n_vec) by θ_j = f32(pos)·ω_j
+// (adjacent pairs, GPT-J style); inverse uses −θ. omega: `half` device floats.
+void rope(float* x, uint32_t n_vec, uint64_t stride, const float* omega, uint32_t half, uint64_t pos,
+          bool inverse, cudaStream_t s);
+
+// In place FP8 E4M3 simulation in 64-blocks / FP4 E2M1 in 32-blocks (n multiple of the block).
+void fp8_simulate(float* x, uint64_t n, cudaStream_t s);
+void fp4_simulate(float* x, uint64_t n, cudaStream_t s);
+
+// x[v] ← (x[v]·H_n)·n^-1/2 for n_vec vectors of n values (n a power of two ≤ 1024).
+void hadamard_scaled(float* x, uint32_t n, uint32_t n_vec, cudaStream_t s);
+
+// n_mat independent h×h Sinkhorn normalisations (cpu::sinkhorn), h ≤ 16.
+void sinkhorn(float* c, uint32_t h, uint32_t iters, float eps, uint32_t n_mat, cudaStream_t s);
+
+// out[i] = silu(min(g, L)) · clamp(u, −L, L) (no clamp when L ≤ 0).
+void swiglu_clamp(const float* g, const float* u, float* out, uint64_t n, float limit, cudaStream_t s);
+
+// Per head h: p_i = e^(s_i − m) / (Σ_j e^(s_j − m) + e^(sink_h − m)), m = max_i s_i (the
+// sink joins only the denominator), in place on n_head rows of n scores.
+void softmax_sinks(float* scores, const float* sinks, uint32_t n, uint32_t n_head, cudaStream_t s);
+
+}  // namespace ds4::cuda
