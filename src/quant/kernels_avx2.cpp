@@ -399,6 +399,17 @@ float dot_q8_0_q8_0f(const BlockQ8_0* w, const BlockQ8_0F* x, int64_t n) {
     return detail::reduce_lanes(lane);
 }
 
+// Prefetch for the multi-row Q8_0 dots. Four rows are four short interleaved streams,
+// which Zen 3's prefetchers follow worse than one long stream (from DRAM the 4-row
+// kernel alone ran 20-25 % below the single-row one there, while it was 1.3-1.4× faster
+// on the Xeon host). Callers pass consecutive rows of a matrix, so the bytes after the
+// last row are the next call's rows: while a group is computed, the next group (the
+// same byte count) is requested as one linear stream, 1/steps of it per step.
+inline void prefetch_next_group(const char* next, int64_t group_bytes, int64_t step, int64_t steps) {
+    const int64_t chunk = (group_bytes + steps - 1) / steps;
+    for (int64_t off = step * chunk; off < (step + 1) * chunk; off += 64) _mm_prefetch(next + off, _MM_HINT_T0);
+}
+
 // kDotRows rows against one activation. Each row's block sums and float work are those
 // of dot_q8_0_q8_0f (so each out[r] is bit-identical to it), but the activation codes
 // and scales are loaded once for all rows. The sign trick is mirrored: |w| goes into
@@ -411,8 +422,11 @@ void dot_q8_0_q8_0f_rows(const BlockQ8_0* const* w, const BlockQ8_0F* x, int64_t
     __m256i x_min = _mm256_setzero_si256();
     __m256 acc[kDotRows];
     for (__m256& a : acc) a = _mm256_setzero_ps();
+    const char* next = reinterpret_cast<const char*>(w[kDotRows - 1] + nb);
+    const int64_t group_bytes = kDotRows * nb * static_cast<int64_t>(sizeof(BlockQ8_0));
     int64_t b = 0;
     for (; b + kLanes <= nb; b += kLanes) {
+        prefetch_next_group(next, group_bytes, b / kLanes, nb / kLanes);
         const BlockQ8_0F* xb = x + b;
         const __m256 dx = _mm256_setr_ps(xb[0].d, xb[1].d, xb[2].d, xb[3].d, xb[4].d, xb[5].d, xb[6].d, xb[7].d);
         __m256i xv[kLanes];
