@@ -5,7 +5,8 @@
 //
 // Serves the five ds4 files of antirez/deepseek-v4-gguf with small deterministic
 // contents, the way the hub does:
-//   GET /api/models/antirez/deepseek-v4-gguf/tree/main  → [{type,oid,size,path,lfs:{oid,size,pointerSize}}]
+//   GET /api/models/antirez/deepseek-v4-gguf/tree/main  → [{type,oid,size,lfs:{oid,size,pointerSize},
+//                                                          xetHash,path}, ...]
 //   GET /antirez/deepseek-v4-gguf/resolve/main/FILE     → 302 to /cdn/FILE (the hub redirects
 //                                                          LFS files to its CDN)
 //   GET /cdn/FILE                                        → the bytes; honours "Range: bytes=N-"
@@ -72,16 +73,25 @@ function fileContent(index) {
 const sha256 = (buf) => createHash('sha256').update(buf).digest('hex');
 const sha1 = (buf) => createHash('sha1').update(buf).digest('hex');
 
+// Field order and extras as the real hub sends them: small git files first, then LFS
+// entries with "lfs" (and "xetHash") before "path".
 function treeListing(contents, opts) {
-  return FILES.map((path) => {
+  const gitFiles = ['.gitattributes', 'README.md'].map((path) => {
+    const data = Buffer.from(`${path} of the fake hub\n`);
+    return { type: 'file', oid: sha1(data), size: data.length, path };
+  });
+  const lfsFiles = FILES.map((path) => {
     const data = contents.get(path);
-    const entry = { type: 'file', oid: sha1(data), size: data.length, path };
+    const entry = { type: 'file', oid: sha1(data), size: data.length };
     if (path !== opts.noLfs) {
       const oid = path === opts.badHash ? sha256(Buffer.from('not the file')) : sha256(data);
       entry.lfs = { oid, size: data.length, pointerSize: 134 };
+      entry.xetHash = sha256(Buffer.concat([Buffer.from('xet'), data]));
     }
+    entry.path = path;
     return entry;
   });
+  return [...gitFiles, ...lfsFiles];
 }
 
 function authorized(req, opts) {
