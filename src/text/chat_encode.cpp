@@ -20,21 +20,30 @@ namespace ds4 {
 
 std::string_view thinking_mode_name(ThinkingMode mode) {
     switch (mode) {
-    case ThinkingMode::none: return "none";
-    case ThinkingMode::high: return "high";
-    case ThinkingMode::max: return "max";
+        case ThinkingMode::none:
+            return "none";
+        case ThinkingMode::high:
+            return "high";
+        case ThinkingMode::max:
+            return "max";
     }
     return "unknown";
 }
 
 std::string_view role_name(Role role) {
     switch (role) {
-    case Role::system: return "system";
-    case Role::developer: return "developer";
-    case Role::user: return "user";
-    case Role::assistant: return "assistant";
-    case Role::tool: return "tool";
-    case Role::latest_reminder: return "latest_reminder";
+        case Role::system:
+            return "system";
+        case Role::developer:
+            return "developer";
+        case Role::user:
+            return "user";
+        case Role::assistant:
+            return "assistant";
+        case Role::tool:
+            return "tool";
+        case Role::latest_reminder:
+            return "latest_reminder";
     }
     return "unknown";
 }
@@ -287,9 +296,10 @@ void append_instructions(std::string& out, const Turn& t) {
     if (!t.prepared->schema_lines.empty())
         out += "\n\n" + render_tools_section(t.prepared->schema_lines);
     if (!t.prepared->response_format.empty())
-        out += cat("\n\n## Response Format:\n\nYou MUST strictly adhere to the following schema "
-                   "to reply:\n",
-                   t.prepared->response_format);
+        out +=
+            cat("\n\n## Response Format:\n\nYou MUST strictly adhere to the following schema "
+                "to reply:\n",
+                t.prepared->response_format);
 }
 
 void append_user(std::string& out, const Turn& t) {
@@ -318,22 +328,27 @@ void append_assistant(std::string& out, const Turn& t, std::size_t index, const 
 
 void append_turn(std::string& out, const Turn& t, std::size_t index, const RenderState& s) {
     switch (t.role) {
-    case Role::system:
-        out += t.message->content;
-        append_instructions(out, t);
-        return;
-    case Role::developer:
-        out += kUserToken;
-        out += t.message->content;
-        append_instructions(out, t);
-        return;
-    case Role::user: append_user(out, t); return;
-    case Role::latest_reminder:
-        out += kLatestReminderToken;
-        out += t.message->content;
-        return;
-    case Role::assistant: append_assistant(out, t, index, s); return;
-    case Role::tool: break;  // merged into user turns
+        case Role::system:
+            out += t.message->content;
+            append_instructions(out, t);
+            return;
+        case Role::developer:
+            out += kUserToken;
+            out += t.message->content;
+            append_instructions(out, t);
+            return;
+        case Role::user:
+            append_user(out, t);
+            return;
+        case Role::latest_reminder:
+            out += kLatestReminderToken;
+            out += t.message->content;
+            return;
+        case Role::assistant:
+            append_assistant(out, t, index, s);
+            return;
+        case Role::tool:
+            break;  // merged into user turns
     }
 }
 
@@ -398,9 +413,8 @@ std::string encode_assistant_turn(const Message& turn, ThinkingMode mode) {
 
 void attach_request_tools(std::vector<Message>& messages, std::vector<Tool> tools) {
     if (tools.empty()) return;
-    const bool first_carries =
-        !messages.empty() &&
-        (messages.front().role == Role::system || messages.front().role == Role::developer);
+    const bool first_carries = !messages.empty() && (messages.front().role == Role::system ||
+                                                     messages.front().role == Role::developer);
     if (first_carries) {
         auto& dest = messages.front().tools;
         for (Tool& t : tools) dest.push_back(std::move(t));

@@ -60,8 +60,8 @@ ToolCall tool_call_from_json(const ojson& j, const std::string& ctx) {
     const ojson& args = fn["arguments"];
     // Clients that send the arguments as an object (not the OpenAI string) get it rendered
     // as if they had sent its compact text; the key order survives in ordered_json.
-    call.arguments = args.is_object() ? args.dump()
-                                      : string_field(args, "arguments", ctx + ".function");
+    call.arguments =
+        args.is_object() ? args.dump() : string_field(args, "arguments", ctx + ".function");
     return call;
 }
 
@@ -82,7 +82,8 @@ Message message_from_json(const ojson& j, std::size_t index) {
         const ojson& calls = j["tool_calls"];
         if (!calls.is_array()) fail(ctx, ": tool_calls: expected an array");
         for (std::size_t k = 0; k < calls.size(); ++k)
-            m.tool_calls.push_back(tool_call_from_json(calls[k], cat(ctx, ": tool_calls[", k, "]")));
+            m.tool_calls.push_back(
+                tool_call_from_json(calls[k], cat(ctx, ": tool_calls[", k, "]")));
     }
     if (j.contains("tools") && !j["tools"].is_null()) m.tools = tools_from_json(j["tools"], ctx);
     if (j.contains("response_format") && !j["response_format"].is_null())
@@ -111,7 +112,8 @@ std::vector<Message> messages_from_json(const ojson& messages) {
     if (!messages.is_array()) fail("chat messages: expected an array, got ", messages.type_name());
     std::vector<Message> out;
     out.reserve(messages.size());
-    for (std::size_t i = 0; i < messages.size(); ++i) out.push_back(message_from_json(messages[i], i));
+    for (std::size_t i = 0; i < messages.size(); ++i)
+        out.push_back(message_from_json(messages[i], i));
     return out;
 }
 

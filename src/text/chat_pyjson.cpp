@@ -18,21 +18,35 @@ void append_python_string(std::string& out, std::string_view s) {
     for (const char ch : s) {
         const auto c = static_cast<unsigned char>(ch);
         switch (c) {
-        case '"': out += "\\\""; break;
-        case '\\': out += "\\\\"; break;
-        case '\n': out += "\\n"; break;
-        case '\r': out += "\\r"; break;
-        case '\t': out += "\\t"; break;
-        case '\b': out += "\\b"; break;
-        case '\f': out += "\\f"; break;
-        default:
-            if (c < 0x20) {
-                char buf[8];
-                std::snprintf(buf, sizeof buf, "\\u%04x", c);
-                out += buf;
-            } else {
-                out += ch;
-            }
+            case '"':
+                out += "\\\"";
+                break;
+            case '\\':
+                out += "\\\\";
+                break;
+            case '\n':
+                out += "\\n";
+                break;
+            case '\r':
+                out += "\\r";
+                break;
+            case '\t':
+                out += "\\t";
+                break;
+            case '\b':
+                out += "\\b";
+                break;
+            case '\f':
+                out += "\\f";
+                break;
+            default:
+                if (c < 0x20) {
+                    char buf[8];
+                    std::snprintf(buf, sizeof buf, "\\u%04x", c);
+                    out += buf;
+                } else {
+                    out += ch;
+                }
         }
     }
     out += '"';
@@ -41,38 +55,51 @@ void append_python_string(std::string& out, std::string_view s) {
 void append_python_json(std::string& out, const nlohmann::ordered_json& v) {
     using value_t = nlohmann::ordered_json::value_t;
     switch (v.type()) {
-    case value_t::null: out += "null"; return;
-    case value_t::boolean: out += v.get<bool>() ? "true" : "false"; return;
-    case value_t::number_integer: out += std::to_string(v.get<std::int64_t>()); return;
-    case value_t::number_unsigned: out += std::to_string(v.get<std::uint64_t>()); return;
-    case value_t::number_float: out += python_float_repr(v.get<double>()); return;
-    case value_t::string: append_python_string(out, v.get_ref<const std::string&>()); return;
-    case value_t::array: {
-        out += '[';
-        bool first = true;
-        for (const auto& item : v) {
-            if (!first) out += ", ";
-            first = false;
-            append_python_json(out, item);
+        case value_t::null:
+            out += "null";
+            return;
+        case value_t::boolean:
+            out += v.get<bool>() ? "true" : "false";
+            return;
+        case value_t::number_integer:
+            out += std::to_string(v.get<std::int64_t>());
+            return;
+        case value_t::number_unsigned:
+            out += std::to_string(v.get<std::uint64_t>());
+            return;
+        case value_t::number_float:
+            out += python_float_repr(v.get<double>());
+            return;
+        case value_t::string:
+            append_python_string(out, v.get_ref<const std::string&>());
+            return;
+        case value_t::array: {
+            out += '[';
+            bool first = true;
+            for (const auto& item : v) {
+                if (!first) out += ", ";
+                first = false;
+                append_python_json(out, item);
+            }
+            out += ']';
+            return;
         }
-        out += ']';
-        return;
-    }
-    case value_t::object: {
-        out += '{';
-        bool first = true;
-        for (const auto& [key, item] : v.items()) {
-            if (!first) out += ", ";
-            first = false;
-            append_python_string(out, key);
-            out += ": ";
-            append_python_json(out, item);
+        case value_t::object: {
+            out += '{';
+            bool first = true;
+            for (const auto& [key, item] : v.items()) {
+                if (!first) out += ", ";
+                first = false;
+                append_python_string(out, key);
+                out += ": ";
+                append_python_json(out, item);
+            }
+            out += '}';
+            return;
         }
-        out += '}';
-        return;
-    }
-    case value_t::binary:
-    case value_t::discarded: break;
+        case value_t::binary:
+        case value_t::discarded:
+            break;
     }
     fail("python_json_dumps: value has no JSON representation");
 }
@@ -84,7 +111,8 @@ std::string python_float_repr(double value) {
     if (std::isinf(value)) return value < 0 ? "-Infinity" : "Infinity";
     // Shortest round-trip digits in scientific form, e.g. "-2.5e+00", "1e-05".
     char buf[64];
-    const auto [end, ec] = std::to_chars(buf, buf + sizeof buf, value, std::chars_format::scientific);
+    const auto [end, ec] =
+        std::to_chars(buf, buf + sizeof buf, value, std::chars_format::scientific);
     if (ec != std::errc()) fail("python_float_repr: to_chars failed");
     const std::string_view sci(buf, static_cast<std::size_t>(end - buf));
     const std::size_t e_pos = sci.find('e');

@@ -49,7 +49,9 @@ std::vector<Parameter> official_parameters(const ToolCall& call) {
 
 // --- canonical: the client's own JSON text per top-level member --------------------------
 
-bool is_json_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+bool is_json_space(char c) {
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
 
 std::size_t skip_space(std::string_view s, std::size_t pos) {
     while (pos < s.size() && is_json_space(s[pos])) ++pos;
@@ -60,8 +62,10 @@ std::size_t skip_space(std::string_view s, std::size_t pos) {
 // one past the closing quote.
 std::size_t end_of_string(std::string_view s, std::size_t pos) {
     for (++pos; pos < s.size(); ++pos) {
-        if (s[pos] == '\\') ++pos;
-        else if (s[pos] == '"') return pos + 1;
+        if (s[pos] == '\\')
+            ++pos;
+        else if (s[pos] == '"')
+            return pos + 1;
     }
     return s.size();
 }
@@ -147,11 +151,20 @@ std::string dsml_escape_attribute(std::string_view text) {
     std::string out;
     for (const char c : text) {
         switch (c) {
-        case '&': out += "&amp;"; break;
-        case '<': out += "&lt;"; break;
-        case '>': out += "&gt;"; break;
-        case '"': out += "&quot;"; break;
-        default: out += c;
+            case '&':
+                out += "&amp;";
+                break;
+            case '<':
+                out += "&lt;";
+                break;
+            case '>':
+                out += "&gt;";
+                break;
+            case '"':
+                out += "&quot;";
+                break;
+            default:
+                out += c;
         }
     }
     return out;

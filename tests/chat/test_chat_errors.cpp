@@ -26,17 +26,19 @@ std::string error_of(const char* messages_json) {
     return "";
 }
 
-#define EXPECT_ERROR_MENTIONS(json, ...)                                                  \
-    do {                                                                                  \
-        const std::string what = error_of(json);                                          \
-        ASSERT_FALSE(what.empty()) << "no error for " << json;                            \
-        for (const char* part : {__VA_ARGS__})                                            \
-            EXPECT_NE(what.find(part), std::string::npos) << "«" << part << "» not in «" << what << "»"; \
+#define EXPECT_ERROR_MENTIONS(json, ...)                       \
+    do {                                                       \
+        const std::string what = error_of(json);               \
+        ASSERT_FALSE(what.empty()) << "no error for " << json; \
+        for (const char* part : {__VA_ARGS__})                 \
+            EXPECT_NE(what.find(part), std::string::npos)      \
+                << "«" << part << "» not in «" << what << "»"; \
     } while (0)
 
 TEST(ChatErrors, UnknownRoleNamesIndexAndRole) {
-    EXPECT_ERROR_MENTIONS(R"([{"role": "user", "content": "q"}, {"role": "robot", "content": "x"}])",
-                          "chat message 1", "role", "robot");
+    EXPECT_ERROR_MENTIONS(
+        R"([{"role": "user", "content": "q"}, {"role": "robot", "content": "x"}])",
+        "chat message 1", "role", "robot");
 }
 
 TEST(ChatErrors, MissingRole) {
@@ -72,7 +74,8 @@ TEST(ChatErrors, ArgumentsThatAreNotAnObject) {
         R"([{"role": "user", "content": "q"},
             {"role": "assistant", "content": "", "tool_calls": [
               {"id": "c0", "type": "function", "function": {"name": "f", "arguments": "[1, 2]"}}]}])",
-        "chat message 1 (assistant): tool_calls[0]: tool call 'f': arguments: expected a JSON object");
+        "chat message 1 (assistant): tool_calls[0]: tool call 'f': arguments: expected a JSON "
+        "object");
 }
 
 TEST(ChatErrors, ArgumentsMissing) {
@@ -82,8 +85,9 @@ TEST(ChatErrors, ArgumentsMissing) {
 }
 
 TEST(ChatErrors, DeveloperWithoutContent) {
-    EXPECT_ERROR_MENTIONS(R"([{"role": "developer", "content": ""}, {"role": "user", "content": "q"}])",
-                          "chat message 0 (developer)", "content");
+    EXPECT_ERROR_MENTIONS(
+        R"([{"role": "developer", "content": ""}, {"role": "user", "content": "q"}])",
+        "chat message 0 (developer)", "content");
 }
 
 TEST(ChatErrors, ToolsOnAUserMessage) {
@@ -106,7 +110,8 @@ TEST(ChatErrors, NonTextContentPart) {
 }
 
 TEST(ChatErrors, ContentOfTheWrongType) {
-    EXPECT_ERROR_MENTIONS(R"([{"role": "user", "content": 7}])", "chat message 0 (user)", "content");
+    EXPECT_ERROR_MENTIONS(R"([{"role": "user", "content": 7}])", "chat message 0 (user)",
+                          "content");
 }
 
 TEST(ChatErrors, MessagesMustBeAnArray) {
@@ -180,8 +185,14 @@ std::string outcome(const ojson& messages) {
 // tools), replaced by a value of every JSON type, must give a prompt or a ds4::Error —
 // never another exception type (nlohmann's would reach clients as an opaque 500).
 TEST(ChatErrors, EveryFieldOfEveryTypeGivesAPromptOrADs4Error) {
-    const std::vector<ojson> replacements{nullptr, 7, -1.5, "s", true, ojson::array(),
-                                          ojson::object(), ojson::array({1, "x"}),
+    const std::vector<ojson> replacements{nullptr,
+                                          7,
+                                          -1.5,
+                                          "s",
+                                          true,
+                                          ojson::array(),
+                                          ojson::object(),
+                                          ojson::array({1, "x"}),
                                           ojson{{"type", 3}, {"text", false}},
                                           ojson::array({ojson{{"type", 3}, {"text", "t"}}}),
                                           ojson::array({ojson{{"type", "text"}, {"text", 1}}})};
@@ -209,7 +220,8 @@ TEST(ChatErrors, EveryFieldOfEveryTypeGivesAPromptOrADs4Error) {
                 ojson mutated = conversation;
                 mutated[ojson::json_pointer(pointer)] = bad;
                 const std::string how = outcome(mutated);
-                ASSERT_TRUE(how == "ok" || how == "ds4::Error") << pointer << " = " << bad.dump() << ": " << how;
+                ASSERT_TRUE(how == "ok" || how == "ds4::Error")
+                    << pointer << " = " << bad.dump() << ": " << how;
                 ++tried;
                 rejected += how == "ds4::Error";
             }

@@ -31,7 +31,8 @@ std::vector<Fixture> load_fixtures() {
 
 // "offset N: expected «…» got «…»" around the first differing byte.
 std::string first_difference(const std::string& expected, const std::string& actual) {
-    const auto [e, a] = std::mismatch(expected.begin(), expected.end(), actual.begin(), actual.end());
+    const auto [e, a] =
+        std::mismatch(expected.begin(), expected.end(), actual.begin(), actual.end());
     const auto offset = static_cast<std::size_t>(e - expected.begin());
     const std::size_t from = offset > 60 ? offset - 60 : 0;
     return "first difference at byte " + std::to_string(offset) + " (expected size " +
@@ -41,7 +42,9 @@ std::string first_difference(const std::string& expected, const std::string& act
 }
 
 // gtest prints the case by its fixture id rather than as raw bytes.
-void PrintTo(const Fixture& f, std::ostream* os) { *os << f.id; }
+void PrintTo(const Fixture& f, std::ostream* os) {
+    *os << f.id;
+}
 
 class ChatFixture : public testing::TestWithParam<Fixture> {};
 
@@ -50,8 +53,8 @@ TEST_P(ChatFixture, RendersOfficialPromptByteForByte) {
     std::optional<std::string> effort;
     if (!f.at("reasoning_effort").is_null()) effort = f["reasoning_effort"].get<std::string>();
     ds4::ChatOptions options;
-    options.thinking = ds4::text::thinking_mode_from_official(
-        f.at("thinking_mode").get<std::string>(), effort);
+    options.thinking =
+        ds4::text::thinking_mode_from_official(f.at("thinking_mode").get<std::string>(), effort);
     options.drop_thinking = f.at("drop_thinking").get<bool>();
 
     const std::string expected = f.at("expected").get<std::string>();
@@ -65,8 +68,8 @@ TEST_P(ChatFixture, AssistantTurnAppendsToThePromptThatAskedForIt) {
     std::optional<std::string> effort;
     if (!f.at("reasoning_effort").is_null()) effort = f["reasoning_effort"].get<std::string>();
     ds4::ChatOptions options;
-    options.thinking = ds4::text::thinking_mode_from_official(
-        f.at("thinking_mode").get<std::string>(), effort);
+    options.thinking =
+        ds4::text::thinking_mode_from_official(f.at("thinking_mode").get<std::string>(), effort);
     options.drop_thinking = f.at("drop_thinking").get<bool>();
     // Every recorded answer to a user-like turn, plus a synthetic answer to the last turn.
     std::vector<ds4::Message> messages = ds4::text::messages_from_json(f.at("messages"));
@@ -82,13 +85,15 @@ TEST_P(ChatFixture, AssistantTurnAppendsToThePromptThatAskedForIt) {
     };
     int checked = 0;
     for (std::size_t i = 1; i < messages.size(); ++i) {
-        if (messages[i].role != ds4::Role::assistant || !answers_user(messages[i - 1].role)) continue;
+        if (messages[i].role != ds4::Role::assistant || !answers_user(messages[i - 1].role))
+            continue;
         const std::span<const ds4::Message> history(messages.data(), i);
         const std::span<const ds4::Message> answered(messages.data(), i + 1);
         const std::string extended = ds4::encode_chat(answered, options);
         const std::string appended = ds4::encode_chat(history, options) +
                                      ds4::encode_assistant_turn(messages[i], options.thinking);
-        if (extended != appended) FAIL() << "message " << i << ": " << first_difference(extended, appended);
+        if (extended != appended)
+            FAIL() << "message " << i << ": " << first_difference(extended, appended);
         ++checked;
     }
     EXPECT_GT(checked, 0);
@@ -96,12 +101,16 @@ TEST_P(ChatFixture, AssistantTurnAppendsToThePromptThatAskedForIt) {
 
 std::string fixture_name(const testing::TestParamInfo<Fixture>& info) {
     std::string name = info.param.id;
-    std::replace_if(name.begin(), name.end(), [](char c) { return !std::isalnum(static_cast<unsigned char>(c)); }, '_');
+    std::replace_if(
+        name.begin(), name.end(),
+        [](char c) { return !std::isalnum(static_cast<unsigned char>(c)); }, '_');
     return name;
 }
 
 INSTANTIATE_TEST_SUITE_P(Official, ChatFixture, testing::ValuesIn(load_fixtures()), fixture_name);
 
-TEST(ChatFixtureFile, HasAllSixtyCases) { EXPECT_EQ(load_fixtures().size(), 60u); }
+TEST(ChatFixtureFile, HasAllSixtyCases) {
+    EXPECT_EQ(load_fixtures().size(), 60u);
+}
 
 }  // namespace

@@ -33,8 +33,10 @@ TEST(PythonJson, FloatReprSwitchesNotationLikePython) {
 }
 
 TEST(PythonJson, DumpsWithPythonSeparatorsAndKeyOrder) {
-    const auto v = ojson::parse(R"({"z": [1, -2, 3.0, true, null], "a": {}, "m": [], "b": {"y": "x"}})");
-    EXPECT_EQ(python_json_dumps(v), R"({"z": [1, -2, 3.0, true, null], "a": {}, "m": [], "b": {"y": "x"}})");
+    const auto v =
+        ojson::parse(R"({"z": [1, -2, 3.0, true, null], "a": {}, "m": [], "b": {"y": "x"}})");
+    EXPECT_EQ(python_json_dumps(v),
+              R"({"z": [1, -2, 3.0, true, null], "a": {}, "m": [], "b": {"y": "x"}})");
 }
 
 TEST(PythonJson, NumbersKeepTheirKind) {
@@ -51,7 +53,8 @@ TEST(PythonJson, StringsEscapeOnlyQuotesBackslashesAndControls) {
 }
 
 TEST(PythonJson, DuplicateKeysKeepFirstPositionAndLastValue) {
-    EXPECT_EQ(python_json_dumps(ojson::parse(R"({"a": 1, "b": 2, "a": 3})")), R"({"a": 3, "b": 2})");
+    EXPECT_EQ(python_json_dumps(ojson::parse(R"({"a": 1, "b": 2, "a": 3})")),
+              R"({"a": 3, "b": 2})");
 }
 
 TEST(PythonJson, ParseErrorsNameWhatWasParsed) {

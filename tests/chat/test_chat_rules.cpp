@@ -29,7 +29,8 @@ Message msg(Role role, std::string content) {
     return m;
 }
 
-Message assistant(std::string content, std::string reasoning = {}, std::vector<ToolCall> calls = {}) {
+Message assistant(std::string content, std::string reasoning = {},
+                  std::vector<ToolCall> calls = {}) {
     Message m = msg(Role::assistant, std::move(content));
     m.reasoning_content = std::move(reasoning);
     m.tool_calls = std::move(calls);
@@ -42,7 +43,9 @@ Message tool_result(std::string id, std::string content) {
     return m;
 }
 
-ChatOptions mode(ThinkingMode thinking, bool drop = true) { return ChatOptions{thinking, drop}; }
+ChatOptions mode(ThinkingMode thinking, bool drop = true) {
+    return ChatOptions{thinking, drop};
+}
 
 std::string encode(const std::vector<Message>& messages, ChatOptions options) {
     return ds4::encode_chat(messages, options);
@@ -50,13 +53,18 @@ std::string encode(const std::vector<Message>& messages, ChatOptions options) {
 
 const std::string kCallsABC =
     "\n\n<｜DSML｜tool_calls>\n"
-    "<｜DSML｜invoke name=\"f\">\n<｜DSML｜parameter name=\"k\" string=\"true\">a</｜DSML｜parameter>\n</｜DSML｜invoke>\n"
-    "<｜DSML｜invoke name=\"f\">\n<｜DSML｜parameter name=\"k\" string=\"true\">b</｜DSML｜parameter>\n</｜DSML｜invoke>\n"
-    "<｜DSML｜invoke name=\"f\">\n<｜DSML｜parameter name=\"k\" string=\"true\">c</｜DSML｜parameter>\n</｜DSML｜invoke>\n"
+    "<｜DSML｜invoke name=\"f\">\n<｜DSML｜parameter name=\"k\" "
+    "string=\"true\">a</｜DSML｜parameter>\n</｜DSML｜invoke>\n"
+    "<｜DSML｜invoke name=\"f\">\n<｜DSML｜parameter name=\"k\" "
+    "string=\"true\">b</｜DSML｜parameter>\n</｜DSML｜invoke>\n"
+    "<｜DSML｜invoke name=\"f\">\n<｜DSML｜parameter name=\"k\" "
+    "string=\"true\">c</｜DSML｜parameter>\n</｜DSML｜invoke>\n"
     "</｜DSML｜tool_calls>";
 
 std::vector<ToolCall> calls_abc() {
-    return {{"id_a", "f", R"({"k": "a"})"}, {"id_b", "f", R"({"k": "b"})"}, {"id_c", "f", R"({"k": "c"})"}};
+    return {{"id_a", "f", R"({"k": "a"})"},
+            {"id_b", "f", R"({"k": "b"})"},
+            {"id_c", "f", R"({"k": "c"})"}};
 }
 
 TEST(ChatRules, EmptyConversationIsJustBos) {
@@ -78,7 +86,8 @@ TEST(ChatRules, ToolResultsMergeIntoOneUserTurnInCallOrder) {
     EXPECT_EQ(encode(m, mode(ThinkingMode::high)),
               BOS + U + "Q" + A + "</think>" + kCallsABC + EOS + U +
                   "<tool_result>A</tool_result>\n\n<tool_result>B</tool_result>\n\n"
-                  "<tool_result>C</tool_result>" + A + "<think>");
+                  "<tool_result>C</tool_result>" +
+                  A + "<think>");
 }
 
 TEST(ChatRules, TextBlocksKeepTheirSlotsWhileToolResultsSort) {
@@ -105,7 +114,8 @@ TEST(ChatRules, ConsecutiveUserMessagesMergeWithABlankLine) {
 }
 
 TEST(ChatRules, DropThinkingRemovesReasoningBeforeTheLastUserTurn) {
-    const std::vector<Message> m{msg(Role::user, "U1"), assistant("A1", "R1"), msg(Role::user, "U2")};
+    const std::vector<Message> m{msg(Role::user, "U1"), assistant("A1", "R1"),
+                                 msg(Role::user, "U2")};
     EXPECT_EQ(encode(m, mode(ThinkingMode::high)),
               BOS + U + "U1" + A + "</think>A1" + EOS + U + "U2" + A + "<think>");
     EXPECT_EQ(encode(m, mode(ThinkingMode::high, /*drop=*/false)),
@@ -114,7 +124,8 @@ TEST(ChatRules, DropThinkingRemovesReasoningBeforeTheLastUserTurn) {
 
 TEST(ChatRules, ReasoningAfterTheLastUserTurnIsKept) {
     const std::vector<Message> m{msg(Role::user, "U1"), assistant("A1", "R1")};
-    EXPECT_EQ(encode(m, mode(ThinkingMode::high)), BOS + U + "U1" + A + "<think>R1</think>A1" + EOS);
+    EXPECT_EQ(encode(m, mode(ThinkingMode::high)),
+              BOS + U + "U1" + A + "<think>R1</think>A1" + EOS);
 }
 
 TEST(ChatRules, ChatModeNeverShowsReasoning) {
@@ -144,8 +155,12 @@ TEST(ChatRules, DeveloperTurnIsAUserTurnAndIsDroppedWhenOld) {
 TEST(ChatRules, MaxEffortPrefixFollowsBosExactly) {
     const std::string prefix =
         "Reasoning Effort: Absolute maximum with no shortcuts permitted.\n"
-        "You MUST be very thorough in your thinking and comprehensively decompose the problem to resolve the root cause, rigorously stress-testing your logic against all potential paths, edge cases, and adversarial scenarios.\n"
-        "Explicitly write out your entire deliberation process, documenting every intermediate step, considered alternative, and rejected hypothesis to ensure absolutely no assumption is left unchecked.\n\n";
+        "You MUST be very thorough in your thinking and comprehensively decompose the problem to "
+        "resolve the root cause, rigorously stress-testing your logic against all potential paths, "
+        "edge cases, and adversarial scenarios.\n"
+        "Explicitly write out your entire deliberation process, documenting every intermediate "
+        "step, considered alternative, and rejected hypothesis to ensure absolutely no assumption "
+        "is left unchecked.\n\n";
     EXPECT_EQ(ds4::text::kThinkMaxPrefix, prefix);
     const std::vector<Message> m{msg(Role::system, "S"), msg(Role::user, "Q")};
     EXPECT_EQ(encode(m, mode(ThinkingMode::max)), BOS + prefix + "S" + U + "Q" + A + "<think>");
@@ -170,7 +185,8 @@ TEST(ChatRules, SystemToolsAndResponseFormatUsePythonJsonSpacing) {
                        "\n\nYou MUST strictly follow the above defined tool name and parameter "
                        "schemas to invoke tool calls.\n\n\n## Response Format:\n\nYou MUST "
                        "strictly adhere to the following schema to reply:\n"
-                       R"({"type": "json_object"})" + U + "Q"),
+                       R"({"type": "json_object"})" +
+                       U + "Q"),
               std::string::npos);
 }
 
@@ -213,7 +229,8 @@ TEST(ChatRules, AssistantTurnTextMatchesTheFullRender) {
         "string=\"false\">1</｜DSML｜parameter>\n</｜DSML｜invoke>\n</｜DSML｜tool_calls>";
     EXPECT_EQ(ds4::encode_assistant_turn(a, ThinkingMode::high), "R</think>A" + calls + EOS);
     EXPECT_EQ(ds4::encode_assistant_turn(a, ThinkingMode::none), "A" + calls + EOS);
-    EXPECT_THROW((void)ds4::encode_assistant_turn(msg(Role::user, "x"), ThinkingMode::none), ds4::Error);
+    EXPECT_THROW((void)ds4::encode_assistant_turn(msg(Role::user, "x"), ThinkingMode::none),
+                 ds4::Error);
 }
 
 TEST(ChatRules, RequestToolsGoToTheLeadingSystemMessage) {

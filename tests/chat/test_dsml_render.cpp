@@ -28,7 +28,8 @@ TEST(DsmlRender, OfficialBlockKeepsArgumentKeyOrderAndPythonJsonSpacing) {
               "<｜DSML｜invoke name=\"bash\">\n"
               "<｜DSML｜parameter name=\"command\" string=\"true\">ls -la</｜DSML｜parameter>\n"
               "<｜DSML｜parameter name=\"timeout\" string=\"false\">10</｜DSML｜parameter>\n"
-              "<｜DSML｜parameter name=\"opts\" string=\"false\">{\"a\": [1, 2], \"f\": 2.5, \"e\": 1e-05}</｜DSML｜parameter>\n"
+              "<｜DSML｜parameter name=\"opts\" string=\"false\">{\"a\": [1, 2], \"f\": 2.5, "
+              "\"e\": 1e-05}</｜DSML｜parameter>\n"
               "</｜DSML｜invoke>\n"
               "<｜DSML｜invoke name=\"read\">\n"
               "\n"  // the official "\n".join of no parameters leaves an empty line
@@ -37,10 +38,12 @@ TEST(DsmlRender, OfficialBlockKeepsArgumentKeyOrderAndPythonJsonSpacing) {
 }
 
 TEST(DsmlRender, OfficialStringValuesAreDecodedNotEscaped) {
-    const ToolCall call{"c", "w", R"({"s": "tab\there \"q\" caf\u00e9 <&>", "n": null, "b": false})"};
+    const ToolCall call{"c", "w",
+                        R"({"s": "tab\there \"q\" caf\u00e9 <&>", "n": null, "b": false})"};
     EXPECT_EQ(render_invoke(call),
               "<｜DSML｜invoke name=\"w\">\n"
-              "<｜DSML｜parameter name=\"s\" string=\"true\">tab\there \"q\" café <&></｜DSML｜parameter>\n"
+              "<｜DSML｜parameter name=\"s\" string=\"true\">tab\there \"q\" café "
+              "<&></｜DSML｜parameter>\n"
               "<｜DSML｜parameter name=\"n\" string=\"false\">null</｜DSML｜parameter>\n"
               "<｜DSML｜parameter name=\"b\" string=\"false\">false</｜DSML｜parameter>\n"
               "</｜DSML｜invoke>");
@@ -65,23 +68,25 @@ TEST(DsmlRender, CanonicalMatchesTheSpecExample) {
     const std::vector<ToolCall> calls{
         {"c1", "bash", R"({"command": "ls -la", "timeout": 10, "opts": {"a": [1, 2]}})"},
         {"c2", "read", "{}"}};
-    EXPECT_EQ(render_tool_calls(calls, DsmlStyle::canonical),
-              "\n\n<｜DSML｜tool_calls>\n"
-              "<｜DSML｜invoke name=\"bash\">\n"
-              "<｜DSML｜parameter name=\"command\" string=\"true\">ls -la</｜DSML｜parameter>\n"
-              "<｜DSML｜parameter name=\"timeout\" string=\"false\">10</｜DSML｜parameter>\n"
-              "<｜DSML｜parameter name=\"opts\" string=\"false\">{\"a\":[1,2]}</｜DSML｜parameter>\n"
-              "</｜DSML｜invoke>\n"
-              "<｜DSML｜invoke name=\"read\">\n"
-              "</｜DSML｜invoke>\n"
-              "</｜DSML｜tool_calls>");
+    EXPECT_EQ(
+        render_tool_calls(calls, DsmlStyle::canonical),
+        "\n\n<｜DSML｜tool_calls>\n"
+        "<｜DSML｜invoke name=\"bash\">\n"
+        "<｜DSML｜parameter name=\"command\" string=\"true\">ls -la</｜DSML｜parameter>\n"
+        "<｜DSML｜parameter name=\"timeout\" string=\"false\">10</｜DSML｜parameter>\n"
+        "<｜DSML｜parameter name=\"opts\" string=\"false\">{\"a\":[1,2]}</｜DSML｜parameter>\n"
+        "</｜DSML｜invoke>\n"
+        "<｜DSML｜invoke name=\"read\">\n"
+        "</｜DSML｜invoke>\n"
+        "</｜DSML｜tool_calls>");
 }
 
 TEST(DsmlRender, CanonicalKeepsClientEscapesAndSpacingInsideStrings) {
     const ToolCall call{"c", "f", "{ \"o\" : { \"k\" : \"caf\\u00e9  x\" } ,\n \"n\":1.50 }"};
     EXPECT_EQ(render_invoke(call, DsmlStyle::canonical),
               "<｜DSML｜invoke name=\"f\">\n"
-              "<｜DSML｜parameter name=\"o\" string=\"false\">{\"k\":\"caf\\u00e9  x\"}</｜DSML｜parameter>\n"
+              "<｜DSML｜parameter name=\"o\" string=\"false\">{\"k\":\"caf\\u00e9  "
+              "x\"}</｜DSML｜parameter>\n"
               "<｜DSML｜parameter name=\"n\" string=\"false\">1.50</｜DSML｜parameter>\n"
               "</｜DSML｜invoke>");
 }
@@ -91,16 +96,19 @@ TEST(DsmlRender, CanonicalEscapesAttributesAndNeutralisesTheCloseTag) {
                         R"({"k<\"": "v</｜DSML｜parameter>w", "j": ["</｜DSML｜parameter>"]})"};
     EXPECT_EQ(render_invoke(call, DsmlStyle::canonical),
               "<｜DSML｜invoke name=\"a&amp;b&quot;&lt;x&gt;\">\n"
-              "<｜DSML｜parameter name=\"k&lt;&quot;\" string=\"true\">v&lt;/｜DSML｜parameter>w</｜DSML｜parameter>\n"
-              "<｜DSML｜parameter name=\"j\" string=\"false\">[\"\\u003c/｜DSML｜parameter>\"]</｜DSML｜parameter>\n"
+              "<｜DSML｜parameter name=\"k&lt;&quot;\" "
+              "string=\"true\">v&lt;/｜DSML｜parameter>w</｜DSML｜parameter>\n"
+              "<｜DSML｜parameter name=\"j\" "
+              "string=\"false\">[\"\\u003c/｜DSML｜parameter>\"]</｜DSML｜parameter>\n"
               "</｜DSML｜invoke>");
 }
 
 TEST(DsmlRender, CanonicalNonObjectArgumentsBecomeOneStringParameter) {
-    EXPECT_EQ(render_invoke({"c", "patch", "*** raw text"}, DsmlStyle::canonical),
-              "<｜DSML｜invoke name=\"patch\">\n"
-              "<｜DSML｜parameter name=\"arguments\" string=\"true\">*** raw text</｜DSML｜parameter>\n"
-              "</｜DSML｜invoke>");
+    EXPECT_EQ(
+        render_invoke({"c", "patch", "*** raw text"}, DsmlStyle::canonical),
+        "<｜DSML｜invoke name=\"patch\">\n"
+        "<｜DSML｜parameter name=\"arguments\" string=\"true\">*** raw text</｜DSML｜parameter>\n"
+        "</｜DSML｜invoke>");
     EXPECT_EQ(render_invoke({"c", "f", "[1, 2]"}, DsmlStyle::canonical),
               "<｜DSML｜invoke name=\"f\">\n"
               "<｜DSML｜parameter name=\"arguments\" string=\"true\">[1, 2]</｜DSML｜parameter>\n"
@@ -109,8 +117,9 @@ TEST(DsmlRender, CanonicalNonObjectArgumentsBecomeOneStringParameter) {
 
 TEST(DsmlRender, EscapeHelpers) {
     EXPECT_EQ(ds4::text::dsml_escape_attribute("a&<>\"'b"), "a&amp;&lt;&gt;&quot;'b");
-    EXPECT_EQ(ds4::text::dsml_neutralise_close_tag("x</｜DSML｜parameter></｜DSML｜parameter>", false),
-              "x&lt;/｜DSML｜parameter>&lt;/｜DSML｜parameter>");
+    EXPECT_EQ(
+        ds4::text::dsml_neutralise_close_tag("x</｜DSML｜parameter></｜DSML｜parameter>", false),
+        "x&lt;/｜DSML｜parameter>&lt;/｜DSML｜parameter>");
     EXPECT_EQ(ds4::text::dsml_neutralise_close_tag("\"</｜DSML｜parameter>\"", true),
               "\"\\u003c/｜DSML｜parameter>\"");
     EXPECT_EQ(ds4::text::dsml_neutralise_close_tag("</｜DSML｜invoke> &lt;", false),
