@@ -1,8 +1,10 @@
-// Quantized matrix-vector products: one warp per weight row. Each lane walks "items"
-// (a slice of a quant block whose bytes it loads with the widest aligned loads the
-// layout allows), dequantizes them in registers exactly as quant/reference_dequant.cpp
-// does, and dots them with up to 8 f32 activation rows, so one pass over the weights
-// serves a small batch. Bandwidth comes from many independent items per warp in flight.
+// Quantized matrix-vector products: one warp per weight row. The warp stages a chunk of
+// its row in shared memory with coalesced 16-byte loads, each lane dequantizes 8
+// consecutive columns per 256-column group exactly as quant/reference_dequant.cpp does,
+// and dots them with up to 8 f32 activation rows, so one pass over the weights serves a
+// small batch. (A first version where each lane decoded whole quant blocks straight from
+// global memory ran at 2-17% of the copy bandwidth: scattered 2/4-byte weight loads and
+// activation loads spread over 32 cache lines per instruction. See bench/RESULTS.md.)
 #include <cuda_fp16.h>
 
 #include <algorithm>
@@ -26,34 +28,28 @@ __device__ __forceinline__ float f16(uint32_t bits) {
     return __half2float(__ushort_as_half(static_cast<unsigned short>(bits)));
 }
 
-__device__ __forceinline__ uint32_t ld_u16(const uint8_t* p) {
-    return __ldg(reinterpret_cast<const unsigned short*>(p));
-}
-__device__ __forceinline__ uint32_t ld_u32(const uint8_t* p) {
-    return __ldg(reinterpret_cast<const unsigned int*>(p));
-}
-__device__ __forceinline__ uint4 ld_u128(const uint8_t* p) {
-    return __ldg(reinterpret_cast<const uint4*>(p));
-}
+// Every format is handled in groups of 256 columns (one K-quant super-block, 8 Q8_0
+// blocks, 256 F16/F32 values) of kGroupBytes bytes. A warp stages kChunkGroups groups
+// of its row into shared memory with coalesced 16-byte loads (2-byte loads when the row
+// length is not a multiple of 16 bytes), then lane l decodes columns 8l .. 8l + 7 of each
+// group from shared memory: the activation reads of a warp are then 32 contiguous float4
+// pairs, and the weight reads are full 128-byte lines. kUnit groups make 16 bytes.
+__device__ __forceinline__ uint32_t sm_u16(const uint8_t* p) { return *reinterpret_cast<const uint16_t*>(p); }
+__device__ __forceinline__ uint32_t sm_u32(const uint8_t* p) { return *reinterpret_cast<const uint32_t*>(p); }
 
-// Each format: kBlockValues values in kBytes bytes, split into kItems items of kValues
-// values; decode(blk, part, v) fills v, col(part, k) is v[k]'s column inside the block.
 struct F32Format {
-    static constexpr int kBlockValues = 4, kBytes = 16, kItems = 1, kValues = 4;
-    __device__ static void decode(const uint8_t* blk, int, float (&v)[kValues]) {
-        const uint4 q = ld_u128(blk);
-        v[0] = __uint_as_float(q.x);
-        v[1] = __uint_as_float(q.y);
-        v[2] = __uint_as_float(q.z);
-        v[3] = __uint_as_float(q.w);
+    static constexpr int kGroupBytes = 1024, kUnit = 1, kChunkGroups = 2;
+    __device__ static void decode8(const uint8_t* g, int l, float (&v)[8]) {
+        const auto* p = reinterpret_cast<const float4*>(g + 32 * l);
+        const float4 a = p[0], b = p[1];
+        v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
     }
-    __device__ static int col(int, int k) { return k; }
 };
 
 struct F16Format {
-    static constexpr int kBlockValues = 8, kBytes = 16, kItems = 1, kValues = 8;
-    __device__ static void decode(const uint8_t* blk, int, float (&v)[kValues]) {
-        const uint4 q = ld_u128(blk);
+    static constexpr int kGroupBytes = 512, kUnit = 1, kChunkGroups = 4;
+    __device__ static void decode8(const uint8_t* g, int l, float (&v)[8]) {
+        const uint4 q = *reinterpret_cast<const uint4*>(g + 16 * l);
         const uint32_t w[4] = {q.x, q.y, q.z, q.w};
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
@@ -61,56 +57,46 @@ struct F16Format {
             v[2 * i + 1] = f16(w[i] >> 16);
         }
     }
-    __device__ static int col(int, int k) { return k; }
 };
 
-struct Q8_0Format {  // 34-byte blocks: only 2-byte alignment is guaranteed
-    static constexpr int kBlockValues = 32, kBytes = 34, kItems = 2, kValues = 16;
-    __device__ static void decode(const uint8_t* blk, int part, float (&v)[kValues]) {
-        const float d = f16(ld_u16(blk));
-        const uint8_t* qs = blk + 2 + 16 * part;
+struct Q8_0Format {  // a group is 8 blocks of 34 bytes; lane l: block l/4, values 8(l%4)..
+    static constexpr int kGroupBytes = 272, kUnit = 1, kChunkGroups = 7;
+    __device__ static void decode8(const uint8_t* g, int l, float (&v)[8]) {
+        const uint8_t* blk = g + 34 * (l / 4);
+        const float d = f16(sm_u16(blk));
+        const uint8_t* q = blk + 2 + 8 * (l % 4);
 #pragma unroll
-        for (int i = 0; i < 8; ++i) {
-            const uint32_t pair = ld_u16(qs + 2 * i);
+        for (int i = 0; i < 4; ++i) {
+            const uint32_t pair = sm_u16(q + 2 * i);
             v[2 * i] = d * static_cast<float>(static_cast<int8_t>(pair & 0xff));
             v[2 * i + 1] = d * static_cast<float>(static_cast<int8_t>(pair >> 8));
         }
     }
-    __device__ static int col(int part, int k) { return 16 * part + k; }
 };
 
-// Q2_K item (h, c): the 16 qs bytes 32h + 16c.. hold columns 128h + 32s + 16c + l
-// (l < 16) at bit shift 2s, with sub-block scale 8h + 2s + c.
+// Q2_K column e = 8l + i: qs byte 32·(e/128) + e%32 at bit shift 2·((e%128)/32), scale e/16.
 struct Q2KFormat {
-    static constexpr int kBlockValues = 256, kBytes = 84, kItems = 4, kValues = 64;
-    __device__ static void decode(const uint8_t* blk, int part, float (&v)[kValues]) {
-        const int h = part / 2, c = part % 2;
-        const uint32_t dd = ld_u32(blk + 80);
+    static constexpr int kGroupBytes = 84, kUnit = 4, kChunkGroups = 24;
+    __device__ static void decode8(const uint8_t* g, int l, float (&v)[8]) {
+        const int h = l / 16, shift = 2 * ((l % 16) / 4);
+        const uint32_t dd = sm_u32(g + 80);
         const float d = f16(dd & 0xffff), dmin = f16(dd >> 16);
-        uint32_t q[4];
+        const uint32_t sc = g[l / 2];
+        const float dl = d * static_cast<float>(sc & 15);
+        const float ml = dmin * static_cast<float>(sc >> 4);
+        const uint8_t* q = g + 16 + 32 * h + 8 * (l % 4);
+        const uint32_t w[2] = {sm_u32(q), sm_u32(q + 4)};
 #pragma unroll
-        for (int i = 0; i < 4; ++i) q[i] = ld_u32(blk + 16 + 32 * h + 16 * c + 4 * i);
-#pragma unroll
-        for (int s = 0; s < 4; ++s) {
-            const uint32_t sc = __ldg(blk + 8 * h + 2 * s + c);
-            const float dl = d * static_cast<float>(sc & 15);
-            const float ml = dmin * static_cast<float>(sc >> 4);
-#pragma unroll
-            for (int l = 0; l < 16; ++l) {
-                const uint32_t code = (q[l / 4] >> (8 * (l % 4) + 2 * s)) & 3;
-                v[16 * s + l] = dl * static_cast<float>(code) - ml;
-            }
+        for (int i = 0; i < 8; ++i) {
+            const uint32_t code = (w[i / 4] >> (8 * (i % 4) + shift)) & 3;
+            v[i] = dl * static_cast<float>(code) - ml;
         }
     }
-    __device__ static int col(int part, int k) {
-        return 128 * (part / 2) + 32 * (k / 16) + 16 * (part % 2) + k % 16;
-    }
 };
 
-// Q4_K item p: qs bytes 32p.. (16-byte aligned) hold sub-block 2p in the low nibbles
-// and 2p + 1 in the high nibbles: columns 64p .. 64p + 63.
+// Q4_K column e = 8l + i: sub-block j = l/4, qs byte 32·(j/2) + e%32, high nibble for odd j.
 struct Q4KFormat {
-    static constexpr int kBlockValues = 256, kBytes = 144, kItems = 4, kValues = 64;
+    static constexpr int kGroupBytes = 144, kUnit = 1, kChunkGroups = 14;
     __device__ static void scale_min(const uint8_t* sc, int j, int& scale, int& min) {
         if (j < 4) {
             scale = sc[j] & 63;
@@ -120,80 +106,92 @@ struct Q4KFormat {
             min = (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
         }
     }
-    __device__ static void decode(const uint8_t* blk, int part, float (&v)[kValues]) {
-        const uint32_t dd = ld_u32(blk);
+    __device__ static void decode8(const uint8_t* g, int l, float (&v)[8]) {
+        const int j = l / 4;
+        const uint32_t dd = sm_u32(g);
         const float d = f16(dd & 0xffff), dmin = f16(dd >> 16);
-        uint32_t scw[3];
+        int sc = 0, m = 0;
+        scale_min(g + 4, j, sc, m);  // ggml folds d·S and dmin·M first
+        const float dl = d * static_cast<float>(sc), ml = dmin * static_cast<float>(m);
+        const uint8_t* q = g + 16 + 32 * (j / 2) + 8 * (l % 4);
+        const uint32_t w[2] = {sm_u32(q), sm_u32(q + 4)};
+        const int shift = 4 * (j % 2);
 #pragma unroll
-        for (int i = 0; i < 3; ++i) scw[i] = ld_u32(blk + 4 + 4 * i);
-        const auto* sc = reinterpret_cast<const uint8_t*>(scw);
-        int s0 = 0, m0 = 0, s1 = 0, m1 = 0;
-        scale_min(sc, 2 * part, s0, m0);
-        scale_min(sc, 2 * part + 1, s1, m1);
-        const float dl0 = d * static_cast<float>(s0), ml0 = dmin * static_cast<float>(m0);
-        const float dl1 = d * static_cast<float>(s1), ml1 = dmin * static_cast<float>(m1);
-        const uint4 a = ld_u128(blk + 16 + 32 * part);
-        const uint4 b = ld_u128(blk + 32 + 32 * part);
-        const uint32_t w[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
-#pragma unroll
-        for (int i = 0; i < 32; ++i) {
-            const uint32_t byte = (w[i / 4] >> (8 * (i % 4))) & 0xff;
-            v[i] = dl0 * static_cast<float>(byte & 15) - ml0;
-            v[32 + i] = dl1 * static_cast<float>(byte >> 4) - ml1;
+        for (int i = 0; i < 8; ++i) {
+            const uint32_t code = (w[i / 4] >> (8 * (i % 4) + shift)) & 15;
+            v[i] = dl * static_cast<float>(code) - ml;
         }
     }
-    __device__ static int col(int part, int k) { return 64 * part + k; }
 };
 
-// IQ2_XXS item g: one 32-value group (8 bytes: 4 grid indices, 4×7 sign bits, 4-bit scale).
+// IQ2_XXS column e = 8l + i: 32-value group l/4 (8 bytes after d), grid entry k = l%4.
 struct IQ2XXSFormat {
-    static constexpr int kBlockValues = 256, kBytes = 66, kItems = 8, kValues = 32;
-    __device__ static void decode(const uint8_t* blk, int part, float (&v)[kValues]) {
-        const float d = f16(ld_u16(blk));
-        const uint8_t* q = blk + 2 + 8 * part;
-        const uint32_t w0 = ld_u16(q) | (ld_u16(q + 2) << 16);
-        const uint32_t w1 = ld_u16(q + 4) | (ld_u16(q + 6) << 16);
+    static constexpr int kGroupBytes = 66, kUnit = 8, kChunkGroups = 24;
+    __device__ static void decode8(const uint8_t* g, int l, float (&v)[8]) {
+        const int k = l % 4;
+        const float d = f16(sm_u16(g));
+        const uint8_t* q = g + 2 + 8 * (l / 4);
+        const uint32_t w1 = sm_u16(q + 4) | (sm_u16(q + 6) << 16);
         const float gscale = d * (0.5f + static_cast<float>(w1 >> 28)) * 0.25f;
+        const uint64_t grid = g_iq2_grid[q[k]];
+        const uint32_t signs = g_iq2_signs[(w1 >> (7 * k)) & 127];
 #pragma unroll
-        for (int k = 0; k < 4; ++k) {
-            const uint64_t grid = g_iq2_grid[(w0 >> (8 * k)) & 0xff];
-            const uint32_t signs = g_iq2_signs[(w1 >> (7 * k)) & 127];
-#pragma unroll
-            for (int j = 0; j < 8; ++j) {
-                const float mag = static_cast<float>((grid >> (8 * j)) & 0xff);
-                v[8 * k + j] = gscale * mag * ((signs >> j) & 1 ? -1.f : 1.f);
-            }
+        for (int j = 0; j < 8; ++j) {
+            const float mag = static_cast<float>((grid >> (8 * j)) & 0xff);
+            v[j] = gscale * mag * ((signs >> j) & 1 ? -1.f : 1.f);
         }
     }
-    __device__ static int col(int part, int k) { return 32 * part + k; }
 };
+
+template <class F>
+constexpr int kChunkBytes = F::kGroupBytes * F::kChunkGroups;
+
+// Copies `bytes` (even) from global to this warp's shared buffer; 16-byte loads when
+// both ends allow, issued before the stores so several are in flight per lane.
+__device__ __forceinline__ void stage(uint8_t* dst, const uint8_t* src, uint32_t bytes, bool wide, uint32_t lane) {
+    if (wide) {
+#pragma unroll 4
+        for (uint32_t o = 16 * lane; o < bytes; o += 512)
+            *reinterpret_cast<uint4*>(dst + o) = __ldg(reinterpret_cast<const uint4*>(src + o));
+    } else {
+#pragma unroll 4
+        for (uint32_t o = 2 * lane; o < bytes; o += 64)
+            *reinterpret_cast<uint16_t*>(dst + o) = __ldg(reinterpret_cast<const unsigned short*>(src + o));
+    }
+}
 
 template <class F, int NT>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
-    matmul_kernel(const uint8_t* __restrict__ w, uint64_t row_bytes, uint32_t rows, uint32_t n_blocks,
+    matmul_kernel(const uint8_t* __restrict__ w, uint64_t row_bytes, uint32_t rows, uint32_t n_groups, bool wide,
                   const float* __restrict__ x, uint64_t x_stride, float* __restrict__ y, uint64_t y_stride) {
-    const uint32_t lane = threadIdx.x % 32;
-    const uint32_t row = blockIdx.x * kWarpsPerBlock + threadIdx.x / 32;
+    // whole chunks (and hence every chunk start) stay 16-byte aligned for the wide path
+    static_assert(F::kChunkGroups % F::kUnit == 0 && F::kUnit * F::kGroupBytes % 16 == 0);
+    __shared__ __align__(16) uint8_t smem[kWarpsPerBlock][kChunkBytes<F>];
+    const uint32_t lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    const uint32_t row = blockIdx.x * kWarpsPerBlock + warp;
     if (row >= rows) return;
     const uint8_t* wr = w + row * row_bytes;
+    uint8_t* sm = smem[warp];
     float acc[NT];
 #pragma unroll
     for (int t = 0; t < NT; ++t) acc[t] = 0.f;
-    const uint32_t items = n_blocks * F::kItems;
-#pragma unroll 2
-    for (uint32_t i = lane; i < items; i += 32) {
-        const uint32_t b = i / F::kItems;
-        const int part = static_cast<int>(i % F::kItems);
-        float v[F::kValues];
-        F::decode(wr + uint64_t{b} * F::kBytes, part, v);
-        const float* xb = x + uint64_t{b} * F::kBlockValues;
+    for (uint32_t g0 = 0; g0 < n_groups; g0 += F::kChunkGroups) {
+        const uint32_t ng = min(static_cast<uint32_t>(F::kChunkGroups), n_groups - g0);
+        stage(sm, wr + uint64_t{g0} * F::kGroupBytes, ng * F::kGroupBytes, wide, lane);
+        __syncwarp();
+        for (uint32_t g = 0; g < ng; ++g) {
+            float v[8];
+            F::decode8(sm + g * F::kGroupBytes, static_cast<int>(lane), v);
+            const float* xb = x + uint64_t{g0 + g} * 256 + 8 * lane;
 #pragma unroll
-        for (int t = 0; t < NT; ++t) {
-            float s = 0.f;
-#pragma unroll
-            for (int k = 0; k < F::kValues; ++k) s += v[k] * __ldg(xb + t * x_stride + F::col(part, k));
-            acc[t] += s;
+            for (int t = 0; t < NT; ++t) {
+                const float4 a = __ldg(reinterpret_cast<const float4*>(xb + t * x_stride));
+                const float4 b = __ldg(reinterpret_cast<const float4*>(xb + t * x_stride + 4));
+                acc[t] += v[0] * a.x + v[1] * a.y + v[2] * a.z + v[3] * a.w + v[4] * b.x + v[5] * b.y +
+                          v[6] * b.z + v[7] * b.w;
+            }
         }
+        __syncwarp();  // the buffer is refilled next chunk
     }
 #pragma unroll
     for (int t = 0; t < NT; ++t) {
@@ -216,20 +214,22 @@ template <class F, int NT>
 void launch_nt(const void* w, uint64_t rows, uint64_t cols, const float* x, uint64_t x_stride, float* y,
                uint64_t y_stride, cudaStream_t s) {
     const auto grid = static_cast<unsigned>((rows + kWarpsPerBlock - 1) / kWarpsPerBlock);
-    const uint64_t n_blocks = cols / F::kBlockValues;
+    const uint64_t n_groups = cols / 256;
+    const uint64_t row_bytes = n_groups * F::kGroupBytes;
+    const bool wide = row_bytes % 16 == 0 && reinterpret_cast<uintptr_t>(w) % 16 == 0;
     matmul_kernel<F, NT><<<grid, kWarpsPerBlock * 32, 0, s>>>(
-        static_cast<const uint8_t*>(w), n_blocks * F::kBytes, static_cast<uint32_t>(rows),
-        static_cast<uint32_t>(n_blocks), x, x_stride, y, y_stride);
+        static_cast<const uint8_t*>(w), row_bytes, static_cast<uint32_t>(rows), static_cast<uint32_t>(n_groups),
+        wide, x, x_stride, y, y_stride);
     DS4_CUDA_CHECK_LAUNCH("matmul_kernel");
 }
 
 template <class F>
 void launch(const void* w, uint64_t rows, uint64_t cols, const float* x, uint64_t x_stride, float* y,
             uint64_t y_stride, uint32_t n_tok, cudaStream_t s) {
-    if (cols % F::kBlockValues != 0)
-        fail("cuda matmul: ", cols, " columns is not a multiple of the block size ", F::kBlockValues);
-    if (F::kBytes % 16 == 0 && reinterpret_cast<uintptr_t>(w) % 16 != 0)
-        fail("cuda matmul: weight pointer is not 16-byte aligned");
+    if (cols % 256 != 0) fail("cuda matmul: ", cols, " columns is not a multiple of 256");
+    if (reinterpret_cast<uintptr_t>(w) % 4 != 0) fail("cuda matmul: weight pointer is not 4-byte aligned");
+    if (reinterpret_cast<uintptr_t>(x) % 16 != 0 || x_stride % 4 != 0)
+        fail("cuda matmul: activations must be 16-byte aligned with a stride multiple of 4");
     // Chunks of 8, then 4, then the 1-3 left: each kernel instance reads exactly its
     // own number of activation rows.
     for (uint32_t t0 = 0; t0 < n_tok;) {

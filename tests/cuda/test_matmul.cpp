@@ -112,7 +112,8 @@ TEST_P(CudaMatmul, MatchesReferenceDequantDot) {
     uint32_t seed = 10;
     for (uint32_t n_tok : {1u, 2u, 3u, 5u, 8u, 13u}) check_matmul(t, 67, 1024, n_tok, seed++);
     check_matmul(t, 9, 4096, 1, seed++);    // long rows: several items per lane
-    check_matmul(t, 130, 256, 4, seed++);  // one block per row: most lanes idle
+    check_matmul(t, 130, 256, 4, seed++);  // one group per row (2-byte staging for most types)
+    check_matmul(t, 5, 8192, 2, seed++);   // several shared-memory chunks per row
 }
 
 TEST_P(CudaMatmul, RejectsRaggedColumns) {
