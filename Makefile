@@ -1,6 +1,7 @@
 # Thin wrapper over CMake with ds4's targets.
 #   make / make cpu   CPU build (build/)
 #   make cuda         CUDA build (build-cuda/), CUDA_ARCH=90 by default
+#   make cuda-compile CI check: the CUDA code compiles (build-cuda-ci/, no GPU needed)
 #   make test         deps + -Werror build + tests, then the same under ASan/UBSan
 #   make run          deps + build + run the embedded demo model
 #   make bench        Google Benchmark kernels
@@ -12,7 +13,7 @@ GEN := $(shell command -v ninja >/dev/null 2>&1 && echo "-G Ninja")
 CMAKE_FLAGS ?=
 PREFIX ?= /usr/local
 
-.PHONY: all cpu cuda deps test test-release test-asan run bench fuzz format clean
+.PHONY: all cpu cuda cuda-compile deps test test-release test-asan run bench fuzz format clean
 .PHONY: install
 
 all: cpu
@@ -32,6 +33,12 @@ cuda:
 test: deps
 	$(MAKE) test-release
 	$(MAKE) test-asan
+	@if command -v nvcc >/dev/null 2>&1; then $(MAKE) cuda-compile; fi
+
+cuda-compile:
+	cmake -S . -B build-cuda-ci $(GEN) -DCMAKE_BUILD_TYPE=Release -DDS4_WERROR=ON -DDS4_CUDA=ON \
+	    -DCMAKE_CUDA_ARCHITECTURES=$(CUDA_ARCH) -DDS4_BENCH=OFF $(CMAKE_FLAGS)
+	cmake --build build-cuda-ci -j $(JOBS) --target ds4_cuda test_cuda_kernels
 
 test-release:
 	cmake -S . -B build-test $(GEN) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDS4_WERROR=ON $(CMAKE_FLAGS)
@@ -64,4 +71,4 @@ format:
 	    | xargs clang-format -i
 
 clean:
-	rm -rf build build-test build-asan build-cuda build-fuzz
+	rm -rf build build-test build-asan build-cuda build-cuda-ci build-fuzz
