@@ -137,6 +137,37 @@ private:
     std::vector<float> values_;  // rows × vocab
 };
 
+// An in-memory checkpoint of one sequence (Engine::checkpoint): its length, raw windows
+// and compressor frontiers. Compressed rows are append-only, so they are not copied:
+// restoring truncates their counts. Movable, opaque; empty when default-constructed.
+class SequenceCheckpoint {
+public:
+    SequenceCheckpoint();
+    ~SequenceCheckpoint();
+    SequenceCheckpoint(SequenceCheckpoint&&) noexcept;
+    SequenceCheckpoint& operator=(SequenceCheckpoint&&) noexcept;
+    SequenceCheckpoint(const SequenceCheckpoint&) = delete;
+    SequenceCheckpoint& operator=(const SequenceCheckpoint&) = delete;
+
+    bool empty() const { return data_ == nullptr; }
+    SequenceId sequence() const { return seq_; }
+    uint64_t length() const { return length_; }  // tokens of the sequence when taken
+    uint64_t bytes() const;                       // memory held by the copy
+
+private:
+    friend class Engine;
+    struct Data;
+    std::unique_ptr<Data> data_;
+    SequenceId seq_ = 0;
+    uint64_t length_ = 0;
+};
+
+// A sequence restored from a session payload: its token history and last logits.
+struct SequenceHistory {
+    std::vector<int32_t> tokens;
+    std::vector<float> logits;  // n_vocab values: the logits after the last token
+};
+
 class Engine {
 public:
     // Maps the GGUF (no copy), validates metadata and every tensor against the ds4 plan,
@@ -186,6 +217,36 @@ public:
     // Throws without MTP, for an empty sequence or a token id out of range.
     void mtp_draft(SequenceId seq, int32_t next, std::span<float> logits);
     std::vector<float> mtp_draft(SequenceId seq, int32_t next);
+
+    // ---- Sequence state (sessions, interface.md §6.13–6.14) ----
+    // The engine keeps no token history: callers pass it in. All of these are whole-state
+    // operations of the CPU backend, in the same deterministic arithmetic as step().
+
+    // The sequence as a DS4 session payload v1 (formats.md §5): `tokens` is its history
+    // (tokens.size() == sequence_length) and `logits` the n_vocab logits after the last
+    // token. `out` is cleared first and its capacity reused.
+    void save_sequence(SequenceId seq, std::span<const int32_t> tokens,
+                       std::span<const float> logits, std::vector<uint8_t>& out) const;
+    uint64_t sequence_payload_bytes(SequenceId seq) const;
+    // Replaces the sequence's state by a payload and returns its history. Every header
+    // field and count is checked first: on a ds4::Error the sequence is untouched. With
+    // MTP, the recorded final states before the loaded length are unknown (zero), so
+    // drafts in the first `window` tokens after a load are poorer (never wrong output:
+    // drafts are verified).
+    SequenceHistory load_sequence(SequenceId seq, std::span<const uint8_t> payload);
+
+    // Checkpoints. restore() puts the sequence back at cp.length() tokens, exactly as it
+    // was when cp was taken. It is valid while the positions before cp.length() have not
+    // been re-evaluated since (rewinding below cp.length() and evaluating again rewrites
+    // compressed rows the checkpoint does not copy); the engine tracks this and throws,
+    // leaving the sequence untouched, for a checkpoint of another sequence or one no
+    // longer valid.
+    SequenceCheckpoint checkpoint(SequenceId seq) const;
+    bool can_restore(SequenceId seq, const SequenceCheckpoint& cp) const;
+    void restore(SequenceId seq, const SequenceCheckpoint& cp);
+
+    // A new sequence with a copy of seq's state (checkpoints of seq do not apply to it).
+    SequenceId fork_sequence(SequenceId seq);
 
 private:
     struct Impl;

@@ -24,6 +24,7 @@
 #include "model/metadata.h"
 #include "model/tensor_plan.h"
 #include "runtime/memory_estimate.h"
+#include "runtime/session_payload.h"
 
 namespace ds4 {
 
@@ -92,6 +93,26 @@ struct MtpTrack {
 struct Sequence {
     cpu::KvState kv;
     std::optional<MtpTrack> mtp;
+    // Checkpoint validity (Engine::restore): the positions at which evaluation restarted
+    // behind the longest length reached (a rewrite). A checkpoint of length L taken when
+    // rewrites.size() was e stays valid while every rewrite since is at or after L: an
+    // evaluation at p >= L only writes compressed rows >= L / ratio, which the checkpoint
+    // does not hold anyway.
+    uint64_t high = 0;
+    std::vector<uint64_t> rewrites;
+
+    void note_eval_at(uint64_t pos) {
+        if (pos < high) rewrites.push_back(pos);
+        high = pos;
+    }
+    void note_replaced() {
+        rewrites.push_back(0);
+        high = kv.n_tokens();
+    }
+    void forget_history() {
+        rewrites.clear();
+        high = kv.n_tokens();
+    }
 
     Sequence(const model::Hparams& hp, uint64_t ctx, const cpu::MtpModel* m) : kv(hp, ctx) {
         if (m) mtp.emplace(*m, ctx);
@@ -99,6 +120,7 @@ struct Sequence {
     void reset() {
         kv.reset();
         if (mtp) mtp->cache.reset();
+        note_replaced();
     }
 };
 
@@ -270,6 +292,7 @@ SequenceId Engine::create_sequence() {
         s = std::move(impl_->spare.back());
         impl_->spare.pop_back();
         s->reset();
+        s->forget_history();  // a new id: no checkpoint refers to it
     } else {
         s = std::make_unique<Sequence>(impl_->hp, impl_->opt.ctx, impl_->mtp_model.get());
     }
@@ -307,6 +330,7 @@ void Engine::step(const Batch& batch, Logits& out) {
         Sequence& s = *m.states[i];
         const uint64_t start = s.kv.n_tokens();
         for (uint32_t r : e.logits_at) out.info_.push_back(Logits::RowInfo{e.seq, start + r});
+        s.note_eval_at(start);
         try {
             m.evaluate(e, s, std::span<float>(out.values_).subspan(row * V, e.logits_at.size() * V));
         } catch (...) {
@@ -315,6 +339,7 @@ void Engine::step(const Batch& batch, Logits& out) {
             throw;
         }
         row += e.logits_at.size();
+        s.high = s.kv.n_tokens();
     }
 }
 
@@ -349,6 +374,149 @@ std::vector<float> Engine::mtp_draft(SequenceId seq, int32_t next) {
     std::vector<float> out(impl_->hp.n_vocab);
     mtp_draft(seq, next, out);
     return out;
+}
+
+
+// ---- Sequence state: payloads, checkpoints, forks ----
+
+namespace {
+
+struct CheckpointFrontier {
+    uint32_t n_rows = 0;
+    std::vector<float> kv, score;
+};
+struct CheckpointLayer {
+    std::vector<float> raw;
+    std::optional<CheckpointFrontier> attn, index;
+};
+
+}  // namespace
+
+struct SequenceCheckpoint::Data {
+    std::vector<CheckpointLayer> layers;
+    size_t epoch = 0;  // Sequence::rewrites.size() when taken
+    // MTP: the recorded final states and tokens (the MTP window cache is rebuilt from them).
+    std::vector<float> mtp_hc;
+    std::vector<int32_t> mtp_tokens;
+
+    uint64_t bytes() const {
+        uint64_t n = mtp_hc.size() * sizeof(float) + mtp_tokens.size() * sizeof(int32_t);
+        for (const CheckpointLayer& l : layers) {
+            n += l.raw.size() * sizeof(float);
+            for (const auto* f : {&l.attn, &l.index})
+                if (*f) n += ((*f)->kv.size() + (*f)->score.size()) * sizeof(float);
+        }
+        return n;
+    }
+};
+
+SequenceCheckpoint::SequenceCheckpoint() = default;
+SequenceCheckpoint::~SequenceCheckpoint() = default;
+SequenceCheckpoint::SequenceCheckpoint(SequenceCheckpoint&&) noexcept = default;
+SequenceCheckpoint& SequenceCheckpoint::operator=(SequenceCheckpoint&&) noexcept = default;
+uint64_t SequenceCheckpoint::bytes() const { return data_ ? data_->bytes() : 0; }
+
+namespace {
+
+std::optional<CheckpointFrontier> copy_frontier(const std::optional<cpu::CompressorState>& c) {
+    if (!c) return std::nullopt;
+    return CheckpointFrontier{c->n_rows, c->state_kv, c->state_score};
+}
+
+void put_frontier(const std::optional<CheckpointFrontier>& f,
+                  std::optional<cpu::CompressorState>& c) {
+    if (!f) return;
+    c->n_rows = f->n_rows;
+    std::copy(f->kv.begin(), f->kv.end(), c->state_kv.begin());
+    std::copy(f->score.begin(), f->score.end(), c->state_score.begin());
+}
+
+}  // namespace
+
+void Engine::save_sequence(SequenceId seq, std::span<const int32_t> tokens, std::span<const float> logits,
+                           std::vector<uint8_t>& out) const {
+    runtime::save_payload(impl_->hp, impl_->state(seq), tokens, logits, out);
+}
+
+uint64_t Engine::sequence_payload_bytes(SequenceId seq) const {
+    return runtime::payload_bytes(impl_->hp, impl_->state(seq));
+}
+
+SequenceHistory Engine::load_sequence(SequenceId seq, std::span<const uint8_t> payload) {
+    Sequence& s = impl_->sequence(seq);
+    runtime::RestoredHistory h = runtime::load_payload(impl_->hp, payload, s.kv);  // untouched on error
+    s.note_replaced();
+    if (s.mtp) {
+        std::fill(s.mtp->hc.begin(), s.mtp->hc.end(), 0.0f);
+        std::fill(s.mtp->tokens.begin(), s.mtp->tokens.end(), 0);
+        s.mtp->cache.reset();
+    }
+    return SequenceHistory{std::move(h.tokens), std::move(h.logits)};
+}
+
+SequenceCheckpoint Engine::checkpoint(SequenceId seq) const {
+    const Sequence& s = impl_->sequence(seq);
+    auto d = std::make_unique<SequenceCheckpoint::Data>();
+    d->epoch = s.rewrites.size();
+    d->layers.reserve(s.kv.n_layer());
+    for (uint32_t il = 0; il < s.kv.n_layer(); ++il) {
+        const cpu::LayerKv& l = s.kv.layer(il);
+        d->layers.push_back({l.raw, copy_frontier(l.attn), copy_frontier(l.index)});
+    }
+    if (s.mtp) {
+        d->mtp_hc = s.mtp->hc;
+        d->mtp_tokens = s.mtp->tokens;
+    }
+    SequenceCheckpoint cp;
+    cp.data_ = std::move(d);
+    cp.seq_ = seq;
+    cp.length_ = s.kv.n_tokens();
+    return cp;
+}
+
+bool Engine::can_restore(SequenceId seq, const SequenceCheckpoint& cp) const {
+    if (cp.empty() || cp.seq_ != seq) return false;
+    const Sequence& s = impl_->sequence(seq);
+    const auto& w = s.rewrites;
+    if (cp.data_->epoch > w.size()) return false;
+    return std::all_of(w.begin() + static_cast<std::ptrdiff_t>(cp.data_->epoch), w.end(),
+                       [&](uint64_t p) { return p >= cp.length_; });
+}
+
+void Engine::restore(SequenceId seq, const SequenceCheckpoint& cp) {
+    if (cp.empty()) fail("engine: sequence ", seq, ": cannot restore an empty checkpoint");
+    if (cp.seq_ != seq)
+        fail("engine: sequence ", seq, ": the checkpoint belongs to sequence ", cp.seq_);
+    if (!can_restore(seq, cp))
+        fail("engine: sequence ", seq, ": the checkpoint at ", cp.length_,
+             " tokens is stale (positions before it were evaluated again since)");
+    Sequence& s = impl_->sequence(seq);
+    const uint64_t high = s.high;
+    s.kv.reset();  // keeps the compressed rows: restoring truncates their counts
+    for (uint32_t il = 0; il < s.kv.n_layer(); ++il) {
+        cpu::LayerKv& l = s.kv.layer(il);
+        const CheckpointLayer& c = cp.data_->layers[il];
+        std::copy(c.raw.begin(), c.raw.end(), l.raw.begin());
+        put_frontier(c.attn, l.attn);
+        put_frontier(c.index, l.index);
+    }
+    s.kv.advance(cp.length_);
+    s.high = std::max(high, cp.length_);  // an evaluation below `high` is a rewrite
+    if (s.mtp) {
+        std::copy(cp.data_->mtp_hc.begin(), cp.data_->mtp_hc.end(), s.mtp->hc.begin());
+        std::copy(cp.data_->mtp_tokens.begin(), cp.data_->mtp_tokens.end(), s.mtp->tokens.begin());
+        s.mtp->cache.reset();
+    }
+}
+
+SequenceId Engine::fork_sequence(SequenceId seq) {
+    const Sequence& src = impl_->sequence(seq);
+    const SequenceId id = create_sequence();
+    Sequence& dst = impl_->sequence(id);
+    dst.kv = src.kv;  // same shapes: copies into the existing buffers
+    if (src.mtp) dst.mtp = src.mtp;
+    dst.forget_history();
+    return id;
 }
 
 }  // namespace ds4
