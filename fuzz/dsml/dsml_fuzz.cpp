@@ -3,8 +3,8 @@
 //   * the stream fed in input-driven chunks folds to exactly the final parse;
 //   * every tool call's arguments are valid JSON;
 //   * no byte is lost: reasoning-free text == content + raw_block + ignored tail.
-// Input: byte 0 = options (bit 0 thinking, bit 1 XML entities), byte 1 = chunking seed,
-// the rest is the generated text.
+// Input: byte 0 = options (bit 0 thinking, bit 1 XML entities, bit 2 no tools), byte 1 =
+// chunking seed, the rest is the generated text.
 #include "ds4/dsml.h"
 #include "text/dsml_stream.h"
 
@@ -52,6 +52,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     ds4::DsmlOptions options;
     options.thinking = (data[0] & 1) != 0;
     options.entities = (data[0] & 2) ? ds4::DsmlEntities::xml : ds4::DsmlEntities::close_tag_only;
+    options.parse_tools = (data[0] & 4) == 0;
     std::uint32_t chunking = data[1] * 2654435761u + 1;
     const std::string_view text(reinterpret_cast<const char*>(data + 2), size - 2);
 

@@ -46,6 +46,10 @@ struct DsmlOptions {
     // recognised after </think> (DSML inside unfinished reasoning is never executable).
     bool thinking = false;
     DsmlEntities entities = DsmlEntities::close_tag_only;
+    // false: only split reasoning from content; DSML stays text. For requests without
+    // tools, so a streamed and a final response agree (§8 item 9: ds4 streamed such
+    // DSML as text, then reported it as a tool call in the final response).
+    bool parse_tools = true;
 };
 
 struct DsmlToolCall {

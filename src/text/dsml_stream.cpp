@@ -219,7 +219,7 @@ void DsmlStream::on_content(char c) {
         ws_ += c;
         return;
     }
-    if (c == '<') {
+    if (c == '<' && options_.parse_tools) {
         hold_ = "<";
         return;
     }

@@ -221,6 +221,15 @@ TEST(DsmlParse, TextAfterTheBlockIsIgnoredAndCounted) {
     EXPECT_EQ(m.content, "");
 }
 
+TEST(DsmlParse, WithoutToolsDsmlStaysText) {
+    const std::string text = "why</think>Here:" + weather_block(kFull);
+    const DsmlMessage m = parse_dsml(text, {.thinking = true, .parse_tools = false});
+    EXPECT_EQ(m.reasoning, "why");
+    EXPECT_EQ(m.content, "Here:" + weather_block(kFull));
+    EXPECT_TRUE(m.tool_calls.empty());
+    EXPECT_FALSE(m.recovered);
+}
+
 TEST(DsmlParse, MalformedBlocksAreReturnedByteForByte) {
     const std::vector<std::string> bad = {
         kFull.open() + "<｜DSML｜invoke>" + kFull.invoke_close() + kFull.close(),  // no name

@@ -51,6 +51,7 @@ std::vector<std::pair<std::string, DsmlOptions>> corpus() {
                          kFull.param("bad", "nope", "false") + kFull.invoke_close() +
                          kFull.close(),
                      chat});
+    texts.push_back({"a" + weather(kFull) + " b", DsmlOptions{.parse_tools = false}});
     texts.push_back({"<thi", chat});
     texts.push_back({"<thi", think});
     texts.push_back({"  \n", chat});
