@@ -20,7 +20,7 @@ bool matmul_supported(GgmlType t);
 // GGUF layout (ggml_row_bytes(type, cols) bytes each, cols a multiple of 256, 4-byte
 // aligned start); X is n_tok rows of f32 (16-byte aligned, x_stride a multiple of 4), Y
 // n_tok rows with stride y_stride. Weights are dequantized in registers and dotted with
-// f32 activations (f32 accumulation), one warp per row; up to 8 tokens share one pass
+// f32 activations (f32 accumulation), 2-4 rows per warp; up to 8 tokens share one pass
 // over the weights. Throws ds4::Error for other shapes or types.
 void matmul(GgmlType type, const void* w, uint64_t rows, uint64_t cols, const float* x,
             uint64_t x_stride, float* y, uint64_t y_stride, uint32_t n_tok, cudaStream_t s);

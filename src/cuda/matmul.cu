@@ -1,4 +1,4 @@
-// Quantized matrix-vector products: one warp per weight row. The warp stages a chunk of
+// Quantized matrix-vector products: each warp owns 2-4 weight rows. The warp stages a chunk of
 // its row in shared memory with coalesced 16-byte loads, each lane dequantizes 8
 // consecutive columns per 256-column group exactly as quant/reference_dequant.cpp does,
 // and dots them with up to 8 f32 activation rows, so one pass over the weights serves a
@@ -38,7 +38,7 @@ __device__ __forceinline__ uint32_t sm_u16(const uint8_t* p) { return *reinterpr
 __device__ __forceinline__ uint32_t sm_u32(const uint8_t* p) { return *reinterpret_cast<const uint32_t*>(p); }
 
 struct F32Format {
-    static constexpr int kGroupBytes = 1024, kUnit = 1, kChunkGroups = 2;
+    static constexpr int kGroupBytes = 1024, kUnit = 1, kChunkGroups = 1;
     __device__ static void decode8(const uint8_t* g, int l, float (&v)[8]) {
         const auto* p = reinterpret_cast<const float4*>(g + 32 * l);
         const float4 a = p[0], b = p[1];
@@ -47,7 +47,7 @@ struct F32Format {
 };
 
 struct F16Format {
-    static constexpr int kGroupBytes = 512, kUnit = 1, kChunkGroups = 4;
+    static constexpr int kGroupBytes = 512, kUnit = 1, kChunkGroups = 2;
     __device__ static void decode8(const uint8_t* g, int l, float (&v)[8]) {
         const uint4 q = *reinterpret_cast<const uint4*>(g + 16 * l);
         const uint32_t w[4] = {q.x, q.y, q.z, q.w};
@@ -60,7 +60,7 @@ struct F16Format {
 };
 
 struct Q8_0Format {  // a group is 8 blocks of 34 bytes; lane l: block l/4, values 8(l%4)..
-    static constexpr int kGroupBytes = 272, kUnit = 1, kChunkGroups = 7;
+    static constexpr int kGroupBytes = 272, kUnit = 1, kChunkGroups = 4;
     __device__ static void decode8(const uint8_t* g, int l, float (&v)[8]) {
         const uint8_t* blk = g + 34 * (l / 4);
         const float d = f16(sm_u16(blk));
@@ -76,7 +76,7 @@ struct Q8_0Format {  // a group is 8 blocks of 34 bytes; lane l: block l/4, valu
 
 // Q2_K column e = 8l + i: qs byte 32·(e/128) + e%32 at bit shift 2·((e%128)/32), scale e/16.
 struct Q2KFormat {
-    static constexpr int kGroupBytes = 84, kUnit = 4, kChunkGroups = 24;
+    static constexpr int kGroupBytes = 84, kUnit = 4, kChunkGroups = 12;
     __device__ static void decode8(const uint8_t* g, int l, float (&v)[8]) {
         const int h = l / 16, shift = 2 * ((l % 16) / 4);
         const uint32_t dd = sm_u32(g + 80);
@@ -96,7 +96,7 @@ struct Q2KFormat {
 
 // Q4_K column e = 8l + i: sub-block j = l/4, qs byte 32·(j/2) + e%32, high nibble for odd j.
 struct Q4KFormat {
-    static constexpr int kGroupBytes = 144, kUnit = 1, kChunkGroups = 14;
+    static constexpr int kGroupBytes = 144, kUnit = 1, kChunkGroups = 7;
     __device__ static void scale_min(const uint8_t* sc, int j, int& scale, int& min) {
         if (j < 4) {
             scale = sc[j] & 63;
@@ -126,7 +126,7 @@ struct Q4KFormat {
 
 // IQ2_XXS column e = 8l + i: 32-value group l/4 (8 bytes after d), grid entry k = l%4.
 struct IQ2XXSFormat {
-    static constexpr int kGroupBytes = 66, kUnit = 8, kChunkGroups = 24;
+    static constexpr int kGroupBytes = 66, kUnit = 8, kChunkGroups = 16;
     __device__ static void decode8(const uint8_t* g, int l, float (&v)[8]) {
         const int k = l % 4;
         const float d = f16(sm_u16(g));
@@ -160,45 +160,63 @@ __device__ __forceinline__ void stage(uint8_t* dst, const uint8_t* src, uint32_t
     }
 }
 
-template <class F, int NT>
+// R rows per warp: the activation float4s of a group are loaded once and used for all
+// R rows (the activation traffic, not the weights, limited the one-row version of the
+// low-bit types: a row's activations are 4-16x its weight bytes).
+template <class F, int NT, int R>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
     matmul_kernel(const uint8_t* __restrict__ w, uint64_t row_bytes, uint32_t rows, uint32_t n_groups, bool wide,
                   const float* __restrict__ x, uint64_t x_stride, float* __restrict__ y, uint64_t y_stride) {
     // whole chunks (and hence every chunk start) stay 16-byte aligned for the wide path
     static_assert(F::kChunkGroups % F::kUnit == 0 && F::kUnit * F::kGroupBytes % 16 == 0);
-    __shared__ __align__(16) uint8_t smem[kWarpsPerBlock][kChunkBytes<F>];
+    __shared__ __align__(16) uint8_t smem[kWarpsPerBlock][R][kChunkBytes<F>];
     const uint32_t lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-    const uint32_t row = blockIdx.x * kWarpsPerBlock + warp;
-    if (row >= rows) return;
-    const uint8_t* wr = w + row * row_bytes;
-    uint8_t* sm = smem[warp];
-    float acc[NT];
+    const uint32_t row0 = (blockIdx.x * kWarpsPerBlock + warp) * R;
+    if (row0 >= rows) return;
+    const uint32_t n_rows = min(static_cast<uint32_t>(R), rows - row0);
+    float acc[R][NT];
 #pragma unroll
-    for (int t = 0; t < NT; ++t) acc[t] = 0.f;
+    for (int r = 0; r < R; ++r)
+#pragma unroll
+        for (int t = 0; t < NT; ++t) acc[r][t] = 0.f;
     for (uint32_t g0 = 0; g0 < n_groups; g0 += F::kChunkGroups) {
         const uint32_t ng = min(static_cast<uint32_t>(F::kChunkGroups), n_groups - g0);
-        stage(sm, wr + uint64_t{g0} * F::kGroupBytes, ng * F::kGroupBytes, wide, lane);
+#pragma unroll
+        for (int r = 0; r < R; ++r)
+            if (static_cast<uint32_t>(r) < n_rows)
+                stage(smem[warp][r], w + (row0 + r) * row_bytes + uint64_t{g0} * F::kGroupBytes,
+                      ng * F::kGroupBytes, wide, lane);
         __syncwarp();
         for (uint32_t g = 0; g < ng; ++g) {
-            float v[8];
-            F::decode8(sm + g * F::kGroupBytes, static_cast<int>(lane), v);
             const float* xb = x + uint64_t{g0 + g} * 256 + 8 * lane;
+            float4 xa[NT], xc[NT];
 #pragma unroll
             for (int t = 0; t < NT; ++t) {
-                const float4 a = __ldg(reinterpret_cast<const float4*>(xb + t * x_stride));
-                const float4 b = __ldg(reinterpret_cast<const float4*>(xb + t * x_stride + 4));
-                acc[t] += v[0] * a.x + v[1] * a.y + v[2] * a.z + v[3] * a.w + v[4] * b.x + v[5] * b.y +
-                          v[6] * b.z + v[7] * b.w;
+                xa[t] = __ldg(reinterpret_cast<const float4*>(xb + t * x_stride));
+                xc[t] = __ldg(reinterpret_cast<const float4*>(xb + t * x_stride + 4));
+            }
+#pragma unroll
+            for (int r = 0; r < R; ++r) {
+                if (static_cast<uint32_t>(r) >= n_rows) break;
+                float v[8];
+                F::decode8(smem[warp][r] + g * F::kGroupBytes, static_cast<int>(lane), v);
+#pragma unroll
+                for (int t = 0; t < NT; ++t)
+                    acc[r][t] += v[0] * xa[t].x + v[1] * xa[t].y + v[2] * xa[t].z + v[3] * xa[t].w +
+                                 v[4] * xc[t].x + v[5] * xc[t].y + v[6] * xc[t].z + v[7] * xc[t].w;
             }
         }
-        __syncwarp();  // the buffer is refilled next chunk
+        __syncwarp();  // the buffers are refilled next chunk
     }
 #pragma unroll
-    for (int t = 0; t < NT; ++t) {
-        float a = acc[t];
+    for (int r = 0; r < R; ++r) {
 #pragma unroll
-        for (int off = 16; off > 0; off /= 2) a += __shfl_xor_sync(0xffffffffu, a, off);
-        if (lane == 0) y[t * y_stride + row] = a;
+        for (int t = 0; t < NT; ++t) {
+            float a = acc[r][t];
+#pragma unroll
+            for (int off = 16; off > 0; off /= 2) a += __shfl_xor_sync(0xffffffffu, a, off);
+            if (lane == 0 && static_cast<uint32_t>(r) < n_rows) y[t * y_stride + row0 + r] = a;
+        }
     }
 }
 
@@ -213,11 +231,12 @@ void upload_iq2_tables() {
 template <class F, int NT>
 void launch_nt(const void* w, uint64_t rows, uint64_t cols, const float* x, uint64_t x_stride, float* y,
                uint64_t y_stride, cudaStream_t s) {
-    const auto grid = static_cast<unsigned>((rows + kWarpsPerBlock - 1) / kWarpsPerBlock);
+    constexpr int R = NT <= 4 ? 4 : 2;  // rows per warp, bounded by registers
+    const auto grid = static_cast<unsigned>((rows + kWarpsPerBlock * R - 1) / (kWarpsPerBlock * R));
     const uint64_t n_groups = cols / 256;
     const uint64_t row_bytes = n_groups * F::kGroupBytes;
     const bool wide = row_bytes % 16 == 0 && reinterpret_cast<uintptr_t>(w) % 16 == 0;
-    matmul_kernel<F, NT><<<grid, kWarpsPerBlock * 32, 0, s>>>(
+    matmul_kernel<F, NT, R><<<grid, kWarpsPerBlock * 32, 0, s>>>(
         static_cast<const uint8_t*>(w), row_bytes, static_cast<uint32_t>(rows), static_cast<uint32_t>(n_groups),
         wide, x, x_stride, y, y_stride);
     DS4_CUDA_CHECK_LAUNCH("matmul_kernel");
