@@ -52,8 +52,8 @@ test-asan:
 	cd build-asan && ASAN_OPTIONS=detect_leaks=1 ctest -j $(JOBS) --output-on-failure -LE slow
 
 run: deps cpu
-	@build/bin/ds4-model-info build/ds4-demo.gguf
-	@build/bin/ds4 -m build/ds4-demo.gguf -p "Hello, ds4" -n 32
+	@echo "make run: build/ds4-demo.gguf is a small synthetic random-weight model (output is not meaningful text); for the real weights run scripts/download_model.sh q2-imatrix, then build/bin/ds4"
+	@build/bin/ds4 -m build/ds4-demo.gguf --ctx 4096 --verbose -p "Hello, ds4" -n 32
 
 bench: cpu
 	build/bin/ds4-bench-quant

@@ -2,6 +2,7 @@
 // clear errors for missing, corrupt and incomplete files.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <fstream>
 #include <iterator>
 
@@ -52,7 +53,7 @@ TEST(EngineOpen, DemoModelSummary) {
     const Engine e = Engine::open(kDemoModel, options(256, 1));
     const ModelSummary& m = e.model();
     EXPECT_EQ(m.path, kDemoModel);
-    EXPECT_EQ(m.n_vocab, 512u);
+    EXPECT_EQ(m.n_vocab, 129280u);  // the demo carries the real DeepSeek V4 vocabulary
     EXPECT_EQ(m.n_layer, 6u);
     EXPECT_EQ(m.n_embd, 256u);
     EXPECT_EQ(m.n_head, 8u);
@@ -74,10 +75,12 @@ TEST(EngineOpen, DemoModelSummary) {
 TEST(EngineOpen, VocabHasGpt2ByteTokens) {
     const Engine e = Engine::open(kDemoModel, options(64, 1));
     const std::vector<std::string>& v = e.vocab();
-    ASSERT_EQ(v.size(), 512u);
-    // The maker's packed layout: BOS 0, EOS 1, pad 2, then the 256 byte tokens.
-    EXPECT_EQ(v[3 + 'A'], "A");
-    EXPECT_EQ(v[3 + ' '], "\xc4\xa0");  // 'Ġ'
+    // The demo carries the DeepSeek V4 vocabulary: BOS 0, EOS 1, GPT-2 byte tokens.
+    ASSERT_EQ(v.size(), 129280u);
+    EXPECT_EQ(v[0], "<｜begin▁of▁sentence｜>");
+    EXPECT_EQ(v[1], "<｜end▁of▁sentence｜>");
+    EXPECT_NE(std::find(v.begin(), v.end(), "A"), v.end());
+    EXPECT_NE(std::find(v.begin(), v.end(), "\xc4\xa0"), v.end());  // 'Ġ'
 }
 
 TEST(EngineOpen, ZeroThreadsMeansHardwareThreads) {

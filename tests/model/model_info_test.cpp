@@ -57,7 +57,9 @@ TEST(ModelInfo, BuiltDemoModelValidates) {
     expect_contains(info.output, "mix q2, routed experts 2-bit (blk.0.ffn_gate_exps IQ2_XXS)");
     expect_contains(info.output, "check        OK");
     const gguf::File f = gguf::File::open(demo);
-    EXPECT_LT(f.size(), 16u << 20);  // "a few MB"
+    // The real V4 vocabulary (129280 tokens) makes the F16 embedding and Q8_0 head
+    // most of the file.
+    EXPECT_LT(f.size(), 128u << 20);
 }
 
 TEST(ModelInfo, RejectsAFileMissingAPlannedTensor) {

@@ -13,6 +13,7 @@
 
 #include "ds4/error.h"
 #include "maker.h"
+#include "vocab.h"
 #include "model/tensor_plan.h"
 
 namespace {
@@ -132,6 +133,10 @@ int run(int argc, char** argv) {
     app.add_option("--seed", seed, "random seed")->capture_default_str();
     app.add_option("--threads", threads, "worker threads (0: all)")->capture_default_str();
     app.add_option("--name", name, "general.name");
+    std::string vocab_gguf;
+    app.add_option("--vocab-gguf", vocab_gguf,
+                   "copy the tokenizer of this GGUF (e.g. ds4-v4-tokenizer.gguf) and set n_vocab "
+                   "to its token count");
     app.add_flag(
         "--fast-random-blocks", fast,
         "emit random valid quant blocks instead of quantizing (default above 1e10 weights)");
@@ -155,6 +160,11 @@ int run(int argc, char** argv) {
     opt.seed = seed;
     opt.threads = threads;
     opt.name = name;
+    if (!vocab_gguf.empty()) {
+        if (over.vocab) ds4::fail("--vocab and --vocab-gguf exclude each other");
+        opt.vocab_gguf = vocab_gguf;
+        opt.shape.n_vocab = static_cast<uint32_t>(ds4::synth::read_vocab_gguf(vocab_gguf).tokens.size());
+    }
     opt.progress = !quiet;
 
     const ds4::model::TensorPlan plan(opt.shape, opt.plan);

@@ -192,7 +192,11 @@ bool wants_fast_blocks(const model::TensorPlan& plan) {
 MakeResult make_model(const std::string& path, const MakeOptions& opt) {
     const auto start = Clock::now();
     const model::TensorPlan plan(opt.shape, opt.plan);  // validates the shape
-    const Vocab vocab = make_byte_vocab(opt.shape.n_vocab);
+    const Vocab vocab =
+        opt.vocab_gguf.empty() ? make_byte_vocab(opt.shape.n_vocab) : read_vocab_gguf(opt.vocab_gguf);
+    if (vocab.tokens.size() != opt.shape.n_vocab)
+        fail(opt.vocab_gguf, ": ", vocab.tokens.size(), " tokens, but the shape has n_vocab ",
+             opt.shape.n_vocab);
 
     gguf::Writer w;
     model::MetadataOptions meta;

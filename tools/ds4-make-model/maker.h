@@ -22,6 +22,9 @@ struct MakeOptions {
     unsigned threads = 0;      // 0: all hardware threads
     bool fast_blocks = false;  // random quant blocks instead of quantizing (fast_blocks.h)
     std::string name;          // general.name; empty: a description of the options
+    // A GGUF whose tokenizer metadata the model carries instead of the synthetic byte
+    // vocabulary (shape.n_vocab must equal its token count); empty: synthetic vocabulary.
+    std::string vocab_gguf;
     bool progress = false;     // progress lines on stderr for large files
 };
 

@@ -187,6 +187,23 @@ Vocab make_byte_vocab(uint32_t n_vocab) {
     return std::move(b.vocab());
 }
 
+Vocab read_vocab_gguf(const std::string& path) {
+    const gguf::File f = gguf::File::open(path);
+    Vocab v;
+    for (std::string_view t : f.get_string_array("tokenizer.ggml.tokens")) v.tokens.emplace_back(t);
+    for (std::string_view m : f.get_string_array("tokenizer.ggml.merges")) v.merges.emplace_back(m);
+    for (int64_t t : f.get_int_array("tokenizer.ggml.token_type"))
+        v.types.push_back(static_cast<int32_t>(t));
+    if (v.tokens.empty()) fail(path, ": tokenizer.ggml.tokens is empty");
+    if (v.types.size() != v.tokens.size())
+        fail(path, ": tokenizer.ggml.token_type has ", v.types.size(), " entries, expected ",
+             v.tokens.size(), " (one per token)");
+    v.bos = f.require_u32("tokenizer.ggml.bos_token_id");
+    v.eos = f.require_u32("tokenizer.ggml.eos_token_id");
+    v.pad = f.get_u32("tokenizer.ggml.padding_token_id").value_or(v.eos);
+    return v;
+}
+
 void write_tokenizer(gguf::Writer& w, const Vocab& v) {
     w.add_string("tokenizer.ggml.model", "gpt2");
     w.add_string("tokenizer.ggml.pre", "joyai-llm");

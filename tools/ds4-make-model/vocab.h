@@ -39,6 +39,12 @@ std::string byte_token(uint8_t byte);
 // Throws ds4::Error when n_vocab < min_vocab_size().
 Vocab make_byte_vocab(uint32_t n_vocab);
 
+// The tokenizer of another GGUF (tokenizer.ggml.tokens, token_type, merges and the
+// bos/eos/padding ids), e.g. build/ds4-v4-tokenizer.gguf, so a synthetic model can carry
+// the real DeepSeek V4 vocabulary (129280 tokens). Throws ds4::Error naming the file and
+// the missing or malformed key.
+Vocab read_vocab_gguf(const std::string& path);
+
 // tokenizer.ggml.{model "gpt2", pre "joyai-llm", tokens, token_type, merges,
 // bos_token_id, eos_token_id, padding_token_id}.
 void write_tokenizer(gguf::Writer& w, const Vocab& v);
