@@ -405,9 +405,13 @@ float dot_q8_0_q8_0f(const BlockQ8_0* w, const BlockQ8_0F* x, int64_t n) {
 // on the Xeon host). Callers pass consecutive rows of a matrix, so the bytes after the
 // last row are the next call's rows: while a group is computed, the next group (the
 // same byte count) is requested as one linear stream, 1/steps of it per step.
-inline void prefetch_next_group(const char* next, int64_t group_bytes, int64_t step, int64_t steps) {
-    const int64_t chunk = (group_bytes + steps - 1) / steps;
-    for (int64_t off = step * chunk; off < (step + 1) * chunk; off += 64) _mm_prefetch(next + off, _MM_HINT_T0);
+// (Integer address arithmetic: after a matrix's last group the addresses lie outside
+// any object, which a prefetch may touch but pointer arithmetic may not form.)
+inline void prefetch_next_group(uintptr_t next, int64_t group_bytes, int64_t step, int64_t steps) {
+    const auto chunk = static_cast<uintptr_t>((group_bytes + steps - 1) / steps);
+    const uintptr_t end = next + (static_cast<uintptr_t>(step) + 1) * chunk;
+    for (uintptr_t a = next + static_cast<uintptr_t>(step) * chunk; a < end; a += 64)
+        _mm_prefetch(reinterpret_cast<const char*>(a), _MM_HINT_T0);
 }
 
 // kDotRows rows against one activation. Each row's block sums and float work are those
@@ -422,7 +426,7 @@ void dot_q8_0_q8_0f_rows(const BlockQ8_0* const* w, const BlockQ8_0F* x, int64_t
     __m256i x_min = _mm256_setzero_si256();
     __m256 acc[kDotRows];
     for (__m256& a : acc) a = _mm256_setzero_ps();
-    const char* next = reinterpret_cast<const char*>(w[kDotRows - 1] + nb);
+    const uintptr_t next = reinterpret_cast<uintptr_t>(w[kDotRows - 1] + nb);  // one past its end
     const int64_t group_bytes = kDotRows * nb * static_cast<int64_t>(sizeof(BlockQ8_0));
     int64_t b = 0;
     for (; b + kLanes <= nb; b += kLanes) {
