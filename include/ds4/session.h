@@ -63,6 +63,8 @@ public:
 
     // Makes the history equal to `prompt`, reusing the longest common prefix; afterwards
     // logits() are those after prompt's last token. An empty prompt resets the session.
+    // Token ids and the context size are checked first: a ds4::Error for a bad prompt
+    // leaves the session as it was.
     SyncStats sync(std::span<const int32_t> prompt);
     // Appends tokens (one decode token or a chunk) and returns the logits after the last.
     std::span<const float> append(std::span<const int32_t> tokens);
@@ -88,6 +90,7 @@ private:
     void evaluate(std::span<const int32_t> tokens, SyncStats& stats);
     uint64_t restore_at_or_below(uint64_t n);
     void maybe_checkpoint();
+    void recover();
     void thin_checkpoints();
 
     Engine* engine_;

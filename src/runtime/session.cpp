@@ -14,6 +14,16 @@ uint64_t common_prefix(std::span<const int32_t> a, std::span<const int32_t> b) {
     return static_cast<uint64_t>(ia - a.begin());
 }
 
+// Checked before anything moves, so a bad request never costs the session its state.
+void check_tokens(const Engine& engine, uint64_t have, std::span<const int32_t> add) {
+    const uint64_t ctx = engine.options().ctx, vocab = engine.model().n_vocab;
+    if (add.size() > ctx - std::min(have, ctx))
+        fail("session: ", have, " + ", add.size(), " tokens exceed the context size ", ctx);
+    for (size_t i = 0; i < add.size(); ++i)
+        if (add[i] < 0 || static_cast<uint64_t>(add[i]) >= vocab)
+            fail("session: token id ", add[i], " at index ", have + i, " is out of range [0, ", vocab, ")");
+}
+
 }  // namespace
 
 Session::Session(Engine& engine, SessionOptions options)
@@ -50,9 +60,7 @@ Session& Session::operator=(Session&& o) noexcept {
 }
 
 SyncStats Session::sync(std::span<const int32_t> prompt_in) {
-    if (prompt_in.size() > engine_->options().ctx)
-        fail("session: prompt of ", prompt_in.size(), " tokens exceeds the context size ",
-             engine_->options().ctx);
+    check_tokens(*engine_, 0, prompt_in);
     // A copy: the prompt may alias tokens_ (rewind passes a prefix of it).
     const std::vector<int32_t> prompt(prompt_in.begin(), prompt_in.end());
     SyncStats st;
@@ -78,33 +86,36 @@ SyncStats Session::sync(std::span<const int32_t> prompt_in) {
         }
         evaluate(std::span<const int32_t>(prompt).subspan(from), st);
     } catch (...) {
-        // Only reachable after a failed evaluation; the state no longer matches tokens_.
-        engine_->reset_sequence(seq_);
-        tokens_.clear();
-        logits_.clear();
-        checkpoints_.clear();
+        recover();
         throw;
     }
     if (opt_.checkpoint_at_sync_end) maybe_checkpoint();
     return st;
 }
 
+// After a failed step: the engine leaves a sequence untouched when it rejects a batch,
+// and empties it when evaluation itself failed; keep tokens_ in line with it.
+void Session::recover() {
+    if (engine_->sequence_length(seq_) == tokens_.size()) return;
+    engine_->reset_sequence(seq_);
+    tokens_.clear();
+    logits_.clear();
+    checkpoints_.clear();
+}
+
 std::span<const float> Session::append(std::span<const int32_t> tokens) {
     if (tokens.empty()) return logits_;
-    std::vector<int32_t> prompt;
-    prompt.reserve(tokens_.size() + tokens.size());
-    prompt.insert(prompt.end(), tokens_.begin(), tokens_.end());
-    prompt.insert(prompt.end(), tokens.begin(), tokens.end());
-    // A pure extension: sync evaluates exactly `tokens`.
-    const bool at_end = opt_.checkpoint_at_sync_end;
-    opt_.checkpoint_at_sync_end = false;  // decode steps take only the aligned checkpoints
+    check_tokens(*engine_, tokens_.size(), tokens);
+    // A copy: `tokens` may alias tokens_, which grows. Decode steps take only the
+    // aligned checkpoints.
+    const std::vector<int32_t> add(tokens.begin(), tokens.end());
+    SyncStats st;
     try {
-        sync(prompt);
+        evaluate(add, st);
     } catch (...) {
-        opt_.checkpoint_at_sync_end = at_end;
+        recover();
         throw;
     }
-    opt_.checkpoint_at_sync_end = at_end;
     return logits_;
 }
 

@@ -67,8 +67,8 @@ PoolResult SessionPool::acquire(const PoolRequest& req) {
     uint64_t lcp = 0;
     auto best = best_live(req.tokens, &lcp);
     if (try_disk(req, lcp, best, r)) return r;
-    if (best != live_.end()) {
-        const bool extends = lcp == best->session->size();
+    const bool extends = best != live_.end() && lcp == best->session->size();
+    if (best != live_.end() && (extends || lcp >= opt_.min_live_prefix)) {
         // Diverging inside a live session: keep it for its own client when a slot is free
         // without evicting anyone, and continue in a copy.
         if (!extends && live_.size() < opt_.max_sessions &&
@@ -77,6 +77,10 @@ PoolResult SessionPool::acquire(const PoolRequest& req) {
             live_.push_front(std::move(copy));
             update_stats([](PoolStats& s) { ++s.forks; });
         } else {
+            // In place: what lies past the common prefix is lost, so it goes to the disk
+            // cache first (ds4 saves the live session before a miss replaces it).
+            if (!extends && opt_.disk && best->session->size() >= opt_.policy.min_tokens)
+                store(*best->session, kvstore::SaveReason::Evict);
             live_.splice(live_.begin(), live_, best);
         }
         r.source = CacheSource::Live;

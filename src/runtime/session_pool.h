@@ -40,6 +40,11 @@ struct SessionPoolOptions {
     // Bytes for all live sessions: each counts its KV state plus room for max_checkpoints
     // checkpoints (Engine::memory_estimate). 0: no limit beyond max_sessions.
     uint64_t memory_budget = 0;
+    // A live session that the prompt diverges from is reused (forked into a free slot,
+    // else rewound in place) only when they share at least this many tokens: a short
+    // shared head (BOS, a chat header) is cheaper to recompute than a copy of the whole
+    // KV state or the loss of another client's session. Pure extensions always count.
+    uint64_t min_live_prefix = 32;
     SessionOptions session;
     kvstore::DiskCache* disk = nullptr;  // not owned; null: no disk cache
     kvstore::SavePolicy policy;          // ds4's defaults

@@ -258,3 +258,31 @@ TEST(SessionPool, StatsReadableFromAnotherThread) {
 
 }  // namespace
 }  // namespace ds4::runtime
+
+namespace ds4::runtime {
+namespace {
+
+// With no free slot a diverging request reuses the best session in place, after saving
+// it (its tail would be lost); a short shared head does not count as a live match.
+TEST(SessionPool, InPlaceReuseSavesTheSessionFirstAndShortHeadsAreCold) {
+    TempDir dir;
+    kvstore::DiskCache disk(disk_options(dir.path));
+    SessionPool pool(tiny_engine(), pool_options(&disk, 1), render);
+    const std::vector<int32_t> head = random_tokens(80, 40);
+    Request a(concat(head, random_tokens(81, 30))), b(concat(head, random_tokens(82, 10)));
+    pool.acquire(a.get());
+    const PoolResult rb = pool.acquire(b.get());
+    EXPECT_EQ(rb.source, CacheSource::Live);
+    EXPECT_EQ(rb.evaluated, 18u);  // from the checkpoint at 32
+    EXPECT_TRUE(same_bits(rb.session->logits(), cold_logits(b.tokens)));
+    ASSERT_EQ(disk.entries().size(), 1u);
+    EXPECT_EQ(disk.entries()[0].header.tokens, 70u);
+    Request c(concat(prefix(head, 5), random_tokens(83, 20)));
+    const PoolResult rc = pool.acquire(c.get());
+    EXPECT_EQ(rc.source, CacheSource::Cold);
+    EXPECT_EQ(rc.evaluated, 25u);
+    EXPECT_TRUE(same_bits(rc.session->logits(), cold_logits(c.tokens)));
+}
+
+}  // namespace
+}  // namespace ds4::runtime
