@@ -42,7 +42,8 @@ std::string renamed(std::string_view leaf) {
 // back their mtp.0.* names.
 std::string original_names(std::string msg) {
     auto replace_all = [&](std::string_view from, std::string_view to) {
-        for (size_t at = msg.find(from); at != std::string::npos; at = msg.find(from, at + to.size()))
+        for (size_t at = msg.find(from); at != std::string::npos;
+             at = msg.find(from, at + to.size()))
             msg.replace(at, from.size(), to);
     };
     replace_all("blk.0.", kPrefix);
@@ -58,8 +59,10 @@ bool is_matrix_type(GgmlType t) {
         case GgmlType::Q8_0:
         case GgmlType::Q2_K:
         case GgmlType::Q4_K:
-        case GgmlType::IQ2_XXS: return true;
-        default: return false;
+        case GgmlType::IQ2_XXS:
+            return true;
+        default:
+            return false;
     }
 }
 
@@ -68,7 +71,8 @@ void check_dims(std::string_view name, const TensorView& v, std::initializer_lis
         fail("MTP block: tensor ", name, " has ", v.n_dims, " dimensions, expected ", dims.size());
     uint32_t i = 0;
     for (uint64_t d : dims) {
-        if (v.dims[i] != d) fail("MTP block: tensor ", name, " has dim[", i, "]=", v.dims[i], ", expected ", d);
+        if (v.dims[i] != d)
+            fail("MTP block: tensor ", name, " has dim[", i, "]=", v.dims[i], ", expected ", d);
         ++i;
     }
 }
@@ -77,7 +81,8 @@ TensorView bind_projection(const WeightSet& ws, std::string_view leaf, uint64_t 
     const std::string name = cat(kPrefix, leaf);
     const TensorView& v = ws.require(name);
     if (!is_matrix_type(v.type))
-        fail("MTP block: tensor ", name, " has type ", ggml_type_name(v.type), ", expected a matrix type");
+        fail("MTP block: tensor ", name, " has type ", ggml_type_name(v.type),
+             ", expected a matrix type");
     check_dims(name, v, {dim, dim});
     return v;
 }
@@ -102,7 +107,8 @@ model::Hparams mtp_hparams(const model::Hparams& main) {
 MtpModel::MtpModel(const model::Hparams& main, const WeightSet& shared, const WeightSet& ws) {
     // The planned mtp.0.* names (model.md §2.4); every one must be present, the router
     // bias included (optional in the main model, required here).
-    const model::TensorPlan plan(main, {.mix = model::QuantMix::F32, .router_bias = true, .mtp = true});
+    const model::TensorPlan plan(main,
+                                 {.mix = model::QuantMix::F32, .router_bias = true, .mtp = true});
     for (const model::TensorSpec& spec : plan.tensors()) {
         if (!spec.name.starts_with(kPrefix)) continue;
         const TensorView& v = ws.require(spec.name);
@@ -152,7 +158,8 @@ void MtpForward::project_inputs(std::span<const int32_t> ids, std::span<const fl
     }
     matmul(model_.e_proj_, n, e_.data(), dim, eproj_.data(), dim, pool_);
     // every stream of every slot is one row of the h_proj product
-    matmul(model_.h_proj_, static_cast<uint32_t>(n * H), hn_.data(), dim, hproj_.data(), dim, pool_);
+    matmul(model_.h_proj_, static_cast<uint32_t>(n * H), hn_.data(), dim, hproj_.data(), dim,
+           pool_);
     for (uint32_t s = 0; s < n; ++s)
         for (uint64_t k = 0; k < H; ++k)
             for (uint64_t d = 0; d < dim; ++d) {
@@ -161,16 +168,17 @@ void MtpForward::project_inputs(std::span<const int32_t> ids, std::span<const fl
             }
 }
 
-void MtpForward::eval(KvState& state, uint64_t pos, std::span<const int32_t> ids, std::span<const float> hc,
-                      std::span<const uint32_t> logit_rows, std::span<float> logits) {
+void MtpForward::eval(KvState& state, uint64_t pos, std::span<const int32_t> ids,
+                      std::span<const float> hc, std::span<const uint32_t> logit_rows,
+                      std::span<float> logits) {
     const model::Hparams& hp = model_.hparams();
     if (ids.empty()) fail("MTP block: empty chunk");
     if (hc.size() != ids.size() * uint64_t{hp.hc_dim()})
         fail("MTP block: ", hc.size(), " HC values for ", ids.size(), " slots, expected ",
              ids.size() * uint64_t{hp.hc_dim()});
     if (pos != state.n_tokens())
-        fail("MTP block: chunk starts at position ", pos, " but the MTP cache holds ", state.n_tokens(),
-             " positions");
+        fail("MTP block: chunk starts at position ", pos, " but the MTP cache holds ",
+             state.n_tokens(), " positions");
     project_inputs(ids, hc);
     block_.eval_from_hc(state, pos, ids, x_, logit_rows, logits);
 }

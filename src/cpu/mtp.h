@@ -33,7 +33,7 @@ namespace ds4::cpu {
 model::Hparams mtp_hparams(const model::Hparams& main);
 
 class MtpModel {
-public:
+  public:
     // Binds token_embd.weight and output.weight from `shared` (the main model's weights)
     // and every mtp.0.* tensor of model.md §2.4 from `mtp` (a separate MTP GGUF's views,
     // or the same set when one file holds both), checking types and dims against `main`.
@@ -47,7 +47,7 @@ public:
     // A fresh MTP window cache for sequences of up to ctx positions.
     KvState make_state(uint64_t ctx) const { return KvState(hparams(), ctx); }
 
-private:
+  private:
     friend class MtpForward;
     WeightSet renamed_;  // views of ws under the one-layer model's names
     std::unique_ptr<CpuModel> block_;
@@ -56,7 +56,7 @@ private:
 };
 
 class MtpForward {
-public:
+  public:
     explicit MtpForward(const MtpModel& model, ThreadPool* pool = nullptr);
 
     // Runs the block over n = ids.size() slots at positions [pos, pos + n) (pos must equal
@@ -69,7 +69,7 @@ public:
     // The block's output HC state of slot t of the last eval (for recursive drafting).
     std::span<const float> final_hc(uint32_t t) const { return block_.final_hc(t); }
 
-private:
+  private:
     void project_inputs(std::span<const int32_t> ids, std::span<const float> hc);
 
     const MtpModel& model_;

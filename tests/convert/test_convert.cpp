@@ -420,7 +420,8 @@ TEST(ConvertMtp, SeparateGgufHoldsExactlyTheMtpBlock) {
 
 TEST(ConvertMtp, TypePolicyFollowsTheReleasedMtpFile) {
     // small: dim 256, moe_inter 128 (down rows of 128 fall back to Q8_0)
-    const std::string small = std::string(DS4_TEST_DATA_DIR) + "/golden/golden_small_s1.safetensors";
+    const std::string small =
+        std::string(DS4_TEST_DATA_DIR) + "/golden/golden_small_s1.safetensors";
     const Checkpoint ck = Checkpoint::open(small);
     const model::Hparams h = hparams_from_model_args(ck.model_args(), small);
     EXPECT_TRUE(has_mtp_block(ck));
@@ -458,14 +459,17 @@ TEST(ConvertMtp, MissingBlockOrTensorIsNamed) {
     write_safetensors(dir / "no_hnorm.safetensors", no_hnorm, meta);
     ConvertOptions o = opts(TypePolicy::F32);
     o.mtp_output = dir / "mtp.gguf";
-    std::string msg = expect_error([&] { convert_checkpoint(dir / "no_mtp.safetensors", dir / "a.gguf", o); });
+    std::string msg =
+        expect_error([&] { convert_checkpoint(dir / "no_mtp.safetensors", dir / "a.gguf", o); });
     EXPECT_NE(msg.find("no MTP block"), std::string::npos) << msg;
-    msg = expect_error([&] { convert_checkpoint(dir / "no_hnorm.safetensors", dir / "b.gguf", o); });
+    msg =
+        expect_error([&] { convert_checkpoint(dir / "no_hnorm.safetensors", dir / "b.gguf", o); });
     EXPECT_NE(msg.find("mtp.0.hnorm.weight"), std::string::npos) << msg;
     EXPECT_FALSE(fs::exists(dir / "mtp.gguf"));
     EXPECT_FALSE(fs::exists(dir / "b.gguf"));
     // without --mtp-out the same checkpoint converts (the block is optional then)
-    EXPECT_NO_THROW(convert_checkpoint(dir / "no_mtp.safetensors", dir / "c.gguf", opts(TypePolicy::F32)));
+    EXPECT_NO_THROW(
+        convert_checkpoint(dir / "no_mtp.safetensors", dir / "c.gguf", opts(TypePolicy::F32)));
 }
 
 }  // namespace

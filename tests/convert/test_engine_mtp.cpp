@@ -185,7 +185,8 @@ TEST(EngineMtpErrors, AreClear) {
               std::string::npos);
     std::vector<float> small(c.V - 1);
     EXPECT_NE(error_of([&] { e.mtp_draft(seq, 1, small); }).find("buffer"), std::string::npos);
-    EXPECT_NE(error_of([&] { e.mtp_draft(seq + 100, 1); }).find("unknown sequence"), std::string::npos);
+    EXPECT_NE(error_of([&] { e.mtp_draft(seq + 100, 1); }).find("unknown sequence"),
+              std::string::npos);
 
     // the main GGUF is no MTP file: named in the error
     EngineOptions opt;
@@ -225,7 +226,8 @@ TEST(EngineMtpErrors, ResetSequenceRestartsTheMtpWindow) {
 // block with the fast numerics, independent of the thread count and of prefill chunking,
 // and equal to the CPU MTP block fed one token at a time.
 TEST(EngineMtpSynthetic, CombinedQ2FileDraftsMatchTheCpuBlock) {
-    const fs::path path = fs::temp_directory_path() / cat("ds4-engine-mtp-synth-", ::getpid(), ".gguf");
+    const fs::path path =
+        fs::temp_directory_path() / cat("ds4-engine-mtp-synth-", ::getpid(), ".gguf");
     synth::MakeOptions mo;
     mo.shape = synth::shape_preset("tiny");
     mo.plan.mix = model::QuantMix::Q2;
@@ -244,7 +246,8 @@ TEST(EngineMtpSynthetic, CombinedQ2FileDraftsMatchTheCpuBlock) {
 
     const uint32_t n = 40;
     std::vector<int32_t> tokens(n);
-    for (uint32_t i = 0; i < n; ++i) tokens[i] = static_cast<int32_t>((i * 37 + 5) % mo.shape.n_vocab);
+    for (uint32_t i = 0; i < n; ++i)
+        tokens[i] = static_cast<int32_t>((i * 37 + 5) % mo.shape.n_vocab);
     const uint32_t prefill = 30, V = mo.shape.n_vocab;
 
     // engine: prefill, then decode with a draft for the true next token after each step

@@ -11,9 +11,9 @@
 #include <numeric>
 
 #include "cpu/mtp.h"
+#include "ds4/error.h"
 #include "golden_compare.h"
 #include "golden_runs.h"
-#include "ds4/error.h"
 #include "model/tensor_plan.h"
 
 namespace ds4::cpu::test {
@@ -42,7 +42,8 @@ const std::vector<float>& cached_hc_states(const std::string& name) {
 }
 
 // MTP logits for positions 0..T−2, in chunks of `chunk` slots.
-std::vector<float> run_mtp(const Golden& g, const MtpModel& mtp, const std::vector<float>& hc, uint32_t chunk) {
+std::vector<float> run_mtp(const Golden& g, const MtpModel& mtp, const std::vector<float>& hc,
+                           uint32_t chunk) {
     const uint32_t V = g.hp.n_vocab, n_pos = g.T - 1;
     const uint64_t hcd = g.hp.hc_dim();
     KvState state = mtp.make_state(n_pos);
@@ -98,7 +99,8 @@ INSTANTIATE_TEST_SUITE_P(Goldens, GoldenMtp, ::testing::Values("tiny_s1", "tiny_
 WeightSet views_of(const Golden& g, const std::string& skip, const std::string& replace_name = {},
                    const TensorView* replacement = nullptr) {
     WeightSet ws;
-    const model::TensorPlan plan(g.hp, {.mix = model::QuantMix::F32, .router_bias = true, .mtp = true});
+    const model::TensorPlan plan(g.hp,
+                                 {.mix = model::QuantMix::F32, .router_bias = true, .mtp = true});
     for (const model::TensorSpec& s : plan.tensors()) {
         if (s.name == skip) continue;
         const TensorView* v = g.weights.find(s.name);
@@ -119,21 +121,24 @@ std::string error_of(const Golden& g, const WeightSet& ws) {
 
 TEST(MtpBinding, MissingTensorIsNamed) {
     const Golden& g = *loaded_golden("tiny_s1").golden;
-    for (const char* name : {"mtp.0.e_proj.weight", "mtp.0.hnorm.weight", "mtp.0.attn_sinks.weight",
-                             "mtp.0.hc_head_fn.weight", "mtp.0.exp_probs_b.bias", "mtp.0.norm.weight"}) {
+    for (const char* name :
+         {"mtp.0.e_proj.weight", "mtp.0.hnorm.weight", "mtp.0.attn_sinks.weight",
+          "mtp.0.hc_head_fn.weight", "mtp.0.exp_probs_b.bias", "mtp.0.norm.weight"}) {
         const std::string msg = error_of(g, views_of(g, name));
-        EXPECT_NE(msg.find(std::string("required tensor is missing: ") + name), std::string::npos) << msg;
+        EXPECT_NE(msg.find(std::string("required tensor is missing: ") + name), std::string::npos)
+            << msg;
     }
 }
 
 TEST(MtpBinding, WrongDimsAreNamedWithMtpNames) {
     const Golden& g = *loaded_golden("tiny_s1").golden;
-    for (const char* name : {"mtp.0.attn_q_a.weight", "mtp.0.hc_head_fn.weight", "mtp.0.h_proj.weight",
-                             "mtp.0.norm.weight"}) {
+    for (const char* name : {"mtp.0.attn_q_a.weight", "mtp.0.hc_head_fn.weight",
+                             "mtp.0.h_proj.weight", "mtp.0.norm.weight"}) {
         TensorView bad = *g.weights.find(name);
         bad.dims[0] /= 2;  // a view over fewer values than it has: never read, only checked
         const std::string msg = error_of(g, views_of(g, "", name, &bad));
-        EXPECT_NE(msg.find(std::string("tensor ") + name + " has dim[0]="), std::string::npos) << msg;
+        EXPECT_NE(msg.find(std::string("tensor ") + name + " has dim[0]="), std::string::npos)
+            << msg;
         EXPECT_EQ(msg.find("blk.0."), std::string::npos) << msg;
     }
 }

@@ -126,7 +126,9 @@ TypedPlan typed_mtp_plan(const model::Hparams& h, TypePolicy policy) {
     return typed_subset(h, policy, true, true);
 }
 
-bool has_mtp_block(const Checkpoint& ck) { return ck.find("mtp.0.e_proj.weight") != nullptr; }
+bool has_mtp_block(const Checkpoint& ck) {
+    return ck.find("mtp.0.e_proj.weight") != nullptr;
+}
 
 namespace {
 
@@ -358,7 +360,8 @@ struct GgufHeader {
 // Writes one GGUF: metadata, then the tensors of `tensors` converted in order. Returns the
 // payload bytes.
 uint64_t write_gguf(const std::string& path, const GgufHeader& head,
-                    const std::vector<TensorSpec>& tensors, const Converter& conv, bool progress_on) {
+                    const std::vector<TensorSpec>& tensors, const Converter& conv,
+                    bool progress_on) {
     gguf::Writer w;
     model::write_metadata(w, *head.hparams, {.name = head.name, .mtp_entry = true});
     if (head.tokenizer) synth::write_tokenizer(w, synth::make_byte_vocab(head.hparams->n_vocab));
@@ -405,12 +408,14 @@ ConvertResult convert_checkpoint(const std::string& input, const std::string& ou
     res.fallbacks = plan.fallbacks;
     const bool want_mtp = !options.mtp_output.empty();
     if (want_mtp && !has_mtp_block(ck))
-        fail(ck.path(), ": --mtp-out was given but the checkpoint has no MTP block (no official tensor "
+        fail(ck.path(),
+             ": --mtp-out was given but the checkpoint has no MTP block (no official tensor "
              "mtp.0.e_proj.weight)");
     TypedPlan mtp_plan;
     if (want_mtp) {
         mtp_plan = typed_mtp_plan(h, options.type);
-        res.fallbacks.insert(res.fallbacks.end(), mtp_plan.fallbacks.begin(), mtp_plan.fallbacks.end());
+        res.fallbacks.insert(res.fallbacks.end(), mtp_plan.fallbacks.begin(),
+                             mtp_plan.fallbacks.end());
     }
     const Converter conv(ck, h, options, imatrix ? &*imatrix : nullptr);
 
@@ -439,8 +444,9 @@ ConvertResult convert_checkpoint(const std::string& input, const std::string& ou
                            plan.tensors, conv, options.progress);
     res.tensors = plan.tensors.size();
     if (want_mtp) {
-        res.mtp_bytes = write_gguf(options.mtp_output, {&h, options.model_name + " MTP", false, options.type},
-                                   mtp_plan.tensors, conv, options.progress);
+        res.mtp_bytes =
+            write_gguf(options.mtp_output, {&h, options.model_name + " MTP", false, options.type},
+                       mtp_plan.tensors, conv, options.progress);
         res.mtp_tensors = mtp_plan.tensors.size();
     }
     res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

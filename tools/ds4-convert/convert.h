@@ -126,9 +126,10 @@ struct ConvertResult {
     size_t tensors = 0;
     uint64_t bytes = 0;
     std::vector<std::string> fallbacks;
-    std::vector<std::string> ignored;  // official tensors not converted (golden.*, mtp.* without mtp_output)
-    bool tokenizer = false;            // false when the vocabulary is too small for one
-    size_t mtp_tensors = 0;            // tensors written to mtp_output (0: none)
+    std::vector<std::string>
+        ignored;             // official tensors not converted (golden.*, mtp.* without mtp_output)
+    bool tokenizer = false;  // false when the vocabulary is too small for one
+    size_t mtp_tensors = 0;  // tensors written to mtp_output (0: none)
     uint64_t mtp_bytes = 0;
     double seconds = 0;
 };

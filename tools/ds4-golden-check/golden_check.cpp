@@ -123,8 +123,9 @@ std::vector<int32_t> read_i32(const st::File& f, std::string_view name) {
     return {v.begin(), v.end()};
 }
 
-Reference read_reference(const st::File& f, const std::string& stem, uint32_t T, uint32_t V,
-                         const std::string& full_rows_positions = "golden.logits_full_rows_positions") {
+Reference read_reference(
+    const st::File& f, const std::string& stem, uint32_t T, uint32_t V,
+    const std::string& full_rows_positions = "golden.logits_full_rows_positions") {
     Reference r;
     r.T = T;
     r.V = V;
@@ -322,7 +323,7 @@ CheckResult run_golden_check(const std::string& golden_path, const CheckOptions&
     cpu::KvState state(hp, T);
     const std::vector<uint32_t> positions = run.all_rows(T);
 
-    std::vector<float> a;  // (a) teacher-forced decode
+    std::vector<float> a;   // (a) teacher-forced decode
     std::vector<float> hc;  // its final HC states, the MTP block's input
     const uint64_t hcd = hp.hc_dim();
     for (uint32_t t = 0; t < T; ++t) {
@@ -340,8 +341,8 @@ CheckResult run_golden_check(const std::string& golden_path, const CheckOptions&
         std::vector<float> d(uint64_t{T - 1} * V);
         const uint32_t row0 = 0;
         for (uint32_t i = 0; i + 1 < T; ++i)
-            mf.eval(mtp_state, i, {tokens.data() + i + 1, 1}, {hc.data() + i * hcd, hcd}, {&row0, 1},
-                    {d.data() + uint64_t{i} * V, V});
+            mf.eval(mtp_state, i, {tokens.data() + i + 1, 1}, {hc.data() + i * hcd, hcd},
+                    {&row0, 1}, {d.data() + uint64_t{i} * V, V});
         res.modes.push_back(compare("mtp_decode", ref_d, d, run.all_rows(T - 1)));
     }
     hc = {};

@@ -37,7 +37,8 @@ int main(int argc, char** argv) {
                     "[--threads N] "
                     "[--keep DIR] [--fast] [--no-mtp]\n"
                     "  --fast    run with the engine's fast CPU numerics (default: exact decode)\n"
-                    "  --no-mtp  skip the MTP block check (mode d; run when the file has the block)");
+                    "  --no-mtp  skip the MTP block check (mode d; run when the file has the "
+                    "block)");
                 return 0;
             } else if (arg.starts_with("-"))
                 ds4::fail("unknown option ", arg);
