@@ -1,5 +1,5 @@
 // Quantized matrix-vector products: each warp owns 2-4 weight rows. The warp stages a chunk of
-// its row in shared memory with coalesced 16-byte loads, each lane dequantizes 8
+// its rows in shared memory with coalesced 16-byte loads, each lane dequantizes 8
 // consecutive columns per 256-column group exactly as quant/reference_dequant.cpp does,
 // and dots them with up to 8 f32 activation rows, so one pass over the weights serves a
 // small batch. (A first version where each lane decoded whole quant blocks straight from
