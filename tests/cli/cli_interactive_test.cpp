@@ -69,15 +69,36 @@ TEST(CliInteractive, CtrlCStopsGenerationThenASecondOneExits) {
                  home.path());
     s.expect("ds4> ");
     s.send("write a long story\n");
-    s.expect("(100%)");     // prefill done: generation is running
-    s.expect(" ");          // some answer text has been printed
+    s.expect("(100%)");
+    s.expect("\r\x1b[K");  // the progress line is cleared when the prefill is done
+    s.expect_bytes(20);     // some answer text has been printed
     s.send("\x03");          // Ctrl+C
     s.expect("(interrupted)");
     s.expect("ds4> ");
-    s.send("/stats\n");
+    s.send("/stats\n");  // the partial answer was kept
     const std::string out = s.expect("ds4> ");
-    EXPECT_TRUE(contains(out, "interrupted")) << out;
-    s.send("\x03");          // Ctrl+C at the empty prompt right after: exit
+    EXPECT_TRUE(contains(out, "generated, interrupted")) << out;
+    EXPECT_FALSE(contains(out, "live KV: 0 tokens")) << out;
+    // A command came in between: one Ctrl+C only warns, the second exits.
+    s.send("\x03");
+    s.expect("Ctrl+C again to exit");
+    s.send("\x03");
+    EXPECT_EQ(s.wait_exit(), 0) << s.all();
+}
+
+TEST(CliInteractive, CtrlCRightAfterAnInterruptedAnswerExits) {
+    TempDir home;
+    PtySession s({"-m", kDemoModel, "--ctx", "16384", "-t", "2", "--nothink", "--verbose", "--seed", "2"},
+                 home.path());
+    s.expect("ds4> ");
+    s.send("write a long story\n");
+    s.expect("(100%)");
+    s.expect("\r\x1b[K");
+    s.expect_bytes(20);
+    s.send("\x03");
+    s.expect("(interrupted)");
+    s.expect("ds4> ");
+    s.send("\x03");  // the second Ctrl+C, at the empty prompt
     EXPECT_EQ(s.wait_exit(), 0) << s.all();
 }
 

@@ -194,7 +194,7 @@ TEST(CliOneShot, DumpLogprobsJsonShapeAndValues) {
     ASSERT_TRUE(j["steps"].is_array());
     ASSERT_GE(j["steps"].size(), 1u);
     EXPECT_LE(j["steps"].size(), 5u);
-    EXPECT_EQ(count_lines(text), 7 + j["steps"].size());  // one step object per line
+    EXPECT_EQ(count_lines(text), 8 + j["steps"].size());  // 6 header lines, one per step, 2 closing
     for (size_t i = 0; i < j["steps"].size(); ++i) {
         const nlohmann::json& s = j["steps"][i];
         EXPECT_EQ(s["step"], i);

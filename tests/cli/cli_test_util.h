@@ -136,10 +136,28 @@ public:
         }
     }
 
+    // Reads until at least `n` bytes arrived after the previous match (output whose text
+    // is not known in advance, such as a random model's answer).
+    void expect_bytes(size_t n, int limit_s = 600) {
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(limit_s);
+        while (buf_.size() < pos_ + n) {
+            if (std::chrono::steady_clock::now() > deadline || !fill()) {
+                ADD_FAILURE() << "fewer than " << n << " more bytes; output so far:\n" << buf_.substr(pos_);
+                return;
+            }
+        }
+        pos_ += n;
+    }
+
     // Waits for the program to exit (reading the terminal meanwhile) and returns its exit
     // status (-1 when killed by a signal).
-    int wait_exit() {
+    int wait_exit(int limit_s = 600) {
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(limit_s);
         while (fill()) {
+            if (std::chrono::steady_clock::now() > deadline) {
+                ADD_FAILURE() << "the program did not exit; output:\n" << buf_.substr(pos_);
+                return -1;  // the destructor kills it
+            }
         }
         int st = 0;
         waitpid(pid_, &st, 0);
