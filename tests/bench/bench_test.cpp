@@ -1,0 +1,238 @@
+// ds4-bench: the frontier schedule, the CSV schema (formats.md §8.5 + ds4-bench columns),
+// the SVG chart, and the binary end to end on the demo model with tiny frontiers. No
+// assertion depends on a measured speed (the box is shared): only on structure.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <sys/wait.h>
+#include <vector>
+
+#include "ds4/error.h"
+#include "report.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+
+const std::string kHeader =
+    "ctx_tokens,prefill_tokens,prefill_tps,gen_tokens,gen_tps,kvcache_bytes,"
+    "batch,seq_gen_tps,weight_bytes_per_step,gen_gbs,bw_ratio";
+
+std::string bin() { return std::string(DS4_BINARY_DIR) + "/bin/ds4-bench"; }
+std::string demo() { return std::string(DS4_BINARY_DIR) + "/ds4-demo.gguf"; }
+
+struct Result {
+    int code = -1;
+    std::string out;  // stdout (and stderr, unless left out)
+};
+
+// stdout only when `with_stderr` is false (stderr then goes to /dev/null).
+Result run(const std::string& args, bool with_stderr = true) {
+    Result r;
+    const std::string cmd = bin() + " " + args + (with_stderr ? " 2>&1" : " 2>/dev/null");
+    std::FILE* p = ::popen(cmd.c_str(), "r");
+    if (!p) return r;
+    std::array<char, 4096> buf{};
+    size_t n;
+    while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
+    const int status = ::pclose(p);
+    r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    return r;
+}
+
+std::string slurp(const fs::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    std::ostringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+}
+
+std::vector<std::string> split(const std::string& s, char sep) {
+    std::vector<std::string> out;
+    std::string cur;
+    for (char c : s) {
+        if (c == sep) {
+            out.push_back(cur);
+            cur.clear();
+        } else {
+            cur += c;
+        }
+    }
+    out.push_back(cur);
+    return out;
+}
+
+struct Csv {
+    std::vector<std::string> comments;
+    std::string header;
+    std::vector<std::vector<std::string>> rows;
+};
+
+Csv parse_csv(const std::string& text) {
+    Csv c;
+    std::istringstream in(text);
+    std::string line;
+    while (std::getline(in, line)) {
+        if (line.empty()) continue;
+        if (line[0] == '#')
+            c.comments.push_back(line);
+        else if (c.header.empty())
+            c.header = line;
+        else
+            c.rows.push_back(split(line, ','));
+    }
+    return c;
+}
+
+fs::path temp_path(const std::string& name) {
+    return fs::temp_directory_path() / (name + "-" + std::to_string(::getpid()));
+}
+
+// A minimal XML well-formedness check: every tag closes in order, attributes quoted,
+// comments and the declaration skipped. Returns the element names seen.
+std::vector<std::string> xml_elements(const std::string& s) {
+    std::vector<std::string> stack, seen;
+    size_t i = 0;
+    while ((i = s.find('<', i)) != std::string::npos) {
+        const size_t end = s.find('>', i);
+        if (end == std::string::npos) throw ds4::Error("unterminated tag");
+        std::string tag = s.substr(i + 1, end - i - 1);
+        i = end + 1;
+        if (tag.starts_with("?") || tag.starts_with("!--")) continue;
+        if (tag.starts_with("/")) {
+            if (stack.empty() || stack.back() != tag.substr(1)) throw ds4::Error("mismatched </" + tag + ">");
+            stack.pop_back();
+            continue;
+        }
+        const bool self_closing = tag.ends_with("/");
+        const std::string name = tag.substr(0, tag.find_first_of(" \t\n/"));
+        if (std::count(tag.begin(), tag.end(), '"') % 2 != 0) throw ds4::Error("unbalanced quotes in <" + name);
+        seen.push_back(name);
+        if (!self_closing) stack.push_back(name);
+    }
+    if (!stack.empty()) throw ds4::Error("unclosed <" + stack.back() + ">");
+    return seen;
+}
+
+TEST(BenchFrontiers, LinearAndGeometricSchedules) {
+    EXPECT_EQ(ds4::bench::frontiers(2048, 8192, 2048, 1.0), (std::vector<uint64_t>{2048, 4096, 6144, 8192}));
+    EXPECT_EQ(ds4::bench::frontiers(16, 40, 16, 1.0), (std::vector<uint64_t>{16, 32, 40}));
+    EXPECT_EQ(ds4::bench::frontiers(10, 50, 0, 2.0), (std::vector<uint64_t>{10, 20, 40, 50}));
+    EXPECT_EQ(ds4::bench::frontiers(3, 5, 0, 1.1), (std::vector<uint64_t>{3, 4, 5}));
+    EXPECT_EQ(ds4::bench::frontiers(7, 7, 1, 1.0), (std::vector<uint64_t>{7}));
+}
+
+TEST(BenchFrontiers, RejectsSchedulesThatCannotAdvance) {
+    EXPECT_THROW(ds4::bench::frontiers(0, 10, 1, 1.0), ds4::Error);
+    EXPECT_THROW(ds4::bench::frontiers(20, 10, 1, 1.0), ds4::Error);
+    EXPECT_THROW(ds4::bench::frontiers(1, 10, 0, 1.0), ds4::Error);
+    EXPECT_THROW(ds4::bench::frontiers(1, 10, 1, 0.5), ds4::Error);
+}
+
+TEST(BenchCsv, HeaderStartsWithDs4ColumnsAndRowsFormatRates) {
+    EXPECT_EQ(ds4::bench::csv_header(), kHeader);
+    ds4::bench::Row r;
+    r.ctx_tokens = 2048, r.prefill_tokens = 2048, r.prefill_tps = 343.756, r.gen_tokens = 128;
+    r.gen_tps = 26.764, r.kvcache_bytes = 52184460, r.batch = 1, r.seq_gen_tps = 26.764;
+    r.weight_bytes_per_step = 1000, r.gen_gbs = 0.5, r.bw_ratio = 0.25;
+    EXPECT_EQ(ds4::bench::csv_row(r), "2048,2048,343.76,128,26.76,52184460,1,26.76,1000,0.500,0.2500");
+}
+
+TEST(BenchSvg, ChartIsWellFormedWithBothSeries) {
+    std::vector<ds4::bench::Row> rows(3);
+    for (size_t i = 0; i < rows.size(); ++i)
+        rows[i].ctx_tokens = 16 * (i + 1), rows[i].prefill_tps = 100.0 + double(i), rows[i].gen_tps = 5;
+    const auto svg = ds4::bench::svg_chart(rows, "a <title> & more", "sub");
+    const auto elems = xml_elements(svg);
+    EXPECT_EQ(std::count(elems.begin(), elems.end(), "svg"), 1);
+    EXPECT_EQ(std::count(elems.begin(), elems.end(), "polyline"), 2);
+    EXPECT_EQ(std::count(elems.begin(), elems.end(), "circle"), 6);
+    EXPECT_NE(svg.find("a &lt;title&gt; &amp; more"), std::string::npos);
+    EXPECT_THROW(ds4::bench::svg_chart({}, "t", "s"), ds4::Error);
+}
+
+// Small enough for an ASan build on a shared 2-core box.
+const std::string kTiny = "--ctx-start 16 --ctx-max 48 --step-incr 16 --gen-tokens 3 --bw-mib 8 -t 2";
+
+TEST(BenchBinary, DemoModelCsvSchemaMonotoneFrontiersAndPlot) {
+    const fs::path csv = temp_path("ds4-bench-test.csv"), svg = temp_path("ds4-bench-test.svg");
+    const auto r = run("-m " + demo() + " " + kTiny + " --csv " + csv.string() + " --plot " + svg.string());
+    ASSERT_EQ(r.code, 0) << r.out;
+    const Csv c = parse_csv(slurp(csv));
+    EXPECT_EQ(c.header, kHeader);
+    ASSERT_EQ(c.rows.size(), 3u);
+    const std::vector<uint64_t> want_ctx{16, 32, 48};
+    for (size_t i = 0; i < c.rows.size(); ++i) {
+        const auto& row = c.rows[i];
+        ASSERT_EQ(row.size(), 11u);
+        EXPECT_EQ(std::stoull(row[0]), want_ctx[i]);
+        EXPECT_EQ(std::stoull(row[1]), 16u);      // only the new interval is prefilled
+        EXPECT_GT(std::stod(row[2]), 0.0);
+        EXPECT_EQ(std::stoull(row[3]), 3u);
+        EXPECT_GT(std::stod(row[4]), 0.0);
+        EXPECT_EQ(row[6], "1");
+        EXPECT_EQ(row[4], row[7]);                // batch 1: aggregate == per sequence
+        EXPECT_GT(std::stoull(row[8]), 0u);
+        if (i > 0) {
+            EXPECT_GT(std::stoull(row[5]), std::stoull(c.rows[i - 1][5]));  // KV grows with ctx
+        }
+    }
+    bool have_read = false, have_gemm = false, have_tok = false;
+    for (const auto& line : c.comments) {
+        have_read |= line.find("ceiling read_gbs=") != std::string::npos;
+        have_gemm |= line.find("ceiling gemm_gflops=") != std::string::npos;
+        have_tok |= line.find("tokenized_with=model tokenizer") != std::string::npos;
+    }
+    EXPECT_TRUE(have_read && have_gemm && have_tok);
+    const auto elems = xml_elements(slurp(svg));
+    EXPECT_EQ(std::count(elems.begin(), elems.end(), "polyline"), 2);
+    EXPECT_EQ(std::count(elems.begin(), elems.end(), "circle"), 6);
+    fs::remove(csv);
+    fs::remove(svg);
+}
+
+TEST(BenchBinary, BatchModeReportsAggregateAndPerSequenceRates) {
+    const auto r = run("-m " + demo() + " " + kTiny + " --ctx-max 32 --batch 3", false);
+    ASSERT_EQ(r.code, 0) << r.out;
+    const Csv c = parse_csv(r.out);
+    EXPECT_EQ(c.header, kHeader);
+    ASSERT_EQ(c.rows.size(), 2u);
+    for (const auto& row : c.rows) {
+        EXPECT_EQ(row[6], "3");
+        const double agg = std::stod(row[4]), seq = std::stod(row[7]);
+        EXPECT_NEAR(agg / 3.0, seq, 0.01 + agg * 1e-3);
+    }
+    size_t aggregate_lines = 0;
+    for (const auto& line : c.comments)
+        if (line.starts_with("# aggregate batch=3 frontiers=2 mean_gen_tps=")) ++aggregate_lines;
+    EXPECT_EQ(aggregate_lines, 1u);
+}
+
+TEST(BenchBinary, BadFlagsGiveOneErrorLineAndNonZeroExit) {
+    const std::vector<std::string> cases{"--no-such-flag", "--ctx-start abc", "--synthetic q3", "--batch 0",
+                                   "-m " + demo() + " --ctx-start 64 --ctx-max 32",
+                                   "-m /nonexistent.gguf --ctx-start 16 --ctx-max 16"};
+    for (const std::string& args : cases) {
+        const auto r = run(args);
+        EXPECT_NE(r.code, 0) << args;
+        EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1) << args << ": " << r.out;
+        EXPECT_TRUE(r.out.starts_with("ds4-bench: error: ")) << args << ": " << r.out;
+    }
+}
+
+TEST(BenchBinary, PromptShorterThanCtxMaxIsAnError) {
+    const fs::path prompt = temp_path("ds4-bench-short.txt");
+    std::ofstream(prompt) << "Just a few words.";
+    const auto r = run("-m " + demo() + " --prompt-file " + prompt.string() + " --ctx-start 16 --ctx-max 64 --bw-mib 8");
+    EXPECT_NE(r.code, 0);
+    EXPECT_NE(r.out.find("fewer than --ctx-max 64"), std::string::npos) << r.out;
+    fs::remove(prompt);
+}
+
+}  // namespace

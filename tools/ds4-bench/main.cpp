@@ -1,0 +1,413 @@
+// ds4-bench: instantaneous prefill and generation throughput at context frontiers
+// (interface.md §7.2, CSV formats.md §8.5), against ceilings measured in the same run.
+//
+// The model is loaded once; a fixed token sequence (the tokenized --prompt-file) is
+// walked to each frontier, prefilling only the new interval. At each frontier the
+// sequence is checkpointed (Engine::checkpoint: raw windows and compressor frontiers;
+// compressed rows are append-only and only truncated back), --gen-tokens greedy tokens
+// are decoded with EOS excluded, and the checkpoint is restored before the walk goes on,
+// so every interval is prefilled exactly once and no decoded token leaks into the context.
+//
+// --batch N: the frontier state is forked N−1 times (Engine::fork_sequence, untimed) and
+// the N sequences decode in lockstep, one step() per token for all of them. Sequence i
+// starts from the (i+1)-th best non-EOS token of the frontier logits, so the N greedy
+// paths differ and route to different experts, as independent requests would.
+//
+// Weight bytes per decode step (the "weights read" column): every 2-D/3-D tensor in full,
+// except routed experts — min(n_expert, n_expert_used × batch) experts' slabs per layer
+// (an upper bound on the distinct experts a batch touches) — and per-token rows of
+// token_embd and tid2eid. 1-D tensors are tiny and not counted. gen_gbs = bytes × steps/s.
+#include <CLI/CLI.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <unistd.h>
+#include <vector>
+
+#include "ceilings.h"
+#include "ds4/engine.h"
+#include "ds4/error.h"
+#include "ds4/tokenizer.h"
+#include "gguf/gguf.h"
+#include "maker.h"
+#include "model/tensor_plan.h"
+#include "report.h"
+
+#ifndef DS4_BENCH_DATA_DIR
+#define DS4_BENCH_DATA_DIR "bench/data"
+#endif
+
+namespace {
+
+using namespace ds4;
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+struct Options {
+    std::string model = "./ds4flash.gguf";
+    std::string prompt_file;
+    std::string csv_path;
+    std::string plot_path;
+    std::string synthetic;  // "", "q2" or "q4"
+    uint32_t layers = 43;
+    unsigned threads = 0;
+    uint64_t ctx_start = 2048, ctx_max = 32768, ctx_alloc = 0, step_incr = 2048;
+    double step_mul = 1.0;
+    uint64_t gen_tokens = 128;
+    uint32_t batch = 1;
+    uint64_t prefill_chunk = 2048;
+    uint64_t bw_mib = 1024;
+};
+
+std::string default_prompt_file() {
+    // Installed binaries have no source tree: fall back to a path relative to the cwd.
+    const std::filesystem::path p = std::filesystem::path(DS4_BENCH_DATA_DIR) / "generated-prose.txt";
+    return std::filesystem::exists(p) ? p.string() : "bench/data/generated-prose.txt";
+}
+
+// Parses argv; returns an exit code when the program should stop (help, bad flag).
+std::optional<int> parse(int argc, char** argv, Options& o) {
+    CLI::App app{
+        "ds4-bench: prefill and generation throughput at context frontiers, against memory-bandwidth and "
+        "GEMM ceilings measured in the same run.\n"
+        "--synthetic q2|q4 generates full-width random weights to a temporary GGUF (unlinked once mapped): "
+        "the full shape (43 layers) needs ~81 GB of disk and page cache for q2 (more for q4); use --layers "
+        "to bench fewer layers."};
+    app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);  // last one wins
+    app.add_option("-m,--model", o.model, "GGUF model")->capture_default_str();
+    app.add_option("--prompt-file", o.prompt_file,
+                   "raw text, tokenized with the model's tokenizer (default: bench/data/generated-prose.txt)");
+    app.add_option("-t,--threads", o.threads, "CPU threads (0: all)")->capture_default_str();
+    app.add_option("--ctx-start", o.ctx_start, "first frontier")->capture_default_str();
+    app.add_option("--ctx-max", o.ctx_max, "last frontier")->capture_default_str();
+    app.add_option("--ctx-alloc", o.ctx_alloc, "KV context allocated (default ctx-max + gen-tokens + 1)");
+    app.add_option("--step-incr", o.step_incr, "linear frontier step (with --step-mul 1)")->capture_default_str();
+    app.add_option("--step-mul", o.step_mul, "geometric frontier factor (>= 1)")->capture_default_str();
+    app.add_option("-n,--gen-tokens,--tokens", o.gen_tokens, "greedy tokens decoded per frontier")
+        ->capture_default_str();
+    app.add_option("--batch,--concurrency", o.batch, "sequences decoding together through one step()")
+        ->capture_default_str();
+    app.add_option("--prefill-chunk", o.prefill_chunk, "most tokens per prefill step()")->capture_default_str();
+    app.add_option("--csv", o.csv_path, "CSV output file (default stdout)");
+    app.add_option("--plot", o.plot_path, "write an SVG chart of prefill and generation t/s vs context");
+    app.add_option("--synthetic", o.synthetic, "q2|q4: full-width synthetic weights instead of -m (~81 GB for q2)")
+        ->check(CLI::IsMember({"q2", "q4"}));
+    app.add_option("--layers", o.layers, "layers of the --synthetic model")->capture_default_str();
+    app.add_option("--bw-mib", o.bw_mib, "buffer of the read-bandwidth ceiling, MiB")->capture_default_str();
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        if (e.get_exit_code() == 0) return app.exit(e);
+        // One line, no usage dump: scripts grep it.
+        std::string msg = e.what();
+        std::replace(msg.begin(), msg.end(), '\n', ' ');
+        std::fprintf(stderr, "ds4-bench: error: %s (see --help)\n", msg.c_str());
+        return 2;
+    }
+    if (o.prompt_file.empty()) o.prompt_file = default_prompt_file();
+    if (o.gen_tokens == 0) fail("--gen-tokens must be at least 1");
+    if (o.batch == 0) fail("--batch must be at least 1");
+    if (o.prefill_chunk == 0) fail("--prefill-chunk must be at least 1");
+    if (o.layers == 0) fail("--layers must be at least 1");
+    if (o.ctx_alloc == 0) o.ctx_alloc = o.ctx_max + o.gen_tokens + 1;
+    if (o.ctx_alloc <= o.ctx_max + o.gen_tokens)
+        fail(cat("--ctx-alloc ", o.ctx_alloc, " must be larger than ctx-max + gen-tokens = ", o.ctx_max + o.gen_tokens));
+    return std::nullopt;
+}
+
+// Generates the --synthetic model to a temporary file; the destructor unlinks it (the
+// engine's mapping keeps the pages alive, so the file can go as soon as it is mapped).
+class TempModel {
+public:
+    TempModel(const std::string& quant, uint32_t layers, unsigned threads) {
+        path_ = (std::filesystem::temp_directory_path() /
+                 cat("ds4-bench-synthetic-", quant, "-L", layers, "-", ::getpid(), ".gguf"))
+                    .string();
+        synth::MakeOptions opt;
+        opt.shape = synth::shape_preset("published");
+        opt.shape.n_layer = layers;
+        opt.shape.compress_ratios = synth::default_ratios(layers);
+        opt.shape.n_hash_layer = std::min(opt.shape.n_hash_layer, layers);
+        opt.plan.mix = model::parse_quant_mix(quant);
+        opt.fast_blocks = true;
+        opt.threads = threads;
+        opt.seed = 1;
+        opt.progress = true;
+        std::fprintf(stderr, "generating %s (published width, %u layers, %s, fast random blocks)...\n",
+                     path_.c_str(), layers, quant.c_str());
+        const auto r = synth::make_model(path_, opt);
+        std::fprintf(stderr, "  %.2f GB in %.1f s\n", double(r.file_bytes) / 1e9, r.seconds);
+    }
+    ~TempModel() { unlink_now(); }
+    TempModel(const TempModel&) = delete;
+    TempModel& operator=(const TempModel&) = delete;
+    const std::string& path() const { return path_; }
+    void unlink_now() {
+        if (!path_.empty()) std::filesystem::remove(path_);
+        path_.clear();
+    }
+
+private:
+    std::string path_;
+};
+
+std::string read_file(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) fail(cat(path, ": cannot open the prompt file"));
+    std::ostringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+}
+
+// The model's tokenizer, or byte ids (mod n_vocab) when the GGUF carries none.
+std::vector<int32_t> tokenize(const std::string& model_path, const std::string& text, uint32_t n_vocab,
+                              std::string& how) {
+    try {
+        const auto tok = Tokenizer::load(model_path);
+        how = "model tokenizer";
+        return tok.encode_text(text);
+    } catch (const Error& e) {
+        how = cat("byte ids (no usable tokenizer: ", e.what(), ")");
+        std::vector<int32_t> ids;
+        ids.reserve(text.size());
+        for (unsigned char c : text) ids.push_back(int32_t(c % n_vocab));
+        return ids;
+    }
+}
+
+int32_t eos_id(const std::string& model_path) {
+    try {
+        return Tokenizer::load(model_path).specials().eos;
+    } catch (const Error&) {
+        return -1;
+    }
+}
+
+uint64_t weight_bytes_per_step(const gguf::File& f, const ModelSummary& m, uint32_t batch) {
+    const uint64_t experts = std::min<uint64_t>(m.n_expert, uint64_t{m.n_expert_used} * batch);
+    uint64_t total = 0;
+    for (const auto& t : f.tensors()) {
+        if (t.n_dims == 1) continue;
+        const std::string_view name = t.name;
+        if (name.starts_with("mtp.")) continue;
+        if (name.find("_exps.") != std::string_view::npos)
+            total += t.n_bytes / m.n_expert * experts;
+        else if (name == "token_embd.weight" || name.find("ffn_gate_tid2eid") != std::string_view::npos)
+            total += t.n_bytes / t.dims[t.n_dims - 1] * batch;
+        else
+            total += t.n_bytes;
+    }
+    return total;
+}
+
+// Reads one byte per page so the timed runs find the weights resident.
+double touch_all(const gguf::File& f) {
+    const auto t0 = Clock::now();
+    const auto bytes = f.bytes();
+    uint64_t acc = 0;
+    for (uint64_t i = 0; i < bytes.size(); i += 4096) acc += bytes[i];
+    volatile uint64_t sink = acc;
+    (void)sink;
+    return seconds_since(t0);
+}
+
+// The `rank`-th largest logit's id (0: argmax), EOS excluded; lowest id on ties.
+int32_t ranked_non_eos(std::span<const float> row, int32_t eos, uint32_t rank) {
+    std::vector<int32_t> best;
+    for (int32_t i = 0; i < int32_t(row.size()); ++i) {
+        if (i == eos) continue;
+        const auto worse = [&](int32_t a) { return row[size_t(a)] < row[size_t(i)]; };
+        auto pos = std::find_if(best.begin(), best.end(), worse);
+        if (best.size() <= rank || pos != best.end()) {
+            best.insert(pos, i);
+            if (best.size() > rank + 1) best.pop_back();
+        }
+    }
+    return best.at(std::min<size_t>(rank, best.size() - 1));
+}
+
+int32_t argmax_non_eos(std::span<const float> row, int32_t eos) {
+    int32_t best = eos == 0 ? 1 : 0;
+    for (int32_t i = 0; i < int32_t(row.size()); ++i)
+        if (i != eos && row[size_t(i)] > row[size_t(best)]) best = i;
+    return best;
+}
+
+struct Walk {
+    Engine& engine;
+    const Options& o;
+    std::span<const int32_t> tokens;
+    int32_t eos;
+    uint64_t weight_bytes;
+    double read_gbs;
+};
+
+// Prefills tokens [from, to) in chunks; returns the logits after the last one.
+std::vector<float> prefill(Engine& engine, SequenceId seq, std::span<const int32_t> part, uint64_t chunk) {
+    Batch batch;
+    Logits logits;
+    for (uint64_t at = 0; at < part.size(); at += chunk) {
+        const auto piece = part.subspan(at, std::min<uint64_t>(chunk, part.size() - at));
+        batch.clear();
+        batch.add(seq, piece, at + piece.size() == part.size() ? LogitsWanted::Last : LogitsWanted::None);
+        engine.step(batch, logits);
+    }
+    const auto row = logits.row(0);
+    return {row.begin(), row.end()};
+}
+
+// Decodes gen_tokens greedy tokens on `seqs` in lockstep; returns the seconds taken.
+double decode(Engine& engine, std::span<const SequenceId> seqs, std::span<const float> first_logits, int32_t eos,
+              uint64_t gen_tokens) {
+    std::vector<int32_t> next(seqs.size());
+    for (uint32_t i = 0; i < seqs.size(); ++i) next[i] = ranked_non_eos(first_logits, eos, i);
+    Batch batch;
+    Logits logits;
+    const auto t0 = Clock::now();
+    for (uint64_t step = 0; step < gen_tokens; ++step) {
+        batch.clear();
+        for (size_t i = 0; i < seqs.size(); ++i) batch.add_token(seqs[i], next[i]);
+        engine.step(batch, logits);
+        for (size_t i = 0; i < seqs.size(); ++i) next[i] = argmax_non_eos(logits.row(i), eos);
+    }
+    return seconds_since(t0);
+}
+
+bench::Row frontier_row(Walk& w, SequenceId seq, uint64_t from, uint64_t to) {
+    bench::Row r;
+    r.ctx_tokens = to;
+    r.prefill_tokens = to - from;
+    const auto t0 = Clock::now();
+    const auto logits = prefill(w.engine, seq, w.tokens.subspan(from, to - from), w.o.prefill_chunk);
+    r.prefill_tps = double(r.prefill_tokens) / seconds_since(t0);
+    r.kvcache_bytes = w.engine.sequence_payload_bytes(seq);
+
+    const SequenceCheckpoint cp = w.engine.checkpoint(seq);
+    std::vector<SequenceId> seqs{seq};
+    for (uint32_t i = 1; i < w.o.batch; ++i) seqs.push_back(w.engine.fork_sequence(seq));
+    const double s = decode(w.engine, seqs, logits, w.eos, w.o.gen_tokens);
+    for (size_t i = 1; i < seqs.size(); ++i) w.engine.free_sequence(seqs[i]);
+    w.engine.restore(seq, cp);
+
+    r.batch = w.o.batch;
+    r.gen_tokens = w.o.gen_tokens;
+    r.gen_tps = double(w.o.gen_tokens) * w.o.batch / s;
+    r.seq_gen_tps = r.gen_tps / w.o.batch;
+    r.weight_bytes_per_step = w.weight_bytes;
+    r.gen_gbs = double(w.weight_bytes) * (double(w.o.gen_tokens) / s) / 1e9;
+    r.bw_ratio = w.read_gbs > 0 ? r.gen_gbs / w.read_gbs : 0;
+    return r;
+}
+
+void write_text(const std::string& path, const std::string& text) {
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    if (!out) fail(cat(path, ": cannot open for writing"));
+    out << text;
+    if (!out.flush()) fail(cat(path, ": write failed"));
+}
+
+int run(const Options& o) {
+    std::optional<TempModel> temp;
+    if (!o.synthetic.empty()) temp.emplace(o.synthetic, o.layers, o.threads);
+    const std::string path = temp ? temp->path() : o.model;
+
+    EngineOptions eo;
+    eo.threads = o.threads;
+    eo.ctx = o.ctx_alloc;
+    const auto t_load = Clock::now();
+    Engine engine = Engine::open(path, eo);
+    const gguf::File file = gguf::File::open(path);
+    const ModelSummary& m = engine.model();
+    std::string tok_how;
+    const auto tokens = tokenize(path, read_file(o.prompt_file), m.n_vocab, tok_how);
+    const int32_t eos = eos_id(path);
+    if (temp) temp->unlink_now();
+    const double load_s = seconds_since(t_load);
+    if (tokens.size() < o.ctx_max)
+        fail(cat(o.prompt_file, ": ", tokens.size(), " tokens, fewer than --ctx-max ", o.ctx_max,
+                 " (use a longer --prompt-file or a smaller --ctx-max)"));
+    const auto points = bench::frontiers(o.ctx_start, o.ctx_max, o.step_incr, o.step_mul);
+
+    const double warm_s = touch_all(file);
+    const unsigned threads = engine.options().threads;
+    const bench::Ceilings ceil = bench::measure_ceilings(threads, o.bw_mib << 20);
+    const uint64_t wbytes = weight_bytes_per_step(file, m, o.batch);
+
+    std::vector<std::string> meta = {
+        cat("ds4-bench model=", m.path, " name=", m.name.empty() ? "-" : m.name, " quant=", m.quant,
+            " synthetic=", m.synthetic ? "yes" : "no", " layers=", m.n_layer, " n_embd=", m.n_embd,
+            " experts=", m.n_expert_used, "/", m.n_expert, " params=", m.n_params, " file_bytes=", m.file_bytes),
+        cat("backend=cpu threads=", threads, " ctx_alloc=", o.ctx_alloc, " batch=", o.batch,
+            " gen_tokens=", o.gen_tokens, " prefill_chunk=", o.prefill_chunk),
+        cat("prompt=", o.prompt_file, " tokens=", tokens.size(), " tokenized_with=", tok_how),
+        cat("ceiling read_gbs=", ceil.read_gbs, " (STREAM-style sum over ",
+            ceil.read_bytes >> 20, " MiB, ", ceil.threads, " threads, best of 5)"),
+        cat("ceiling gemm_gflops=", ceil.gemm_gflops, " (f32 blocked GEMM 512^3, ", ceil.threads,
+            " threads, best of 3; portable kernel: a lower bound on the hardware peak)"),
+        cat("weight_bytes_per_step=", wbytes, " load_s=", load_s, " warm_s=", warm_s),
+    };
+    for (const auto& line : meta) std::fprintf(stderr, "# %s\n", line.c_str());
+
+    std::FILE* csv = stdout;
+    std::unique_ptr<std::FILE, int (*)(std::FILE*)> owned(nullptr, &std::fclose);
+    if (!o.csv_path.empty()) {
+        owned.reset(std::fopen(o.csv_path.c_str(), "wb"));
+        if (!owned) fail(cat(o.csv_path, ": cannot open for writing"));
+        csv = owned.get();
+    }
+    for (const auto& line : meta) std::fprintf(csv, "# %s\n", line.c_str());
+    std::fprintf(csv, "%s\n", bench::csv_header().c_str());
+    std::fflush(csv);
+
+    Walk w{engine, o, tokens, eos, wbytes, ceil.read_gbs};
+    const SequenceId seq = engine.create_sequence();
+    std::vector<bench::Row> rows;
+    uint64_t prev = 0;
+    for (const uint64_t f : points) {
+        rows.push_back(frontier_row(w, seq, prev, f));
+        prev = f;
+        std::fprintf(csv, "%s\n", bench::csv_row(rows.back()).c_str());
+        std::fflush(csv);
+        std::fprintf(stderr, "ctx %6llu: prefill %8.2f t/s, gen %8.2f t/s (%u seq, %.2f t/s each), %.2f GB/s = %.1f%% "
+                     "of read ceiling\n", (unsigned long long)f, rows.back().prefill_tps, rows.back().gen_tps,
+                     o.batch, rows.back().seq_gen_tps, rows.back().gen_gbs, 100 * rows.back().bw_ratio);
+    }
+
+    double sum_gen = 0, sum_seq = 0, sum_pre = 0;
+    for (const auto& r : rows) sum_gen += r.gen_tps, sum_seq += r.seq_gen_tps, sum_pre += r.prefill_tps;
+    const double k = double(rows.size());
+    const std::string agg = cat("aggregate batch=", o.batch, " frontiers=", rows.size(),
+                                " mean_gen_tps=", sum_gen / k, " mean_seq_gen_tps=", sum_seq / k,
+                                " mean_prefill_tps=", sum_pre / k);
+    std::fprintf(csv, "# %s\n", agg.c_str());
+    std::fprintf(stderr, "# %s\n", agg.c_str());
+
+    if (!o.plot_path.empty())
+        write_text(o.plot_path,
+                   bench::svg_chart(rows, cat("ds4-bench: ", m.name.empty() ? m.path : m.name),
+                                    cat(m.quant, ", ", m.n_layer, " layers, cpu ", threads, " threads, batch ",
+                                        o.batch, ", read ceiling ", ceil.read_gbs, " GB/s")));
+    return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    try {
+        Options o;
+        if (const auto code = parse(argc, argv, o)) return *code;
+        return run(o);
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "ds4-bench: error: %s\n", e.what());
+        return 1;
+    }
+}
