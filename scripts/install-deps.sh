@@ -43,3 +43,13 @@ if [[ -f tests/js/package.json ]]; then
         touch "$stamp"
     fi
 fi
+
+# npm SDK clients for the server tests (pinned in tests/server/js/package.json).
+if [[ -f tests/server/js/package.json ]]; then
+    stamp=tests/server/js/node_modules/.ds4-stamp
+    if [[ ! -f $stamp || tests/server/js/package.json -nt $stamp ]]; then
+        echo "install-deps: npm install in tests/server/js"
+        (cd tests/server/js && npm install --no-audit --no-fund --loglevel=error)
+        touch "$stamp"
+    fi
+fi

@@ -1,0 +1,241 @@
+#include "server/app.h"
+
+#include <pthread.h>
+#include <signal.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <ctime>
+#include <iostream>
+#include <sstream>
+#include <thread>
+
+#include "ds4/engine.h"
+#include "ds4/error.h"
+#include "server/http.h"
+
+namespace ds4::server {
+
+int parse_options(int argc, char** argv, ServerOptions& o) {
+    CLI::App app{"ds4-server: OpenAI- and Anthropic-compatible HTTP server for DeepSeek V4 Flash.\n"
+                 "Chat requests default to thinking with high effort; reasoning_effort=none, thinking=false,\n"
+                 "think=false or model=deepseek-chat select non-thinking. Only reasoning_effort=max (or\n"
+                 "output_config.effort=max) requests Think Max, and only with --ctx >= 393216. In thinking\n"
+                 "mode the client's sampling knobs are replaced by the thinking defaults (seed kept).\n"
+                 "Example: ds4-server -m ds4flash.gguf --ctx 65536 --port 8000",
+                 "ds4-server"};
+    auto positive = CLI::PositiveNumber;
+    app.add_option("-m,--model", o.model, "model GGUF")->capture_default_str();
+    app.add_option("-c,--ctx", o.ctx, "context per sequence (tokens)")->check(positive)->capture_default_str();
+    app.add_option("-n,--tokens", o.tokens, "default max_tokens")->check(positive)->capture_default_str();
+    app.add_option("-t,--threads", o.threads, "host threads (0: all)");
+    app.add_option("--host", o.host, "IPv4 address to listen on")->capture_default_str();
+    app.add_option("--port", o.port, "TCP port")->check(CLI::Range(0, 65535))->capture_default_str();
+    app.add_flag("--cors", o.cors, "add CORS headers");
+    app.add_option("--api-key", o.api_key, "require this key (Authorization: Bearer or x-api-key)");
+    app.add_option("--max-body-mb", o.max_body_mb, "request body limit (MiB)")->check(positive)->capture_default_str();
+    app.add_option("--parallel", o.parallel, "requests generating at once (continuous batching)")->check(positive)->capture_default_str();
+    app.add_option("--queue", o.queue, "requests waiting beyond --parallel before 503")->check(positive)->capture_default_str();
+    app.add_option("--kv-disk-dir", o.kv_disk_dir, "disk KV checkpoints (accepted; not used yet)");
+    app.add_option("--kv-disk-space-mb", o.kv_disk_space_mb, "disk KV budget (MiB)")->check(positive);
+    app.add_option("--trace", o.trace, "session trace file (accepted; not written yet)");
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::CallForHelp& e) {
+        std::cout << app.help();
+        return 0;
+    } catch (const CLI::ParseError& e) {
+        std::cerr << "ds4-server: " << e.what() << "\n" << app.help();
+        return 2;
+    }
+    if (o.host == "localhost") o.host = "127.0.0.1";
+    return -1;
+}
+
+namespace {
+
+void log_line(const std::string& msg) {
+    const std::time_t t = std::time(nullptr);
+    std::tm tm{};
+    localtime_r(&t, &tm);
+    char stamp[32];
+    std::strftime(stamp, sizeof stamp, "%m%d %H:%M:%S ", &tm);
+    std::fprintf(stderr, "%s%s\n", stamp, msg.c_str());
+}
+
+ApiStyle style_for(const std::string& path) {
+    return path.rfind("/v1/messages", 0) == 0 ? ApiStyle::anthropic : ApiStyle::openai;
+}
+
+bool authorised(const httplib::Request& req, const std::string& key) {
+    if (key.empty()) return true;
+    if (req.get_header_value("x-api-key") == key) return true;
+    return req.get_header_value("Authorization") == "Bearer " + key;
+}
+
+Json model_json(const ServerOptions& o) {
+    return {{"id", kModelId}, {"object", "model"}, {"created", 1767225600}, {"owned_by", "ds4"},
+            {"name", "DeepSeek V4 Flash"}, {"context_length", o.ctx},
+            {"top_provider", {{"context_length", o.ctx}, {"max_completion_tokens", std::min(o.tokens, o.ctx)}, {"is_moderated", false}}},
+            {"supported_parameters", {"tools", "tool_choice", "max_tokens", "temperature", "top_p", "top_k", "min_p", "stop", "seed", "stream", "reasoning_effort"}}};
+}
+
+std::string metrics_text(const ServerContext& sc) {
+    const SchedulerStats& s = sc.scheduler.stats();
+    std::ostringstream m;
+    auto gauge = [&](const char* name, const char* type, const char* help, double v) {
+        m << "# HELP " << name << ' ' << help << "\n# TYPE " << name << ' ' << type << '\n' << name << ' ' << v << '\n';
+    };
+    m << "# HELP ds4_requests_total HTTP requests by endpoint and status\n# TYPE ds4_requests_total counter\n";
+    {
+        std::lock_guard lock(sc.counters.mutex);
+        for (const auto& [key, n] : sc.counters.requests) {
+            const auto sp = key.rfind(' ');
+            m << "ds4_requests_total{endpoint=\"" << key.substr(0, sp) << "\",status=\"" << key.substr(sp + 1) << "\"} " << n << '\n';
+        }
+    }
+    gauge("ds4_requests_rejected_total", "counter", "requests refused because the queue was full", static_cast<double>(sc.counters.rejected_full));
+    gauge("ds4_generations_total", "counter", "generations finished", static_cast<double>(s.requests_done));
+    gauge("ds4_generations_cancelled_total", "counter", "generations cancelled by a departed client", static_cast<double>(s.requests_cancelled));
+    gauge("ds4_prompt_tokens_total", "counter", "prompt tokens of admitted requests", static_cast<double>(s.prompt_tokens));
+    gauge("ds4_prompt_tokens_cached_total", "counter", "prompt tokens reused from live sequences (KV cache hits)", static_cast<double>(s.cached_tokens));
+    gauge("ds4_prefill_tokens_total", "counter", "prompt tokens evaluated", static_cast<double>(s.prefill_tokens));
+    gauge("ds4_completion_tokens_total", "counter", "generated tokens", static_cast<double>(s.completion_tokens));
+    gauge("ds4_engine_steps_total", "counter", "engine steps", static_cast<double>(s.steps));
+    gauge("ds4_prefill_seconds_total", "counter", "time in steps carrying prefill", static_cast<double>(s.prefill_ns) * 1e-9);
+    gauge("ds4_decode_seconds_total", "counter", "time in decode-only steps", static_cast<double>(s.decode_ns) * 1e-9);
+    gauge("ds4_queue_depth", "gauge", "requests waiting for a slot", static_cast<double>(s.queue_depth));
+    gauge("ds4_active_requests", "gauge", "requests generating", static_cast<double>(s.active));
+    gauge("ds4_live_sequences", "gauge", "engine sequences (active and idle with reusable KV)", static_cast<double>(sc.scheduler.live_sequences()));
+    return m.str();
+}
+
+using Handler = void (*)(const ServerContext&, const httplib::Request&, httplib::Response&);
+
+void route(httplib::Server& http, const ServerContext& sc, const std::string& path, Handler handler) {
+    http.Post(path, [&sc, path, handler](const httplib::Request& req, httplib::Response& res) {
+        const ApiStyle style = style_for(path);
+        try {
+            handler(sc, req, res);
+        } catch (const ApiError& e) {
+            send_json(res, e.status, error_body(style, e.status, e.what(), e.param, e.code, e.extra));
+        } catch (const nlohmann::json::exception& e) {
+            // A field of an unexpected type deep inside the request (e.g. a message role
+            // that is a number): the client's mistake, not ours.
+            send_json(res, 400, error_body(style, 400, cat("invalid JSON request: ", e.what())));
+        } catch (const std::exception& e) {
+            send_json(res, 500, error_body(style, 500, e.what()));
+        }
+        sc.counters.count(path, res.status);
+    });
+}
+
+// SIGINT/SIGTERM are blocked in every thread and taken here, so the handler can do real work.
+// Running generations end first (finish "error", streams close properly), then the
+// listener stops and httplib joins its connection threads.
+void wait_for_signal(httplib::Server& http, Scheduler& scheduler, std::atomic<bool>& stopping) {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    int sig = 0;
+    sigwait(&set, &sig);
+    log_line(cat("signal ", sig, ": shutting down"));
+    if (sig != SIGINT && sig != SIGTERM) return;
+    stopping = true;
+    scheduler.shutdown();
+    http.stop();
+}
+
+}  // namespace
+
+int run_server(const ServerOptions& o) {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set, nullptr);
+    signal(SIGPIPE, SIG_IGN);
+
+    EngineOptions eo;
+    eo.ctx = o.ctx;
+    eo.threads = o.threads;
+    Engine engine = Engine::open(o.model, eo);
+    Tokenizer tok = Tokenizer::load(o.model);
+    log_line(engine.memory_estimate().report());
+    if (!o.kv_disk_dir.empty()) log_line("note: --kv-disk-dir accepted; disk KV checkpoints are not wired in yet");
+
+    SchedulerOptions so;
+    so.slots = o.parallel;
+    so.queue_limit = o.queue;
+    Scheduler scheduler(engine, tok, so);
+    PromptEncoder encoder(tok);
+    Counters counters;
+    std::atomic<bool> stopping{false};
+    ServerContext sc{scheduler, encoder, counters, o.ctx, o.tokens, stopping};
+
+    httplib::Server http;
+    http.set_payload_max_length(o.max_body_mb << 20);
+    http.set_read_timeout(30, 0);
+    http.set_write_timeout(30, 0);
+    http.new_task_queue = [n = o.parallel + o.queue + 8] { return new httplib::ThreadPool(n); };
+    if (o.cors) {
+        http.set_default_headers({{"Access-Control-Allow-Origin", "*"},
+                                  {"Access-Control-Allow-Methods", "GET, POST, OPTIONS"},
+                                  {"Access-Control-Allow-Headers", "*"}});
+    }
+    http.set_pre_routing_handler([&](const httplib::Request& req, httplib::Response& res) {
+        if (req.method == "OPTIONS" || req.path == "/health" || authorised(req, o.api_key))
+            return httplib::Server::HandlerResponse::Unhandled;
+        send_json(res, 401, error_body(style_for(req.path), 401, "invalid or missing API key"));
+        counters.count(req.path, 401);
+        return httplib::Server::HandlerResponse::Handled;
+    });
+    http.Options(".*", [](const httplib::Request&, httplib::Response& res) { res.status = 204; });
+    http.Get("/health", [&](const httplib::Request&, httplib::Response& res) {
+        send_json(res, stopping ? 503 : 200, {{"status", stopping ? "shutting down" : "ok"}});
+    });
+    http.Get("/metrics", [&](const httplib::Request&, httplib::Response& res) {
+        res.set_content(metrics_text(sc), "text/plain; version=0.0.4");
+    });
+    http.Get("/v1/models", [&](const httplib::Request&, httplib::Response& res) {
+        send_json(res, 200, {{"object", "list"}, {"data", Json::array({model_json(o)})}});
+    });
+    http.Get(R"(/v1/models/(.+))", [&](const httplib::Request& req, httplib::Response& res) {
+        if (req.matches[1] == kModelId) return send_json(res, 200, model_json(o));
+        send_json(res, 404, error_body(ApiStyle::openai, 404, cat("The model '", req.matches[1].str(), "' does not exist"),
+                                       "model", "model_not_found"));
+    });
+    route(http, sc, "/v1/chat/completions", handle_chat_completions);
+    route(http, sc, "/v1/completions", handle_completions);
+    route(http, sc, "/v1/responses", handle_responses);
+    route(http, sc, "/v1/messages", handle_messages);
+    route(http, sc, "/v1/messages/count_tokens", handle_count_tokens);
+    // Errors httplib raises itself (no route, body too large) get a JSON body too.
+    http.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
+        if (!res.body.empty()) return;
+        const std::string msg = res.status == 404 ? "unknown endpoint " + req.method + " " + req.path
+                                : res.status == 413 ? "request body too large"
+                                                    : "bad HTTP request";
+        res.set_content(json_text(error_body(style_for(req.path), res.status, msg)) + "\n", "application/json");
+    });
+
+    if (!http.bind_to_port(o.host, o.port)) {
+        log_line(cat("cannot listen on ", o.host, ":", o.port));
+        return 1;
+    }
+    std::thread signals(wait_for_signal, std::ref(http), std::ref(scheduler), std::ref(stopping));
+    log_line(cat("listening on http://", o.host, ":", o.port));
+    http.listen_after_bind();
+    if (!stopping) {
+        // listen failed on its own: wake the signal thread so it can be joined.
+        stopping = true;
+        pthread_kill(signals.native_handle(), SIGTERM);
+    }
+    signals.join();
+    scheduler.shutdown();
+    log_line("stopped");
+    return 0;
+}
+
+}  // namespace ds4::server

@@ -1,0 +1,314 @@
+// POST /v1/responses (OpenAI Responses, interface.md §6.8) with the §8 item 15 fixes:
+// `event:` lines on every SSE event and function-call arguments streamed as they are
+// generated. No server-side response store: previous_response_id is refused.
+#include "server/http.h"
+
+namespace ds4::server {
+
+namespace {
+
+std::string content_text(const Json& content, std::size_t i) {
+    if (content.is_null()) return "";
+    if (content.is_string()) return content.get<std::string>();
+    if (!content.is_array()) throw ApiError(400, cat("input[", i, "].content must be a string or an array"), "input");
+    std::string out;
+    for (const auto& part : content) {
+        if (part.is_string()) {
+            out += part.get<std::string>();
+            continue;
+        }
+        const std::string type = part.is_object() ? part.value("type", "") : "";
+        if (type != "input_text" && type != "output_text" && type != "text" && type != "summary_text" &&
+            type != "reasoning_text")
+            throw ApiError(400, cat("input[", i, "].content: part type '", type, "' is not supported (text only)"), "input");
+        if (part.contains("text") && part["text"].is_string()) out += part["text"].get<std::string>();
+    }
+    return out;
+}
+
+std::string output_text(const Json& output) {
+    if (output.is_string()) return output.get<std::string>();
+    if (output.is_array()) return content_text(output, 0);
+    return output.dump();
+}
+
+}  // namespace
+
+// Responses input items → OpenAI-shaped messages.
+Json responses_to_openai_messages(const Json& body) {
+    Json out = Json::array();
+    if (auto ins = opt_string(body, "instructions")) out.push_back({{"role", "system"}, {"content", *ins}});
+    const Json& input = body["input"];
+    if (input.is_string()) {
+        out.push_back({{"role", "user"}, {"content", input}});
+        return out;
+    }
+    if (!input.is_array()) throw ApiError(400, "invalid JSON request: 'input' must be a string or an array", "input");
+    std::string pending_reasoning;
+    auto last_assistant = [&]() -> Json& {
+        if (out.empty() || out.back()["role"] != "assistant") {
+            out.push_back({{"role", "assistant"}, {"content", ""}});
+        }
+        Json& a = out.back();
+        if (!pending_reasoning.empty()) {
+            a["reasoning_content"] = a.value("reasoning_content", "") + pending_reasoning;
+            pending_reasoning.clear();
+        }
+        return a;
+    };
+    for (std::size_t i = 0; i < input.size(); ++i) {
+        const Json& item = input[i];
+        if (!item.is_object()) throw ApiError(400, cat("input[", i, "] must be an object"), "input");
+        const std::string type = item.value("type", "message");
+        if (type == "message") {
+            std::string role = item.value("role", "user");
+            const std::string text = content_text(item.value("content", Json(nullptr)), i);
+            if (role == "assistant") {
+                Json& a = last_assistant();
+                a["content"] = a["content"].get<std::string>() + text;
+            } else {
+                if (role != "system" && role != "developer") role = "user";
+                if (!pending_reasoning.empty()) last_assistant();
+                out.push_back({{"role", role == "developer" ? "system" : role}, {"content", text}});
+            }
+        } else if (type == "reasoning") {
+            for (const char* key : {"summary", "content"})
+                if (item.contains(key) && item[key].is_array()) {
+                    const std::string t = content_text(item[key], i);
+                    if (!t.empty()) pending_reasoning += (pending_reasoning.empty() ? "" : "\n") + t;
+                }
+        } else if (type == "function_call" || type == "custom_tool_call") {
+            Json& a = last_assistant();
+            const std::string call_id = item.value("call_id", item.value("id", ""));
+            Json args = type == "function_call" ? item.value("arguments", Json("{}"))
+                                                : Json(Json{{"input", item.value("input", "")}}.dump());
+            if (!a.contains("tool_calls")) a["tool_calls"] = Json::array();
+            a["tool_calls"].push_back({{"id", call_id}, {"type", "function"},
+                                       {"function", {{"name", item.value("name", "")}, {"arguments", args}}}});
+        } else if (type == "function_call_output" || type == "custom_tool_call_output") {
+            if (!pending_reasoning.empty()) last_assistant();
+            out.push_back({{"role", "tool"}, {"tool_call_id", item.value("call_id", "")},
+                           {"content", output_text(item.value("output", Json("")))}});
+        } else if (type == "compaction" || type == "context_compaction") {
+            continue;
+        } else {
+            throw ApiError(400, cat("input[", i, "]: item type '", type, "' is not supported"), "input");
+        }
+    }
+    if (!pending_reasoning.empty()) last_assistant();
+    return out;
+}
+
+Json responses_to_openai_tools(const Json& tools) {
+    if (tools.is_null()) return nullptr;
+    if (!tools.is_array()) throw ApiError(400, "invalid JSON request: 'tools' must be an array", "tools");
+    Json out = Json::array();
+    for (const auto& t : tools) {
+        if (!t.is_object()) throw ApiError(400, "invalid JSON request: tools must be objects", "tools");
+        if (t.contains("function")) {
+            out.push_back(t);
+            continue;
+        }
+        if (t.value("type", "") != "function") continue;  // hosted tools have no schema to render
+        Json f = {{"name", t.value("name", "")}};
+        if (t.contains("description")) f["description"] = t["description"];
+        f["parameters"] = t.value("parameters", Json{{"type", "object"}, {"properties", Json::object()}});
+        out.push_back({{"type", "function"}, {"function", f}});
+    }
+    return out.empty() ? Json(nullptr) : out;
+}
+
+namespace {
+
+Json usage_json(const GenResult& r) {
+    return {{"input_tokens", r.prompt_tokens},
+            {"input_tokens_details", {{"cached_tokens", r.cached_tokens}}},
+            {"output_tokens", r.completion_tokens},
+            {"output_tokens_details", {{"reasoning_tokens", 0}}},
+            {"total_tokens", r.prompt_tokens + r.completion_tokens}};
+}
+
+std::string status_of(const GenResult& r) {
+    return r.finish == "length" ? "incomplete" : r.finish == "error" ? "failed" : "completed";
+}
+
+// The SSE state and the final response object (built from the same items).
+struct ResponseStream {
+    std::string id, model;
+    int64_t created = 0;
+    bool summary = false;
+    int seq = 0;
+    Json output = Json::array();  // final items, in output_index order
+    int reasoning_index = -1, message_index = -1;
+    std::map<std::size_t, int> call_index;  // DSML call -> output index
+    std::string reasoning, text;
+
+    Json response(const std::string& status) const {
+        return {{"id", id}, {"object", "response"}, {"created_at", created}, {"status", status},
+                {"model", model}, {"output", output}};
+    }
+    void send(Sse& sse, const std::string& type, Json payload) {
+        Json e = {{"type", type}, {"sequence_number", seq++}};
+        for (auto& [k, v] : payload.items()) e[k] = v;
+        sse.event(type, e);
+    }
+    int add_item(Sse* sse, Json item) {
+        output.push_back(item);
+        const int index = static_cast<int>(output.size()) - 1;
+        if (sse) send(*sse, "response.output_item.added", {{"output_index", index}, {"item", item}});
+        return index;
+    }
+    void on_event(const GenEvent& ev, Sse* sse) {
+        switch (ev.kind) {
+            case GenKind::reasoning:
+                if (!summary) break;
+                if (reasoning_index < 0) {
+                    reasoning_index = add_item(sse, {{"id", random_id("rs_")}, {"type", "reasoning"}, {"status", "in_progress"}, {"summary", Json::array()}});
+                    if (sse) send(*sse, "response.reasoning_summary_part.added",
+                                  {{"item_id", output[reasoning_index]["id"]}, {"output_index", reasoning_index},
+                                   {"summary_index", 0}, {"part", {{"type", "summary_text"}, {"text", ""}}}});
+                }
+                reasoning += ev.text;
+                if (sse) send(*sse, "response.reasoning_summary_text.delta",
+                              {{"item_id", output[reasoning_index]["id"]}, {"output_index", reasoning_index},
+                               {"summary_index", 0}, {"delta", ev.text}});
+                break;
+            case GenKind::content:
+                if (message_index < 0) {
+                    message_index = add_item(sse, {{"id", random_id("msg_")}, {"type", "message"}, {"status", "in_progress"},
+                                                   {"role", "assistant"}, {"content", Json::array()}});
+                    if (sse) send(*sse, "response.content_part.added",
+                                  {{"item_id", output[message_index]["id"]}, {"output_index", message_index},
+                                   {"content_index", 0}, {"part", {{"type", "output_text"}, {"text", ""}, {"annotations", Json::array()}}}});
+                }
+                text += ev.text;
+                if (sse) send(*sse, "response.output_text.delta",
+                              {{"item_id", output[message_index]["id"]}, {"output_index", message_index},
+                               {"content_index", 0}, {"delta", ev.text}});
+                break;
+            case GenKind::call_begin:
+                call_index[ev.call] = add_item(sse, {{"id", random_id("fc_")}, {"type", "function_call"}, {"status", "in_progress"},
+                                                     {"name", ev.text}, {"call_id", random_id("call_", 24)}, {"arguments", ""}});
+                break;
+            case GenKind::arguments: {
+                auto it = call_index.find(ev.call);
+                if (it == call_index.end()) break;
+                Json& item = output[it->second];
+                item["arguments"] = item["arguments"].get<std::string>() + ev.text;
+                if (sse) send(*sse, "response.function_call_arguments.delta",
+                              {{"item_id", item["id"]}, {"output_index", it->second}, {"delta", ev.text}});
+                break;
+            }
+            case GenKind::call_end: {
+                auto it = call_index.find(ev.call);
+                if (it == call_index.end()) break;
+                Json& item = output[it->second];
+                item["status"] = "completed";
+                if (sse) {
+                    send(*sse, "response.function_call_arguments.done",
+                         {{"item_id", item["id"]}, {"output_index", it->second}, {"name", item["name"]}, {"arguments", item["arguments"]}});
+                    send(*sse, "response.output_item.done", {{"output_index", it->second}, {"item", item}});
+                }
+                break;
+            }
+            case GenKind::calls_aborted:
+                // Withdrawn calls stay in the stream's history but not in the final output.
+                for (auto it = call_index.begin(); it != call_index.end();) {
+                    if (it->first >= ev.call) {
+                        output[it->second]["status"] = "incomplete";
+                        it = call_index.erase(it);
+                    } else {
+                        ++it;
+                    }
+                }
+                break;
+        }
+    }
+    void finish(const GenResult& r, Sse* sse) {
+        const std::string item_status = r.finish == "length" || r.finish == "error" ? "incomplete" : "completed";
+        if (reasoning_index >= 0) {
+            Json& item = output[reasoning_index];
+            item["status"] = item_status;
+            item["summary"] = Json::array({{{"type", "summary_text"}, {"text", reasoning}}});
+            if (sse) {
+                send(*sse, "response.reasoning_summary_text.done", {{"item_id", item["id"]}, {"output_index", reasoning_index}, {"summary_index", 0}, {"text", reasoning}});
+                send(*sse, "response.reasoning_summary_part.done", {{"item_id", item["id"]}, {"output_index", reasoning_index}, {"summary_index", 0}, {"part", item["summary"][0]}});
+                send(*sse, "response.output_item.done", {{"output_index", reasoning_index}, {"item", item}});
+            }
+        }
+        if (message_index >= 0) {
+            Json& item = output[message_index];
+            item["status"] = item_status;
+            Json part = {{"type", "output_text"}, {"text", text}, {"annotations", Json::array()}};
+            item["content"] = Json::array({part});
+            if (sse) {
+                send(*sse, "response.output_text.done", {{"item_id", item["id"]}, {"output_index", message_index}, {"content_index", 0}, {"text", text}});
+                send(*sse, "response.content_part.done", {{"item_id", item["id"]}, {"output_index", message_index}, {"content_index", 0}, {"part", part}});
+                send(*sse, "response.output_item.done", {{"output_index", message_index}, {"item", item}});
+            }
+        }
+        // Drop withdrawn or unfinished calls from the final output.
+        Json kept = Json::array();
+        for (auto& item : output)
+            if (item["type"] != "function_call" || item["status"] == "completed") kept.push_back(item);
+        output = kept;
+        Json resp = response(status_of(r));
+        if (r.finish == "length") resp["incomplete_details"] = {{"reason", "max_output_tokens"}};
+        if (r.finish == "error") resp["error"] = {{"code", "server_error"}, {"message", r.error}};
+        resp["usage"] = usage_json(r);
+        final_response = resp;
+        if (sse) send(*sse, "response." + status_of(r), {{"response", resp}});
+    }
+    Json final_response;
+};
+
+}  // namespace
+
+void handle_responses(const ServerContext& sc, const httplib::Request& req, httplib::Response& res) {
+    const Json body = parse_body(req.body);
+    const std::string model = check_model(body);
+    if (!body.contains("input") || body["input"].is_null()) throw ApiError(400, "missing input", "input");
+    for (const char* key : {"previous_response_id", "conversation"})
+        if (body.contains(key) && !body[key].is_null())
+            throw ApiError(400, cat(key, " is not supported; replay full input instead"), key);
+    ThinkingInputs thinking;
+    bool summary = false;
+    if (auto r = body.find("reasoning"); r != body.end() && !r->is_null()) {
+        if (!r->is_object()) throw ApiError(400, "invalid JSON request: 'reasoning' must be an object", "reasoning");
+        thinking.effort = opt_string(*r, "effort");
+        thinking.effort_is_explicit = thinking.effort.has_value();
+        const std::string s = opt_string(*r, "summary").value_or("");
+        summary = s == "auto" || s == "concise" || s == "detailed";
+    }
+    const ThinkingMode mode = select_thinking(thinking, model, sc.ctx);
+    const Json tools = responses_to_openai_tools(body.value("tools", Json(nullptr)));
+    const bool tools_active = tools_enabled(body.value("tool_choice", Json(nullptr))) && !tools.is_null();
+    std::vector<TokenId> prompt = sc.encoder.encode_messages(responses_to_openai_messages(body), &tools, mode, tools_active);
+    GenRequest gen = make_gen_request(std::move(prompt), read_sampling(body, mode != ThinkingMode::none, false),
+                                      read_max_tokens(body, {"max_output_tokens", "max_tokens"}, sc.default_max_tokens),
+                                      mode, tools_active, {}, sc.ctx, "input");
+    const bool stream = opt_bool(body, "stream").value_or(false);
+    auto job = submit(sc, std::move(gen));
+    auto state = std::make_shared<ResponseStream>();
+    state->id = random_id("resp_");
+    state->model = model;
+    state->created = unix_now();
+    state->summary = summary;
+    if (!stream) {
+        reply_when_done(res, job, [state](const auto& events, const GenResult& r) {
+            for (const auto& ev : events) state->on_event(ev, nullptr);
+            state->finish(r, nullptr);
+            return state->final_response;
+        });
+        return;
+    }
+    stream_job(res, job,
+               {[state](Sse& sse) {
+                    state->send(sse, "response.created", {{"response", state->response("in_progress")}});
+                    state->send(sse, "response.in_progress", {{"response", state->response("in_progress")}});
+                },
+                [state](const GenEvent& ev, Sse& sse) { state->on_event(ev, &sse); },
+                [state](const GenResult& r, Sse& sse) { state->finish(r, &sse); }});
+}
+
+}  // namespace ds4::server

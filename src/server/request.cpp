@@ -1,0 +1,297 @@
+#include "server/request.h"
+
+#include <algorithm>
+#include <random>
+
+#include "ds4/error.h"
+#include "text/chat_json.h"
+
+namespace ds4::server {
+
+Json error_body(ApiStyle style, int status, const std::string& message, const std::string& param,
+                const std::string& code, const Json& extra) {
+    const char* type = status >= 500 ? (style == ApiStyle::anthropic ? "api_error" : "server_error")
+                       : status == 401 ? "authentication_error"
+                       : status == 404 ? "not_found_error"
+                                       : "invalid_request_error";
+    if (style == ApiStyle::anthropic) {
+        if (status == 400) type = "invalid_request_error";
+        Json e = {{"type", type}, {"message", message}};
+        for (const auto& [k, v] : extra.items()) e[k] = v;
+        return {{"type", "error"}, {"error", e}};
+    }
+    if (status == 404 && code != "model_not_found") type = "invalid_request_error";
+    Json e = {{"message", message}, {"type", type}};
+    e["param"] = param.empty() ? Json(nullptr) : Json(param);
+    e["code"] = code.empty() ? Json(nullptr) : Json(code);
+    for (const auto& [k, v] : extra.items()) e[k] = v;
+    return {{"error", e}};
+}
+
+Json parse_body(const std::string& body) {
+    Json j;
+    try {
+        j = Json::parse(body);
+    } catch (const nlohmann::json::parse_error& e) {
+        throw ApiError(400, cat("invalid JSON request: ", e.what()));
+    }
+    if (!j.is_object()) throw ApiError(400, "invalid JSON request: the body must be a JSON object");
+    return j;
+}
+
+namespace {
+
+[[noreturn]] void wrong_type(const char* key, const char* expected) {
+    throw ApiError(400, cat("invalid JSON request: '", key, "' must be ", expected), key);
+}
+
+const Json* field(const Json& j, const char* key) {
+    auto it = j.find(key);
+    if (it == j.end() || it->is_null()) return nullptr;
+    return &*it;
+}
+
+}  // namespace
+
+std::optional<std::string> opt_string(const Json& j, const char* key) {
+    const Json* v = field(j, key);
+    if (!v) return std::nullopt;
+    if (!v->is_string()) wrong_type(key, "a string");
+    return v->get<std::string>();
+}
+
+std::optional<double> opt_number(const Json& j, const char* key) {
+    const Json* v = field(j, key);
+    if (!v) return std::nullopt;
+    if (!v->is_number()) wrong_type(key, "a number");
+    return v->get<double>();
+}
+
+std::optional<int64_t> opt_integer(const Json& j, const char* key) {
+    const Json* v = field(j, key);
+    if (!v) return std::nullopt;
+    if (v->is_number_integer() || v->is_number_unsigned()) return v->get<int64_t>();
+    if (v->is_number_float()) {
+        const double d = v->get<double>();
+        if (d == static_cast<double>(static_cast<int64_t>(d))) return static_cast<int64_t>(d);
+    }
+    wrong_type(key, "an integer");
+}
+
+std::optional<bool> opt_bool(const Json& j, const char* key) {
+    const Json* v = field(j, key);
+    if (!v) return std::nullopt;
+    if (!v->is_boolean()) wrong_type(key, "a boolean");
+    return v->get<bool>();
+}
+
+std::string check_model(const Json& body) {
+    const std::string model = opt_string(body, "model").value_or(kModelId);
+    if (model.empty() || model == kModelId || model == "deepseek-chat" || model == "deepseek-reasoner" ||
+        model == "deepseek-v4" || model == "ds4")
+        return model.empty() ? std::string(kModelId) : model;
+    throw ApiError(404, cat("The model '", model, "' does not exist; this server serves '", kModelId,
+                            "' (aliases: deepseek-chat without thinking, deepseek-reasoner)"),
+                   "model", "model_not_found");
+}
+
+void read_thinking_fields(const Json& body, ThinkingInputs& in) {
+    if (const Json* t = field(body, "thinking")) {
+        if (t->is_boolean()) {
+            in.explicit_enabled = t->get<bool>();
+        } else if (t->is_object()) {
+            const std::string type = opt_string(*t, "type").value_or("");
+            if (type == "enabled" || type == "adaptive") in.explicit_enabled = true;
+            else if (type == "disabled") in.explicit_enabled = false;
+            else throw ApiError(400, cat("invalid JSON request: thinking.type '", type,
+                                         "' (expected enabled or disabled)"), "thinking");
+        } else {
+            wrong_type("thinking", "a boolean or an object");
+        }
+    }
+    if (auto think = opt_bool(body, "think")) in.explicit_enabled = *think;
+}
+
+ThinkingMode select_thinking(const ThinkingInputs& in, const std::string& model, uint64_t ctx) {
+    bool enabled = true;
+    ThinkingMode effort = ThinkingMode::high;
+    if (in.effort) {
+        const std::string& e = *in.effort;
+        if (e == "max") effort = ThinkingMode::max;
+        else if (e == "xhigh" || e == "high" || e == "medium" || e == "low" || e == "minimal") effort = ThinkingMode::high;
+        else if (e == "none") enabled = false;
+        else throw ApiError(400, cat("invalid JSON request: unknown reasoning effort '", e,
+                                     "' (expected none, minimal, low, medium, high, xhigh or max)"),
+                            "reasoning_effort");
+    }
+    const bool is_explicit = in.explicit_enabled.has_value() || in.effort_is_explicit;
+    if (in.explicit_enabled) enabled = enabled && *in.explicit_enabled;
+    if (!is_explicit && model == "deepseek-chat") enabled = false;
+    if (!enabled) return ThinkingMode::none;
+    return effective_thinking_mode(effort, ctx);
+}
+
+SamplingParams read_sampling(const Json& body, bool thinking, bool with_top_k_min_p) {
+    SamplingParams p;
+    if (auto v = opt_number(body, "temperature")) p.temperature = static_cast<float>(*v);
+    if (auto v = opt_number(body, "top_p")) p.top_p = static_cast<float>(*v);
+    if (with_top_k_min_p) {
+        if (auto v = opt_integer(body, "top_k")) p.top_k = static_cast<int>(std::clamp<int64_t>(*v, -1, 1 << 20));
+        if (auto v = opt_number(body, "min_p")) p.min_p = static_cast<float>(*v);
+    }
+    if (auto v = opt_integer(body, "seed")) p.seed = static_cast<uint64_t>(*v);
+    return thinking ? thinking_mode_sampling(p) : p;
+}
+
+std::vector<std::string> read_stops(const Json& body, const char* key) {
+    const Json* v = field(body, key);
+    if (!v) return {};
+    if (v->is_string()) return {v->get<std::string>()};
+    if (!v->is_array()) wrong_type(key, "a string or an array of strings");
+    std::vector<std::string> out;
+    for (const auto& s : *v) {
+        if (!s.is_string()) wrong_type(key, "a string or an array of strings");
+        out.push_back(s.get<std::string>());
+    }
+    if (out.size() > 16) throw ApiError(400, cat("'", key, "' has more than 16 entries"), key);
+    return out;
+}
+
+uint64_t read_max_tokens(const Json& body, std::initializer_list<const char*> keys, uint64_t fallback) {
+    for (const char* k : keys) {
+        if (auto v = opt_integer(body, k)) {
+            if (*v < 1) throw ApiError(400, cat("'", k, "' must be at least 1"), k);
+            return static_cast<uint64_t>(*v);
+        }
+    }
+    return fallback;
+}
+
+bool tools_enabled(const Json& tool_choice) {
+    if (tool_choice.is_null()) return true;
+    if (tool_choice.is_string()) {
+        const auto s = tool_choice.get<std::string>();
+        if (s == "auto") return true;
+        if (s == "none") return false;
+        throw ApiError(400, cat("tool_choice=", s, " not supported (only auto and none)"), "tool_choice");
+    }
+    if (tool_choice.is_object()) {
+        const std::string type = opt_string(tool_choice, "type").value_or("");
+        if (type == "auto") return true;
+        if (type == "none") return false;
+        throw ApiError(400, "forced tool_choice not supported (only auto and none)", "tool_choice");
+    }
+    throw ApiError(400, "invalid JSON request: 'tool_choice' must be a string or an object", "tool_choice");
+}
+
+// ---- PromptEncoder ----
+
+namespace {
+
+// U+F0000 + i, plane 15 private use: never produced by the template.
+std::string marker(std::size_t i) {
+    const uint32_t cp = 0xF0000u + static_cast<uint32_t>(i);
+    std::string s;
+    s += static_cast<char>(0xF0 | (cp >> 18));
+    s += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
+    s += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+    s += static_cast<char>(0x80 | (cp & 0x3F));
+    return s;
+}
+
+void replace_all(std::string& s, const std::string& from, const std::string& to) {
+    for (std::size_t pos = 0; (pos = s.find(from, pos)) != std::string::npos; pos += to.size())
+        s.replace(pos, from.size(), to);
+}
+
+}  // namespace
+
+PromptEncoder::PromptEncoder(Tokenizer tok) : tok_(std::move(tok)) {
+    for (TokenId id : tok_.chat_special_ids()) {
+        std::string s(tok_.token_bytes(id));
+        if (s.empty()) continue;
+        markers_.push_back(marker(specials_.size()));
+        specials_.push_back(std::move(s));
+    }
+}
+
+void PromptEncoder::neutralise(Json& j) const {
+    if (j.is_string()) {
+        std::string& s = j.get_ref<std::string&>();
+        for (std::size_t i = 0; i < specials_.size(); ++i)
+            if (s.find(specials_[i]) != std::string::npos) replace_all(s, specials_[i], markers_[i]);
+    } else if (j.is_structured()) {
+        for (auto& v : j) neutralise(v);
+    }
+}
+
+std::vector<TokenId> PromptEncoder::tokenize(const std::string& rendered) const {
+    std::vector<TokenId> out;
+    std::size_t from = 0;
+    while (from < rendered.size()) {
+        // The next marker of any kind.
+        std::size_t best = std::string::npos, which = 0;
+        for (std::size_t i = 0; i < markers_.size(); ++i) {
+            const std::size_t p = rendered.find(markers_[i], from);
+            if (p < best) best = p, which = i;
+        }
+        const std::size_t end = best == std::string::npos ? rendered.size() : best;
+        tok_.encode_chat(std::string_view(rendered).substr(from, end - from), out);
+        if (best == std::string::npos) break;
+        tok_.encode_text(specials_[which], out);
+        from = best + markers_[which].size();
+    }
+    return out;
+}
+
+std::vector<TokenId> PromptEncoder::encode_messages(Json messages, const Json* tools, ThinkingMode mode,
+                                                    bool tools_active) const {
+    if (!messages.is_array()) throw ApiError(400, "invalid JSON request: 'messages' must be an array", "messages");
+    if (messages.empty()) throw ApiError(400, "'messages' must not be empty", "messages");
+    neutralise(messages);
+    try {
+        std::vector<Message> msgs = text::messages_from_json(messages);
+        if (!tools_active) {
+            for (auto& m : msgs) m.tools.clear();
+        } else if (tools && !tools->is_null()) {
+            if (!tools->is_array()) throw ApiError(400, "invalid JSON request: 'tools' must be an array", "tools");
+            Json t = *tools;
+            neutralise(t);
+            attach_request_tools(msgs, text::tools_from_json(t, "request"));
+        }
+        ChatOptions options;
+        options.thinking = mode;
+        return tokenize(encode_chat(msgs, options));
+    } catch (const ds4::Error& e) {
+        throw ApiError(400, cat("invalid request: ", e.what()), "messages");
+    }
+}
+
+GenRequest make_gen_request(std::vector<TokenId> prompt, SamplingParams sampling, uint64_t max_tokens,
+                            ThinkingMode mode, bool parse_tools, std::vector<std::string> stops, uint64_t ctx,
+                            const char* param) {
+    if (prompt.size() + 1 >= ctx) {
+        ApiError e(400, cat("Prompt has ", prompt.size(), " tokens, but the configured context size is ", ctx,
+                            " tokens"), param, "context_length_exceeded");
+        e.extra = {{"n_prompt_tokens", prompt.size()}, {"n_ctx", ctx}};
+        throw e;
+    }
+    GenRequest r;
+    r.max_tokens = std::min<uint64_t>(max_tokens, ctx - prompt.size() - 1);
+    r.prompt = std::move(prompt);
+    r.sampling = sampling;
+    r.dsml.thinking = mode != ThinkingMode::none;
+    r.dsml.parse_tools = parse_tools;
+    r.stops = std::move(stops);
+    return r;
+}
+
+std::string random_id(const char* prefix, int hex_digits) {
+    thread_local std::mt19937_64 rng{std::random_device{}()};
+    static const char* hex = "0123456789abcdef";
+    std::string s = prefix;
+    for (int i = 0; i < hex_digits; ++i) s += hex[rng() & 15];
+    return s;
+}
+
+}  // namespace ds4::server

@@ -1,0 +1,399 @@
+#include "server/scheduler.h"
+
+#include <algorithm>
+
+#include "ds4/error.h"
+#include "text/dsml_stream.h"
+#include "text/stop_sequences.h"
+
+namespace ds4::server {
+
+// ---- Job ----
+
+bool Job::wait(std::vector<GenEvent>& out, std::chrono::milliseconds timeout) {
+    out.clear();
+    std::unique_lock lock(mutex_);
+    if (pending_.empty() && !done_) cv_.wait_for(lock, timeout);
+    out.swap(pending_);
+    return done_ && pending_.empty();
+}
+
+std::vector<GenEvent> Job::all_events() const {
+    std::lock_guard lock(mutex_);
+    return history_;
+}
+
+GenResult Job::result() const {
+    std::lock_guard lock(mutex_);
+    return result_;
+}
+
+bool Job::done() const {
+    std::lock_guard lock(mutex_);
+    return done_;
+}
+
+void Job::publish(GenEvent event) {
+    {
+        std::lock_guard lock(mutex_);
+        // Consecutive text deltas of one kind are merged: fewer, larger SSE chunks.
+        const bool text = event.kind == GenKind::reasoning || event.kind == GenKind::content ||
+                          event.kind == GenKind::arguments;
+        if (text && !pending_.empty() && pending_.back().kind == event.kind &&
+            pending_.back().call == event.call) {
+            pending_.back().text += event.text;
+        } else {
+            pending_.push_back(event);
+        }
+        if (text && !history_.empty() && history_.back().kind == event.kind &&
+            history_.back().call == event.call) {
+            history_.back().text += event.text;
+        } else {
+            history_.push_back(std::move(event));
+        }
+    }
+    cv_.notify_all();
+}
+
+void Job::finish(GenResult result) {
+    {
+        std::lock_guard lock(mutex_);
+        result_ = std::move(result);
+        done_ = true;
+    }
+    cv_.notify_all();
+}
+
+// ---- SlotSequenceSource ----
+
+uint64_t SlotSequenceSource::usable_prefix(const Idle& idle, std::span<const TokenId> prompt) const {
+    const auto& h = idle.history;
+    if (h.size() < prompt.size() && std::equal(h.begin(), h.end(), prompt.begin())) return h.size();
+    const uint64_t n = idle.cp.empty() ? 0 : idle.cp.length();
+    if (n > 0 && n < prompt.size() && n <= h.size() &&
+        std::equal(h.begin(), h.begin() + static_cast<std::ptrdiff_t>(n), prompt.begin()) &&
+        engine_.can_restore(idle.seq, idle.cp))
+        return n;
+    return 0;
+}
+
+SequenceLease SlotSequenceSource::acquire(std::span<const TokenId> prompt) {
+    auto best = idle_.end();
+    uint64_t best_len = 0;
+    for (auto it = idle_.begin(); it != idle_.end(); ++it) {
+        const uint64_t n = usable_prefix(*it, prompt);
+        if (n > best_len) best = it, best_len = n;
+    }
+    if (best != idle_.end()) {
+        const SequenceId seq = best->seq;
+        if (best_len != best->history.size()) engine_.restore(seq, best->cp);
+        idle_.erase(best);
+        return {seq, best_len};
+    }
+    if (!idle_.empty()) {
+        const SequenceId seq = idle_.front().seq;
+        idle_.pop_front();
+        engine_.reset_sequence(seq);
+        return {seq, 0};
+    }
+    return {engine_.create_sequence(), 0};
+}
+
+void SlotSequenceSource::release(SequenceId seq, std::vector<TokenId> history, SequenceCheckpoint prompt_cp) {
+    idle_.push_back({seq, std::move(history), std::move(prompt_cp)});
+    while (idle_.size() > capacity_) {
+        engine_.free_sequence(idle_.front().seq);
+        idle_.pop_front();
+    }
+}
+
+// ---- Scheduler ----
+
+namespace {
+GenResult failed(std::string why) {
+    GenResult r;
+    r.finish = "error";
+    r.error = std::move(why);
+    return r;
+}
+}  // namespace
+
+// The worker's state of one admitted job.
+struct Scheduler::Active {
+    std::shared_ptr<Job> job;
+    SequenceId seq = 0;
+    std::vector<TokenId> history;  // tokens in the sequence's KV
+    std::size_t prompt_done = 0;   // prompt tokens in the KV
+    bool generating = false;
+    TokenId next = -1;             // sampled, to be fed at the next step
+    uint64_t generated = 0;
+    Sampler sampler;
+    StreamDecoder decoder;
+    text::DsmlStream dsml;
+    text::StopMatcher stops;
+    std::size_t live_calls = 0;    // calls begun and not aborted
+    SequenceCheckpoint prompt_cp;  // one token before the end of the prompt
+    GenResult result;
+
+    Active(std::shared_ptr<Job> j, const Tokenizer& tok)
+        : job(std::move(j)), sampler(job->request().sampling), decoder(tok),
+          dsml(job->request().dsml), stops(job->request().stops) {}
+};
+
+Scheduler::Scheduler(Engine& engine, Tokenizer tokenizer, SchedulerOptions options,
+                     std::unique_ptr<SequenceSource> source)
+    : engine_(engine), tok_(std::move(tokenizer)), options_(options),
+      ctx_(engine.options().ctx), source_(std::move(source)) {
+    if (!source_) source_ = std::make_unique<SlotSequenceSource>(engine_, options_.slots);
+    options_.slots = std::max<std::size_t>(options_.slots, 1);
+    options_.chunk = std::max(options_.chunk, options_.slots + 1);
+    worker_ = std::thread([this] { run(); });
+}
+
+Scheduler::~Scheduler() { shutdown(); }
+
+bool Scheduler::submit(std::shared_ptr<Job> job) {
+    {
+        std::lock_guard lock(mutex_);
+        if (stopping_ || queue_.size() >= options_.queue_limit) return false;
+        queue_.push_back(std::move(job));
+        stats_.queue_depth = queue_.size();
+    }
+    cv_.notify_all();
+    return true;
+}
+
+void Scheduler::shutdown() {
+    {
+        std::lock_guard lock(mutex_);
+        stopping_ = true;
+    }
+    cv_.notify_all();
+    if (worker_.joinable()) worker_.join();
+}
+
+void Scheduler::run() {
+    std::vector<std::unique_ptr<Active>> active;
+    for (;;) {
+        {
+            std::unique_lock lock(mutex_);
+            cv_.wait(lock, [&] { return stopping_ || !queue_.empty() || !active.empty(); });
+            if (stopping_) {
+                for (auto& job : queue_) job->finish(failed("server shutting down"));
+                queue_.clear();
+                stats_.queue_depth = 0;
+                for (auto& a : active) retire(*a, failed("server shutting down"));
+                return;
+            }
+        }
+        admit(active);
+        // Departed clients free their slot before the step is built.
+        for (auto& a : active) {
+            if (a->job->cancelled()) {
+                ++stats_.requests_cancelled;
+                retire(*a, failed("cancelled"));
+            }
+        }
+        std::erase_if(active, [](const auto& a) { return a->job->done(); });
+        stats_.active = active.size();
+        if (!active.empty()) step(active);
+        std::erase_if(active, [](const auto& a) { return a->job->done(); });
+        stats_.active = active.size();
+    }
+}
+
+void Scheduler::admit(std::vector<std::unique_ptr<Active>>& active) {
+    std::lock_guard lock(mutex_);
+    while (active.size() < options_.slots && !queue_.empty()) {
+        std::shared_ptr<Job> job = std::move(queue_.front());
+        queue_.pop_front();
+        if (job->cancelled()) {
+            ++stats_.requests_cancelled;
+            job->finish(failed("cancelled"));
+            continue;
+        }
+        auto a = std::make_unique<Active>(std::move(job), tok_);
+        const auto& prompt = a->job->request().prompt;
+        const SequenceLease lease = source_->acquire(prompt);
+        a->seq = lease.seq;
+        a->prompt_done = lease.reused;
+        a->history.assign(prompt.begin(), prompt.begin() + static_cast<std::ptrdiff_t>(lease.reused));
+        a->result.prompt_tokens = prompt.size();
+        a->result.cached_tokens = lease.reused;
+        if (lease.reused + 1 == prompt.size()) a->prompt_cp = engine_.checkpoint(a->seq);
+        stats_.cached_tokens += lease.reused;
+        stats_.prompt_tokens += prompt.size();
+        active.push_back(std::move(a));
+    }
+    stats_.queue_depth = queue_.size();
+}
+
+void Scheduler::step(std::vector<std::unique_ptr<Active>>& active) {
+    batch_.clear();
+    std::vector<Active*> in_batch;
+    std::size_t budget = options_.chunk;
+    uint64_t prefill_tokens = 0;
+    // Decode tokens first: they are one token each and keep streams flowing.
+    for (auto& a : active) {
+        if (!a->generating) continue;
+        batch_.add_token(a->seq, a->next);
+        a->history.push_back(a->next);
+        in_batch.push_back(a.get());
+        budget = budget > 0 ? budget - 1 : 0;
+    }
+    for (auto& a : active) {
+        if (a->generating) continue;
+        const auto& prompt = a->job->request().prompt;
+        const std::size_t left = prompt.size() - a->prompt_done;
+        std::size_t n = std::min(left, std::max<std::size_t>(budget, 1));
+        if (budget == 0 && !in_batch.empty()) break;
+        // The last prompt token goes alone, after a checkpoint of everything before it:
+        // a later identical prompt rewinds there (SlotSequenceSource).
+        if (n == left && n > 1 && a->prompt_done + n == prompt.size()) --n;
+        const bool last = n == left;
+        batch_.add(a->seq, std::span(prompt).subspan(a->prompt_done, n),
+                   last ? LogitsWanted::Last : LogitsWanted::None);
+        a->history.insert(a->history.end(), prompt.begin() + static_cast<std::ptrdiff_t>(a->prompt_done),
+                          prompt.begin() + static_cast<std::ptrdiff_t>(a->prompt_done + n));
+        a->prompt_done += n;
+        prefill_tokens += n;
+        budget = budget > n ? budget - n : 0;
+        in_batch.push_back(a.get());
+    }
+    const auto start = std::chrono::steady_clock::now();
+    try {
+        engine_.step(batch_, logits_);
+    } catch (const std::exception& e) {
+        for (Active* a : in_batch) {
+            // The KV of a failed step is unknown: start the sequence over.
+            engine_.reset_sequence(a->seq);
+            a->history.clear();
+            retire(*a, failed(e.what()));
+        }
+        return;
+    }
+    const auto ns = static_cast<uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start).count());
+    ++stats_.steps;
+    stats_.prefill_tokens += prefill_tokens;
+    (prefill_tokens > 0 ? stats_.prefill_ns : stats_.decode_ns) += ns;
+    for (Active* a : in_batch) {
+        const auto& prompt = a->job->request().prompt;
+        if (!a->generating && a->prompt_done + 1 == prompt.size() && a->prompt_cp.empty())
+            a->prompt_cp = engine_.checkpoint(a->seq);
+    }
+    for (std::size_t r = 0; r < logits_.rows(); ++r) {
+        const SequenceId seq = logits_.info(r).seq;
+        auto it = std::find_if(in_batch.begin(), in_batch.end(), [&](Active* a) { return a->seq == seq; });
+        if (it != in_batch.end()) on_logits(**it, logits_.row(r));
+    }
+}
+
+namespace {
+
+GenKind gen_kind(text::DsmlEventKind k) {
+    switch (k) {
+        case text::DsmlEventKind::reasoning: return GenKind::reasoning;
+        case text::DsmlEventKind::content: return GenKind::content;
+        case text::DsmlEventKind::call_begin: return GenKind::call_begin;
+        case text::DsmlEventKind::arguments: return GenKind::arguments;
+        case text::DsmlEventKind::call_end: return GenKind::call_end;
+        case text::DsmlEventKind::calls_aborted: return GenKind::calls_aborted;
+        case text::DsmlEventKind::block_closed: break;
+    }
+    return GenKind::content;
+}
+
+}  // namespace
+
+// Routes DSML events to the job; visible text passes the stop matcher first. Returns
+// true when a stop sequence matched.
+static bool forward_events(Job& job, text::StopMatcher& stops, std::size_t& live_calls,
+                           std::vector<text::DsmlEvent>& events) {
+    for (auto& ev : events) {
+        if (ev.kind == text::DsmlEventKind::block_closed) continue;
+        if (ev.kind == text::DsmlEventKind::content) {
+            std::string emit;
+            const bool hit = stops.feed(ev.text, emit);
+            if (!emit.empty()) job.publish({GenKind::content, 0, std::move(emit)});
+            if (hit) return true;
+            continue;
+        }
+        if (ev.kind == text::DsmlEventKind::call_begin) {
+            // Text held back by the matcher precedes the call.
+            std::string emit;
+            stops.finish(emit);
+            if (!emit.empty()) job.publish({GenKind::content, 0, std::move(emit)});
+            ++live_calls;
+        }
+        if (ev.kind == text::DsmlEventKind::calls_aborted) live_calls = std::min(live_calls, ev.call);
+        job.publish({gen_kind(ev.kind), ev.call, std::move(ev.text)});
+    }
+    events.clear();
+    return false;
+}
+
+void Scheduler::on_logits(Active& a, std::span<const float> logits) {
+    const GenRequest& req = a.job->request();
+    a.generating = true;
+    TokenId id = -1;
+    try {
+        id = a.sampler.sample(logits, a.dsml.force_greedy());
+    } catch (const std::exception& e) {
+        retire(a, failed(e.what()));
+        return;
+    }
+    ++a.generated;
+    ++stats_.completion_tokens;
+    std::vector<text::DsmlEvent> events;
+    GenResult end;
+    bool finished = false;
+    if (id == tok_.specials().eos) {
+        end.finish = "stop";
+        finished = true;
+    } else {
+        a.dsml.feed(a.decoder.push(id), events);
+        if (forward_events(*a.job, a.stops, a.live_calls, events)) {
+            end.finish = "stop";
+            end.stop_sequence = std::string(a.stops.matched());
+            finished = true;
+        } else if (a.dsml.block_closed()) {
+            end.finish = "stop";
+            finished = true;
+        } else if (a.generated >= req.max_tokens || a.history.size() + 1 >= ctx_) {
+            end.finish = "length";
+            finished = true;
+        }
+    }
+    if (!finished) {
+        a.next = id;
+        return;
+    }
+    if (end.stop_sequence.empty()) {
+        a.dsml.feed(a.decoder.finish(), events);
+        a.dsml.finish(events);
+        if (forward_events(*a.job, a.stops, a.live_calls, events)) {
+            end.finish = "stop";
+            end.stop_sequence = std::string(a.stops.matched());
+        } else {
+            std::string tail;
+            a.stops.finish(tail);
+            if (!tail.empty()) a.job->publish({GenKind::content, 0, std::move(tail)});
+        }
+    }
+    if (a.live_calls > 0 && end.finish == "stop" && end.stop_sequence.empty()) end.finish = "tool_calls";
+    retire(a, std::move(end));
+}
+
+void Scheduler::retire(Active& a, GenResult result) {
+    if (a.job->done()) return;
+    result.prompt_tokens = a.result.prompt_tokens;
+    result.cached_tokens = a.result.cached_tokens;
+    result.completion_tokens = a.generated;
+    // A sequence cut during prefill holds only part of the prompt: still a valid prefix.
+    source_->release(a.seq, std::move(a.history), std::move(a.prompt_cp));
+    ++stats_.requests_done;
+    a.job->finish(std::move(result));
+}
+
+}  // namespace ds4::server
