@@ -308,6 +308,12 @@ bench::Row frontier_row(Walk& w, SequenceId seq, uint64_t from, uint64_t to) {
     return r;
 }
 
+std::string two_decimals(double v) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%.2f", v);
+    return buf;
+}
+
 void write_text(const std::string& path, const std::string& text) {
     std::ofstream out(path, std::ios::binary | std::ios::trunc);
     if (!out) fail(cat(path, ": cannot open for writing"));
@@ -395,7 +401,8 @@ int run(const Options& o) {
         write_text(o.plot_path,
                    bench::svg_chart(rows, cat("ds4-bench: ", m.name.empty() ? m.path : m.name),
                                     cat(m.quant, ", ", m.n_layer, " layers, cpu ", threads, " threads, batch ",
-                                        o.batch, ", read ceiling ", ceil.read_gbs, " GB/s")));
+                                        o.batch, ", read ceiling ", two_decimals(ceil.read_gbs), " GB/s, GEMM ",
+                                        two_decimals(ceil.gemm_gflops), " GFLOP/s")));
     return 0;
 }
 
