@@ -3,6 +3,7 @@
 // assertion depends on a measured speed (the box is shared): only on structure.
 #include <gtest/gtest.h>
 
+#include <sys/wait.h>
 #include <algorithm>
 #include <array>
 #include <cstdio>
@@ -10,7 +11,6 @@
 #include <fstream>
 #include <sstream>
 #include <string>
-#include <sys/wait.h>
 #include <vector>
 
 #include "ds4/error.h"
@@ -24,8 +24,12 @@ const std::string kHeader =
     "ctx_tokens,prefill_tokens,prefill_tps,gen_tokens,gen_tps,kvcache_bytes,"
     "batch,seq_gen_tps,weight_bytes_per_step,gen_gbs,bw_ratio";
 
-std::string bin() { return std::string(DS4_BINARY_DIR) + "/bin/ds4-bench"; }
-std::string demo() { return std::string(DS4_BINARY_DIR) + "/ds4-demo.gguf"; }
+std::string bin() {
+    return std::string(DS4_BINARY_DIR) + "/bin/ds4-bench";
+}
+std::string demo() {
+    return std::string(DS4_BINARY_DIR) + "/ds4-demo.gguf";
+}
 
 struct Result {
     int code = -1;
@@ -106,13 +110,15 @@ std::vector<std::string> xml_elements(const std::string& s) {
         i = end + 1;
         if (tag.starts_with("?") || tag.starts_with("!--")) continue;
         if (tag.starts_with("/")) {
-            if (stack.empty() || stack.back() != tag.substr(1)) throw ds4::Error("mismatched </" + tag + ">");
+            if (stack.empty() || stack.back() != tag.substr(1))
+                throw ds4::Error("mismatched </" + tag + ">");
             stack.pop_back();
             continue;
         }
         const bool self_closing = tag.ends_with("/");
         const std::string name = tag.substr(0, tag.find_first_of(" \t\n/"));
-        if (std::count(tag.begin(), tag.end(), '"') % 2 != 0) throw ds4::Error("unbalanced quotes in <" + name);
+        if (std::count(tag.begin(), tag.end(), '"') % 2 != 0)
+            throw ds4::Error("unbalanced quotes in <" + name);
         seen.push_back(name);
         if (!self_closing) stack.push_back(name);
     }
@@ -121,7 +127,8 @@ std::vector<std::string> xml_elements(const std::string& s) {
 }
 
 TEST(BenchFrontiers, LinearAndGeometricSchedules) {
-    EXPECT_EQ(ds4::bench::frontiers(2048, 8192, 2048, 1.0), (std::vector<uint64_t>{2048, 4096, 6144, 8192}));
+    EXPECT_EQ(ds4::bench::frontiers(2048, 8192, 2048, 1.0),
+              (std::vector<uint64_t>{2048, 4096, 6144, 8192}));
     EXPECT_EQ(ds4::bench::frontiers(16, 40, 16, 1.0), (std::vector<uint64_t>{16, 32, 40}));
     EXPECT_EQ(ds4::bench::frontiers(10, 50, 0, 2.0), (std::vector<uint64_t>{10, 20, 40, 50}));
     EXPECT_EQ(ds4::bench::frontiers(3, 5, 0, 1.1), (std::vector<uint64_t>{3, 4, 5}));
@@ -141,13 +148,15 @@ TEST(BenchCsv, HeaderStartsWithDs4ColumnsAndRowsFormatRates) {
     r.ctx_tokens = 2048, r.prefill_tokens = 2048, r.prefill_tps = 343.756, r.gen_tokens = 128;
     r.gen_tps = 26.764, r.kvcache_bytes = 52184460, r.batch = 1, r.seq_gen_tps = 26.764;
     r.weight_bytes_per_step = 1000, r.gen_gbs = 0.5, r.bw_ratio = 0.25;
-    EXPECT_EQ(ds4::bench::csv_row(r), "2048,2048,343.76,128,26.76,52184460,1,26.76,1000,0.500,0.2500");
+    EXPECT_EQ(ds4::bench::csv_row(r),
+              "2048,2048,343.76,128,26.76,52184460,1,26.76,1000,0.500,0.2500");
 }
 
 TEST(BenchSvg, ChartIsWellFormedWithBothSeries) {
     std::vector<ds4::bench::Row> rows(3);
     for (size_t i = 0; i < rows.size(); ++i)
-        rows[i].ctx_tokens = 16 * (i + 1), rows[i].prefill_tps = 100.0 + double(i), rows[i].gen_tps = 5;
+        rows[i].ctx_tokens = 16 * (i + 1), rows[i].prefill_tps = 100.0 + double(i),
+        rows[i].gen_tps = 5;
     const auto svg = ds4::bench::svg_chart(rows, "a <title> & more", "sub");
     const auto elems = xml_elements(svg);
     EXPECT_EQ(std::count(elems.begin(), elems.end(), "svg"), 1);
@@ -158,11 +167,13 @@ TEST(BenchSvg, ChartIsWellFormedWithBothSeries) {
 }
 
 // Small enough for an ASan build on a shared 2-core box.
-const std::string kTiny = "--ctx-start 16 --ctx-max 48 --step-incr 16 --gen-tokens 3 --bw-mib 8 -t 2";
+const std::string kTiny =
+    "--ctx-start 16 --ctx-max 48 --step-incr 16 --gen-tokens 3 --bw-mib 8 -t 2";
 
 TEST(BenchBinary, DemoModelCsvSchemaMonotoneFrontiersAndPlot) {
     const fs::path csv = temp_path("ds4-bench-test.csv"), svg = temp_path("ds4-bench-test.svg");
-    const auto r = run("-m " + demo() + " " + kTiny + " --csv " + csv.string() + " --plot " + svg.string());
+    const auto r =
+        run("-m " + demo() + " " + kTiny + " --csv " + csv.string() + " --plot " + svg.string());
     ASSERT_EQ(r.code, 0) << r.out;
     const Csv c = parse_csv(slurp(csv));
     EXPECT_EQ(c.header, kHeader);
@@ -172,12 +183,12 @@ TEST(BenchBinary, DemoModelCsvSchemaMonotoneFrontiersAndPlot) {
         const auto& row = c.rows[i];
         ASSERT_EQ(row.size(), 11u);
         EXPECT_EQ(std::stoull(row[0]), want_ctx[i]);
-        EXPECT_EQ(std::stoull(row[1]), 16u);      // only the new interval is prefilled
+        EXPECT_EQ(std::stoull(row[1]), 16u);  // only the new interval is prefilled
         EXPECT_GT(std::stod(row[2]), 0.0);
         EXPECT_EQ(std::stoull(row[3]), 3u);
         EXPECT_GT(std::stod(row[4]), 0.0);
         EXPECT_EQ(row[6], "1");
-        EXPECT_EQ(row[4], row[7]);                // batch 1: aggregate == per sequence
+        EXPECT_EQ(row[4], row[7]);  // batch 1: aggregate == per sequence
         EXPECT_GT(std::stoull(row[8]), 0u);
         if (i > 0) {
             EXPECT_GT(std::stoull(row[5]), std::stoull(c.rows[i - 1][5]));  // KV grows with ctx
@@ -215,9 +226,12 @@ TEST(BenchBinary, BatchModeReportsAggregateAndPerSequenceRates) {
 }
 
 TEST(BenchBinary, BadFlagsGiveOneErrorLineAndNonZeroExit) {
-    const std::vector<std::string> cases{"--no-such-flag", "--ctx-start abc", "--synthetic q3", "--batch 0",
-                                   "-m " + demo() + " --ctx-start 64 --ctx-max 32",
-                                   "-m /nonexistent.gguf --ctx-start 16 --ctx-max 16"};
+    const std::vector<std::string> cases{"--no-such-flag",
+                                         "--ctx-start abc",
+                                         "--synthetic q3",
+                                         "--batch 0",
+                                         "-m " + demo() + " --ctx-start 64 --ctx-max 32",
+                                         "-m /nonexistent.gguf --ctx-start 16 --ctx-max 16"};
     for (const std::string& args : cases) {
         const auto r = run(args);
         EXPECT_NE(r.code, 0) << args;
@@ -229,7 +243,8 @@ TEST(BenchBinary, BadFlagsGiveOneErrorLineAndNonZeroExit) {
 TEST(BenchBinary, PromptShorterThanCtxMaxIsAnError) {
     const fs::path prompt = temp_path("ds4-bench-short.txt");
     std::ofstream(prompt) << "Just a few words.";
-    const auto r = run("-m " + demo() + " --prompt-file " + prompt.string() + " --ctx-start 16 --ctx-max 64 --bw-mib 8");
+    const auto r = run("-m " + demo() + " --prompt-file " + prompt.string() +
+                       " --ctx-start 16 --ctx-max 64 --bw-mib 8");
     EXPECT_NE(r.code, 0);
     EXPECT_NE(r.out.find("fewer than --ctx-max 64"), std::string::npos) << r.out;
     fs::remove(prompt);

@@ -34,8 +34,8 @@ uint64_t sum_words(const uint64_t* p, uint64_t n) {
 
 // c[rows] += a[rows] × b for one block of rows; the k-then-j order keeps the inner loop
 // a contiguous axpy the compiler vectorizes.
-void gemm_rows(const float* __restrict a, const float* __restrict b, float* __restrict c, uint32_t n, uint32_t r0,
-               uint32_t r1) {
+void gemm_rows(const float* __restrict a, const float* __restrict b, float* __restrict c,
+               uint32_t n, uint32_t r0, uint32_t r1) {
     constexpr uint32_t kBlock = 64;
     for (uint32_t kk = 0; kk < n; kk += kBlock)
         for (uint32_t i = r0; i < r1; ++i)
@@ -60,7 +60,8 @@ double read_bandwidth_gbs(unsigned threads, uint64_t bytes, int reps) {
     for (int rep = 0; rep < reps; ++rep) {
         const auto t0 = Clock::now();
         run_parts(threads, [&](unsigned p) {
-            const uint64_t lo = words / threads * p, hi = p + 1 == threads ? words : words / threads * (p + 1);
+            const uint64_t lo = words / threads * p,
+                           hi = p + 1 == threads ? words : words / threads * (p + 1);
             sums[p] = sum_words(buf.data() + lo, hi - lo);
         });
         const double s = seconds_since(t0);
@@ -80,7 +81,8 @@ double gemm_gflops(unsigned threads, uint32_t n) {
         std::fill(c.begin(), c.end(), 0.0f);
         const auto t0 = Clock::now();
         run_parts(threads, [&](unsigned p) {
-            gemm_rows(a.data(), b.data(), c.data(), n, n / threads * p, p + 1 == threads ? n : n / threads * (p + 1));
+            gemm_rows(a.data(), b.data(), c.data(), n, n / threads * p,
+                      p + 1 == threads ? n : n / threads * (p + 1));
         });
         best = std::max(best, 2.0 * double(nn) * n / seconds_since(t0) / 1e9);
     }

@@ -7,9 +7,9 @@
 namespace ds4::bench {
 
 struct Ceilings {
-    double read_gbs = 0;       // STREAM-style multi-threaded read, GB/s (1e9 bytes)
-    double gemm_gflops = 0;    // f32 dense GEMM, GFLOP/s
-    uint64_t read_bytes = 0;   // buffer the bandwidth was measured over
+    double read_gbs = 0;      // STREAM-style multi-threaded read, GB/s (1e9 bytes)
+    double gemm_gflops = 0;   // f32 dense GEMM, GFLOP/s
+    uint64_t read_bytes = 0;  // buffer the bandwidth was measured over
     unsigned threads = 0;
 };
 

@@ -19,6 +19,7 @@
 // token_embd and tid2eid. 1-D tensors are tiny and not counted. gen_gbs = bytes × steps/s.
 #include <CLI/CLI.hpp>
 
+#include <unistd.h>
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -29,7 +30,6 @@
 #include <optional>
 #include <sstream>
 #include <string>
-#include <unistd.h>
 #include <vector>
 
 #include "ceilings.h"
@@ -50,7 +50,9 @@ namespace {
 using namespace ds4;
 using Clock = std::chrono::steady_clock;
 
-double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+double seconds_since(Clock::time_point t0) {
+    return std::chrono::duration<double>(Clock::now() - t0).count();
+}
 
 struct Options {
     std::string model = "./ds4flash.gguf";
@@ -70,39 +72,52 @@ struct Options {
 
 std::string default_prompt_file() {
     // Installed binaries have no source tree: fall back to a path relative to the cwd.
-    const std::filesystem::path p = std::filesystem::path(DS4_BENCH_DATA_DIR) / "generated-prose.txt";
+    const std::filesystem::path p =
+        std::filesystem::path(DS4_BENCH_DATA_DIR) / "generated-prose.txt";
     return std::filesystem::exists(p) ? p.string() : "bench/data/generated-prose.txt";
 }
 
 // Parses argv; returns an exit code when the program should stop (help, bad flag).
 std::optional<int> parse(int argc, char** argv, Options& o) {
     CLI::App app{
-        "ds4-bench: prefill and generation throughput at context frontiers, against memory-bandwidth and "
+        "ds4-bench: prefill and generation throughput at context frontiers, against "
+        "memory-bandwidth and "
         "GEMM ceilings measured in the same run.\n"
-        "--synthetic q2|q4 generates full-width random weights to a temporary GGUF (unlinked once mapped): "
-        "the full shape (43 layers) needs ~81 GB of disk and page cache for q2 (more for q4); use --layers "
+        "--synthetic q2|q4 generates full-width random weights to a temporary GGUF (unlinked once "
+        "mapped): "
+        "the full shape (43 layers) needs ~81 GB of disk and page cache for q2 (more for q4); use "
+        "--layers "
         "to bench fewer layers."};
     app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);  // last one wins
     app.add_option("-m,--model", o.model, "GGUF model")->capture_default_str();
-    app.add_option("--prompt-file", o.prompt_file,
-                   "raw text, tokenized with the model's tokenizer (default: bench/data/generated-prose.txt)");
+    app.add_option(
+        "--prompt-file", o.prompt_file,
+        "raw text, tokenized with the model's tokenizer (default: bench/data/generated-prose.txt)");
     app.add_option("-t,--threads", o.threads, "CPU threads (0: all)")->capture_default_str();
     app.add_option("--ctx-start", o.ctx_start, "first frontier")->capture_default_str();
     app.add_option("--ctx-max", o.ctx_max, "last frontier")->capture_default_str();
-    app.add_option("--ctx-alloc", o.ctx_alloc, "KV context allocated (default ctx-max + gen-tokens + 1)");
-    app.add_option("--step-incr", o.step_incr, "linear frontier step (with --step-mul 1)")->capture_default_str();
-    app.add_option("--step-mul", o.step_mul, "geometric frontier factor (>= 1)")->capture_default_str();
+    app.add_option("--ctx-alloc", o.ctx_alloc,
+                   "KV context allocated (default ctx-max + gen-tokens + 1)");
+    app.add_option("--step-incr", o.step_incr, "linear frontier step (with --step-mul 1)")
+        ->capture_default_str();
+    app.add_option("--step-mul", o.step_mul, "geometric frontier factor (>= 1)")
+        ->capture_default_str();
     app.add_option("-n,--gen-tokens,--tokens", o.gen_tokens, "greedy tokens decoded per frontier")
         ->capture_default_str();
-    app.add_option("--batch,--concurrency", o.batch, "sequences decoding together through one step()")
+    app.add_option("--batch,--concurrency", o.batch,
+                   "sequences decoding together through one step()")
         ->capture_default_str();
-    app.add_option("--prefill-chunk", o.prefill_chunk, "most tokens per prefill step()")->capture_default_str();
+    app.add_option("--prefill-chunk", o.prefill_chunk, "most tokens per prefill step()")
+        ->capture_default_str();
     app.add_option("--csv", o.csv_path, "CSV output file (default stdout)");
-    app.add_option("--plot", o.plot_path, "write an SVG chart of prefill and generation t/s vs context");
-    app.add_option("--synthetic", o.synthetic, "q2|q4: full-width synthetic weights instead of -m (~81 GB for q2)")
+    app.add_option("--plot", o.plot_path,
+                   "write an SVG chart of prefill and generation t/s vs context");
+    app.add_option("--synthetic", o.synthetic,
+                   "q2|q4: full-width synthetic weights instead of -m (~81 GB for q2)")
         ->check(CLI::IsMember({"q2", "q4"}));
     app.add_option("--layers", o.layers, "layers of the --synthetic model")->capture_default_str();
-    app.add_option("--bw-mib", o.bw_mib, "buffer of the read-bandwidth ceiling, MiB")->capture_default_str();
+    app.add_option("--bw-mib", o.bw_mib, "buffer of the read-bandwidth ceiling, MiB")
+        ->capture_default_str();
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
@@ -120,14 +135,15 @@ std::optional<int> parse(int argc, char** argv, Options& o) {
     if (o.layers == 0) fail("--layers must be at least 1");
     if (o.ctx_alloc == 0) o.ctx_alloc = o.ctx_max + o.gen_tokens + 1;
     if (o.ctx_alloc <= o.ctx_max + o.gen_tokens)
-        fail(cat("--ctx-alloc ", o.ctx_alloc, " must be larger than ctx-max + gen-tokens = ", o.ctx_max + o.gen_tokens));
+        fail(cat("--ctx-alloc ", o.ctx_alloc,
+                 " must be larger than ctx-max + gen-tokens = ", o.ctx_max + o.gen_tokens));
     return std::nullopt;
 }
 
 // Generates the --synthetic model to a temporary file; the destructor unlinks it (the
 // engine's mapping keeps the pages alive, so the file can go as soon as it is mapped).
 class TempModel {
-public:
+  public:
     TempModel(const std::string& quant, uint32_t layers, unsigned threads) {
         path_ = (std::filesystem::temp_directory_path() /
                  cat("ds4-bench-synthetic-", quant, "-L", layers, "-", ::getpid(), ".gguf"))
@@ -142,7 +158,8 @@ public:
         opt.threads = threads;
         opt.seed = 1;
         opt.progress = true;
-        std::fprintf(stderr, "generating %s (published width, %u layers, %s, fast random blocks)...\n",
+        std::fprintf(stderr,
+                     "generating %s (published width, %u layers, %s, fast random blocks)...\n",
                      path_.c_str(), layers, quant.c_str());
         const auto r = synth::make_model(path_, opt);
         std::fprintf(stderr, "  %.2f GB in %.1f s\n", double(r.file_bytes) / 1e9, r.seconds);
@@ -156,7 +173,7 @@ public:
         path_.clear();
     }
 
-private:
+  private:
     std::string path_;
 };
 
@@ -169,8 +186,8 @@ std::string read_file(const std::string& path) {
 }
 
 // The model's tokenizer, or byte ids (mod n_vocab) when the GGUF carries none.
-std::vector<int32_t> tokenize(const std::string& model_path, const std::string& text, uint32_t n_vocab,
-                              std::string& how) {
+std::vector<int32_t> tokenize(const std::string& model_path, const std::string& text,
+                              uint32_t n_vocab, std::string& how) {
     try {
         const auto tok = Tokenizer::load(model_path);
         how = "model tokenizer";
@@ -201,7 +218,8 @@ uint64_t weight_bytes_per_step(const gguf::File& f, const ModelSummary& m, uint3
         if (name.starts_with("mtp.")) continue;
         if (name.find("_exps.") != std::string_view::npos)
             total += t.n_bytes / m.n_expert * experts;
-        else if (name == "token_embd.weight" || name.find("ffn_gate_tid2eid") != std::string_view::npos)
+        else if (name == "token_embd.weight" ||
+                 name.find("ffn_gate_tid2eid") != std::string_view::npos)
             total += t.n_bytes / t.dims[t.n_dims - 1] * batch;
         else
             total += t.n_bytes;
@@ -252,13 +270,15 @@ struct Walk {
 };
 
 // Prefills tokens [from, to) in chunks; returns the logits after the last one.
-std::vector<float> prefill(Engine& engine, SequenceId seq, std::span<const int32_t> part, uint64_t chunk) {
+std::vector<float> prefill(Engine& engine, SequenceId seq, std::span<const int32_t> part,
+                           uint64_t chunk) {
     Batch batch;
     Logits logits;
     for (uint64_t at = 0; at < part.size(); at += chunk) {
         const auto piece = part.subspan(at, std::min<uint64_t>(chunk, part.size() - at));
         batch.clear();
-        batch.add(seq, piece, at + piece.size() == part.size() ? LogitsWanted::Last : LogitsWanted::None);
+        batch.add(seq, piece,
+                  at + piece.size() == part.size() ? LogitsWanted::Last : LogitsWanted::None);
         engine.step(batch, logits);
     }
     const auto row = logits.row(0);
@@ -266,8 +286,8 @@ std::vector<float> prefill(Engine& engine, SequenceId seq, std::span<const int32
 }
 
 // Decodes gen_tokens greedy tokens on `seqs` in lockstep; returns the seconds taken.
-double decode(Engine& engine, std::span<const SequenceId> seqs, std::span<const float> first_logits, int32_t eos,
-              uint64_t gen_tokens) {
+double decode(Engine& engine, std::span<const SequenceId> seqs, std::span<const float> first_logits,
+              int32_t eos, uint64_t gen_tokens) {
     std::vector<int32_t> next(seqs.size());
     for (uint32_t i = 0; i < seqs.size(); ++i) next[i] = ranked_non_eos(first_logits, eos, i);
     Batch batch;
@@ -287,7 +307,8 @@ bench::Row frontier_row(Walk& w, SequenceId seq, uint64_t from, uint64_t to) {
     r.ctx_tokens = to;
     r.prefill_tokens = to - from;
     const auto t0 = Clock::now();
-    const auto logits = prefill(w.engine, seq, w.tokens.subspan(from, to - from), w.o.prefill_chunk);
+    const auto logits =
+        prefill(w.engine, seq, w.tokens.subspan(from, to - from), w.o.prefill_chunk);
     r.prefill_tps = double(r.prefill_tokens) / seconds_since(t0);
     r.kvcache_bytes = w.engine.sequence_payload_bytes(seq);
 
@@ -351,12 +372,13 @@ int run(const Options& o) {
     std::vector<std::string> meta = {
         cat("ds4-bench model=", m.path, " name=", m.name.empty() ? "-" : m.name, " quant=", m.quant,
             " synthetic=", m.synthetic ? "yes" : "no", " layers=", m.n_layer, " n_embd=", m.n_embd,
-            " experts=", m.n_expert_used, "/", m.n_expert, " params=", m.n_params, " file_bytes=", m.file_bytes),
+            " experts=", m.n_expert_used, "/", m.n_expert, " params=", m.n_params,
+            " file_bytes=", m.file_bytes),
         cat("backend=cpu threads=", threads, " ctx_alloc=", o.ctx_alloc, " batch=", o.batch,
             " gen_tokens=", o.gen_tokens, " prefill_chunk=", o.prefill_chunk),
         cat("prompt=", o.prompt_file, " tokens=", tokens.size(), " tokenized_with=", tok_how),
-        cat("ceiling read_gbs=", ceil.read_gbs, " (STREAM-style sum over ",
-            ceil.read_bytes >> 20, " MiB, ", ceil.threads, " threads, best of 5)"),
+        cat("ceiling read_gbs=", ceil.read_gbs, " (STREAM-style sum over ", ceil.read_bytes >> 20,
+            " MiB, ", ceil.threads, " threads, best of 5)"),
         cat("ceiling gemm_gflops=", ceil.gemm_gflops, " (f32 blocked GEMM 512^3, ", ceil.threads,
             " threads, best of 3; portable kernel: a lower bound on the hardware peak)"),
         cat("weight_bytes_per_step=", wbytes, " load_s=", load_s, " warm_s=", warm_s),
@@ -383,26 +405,31 @@ int run(const Options& o) {
         prev = f;
         std::fprintf(csv, "%s\n", bench::csv_row(rows.back()).c_str());
         std::fflush(csv);
-        std::fprintf(stderr, "ctx %6llu: prefill %8.2f t/s, gen %8.2f t/s (%u seq, %.2f t/s each), %.2f GB/s = %.1f%% "
-                     "of read ceiling\n", (unsigned long long)f, rows.back().prefill_tps, rows.back().gen_tps,
-                     o.batch, rows.back().seq_gen_tps, rows.back().gen_gbs, 100 * rows.back().bw_ratio);
+        std::fprintf(stderr,
+                     "ctx %6llu: prefill %8.2f t/s, gen %8.2f t/s (%u seq, %.2f t/s each), %.2f "
+                     "GB/s = %.1f%% "
+                     "of read ceiling\n",
+                     (unsigned long long)f, rows.back().prefill_tps, rows.back().gen_tps, o.batch,
+                     rows.back().seq_gen_tps, rows.back().gen_gbs, 100 * rows.back().bw_ratio);
     }
 
     double sum_gen = 0, sum_seq = 0, sum_pre = 0;
-    for (const auto& r : rows) sum_gen += r.gen_tps, sum_seq += r.seq_gen_tps, sum_pre += r.prefill_tps;
+    for (const auto& r : rows)
+        sum_gen += r.gen_tps, sum_seq += r.seq_gen_tps, sum_pre += r.prefill_tps;
     const double k = double(rows.size());
-    const std::string agg = cat("aggregate batch=", o.batch, " frontiers=", rows.size(),
-                                " mean_gen_tps=", sum_gen / k, " mean_seq_gen_tps=", sum_seq / k,
-                                " mean_prefill_tps=", sum_pre / k);
+    const std::string agg =
+        cat("aggregate batch=", o.batch, " frontiers=", rows.size(), " mean_gen_tps=", sum_gen / k,
+            " mean_seq_gen_tps=", sum_seq / k, " mean_prefill_tps=", sum_pre / k);
     std::fprintf(csv, "# %s\n", agg.c_str());
     std::fprintf(stderr, "# %s\n", agg.c_str());
 
     if (!o.plot_path.empty())
         write_text(o.plot_path,
-                   bench::svg_chart(rows, cat("ds4-bench: ", m.name.empty() ? m.path : m.name),
-                                    cat(m.quant, ", ", m.n_layer, " layers, cpu ", threads, " threads, batch ",
-                                        o.batch, ", read ceiling ", two_decimals(ceil.read_gbs), " GB/s, GEMM ",
-                                        two_decimals(ceil.gemm_gflops), " GFLOP/s")));
+                   bench::svg_chart(
+                       rows, cat("ds4-bench: ", m.name.empty() ? m.path : m.name),
+                       cat(m.quant, ", ", m.n_layer, " layers, cpu ", threads, " threads, batch ",
+                           o.batch, ", read ceiling ", two_decimals(ceil.read_gbs), " GB/s, GEMM ",
+                           two_decimals(ceil.gemm_gflops), " GFLOP/s")));
     return 0;
 }
 
