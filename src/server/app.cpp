@@ -1,6 +1,7 @@
 #include "server/app.h"
 
 #include <pthread.h>
+#include <sys/socket.h>
 #include <signal.h>
 
 #include <CLI/CLI.hpp>
@@ -220,10 +221,20 @@ int run_server(const ServerOptions& o) {
         res.set_content(json_text(error_body(style_for(req.path), res.status, msg)) + "\n", "application/json");
     });
 
+    // httplib listens with a backlog of 5: a burst of clients (agents fanning out) would
+    // overflow the accept queue and see dropped connections. Keep the socket's fd from the
+    // options callback and raise the backlog once bound (Linux lets listen() be repeated).
+    int listen_fd = -1;
+    http.set_socket_options([&listen_fd](socket_t fd) {
+        int yes = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+        listen_fd = fd;
+    });
     if (!http.bind_to_port(o.host, o.port)) {
         log_line(cat("cannot listen on ", o.host, ":", o.port));
         return 1;
     }
+    if (listen_fd >= 0) ::listen(listen_fd, SOMAXCONN);
     std::thread signals(wait_for_signal, std::ref(http), std::ref(scheduler), std::ref(stopping));
     log_line(cat("listening on http://", o.host, ":", o.port));
     http.listen_after_bind();

@@ -20,7 +20,8 @@ double metric(const std::string& text, const std::string& name) {
 }
 
 TEST(ServerConcurrency, ThirtyTwoStreamsWithDisconnects) {
-    ServerProcess s({"--parallel", "4", "--queue", "64"});
+    ServerProcess s({"--queue", "64"});  // --parallel 4 from the harness
+    ASSERT_TRUE(s.running());
     std::atomic<int> completed{0}, dropped{0}, failed{0};
     std::vector<std::thread> clients;
     for (int i = 0; i < 32; ++i) {
@@ -46,6 +47,8 @@ TEST(ServerConcurrency, ThirtyTwoStreamsWithDisconnects) {
                 ++completed;
             } else {
                 ++failed;
+                ADD_FAILURE() << "client " << i << ": " << (r ? std::to_string(r->status) : httplib::to_string(r.error()))
+                              << " received: " << received.substr(0, 300);
             }
         });
     }

@@ -72,7 +72,9 @@ TEST_F(ServerHttp, ChatCompletionNonStreaming) {
     EXPECT_GE(u["completion_tokens"].get<int>(), 1);
     EXPECT_LE(u["completion_tokens"].get<int>(), 5);
     EXPECT_EQ(u["total_tokens"], u["prompt_tokens"].get<int>() + u["completion_tokens"].get<int>());
-    if (finish == "length") EXPECT_EQ(u["completion_tokens"], 5);
+    if (finish == "length") {
+        EXPECT_EQ(u["completion_tokens"], 5);
+    }
 }
 
 TEST_F(ServerHttp, IdenticalPromptReusesTheLiveSequence) {
