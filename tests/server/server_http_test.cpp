@@ -3,6 +3,8 @@
 // protocol order, never the generated words.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "server_harness.h"
 
 namespace ds4::testing {
@@ -288,6 +290,36 @@ TEST_F(ServerHttp, ErrorsAreClear4xxJson) {
     const HttpReply nowhere = post(s(), "/v1/nowhere", Json::object());
     EXPECT_EQ(nowhere.status, 404);
     EXPECT_NE(nowhere.json["error"]["message"].get<std::string>().find("unknown endpoint"), std::string::npos);
+}
+
+TEST_F(ServerHttp, StopSequencesApplyToVisibleTextOnly) {
+    // Thinking mode on the demo model never closes </think> within 8 tokens: everything is
+    // reasoning, which stop sequences must not cut (interface.md §8 item 7).
+    const std::vector<std::string> stops = {" ", "e", "a", "o", "i"};
+    Json thinking = chat_body(8);
+    thinking["model"] = "deepseek-v4-flash";
+    thinking["stop"] = stops;
+    const HttpReply t = post(s(), "/v1/chat/completions", thinking);
+    ASSERT_EQ(t.status, 200) << t.body;
+    EXPECT_EQ(t.json["choices"][0]["finish_reason"], "length");
+    EXPECT_EQ(t.json["usage"]["completion_tokens"], 8);
+    // Non-thinking: the visible text never contains a stop string; a match reports stop.
+    Json chat = chat_body(16);
+    chat["stop"] = stops;
+    const HttpReply c = post(s(), "/v1/chat/completions", chat);
+    ASSERT_EQ(c.status, 200) << c.body;
+    const std::string content = c.json["choices"][0]["message"]["content"];
+    for (const auto& stop : stops) EXPECT_EQ(content.find(stop), std::string::npos) << content;
+    // Anthropic reports the matched sequence.
+    Json am = {{"model", "deepseek-chat"}, {"max_tokens", 16}, {"stop_sequences", stops},
+               {"messages", Json::array({{{"role", "user"}, {"content", "Say hello"}}})}};
+    const HttpReply a = post(s(), "/v1/messages", am);
+    ASSERT_EQ(a.status, 200) << a.body;
+    if (a.json["stop_reason"] == "stop_sequence") {
+        EXPECT_NE(std::find(stops.begin(), stops.end(), a.json["stop_sequence"].get<std::string>()), stops.end());
+    } else {
+        EXPECT_TRUE(a.json["stop_sequence"].is_null());
+    }
 }
 
 TEST_F(ServerHttp, MetricsArePrometheusText) {
