@@ -225,6 +225,21 @@ TEST(BenchBinary, BatchModeReportsAggregateAndPerSequenceRates) {
     EXPECT_EQ(aggregate_lines, 1u);
 }
 
+TEST(BenchBinary, GeometricFrontiersPrefillOnlyTheNewInterval) {
+    const auto r = run(
+        "-m " + demo() + " --ctx-start 8 --ctx-max 40 --step-mul 2 --gen-tokens 1 --bw-mib 8 -t 2",
+        false);
+    ASSERT_EQ(r.code, 0) << r.out;
+    const Csv c = parse_csv(r.out);
+    ASSERT_EQ(c.rows.size(), 4u);
+    const std::vector<uint64_t> ctx{8, 16, 32, 40}, prefill{8, 8, 16, 8};
+    for (size_t i = 0; i < c.rows.size(); ++i) {
+        EXPECT_EQ(std::stoull(c.rows[i][0]), ctx[i]);
+        EXPECT_EQ(std::stoull(c.rows[i][1]), prefill[i]);
+        EXPECT_EQ(std::stoull(c.rows[i][3]), 1u);
+    }
+}
+
 TEST(BenchBinary, BadFlagsGiveOneErrorLineAndNonZeroExit) {
     const std::vector<std::string> cases{"--no-such-flag",
                                          "--ctx-start abc",
