@@ -84,5 +84,27 @@ TEST(ServerConcurrency, ThirtyTwoStreamsWithDisconnects) {
     EXPECT_EQ(s.stop(), 0);
 }
 
+TEST(ServerConcurrency, FullQueueAnswers503) {
+    ServerProcess s({"--queue", "1", "--parallel", "1"});
+    ASSERT_TRUE(s.running());
+    std::atomic<int> ok{0}, busy{0}, other{0};
+    std::vector<std::thread> clients;
+    for (int i = 0; i < 6; ++i) {
+        clients.emplace_back([&, i] {
+            const HttpReply r = post(s, "/v1/chat/completions",
+                                     Json{{"model", "deepseek-chat"}, {"max_tokens", 400},
+                                          {"messages", Json::array({{{"role", "user"}, {"content", "q" + std::to_string(i)}}})}});
+            if (r.status == 200) ++ok;
+            else if (r.status == 503 && r.json["error"]["message"].get<std::string>().find("queue is full") != std::string::npos) ++busy;
+            else ++other;
+        });
+    }
+    for (auto& t : clients) t.join();
+    EXPECT_GE(ok.load(), 2);  // the running one and the queued one
+    EXPECT_GE(busy.load(), 1);
+    EXPECT_EQ(other.load(), 0);
+    EXPECT_EQ(s.stop(), 0);
+}
+
 }  // namespace
 }  // namespace ds4::testing

@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -52,7 +53,11 @@ class ServerProcess {
 public:
     explicit ServerProcess(std::vector<std::string> extra = {}) : port_(free_port()) {
         std::vector<std::string> args = {server_exe(), "-m", demo_model(), "--ctx", "2048", "--threads", "2",
-                                         "--port", std::to_string(port_), "--parallel", "4"};
+                                         "--port", std::to_string(port_)};
+        if (std::find(extra.begin(), extra.end(), "--parallel") == extra.end()) {
+            args.push_back("--parallel");
+            args.push_back("4");
+        }
         args.insert(args.end(), extra.begin(), extra.end());
         pid_ = fork();
         if (pid_ == 0) {
