@@ -8,12 +8,15 @@
 namespace ds4::testing {
 namespace {
 
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+bool contains(const std::string& s, const std::string& part) {
+    return s.find(part) != std::string::npos;
+}
 
 TEST(CliInteractive, EverySlashCommand) {
     TempDir home;
     write_file(home.file("msg.txt"), "Hello from a file");
-    PtySession s({"-m", kDemoModel, "--ctx", "512", "-t", "2", "-n", "4", "--seed", "9"}, home.path());
+    PtySession s({"-m", kDemoModel, "--ctx", "512", "-t", "2", "-n", "4", "--seed", "9"},
+                 home.path());
     EXPECT_TRUE(contains(s.expect("ds4> "), "/think-max"));  // the command list comes first
 
     s.send("/help\n");
@@ -47,7 +50,8 @@ TEST(CliInteractive, EverySlashCommand) {
     s.send("/ctx zero\n");
     EXPECT_TRUE(contains(s.expect("ds4> "), "usage: /ctx N"));
     s.send("/stats\n");
-    EXPECT_TRUE(contains(s.expect("ds4> "), "live KV: 0 tokens, context: 1024"));  // re-prefill next turn
+    EXPECT_TRUE(
+        contains(s.expect("ds4> "), "live KV: 0 tokens, context: 1024"));  // re-prefill next turn
 
     s.send("/clear\n");
     EXPECT_TRUE(contains(s.expect("ds4> "), "Conversation cleared."));
@@ -65,14 +69,15 @@ TEST(CliInteractive, EverySlashCommand) {
 TEST(CliInteractive, CtrlCStopsGenerationThenASecondOneExits) {
     TempDir home;
     // A long answer: the context room is the only limit.
-    PtySession s({"-m", kDemoModel, "--ctx", "16384", "-t", "2", "--nothink", "--verbose", "--seed", "1"},
-                 home.path());
+    PtySession s(
+        {"-m", kDemoModel, "--ctx", "16384", "-t", "2", "--nothink", "--verbose", "--seed", "1"},
+        home.path());
     s.expect("ds4> ");
     s.send("write a long story\n");
     s.expect("(100%)");
     s.expect("\r\x1b[K");  // the progress line is cleared when the prefill is done
-    s.expect_bytes(20);     // some answer text has been printed
-    s.send("\x03");          // Ctrl+C
+    s.expect_bytes(20);    // some answer text has been printed
+    s.send("\x03");        // Ctrl+C
     s.expect("(interrupted)");
     s.expect("ds4> ");
     s.send("/stats\n");  // the partial answer was kept
@@ -80,16 +85,15 @@ TEST(CliInteractive, CtrlCStopsGenerationThenASecondOneExits) {
     EXPECT_TRUE(contains(out, "generated, interrupted")) << out;
     EXPECT_FALSE(contains(out, "live KV: 0 tokens")) << out;
     // A command came in between: one Ctrl+C only warns, the second exits.
-    s.send("\x03");
-    s.expect("Ctrl+C again to exit");
-    s.send("\x03");
-    EXPECT_EQ(s.wait_exit(), 0) << s.all();
+    EXPECT_EQ(s.interrupt_until_exit(), 0) << s.all();
+    EXPECT_TRUE(contains(s.unmatched(), "Ctrl+C again to exit")) << s.all();
 }
 
 TEST(CliInteractive, CtrlCRightAfterAnInterruptedAnswerExits) {
     TempDir home;
-    PtySession s({"-m", kDemoModel, "--ctx", "16384", "-t", "2", "--nothink", "--verbose", "--seed", "2"},
-                 home.path());
+    PtySession s(
+        {"-m", kDemoModel, "--ctx", "16384", "-t", "2", "--nothink", "--verbose", "--seed", "2"},
+        home.path());
     s.expect("ds4> ");
     s.send("write a long story\n");
     s.expect("(100%)");
@@ -98,8 +102,9 @@ TEST(CliInteractive, CtrlCRightAfterAnInterruptedAnswerExits) {
     s.send("\x03");
     s.expect("(interrupted)");
     s.expect("ds4> ");
-    s.send("\x03");  // the second Ctrl+C, at the empty prompt
-    EXPECT_EQ(s.wait_exit(), 0) << s.all();
+    // the second Ctrl+C, at the empty prompt, exits without the warning
+    EXPECT_EQ(s.interrupt_until_exit(), 0) << s.all();
+    EXPECT_FALSE(contains(s.unmatched(), "Ctrl+C again to exit")) << s.all();
 }
 
 TEST(CliInteractive, DoubleCtrlCAtThePromptExitsAndEofExits) {
@@ -107,11 +112,8 @@ TEST(CliInteractive, DoubleCtrlCAtThePromptExitsAndEofExits) {
     {
         PtySession s({"-m", kDemoModel, "--ctx", "256", "-t", "1"}, home.path());
         s.expect("ds4> ");
-        s.send("\x03");
-        s.expect("Ctrl+C again to exit");
-        s.expect("ds4> ");
-        s.send("\x03");
-        EXPECT_EQ(s.wait_exit(), 0) << s.all();
+        EXPECT_EQ(s.interrupt_until_exit(), 0) << s.all();
+        EXPECT_TRUE(contains(s.unmatched(), "Ctrl+C again to exit")) << s.all();
     }
     {
         PtySession s({"-m", kDemoModel, "--ctx", "256", "-t", "1"}, home.path());
@@ -123,7 +125,8 @@ TEST(CliInteractive, DoubleCtrlCAtThePromptExitsAndEofExits) {
 
 TEST(CliInteractive, ThinkingIsGreyOnATerminal) {
     TempDir home;
-    PtySession s({"-m", kDemoModel, "--ctx", "512", "-t", "2", "-n", "3", "--seed", "4"}, home.path());
+    PtySession s({"-m", kDemoModel, "--ctx", "512", "-t", "2", "-n", "3", "--seed", "4"},
+                 home.path());
     s.expect("ds4> ");
     s.send("hi\n");
     const std::string out = s.expect("ds4> ");

@@ -29,9 +29,10 @@ inline std::string ds4_exe() {
 }
 
 class TempDir {
-public:
+  public:
     TempDir() {
-        std::string tmpl = (std::filesystem::temp_directory_path() / "ds4-cli-test-XXXXXX").string();
+        std::string tmpl =
+            (std::filesystem::temp_directory_path() / "ds4-cli-test-XXXXXX").string();
         if (!mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed");
         path_ = tmpl;
     }
@@ -44,7 +45,7 @@ public:
     std::string file(const std::string& name) const { return (path_ / name).string(); }
     std::string path() const { return path_.string(); }
 
-private:
+  private:
     std::filesystem::path path_;
 };
 
@@ -87,7 +88,7 @@ inline std::string demo_args(const std::string& more) {
 // bin/ds4 on a pseudo-terminal (forkpty): stdin, stdout and stderr are the terminal, so
 // the line editor, colours and SIGINT from Ctrl+C work as for a user.
 class PtySession {
-public:
+  public:
     PtySession(const std::vector<std::string>& args, const std::string& home) {
         pid_ = forkpty(&fd_, nullptr, nullptr, nullptr);
         if (pid_ < 0) throw std::runtime_error("forkpty failed");
@@ -130,7 +131,8 @@ public:
                 return got;
             }
             if (std::chrono::steady_clock::now() > deadline || !fill()) {
-                ADD_FAILURE() << "did not see \"" << text << "\"; output so far:\n" << buf_.substr(pos_);
+                ADD_FAILURE() << "did not see \"" << text << "\"; output so far:\n"
+                              << buf_.substr(pos_);
                 return {};
             }
         }
@@ -142,12 +144,41 @@ public:
         const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(limit_s);
         while (buf_.size() < pos_ + n) {
             if (std::chrono::steady_clock::now() > deadline || !fill()) {
-                ADD_FAILURE() << "fewer than " << n << " more bytes; output so far:\n" << buf_.substr(pos_);
+                ADD_FAILURE() << "fewer than " << n << " more bytes; output so far:\n"
+                              << buf_.substr(pos_);
                 return;
             }
         }
         pos_ += n;
     }
+
+    // Presses Ctrl+C until the program exits, at most once every 2 s, and returns its exit
+    // status. A SIGINT that lands between the prompt being drawn and libedit's blocking
+    // read is consumed without waking the read (a user would press again), so one press
+    // per expected effect is not deterministic on a slow (sanitizer) build.
+    int interrupt_until_exit(int limit_s = 600) {
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(limit_s);
+        auto next_press = std::chrono::steady_clock::now();
+        for (;;) {
+            if (std::chrono::steady_clock::now() >= next_press) {
+                send("\x03");
+                next_press = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+            }
+            if (!fill()) break;
+            if (std::chrono::steady_clock::now() > deadline) {
+                ADD_FAILURE() << "the program did not exit on Ctrl+C; output:\n"
+                              << buf_.substr(pos_);
+                return -1;
+            }
+        }
+        int st = 0;
+        waitpid(pid_, &st, 0);
+        exited_ = true;
+        return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    }
+
+    // Everything read so far after the last match.
+    std::string unmatched() const { return buf_.substr(pos_); }
 
     // Waits for the program to exit (reading the terminal meanwhile) and returns its exit
     // status (-1 when killed by a signal).
@@ -166,7 +197,7 @@ public:
     }
     const std::string& all() const { return buf_; }
 
-private:
+  private:
     // Appends what the terminal has; false at end of output.
     bool fill() {
         pollfd p{fd_, POLLIN, 0};
