@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "ds4/error.h"
+#include "text/dsml_render.h"
 
 namespace ds4::bench {
 
@@ -44,27 +45,9 @@ std::string csv_row(const Row& r) {
 
 namespace {
 
+// SVG text and attributes need the same four entities as DSML attributes.
 std::string escape_xml(const std::string& s) {
-    std::string out;
-    for (char c : s) {
-        switch (c) {
-            case '&':
-                out += "&amp;";
-                break;
-            case '<':
-                out += "&lt;";
-                break;
-            case '>':
-                out += "&gt;";
-                break;
-            case '"':
-                out += "&quot;";
-                break;
-            default:
-                out += c;
-        }
-    }
-    return out;
+    return ds4::text::dsml_escape_attribute(s);
 }
 
 // v with `digits` decimals.
