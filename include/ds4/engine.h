@@ -16,6 +16,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -23,6 +24,19 @@
 namespace ds4 {
 
 enum class Backend { Cpu };
+
+// Directional steering (interface.md §7.5, formats.md §8.1): `file` holds one direction d
+// per layer (raw little-endian f32, n_layer × n_embd, no header; exactly that many bytes).
+// Each layer's attention output y and/or FFN output y, before the HC post step, becomes
+// y − scale · d · (d·y). Scales lie in [-100, 100]; positive removes the direction,
+// negative amplifies it, 0 leaves the logits bit-identical to no steering. Unset scales:
+// attn 0; ffn 1 when a file is given and neither scale is set, else 0. A non-zero scale
+// without a file is an error. Engine::options() reports the scales in effect.
+struct DirectionalSteering {
+    std::string file;
+    std::optional<float> attn;
+    std::optional<float> ffn;
+};
 
 struct EngineOptions {
     unsigned threads = 0;    // 0: all hardware threads
@@ -32,6 +46,7 @@ struct EngineOptions {
     // ds4-convert --mtp-out; or the model file itself when it carries the block, as
     // ds4-make-model --mtp writes): enables mtp_draft(). Only its tensors are validated.
     std::string mtp_path;
+    DirectionalSteering steering;  // off by default
 };
 
 // What the model is, in plain numbers.

@@ -34,6 +34,7 @@ void CpuForward::attention(uint32_t il, KvState& state, uint64_t pos, uint32_t n
         attend_token(il, state, p, t);
     }
     output_projection(il, n);
+    steering_.apply(il, SteeringSite::attn, y_.data(), n, hp_.n_embd);
     hc_post(n);
 }
 

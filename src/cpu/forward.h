@@ -22,6 +22,7 @@
 
 #include "cpu/kv_state.h"
 #include "cpu/numerics.h"
+#include "cpu/steering.h"
 #include "cpu/thread_pool.h"
 #include "cpu/weight_set.h"
 #include "model/hparams.h"
@@ -74,6 +75,11 @@ public:
     using BlockObserver = std::function<void(uint32_t il, uint64_t pos, std::span<const float> hc)>;
     void set_block_observer(BlockObserver observer) { observer_ = std::move(observer); }
 
+    // Directional steering of every layer's attention and FFN outputs (cpu/steering.h);
+    // off by default. Applied on both numerics paths, before the HC post step.
+    void set_steering(Steering steering) { steering_ = std::move(steering); }
+    Steering& steering() { return steering_; }
+
 private:
     struct HcSite {
         const TensorView* fn;
@@ -113,6 +119,7 @@ private:
     const model::Hparams& hp_;
     ThreadPool* pool_;
     BlockObserver observer_;
+    Steering steering_;
 
     // ---- scratch, sized for the largest chunk / context seen ----
     uint32_t cap_tokens_ = 0;

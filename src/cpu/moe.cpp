@@ -31,6 +31,7 @@ void CpuForward::moe(uint32_t il, std::span<const int32_t> tokens, uint32_t n) {
     route(il, tokens, n);
     routed_experts(il, n);
     shared_expert(il, n);
+    steering_.apply(il, SteeringSite::ffn, y_.data(), n, hp_.n_embd);
     hc_post(n);
 }
 

@@ -19,6 +19,7 @@
 #include "cpu/matvec.h"
 #include "cpu/mtp.h"
 #include "cpu/quant_matvec.h"
+#include "cpu/steering.h"
 #include "ds4/error.h"
 #include "gguf/gguf.h"
 #include "model/metadata.h"
@@ -252,6 +253,8 @@ Engine Engine::open(const std::string& path, const EngineOptions& options) {
     const gguf::File& f = impl->file;
     impl->hp = model::read_hparams(f);
     check_options(options);
+    const cpu::SteeringScales steer = cpu::resolve_steering_scales(
+        !options.steering.file.empty(), options.steering.attn, options.steering.ffn);
     model::PlanOptions plan_options;
     plan_options.mix = model::detect_quant_mix(f);
     const model::TensorPlan plan(impl->hp, plan_options);
@@ -266,6 +269,14 @@ Engine Engine::open(const std::string& path, const EngineOptions& options) {
     impl->model = std::make_unique<cpu::CpuModel>(impl->hp, impl->weights);
     impl->pool = std::make_unique<cpu::ThreadPool>(impl->opt.threads);
     impl->forward = std::make_unique<cpu::CpuForward>(*impl->model, impl->pool.get());
+    impl->opt.steering.attn = steer.attn;
+    impl->opt.steering.ffn = steer.ffn;
+    if (!options.steering.file.empty()) {
+        // Main model only: the MTP block drafts, and drafts are verified by the main model.
+        auto dirs = std::make_shared<const cpu::SteeringDirections>(
+            cpu::SteeringDirections::load(options.steering.file, impl->hp.n_layer, impl->hp.n_embd));
+        impl->forward->set_steering(cpu::Steering(std::move(dirs), steer.attn, steer.ffn));
+    }
     if (!options.mtp_path.empty()) {
         const gguf::File& mf = impl->mtp_file.emplace(gguf::File::open(options.mtp_path));
         model::check_mtp_tensors(mf, impl->hp);
