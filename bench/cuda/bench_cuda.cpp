@@ -1,7 +1,8 @@
 // CUDA bandwidth bench: (1) the ceiling, a large device-to-device copy counting bytes
 // read + written; (2) each weight type's matmul at decode shape (n_tok 1) and small
 // batches, over a weight matrix far larger than L2, in GB/s of weight bytes read, and
-// the ratio to the ceiling. Prints one table; times are medians of CUDA-event timings.
+// the ratio to the ceiling, for the exact path and (types matmul_q8 supports) the fast
+// int8-activation path. Prints one table; times are medians of CUDA-event timings.
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
@@ -10,6 +11,7 @@
 
 #include "cuda/device.h"
 #include "cuda/kernels.h"
+#include "cuda/matmul_q8.h"
 #include "gguf/ggml_types.h"
 #include "quant/reference.h"
 #include "quant/scalars.h"
@@ -113,7 +115,10 @@ int main(int argc, char** argv) {
         Stream stream;
         const double ceiling = copy_bandwidth_gbs(stream.get());
         std::printf("device-to-device copy (read+write): %.0f GB/s\n\n", ceiling);
-        std::printf("%-8s %6s %7s %5s %9s %9s %7s\n", "type", "cols", "rows", "ntok", "time_us", "GB/s", "ratio");
+        std::printf("exact: f32 activations (cuda::matmul); fast: int8 activations + dp4a (matmul_q8, the\n"
+                    "activations quantized beforehand); fast+q: the quantization timed in.\n");
+        std::printf("%-8s %6s %7s %5s %9s %9s %7s %9s %9s %7s %9s\n", "type", "cols", "rows", "ntok", "exact_us",
+                    "GB/s", "ratio", "fast_us", "GB/s", "ratio", "fast+q");
 
         const GgmlType types[] = {GgmlType::IQ2_XXS, GgmlType::Q2_K, GgmlType::Q4_K,
                                   GgmlType::Q8_0,    GgmlType::F16,  GgmlType::F32};
@@ -124,14 +129,31 @@ int main(int argc, char** argv) {
                 DeviceBuffer<uint8_t> w = tiled_weights(t, cols, rows);
                 const std::vector<float> xh = pseudo_random(8 * cols, 3);
                 DeviceBuffer<float> x = to_device<float>(xh), y(8 * rows);
-                for (const uint32_t n_tok : {1u, 4u, 8u}) {
+                DeviceBuffer<uint8_t> xq(q8_activation_bytes(cols, 8));
+                const bool fast = matmul_q8_supported(t);
+                for (const uint32_t n_tok : {1u, 2u, 4u, 8u}) {
+                    const auto gbs = [&](float ms) { return static_cast<double>(w.bytes()) / (ms * 1e6); };
                     const float ms = median_ms(
                         [&] { matmul(t, w.data(), rows, cols, x.data(), cols, y.data(), rows, n_tok, stream.get()); },
                         stream.get());
-                    const double gbs = static_cast<double>(w.bytes()) / (ms * 1e6);
-                    std::printf("%-8s %6llu %7llu %5u %9.1f %9.0f %6.1f%%\n", ggml_type_name(t).c_str(),
+                    std::printf("%-8s %6llu %7llu %5u %9.1f %9.0f %6.1f%%", ggml_type_name(t).c_str(),
                                 static_cast<unsigned long long>(cols), static_cast<unsigned long long>(rows), n_tok,
-                                ms * 1e3, gbs, 100.0 * gbs / ceiling);
+                                ms * 1e3, gbs(ms), 100.0 * gbs(ms) / ceiling);
+                    if (fast) {
+                        quantize_q8_activations(x.data(), cols, cols, n_tok, xq.data(), stream.get());
+                        const float ms_f = median_ms(
+                            [&] { matmul_q8(t, w.data(), rows, cols, xq.data(), n_tok, y.data(), rows, stream.get()); },
+                            stream.get());
+                        const float ms_q = median_ms(
+                            [&] {
+                                matmul(t, w.data(), rows, cols, x.data(), cols, y.data(), rows, n_tok, stream.get(),
+                                       MatmulPath::Fast, xq.data());
+                            },
+                            stream.get());
+                        std::printf(" %9.1f %9.0f %6.1f%% %9.0f", ms_f * 1e3, gbs(ms_f), 100.0 * gbs(ms_f) / ceiling,
+                                    gbs(ms_q));
+                    }
+                    std::printf("\n");
                 }
             }
         }
