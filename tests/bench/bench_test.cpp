@@ -22,7 +22,8 @@ namespace fs = std::filesystem;
 
 const std::string kHeader =
     "ctx_tokens,prefill_tokens,prefill_tps,gen_tokens,gen_tps,kvcache_bytes,"
-    "batch,seq_gen_tps,weight_bytes_per_step,gen_gbs,bw_ratio";
+    "batch,seq_gen_tps,weight_bytes_per_step,gen_gbs,bw_ratio,"
+    "flops_per_token,prefill_gflops,gemm_ratio";
 
 std::string bin() {
     return std::string(DS4_BINARY_DIR) + "/bin/ds4-bench";
@@ -126,6 +127,82 @@ std::vector<std::string> xml_elements(const std::string& s) {
     return seen;
 }
 
+// The attributes of every start tag, in order: (element, name, value).
+struct Attr {
+    std::string element, name, value;
+};
+std::vector<Attr> xml_attributes(const std::string& s) {
+    std::vector<Attr> out;
+    size_t i = 0;
+    while ((i = s.find('<', i)) != std::string::npos) {
+        const size_t end = s.find('>', i);
+        const std::string tag = s.substr(i + 1, end - i - 1);
+        i = end;
+        if (tag.empty() || tag[0] == '/' || tag[0] == '?' || tag[0] == '!') continue;
+        const size_t name_end = tag.find_first_of(" \t\n/");
+        const std::string element = tag.substr(0, name_end);
+        size_t at = name_end;
+        while (at != std::string::npos && (at = tag.find('=', at)) != std::string::npos) {
+            size_t k = at;
+            while (k > 0 && tag[k - 1] != ' ' && tag[k - 1] != '\n') --k;
+            const size_t q0 = tag.find('"', at), q1 = tag.find('"', q0 + 1);
+            out.push_back({element, tag.substr(k, at - k), tag.substr(q0 + 1, q1 - q0 - 1)});
+            at = q1 + 1;
+        }
+    }
+    return out;
+}
+
+// Parses the whole string as a number (throws otherwise).
+double number(const std::string& v) {
+    size_t used = 0;
+    const double d = std::stod(v, &used);
+    if (used != v.size()) throw ds4::Error("not a number: '" + v + "'");
+    return d;
+}
+
+// Every coordinate attribute (x, y, cx, cy, width, height, r, points) of every element is
+// a plain number inside the root viewBox. Returns the number of coordinates checked.
+size_t check_svg_geometry(const std::string& svg) {
+    const auto attrs = xml_attributes(svg);
+    double vw = -1, vh = -1;
+    for (const Attr& a : attrs)
+        if (a.element == "svg" && a.name == "viewBox") {
+            std::istringstream ss(a.value);
+            double x0 = 1, y0 = 1;
+            ss >> x0 >> y0 >> vw >> vh;
+            if (!ss || x0 != 0 || y0 != 0) throw ds4::Error("bad viewBox " + a.value);
+        }
+    if (vw <= 0 || vh <= 0) throw ds4::Error("no viewBox");
+    size_t checked = 0;
+    const auto inside = [&](double v, double limit, const Attr& a) {
+        if (!(v >= 0 && v <= limit))
+            throw ds4::Error("<" + a.element + " " + a.name + "=\"" + a.value +
+                             "\"> outside the viewBox");
+        ++checked;
+    };
+    for (const Attr& a : attrs) {
+        if (a.element == "svg") continue;
+        if (a.name == "x" || a.name == "cx" || a.name == "width") inside(number(a.value), vw, a);
+        if (a.name == "y" || a.name == "cy" || a.name == "height") inside(number(a.value), vh, a);
+        if (a.name == "r") inside(number(a.value), std::min(vw, vh), a);
+        if (a.name == "points") {
+            std::istringstream ss(a.value);
+            std::string pair;
+            size_t pairs = 0;
+            while (ss >> pair) {
+                const size_t comma = pair.find(',');
+                if (comma == std::string::npos) throw ds4::Error("bad point " + pair);
+                inside(number(pair.substr(0, comma)), vw, a);
+                inside(number(pair.substr(comma + 1)), vh, a);
+                ++pairs;
+            }
+            if (pairs == 0) throw ds4::Error("empty points");
+        }
+    }
+    return checked;
+}
+
 TEST(BenchFrontiers, LinearAndGeometricSchedules) {
     EXPECT_EQ(ds4::bench::frontiers(2048, 8192, 2048, 1.0),
               (std::vector<uint64_t>{2048, 4096, 6144, 8192}));
@@ -148,8 +225,9 @@ TEST(BenchCsv, HeaderStartsWithDs4ColumnsAndRowsFormatRates) {
     r.ctx_tokens = 2048, r.prefill_tokens = 2048, r.prefill_tps = 343.756, r.gen_tokens = 128;
     r.gen_tps = 26.764, r.kvcache_bytes = 52184460, r.batch = 1, r.seq_gen_tps = 26.764;
     r.weight_bytes_per_step = 1000, r.gen_gbs = 0.5, r.bw_ratio = 0.25;
+    r.flops_per_token = 2000000, r.prefill_gflops = 0.687512, r.gemm_ratio = 0.0123;
     EXPECT_EQ(ds4::bench::csv_row(r),
-              "2048,2048,343.76,128,26.76,52184460,1,26.76,1000,0.500,0.2500");
+              "2048,2048,343.76,128,26.76,52184460,1,26.76,1000,0.500,0.2500,2000000,0.688,0.0123");
 }
 
 TEST(BenchSvg, ChartIsWellFormedWithBothSeries) {
@@ -163,6 +241,9 @@ TEST(BenchSvg, ChartIsWellFormedWithBothSeries) {
     EXPECT_EQ(std::count(elems.begin(), elems.end(), "polyline"), 2);
     EXPECT_EQ(std::count(elems.begin(), elems.end(), "circle"), 6);
     EXPECT_NE(svg.find("a &lt;title&gt; &amp; more"), std::string::npos);
+    // 2 rects (4 each), 10 texts (2 each), 6 circles (3 each), 6 points (2 each), the
+    // background rect (2) and the two title texts (4).
+    EXPECT_EQ(check_svg_geometry(svg), 8u + 20u + 18u + 12u + 2u + 4u);
     EXPECT_THROW(ds4::bench::svg_chart({}, "t", "s"), ds4::Error);
 }
 
@@ -181,7 +262,7 @@ TEST(BenchBinary, DemoModelCsvSchemaMonotoneFrontiersAndPlot) {
     const std::vector<uint64_t> want_ctx{16, 32, 48};
     for (size_t i = 0; i < c.rows.size(); ++i) {
         const auto& row = c.rows[i];
-        ASSERT_EQ(row.size(), 11u);
+        ASSERT_EQ(row.size(), 14u);
         EXPECT_EQ(std::stoull(row[0]), want_ctx[i]);
         EXPECT_EQ(std::stoull(row[1]), 16u);  // only the new interval is prefilled
         EXPECT_GT(std::stod(row[2]), 0.0);
@@ -190,20 +271,30 @@ TEST(BenchBinary, DemoModelCsvSchemaMonotoneFrontiersAndPlot) {
         EXPECT_EQ(row[6], "1");
         EXPECT_EQ(row[4], row[7]);  // batch 1: aggregate == per sequence
         EXPECT_GT(std::stoull(row[8]), 0u);
+        EXPECT_GT(std::stoull(row[11]), 0u);  // prefill FLOPs per token
+        EXPECT_GT(std::stod(row[12]), 0.0);   // prefill GFLOP/s
+        EXPECT_GT(std::stod(row[13]), 0.0);   // ratio to the GEMM ceiling
+        EXPECT_NEAR(std::stod(row[12]), std::stod(row[2]) * std::stod(row[11]) / 1e9,
+                    0.002 + 0.01 * std::stod(row[12]));
         if (i > 0) {
             EXPECT_GT(std::stoull(row[5]), std::stoull(c.rows[i - 1][5]));  // KV grows with ctx
         }
     }
-    bool have_read = false, have_gemm = false, have_tok = false;
+    bool have_read = false, have_gemm = false, have_tok = false, have_flops = false,
+         have_prompt = false;
     for (const auto& line : c.comments) {
         have_read |= line.find("ceiling read_gbs=") != std::string::npos;
         have_gemm |= line.find("ceiling gemm_gflops=") != std::string::npos;
         have_tok |= line.find("tokenized_with=model tokenizer") != std::string::npos;
+        have_flops |= line.find(" prefill_flops_per_token=") != std::string::npos;
+        have_prompt |= line.find("bench/data/austen-persuasion.txt tokens=") != std::string::npos;
     }
-    EXPECT_TRUE(have_read && have_gemm && have_tok);
-    const auto elems = xml_elements(slurp(svg));
+    EXPECT_TRUE(have_read && have_gemm && have_tok && have_flops && have_prompt);
+    const std::string chart = slurp(svg);
+    const auto elems = xml_elements(chart);
     EXPECT_EQ(std::count(elems.begin(), elems.end(), "polyline"), 2);
     EXPECT_EQ(std::count(elems.begin(), elems.end(), "circle"), 6);
+    EXPECT_GT(check_svg_geometry(chart), 40u);
     fs::remove(csv);
     fs::remove(svg);
 }
@@ -253,6 +344,56 @@ TEST(BenchBinary, BadFlagsGiveOneErrorLineAndNonZeroExit) {
         EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1) << args << ": " << r.out;
         EXPECT_TRUE(r.out.starts_with("ds4-bench: error: ")) << args << ": " << r.out;
     }
+}
+
+// The chart checked in under docs/ (bench/RESULTS.md shows it): well-formed, two series,
+// every coordinate numeric and inside the viewBox.
+TEST(BenchDocs, DemoPlotIsWellFormedSvgInsideItsViewBox) {
+    const std::string svg = slurp(fs::path(DS4_SOURCE_DIR) / "docs" / "bench-demo.svg");
+    ASSERT_FALSE(svg.empty());
+    const auto elems = xml_elements(svg);
+    EXPECT_EQ(std::count(elems.begin(), elems.end(), "svg"), 1);
+    EXPECT_EQ(std::count(elems.begin(), elems.end(), "polyline"), 2);
+    EXPECT_GE(std::count(elems.begin(), elems.end(), "circle"), 4);
+    EXPECT_GT(check_svg_geometry(svg), 40u);
+    EXPECT_NE(svg.find("ds4-bench"), std::string::npos);
+}
+
+// The default prompt is the shipped public-domain novel, long enough for the default
+// --ctx-max 32768 with the V4 tokenizer (the demo model carries it).
+TEST(BenchData, DefaultPromptIsThePublicDomainNovel) {
+    const std::string text = slurp(fs::path(DS4_SOURCE_DIR) / "bench" / "data" / "austen-persuasion.txt");
+    EXPECT_TRUE(text.starts_with("Jane Austen, Persuasion (1818)")) << text.substr(0, 80);
+    EXPECT_NE(text.find("public domain"), std::string::npos);
+    EXPECT_NE(text.find("Sir Walter Elliot, of Kellynch Hall"), std::string::npos);
+    EXPECT_LE(text.size(), 300u * 1024u);
+    const auto r = run("-m " + demo() + " --ctx-start 16 --ctx-max 16 --gen-tokens 1 --bw-mib 8 -t 2",
+                       false);
+    ASSERT_EQ(r.code, 0) << r.out;
+    const size_t at = r.out.find("austen-persuasion.txt tokens=");
+    ASSERT_NE(at, std::string::npos) << r.out;
+    EXPECT_GT(std::stoull(r.out.substr(at + 29)), 32768u);
+}
+
+// --synthetic checks memory before generating anything: refused in one line that says
+// how much is needed and how many layers would fit.
+TEST(BenchSynthetic, RefusesWhatDoesNotFitBeforeGenerating) {
+    const auto none = run("--synthetic q2 --layers 1 --mem-limit-mib 64 --ctx-start 8 --ctx-max 8");
+    EXPECT_NE(none.code, 0);
+    EXPECT_EQ(std::count(none.out.begin(), none.out.end(), '\n'), 1) << none.out;
+    EXPECT_TRUE(none.out.starts_with("ds4-bench: error: --synthetic q2 --layers 1 needs about "))
+        << none.out;
+    EXPECT_NE(none.out.find("not even one layer fits"), std::string::npos) << none.out;
+
+    const auto full = run("--synthetic q2 --mem-limit-mib 8000 --ctx-start 8 --ctx-max 8");
+    EXPECT_NE(full.code, 0);
+    EXPECT_EQ(std::count(full.out.begin(), full.out.end(), '\n'), 1) << full.out;
+    EXPECT_NE(full.out.find("--synthetic q2 --layers 43 needs about "), std::string::npos);
+    const size_t at = full.out.find("use --layers ");
+    ASSERT_NE(at, std::string::npos) << full.out;
+    const unsigned layers = unsigned(std::stoul(full.out.substr(at + 13)));
+    EXPECT_GE(layers, 1u);  // 8000 MiB holds the embedding, head and a few ~1.8 GiB layers
+    EXPECT_LE(layers, 4u);
 }
 
 TEST(BenchBinary, PromptShorterThanCtxMaxIsAnError) {

@@ -17,6 +17,17 @@
 // except routed experts — min(n_expert, n_expert_used × batch) experts' slabs per layer
 // (an upper bound on the distinct experts a batch touches) — and per-token rows of
 // token_embd and tid2eid. 1-D tensors are tiny and not counted. gen_gbs = bytes × steps/s.
+//
+// FLOPs per prefill token (the "GEMM ceiling" column): 2 × the weights one token multiplies
+// by — every 2-D/3-D tensor except token_embd (a lookup), tid2eid (ids), the output head
+// (prefill asks for the last chunk row's logits only) and MTP, with routed experts counted
+// n_expert_used / n_expert. Attention scores are left out (they grow with the context;
+// the weights dominate at the frontiers benched here). prefill_gflops = that × prefill t/s.
+//
+// --synthetic q2|q4: the published-width model with --layers layers and random weights
+// is generated into a memfd and opened as /proc/self/fd/N through Engine::open, the same
+// path as a file model (synthetic.h); nothing is written to disk. It is refused up front,
+// with the per-layer size, when it would not fit in MemAvailable (or --mem-limit-mib).
 #include <CLI/CLI.hpp>
 
 #include <unistd.h>
@@ -40,6 +51,7 @@
 #include "maker.h"
 #include "model/tensor_plan.h"
 #include "report.h"
+#include "synthetic.h"
 
 #ifndef DS4_BENCH_DATA_DIR
 #define DS4_BENCH_DATA_DIR "bench/data"
@@ -68,13 +80,17 @@ struct Options {
     uint32_t batch = 1;
     uint64_t prefill_chunk = 2048;
     uint64_t bw_mib = 1024;
+    uint64_t mem_limit_mib = 0;
 };
+
+// Jane Austen's Persuasion, chapters 1–17 (public domain, Project Gutenberg text; see
+// bench/data/README.md): ~290 KB, ~70k tokens with the V4 tokenizer.
+constexpr const char* kDefaultPrompt = "austen-persuasion.txt";
 
 std::string default_prompt_file() {
     // Installed binaries have no source tree: fall back to a path relative to the cwd.
-    const std::filesystem::path p =
-        std::filesystem::path(DS4_BENCH_DATA_DIR) / "generated-prose.txt";
-    return std::filesystem::exists(p) ? p.string() : "bench/data/generated-prose.txt";
+    const std::filesystem::path p = std::filesystem::path(DS4_BENCH_DATA_DIR) / kDefaultPrompt;
+    return std::filesystem::exists(p) ? p.string() : cat("bench/data/", kDefaultPrompt);
 }
 
 // Parses argv; returns an exit code when the program should stop (help, bad flag).
@@ -83,16 +99,15 @@ std::optional<int> parse(int argc, char** argv, Options& o) {
         "ds4-bench: prefill and generation throughput at context frontiers, against "
         "memory-bandwidth and "
         "GEMM ceilings measured in the same run.\n"
-        "--synthetic q2|q4 generates full-width random weights to a temporary GGUF (unlinked once "
-        "mapped): "
-        "the full shape (43 layers) needs ~81 GB of disk and page cache for q2 (more for q4); use "
-        "--layers "
-        "to bench fewer layers."};
+        "--synthetic q2|q4 generates published-width random weights in memory (no file) and opens "
+        "them through the engine like a GGUF; the full shape (43 layers) needs ~81 GB of RAM for "
+        "q2 (more for q4): use --layers to bench fewer layers (it refuses what will not fit)."};
     app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);  // last one wins
     app.add_option("-m,--model", o.model, "GGUF model")->capture_default_str();
     app.add_option(
         "--prompt-file", o.prompt_file,
-        "raw text, tokenized with the model's tokenizer (default: bench/data/generated-prose.txt)");
+        cat("raw text, tokenized with the model's tokenizer (default: bench/data/", kDefaultPrompt,
+            ", public domain)"));
     app.add_option("-t,--threads", o.threads, "CPU threads (0: all)")->capture_default_str();
     app.add_option("--ctx-start", o.ctx_start, "first frontier")->capture_default_str();
     app.add_option("--ctx-max", o.ctx_max, "last frontier")->capture_default_str();
@@ -113,10 +128,14 @@ std::optional<int> parse(int argc, char** argv, Options& o) {
     app.add_option("--plot", o.plot_path,
                    "write an SVG chart of prefill and generation t/s vs context");
     app.add_option("--synthetic", o.synthetic,
-                   "q2|q4: full-width synthetic weights instead of -m (~81 GB for q2)")
+                   "q2|q4: full-width synthetic weights in memory instead of -m (~81 GB for q2)")
         ->check(CLI::IsMember({"q2", "q4"}));
     app.add_option("--layers", o.layers, "layers of the --synthetic model")->capture_default_str();
     app.add_option("--bw-mib", o.bw_mib, "buffer of the read-bandwidth ceiling, MiB")
+        ->capture_default_str();
+    app.add_option("--mem-limit-mib", o.mem_limit_mib,
+                   "--synthetic: refuse to generate more than this (MiB) even when MemAvailable "
+                   "allows (0: MemAvailable only)")
         ->capture_default_str();
     try {
         app.parse(argc, argv);
@@ -139,43 +158,6 @@ std::optional<int> parse(int argc, char** argv, Options& o) {
                  " must be larger than ctx-max + gen-tokens = ", o.ctx_max + o.gen_tokens));
     return std::nullopt;
 }
-
-// Generates the --synthetic model to a temporary file; the destructor unlinks it (the
-// engine's mapping keeps the pages alive, so the file can go as soon as it is mapped).
-class TempModel {
-  public:
-    TempModel(const std::string& quant, uint32_t layers, unsigned threads) {
-        path_ = (std::filesystem::temp_directory_path() /
-                 cat("ds4-bench-synthetic-", quant, "-L", layers, "-", ::getpid(), ".gguf"))
-                    .string();
-        synth::MakeOptions opt;
-        opt.shape = synth::shape_preset("published");
-        opt.shape.n_layer = layers;
-        opt.shape.compress_ratios = synth::default_ratios(layers);
-        opt.shape.n_hash_layer = std::min(opt.shape.n_hash_layer, layers);
-        opt.plan.mix = model::parse_quant_mix(quant);
-        opt.fast_blocks = true;
-        opt.threads = threads;
-        opt.seed = 1;
-        opt.progress = true;
-        std::fprintf(stderr,
-                     "generating %s (published width, %u layers, %s, fast random blocks)...\n",
-                     path_.c_str(), layers, quant.c_str());
-        const auto r = synth::make_model(path_, opt);
-        std::fprintf(stderr, "  %.2f GB in %.1f s\n", double(r.file_bytes) / 1e9, r.seconds);
-    }
-    ~TempModel() { unlink_now(); }
-    TempModel(const TempModel&) = delete;
-    TempModel& operator=(const TempModel&) = delete;
-    const std::string& path() const { return path_; }
-    void unlink_now() {
-        if (!path_.empty()) std::filesystem::remove(path_);
-        path_.clear();
-    }
-
-  private:
-    std::string path_;
-};
 
 std::string read_file(const std::string& path) {
     std::ifstream in(path, std::ios::binary);
@@ -227,6 +209,22 @@ uint64_t weight_bytes_per_step(const gguf::File& f, const ModelSummary& m, uint3
     return total;
 }
 
+uint64_t prefill_flops_per_token(const gguf::File& f, const ModelSummary& m) {
+    uint64_t weights = 0;
+    for (const auto& t : f.tensors()) {
+        if (t.n_dims == 1) continue;
+        const std::string_view name = t.name;
+        if (name.starts_with("mtp.") || name == "token_embd.weight" || name == "output.weight" ||
+            name.find("ffn_gate_tid2eid") != std::string_view::npos)
+            continue;
+        if (name.find("_exps.") != std::string_view::npos)
+            weights += t.n_elements / m.n_expert * m.n_expert_used;
+        else
+            weights += t.n_elements;
+    }
+    return 2 * weights;
+}
+
 // Reads one byte per page so the timed runs find the weights resident.
 double touch_all(const gguf::File& f) {
     const auto t0 = Clock::now();
@@ -266,7 +264,8 @@ struct Walk {
     std::span<const int32_t> tokens;
     int32_t eos;
     uint64_t weight_bytes;
-    double read_gbs;
+    uint64_t flops_per_token;
+    bench::Ceilings ceil;
 };
 
 // Prefills tokens [from, to) in chunks; returns the logits after the last one.
@@ -282,6 +281,10 @@ std::vector<float> prefill(Engine& engine, SequenceId seq, std::span<const int32
         engine.step(batch, logits);
     }
     const auto row = logits.row(0);
+    // Synthetic weights are scaled to keep activations sane; a NaN here would make every
+    // rate meaningless (and greedy decoding degenerate), so it is an error, not a number.
+    if (!std::all_of(row.begin(), row.end(), [](float v) { return std::isfinite(v); }))
+        fail(cat("non-finite logits after prefilling to position ", logits.info(0).position));
     return {row.begin(), row.end()};
 }
 
@@ -310,6 +313,9 @@ bench::Row frontier_row(Walk& w, SequenceId seq, uint64_t from, uint64_t to) {
     const auto logits =
         prefill(w.engine, seq, w.tokens.subspan(from, to - from), w.o.prefill_chunk);
     r.prefill_tps = double(r.prefill_tokens) / seconds_since(t0);
+    r.flops_per_token = w.flops_per_token;
+    r.prefill_gflops = double(w.flops_per_token) * r.prefill_tps / 1e9;
+    r.gemm_ratio = w.ceil.gemm_gflops > 0 ? r.prefill_gflops / w.ceil.gemm_gflops : 0;
     r.kvcache_bytes = w.engine.sequence_payload_bytes(seq);
 
     const SequenceCheckpoint cp = w.engine.checkpoint(seq);
@@ -325,7 +331,7 @@ bench::Row frontier_row(Walk& w, SequenceId seq, uint64_t from, uint64_t to) {
     r.seq_gen_tps = r.gen_tps / w.o.batch;
     r.weight_bytes_per_step = w.weight_bytes;
     r.gen_gbs = double(w.weight_bytes) * (double(w.o.gen_tokens) / s) / 1e9;
-    r.bw_ratio = w.read_gbs > 0 ? r.gen_gbs / w.read_gbs : 0;
+    r.bw_ratio = w.ceil.read_gbs > 0 ? r.gen_gbs / w.ceil.read_gbs : 0;
     return r;
 }
 
@@ -342,10 +348,27 @@ void write_text(const std::string& path, const std::string& text) {
     if (!out.flush()) fail(cat(path, ": write failed"));
 }
 
+// The --synthetic model's options, once the memory check passed (the full shape is ~81 GB
+// for q2: refused before anything is generated).
+synth::MakeOptions checked_synthetic_options(const Options& o) {
+    const synth::MakeOptions opt = bench::synthetic_options(o.synthetic, o.layers, o.threads);
+    const uint64_t gemm_bytes = 3ull * 512 * 512 * sizeof(float);
+    bench::check_fits(opt,
+                      bench::run_memory_bytes(opt, o.ctx_alloc, o.batch, o.prefill_chunk,
+                                              (o.bw_mib << 20) + gemm_bytes),
+                      bench::available_memory_bytes(), o.mem_limit_mib << 20);
+    std::fprintf(stderr,
+                 "generating the synthetic model in memory (published width, %u layers, %s, fast "
+                 "random blocks, %.2f GiB)...\n",
+                 o.layers, o.synthetic.c_str(),
+                 double(bench::synthetic_image_bytes(opt)) / (1024.0 * 1024.0 * 1024.0));
+    return opt;
+}
+
 int run(const Options& o) {
-    std::optional<TempModel> temp;
-    if (!o.synthetic.empty()) temp.emplace(o.synthetic, o.layers, o.threads);
-    const std::string path = temp ? temp->path() : o.model;
+    std::optional<bench::InMemoryModel> synthetic;
+    if (!o.synthetic.empty()) synthetic.emplace(checked_synthetic_options(o));
+    const std::string path = synthetic ? synthetic->path() : o.model;
 
     EngineOptions eo;
     eo.threads = o.threads;
@@ -357,7 +380,6 @@ int run(const Options& o) {
     std::string tok_how;
     const auto tokens = tokenize(path, read_file(o.prompt_file), m.n_vocab, tok_how);
     const int32_t eos = eos_id(path);
-    if (temp) temp->unlink_now();
     const double load_s = seconds_since(t_load);
     if (tokens.size() < o.ctx_max)
         fail(cat(o.prompt_file, ": ", tokens.size(), " tokens, fewer than --ctx-max ", o.ctx_max,
@@ -368,6 +390,7 @@ int run(const Options& o) {
     const unsigned threads = engine.options().threads;
     const bench::Ceilings ceil = bench::measure_ceilings(threads, o.bw_mib << 20);
     const uint64_t wbytes = weight_bytes_per_step(file, m, o.batch);
+    const uint64_t flops = prefill_flops_per_token(file, m);
 
     std::vector<std::string> meta = {
         cat("ds4-bench model=", m.path, " name=", m.name.empty() ? "-" : m.name, " quant=", m.quant,
@@ -381,7 +404,11 @@ int run(const Options& o) {
             " MiB, ", ceil.threads, " threads, best of 5)"),
         cat("ceiling gemm_gflops=", ceil.gemm_gflops, " (f32 blocked GEMM 512^3, ", ceil.threads,
             " threads, best of 3; portable kernel: a lower bound on the hardware peak)"),
-        cat("weight_bytes_per_step=", wbytes, " load_s=", load_s, " warm_s=", warm_s),
+        cat("weight_bytes_per_step=", wbytes, " prefill_flops_per_token=", flops,
+            " load_s=", load_s, " warm_s=", warm_s,
+            synthetic ? cat(" synthetic_in_memory_bytes=", synthetic->bytes(),
+                            " synthetic_generate_s=", synthetic->seconds())
+                      : std::string()),
     };
     for (const auto& line : meta) std::fprintf(stderr, "# %s\n", line.c_str());
 
@@ -396,7 +423,7 @@ int run(const Options& o) {
     std::fprintf(csv, "%s\n", bench::csv_header().c_str());
     std::fflush(csv);
 
-    Walk w{engine, o, tokens, eos, wbytes, ceil.read_gbs};
+    Walk w{engine, o, tokens, eos, wbytes, flops, ceil};
     const SequenceId seq = engine.create_sequence();
     std::vector<bench::Row> rows;
     uint64_t prev = 0;
@@ -406,10 +433,10 @@ int run(const Options& o) {
         std::fprintf(csv, "%s\n", bench::csv_row(rows.back()).c_str());
         std::fflush(csv);
         std::fprintf(stderr,
-                     "ctx %6llu: prefill %8.2f t/s, gen %8.2f t/s (%u seq, %.2f t/s each), %.2f "
-                     "GB/s = %.1f%% "
-                     "of read ceiling\n",
-                     (unsigned long long)f, rows.back().prefill_tps, rows.back().gen_tps, o.batch,
+                     "ctx %6llu: prefill %8.2f t/s (%.2f GFLOP/s = %.1f%% of GEMM ceiling), gen "
+                     "%8.2f t/s (%u seq, %.2f t/s each; %.2f GB/s = %.1f%% of read ceiling)\n",
+                     (unsigned long long)f, rows.back().prefill_tps, rows.back().prefill_gflops,
+                     100 * rows.back().gemm_ratio, rows.back().gen_tps, o.batch,
                      rows.back().seq_gen_tps, rows.back().gen_gbs, 100 * rows.back().bw_ratio);
     }
 

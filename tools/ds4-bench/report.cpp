@@ -30,16 +30,19 @@ std::vector<uint64_t> frontiers(uint64_t ctx_start, uint64_t ctx_max, uint64_t s
 
 std::string csv_header() {
     return "ctx_tokens,prefill_tokens,prefill_tps,gen_tokens,gen_tps,kvcache_bytes,"
-           "batch,seq_gen_tps,weight_bytes_per_step,gen_gbs,bw_ratio";
+           "batch,seq_gen_tps,weight_bytes_per_step,gen_gbs,bw_ratio,"
+           "flops_per_token,prefill_gflops,gemm_ratio";
 }
 
 std::string csv_row(const Row& r) {
     char buf[512];
-    std::snprintf(buf, sizeof buf, "%llu,%llu,%.2f,%llu,%.2f,%llu,%u,%.2f,%llu,%.3f,%.4f",
+    std::snprintf(buf, sizeof buf,
+                  "%llu,%llu,%.2f,%llu,%.2f,%llu,%u,%.2f,%llu,%.3f,%.4f,%llu,%.3f,%.4f",
                   (unsigned long long)r.ctx_tokens, (unsigned long long)r.prefill_tokens,
                   r.prefill_tps, (unsigned long long)r.gen_tokens, r.gen_tps,
                   (unsigned long long)r.kvcache_bytes, r.batch, r.seq_gen_tps,
-                  (unsigned long long)r.weight_bytes_per_step, r.gen_gbs, r.bw_ratio);
+                  (unsigned long long)r.weight_bytes_per_step, r.gen_gbs, r.bw_ratio,
+                  (unsigned long long)r.flops_per_token, r.prefill_gflops, r.gemm_ratio);
     return buf;
 }
 

@@ -27,6 +27,9 @@ struct Row {
     uint64_t weight_bytes_per_step = 0;  // weights one decode step reads (see main.cpp)
     double gen_gbs = 0;                  // weight_bytes_per_step × steps/s, GB/s
     double bw_ratio = 0;                 // gen_gbs ÷ measured read bandwidth
+    uint64_t flops_per_token = 0;        // weight FLOPs of one prefill token (see main.cpp)
+    double prefill_gflops = 0;           // flops_per_token × prefill_tps, GFLOP/s
+    double gemm_ratio = 0;               // prefill_gflops ÷ measured GEMM rate
 };
 
 // The exact CSV header line (no newline): ds4's six columns first, then ds4-bench's.
