@@ -232,6 +232,13 @@ public:
     // Throws without MTP, for an empty sequence or a token id out of range.
     void mtp_draft(SequenceId seq, int32_t next, std::span<float> logits);
     std::vector<float> mtp_draft(SequenceId seq, int32_t next);
+    // Greedy chained drafts for speculative decoding (include/ds4/speculative.h):
+    // drafts[0] = argmax of mtp_draft(seq, next); each later drafts[k] is the argmax of the
+    // MTP block run at position p + k on its OWN output HC state of step k − 1 paired with
+    // drafts[k − 1] (the recursive step of model.md §10.2). Fills drafts.size() tokens
+    // (argmax ties: lowest id). As with mtp_draft, the sequence is not modified: the MTP
+    // window rows the chain wrote are forgotten and the ring slots they overwrote put back.
+    void mtp_draft_greedy(SequenceId seq, int32_t next, std::span<int32_t> drafts);
 
     // ---- Sequence state (sessions, interface.md §6.13–6.14) ----
     // The engine keeps no token history: callers pass it in. All of these are whole-state

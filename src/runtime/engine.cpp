@@ -387,6 +387,60 @@ std::vector<float> Engine::mtp_draft(SequenceId seq, int32_t next) {
     return out;
 }
 
+namespace {
+
+int32_t argmax_lowest(std::span<const float> v) {
+    size_t best = 0;
+    for (size_t i = 1; i < v.size(); ++i)
+        if (v[i] > v[best]) best = i;
+    return static_cast<int32_t>(best);
+}
+
+}  // namespace
+
+void Engine::mtp_draft_greedy(SequenceId seq, int32_t next, std::span<int32_t> drafts) {
+    if (drafts.empty()) return;
+    Impl& m = *impl_;
+    if (!m.mtp_model) fail("engine: no MTP model (open the engine with EngineOptions::mtp_path)");
+    Sequence& s = m.sequence(seq);
+    const uint64_t len = s.kv.n_tokens();
+    if (len == 0) fail("engine: sequence ", seq, " is empty: an MTP draft needs its last token's state");
+    if (next < 0 || static_cast<uint64_t>(next) >= m.hp.n_vocab)
+        fail("engine: MTP draft token id ", next, " is out of range [0, ", m.hp.n_vocab, ")");
+    const uint64_t p = len - 1, n = drafts.size(), hcd = m.hp.hc_dim();
+    if (p + n > s.kv.ctx())
+        fail("engine: sequence ", seq, ": ", n, " chained MTP drafts at position ", p,
+             " exceed the context size ", s.kv.ctx());
+    MtpTrack& t = *s.mtp;
+    cpu::KvState& cache = t.cache;
+    const cpu::NumericsScope numerics(cpu::default_numerics(m.mtp_model->block().weights()));
+    // The chain writes rows p .. p + n − 1 into the ring; the slots of the later ones still
+    // hold rows the next real draft attends to, so they are saved and put back.
+    const uint64_t hd = cache.head_dim(), touched = std::min<uint64_t>(n, cache.window());
+    std::vector<float> saved(touched * hd), logits(m.hp.n_vocab);
+    std::vector<float> hc(hcd);
+    const uint32_t row0 = 0;
+    try {
+        m.mtp_catch_up(t, p);
+        for (uint64_t k = 0; k < touched; ++k)
+            std::copy_n(cache.raw_row(0, p + k), hd, saved.begin() + static_cast<std::ptrdiff_t>(k * hd));
+        std::copy_n(t.hc.begin() + static_cast<std::ptrdiff_t>((p % t.ring) * hcd), hcd, hc.begin());
+        int32_t token = next;
+        for (uint64_t k = 0; k < n; ++k) {
+            m.mtp_forward->eval(cache, p + k, {&token, 1}, hc, {&row0, 1}, logits);
+            token = drafts[k] = argmax_lowest(logits);
+            const std::span<const float> out = m.mtp_forward->final_hc(0);
+            std::copy(out.begin(), out.end(), hc.begin());  // copied: the next eval reuses it
+        }
+        cache.rewind(p);
+        for (uint64_t k = 0; k < touched; ++k)
+            std::copy_n(saved.begin() + static_cast<std::ptrdiff_t>(k * hd), hd, cache.raw_row(0, p + k));
+    } catch (...) {
+        cache.reset();  // rebuilt from the recorded states by the next draft
+        throw;
+    }
+}
+
 
 // ---- Sequence state: payloads, checkpoints, forks ----
 
@@ -516,7 +570,16 @@ void Engine::restore(SequenceId seq, const SequenceCheckpoint& cp) {
     if (s.mtp) {
         std::copy(cp.data_->mtp_hc.begin(), cp.data_->mtp_hc.end(), s.mtp->hc.begin());
         std::copy(cp.data_->mtp_tokens.begin(), cp.data_->mtp_tokens.end(), s.mtp->tokens.begin());
-        s.mtp->cache.reset();
+        // The MTP window rows q < cp.length − 1 pair states and tokens the checkpoint still
+        // holds; they can be kept when the cache has not gone past cp.length since (its rows
+        // beyond would have overwritten ring slots of rows still needed). Speculative
+        // decoding restores after every rejected draft: rebuilding the whole window each
+        // time would cost `window` MTP evaluations.
+        cpu::KvState& cache = s.mtp->cache;
+        if (cache.n_tokens() <= cp.length_)
+            cache.rewind(std::min(cache.n_tokens(), cp.length_ > 0 ? cp.length_ - 1 : 0));
+        else
+            cache.reset();
     }
 }
 

@@ -144,6 +144,10 @@ int run(int argc, char** argv) {
                  "always quantize with the reference quantizers");
     app.add_flag("--no-router-bias", no_router_bias, "omit exp_probs_b.bias (optional in ds4)");
     app.add_flag("--mtp", mtp, "also write the mtp.0.* block");
+    bool mtp_copy_head = false;
+    app.add_flag("--mtp-copy-head", mtp_copy_head,
+                 "forced-acceptance speculative test model (needs --mtp): blocks add nothing, "
+                 "the MTP block drafts exactly the main model's next greedy token");
     app.add_flag("--dry-run", dry_run, "print the plan size and exit");
     app.add_flag("-q,--quiet", quiet, "no progress or summary");
     over.add_to(app);
@@ -157,6 +161,7 @@ int run(int argc, char** argv) {
     opt.plan.mix = ds4::model::parse_quant_mix(quant);
     opt.plan.router_bias = !no_router_bias;
     opt.plan.mtp = mtp;
+    opt.mtp_copy_head = mtp_copy_head;
     opt.seed = seed;
     opt.threads = threads;
     opt.name = name;

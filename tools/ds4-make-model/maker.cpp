@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "ds4/error.h"
+#include "copy_head.h"
 #include "fast_blocks.h"
 #include "gguf/gguf.h"
 #include "init.h"
@@ -67,7 +68,10 @@ class RowGenerator {
         for (uint64_t r = w.row_begin; r < w.row_end; ++r) {
             Rng rng(row_seed(opt_.seed, hashes_[w.tensor], r));
             uint8_t* dst = out.data() + (r - w.row_begin) * row_bytes;
-            fill_row(t, rng, values, std::span<uint8_t>(dst, row_bytes));
+            if (opt_.mtp_copy_head && copy_head_row(t, r, values))
+                quant::quantize_row(t.type, values.data(), dst, static_cast<int64_t>(values.size()));
+            else
+                fill_row(t, rng, values, std::span<uint8_t>(dst, row_bytes));
         }
         return out;
     }
@@ -192,6 +196,7 @@ bool wants_fast_blocks(const model::TensorPlan& plan) {
 MakeResult make_model(const std::string& path, const MakeOptions& opt) {
     const auto start = Clock::now();
     const model::TensorPlan plan(opt.shape, opt.plan);  // validates the shape
+    if (opt.mtp_copy_head && !opt.plan.mtp) fail("--mtp-copy-head needs the MTP block (--mtp)");
     const Vocab vocab =
         opt.vocab_gguf.empty() ? make_byte_vocab(opt.shape.n_vocab) : read_vocab_gguf(opt.vocab_gguf);
     if (vocab.tokens.size() != opt.shape.n_vocab)

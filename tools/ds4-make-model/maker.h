@@ -26,6 +26,9 @@ struct MakeOptions {
     // vocabulary (shape.n_vocab must equal its token count); empty: synthetic vocabulary.
     std::string vocab_gguf;
     bool progress = false;     // progress lines on stderr for large files
+    // Forced-acceptance MTP test model (copy_head.h): blocks that add nothing and an MTP
+    // block whose greedy draft is the main model's next greedy token. Needs plan.mtp.
+    bool mtp_copy_head = false;
 };
 
 struct MakeResult {
