@@ -100,6 +100,45 @@ double copy_bandwidth_gbs(cudaStream_t s) {
     return 2.0 * static_cast<double>(bytes) / (ms * 1e6);
 }
 
+// Decode-shaped expert products: one launch per expert matrix (the shapes of the routed
+// experts, model.md), rotating over 256 experts so that no matrix is in L2 when its turn
+// comes; 32 consecutive launches timed together, per launch = time / 32.
+void expert_shapes(cudaStream_t s, double ceiling) {
+    struct Case {
+        GgmlType t;
+        uint64_t rows, cols;
+    };
+    constexpr uint64_t kExperts = 256, kBurst = 32;
+    std::printf("\nexpert-shaped, one launch per expert, %llu launches back to back (n_tok 1):\n",
+                static_cast<unsigned long long>(kBurst));
+    std::printf("%-8s %6s %6s %10s %9s %7s %10s %9s %7s\n", "type", "rows", "cols", "exact_us", "GB/s", "ratio",
+                "fast_us", "GB/s", "ratio");
+    for (const Case c : {Case{GgmlType::IQ2_XXS, 2048, 4096}, Case{GgmlType::Q2_K, 4096, 2048},
+                         Case{GgmlType::Q4_K, 2048, 4096}, Case{GgmlType::Q4_K, 4096, 2048}}) {
+        const uint64_t bytes = ggml_row_bytes(c.t, c.cols) * c.rows;
+        DeviceBuffer<uint8_t> w = tiled_weights(c.t, c.cols, c.rows * kExperts);
+        DeviceBuffer<float> x = to_device<float>(pseudo_random(c.cols, 5)), y(c.rows);
+        DeviceBuffer<uint8_t> xq(q8_activation_bytes(c.cols, 1));
+        quantize_q8_activations(x.data(), c.cols, c.cols, 1, xq.data(), s);
+        uint64_t next = 0;
+        const auto burst = [&](bool fast) {
+            for (uint64_t i = 0; i < kBurst; ++i, next = (next + 1) % kExperts) {
+                const uint8_t* we = w.data() + next * bytes;
+                if (fast)
+                    matmul_q8(c.t, we, c.rows, c.cols, xq.data(), 1, y.data(), c.rows, s);
+                else
+                    matmul(c.t, we, c.rows, c.cols, x.data(), c.cols, y.data(), c.rows, 1, s);
+            }
+        };
+        const double us_exact = median_ms([&] { burst(false); }, s) * 1e3 / kBurst;
+        const double us_fast = median_ms([&] { burst(true); }, s) * 1e3 / kBurst;
+        const auto gbs = [&](double us) { return static_cast<double>(bytes) / (us * 1e3); };
+        std::printf("%-8s %6llu %6llu %10.2f %9.0f %6.1f%% %10.2f %9.0f %6.1f%%\n", ggml_type_name(c.t).c_str(),
+                    static_cast<unsigned long long>(c.rows), static_cast<unsigned long long>(c.cols), us_exact,
+                    gbs(us_exact), 100 * gbs(us_exact) / ceiling, us_fast, gbs(us_fast), 100 * gbs(us_fast) / ceiling);
+    }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -157,6 +196,7 @@ int main(int argc, char** argv) {
                 }
             }
         }
+        expert_shapes(stream.get(), ceiling);
         return 0;
     } catch (const std::exception& e) {
         std::fprintf(stderr, "ds4-bench-cuda: %s\n", e.what());

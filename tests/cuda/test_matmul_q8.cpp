@@ -191,6 +191,45 @@ TEST_P(CudaMatmulQ8Types, MatchesReferenceWithinActivationRounding) {
     check_fast(t, 5, 8192, 3, seed++);
 }
 
+// More row groups than the grid has resident warps: each warp takes several row groups and
+// double-buffers across them. 61 quantized rows tiled to `rows` keep the host side cheap.
+TEST_P(CudaMatmulQ8Types, ManyRowsPerWarp) {
+    DS4_REQUIRE_GPU();
+    const GgmlType t = GetParam();
+    const uint64_t seed_rows = 61, rows = 50001, cols = 4096;
+    const uint32_t n_tok = 2;
+    const Quantized qw = quantize_rows(t, test::random_floats(seed_rows * cols, 90), seed_rows, cols);
+    const uint64_t rb = ggml_row_bytes(t, cols);
+    std::vector<uint8_t> tiled(rows * rb);
+    for (uint64_t r = 0; r < rows; ++r) std::memcpy(tiled.data() + r * rb, qw.bytes.data() + (r % seed_rows) * rb, rb);
+    DeviceBuffer<uint8_t> dw = to_device<uint8_t>(tiled);
+    DeviceBuffer<float> dx = to_device<float>(test::random_floats(n_tok * cols, 91));
+    DeviceBuffer<uint8_t> dq(q8_activation_bytes(cols, n_tok));
+    DeviceBuffer<float> dy(n_tok * rows);
+    dy.fill_bytes(0xff);
+    const HostQ8 hq = quantize_on_device(dx, cols, n_tok, dq);
+    matmul_q8(t, dw.data(), rows, cols, dq.data(), n_tok, dy.data(), rows, nullptr);
+    DS4_CUDA_CHECK(cudaDeviceSynchronize());
+    const std::vector<float> y = dy.download();
+    int bad = 0;
+    for (uint32_t tok = 0; tok < n_tok; ++tok) {
+        for (uint64_t sr = 0; sr < seed_rows; ++sr) {
+            double ref = 0, mag = 0;
+            for (uint64_t c = 0; c < cols; ++c) {
+                const double p = static_cast<double>(qw.dequant[sr * cols + c]) * hq.d[(tok * cols + c) / 32] *
+                                 hq.q[tok * cols + c];
+                ref += p, mag += std::fabs(p);
+            }
+            for (uint64_t r = sr; r < rows; r += seed_rows) {
+                const double got = y[tok * rows + r];
+                if (!(std::fabs(got - ref) <= 1e-5 * mag + 1e-6) && bad++ < 5)
+                    ADD_FAILURE() << "tok " << tok << " row " << r << ": " << got << " vs " << ref;
+            }
+        }
+    }
+    EXPECT_EQ(bad, 0);
+}
+
 TEST_P(CudaMatmulQ8Types, PathSwitchRunsTheChosenKernel) {
     DS4_REQUIRE_GPU();
     const GgmlType t = GetParam();
