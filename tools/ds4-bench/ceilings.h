@@ -17,10 +17,13 @@ struct Ceilings {
 // load-bound); best of `reps` passes, wall time.
 double read_bandwidth_gbs(unsigned threads, uint64_t bytes, int reps = 5);
 
-// A cache-blocked f32 GEMM (n × n × n, compiler-vectorized inner loop) split by rows over
-// `threads`; best of 3. A portable kernel, so this is a lower bound on the hardware peak,
-// but the same code on every machine.
+// An f32 GEMM (n × n × n) split by rows over `threads`; best of 3. On x86-64 with AVX2 +
+// FMA a register-tiled FMA kernel (n rounded down to a multiple of 64), near the core's
+// f32 peak; elsewhere a portable cache-blocked loop (a lower bound on the hardware peak).
 double gemm_gflops(unsigned threads, uint32_t n = 512);
+
+// Which kernel gemm_gflops uses on this machine (for the report).
+const char* gemm_kernel_name();
 
 Ceilings measure_ceilings(unsigned threads, uint64_t read_bytes);
 
