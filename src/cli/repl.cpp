@@ -252,7 +252,7 @@ int run_interactive(const Options& o) {
     Chat chat(o);
     install_sigint_handler();
     std::fputs(kCommands.data(), stdout);
-    LineEditor editor("ds4", "ds4> ", history_path());
+    LineEditor editor("ds4", "ds4> ", history_path(), g_interrupted);
     bool armed = false;  // a Ctrl+C just happened: the next one at the prompt exits
     for (std::string line;;) {
         std::fflush(stdout);

@@ -118,9 +118,33 @@ TEST(CliInteractive, DoubleCtrlCAtThePromptExitsAndEofExits) {
     {
         PtySession s({"-m", kDemoModel, "--ctx", "256", "-t", "1"}, home.path());
         s.expect("ds4> ");
-        s.send("\x04");  // Ctrl+D
-        EXPECT_EQ(s.wait_exit(), 0) << s.all();
+        EXPECT_EQ(s.eof_until_exit(), 0) << s.all();  // Ctrl+D at the empty prompt
+        EXPECT_FALSE(contains(s.all(), "Ctrl+C again to exit")) << s.all();
     }
+}
+
+// The program side of the two tests above, one key press each: the line editor polls
+// the SIGINT flag (a Ctrl+C that lands before libedit blocks is not lost) and puts the
+// terminal in raw mode before drawing the prompt (a Ctrl+D typed right after the prompt
+// is not eaten by the cooked line discipline).
+TEST(CliInteractive, OneCtrlCWarnsAndOneMoreExits) {
+    TempDir home;
+    PtySession s({"-m", kDemoModel, "--ctx", "256", "-t", "1"}, home.path());
+    s.expect("ds4> ");
+    s.send("\x03");
+    s.expect("(Ctrl+C again to exit, or /quit)");
+    s.expect("ds4> ");
+    s.send("\x03");
+    EXPECT_EQ(s.wait_exit(), 0) << s.all();
+}
+
+TEST(CliInteractive, OneCtrlDAtThePromptExits) {
+    TempDir home;
+    PtySession s({"-m", kDemoModel, "--ctx", "256", "-t", "1"}, home.path());
+    s.expect("ds4> ");
+    s.send("\x04");
+    EXPECT_EQ(s.wait_exit(), 0) << s.all();
+    EXPECT_FALSE(contains(s.all(), "Ctrl+C again")) << s.all();
 }
 
 TEST(CliInteractive, ThinkingIsGreyOnATerminal) {

@@ -10,6 +10,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -66,11 +67,12 @@ struct CliResult {
 };
 
 // Runs bin/ds4 with `args` (shell syntax) in `cwd`, stdout and stderr captured apart (so
-// neither is a terminal: no colours, no progress unless --verbose).
+// neither is a terminal: no colours, no progress unless --verbose). A run that hangs is
+// killed after 300 s (status 124), well before ctest's timeout, so its output is seen.
 inline CliResult run_ds4(const std::string& args, const std::string& cwd = ".") {
     TempDir tmp;
     const std::string out = tmp.file("out"), err = tmp.file("err");
-    const std::string cmd = "cd '" + cwd + "' && '" + ds4_exe() + "' " + args + " >'" + out +
+    const std::string cmd = "cd '" + cwd + "' && timeout -k 10 300 '" + ds4_exe() + "' " + args + " >'" + out +
                             "' 2>'" + err + "' </dev/null";
     const int st = std::system(cmd.c_str());
     CliResult r;
@@ -87,9 +89,18 @@ inline std::string demo_args(const std::string& more) {
 
 // bin/ds4 on a pseudo-terminal (forkpty): stdin, stdout and stderr are the terminal, so
 // the line editor, colours and SIGINT from Ctrl+C work as for a user.
+//
+// Every wait is bounded (kWaitLimitS each, kSessionLimitS for the whole session, both far
+// below ctest's timeout) and the first wait that runs out fails the test with the output
+// so far; later waits then return at once, so a hung program costs one limit, not one
+// per step. The limits only guard against hangs: nothing is timed.
 class PtySession {
   public:
-    PtySession(const std::vector<std::string>& args, const std::string& home) {
+    static constexpr int kWaitLimitS = 180;
+    static constexpr int kSessionLimitS = 420;
+
+    PtySession(const std::vector<std::string>& args, const std::string& home)
+        : session_deadline_(Clock::now() + std::chrono::seconds(kSessionLimitS)) {
         pid_ = forkpty(&fd_, nullptr, nullptr, nullptr);
         if (pid_ < 0) throw std::runtime_error("forkpty failed");
         if (pid_ == 0) {
@@ -119,10 +130,9 @@ class PtySession {
     }
 
     // Reads until `text` appears after the previous match; everything read up to and
-    // including it is returned. The limit only guards against a hung test (it fails the
-    // test; nothing is timed).
-    std::string expect(const std::string& text, int limit_s = 600) {
-        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(limit_s);
+    // including it is returned ("" when it never came: the test has failed).
+    std::string expect(const std::string& text, int limit_s = kWaitLimitS) {
+        const auto deadline = deadline_in(limit_s);
         for (;;) {
             const size_t at = buf_.find(text, pos_);
             if (at != std::string::npos) {
@@ -130,9 +140,8 @@ class PtySession {
                 pos_ = at + text.size();
                 return got;
             }
-            if (std::chrono::steady_clock::now() > deadline || !fill()) {
-                ADD_FAILURE() << "did not see \"" << text << "\"; output so far:\n"
-                              << buf_.substr(pos_);
+            if (failed_ || Clock::now() > deadline || !fill()) {
+                give_up("did not see \"" + text + "\"");
                 return {};
             }
         }
@@ -140,64 +149,83 @@ class PtySession {
 
     // Reads until at least `n` bytes arrived after the previous match (output whose text
     // is not known in advance, such as a random model's answer).
-    void expect_bytes(size_t n, int limit_s = 600) {
-        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(limit_s);
+    void expect_bytes(size_t n, int limit_s = kWaitLimitS) {
+        const auto deadline = deadline_in(limit_s);
         while (buf_.size() < pos_ + n) {
-            if (std::chrono::steady_clock::now() > deadline || !fill()) {
-                ADD_FAILURE() << "fewer than " << n << " more bytes; output so far:\n"
-                              << buf_.substr(pos_);
+            if (failed_ || Clock::now() > deadline || !fill()) {
+                give_up("fewer than " + std::to_string(n) + " more bytes");
                 return;
             }
         }
         pos_ += n;
     }
 
-    // Presses Ctrl+C until the program exits, at most once every 2 s, and returns its exit
-    // status. A SIGINT that lands between the prompt being drawn and libedit's blocking
-    // read is consumed without waking the read (a user would press again), so one press
-    // per expected effect is not deterministic on a slow (sanitizer) build.
-    int interrupt_until_exit(int limit_s = 600) {
-        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(limit_s);
-        auto next_press = std::chrono::steady_clock::now();
-        for (;;) {
-            if (std::chrono::steady_clock::now() >= next_press) {
-                send("\x03");
-                next_press = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+    // Presses `key` until the program exits, at most once every 2 s, and returns its exit
+    // status (-1 when it did not exit). A key whose effect depends on the moment it lands
+    // (a Ctrl+C racing the prompt, a Ctrl+D typed before the terminal left cooked mode)
+    // is then not a source of hangs: a user would press again too.
+    int press_until_exit(const std::string& key, int limit_s = kWaitLimitS) {
+        const auto deadline = deadline_in(limit_s);
+        auto next_press = Clock::now();
+        while (!failed_) {
+            if (Clock::now() >= next_press) {
+                if (write(fd_, key.data(), key.size()) < 0) break;  // the terminal is gone
+                next_press = Clock::now() + std::chrono::seconds(2);
             }
-            if (!fill()) break;
-            if (std::chrono::steady_clock::now() > deadline) {
-                ADD_FAILURE() << "the program did not exit on Ctrl+C; output:\n"
-                              << buf_.substr(pos_);
-                return -1;
-            }
+            if (!fill()) return reap(deadline);
+            if (Clock::now() > deadline) give_up("the program did not exit on its key");
         }
-        int st = 0;
-        waitpid(pid_, &st, 0);
-        exited_ = true;
-        return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+        return -1;
     }
+    int interrupt_until_exit(int limit_s = kWaitLimitS) { return press_until_exit("\x03", limit_s); }
+    int eof_until_exit(int limit_s = kWaitLimitS) { return press_until_exit("\x04", limit_s); }
 
     // Everything read so far after the last match.
     std::string unmatched() const { return buf_.substr(pos_); }
 
     // Waits for the program to exit (reading the terminal meanwhile) and returns its exit
-    // status (-1 when killed by a signal).
-    int wait_exit(int limit_s = 600) {
-        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(limit_s);
-        while (fill()) {
-            if (std::chrono::steady_clock::now() > deadline) {
-                ADD_FAILURE() << "the program did not exit; output:\n" << buf_.substr(pos_);
-                return -1;  // the destructor kills it
-            }
+    // status (-1 when killed by a signal or still running: the destructor kills it).
+    int wait_exit(int limit_s = kWaitLimitS) {
+        const auto deadline = deadline_in(limit_s);
+        while (!failed_) {
+            if (!fill()) return reap(deadline);
+            if (Clock::now() > deadline) give_up("the program did not exit");
         }
-        int st = 0;
-        waitpid(pid_, &st, 0);
-        exited_ = true;
-        return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+        return -1;
     }
     const std::string& all() const { return buf_; }
 
   private:
+    using Clock = std::chrono::steady_clock;
+
+    Clock::time_point deadline_in(int limit_s) const {
+        return std::min(Clock::now() + std::chrono::seconds(limit_s), session_deadline_);
+    }
+
+    void give_up(const std::string& what) {
+        if (!failed_)
+            ADD_FAILURE() << what << " (waits are bounded; the program hung or died); output "
+                          << "so far:\n" << buf_.substr(pos_);
+        failed_ = true;
+    }
+
+    // The exit status once the terminal is closed; the process is gone or about to be.
+    int reap(Clock::time_point deadline) {
+        for (;;) {
+            int st = 0;
+            const pid_t r = waitpid(pid_, &st, WNOHANG);
+            if (r == pid_) {
+                exited_ = true;
+                return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+            }
+            if (r < 0 || Clock::now() > deadline) {
+                give_up("the terminal closed but the program did not exit");
+                return -1;
+            }
+            usleep(20000);
+        }
+    }
+
     // Appends what the terminal has; false at end of output.
     bool fill() {
         pollfd p{fd_, POLLIN, 0};
@@ -209,9 +237,11 @@ class PtySession {
         return true;
     }
 
+    Clock::time_point session_deadline_;
     pid_t pid_ = -1;
     int fd_ = -1;
     bool exited_ = false;
+    bool failed_ = false;
     std::string buf_;
     size_t pos_ = 0;
 };
