@@ -23,7 +23,10 @@
 
 namespace ds4 {
 
-enum class Backend { Cpu };
+// Cpu: the reference backend. Cuda: the whole forward pass on one CUDA GPU (weights and
+// KV state in VRAM, CPU exact numerics); available when built with -DDS4_CUDA=ON, else
+// Engine::open throws.
+enum class Backend { Cpu, Cuda };
 
 // Directional steering (interface.md §7.5, formats.md §8.1): `file` holds one direction d
 // per layer (raw little-endian f32, n_layer × n_embd, no header; exactly that many bytes).

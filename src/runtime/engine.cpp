@@ -26,6 +26,9 @@
 #include "model/tensor_plan.h"
 #include "runtime/memory_estimate.h"
 #include "runtime/session_payload.h"
+#ifdef DS4_HAVE_CUDA
+#include "cuda/forward.h"
+#endif
 
 namespace ds4 {
 
@@ -135,6 +138,9 @@ struct Engine::Impl {
     std::unique_ptr<cpu::CpuModel> model;
     std::unique_ptr<cpu::ThreadPool> pool;
     std::unique_ptr<cpu::CpuForward> forward;
+#ifdef DS4_HAVE_CUDA
+    std::unique_ptr<cuda::Forward> cuda_forward;  // Backend::Cuda: evaluates instead of `forward`
+#endif
     // MTP (optional)
     std::optional<gguf::File> mtp_file;
     cpu::WeightSet mtp_weights;  // views of mtp_file (which may be the main file again)
@@ -160,6 +166,31 @@ struct Engine::Impl {
     cpu::KvState& state(SequenceId seq) const { return sequence(seq).kv; }
 
     void validate(const Batch& batch);
+    // Backend dispatch. With CUDA the device KV copy is authoritative after a step:
+    // sync_to_host() before the host KvState is read, host_changed() after it is written.
+    void eval_chunk(cpu::KvState& kv, uint64_t pos, std::span<const int32_t> tokens, std::span<const uint32_t> rows,
+                    std::span<float> out) {
+#ifdef DS4_HAVE_CUDA
+        if (cuda_forward) return cuda_forward->eval(kv, pos, tokens, rows, out);
+#endif
+        forward->eval(kv, pos, tokens, rows, out);
+    }
+    std::span<const float> final_hc(uint32_t t) const {
+#ifdef DS4_HAVE_CUDA
+        if (cuda_forward) return cuda_forward->final_hc(t);
+#endif
+        return forward->final_hc(t);
+    }
+    void sync_to_host([[maybe_unused]] cpu::KvState& kv) const {
+#ifdef DS4_HAVE_CUDA
+        if (cuda_forward) cuda_forward->download(kv);
+#endif
+    }
+    void host_changed([[maybe_unused]] const cpu::KvState& kv, [[maybe_unused]] bool rows) const {
+#ifdef DS4_HAVE_CUDA
+        if (cuda_forward) cuda_forward->invalidate(kv, rows);
+#endif
+    }
     void evaluate(const Batch::Entry& e, Sequence& s, std::span<float> out);
     void record_for_mtp(MtpTrack& t, uint64_t pos, std::span<const int32_t> chunk);
     void mtp_catch_up(MtpTrack& t, uint64_t p);
@@ -212,7 +243,7 @@ void Engine::Impl::evaluate(const Batch::Entry& e, Sequence& s, std::span<float>
         while (next_row < e.logits_at.size() && e.logits_at[next_row] < begin + n)
             chunk_rows.push_back(static_cast<uint32_t>(e.logits_at[next_row++] - begin));
         const uint64_t pos = kv.n_tokens();
-        forward->eval(kv, pos, e.tokens.subspan(begin, n), chunk_rows,
+        eval_chunk(kv, pos, e.tokens.subspan(begin, n), chunk_rows,
                       out.subspan(first_row * V, chunk_rows.size() * V));
         if (s.mtp) record_for_mtp(*s.mtp, pos, e.tokens.subspan(begin, n));
     }
@@ -223,7 +254,7 @@ void Engine::Impl::record_for_mtp(MtpTrack& t, uint64_t pos, std::span<const int
     const uint64_t n = chunk.size(), hcd = hp.hc_dim();
     for (uint64_t i = n > t.ring ? n - t.ring : 0; i < n; ++i) {
         const uint64_t slot = (pos + i) % t.ring;
-        const std::span<const float> x = forward->final_hc(static_cast<uint32_t>(i));
+        const std::span<const float> x = final_hc(static_cast<uint32_t>(i));
         std::copy(x.begin(), x.end(), t.hc.begin() + static_cast<std::ptrdiff_t>(slot * hcd));
         t.tokens[slot] = chunk[i];
     }
@@ -269,6 +300,13 @@ Engine Engine::open(const std::string& path, const EngineOptions& options) {
     impl->model = std::make_unique<cpu::CpuModel>(impl->hp, impl->weights);
     impl->pool = std::make_unique<cpu::ThreadPool>(impl->opt.threads);
     impl->forward = std::make_unique<cpu::CpuForward>(*impl->model, impl->pool.get());
+    if (options.backend == Backend::Cuda) {
+#ifdef DS4_HAVE_CUDA
+        impl->cuda_forward = std::make_unique<cuda::Forward>(*impl->model);
+#else
+        fail("engine: this build has no CUDA backend (configure with -DDS4_CUDA=ON)");
+#endif
+    }
     impl->opt.steering.attn = steer.attn;
     impl->opt.steering.ffn = steer.ffn;
     if (!options.steering.file.empty()) {
@@ -500,16 +538,19 @@ void put_frontier(const std::optional<CheckpointFrontier>& f,
 
 void Engine::save_sequence(SequenceId seq, std::span<const int32_t> tokens, std::span<const float> logits,
                            std::vector<uint8_t>& out) const {
+    impl_->sync_to_host(impl_->state(seq));
     runtime::save_payload(impl_->hp, impl_->state(seq), tokens, logits, out);
 }
 
 uint64_t Engine::sequence_payload_bytes(SequenceId seq) const {
+    impl_->sync_to_host(impl_->state(seq));
     return runtime::payload_bytes(impl_->hp, impl_->state(seq));
 }
 
 SequenceHistory Engine::load_sequence(SequenceId seq, std::span<const uint8_t> payload) {
     Sequence& s = impl_->sequence(seq);
     runtime::RestoredHistory h = runtime::load_payload(impl_->hp, payload, s.kv);  // untouched on error
+    impl_->host_changed(s.kv, true);
     s.note_replaced();
     if (s.mtp) {
         std::fill(s.mtp->hc.begin(), s.mtp->hc.end(), 0.0f);
@@ -520,6 +561,7 @@ SequenceHistory Engine::load_sequence(SequenceId seq, std::span<const uint8_t> p
 }
 
 SequenceCheckpoint Engine::checkpoint(SequenceId seq) const {
+    impl_->sync_to_host(impl_->state(seq));
     const Sequence& s = impl_->sequence(seq);
     auto d = std::make_unique<SequenceCheckpoint::Data>();
     d->epoch = s.rewrites.size();
@@ -556,6 +598,7 @@ void Engine::restore(SequenceId seq, const SequenceCheckpoint& cp) {
         fail("engine: sequence ", seq, ": the checkpoint at ", cp.length_,
              " tokens is stale (positions before it were evaluated again since)");
     Sequence& s = impl_->sequence(seq);
+    impl_->sync_to_host(s.kv);  // the host rows must be current: they are kept
     const uint64_t high = s.high;
     s.kv.reset();  // keeps the compressed rows: restoring truncates their counts
     for (uint32_t il = 0; il < s.kv.n_layer(); ++il) {
@@ -566,6 +609,7 @@ void Engine::restore(SequenceId seq, const SequenceCheckpoint& cp) {
         put_frontier(c.index, l.index);
     }
     s.kv.advance(cp.length_);
+    impl_->host_changed(s.kv, false);
     s.high = std::max(high, cp.length_);  // an evaluation below `high` is a rewrite
     if (s.mtp) {
         std::copy(cp.data_->mtp_hc.begin(), cp.data_->mtp_hc.end(), s.mtp->hc.begin());
@@ -587,7 +631,9 @@ SequenceId Engine::fork_sequence(SequenceId seq) {
     const Sequence& src = impl_->sequence(seq);
     const SequenceId id = create_sequence();
     Sequence& dst = impl_->sequence(id);
+    impl_->sync_to_host(impl_->state(seq));
     dst.kv = src.kv;  // same shapes: copies into the existing buffers
+    impl_->host_changed(dst.kv, true);
     if (src.mtp) dst.mtp = src.mtp;
     dst.forget_history();
     return id;

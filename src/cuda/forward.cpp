@@ -1,0 +1,745 @@
+// Host side of the CUDA forward pass: weight upload, per-sequence device KV state and the
+// op-by-op orchestration that mirrors src/cpu/forward.cpp, attention.cpp and moe.cpp
+// (same order, same shapes); the kernels are in forward_kernels.h and kernels.h.
+#include "cuda/forward.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <optional>
+#include <unordered_map>
+#include <vector>
+
+#include "cpu/matvec.h"
+#include "cpu/numerics.h"
+#include "cuda/device.h"
+#include "cuda/forward_kernels.h"
+#include "cuda/kernels.h"
+#include "ds4/error.h"
+
+namespace ds4::cuda {
+
+int gpu_count() { return device_count(); }
+
+namespace {
+
+// A weight matrix in VRAM: `out` rows of `in` values in GGUF layout (3-D expert tensors:
+// slab e starts at row e·out).
+struct DMat {
+    GgmlType type = GgmlType::F32;
+    uint64_t in = 0, out = 0, row_bytes = 0;
+    const uint8_t* data = nullptr;
+
+    const uint8_t* row(uint64_t r) const { return data + r * row_bytes; }
+};
+
+struct DComp {
+    DMat kv, gate;
+    const float* ape = nullptr;
+    const float* norm = nullptr;
+};
+
+struct DLayer {
+    uint32_t ratio = 0;
+    DMat hc_attn_fn, hc_ffn_fn;
+    const float *hc_attn_scale = nullptr, *hc_attn_base = nullptr;
+    const float *hc_ffn_scale = nullptr, *hc_ffn_base = nullptr;
+    const float *attn_norm = nullptr, *q_a_norm = nullptr, *kv_norm = nullptr, *sinks = nullptr;
+    DMat q_a, q_b, kv, out_a, out_b;
+    std::optional<DComp> comp, icomp;
+    DMat indexer_q_b, indexer_proj;
+    const float* ffn_norm = nullptr;
+    DMat router;
+    const float* router_bias = nullptr;
+    const int32_t* tid2eid = nullptr;
+    DMat exp_gate, exp_up, exp_down;
+    DMat sh_gate, sh_up, sh_down;
+};
+
+struct DevComp {
+    uint32_t ratio = 0, d = 0, coff = 1, n_rows = 0, capacity = 0;
+    DeviceBuffer<float> kv, score, rows;
+    uint32_t width() const { return coff * d; }
+};
+
+struct DevLayerKv {
+    DeviceBuffer<float> raw;
+    std::optional<DevComp> attn, index;
+};
+
+struct DevState {
+    uint64_t n_tokens = 0;
+    bool device_valid = false;  // device contents match the host's (or are newer)
+    bool host_valid = true;     // host contents match the device's
+    bool upload_rows = true;    // the next upload also sends the compressed rows
+    std::vector<DevLayerKv> layers;
+};
+
+template <typename T>
+void grow(DeviceBuffer<T>& b, uint64_t count) {
+    if (b.size() < count) b = DeviceBuffer<T>(count);
+}
+
+}  // namespace
+
+struct Forward::Impl {
+    const cpu::CpuModel& model;
+    const model::Hparams& hp;
+    Stream stream;
+    std::vector<DeviceBuffer<uint8_t>> blobs;
+    uint64_t weight_bytes = 0;
+    std::vector<DLayer> layers;
+    DMat output_hc_fn, output;
+    const float *output_hc_scale = nullptr, *output_hc_base = nullptr, *output_norm = nullptr;
+    const float *omega_dense = nullptr, *omega_comp = nullptr;
+    HcShape hc_shape;
+
+    std::unordered_map<const cpu::KvState*, std::unique_ptr<DevState>> states;
+
+    // scratch
+    uint32_t cap_tokens = 0;
+    uint64_t cap_rows = 0, cap_index_rows = 0;
+    uint32_t last_n = 0;
+    DeviceBuffer<float> x, mix, pre, post, comb, u, nrm, y, qr, q, kvb, ckv, csc, ikv, isc, iq, iw, o, z;
+    DeviceBuffer<float> probs, sel_w, ex_in, ex_g, ex_u, ex_out, moe, sh_g, sh_u, sh_out;
+    DeviceBuffer<float> scores, index_scores, head_mix, collapsed, head_nrm, logits_dev;
+    DeviceBuffer<uint32_t> sel, index_sel, moe_idx, head_rows;
+    DeviceBuffer<int32_t> tokens_dev;
+    std::vector<float> host_x;
+    std::vector<uint32_t> host_sel, host_idx;
+    std::vector<float> host_hc;
+
+    explicit Impl(const cpu::CpuModel& m) : model(m), hp(m.hparams()) {}
+
+    // ---- weights ----
+    const uint8_t* upload_bytes(const void* host, uint64_t bytes) {
+        DeviceBuffer<uint8_t> b(bytes);
+        DS4_CUDA_CHECK(cudaMemcpy(b.data(), host, bytes, cudaMemcpyHostToDevice));
+        weight_bytes += bytes;
+        blobs.push_back(std::move(b));
+        return blobs.back().data();
+    }
+    const float* upload_vec(const std::vector<float>& v) {
+        if (v.empty()) return nullptr;
+        return reinterpret_cast<const float*>(upload_bytes(v.data(), v.size() * sizeof(float)));
+    }
+    DMat upload_mat(const cpu::TensorView& v) {
+        DMat m;
+        if (v.data == nullptr) return m;
+        m.type = v.type;
+        m.in = v.dims[0];
+        m.out = v.dims[1];
+        m.row_bytes = v.row_bytes();
+        m.data = upload_bytes(v.data, m.row_bytes * (v.n_elements() / v.dims[0]));
+        return m;
+    }
+    DComp upload_comp(const cpu::CompressorWeights& c) {
+        return DComp{upload_mat(c.kv), upload_mat(c.gate), upload_vec(c.ape), upload_vec(c.norm)};
+    }
+    void upload_weights();
+
+    // ---- matrix products ----
+    void mm(const DMat& w, uint64_t row0, uint64_t rows, const float* xin, uint64_t xs, float* yout, uint64_t ys,
+            uint32_t n) {
+        const uint8_t* base = w.row(row0);
+        const bool aligned = reinterpret_cast<uintptr_t>(xin) % 16 == 0 && xs % 4 == 0 &&
+                             reinterpret_cast<uintptr_t>(base) % 4 == 0;
+        if (matmul_supported(w.type) && w.in % 256 == 0 && aligned)
+            matmul(w.type, base, rows, w.in, xin, xs, yout, ys, n, stream.get());
+        else
+            matmul_any(w.type, base, w.row_bytes, rows, w.in, xin, xs, yout, ys, n, stream.get());
+    }
+
+    // ---- state ----
+    DevState& device_state(const cpu::KvState& host);
+    void upload_state(const cpu::KvState& host, DevState& ds);
+    void download_state(cpu::KvState& host, DevState& ds);
+
+    // ---- forward ----
+    void reserve(uint32_t n, uint64_t ctx);
+    void check_chunk(const cpu::KvState& state, uint64_t pos, uint32_t n, std::span<const int32_t> tokens,
+                     std::span<const uint32_t> logit_rows, std::span<float> logits) const;
+    void embed(std::span<const int32_t> tokens);
+    void hc_site_pre(const DMat& fn, const float* scale, const float* base, uint32_t n);
+    void attention(uint32_t il, DevState& ds, uint64_t pos, uint32_t n);
+    void attention_projections(const DLayer& L, uint64_t pos, uint32_t n);
+    void attend(const DLayer& L, DevLayerKv& kv, uint64_t p, uint32_t t);
+    void moe_layer(uint32_t il, uint32_t n);
+    void routed_experts(const DLayer& L, uint32_t n);
+    void head(std::span<const uint32_t> logit_rows, std::span<float> logits);
+    const float* omega(const DLayer& L) const { return L.ratio != 0 ? omega_comp : omega_dense; }
+};
+
+void Forward::Impl::upload_weights() {
+    const cpu::ModelWeights& w = model.weights();
+    hc_shape = HcShape{hp.hc_mult, hp.n_embd, hp.hc_sinkhorn_iters, hp.norm_eps, hp.hc_eps};
+    output_hc_fn = upload_mat(w.output_hc_fn);
+    output_hc_scale = upload_vec(w.output_hc_scale);
+    output_hc_base = upload_vec(w.output_hc_base);
+    output_norm = upload_vec(w.output_norm);
+    output = upload_mat(w.output);
+    omega_dense = upload_vec(cpu::RopeFreqs::for_layer(hp, 0).omega);
+    omega_comp = upload_vec(cpu::RopeFreqs::for_layer(hp, 4).omega);
+    for (uint32_t il = 0; il < hp.n_layer; ++il) {
+        const cpu::LayerWeights& lw = w.layers[il];
+        DLayer L;
+        L.ratio = lw.ratio;
+        L.hc_attn_fn = upload_mat(lw.hc_attn_fn);
+        L.hc_attn_scale = upload_vec(lw.hc_attn_scale);
+        L.hc_attn_base = upload_vec(lw.hc_attn_base);
+        L.hc_ffn_fn = upload_mat(lw.hc_ffn_fn);
+        L.hc_ffn_scale = upload_vec(lw.hc_ffn_scale);
+        L.hc_ffn_base = upload_vec(lw.hc_ffn_base);
+        L.attn_norm = upload_vec(lw.attn_norm);
+        L.q_a = upload_mat(lw.q_a);
+        L.q_a_norm = upload_vec(lw.q_a_norm);
+        L.q_b = upload_mat(lw.q_b);
+        L.kv = upload_mat(lw.kv);
+        L.kv_norm = upload_vec(lw.kv_norm);
+        L.sinks = upload_vec(lw.sinks);
+        L.out_a = upload_mat(lw.out_a);
+        L.out_b = upload_mat(lw.out_b);
+        if (lw.compressor) L.comp = upload_comp(*lw.compressor);
+        if (lw.indexer_compressor) {
+            L.icomp = upload_comp(*lw.indexer_compressor);
+            L.indexer_q_b = upload_mat(lw.indexer_q_b);
+            L.indexer_proj = upload_mat(lw.indexer_proj);
+        }
+        L.ffn_norm = upload_vec(lw.ffn_norm);
+        L.router = upload_mat(lw.router);
+        L.router_bias = upload_vec(lw.router_bias);
+        if (hp.is_hash_layer(il)) {
+            if (lw.tid2eid.data == nullptr || lw.tid2eid.type != GgmlType::I32)
+                fail("cuda forward: layer ", il, " is hash-routed but has no I32 tid2eid");
+            L.tid2eid = reinterpret_cast<const int32_t*>(
+                upload_bytes(lw.tid2eid.data, lw.tid2eid.n_elements() * sizeof(int32_t)));
+        }
+        L.exp_gate = upload_mat(lw.experts.gate);
+        L.exp_up = upload_mat(lw.experts.up);
+        L.exp_down = upload_mat(lw.experts.down);
+        L.sh_gate = upload_mat(lw.shared_gate);
+        L.sh_up = upload_mat(lw.shared_up);
+        L.sh_down = upload_mat(lw.shared_down);
+        layers.push_back(std::move(L));
+    }
+}
+
+// ---- device KV state ----
+
+DevState& Forward::Impl::device_state(const cpu::KvState& host) {
+    auto& slot = states[&host];
+    if (slot) return *slot;
+    auto ds = std::make_unique<DevState>();
+    uint64_t bytes = 0;
+    for (uint32_t il = 0; il < host.n_layer(); ++il) {
+        const cpu::LayerKv& hl = host.layer(il);
+        bytes += hl.raw.size() * sizeof(float);
+        for (const auto* c : {&hl.attn, &hl.index})
+            if (*c) bytes += ((*c)->state_kv.size() * 2 + (*c)->rows.size()) * sizeof(float);
+    }
+    ensure_fits(bytes, cat("cuda forward: KV state of a sequence (ctx ", host.ctx(), ")"));
+    ds->layers.resize(host.n_layer());
+    for (uint32_t il = 0; il < host.n_layer(); ++il) {
+        const cpu::LayerKv& hl = host.layer(il);
+        DevLayerKv& dl = ds->layers[il];
+        dl.raw = DeviceBuffer<float>(hl.raw.size());
+        const auto make = [](const cpu::CompressorState& c) {
+            DevComp d;
+            d.ratio = c.ratio;
+            d.d = c.d;
+            d.coff = c.coff;
+            d.capacity = c.capacity;
+            d.kv = DeviceBuffer<float>(c.state_kv.size());
+            d.score = DeviceBuffer<float>(c.state_score.size());
+            d.rows = DeviceBuffer<float>(c.rows.size());
+            return d;
+        };
+        if (hl.attn) dl.attn = make(*hl.attn);
+        if (hl.index) dl.index = make(*hl.index);
+    }
+    slot = std::move(ds);
+    return *slot;
+}
+
+void Forward::Impl::upload_state(const cpu::KvState& host, DevState& ds) {
+    const cudaStream_t s = stream.get();
+    for (uint32_t il = 0; il < host.n_layer(); ++il) {
+        const cpu::LayerKv& hl = host.layer(il);
+        DevLayerKv& dl = ds.layers[il];
+        DS4_CUDA_CHECK(cudaMemcpyAsync(dl.raw.data(), hl.raw.data(), hl.raw.size() * sizeof(float),
+                                       cudaMemcpyHostToDevice, s));
+        const auto put = [&](const cpu::CompressorState& c, DevComp& d) {
+            d.n_rows = c.n_rows;
+            DS4_CUDA_CHECK(cudaMemcpyAsync(d.kv.data(), c.state_kv.data(), c.state_kv.size() * sizeof(float),
+                                           cudaMemcpyHostToDevice, s));
+            DS4_CUDA_CHECK(cudaMemcpyAsync(d.score.data(), c.state_score.data(),
+                                           c.state_score.size() * sizeof(float), cudaMemcpyHostToDevice, s));
+            if (c.n_rows != 0 && ds.upload_rows)
+                DS4_CUDA_CHECK(cudaMemcpyAsync(d.rows.data(), c.rows.data(), uint64_t{c.n_rows} * c.d * sizeof(float),
+                                               cudaMemcpyHostToDevice, s));
+        };
+        if (hl.attn) put(*hl.attn, *dl.attn);
+        if (hl.index) put(*hl.index, *dl.index);
+    }
+    stream.sync();
+    ds.n_tokens = host.n_tokens();
+    ds.device_valid = true;
+    ds.host_valid = true;
+    ds.upload_rows = false;
+}
+
+void Forward::Impl::download_state(cpu::KvState& host, DevState& ds) {
+    const cudaStream_t s = stream.get();
+    for (uint32_t il = 0; il < host.n_layer(); ++il) {
+        cpu::LayerKv& hl = host.layer(il);
+        DevLayerKv& dl = ds.layers[il];
+        DS4_CUDA_CHECK(cudaMemcpyAsync(hl.raw.data(), dl.raw.data(), hl.raw.size() * sizeof(float),
+                                       cudaMemcpyDeviceToHost, s));
+        const auto get = [&](cpu::CompressorState& c, const DevComp& d) {
+            c.n_rows = d.n_rows;
+            DS4_CUDA_CHECK(cudaMemcpyAsync(c.state_kv.data(), d.kv.data(), c.state_kv.size() * sizeof(float),
+                                           cudaMemcpyDeviceToHost, s));
+            DS4_CUDA_CHECK(cudaMemcpyAsync(c.state_score.data(), d.score.data(),
+                                           c.state_score.size() * sizeof(float), cudaMemcpyDeviceToHost, s));
+            if (d.n_rows != 0)
+                DS4_CUDA_CHECK(cudaMemcpyAsync(c.rows.data(), d.rows.data(), uint64_t{d.n_rows} * d.d * sizeof(float),
+                                               cudaMemcpyDeviceToHost, s));
+        };
+        if (hl.attn) get(*hl.attn, *dl.attn);
+        if (hl.index) get(*hl.index, *dl.index);
+    }
+    stream.sync();
+    ds.host_valid = true;
+}
+
+// ---- scratch ----
+
+void Forward::Impl::reserve(uint32_t n, uint64_t ctx) {
+    uint64_t comp = 0;
+    for (uint32_t il = 0; il < hp.n_layer; ++il) {
+        const uint32_t r = hp.ratio(il);
+        if (r == 0) continue;
+        const uint64_t rows = ctx / r;
+        comp = std::max<uint64_t>(comp, r == 4 ? std::min<uint64_t>(rows, hp.idx_topk) : rows);
+    }
+    const uint64_t need_rows = hp.window + comp, need_index = std::max<uint64_t>(ctx / 4, 1);
+    if (n > cap_tokens) {
+        cap_tokens = n;
+        const uint64_t dim = hp.n_embd, hc = hp.hc_dim(), H = hp.hc_mult, hd = hp.head_dim;
+        const uint64_t K = hp.n_expert_used, ff = hp.ff_exp, qw = uint64_t{hp.n_head} * hd;
+        const uint64_t idw = 2 * uint64_t{hp.idx_head_dim};
+        grow(x, n * hc);
+        grow(mix, n * hp.hc_mix());
+        grow(pre, n * H);
+        grow(post, n * H);
+        grow(comb, n * H * H);
+        grow(u, n * dim);
+        grow(nrm, n * dim);
+        grow(y, n * dim);
+        grow(qr, n * hp.q_lora_rank);
+        grow(q, n * qw);
+        grow(kvb, n * hd);
+        grow(ckv, n * 2 * hd);
+        grow(csc, n * 2 * hd);
+        grow(ikv, n * idw);
+        grow(isc, n * idw);
+        grow(iq, n * hp.idx_n_heads * hp.idx_head_dim);
+        grow(iw, n * hp.idx_n_heads);
+        grow(o, n * qw);
+        grow(z, n * hp.o_groups * hp.o_lora_rank);
+        grow(probs, n * hp.n_expert);
+        grow(sel, n * K);
+        grow(sel_w, n * K);
+        grow(ex_in, n * K * dim);
+        grow(ex_g, n * K * ff);
+        grow(ex_u, n * K * ff);
+        grow(ex_out, n * K * dim);
+        grow(moe, n * dim);
+        grow(sh_g, n * ff);
+        grow(sh_u, n * ff);
+        grow(sh_out, n * dim);
+        grow(moe_idx, 3 * n * K + n + 1);
+        grow(tokens_dev, n);
+        grow(head_rows, n);
+        grow(head_mix, n * H);
+        grow(collapsed, n * dim);
+        grow(head_nrm, n * dim);
+        grow(logits_dev, n * uint64_t{hp.n_vocab});
+    }
+    if (need_rows > cap_rows) {
+        cap_rows = need_rows;
+        scores = DeviceBuffer<float>(uint64_t{hp.n_head} * cap_rows);
+    }
+    if (need_index > cap_index_rows) {
+        cap_index_rows = need_index;
+        index_scores = DeviceBuffer<float>(cap_index_rows);
+        grow(index_sel, std::max<uint64_t>(hp.idx_topk, 1));
+    }
+}
+
+void Forward::Impl::check_chunk(const cpu::KvState& state, uint64_t pos, uint32_t n, std::span<const int32_t> tokens,
+                                std::span<const uint32_t> logit_rows, std::span<float> logits) const {
+    if (n == 0) fail("cuda forward: empty chunk");
+    if (pos != state.n_tokens())
+        fail("cuda forward: chunk starts at position ", pos, " but the sequence has ", state.n_tokens(), " tokens");
+    if (pos + n > state.ctx())
+        fail("cuda forward: positions up to ", pos + n, " exceed the context of ", state.ctx());
+    if (state.n_layer() != hp.n_layer || state.head_dim() != hp.head_dim || state.window() != hp.window)
+        fail("cuda forward: kv state was made for another model shape");
+    if (logits.size() < logit_rows.size() * uint64_t{hp.n_vocab})
+        fail("cuda forward: logits buffer holds ", logits.size(), " values, need ",
+             logit_rows.size() * uint64_t{hp.n_vocab});
+    for (uint32_t r : logit_rows)
+        if (r >= n) fail("cuda forward: logits requested for chunk row ", r, " of ", n);
+    for (int32_t tok : tokens)
+        if (tok < 0 || static_cast<uint32_t>(tok) >= hp.n_vocab)
+            fail("cuda forward: token id ", tok, " is outside the vocabulary of ", hp.n_vocab);
+}
+
+// §4.1 on the host (one row per token from the mapped embedding), then one upload.
+void Forward::Impl::embed(std::span<const int32_t> tokens) {
+    const uint64_t dim = hp.n_embd, hc = hp.hc_dim(), n = tokens.size();
+    host_x.resize(n * hc);
+    for (uint64_t t = 0; t < n; ++t) {
+        float* xt = host_x.data() + t * hc;
+        cpu::dequant_row(model.weights().token_embd, static_cast<uint64_t>(tokens[t]), xt);
+        for (uint32_t h = 1; h < hp.hc_mult; ++h) std::copy(xt, xt + dim, xt + h * dim);
+    }
+    DS4_CUDA_CHECK(cudaMemcpyAsync(x.data(), host_x.data(), n * hc * sizeof(float), cudaMemcpyHostToDevice,
+                                   stream.get()));
+    DS4_CUDA_CHECK(cudaMemcpyAsync(tokens_dev.data(), tokens.data(), n * sizeof(int32_t), cudaMemcpyHostToDevice,
+                                   stream.get()));
+}
+
+void Forward::Impl::hc_site_pre(const DMat& fn, const float* scale, const float* base, uint32_t n) {
+    const uint32_t mixw = hp.hc_mix();
+    mm(fn, 0, mixw, x.data(), hp.hc_dim(), mix.data(), mixw, n);
+    hc_pre(hc_shape, x.data(), mix.data(), scale, base, pre.data(), post.data(), comb.data(), u.data(), n,
+           stream.get());
+}
+
+// ---- attention sublayer (cpu attention.cpp) ----
+
+void Forward::Impl::attention_projections(const DLayer& L, uint64_t pos, uint32_t n) {
+    const cudaStream_t s = stream.get();
+    const uint64_t dim = hp.n_embd, hd = hp.head_dim, ql = hp.q_lora_rank, rd = hp.rope_dim;
+    const uint64_t nope = hd - rd, qw = uint64_t{hp.n_head} * hd;
+    const float* om = omega(L);
+    mm(L.q_a, 0, ql, nrm.data(), dim, qr.data(), ql, n);
+    rms_norm(qr.data(), L.q_a_norm, qr.data(), static_cast<uint32_t>(ql), n, hp.norm_eps, s);
+    mm(L.q_b, 0, qw, qr.data(), ql, q.data(), qw, n);
+    rms_norm(q.data(), nullptr, q.data(), hp.head_dim, n * hp.n_head, hp.norm_eps, s);
+    rope_tokens(q.data(), n, qw, hp.n_head, hd, nope, om, hp.rope_dim / 2, pos, false, s);
+
+    mm(L.kv, 0, hd, nrm.data(), dim, kvb.data(), hd, n);
+    rms_norm(kvb.data(), L.kv_norm, kvb.data(), hp.head_dim, n, hp.norm_eps, s);
+    rope_tokens(kvb.data(), n, hd, 1, hd, nope, om, hp.rope_dim / 2, pos, false, s);
+    fp8_rows(kvb.data(), n, hd, static_cast<uint32_t>(nope), s);
+
+    if (L.comp) {
+        const uint64_t cw = L.comp->kv.out;
+        mm(L.comp->kv, 0, cw, nrm.data(), dim, ckv.data(), cw, n);
+        mm(L.comp->gate, 0, cw, nrm.data(), dim, csc.data(), cw, n);
+    }
+    if (L.icomp) {
+        const uint64_t iwd = L.icomp->kv.out;
+        mm(L.icomp->kv, 0, iwd, nrm.data(), dim, ikv.data(), iwd, n);
+        mm(L.icomp->gate, 0, iwd, nrm.data(), dim, isc.data(), iwd, n);
+        // indexer queries (§6): wq_b·qr, RoPE on the last rope_dim dims, Hadamard, FP4
+        const uint64_t d = hp.idx_head_dim, nh = hp.idx_n_heads;
+        mm(L.indexer_q_b, 0, nh * d, qr.data(), ql, iq.data(), nh * d, n);
+        rope_tokens(iq.data(), n, nh * d, hp.idx_n_heads, d, d - rd, omega_comp, hp.rope_dim / 2, pos, false, s);
+        hadamard_scaled(iq.data(), hp.idx_head_dim, n * hp.idx_n_heads, s);
+        fp4_simulate(iq.data(), n * nh * d, s);
+        mm(L.indexer_proj, 0, nh, nrm.data(), dim, iw.data(), nh, n);
+        const auto scale = static_cast<float>(std::pow(static_cast<double>(d), -0.5) *
+                                              std::pow(static_cast<double>(nh), -0.5));
+        scale_values(iw.data(), n * nh, scale, s);
+    }
+}
+
+void Forward::Impl::attend(const DLayer& L, DevLayerKv& kv, uint64_t p, uint32_t t) {
+    const uint64_t hd = hp.head_dim, qw = uint64_t{hp.n_head} * hd;
+    AttendToken a;
+    a.q = q.data() + t * qw;
+    a.raw = kv.raw.data();
+    if (kv.index) {
+        a.comp = kv.attn->rows.data();
+        const uint32_t n_rows = kv.index->n_rows;
+        if (n_rows > hp.idx_topk) {
+            const uint64_t d = hp.idx_head_dim, nh = hp.idx_n_heads;
+            indexer_topk(iq.data() + t * nh * d, iw.data() + t * nh, kv.index->rows.data(), n_rows, hp.idx_head_dim,
+                         hp.idx_n_heads, hp.idx_topk, index_scores.data(), index_sel.data(), stream.get());
+            a.comp_sel = index_sel.data();
+            a.n_comp = hp.idx_topk;
+        } else {
+            a.n_comp = n_rows;
+        }
+    } else if (kv.attn) {
+        a.comp = kv.attn->rows.data();
+        a.n_comp = kv.attn->n_rows;
+    }
+    a.sinks = L.sinks;
+    a.omega = omega(L);
+    a.scores = scores.data();
+    a.cap_rows = cap_rows;
+    a.out = o.data() + t * qw;
+    a.n_head = hp.n_head;
+    a.hd = hp.head_dim;
+    a.rope_dim = hp.rope_dim;
+    a.window = hp.window;
+    a.pos = p;
+    attend_token(a, stream.get());
+}
+
+void Forward::Impl::attention(uint32_t il, DevState& ds, uint64_t pos, uint32_t n) {
+    const DLayer& L = layers[il];
+    const cudaStream_t s = stream.get();
+    hc_site_pre(L.hc_attn_fn, L.hc_attn_scale, L.hc_attn_base, n);
+    rms_norm(u.data(), L.attn_norm, nrm.data(), hp.n_embd, n, hp.norm_eps, s);
+    attention_projections(L, pos, n);
+
+    // token by token in position order (§5.4): raw row, compressors, then attend
+    DevLayerKv& kv = ds.layers[il];
+    const uint64_t hd = hp.head_dim;
+    const auto step = [&](DevComp& c, const DComp& w, const float* kvp, const float* scp, uint64_t p,
+                          bool indexer) {
+        const bool emits = (p + 1) % c.ratio == 0;
+        if (emits && c.n_rows >= c.capacity) fail("cuda forward: compressed cache of layer ", il, " is full");
+        CompressorStep cs;
+        cs.state_kv = c.kv.data();
+        cs.state_score = c.score.data();
+        cs.kv = kvp;
+        cs.score = scp;
+        cs.ape = w.ape;
+        cs.norm = w.norm;
+        cs.omega = omega_comp;
+        cs.out_row = c.rows.data() + uint64_t{c.n_rows} * c.d;
+        cs.ratio = c.ratio;
+        cs.d = c.d;
+        cs.coff = c.coff;
+        cs.rope_dim = hp.rope_dim;
+        cs.pos = p;
+        cs.eps = hp.norm_eps;
+        cs.indexer = indexer;
+        compressor_step(cs, s);
+        if (emits) ++c.n_rows;
+    };
+    for (uint32_t t = 0; t < n; ++t) {
+        const uint64_t p = pos + t;
+        DS4_CUDA_CHECK(cudaMemcpyAsync(kv.raw.data() + (p % hp.window) * hd, kvb.data() + t * hd, hd * sizeof(float),
+                                       cudaMemcpyDeviceToDevice, s));
+        if (kv.attn) {
+            const uint64_t cw = kv.attn->width();
+            step(*kv.attn, *L.comp, ckv.data() + t * cw, csc.data() + t * cw, p, false);
+        }
+        if (kv.index) {
+            const uint64_t iwd = kv.index->width();
+            step(*kv.index, *L.icomp, ikv.data() + t * iwd, isc.data() + t * iwd, p, true);
+        }
+        attend(L, kv, p, t);
+    }
+    // grouped low-rank output projection
+    const uint64_t G = hp.o_groups, R = hp.o_lora_rank, qw = uint64_t{hp.n_head} * hd;
+    const uint64_t group_in = hp.n_head / G * hd;
+    for (uint64_t g = 0; g < G; ++g)
+        mm(L.out_a, g * R, R, o.data() + g * group_in, qw, z.data() + g * R, G * R, n);
+    mm(L.out_b, 0, hp.n_embd, z.data(), G * R, y.data(), hp.n_embd, n);
+    hc_post(hc_shape, x.data(), y.data(), post.data(), comb.data(), n, s);
+}
+
+// ---- FFN sublayer (cpu moe.cpp) ----
+
+// Routed experts grouped by expert (each expert's weights read once per chunk), in
+// ascending expert id; each token's outputs are then summed in that order, as the CPU
+// does. The selection comes back to the host to form the groups: one small download
+// per layer.
+void Forward::Impl::routed_experts(const DLayer& L, uint32_t n) {
+    const cudaStream_t s = stream.get();
+    const uint32_t E = hp.n_expert, K = hp.n_expert_used, dim = hp.n_embd, ff = hp.ff_exp;
+    host_sel.resize(uint64_t{n} * K);
+    DS4_CUDA_CHECK(cudaMemcpyAsync(host_sel.data(), sel.data(), host_sel.size() * sizeof(uint32_t),
+                                   cudaMemcpyDeviceToHost, s));
+    stream.sync();
+    // host_idx: src[M] | widx[M] | pair_rows[M] | pair_begin[n + 1]
+    struct Group {
+        uint32_t expert, begin, count;
+    };
+    std::vector<Group> groups;
+    std::vector<uint32_t> src, widx;
+    std::vector<std::vector<uint32_t>> per_token(n);
+    for (uint32_t e = 0; e < E; ++e) {
+        const auto begin = static_cast<uint32_t>(src.size());
+        for (uint32_t t = 0; t < n; ++t)
+            for (uint32_t k = 0; k < K; ++k)
+                if (host_sel[uint64_t{t} * K + k] == e) {
+                    per_token[t].push_back(static_cast<uint32_t>(src.size()));
+                    src.push_back(t);
+                    widx.push_back(t * K + k);
+                    break;  // an expert listed twice for one token counts once
+                }
+        if (src.size() > begin) groups.push_back({e, begin, static_cast<uint32_t>(src.size()) - begin});
+    }
+    for (uint32_t v : src)
+        if (v >= n) fail("cuda forward: bad routing");
+    for (const Group& g : groups)
+        if (g.expert >= E) fail("cuda forward: expert id ", g.expert, " out of range");
+    const auto M = static_cast<uint32_t>(src.size());
+    host_idx.assign(src.begin(), src.end());
+    host_idx.insert(host_idx.end(), widx.begin(), widx.end());
+    const uint64_t rows_at = host_idx.size();
+    host_idx.resize(rows_at + M);
+    const uint64_t begin_at = host_idx.size();
+    host_idx.resize(begin_at + n + 1);
+    uint32_t at = 0;
+    for (uint32_t t = 0; t < n; ++t) {
+        host_idx[begin_at + t] = at;
+        for (uint32_t i : per_token[t]) host_idx[rows_at + at++] = i;
+    }
+    host_idx[begin_at + n] = at;
+    DS4_CUDA_CHECK(cudaMemcpyAsync(moe_idx.data(), host_idx.data(), host_idx.size() * sizeof(uint32_t),
+                                   cudaMemcpyHostToDevice, s));
+    const uint32_t* d_src = moe_idx.data();
+    const uint32_t* d_widx = d_src + M;
+    const uint32_t* d_rows = d_src + rows_at;
+    const uint32_t* d_begin = d_src + begin_at;
+
+    gather_rows(nrm.data(), d_src, ex_in.data(), M, dim, s);
+    for (const Group& g : groups) {
+        const uint64_t b = g.begin;
+        mm(L.exp_gate, uint64_t{g.expert} * ff, ff, ex_in.data() + b * dim, dim, ex_g.data() + b * ff, ff, g.count);
+        mm(L.exp_up, uint64_t{g.expert} * ff, ff, ex_in.data() + b * dim, dim, ex_u.data() + b * ff, ff, g.count);
+    }
+    weighted_swiglu(ex_g.data(), ex_u.data(), sel_w.data(), d_widx, M, ff, hp.swiglu_limit, s);
+    for (const Group& g : groups) {
+        const uint64_t b = g.begin;
+        mm(L.exp_down, uint64_t{g.expert} * dim, dim, ex_g.data() + b * ff, ff, ex_out.data() + b * dim, dim,
+           g.count);
+    }
+    scatter_sum(ex_out.data(), d_begin, d_rows, moe.data(), n, dim, s);
+}
+
+void Forward::Impl::moe_layer(uint32_t il, uint32_t n) {
+    const DLayer& L = layers[il];
+    const cudaStream_t s = stream.get();
+    const uint32_t dim = hp.n_embd, ff = hp.ff_exp, E = hp.n_expert;
+    hc_site_pre(L.hc_ffn_fn, L.hc_ffn_scale, L.hc_ffn_base, n);
+    rms_norm(u.data(), L.ffn_norm, nrm.data(), dim, n, hp.norm_eps, s);
+    mm(L.router, 0, E, nrm.data(), dim, probs.data(), E, n);
+    route(probs.data(), L.router_bias, L.tid2eid, tokens_dev.data(), n, E, hp.n_expert_used, hp.route_scale,
+          hp.is_hash_layer(il), sel.data(), sel_w.data(), s);
+    routed_experts(L, n);
+    // shared expert, added after the routed sum
+    mm(L.sh_gate, 0, ff, nrm.data(), dim, sh_g.data(), ff, n);
+    mm(L.sh_up, 0, ff, nrm.data(), dim, sh_u.data(), ff, n);
+    swiglu_clamp(sh_g.data(), sh_u.data(), sh_g.data(), uint64_t{n} * ff, hp.swiglu_limit, s);
+    mm(L.sh_down, 0, dim, sh_g.data(), ff, sh_out.data(), dim, n);
+    add_values(moe.data(), sh_out.data(), y.data(), uint64_t{n} * dim, s);
+    hc_post(hc_shape, x.data(), y.data(), post.data(), comb.data(), n, s);
+}
+
+// ---- output head (§4.7) ----
+
+void Forward::Impl::head(std::span<const uint32_t> logit_rows, std::span<float> out) {
+    const auto n = static_cast<uint32_t>(logit_rows.size());
+    if (n == 0) return;
+    const cudaStream_t s = stream.get();
+    const uint64_t hc = hp.hc_dim(), H = hp.hc_mult, V = hp.n_vocab;
+    for (uint32_t i = 0; i < n; ++i)
+        mm(output_hc_fn, 0, H, x.data() + uint64_t{logit_rows[i]} * hc, hc, head_mix.data() + i * H, H, 1);
+    DS4_CUDA_CHECK(cudaMemcpyAsync(head_rows.data(), logit_rows.data(), n * sizeof(uint32_t), cudaMemcpyHostToDevice,
+                                   s));
+    hc_collapse(hc_shape, x.data(), head_rows.data(), head_mix.data(), output_hc_scale, output_hc_base,
+                collapsed.data(), n, s);
+    rms_norm(collapsed.data(), output_norm, head_nrm.data(), hp.n_embd, n, hp.norm_eps, s);
+    mm(output, 0, V, head_nrm.data(), hp.n_embd, logits_dev.data(), V, n);
+    DS4_CUDA_CHECK(cudaMemcpyAsync(out.data(), logits_dev.data(), n * V * sizeof(float), cudaMemcpyDeviceToHost, s));
+}
+
+// ---- public API ----
+
+namespace {
+
+// Checked before the Impl (and its stream) exists, for a plain message without a GPU.
+const cpu::CpuModel& require_gpu(const cpu::CpuModel& model) {
+    if (device_count() == 0) fail("cuda forward: no CUDA GPU is available (use the CPU backend)");
+    return model;
+}
+
+}  // namespace
+
+Forward::Forward(const cpu::CpuModel& model) : impl_(std::make_unique<Impl>(require_gpu(model))) {
+    const cpu::ModelWeights& w = model.weights();
+    uint64_t bytes = 0;
+    const auto count = [&](const cpu::TensorView& v) {
+        if (v.data != nullptr) bytes += v.row_bytes() * (v.n_elements() / v.dims[0]);
+    };
+    count(w.output);
+    for (const cpu::LayerWeights& lw : w.layers) {
+        for (const cpu::TensorView* v : {&lw.q_a, &lw.q_b, &lw.kv, &lw.out_a, &lw.out_b, &lw.router,
+                                         &lw.experts.gate, &lw.experts.up, &lw.experts.down, &lw.shared_gate,
+                                         &lw.shared_up, &lw.shared_down, &lw.indexer_q_b})
+            count(*v);
+    }
+    ensure_fits(bytes, "cuda forward: model weights");
+    impl_->upload_weights();
+}
+
+Forward::~Forward() = default;
+
+void Forward::eval(cpu::KvState& state, uint64_t pos, std::span<const int32_t> tokens,
+                   std::span<const uint32_t> logit_rows, std::span<float> logits) {
+    Impl& m = *impl_;
+    const auto n = static_cast<uint32_t>(tokens.size());
+    m.check_chunk(state, pos, n, tokens, logit_rows, logits);
+    DevState& ds = m.device_state(state);
+    if (!ds.device_valid || ds.n_tokens != pos) m.upload_state(state, ds);
+    m.reserve(n, state.ctx());
+    m.last_n = 0;
+    ds.host_valid = false;
+    ds.device_valid = false;  // until the step completes
+    m.embed(tokens);
+    for (uint32_t il = 0; il < m.hp.n_layer; ++il) {
+        m.attention(il, ds, pos, n);
+        m.moe_layer(il, n);
+    }
+    m.head(logit_rows, logits);
+    m.stream.sync();
+    ds.n_tokens = pos + n;
+    ds.device_valid = true;
+    state.advance(n);
+    m.last_n = n;
+}
+
+std::span<const float> Forward::final_hc(uint32_t t) {
+    Impl& m = *impl_;
+    if (t >= m.last_n) fail("cuda forward: final HC state of chunk row ", t, " requested, the last chunk had ", m.last_n);
+    const uint64_t hc = m.hp.hc_dim();
+    m.host_hc.resize(hc);
+    DS4_CUDA_CHECK(cudaMemcpyAsync(m.host_hc.data(), m.x.data() + t * hc, hc * sizeof(float), cudaMemcpyDeviceToHost,
+                                   m.stream.get()));
+    m.stream.sync();
+    return m.host_hc;
+}
+
+void Forward::download(cpu::KvState& state) {
+    const auto it = impl_->states.find(&state);
+    if (it == impl_->states.end()) return;
+    DevState& ds = *it->second;
+    if (ds.device_valid && !ds.host_valid) impl_->download_state(state, ds);
+}
+
+void Forward::invalidate(const cpu::KvState& state, bool rows_changed) {
+    const auto it = impl_->states.find(&state);
+    if (it != impl_->states.end()) {
+        it->second->device_valid = false;
+        it->second->host_valid = true;
+        it->second->upload_rows = it->second->upload_rows || rows_changed;
+    }
+}
+
+void Forward::forget(const cpu::KvState& state) { impl_->states.erase(&state); }
+
+uint64_t Forward::weight_bytes() const { return impl_->weight_bytes; }
+
+}  // namespace ds4::cuda

@@ -1,0 +1,64 @@
+// The whole-model forward pass on one CUDA GPU (issue 8), behind the same contract as
+// cpu::CpuForward::eval: a chunk of tokens of ONE sequence at positions [pos, pos + n),
+// any split into chunks giving the same logits (model.md §8). Weights are uploaded once
+// (the bound cpu::ModelWeights: big matrices in their GGUF type, small vectors as f32);
+// each sequence's KV state (raw window ring, compressor frontiers, compressed rows)
+// lives in VRAM, keyed by the host cpu::KvState that the engine keeps for it.
+//
+// Numerics are the CPU exact path's (f32 activations, weights decoded exactly, the FP8 /
+// FP4 round trips), op by op, so the CPU and CUDA logits agree to rounding (expf, FMAs
+// in the dot products, reduction order). The token embedding is looked up on the host.
+//
+// State ownership: after eval() the device copy is authoritative and the host KvState
+// only has its length advanced. download() brings the host contents up to date (before
+// checkpoints, payloads, forks); invalidate() says the host contents changed (restore,
+// load, fork) so the next eval() uploads them. A state whose length differs from the
+// device copy's (e.g. after KvState::reset) has its windows and frontiers uploaded too.
+//
+// Not yet: sequences of one step batched together, prefill attention over a whole
+// chunk at once, fused / graph-captured decode (see bench/RESULTS.md).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+
+#include "cpu/forward.h"
+#include "cpu/kv_state.h"
+
+namespace ds4::cuda {
+
+class Forward {
+public:
+    // Uploads the model's weights; `model` must outlive the Forward. Throws ds4::Error when
+    // no GPU is present or the weights do not fit.
+    explicit Forward(const cpu::CpuModel& model);
+    ~Forward();
+    Forward(const Forward&) = delete;
+    Forward& operator=(const Forward&) = delete;
+
+    // cpu::CpuForward::eval's contract (same checks, same logits layout).
+    void eval(cpu::KvState& state, uint64_t pos, std::span<const int32_t> tokens,
+              std::span<const uint32_t> logit_rows, std::span<float> logits);
+
+    // The final HC state of chunk row t of the last eval (downloaded on demand).
+    std::span<const float> final_hc(uint32_t t);
+
+    void download(cpu::KvState& state);          // device → host contents (no-op when current)
+    // The host contents changed: the next eval() uploads the raw windows and frontiers,
+    // and the compressed rows too when `rows_changed` (a load or a fork; a restore only
+    // truncates the append-only rows, whose device copy stays valid).
+    void invalidate(const cpu::KvState& state, bool rows_changed);
+    void forget(const cpu::KvState& state);      // frees the device copy
+
+    uint64_t weight_bytes() const;  // VRAM held by the uploaded weights
+
+private:
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+// Number of usable CUDA devices (0 without a driver or GPU; never throws).
+int gpu_count();
+
+}  // namespace ds4::cuda

@@ -1,0 +1,310 @@
+// Hyper-connections, RoPE over token chunks, FP8 rows, routing and the MoE gather /
+// scatter of the CUDA forward pass (launchers in forward_kernels.h). Products use the
+// round-to-nearest intrinsics where the CPU code has separate multiply and add, so the
+// compiler cannot contract them into FMAs the CPU does not do.
+#include "cuda/check.h"
+#include "cuda/device_math.cuh"
+#include "cuda/forward_kernels.h"
+#include "ds4/error.h"
+
+namespace ds4::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr uint32_t kMaxH = 16;
+
+unsigned blocks_for(uint64_t n, int threads = kThreads) {
+    return static_cast<unsigned>((n + threads - 1) / threads);
+}
+
+// cpu::sinkhorn, one thread.
+__device__ void sinkhorn(float* c, uint32_t h, uint32_t iters, float eps) {
+    auto normalise_columns = [&] {
+        for (uint32_t b = 0; b < h; ++b) {
+            float s = 0.0f;
+            for (uint32_t a = 0; a < h; ++a) s += c[a * h + b];
+            const float d = s + eps;
+            for (uint32_t a = 0; a < h; ++a) c[a * h + b] /= d;
+        }
+    };
+    for (uint32_t a = 0; a < h; ++a) {
+        float m = c[a * h];
+        for (uint32_t b = 1; b < h; ++b) m = fmaxf(m, c[a * h + b]);
+        for (uint32_t b = 0; b < h; ++b) c[a * h + b] = expf(c[a * h + b] - m);
+        float s = 0.0f;
+        for (uint32_t b = 0; b < h; ++b) s += c[a * h + b];
+        for (uint32_t b = 0; b < h; ++b) c[a * h + b] = c[a * h + b] / s + eps;
+    }
+    normalise_columns();
+    for (uint32_t it = 1; it < iters; ++it) {
+        for (uint32_t a = 0; a < h; ++a) {
+            float s = 0.0f;
+            for (uint32_t b = 0; b < h; ++b) s += c[a * h + b];
+            const float d = s + eps;
+            for (uint32_t b = 0; b < h; ++b) c[a * h + b] /= d;
+        }
+        normalise_columns();
+    }
+}
+
+// One block per token.
+__global__ void hc_pre_kernel(HcShape sh, const float* x, const float* mix, const float* scale,
+                              const float* base, float* pre, float* post, float* comb, float* u) {
+    __shared__ double dshared[32];
+    __shared__ float spre[kMaxH];
+    const uint32_t H = sh.H, mixw = (2 + H) * H;
+    const uint64_t hc = uint64_t{H} * sh.dim, t = blockIdx.x;
+    const float* xt = x + t * hc;
+    const float r = dev::block_rms_inv(xt, hc, sh.norm_eps, dshared);
+    if (threadIdx.x == 0) {
+        const float* m = mix + t * mixw;
+        float* pr = pre + t * H;
+        float* po = post + t * H;
+        float* cb = comb + t * H * H;
+        for (uint32_t h = 0; h < H; ++h) {
+            const float mp = __fmul_rn(m[h], r), mq = __fmul_rn(m[H + h], r);
+            pr[h] = dev::sigmoid(__fadd_rn(__fmul_rn(mp, scale[0]), base[h])) + sh.hc_eps;
+            po[h] = 2.0f * dev::sigmoid(__fadd_rn(__fmul_rn(mq, scale[1]), base[H + h]));
+            spre[h] = pr[h];
+        }
+        for (uint32_t k = 0; k < H * H; ++k)
+            cb[k] = __fadd_rn(__fmul_rn(__fmul_rn(m[2 * H + k], r), scale[2]), base[2 * H + k]);
+        sinkhorn(cb, H, sh.iters, sh.hc_eps);
+    }
+    __syncthreads();
+    float* ut = u + t * sh.dim;
+    for (uint32_t d = threadIdx.x; d < sh.dim; d += blockDim.x) {
+        float s = __fmul_rn(spre[0], xt[d]);
+        for (uint32_t h = 1; h < H; ++h) s = __fadd_rn(s, __fmul_rn(spre[h], xt[uint64_t{h} * sh.dim + d]));
+        ut[d] = s;
+    }
+}
+
+// grid (ceil(dim / 256), n): one thread per (token, d), all streams.
+__global__ void hc_post_kernel(HcShape sh, float* x, const float* f, const float* post, const float* comb) {
+    const uint32_t d = blockIdx.x * blockDim.x + threadIdx.x, t = blockIdx.y, H = sh.H;
+    if (d >= sh.dim) return;
+    float* xt = x + uint64_t{t} * H * sh.dim;
+    const float* po = post + uint64_t{t} * H;
+    const float* cb = comb + uint64_t{t} * H * H;
+    float xin[kMaxH];
+    for (uint32_t a = 0; a < H; ++a) xin[a] = xt[uint64_t{a} * sh.dim + d];
+    const float fv = f[uint64_t{t} * sh.dim + d];
+    for (uint32_t b = 0; b < H; ++b) {
+        float s = __fmul_rn(cb[b], xin[0]);
+        for (uint32_t a = 1; a < H; ++a) s = __fadd_rn(s, __fmul_rn(cb[a * H + b], xin[a]));
+        xt[uint64_t{b} * sh.dim + d] = __fadd_rn(__fmul_rn(po[b], fv), s);
+    }
+}
+
+__global__ void hc_collapse_kernel(HcShape sh, const float* x, const uint32_t* row_index, const float* mix,
+                                   const float* scale, const float* base, float* out) {
+    __shared__ double dshared[32];
+    __shared__ float wts[kMaxH];
+    const uint32_t H = sh.H;
+    const uint64_t hc = uint64_t{H} * sh.dim;
+    const float* xt = x + uint64_t{row_index[blockIdx.x]} * hc;
+    const float r = dev::block_rms_inv(xt, hc, sh.norm_eps, dshared);
+    if (threadIdx.x < H) {
+        const float m = mix[uint64_t{blockIdx.x} * H + threadIdx.x];
+        wts[threadIdx.x] =
+            dev::sigmoid(__fadd_rn(__fmul_rn(__fmul_rn(m, r), scale[0]), base[threadIdx.x])) + sh.hc_eps;
+    }
+    __syncthreads();
+    float* o = out + uint64_t{blockIdx.x} * sh.dim;
+    for (uint32_t d = threadIdx.x; d < sh.dim; d += blockDim.x) {
+        float s = __fmul_rn(wts[0], xt[d]);
+        for (uint32_t h = 1; h < H; ++h) s = __fadd_rn(s, __fmul_rn(wts[h], xt[uint64_t{h} * sh.dim + d]));
+        o[d] = s;
+    }
+}
+
+__global__ void rope_tokens_kernel(float* x, uint32_t n_tok, uint64_t tok_stride, uint32_t n_vec,
+                                   uint64_t vec_stride, uint64_t offset, const float* omega, uint32_t half,
+                                   uint64_t pos0, bool inverse) {
+    const uint64_t i = uint64_t{blockIdx.x} * blockDim.x + threadIdx.x;
+    if (i >= uint64_t{n_tok} * n_vec * half) return;
+    const uint32_t j = static_cast<uint32_t>(i % half);
+    const uint64_t v = i / half % n_vec, t = i / half / n_vec;
+    float c, sn;
+    dev::rope_cs(static_cast<float>(pos0 + t), omega[j], c, sn);
+    if (inverse) sn = -sn;
+    float* p = x + t * tok_stride + v * vec_stride + offset + 2 * j;
+    const float re = p[0], im = p[1];
+    p[0] = __fsub_rn(__fmul_rn(re, c), __fmul_rn(im, sn));
+    p[1] = __fadd_rn(__fmul_rn(re, sn), __fmul_rn(im, c));
+}
+
+// grid (len / 64, n_rows), 64 threads: one FP8 block.
+__global__ void fp8_rows_kernel(float* x, uint64_t stride) {
+    __shared__ float sm[2];
+    float* p = x + uint64_t{blockIdx.y} * stride + uint64_t{blockIdx.x} * 64;
+    const float v = p[threadIdx.x];
+    const float wm = dev::warp_max(fabsf(v));
+    if (threadIdx.x % 32 == 0) sm[threadIdx.x / 32] = wm;
+    __syncthreads();
+    const float amax = fmaxf(fmaxf(sm[0], sm[1]), static_cast<float>(1e-4));
+    const float s = dev::pow2_ceil(amax * static_cast<float>(1.0 / 448.0));
+    p[threadIdx.x] = dev::e4m3_round(fminf(fmaxf(v / s, -448.0f), 448.0f)) * s;
+}
+
+__global__ void scale_kernel(float* x, uint64_t n, float k) {
+    const uint64_t i = uint64_t{blockIdx.x} * blockDim.x + threadIdx.x;
+    if (i < n) x[i] *= k;
+}
+
+__global__ void add_kernel(const float* a, const float* b, float* y, uint64_t n) {
+    const uint64_t i = uint64_t{blockIdx.x} * blockDim.x + threadIdx.x;
+    if (i < n) y[i] = a[i] + b[i];
+}
+
+// One block per token.
+__global__ void route_kernel(float* probs, const float* bias, const int32_t* tid2eid, const int32_t* tokens,
+                             uint32_t E, uint32_t K, float route_scale, bool hash, uint32_t* sel, float* sel_w) {
+    extern __shared__ float biased[];
+    const uint32_t t = blockIdx.x;
+    float* p = probs + uint64_t{t} * E;
+    for (uint32_t e = threadIdx.x; e < E; e += blockDim.x) {
+        const float v = p[e];
+        const float sp = v > 20.0f ? v : log1pf(expf(v));
+        p[e] = sqrtf(sp);
+        if (!hash) biased[e] = p[e] + bias[e];
+    }
+    __syncthreads();
+    uint32_t* st = sel + uint64_t{t} * K;
+    if (hash) {
+        if (threadIdx.x < K) st[threadIdx.x] = static_cast<uint32_t>(tid2eid[uint64_t(tokens[t]) * K + threadIdx.x]);
+    } else {
+        // rank in (biased descending, id ascending): the top K land in order
+        for (uint32_t e = threadIdx.x; e < E; e += blockDim.x) {
+            const float b = biased[e];
+            uint32_t rank = 0;
+            for (uint32_t o = 0; o < E; ++o) rank += (biased[o] > b || (biased[o] == b && o < e)) ? 1 : 0;
+            if (rank < K) st[rank] = e;
+        }
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        float sum = 0.0f;
+        for (uint32_t k = 0; k < K; ++k) sum += p[st[k]];
+        for (uint32_t k = 0; k < K; ++k) sel_w[uint64_t{t} * K + k] = p[st[k]] / sum * route_scale;
+    }
+}
+
+__global__ void gather_kernel(const float* x, const uint32_t* src, float* out, uint32_t dim) {
+    const uint32_t d = blockIdx.x * blockDim.x + threadIdx.x;
+    if (d < dim) out[uint64_t{blockIdx.y} * dim + d] = x[uint64_t{src[blockIdx.y]} * dim + d];
+}
+
+__global__ void weighted_swiglu_kernel(float* g, const float* u, const float* w, const uint32_t* widx,
+                                       uint32_t ff, float limit) {
+    const uint32_t j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= ff) return;
+    const uint64_t i = uint64_t{blockIdx.y} * ff + j;
+    float gv = g[i], uv = u[i];
+    if (limit > 0) {
+        uv = fminf(fmaxf(uv, -limit), limit);
+        gv = fminf(gv, limit);
+    }
+    const float silu = gv / (1.0f + expf(-gv));
+    g[i] = w[widx[blockIdx.y]] * __fmul_rn(silu, uv);
+}
+
+__global__ void scatter_sum_kernel(const float* rows, const uint32_t* pair_begin, const uint32_t* pair_rows,
+                                   float* moe, uint32_t dim) {
+    const uint32_t d = blockIdx.x * blockDim.x + threadIdx.x, t = blockIdx.y;
+    if (d >= dim) return;
+    float s = 0.0f;
+    for (uint32_t i = pair_begin[t]; i < pair_begin[t + 1]; ++i) s += rows[uint64_t{pair_rows[i]} * dim + d];
+    moe[uint64_t{t} * dim + d] = s;
+}
+
+void check_h(const HcShape& sh) {
+    if (sh.H == 0 || sh.H > kMaxH) fail("cuda hc: ", sh.H, " streams, at most ", kMaxH);
+}
+
+}  // namespace
+
+void hc_pre(const HcShape& sh, const float* x, const float* mix, const float* scale, const float* base,
+            float* pre, float* post, float* comb, float* u, uint32_t n, cudaStream_t s) {
+    check_h(sh);
+    if (n == 0) return;
+    hc_pre_kernel<<<n, kThreads, 0, s>>>(sh, x, mix, scale, base, pre, post, comb, u);
+    DS4_CUDA_CHECK_LAUNCH("hc_pre_kernel");
+}
+
+void hc_post(const HcShape& sh, float* x, const float* f, const float* post, const float* comb, uint32_t n,
+             cudaStream_t s) {
+    check_h(sh);
+    if (n == 0) return;
+    hc_post_kernel<<<dim3(blocks_for(sh.dim), n), kThreads, 0, s>>>(sh, x, f, post, comb);
+    DS4_CUDA_CHECK_LAUNCH("hc_post_kernel");
+}
+
+void hc_collapse(const HcShape& sh, const float* x, const uint32_t* row_index, const float* mix,
+                 const float* scale, const float* base, float* out, uint32_t n, cudaStream_t s) {
+    check_h(sh);
+    if (n == 0) return;
+    hc_collapse_kernel<<<n, kThreads, 0, s>>>(sh, x, row_index, mix, scale, base, out);
+    DS4_CUDA_CHECK_LAUNCH("hc_collapse_kernel");
+}
+
+void rope_tokens(float* x, uint32_t n_tok, uint64_t tok_stride, uint32_t n_vec, uint64_t vec_stride,
+                 uint64_t offset, const float* omega, uint32_t half, uint64_t pos0, bool inverse,
+                 cudaStream_t s) {
+    const uint64_t n = uint64_t{n_tok} * n_vec * half;
+    if (n == 0) return;
+    rope_tokens_kernel<<<blocks_for(n), kThreads, 0, s>>>(x, n_tok, tok_stride, n_vec, vec_stride, offset, omega,
+                                                          half, pos0, inverse);
+    DS4_CUDA_CHECK_LAUNCH("rope_tokens_kernel");
+}
+
+void fp8_rows(float* x, uint32_t n_rows, uint64_t stride, uint32_t len, cudaStream_t s) {
+    if (len % 64 != 0) fail("cuda fp8_rows: ", len, " values is not a multiple of 64");
+    if (n_rows == 0 || len == 0) return;
+    fp8_rows_kernel<<<dim3(len / 64, n_rows), 64, 0, s>>>(x, stride);
+    DS4_CUDA_CHECK_LAUNCH("fp8_rows_kernel");
+}
+
+void scale_values(float* x, uint64_t n, float k, cudaStream_t s) {
+    if (n == 0) return;
+    scale_kernel<<<blocks_for(n), kThreads, 0, s>>>(x, n, k);
+    DS4_CUDA_CHECK_LAUNCH("scale_kernel");
+}
+
+void add_values(const float* a, const float* b, float* y, uint64_t n, cudaStream_t s) {
+    if (n == 0) return;
+    add_kernel<<<blocks_for(n), kThreads, 0, s>>>(a, b, y, n);
+    DS4_CUDA_CHECK_LAUNCH("add_kernel");
+}
+
+void route(float* probs, const float* bias, const int32_t* tid2eid, const int32_t* tokens, uint32_t n,
+           uint32_t E, uint32_t K, float route_scale, bool hash, uint32_t* sel, float* sel_w, cudaStream_t s) {
+    if (n == 0) return;
+    if (K > kThreads) fail("cuda route: ", K, " experts per token, at most ", kThreads);
+    route_kernel<<<n, kThreads, E * sizeof(float), s>>>(probs, bias, tid2eid, tokens, E, K, route_scale, hash, sel,
+                                                        sel_w);
+    DS4_CUDA_CHECK_LAUNCH("route_kernel");
+}
+
+void gather_rows(const float* x, const uint32_t* src, float* out, uint32_t m, uint32_t dim, cudaStream_t s) {
+    if (m == 0) return;
+    gather_kernel<<<dim3(blocks_for(dim), m), kThreads, 0, s>>>(x, src, out, dim);
+    DS4_CUDA_CHECK_LAUNCH("gather_kernel");
+}
+
+void weighted_swiglu(float* g, const float* u, const float* w, const uint32_t* widx, uint32_t m, uint32_t ff,
+                     float limit, cudaStream_t s) {
+    if (m == 0) return;
+    weighted_swiglu_kernel<<<dim3(blocks_for(ff), m), kThreads, 0, s>>>(g, u, w, widx, ff, limit);
+    DS4_CUDA_CHECK_LAUNCH("weighted_swiglu_kernel");
+}
+
+void scatter_sum(const float* rows, const uint32_t* pair_begin, const uint32_t* pair_rows, float* moe, uint32_t n,
+                 uint32_t dim, cudaStream_t s) {
+    if (n == 0) return;
+    scatter_sum_kernel<<<dim3(blocks_for(dim), n), kThreads, 0, s>>>(rows, pair_begin, pair_rows, moe, dim);
+    DS4_CUDA_CHECK_LAUNCH("scatter_sum_kernel");
+}
+
+}  // namespace ds4::cuda

@@ -1,0 +1,115 @@
+// Launchers for the whole-model CUDA forward pass (cuda/forward.h): the fused per-token
+// steps that have no single CPU twin in kernels.h (hyper-connection pre/post, compressor
+// step, indexer selection, attention over the raw window + compressed rows, routing, MoE
+// gather/scatter) and a generic matrix product for the shapes kernels.h's matmul() does
+// not take. Each follows the order of operations of src/cpu (forward.cpp, attention.cpp,
+// moe.cpp) so CUDA and CPU agree to rounding. All pointers are device pointers.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "gguf/ggml_types.h"
+
+namespace ds4::cuda {
+
+// ---- generic matrix product (any cols; F32, F16, BF16, Q8_0) ----
+bool matmul_any_supported(GgmlType t);
+// Y[t][r] = W[row0 + r] · X[t] for r < rows, t < n_tok; row_bytes is one weight row.
+void matmul_any(GgmlType type, const void* w, uint64_t row_bytes, uint64_t rows, uint64_t cols,
+                const float* x, uint64_t x_stride, float* y, uint64_t y_stride, uint32_t n_tok,
+                cudaStream_t s);
+
+// ---- hyper-connections (model.md §4.2–§4.4, §4.7) ----
+struct HcShape {
+    uint32_t H = 4;       // streams
+    uint32_t dim = 0;     // n_embd
+    uint32_t iters = 20;  // Sinkhorn
+    float norm_eps = 1e-6f, hc_eps = 1e-6f;
+};
+// From mix (n × (2+H)·H, = fn·x), x (n × H·dim): pre/post (n × H), comb (n × H·H, after
+// Sinkhorn) and u = Σ_h pre[h]·X[h] (n × dim).
+void hc_pre(const HcShape& sh, const float* x, const float* mix, const float* scale, const float* base,
+            float* pre, float* post, float* comb, float* u, uint32_t n, cudaStream_t s);
+// x[b] ← post[b]·f + Σ_a comb[a][b]·x[a], in place, n tokens.
+void hc_post(const HcShape& sh, float* x, const float* f, const float* post, const float* comb, uint32_t n,
+             cudaStream_t s);
+// The head's collapse of n rows: out = Σ_h (sigmoid(mix_h·rms_inv·scale0 + base_h) + eps)·X[h].
+// x rows at x + row_index[i]·H·dim; mix (n × H); out (n × dim).
+void hc_collapse(const HcShape& sh, const float* x, const uint32_t* row_index, const float* mix,
+                 const float* scale, const float* base, float* out, uint32_t n, cudaStream_t s);
+
+// ---- attention pieces (model.md §4.5) ----
+// Rotates, for token t < n_tok and vector v < n_vec, the rd = 2·half values at
+// x + t·tok_stride + v·vec_stride + offset by θ_j = f32(pos0 + t)·ω_j (inverse: −θ).
+void rope_tokens(float* x, uint32_t n_tok, uint64_t tok_stride, uint32_t n_vec, uint64_t vec_stride,
+                 uint64_t offset, const float* omega, uint32_t half, uint64_t pos0, bool inverse,
+                 cudaStream_t s);
+// FP8 simulation of the first `len` values (a multiple of 64) of n_rows rows of `stride`.
+void fp8_rows(float* x, uint32_t n_rows, uint64_t stride, uint32_t len, cudaStream_t s);
+// x[i] *= k for i < n.
+void scale_values(float* x, uint64_t n, float k, cudaStream_t s);
+// y[i] = a[i] + b[i].
+void add_values(const float* a, const float* b, float* y, uint64_t n, cudaStream_t s);
+
+// One compressor step (cpu::CpuForward::compressor_step) of one token at position p:
+// writes the slot, and when (p + 1) % ratio == 0 pools the window into row `out_row`.
+struct CompressorStep {
+    float* state_kv = nullptr;     // [coff·ratio][coff·d]
+    float* state_score = nullptr;  // [coff·ratio][coff·d]
+    const float* kv = nullptr;     // this token's projections [coff·d]
+    const float* score = nullptr;
+    const float* ape = nullptr;    // [ratio][coff·d]
+    const float* norm = nullptr;   // [d]
+    const float* omega = nullptr;  // compressed-layer RoPE frequencies
+    float* out_row = nullptr;      // [d], written only on emit
+    uint32_t ratio = 0, d = 0, coff = 1, rope_dim = 0;
+    uint64_t pos = 0;
+    float eps = 1e-6f;
+    bool indexer = false;          // Hadamard + FP4 instead of FP8
+};
+void compressor_step(const CompressorStep& c, cudaStream_t s);
+
+// Indexer (§6): score_c = Σ_h w_h·relu(q_h·k_c) for c < n_rows, then the top k with ties
+// to the lower row written to sel[0..k) (in rank order). scores: n_rows scratch.
+void indexer_topk(const float* q, const float* w, const float* rows, uint32_t n_rows, uint32_t d,
+                  uint32_t n_heads, uint32_t k, float* scores, uint32_t* sel, cudaStream_t s);
+
+// One token's attention for every head: rows are the raw window (positions
+// max(0, p+1−W)..p of the ring `raw`, slot q % W) then n_comp compressed rows of `comp`
+// (indices from comp_sel, or 0..n_comp−1 when null); softmax with the sink in the
+// denominator; output rotated back (inverse RoPE at p) on its last rope_dim values.
+struct AttendToken {
+    const float* q = nullptr;   // [n_head][hd]
+    const float* raw = nullptr; // [W][hd]
+    const float* comp = nullptr;
+    const uint32_t* comp_sel = nullptr;
+    uint32_t n_comp = 0;
+    const float* sinks = nullptr;
+    const float* omega = nullptr;
+    float* scores = nullptr;    // [n_head][cap_rows] scratch
+    uint64_t cap_rows = 0;
+    float* out = nullptr;       // [n_head][hd]
+    uint32_t n_head = 0, hd = 0, rope_dim = 0, window = 0;
+    uint64_t pos = 0;
+};
+void attend_token(const AttendToken& a, cudaStream_t s);
+
+// ---- MoE (§4.6) ----
+// probs ← sqrt(softplus(probs)) (n × E); then per token the K experts (hash: tid2eid
+// [token][K]; else the top K of p + bias, ties to the lower id, in descending order) and
+// their weights p / Σp · route_scale into sel / sel_w (n × K).
+void route(float* probs, const float* bias, const int32_t* tid2eid, const int32_t* tokens, uint32_t n,
+           uint32_t E, uint32_t K, float route_scale, bool hash, uint32_t* sel, float* sel_w,
+           cudaStream_t s);
+// out[i] = x[src[i]] (rows of `dim`), i < m.
+void gather_rows(const float* x, const uint32_t* src, float* out, uint32_t m, uint32_t dim, cudaStream_t s);
+// g[i][j] ← w[widx[i]] · silu(min(g, L))·clamp(u, −L, L)  for i < m, j < ff.
+void weighted_swiglu(float* g, const float* u, const float* w, const uint32_t* widx, uint32_t m, uint32_t ff,
+                     float limit, cudaStream_t s);
+// moe[t] = Σ_{i in pairs of t, in order} rows[i]: pair_begin (n + 1) indexes pair_rows.
+void scatter_sum(const float* rows, const uint32_t* pair_begin, const uint32_t* pair_rows, float* moe, uint32_t n,
+                 uint32_t dim, cudaStream_t s);
+
+}  // namespace ds4::cuda

@@ -1,0 +1,85 @@
+// ds4-bench-cuda-forward MODEL [PROMPT_TOKENS] [DECODE_TOKENS]: times the engine's CUDA
+// backend on a GGUF: one prefill of PROMPT_TOKENS (default 512), then DECODE_TOKENS
+// (default 64) greedy decode steps at batch 1. Prints tokens/s, ms per token and per
+// layer, and the VRAM the weights took. A smoke benchmark for scripts/gpu-check.sh, not
+// ds4-bench's frontier method.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "cuda/device.h"
+#include "ds4/engine.h"
+#include "ds4/error.h"
+
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+int run(int argc, char** argv) {
+    if (argc < 2) {
+        std::fprintf(stderr, "usage: %s MODEL [PROMPT_TOKENS] [DECODE_TOKENS]\n", argv[0]);
+        return 2;
+    }
+    const std::string path = argv[1];
+    const uint32_t n_prompt = argc > 2 ? static_cast<uint32_t>(std::stoul(argv[2])) : 512;
+    const uint32_t n_decode = argc > 3 ? static_cast<uint32_t>(std::stoul(argv[3])) : 64;
+    const ds4::cuda::DeviceInfo dev = ds4::cuda::device_info(0);
+    ds4::EngineOptions opt;
+    opt.backend = ds4::Backend::Cuda;
+    opt.ctx = n_prompt + n_decode + 8;
+    auto t0 = std::chrono::steady_clock::now();
+    ds4::Engine eng = ds4::Engine::open(path, opt);
+    const double open_s = seconds_since(t0);
+    const ds4::ModelSummary& m = eng.model();
+    std::printf("card %s (%d SMs), model %s: %u layers, D %u, vocab %u, %s; open + upload %.1f s\n", dev.name.c_str(),
+                dev.sm_count, m.name.c_str(), m.n_layer, m.n_embd, m.n_vocab, m.quant.c_str(), open_s);
+
+    std::vector<int32_t> prompt(n_prompt);
+    for (uint32_t i = 0; i < n_prompt; ++i) prompt[i] = static_cast<int32_t>((i * 7919u + 13u) % m.n_vocab);
+    const ds4::SequenceId seq = eng.create_sequence();
+    ds4::Batch b;
+    // warm-up on a second sequence (kernel loads, scratch growth)
+    {
+        const ds4::SequenceId w = eng.create_sequence();
+        b.add(w, std::span<const int32_t>(prompt).first(std::min<uint32_t>(n_prompt, 16)));
+        eng.step(b);
+        b.clear();
+        b.add_token(w, 1);
+        eng.step(b);
+        eng.free_sequence(w);
+        b.clear();
+    }
+    b.add(seq, prompt);
+    t0 = std::chrono::steady_clock::now();
+    ds4::Logits out = eng.step(b);
+    const double prefill_s = seconds_since(t0);
+    int32_t next = out.argmax(0);
+    t0 = std::chrono::steady_clock::now();
+    for (uint32_t i = 0; i < n_decode; ++i) {
+        b.clear();
+        b.add_token(seq, next);
+        eng.step(b, out);
+        next = out.argmax(0);
+    }
+    const double decode_s = seconds_since(t0);
+    std::printf("prefill %u tokens: %.3f s, %.1f t/s\n", n_prompt, prefill_s, n_prompt / prefill_s);
+    std::printf("decode %u tokens at batch 1: %.2f ms/token, %.1f t/s, %.3f ms per layer\n", n_decode,
+                1e3 * decode_s / n_decode, n_decode / decode_s, 1e3 * decode_s / n_decode / m.n_layer);
+    return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    try {
+        return run(argc, argv);
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "ds4-bench-cuda-forward: %s\n", e.what());
+        return 1;
+    }
+}
