@@ -92,6 +92,7 @@ Engine open_engine(const Options& o, uint64_t ctx) {
     eo.ctx = ctx;
     eo.threads = resolve_threads(o.threads);
     eo.backend = Backend::Cpu;
+    eo.steering = o.steering;
     Engine engine = Engine::open(o.model, eo);
     if (engine.model().synthetic)
         std::fprintf(stderr, "ds4: %s: small synthetic random-weight model; output is not meaningful text\n",

@@ -35,6 +35,12 @@ Model and runtime:
   --cuda                     CUDA backend (needs a CUDA build)
   --verbose                  memory report, prefill progress and speed line even when
                              stderr is not a terminal
+  --dir-steering-file FILE   directional steering: one f32 direction per layer
+                             (layers x hidden values, raw little-endian, no header)
+  --dir-steering-ffn F       FFN outputs y -= F*d*(d.y), F in [-100,100]; positive removes
+                             the direction, negative amplifies it (default 1 with a file
+                             and neither scale given, else 0)
+  --dir-steering-attn F      the same on attention outputs (default 0)
 
 Prompt and generation:
   -p, --prompt TEXT          prompt (a prompt starting with <｜begin▁of▁sentence｜> is
@@ -174,6 +180,12 @@ bool parse_flag(Options& o, std::string_view f, ArgReader& in) {
         o.logprobs_top_k = static_cast<unsigned>(parse_uint(f, in.value(f), 128));
     } else if (f == "--trace") {
         o.trace = text();
+    } else if (f == "--dir-steering-file") {
+        o.steering.file = text();
+    } else if (f == "--dir-steering-ffn") {
+        o.steering.ffn = parse_float(f, in.value(f), -100, 100);
+    } else if (f == "--dir-steering-attn") {
+        o.steering.attn = parse_float(f, in.value(f), -100, 100);
     } else if (f == "--verbose") {
         o.verbose = true;
     } else if (f == "-h" || f == "--help") {
@@ -188,6 +200,8 @@ bool parse_flag(Options& o, std::string_view f, ArgReader& in) {
 
 void check_combinations(const Options& o) {
     if (o.prompt && o.prompt_file) throw UsageError{"specify only one prompt source"};
+    if (o.steering.file.empty() && (o.steering.ffn.value_or(0) != 0 || o.steering.attn.value_or(0) != 0))
+        throw UsageError{"--dir-steering-ffn/--dir-steering-attn need --dir-steering-file"};
     if (o.dump_tokens && !o.one_shot())
         throw UsageError{"--dump-tokens needs -p TEXT or --prompt-file FILE"};
     if (!o.dump_logprobs.empty() && !o.one_shot())

@@ -8,6 +8,7 @@
 #include <string_view>
 
 #include "ds4/chat.h"
+#include "ds4/engine.h"
 #include "ds4/sampler.h"
 
 namespace ds4::cli {
@@ -30,6 +31,7 @@ struct Options {
     uint64_t n_predict = 50000;
     uint64_t ctx = 32768;
     unsigned threads = 0;  // 0: min(12, online CPUs), or $DS4_THREADS
+    DirectionalSteering steering;  // --dir-steering-file/-ffn/-attn (interface.md §7.5)
     bool cuda = false;
     SamplingParams sampling;  // temperature 1, top_k 0, top_p 1, min_p 0.05, seed 0 (random)
     ThinkingMode think = ThinkingMode::high;

@@ -30,6 +30,17 @@ int parse_options(int argc, char** argv, ServerOptions& o) {
     app.add_option("-c,--ctx", o.ctx, "context per sequence (tokens)")->check(positive)->capture_default_str();
     app.add_option("-n,--tokens", o.tokens, "default max_tokens")->check(positive)->capture_default_str();
     app.add_option("-t,--threads", o.threads, "host threads (0: all)");
+    // Steering scales stay unset unless given: the engine applies the spec's defaults.
+    float steer_ffn = 0, steer_attn = 0;
+    app.add_option("--dir-steering-file", o.steering.file,
+                   "directional steering: one f32 direction per layer (layers x hidden, raw)");
+    CLI::Option* steer_ffn_opt =
+        app.add_option("--dir-steering-ffn", steer_ffn,
+                       "FFN outputs y -= F*d*(d.y), F in [-100,100] (default 1 with a file and neither scale given)")
+            ->check(CLI::Range(-100.0f, 100.0f));
+    CLI::Option* steer_attn_opt =
+        app.add_option("--dir-steering-attn", steer_attn, "the same on attention outputs (default 0)")
+            ->check(CLI::Range(-100.0f, 100.0f));
     app.add_option("--host", o.host, "IPv4 address to listen on")->capture_default_str();
     app.add_option("--port", o.port, "TCP port")->check(CLI::Range(0, 65535))->capture_default_str();
     app.add_flag("--cors", o.cors, "add CORS headers");
@@ -47,6 +58,12 @@ int parse_options(int argc, char** argv, ServerOptions& o) {
         return 0;
     } catch (const CLI::ParseError& e) {
         std::cerr << "ds4-server: " << e.what() << "\n" << app.help();
+        return 2;
+    }
+    if (steer_ffn_opt->count() != 0) o.steering.ffn = steer_ffn;
+    if (steer_attn_opt->count() != 0) o.steering.attn = steer_attn;
+    if (o.steering.file.empty() && (steer_ffn != 0 || steer_attn != 0)) {
+        std::cerr << "ds4-server: --dir-steering-ffn/--dir-steering-attn need --dir-steering-file\n";
         return 2;
     }
     if (o.host == "localhost") o.host = "127.0.0.1";
@@ -161,6 +178,7 @@ int run_server(const ServerOptions& o) {
     EngineOptions eo;
     eo.ctx = o.ctx;
     eo.threads = o.threads;
+    eo.steering = o.steering;
     Engine engine = Engine::open(o.model, eo);
     Tokenizer tok = Tokenizer::load(o.model);
     log_line(engine.memory_estimate().report());

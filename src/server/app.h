@@ -7,6 +7,8 @@
 #include <memory>
 #include <string>
 
+#include "ds4/engine.h"
+
 namespace ds4::server {
 
 struct ServerOptions {
@@ -16,6 +18,7 @@ struct ServerOptions {
     uint64_t ctx = 32768;
     uint64_t tokens = 393216;  // default max_tokens (clipped to the context left)
     unsigned threads = 0;
+    DirectionalSteering steering;  // --dir-steering-file/-ffn/-attn (interface.md §7.5)
     bool cors = false;
     std::string api_key;
     uint64_t max_body_mb = 64;
