@@ -92,6 +92,7 @@ Engine open_engine(const Options& o, uint64_t ctx) {
     eo.ctx = ctx;
     eo.threads = resolve_threads(o.threads);
     eo.backend = Backend::Cpu;
+    eo.mtp_path = o.mtp;
     eo.steering = o.steering;
     Engine engine = Engine::open(o.model, eo);
     if (engine.model().synthetic)
@@ -132,6 +133,7 @@ int run_one_shot(const Options& o) {
     trace.begin_turn(mode, o.sampling, sampler.seed(), tok.decode(t.tokens()), t.size());
 
     Generator gen(engine, tok.specials().eos);
+    gen.set_mtp_draft(o.mtp_draft);
     TurnStats stats;
     const std::atomic<bool> never{false};  // SIGINT keeps its default in one-shot mode
     gen.prefill(t.tokens(), PrefillProgress(show_diagnostics(o), isatty(STDERR_FILENO) != 0),

@@ -84,6 +84,8 @@ bool Generator::prefill(std::span<const TokenId> transcript, const ProgressFn& p
 std::vector<TokenId> Generator::generate(Sampler& sampler, uint64_t max_tokens,
                                          const TokenFn& on_token, const std::atomic<bool>& stop,
                                          TurnStats& stats) {
+    if (mtp_draft_ > 1 && engine_.has_mtp() && sampler.params().temperature <= 0)
+        return generate_speculative(max_tokens, on_token, stop, stats);
     std::vector<TokenId> out;
     const auto start = Clock::now();
     stats.finish = "length";
@@ -102,6 +104,45 @@ std::vector<TokenId> Generator::generate(Sampler& sampler, uint64_t max_tokens,
         if (on_token) on_token(id);
         if (out.size() < max_tokens) feed(id);
     }
+    stats.generate_seconds = seconds_since(start);
+    return out;
+}
+
+// The loop of generate() with each feed replaced by a speculative step: the pending token
+// and the accepted drafts go in together and are passed on one by one. Same tokens, same
+// stop rules (EOS is never drafted, never fed), same KV state at the end.
+std::vector<TokenId> Generator::generate_speculative(uint64_t max_tokens, const TokenFn& on_token,
+                                                     const std::atomic<bool>& stop, TurnStats& stats) {
+    std::vector<TokenId> out;
+    const auto start = Clock::now();
+    stats.finish = "length";
+    SpeculativeDecoder dec(engine_, seq_, std::min<uint32_t>(mtp_draft_, SpeculativeDecoder::kMaxDraft),
+                           [eos = eos_](int32_t t) { return t == eos; });
+    TokenId pending = logits_.argmax(0);
+    auto emit = [&](TokenId id) {
+        ++stats.generated;
+        out.push_back(id);
+        if (on_token) on_token(id);
+    };
+    while (out.size() < max_tokens) {
+        if (stop.load()) {
+            stats.finish = "interrupted";
+            break;
+        }
+        if (pending == eos_) {
+            ++stats.generated;
+            stats.finish = "stop";
+            break;
+        }
+        emit(pending);
+        if (out.size() == max_tokens) break;
+        const auto room = static_cast<uint32_t>(std::min<uint64_t>(max_tokens - out.size() - 1, 16));
+        const SpeculativeDecoder::Step s = dec.advance(pending, room);
+        for (TokenId id : s.accepted) emit(id);
+        pending = s.next;
+        evaluated_ = engine_.sequence_length(seq_);
+    }
+    spec_stats_ = dec.stats();
     stats.generate_seconds = seconds_since(start);
     return out;
 }

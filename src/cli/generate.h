@@ -14,6 +14,7 @@
 #include "ds4/chat.h"
 #include "ds4/engine.h"
 #include "ds4/sampler.h"
+#include "ds4/speculative.h"
 #include "ds4/tokenizer.h"
 
 namespace ds4::cli {
@@ -83,6 +84,11 @@ public:
     void feed(TokenId id);
     // Forgets the KV state: the next prefill starts from token 0.
     void invalidate();
+    // Speculative greedy decoding (include/ds4/speculative.h) with n MTP drafts per step,
+    // used by generate() when n > 1, the engine has an MTP block and the sampler is greedy
+    // (interface.md §4.8). The tokens are those of plain greedy decoding.
+    void set_mtp_draft(uint32_t n) { mtp_draft_ = n; }
+    const SpeculativeStats& speculative_stats() const { return spec_stats_; }
     uint64_t evaluated() const { return evaluated_; }
 
     static constexpr uint64_t kChunk = 256;  // prefill chunk: progress granularity
@@ -94,6 +100,11 @@ private:
     Batch batch_;
     Logits logits_;
     uint64_t evaluated_ = 0;
+    uint32_t mtp_draft_ = 1;
+    SpeculativeStats spec_stats_;  // of the last speculative generate()
+
+    std::vector<TokenId> generate_speculative(uint64_t max_tokens, const TokenFn& on_token,
+                                              const std::atomic<bool>& stop, TurnStats& stats);
 };
 
 // The most tokens a turn may generate: -n clamped to the context room (§4.6). Throws

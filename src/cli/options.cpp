@@ -33,6 +33,10 @@ Model and runtime:
   -t, --threads N            CPU threads (default min(12, online CPUs); env DS4_THREADS)
   --cpu                      CPU backend (the default in this build)
   --cuda                     CUDA backend (needs a CUDA build)
+  --mtp FILE                 MTP GGUF (ds4-convert --mtp-out, or a model that carries
+                             the block) for speculative decoding
+  --mtp-draft N              MTP drafts per step (default 1 = no speculation; max 16);
+                             used with --temp 0: output identical to plain greedy
   --verbose                  memory report, prefill progress and speed line even when
                              stderr is not a terminal
   --dir-steering-file FILE   directional steering: one f32 direction per layer
@@ -172,6 +176,10 @@ bool parse_flag(Options& o, std::string_view f, ArgReader& in) {
         o.cuda = false;
     } else if (f == "--cuda") {
         o.cuda = true;
+    } else if (f == "--mtp") {
+        o.mtp = text();
+    } else if (f == "--mtp-draft") {
+        o.mtp_draft = static_cast<uint32_t>(parse_uint(f, in.value(f), 16));
     } else if (f == "--dump-tokens") {
         o.dump_tokens = true;
     } else if (f == "--dump-logprobs") {

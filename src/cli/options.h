@@ -33,6 +33,8 @@ struct Options {
     unsigned threads = 0;  // 0: min(12, online CPUs), or $DS4_THREADS
     DirectionalSteering steering;  // --dir-steering-file/-ffn/-attn (interface.md §7.5)
     bool cuda = false;
+    std::string mtp;         // --mtp FILE: MTP GGUF (speculative decoding)
+    uint32_t mtp_draft = 1;  // --mtp-draft N: drafts per step; speculation needs N > 1 and greedy
     SamplingParams sampling;  // temperature 1, top_k 0, top_p 1, min_p 0.05, seed 0 (random)
     ThinkingMode think = ThinkingMode::high;
     std::string think_flag = "--think";  // the flag that set `think`, for the Think-Max note

@@ -110,6 +110,7 @@ private:
         engine_.reset();
         engine_ = std::make_unique<Engine>(open_engine(opt_, ctx));
         gen_ = std::make_unique<Generator>(*engine_, tok_.specials().eos);
+        gen_->set_mtp_draft(opt_.mtp_draft);
         ctx_ = ctx;
     }
 
