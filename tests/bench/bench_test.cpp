@@ -362,13 +362,14 @@ TEST(BenchDocs, DemoPlotIsWellFormedSvgInsideItsViewBox) {
 // The default prompt is the shipped public-domain novel, long enough for the default
 // --ctx-max 32768 with the V4 tokenizer (the demo model carries it).
 TEST(BenchData, DefaultPromptIsThePublicDomainNovel) {
-    const std::string text = slurp(fs::path(DS4_SOURCE_DIR) / "bench" / "data" / "austen-persuasion.txt");
+    const std::string text =
+        slurp(fs::path(DS4_SOURCE_DIR) / "bench" / "data" / "austen-persuasion.txt");
     EXPECT_TRUE(text.starts_with("Jane Austen, Persuasion (1818)")) << text.substr(0, 80);
     EXPECT_NE(text.find("public domain"), std::string::npos);
     EXPECT_NE(text.find("Sir Walter Elliot, of Kellynch Hall"), std::string::npos);
     EXPECT_LE(text.size(), 300u * 1024u);
-    const auto r = run("-m " + demo() + " --ctx-start 16 --ctx-max 16 --gen-tokens 1 --bw-mib 8 -t 2",
-                       false);
+    const auto r =
+        run("-m " + demo() + " --ctx-start 16 --ctx-max 16 --gen-tokens 1 --bw-mib 8 -t 2", false);
     ASSERT_EQ(r.code, 0) << r.out;
     const size_t at = r.out.find("austen-persuasion.txt tokens=");
     ASSERT_NE(at, std::string::npos) << r.out;

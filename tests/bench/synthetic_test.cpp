@@ -50,7 +50,9 @@ TEST(BenchSyntheticRun, OnePublishedWidthLayerInMemoryGivesACsv) {
     int code = -1;
     const std::string log = run_stdout(
         "--synthetic q2 --layers 1 --ctx-start 8 --ctx-max 16 --step-incr 8 --gen-tokens 2 "
-        "--bw-mib 8 -t 2 --csv " + csv, code);
+        "--bw-mib 8 -t 2 --csv " +
+            csv,
+        code);
     ASSERT_EQ(code, 0) << log;
     EXPECT_NE(log.find("generating the synthetic model in memory"), std::string::npos) << log;
 

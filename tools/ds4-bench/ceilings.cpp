@@ -1,8 +1,8 @@
 #include "ceilings.h"
 
 #include <algorithm>
-#include <cmath>
 #include <chrono>
+#include <cmath>
 #include <numeric>
 #include <thread>
 #include <vector>
@@ -62,9 +62,8 @@ void gemm_rows(const float* __restrict a, const float* __restrict b, float* __re
 // L1/L2-resident), a broadcast of a per row and k: 8 FMAs per 2 loads of b.
 constexpr uint32_t kTileRows = 4, kTileCols = 16;
 
-__attribute__((target("avx2,fma"))) void gemm_tile_fma(const float* a, const float* panel,
-                                                       float* c, uint32_t n, uint32_t i0,
-                                                       uint32_t j0) {
+__attribute__((target("avx2,fma"))) void gemm_tile_fma(const float* a, const float* panel, float* c,
+                                                       uint32_t n, uint32_t i0, uint32_t j0) {
     __m256 acc[kTileRows][2];
     for (auto& row : acc) row[0] = row[1] = _mm256_setzero_ps();
     for (uint32_t k = 0; k < n; ++k) {
@@ -89,7 +88,8 @@ __attribute__((target("avx2,fma"))) void gemm_rows_fma(const float* a, const flo
     std::vector<float> panel(uint64_t{n} * kTileCols);
     for (uint32_t j0 = 0; j0 < n; j0 += kTileCols) {
         for (uint32_t k = 0; k < n; ++k)
-            std::copy_n(b + uint64_t{k} * n + j0, kTileCols, panel.data() + uint64_t{k} * kTileCols);
+            std::copy_n(b + uint64_t{k} * n + j0, kTileCols,
+                        panel.data() + uint64_t{k} * kTileCols);
         for (uint32_t i0 = r0; i0 < r1; i0 += kTileRows)
             gemm_tile_fma(a, panel.data(), c, n, i0, j0);
     }

@@ -104,10 +104,9 @@ std::optional<int> parse(int argc, char** argv, Options& o) {
         "q2 (more for q4): use --layers to bench fewer layers (it refuses what will not fit)."};
     app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);  // last one wins
     app.add_option("-m,--model", o.model, "GGUF model")->capture_default_str();
-    app.add_option(
-        "--prompt-file", o.prompt_file,
-        cat("raw text, tokenized with the model's tokenizer (default: bench/data/", kDefaultPrompt,
-            ", public domain)"));
+    app.add_option("--prompt-file", o.prompt_file,
+                   cat("raw text, tokenized with the model's tokenizer (default: bench/data/",
+                       kDefaultPrompt, ", public domain)"));
     app.add_option("-t,--threads", o.threads, "CPU threads (0: all)")->capture_default_str();
     app.add_option("--ctx-start", o.ctx_start, "first frontier")->capture_default_str();
     app.add_option("--ctx-max", o.ctx_max, "last frontier")->capture_default_str();
@@ -402,8 +401,8 @@ int run(const Options& o) {
         cat("prompt=", o.prompt_file, " tokens=", tokens.size(), " tokenized_with=", tok_how),
         cat("ceiling read_gbs=", ceil.read_gbs, " (STREAM-style sum over ", ceil.read_bytes >> 20,
             " MiB, ", ceil.threads, " threads, best of 5)"),
-        cat("ceiling gemm_gflops=", ceil.gemm_gflops, " (f32 GEMM 512^3, ", bench::gemm_kernel_name(),
-            ", ", ceil.threads, " threads, best of 3)"),
+        cat("ceiling gemm_gflops=", ceil.gemm_gflops, " (f32 GEMM 512^3, ",
+            bench::gemm_kernel_name(), ", ", ceil.threads, " threads, best of 3)"),
         cat("weight_bytes_per_step=", wbytes, " prefill_flops_per_token=", flops,
             " load_s=", load_s, " warm_s=", warm_s,
             synthetic ? cat(" synthetic_in_memory_bytes=", synthetic->bytes(),

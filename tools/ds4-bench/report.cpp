@@ -36,13 +36,12 @@ std::string csv_header() {
 
 std::string csv_row(const Row& r) {
     char buf[512];
-    std::snprintf(buf, sizeof buf,
-                  "%llu,%llu,%.2f,%llu,%.2f,%llu,%u,%.2f,%llu,%.3f,%.4f,%llu,%.3f,%.4f",
-                  (unsigned long long)r.ctx_tokens, (unsigned long long)r.prefill_tokens,
-                  r.prefill_tps, (unsigned long long)r.gen_tokens, r.gen_tps,
-                  (unsigned long long)r.kvcache_bytes, r.batch, r.seq_gen_tps,
-                  (unsigned long long)r.weight_bytes_per_step, r.gen_gbs, r.bw_ratio,
-                  (unsigned long long)r.flops_per_token, r.prefill_gflops, r.gemm_ratio);
+    std::snprintf(
+        buf, sizeof buf, "%llu,%llu,%.2f,%llu,%.2f,%llu,%u,%.2f,%llu,%.3f,%.4f,%llu,%.3f,%.4f",
+        (unsigned long long)r.ctx_tokens, (unsigned long long)r.prefill_tokens, r.prefill_tps,
+        (unsigned long long)r.gen_tokens, r.gen_tps, (unsigned long long)r.kvcache_bytes, r.batch,
+        r.seq_gen_tps, (unsigned long long)r.weight_bytes_per_step, r.gen_gbs, r.bw_ratio,
+        (unsigned long long)r.flops_per_token, r.prefill_gflops, r.gemm_ratio);
     return buf;
 }
 

@@ -91,30 +91,30 @@ uint64_t run_memory_bytes(const synth::MakeOptions& opt, uint64_t ctx, uint32_t 
                           uint64_t prefill_chunk, uint64_t bw_bytes) {
     const MemoryEstimate m = runtime::estimate_memory(opt.shape, ctx);
     const uint64_t chunk = std::min<uint64_t>(prefill_chunk, runtime::kPrefillChunk);
-    return m.kv_per_sequence() * batch + m.scratch + m.scratch_per_chunk_token * chunk +
-           bw_bytes;
+    return m.kv_per_sequence() * batch + m.scratch + m.scratch_per_chunk_token * chunk + bw_bytes;
 }
 
 void check_fits(const synth::MakeOptions& opt, uint64_t run_bytes, uint64_t available,
                 uint64_t limit) {
     const uint64_t image = synthetic_image_bytes(opt);
     const uint64_t need = with_margin(image + run_bytes);
-    const uint64_t have = limit == 0 ? available : std::min(available, limit);
     if (available == 0 && limit == 0) return;  // no /proc/meminfo: nothing to check against
+    const uint64_t have = limit == 0       ? available
+                          : available == 0 ? limit
+                                           : std::min(available, limit);
     if (need <= have) return;
     const uint64_t per_layer = layer_bytes(opt);
-    const uint64_t fixed = image > per_layer * opt.shape.n_layer
-                               ? image - per_layer * opt.shape.n_layer
-                               : 0;
+    const uint64_t fixed =
+        image > per_layer * opt.shape.n_layer ? image - per_layer * opt.shape.n_layer : 0;
     const uint64_t room = have > with_margin(fixed + run_bytes)
                               ? (have - with_margin(fixed + run_bytes)) * 20 / 21 / per_layer
                               : 0;
-    fail(cat("--synthetic ", model::quant_mix_name(opt.plan.mix), " --layers ", opt.shape.n_layer,
-             " needs about ", gib(need), " of memory (weights ", gib(image), ", about ",
-             gib(per_layer), " a layer; KV, scratch and ceiling buffers ", gib(run_bytes),
-             "; margin), but only ", gib(have), " is available (",
-             limit != 0 && limit < available ? "--mem-limit-mib" : "MemAvailable", "): ",
-             room == 0 ? "not even one layer fits" : cat("use --layers ", room, " or fewer")));
+    fail(cat(
+        "--synthetic ", model::quant_mix_name(opt.plan.mix), " --layers ", opt.shape.n_layer,
+        " needs about ", gib(need), " of memory (weights ", gib(image), ", about ", gib(per_layer),
+        " a layer; KV, scratch and ceiling buffers ", gib(run_bytes), "; margin), but only ",
+        gib(have), " is available (", have == limit ? "--mem-limit-mib" : "MemAvailable",
+        "): ", room == 0 ? "not even one layer fits" : cat("use --layers ", room, " or fewer")));
 }
 
 InMemoryModel::InMemoryModel(const synth::MakeOptions& opt) {
