@@ -5,10 +5,10 @@
 // (group l/8 of four per pass, block l%8), so every lane decodes a whole activation block
 // with one scale: 8 weight words of 4 codes each, dotted with __dp4a and scaled once.
 // The activation block (32 int8 + 8 bytes of scale and sums) is read once per pass and
-// serves all R rows; the decoded weight words serve all tokens of the batch.
+// token and serves all R rows; the decoded weight words serve all tokens of the batch.
 // Why: the exact kernels spend ~8 instructions per weight value on dequantization and
 // f32 FMAs and run at 21-44 % of the copy bandwidth for the 2-4 bit types; here a value
-// costs ~1-1.5 integer instructions.
+// costs ~1-2 integer instructions (H100 figures: bench/RESULTS.md, CUDA section).
 #include "cuda/matmul_q8.h"
 
 #include <cuda_fp16.h>
