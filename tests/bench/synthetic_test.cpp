@@ -53,6 +53,10 @@ TEST(BenchSyntheticRun, OnePublishedWidthLayerInMemoryGivesACsv) {
         "--bw-mib 8 -t 2 --csv " +
             csv,
         code);
+    // A machine with less free memory than one full-width layer needs is refused up front
+    // (that refusal has its own test in bench_test.cpp).
+    if (code != 0 && log.find("needs about") != std::string::npos)
+        GTEST_SKIP() << "not enough memory here: " << log;
     ASSERT_EQ(code, 0) << log;
     EXPECT_NE(log.find("generating the synthetic model in memory"), std::string::npos) << log;
 
