@@ -69,6 +69,24 @@ struct ModelSummary {
     uint64_t n_params = 0;     // weights of the main model (MTP excluded)
     uint64_t file_bytes = 0;
     bool synthetic = false;    // written by ds4-make-model (random weights, not a real model)
+
+    // For `ds4 --model-info`: what the file says and holds, read from its directory (no
+    // tensor data is touched).
+    std::string architecture;     // general.architecture
+    uint64_t context_length = 0;  // deepseek4.context_length (0 when absent)
+    // The file's tensors grouped by GGML type ("F32", "Q8_0", "IQ2_XXS", ...), in type-code
+    // order; MTP tensors (mtp.*) included, and counted apart in mtp_tensor_bytes.
+    struct TensorTypeGroup {
+        std::string type;
+        uint64_t tensors = 0;
+        uint64_t bytes = 0;
+    };
+    std::vector<TensorTypeGroup> tensor_types;
+    uint64_t tensor_bytes = 0;      // all tensor data (the sum of tensor_types)
+    uint64_t mtp_tensor_bytes = 0;  // the mtp.* part of it
+    // GGML types of the main model's routed experts (ffn_{gate,up,down}_exps); "" when a
+    // layer has none. Every layer uses the same types (the tensor plan checks it).
+    std::string expert_gate_type, expert_up_type, expert_down_type;
 };
 
 // Memory the engine needs at a context size (bytes). The KV state is per sequence and is

@@ -21,6 +21,8 @@ bool show_diagnostics(const Options& o);
 // backend, then maps the model. Prints the memory report when diagnostics are shown and
 // the synthetic-model banner. Throws ds4::Error.
 Engine open_engine(const Options& o, uint64_t ctx);
+// The same without anything on stderr.
+Engine map_model(const Options& o, uint64_t ctx);
 Tokenizer load_tokenizer(const Options& o);
 
 // The effective thinking mode at `ctx`, with the §2.1 warning on stderr when Think Max

@@ -5,7 +5,9 @@
 #include <span>
 
 #include "cli/app.h"
+#include "cli/model_info.h"
 #include "cli/options.h"
+#include "cli/version.h"
 
 int main(int argc, char** argv) {
     using namespace ds4::cli;
@@ -16,9 +18,10 @@ int main(int argc, char** argv) {
             return 0;
         }
         if (o.version) {
-            std::cout << "ds4 " << kVersion << "\n";
+            std::cout << version_text();
             return 0;
         }
+        if (o.model_info) return run_model_info(o);
         return o.one_shot() ? run_one_shot(o) : run_interactive(o);
     } catch (const UsageError& e) {
         std::cerr << "ds4: " << e.message << "\nusage: ds4 [options] [-p TEXT] (see ds4 --help)\n";

@@ -10,6 +10,7 @@
 #include "ds4/engine.h"
 
 #include <algorithm>
+#include <map>
 #include <optional>
 #include <thread>
 #include <unordered_map>
@@ -57,6 +58,30 @@ std::vector<std::string> read_vocab(const gguf::File& f, const model::Hparams& h
     return vocab;
 }
 
+// ModelSummary's --model-info part: metadata and the tensor directory by type.
+void add_tensor_stats(ModelSummary& s, const gguf::File& f) {
+    if (const auto arch = f.get_string(model::key::architecture)) s.architecture = *arch;
+    if (const auto* kv = f.find(model::key::context_length)) s.context_length = f.require_integer(kv->key);
+    std::map<uint32_t, ModelSummary::TensorTypeGroup> by_type;
+    for (const gguf::TensorInfo& t : f.tensors()) {
+        ModelSummary::TensorTypeGroup& g = by_type[t.type];
+        g.type = ggml_type_name(t.type);
+        g.tensors += 1;
+        g.bytes += t.n_bytes;
+        s.tensor_bytes += t.n_bytes;
+        if (t.name.starts_with("mtp.")) {
+            s.mtp_tensor_bytes += t.n_bytes;
+        } else if (t.name.ends_with(".ffn_gate_exps.weight")) {
+            s.expert_gate_type = ggml_type_name(t.type);
+        } else if (t.name.ends_with(".ffn_up_exps.weight")) {
+            s.expert_up_type = ggml_type_name(t.type);
+        } else if (t.name.ends_with(".ffn_down_exps.weight")) {
+            s.expert_down_type = ggml_type_name(t.type);
+        }
+    }
+    for (auto& [code, group] : by_type) s.tensor_types.push_back(std::move(group));
+}
+
 ModelSummary summarize(const gguf::File& f, const model::Hparams& hp, const model::TensorPlan& plan) {
     ModelSummary s;
     s.path = f.path();
@@ -75,6 +100,7 @@ ModelSummary summarize(const gguf::File& f, const model::Hparams& hp, const mode
     s.file_bytes = f.size();
     // ds4-make-model names its files "DeepSeek-V4-Flash synthetic random weights (...)".
     s.synthetic = s.name.find("synthetic") != std::string::npos;
+    add_tensor_stats(s, f);
     return s;
 }
 

@@ -1,0 +1,27 @@
+#include "cli/version.h"
+
+#include "cli/options.h"
+#include "ds4/error.h"
+#include "ds4_build_info.h"  // generated: DS4_GIT_COMMIT
+
+namespace ds4::cli {
+
+namespace {
+
+// The engine runs on the CPU; a -DDS4_CUDA=ON build also compiles the CUDA kernels
+// (src/cuda), which the engine does not drive yet, so --cuda still refuses.
+std::string backends() {
+#ifdef DS4_CUDA_ARCHS
+    return cat("cpu (CUDA kernels built for sm_", DS4_CUDA_ARCHS, ", not used by the engine yet)");
+#else
+    return "cpu";
+#endif
+}
+
+}  // namespace
+
+std::string version_text() {
+    return cat("ds4 ", kVersion, "\ncommit ", DS4_GIT_COMMIT, "\nbackends: ", backends(), "\n");
+}
+
+}  // namespace ds4::cli
