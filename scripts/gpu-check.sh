@@ -86,13 +86,14 @@ run() {
     fi
     [ -x "$BIN/ds4-bench-cuda" ] && step bench-matmul "$BIN/ds4-bench-cuda" "$BENCH_MIB"
     if [ -x "$BIN/ds4-bench-cuda-forward" ] && [ -f "$BIN/ds4-demo.gguf" ]; then
-        step bench-forward-demo "$BIN/ds4-bench-cuda-forward" "$BIN/ds4-demo.gguf" 512 64
+        step bench-forward-demo "$BIN/ds4-bench-cuda-forward" "$BIN/ds4-demo.gguf" 512 64 8 32 64
     fi
     if [ -n "${FULL_LAYERS:-}" ] && [ -x "$BIN/ds4-make-model-static" ]; then
         local full=/tmp/ds4-full-${FULL_LAYERS}.gguf
         step make-full "$BIN/ds4-make-model-static" -o "$full" --shape published --quant q2 \
             --layers "$FULL_LAYERS" --fast-random-blocks --quiet
-        step bench-forward-full "$BIN/ds4-bench-cuda-forward" "$full" "${FULL_PROMPT:-256}" "${FULL_DECODE:-32}"
+        step bench-forward-full "$BIN/ds4-bench-cuda-forward" "$full" "${FULL_PROMPT:-256}" "${FULL_DECODE:-32}" \
+            ${FULL_BATCHES:-8 32 64}
     fi
     return $rc
 }

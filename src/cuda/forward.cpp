@@ -105,6 +105,12 @@ struct Forward::Impl {
     DeviceBuffer<float> scores, index_scores, head_mix, collapsed, head_nrm, logits_dev;
     DeviceBuffer<uint32_t> sel, index_sel, moe_idx, head_rows;
     DeviceBuffer<int32_t> tokens_dev;
+    DeviceBuffer<uint64_t> positions_dev;
+    // per token of the current batch: its sequence's device state and position
+    std::vector<DevState*> tok_state;
+    std::vector<uint64_t> tok_pos;
+    std::vector<int32_t> host_tokens;
+    std::vector<uint32_t> host_rows;
     std::vector<float> host_x;
     std::vector<uint32_t> host_sel, host_idx;
     std::vector<float> host_hc;
@@ -161,12 +167,12 @@ struct Forward::Impl {
                      std::span<const uint32_t> logit_rows, std::span<float> logits) const;
     void embed(std::span<const int32_t> tokens);
     void hc_site_pre(const DMat& fn, const float* scale, const float* base, uint32_t n);
-    void attention(uint32_t il, DevState& ds, uint64_t pos, uint32_t n);
-    void attention_projections(const DLayer& L, uint64_t pos, uint32_t n);
+    void attention(uint32_t il, uint32_t n);
+    void attention_projections(const DLayer& L, uint32_t n);
     void attend(const DLayer& L, DevLayerKv& kv, uint64_t p, uint32_t t);
     void moe_layer(uint32_t il, uint32_t n);
     void routed_experts(const DLayer& L, uint32_t n);
-    void head(std::span<const uint32_t> logit_rows, std::span<float> logits);
+    void head(std::span<const uint32_t> rows);
     const float* omega(const DLayer& L) const { return L.ratio != 0 ? omega_comp : omega_dense; }
 };
 
@@ -360,6 +366,7 @@ void Forward::Impl::reserve(uint32_t n, uint64_t ctx) {
         grow(sh_out, n * dim);
         grow(moe_idx, 3 * n * K + n + 1);
         grow(tokens_dev, n);
+        grow(positions_dev, n);
         grow(head_rows, n);
         grow(head_mix, n * H);
         grow(collapsed, n * dim);
@@ -409,6 +416,8 @@ void Forward::Impl::embed(std::span<const int32_t> tokens) {
                                    stream.get()));
     DS4_CUDA_CHECK(cudaMemcpyAsync(tokens_dev.data(), tokens.data(), n * sizeof(int32_t), cudaMemcpyHostToDevice,
                                    stream.get()));
+    DS4_CUDA_CHECK(cudaMemcpyAsync(positions_dev.data(), tok_pos.data(), n * sizeof(uint64_t), cudaMemcpyHostToDevice,
+                                   stream.get()));
 }
 
 void Forward::Impl::hc_site_pre(const DMat& fn, const float* scale, const float* base, uint32_t n) {
@@ -420,7 +429,7 @@ void Forward::Impl::hc_site_pre(const DMat& fn, const float* scale, const float*
 
 // ---- attention sublayer (cpu attention.cpp) ----
 
-void Forward::Impl::attention_projections(const DLayer& L, uint64_t pos, uint32_t n) {
+void Forward::Impl::attention_projections(const DLayer& L, uint32_t n) {
     const cudaStream_t s = stream.get();
     const uint64_t dim = hp.n_embd, hd = hp.head_dim, ql = hp.q_lora_rank, rd = hp.rope_dim;
     const uint64_t nope = hd - rd, qw = uint64_t{hp.n_head} * hd;
@@ -429,11 +438,11 @@ void Forward::Impl::attention_projections(const DLayer& L, uint64_t pos, uint32_
     rms_norm(qr.data(), L.q_a_norm, qr.data(), static_cast<uint32_t>(ql), n, hp.norm_eps, s);
     mm(L.q_b, 0, qw, qr.data(), ql, q.data(), qw, n);
     rms_norm(q.data(), nullptr, q.data(), hp.head_dim, n * hp.n_head, hp.norm_eps, s);
-    rope_tokens(q.data(), n, qw, hp.n_head, hd, nope, om, hp.rope_dim / 2, pos, false, s);
+    rope_tokens(q.data(), n, qw, hp.n_head, hd, nope, om, hp.rope_dim / 2, positions_dev.data(), false, s);
 
     mm(L.kv, 0, hd, nrm.data(), dim, kvb.data(), hd, n);
     rms_norm(kvb.data(), L.kv_norm, kvb.data(), hp.head_dim, n, hp.norm_eps, s);
-    rope_tokens(kvb.data(), n, hd, 1, hd, nope, om, hp.rope_dim / 2, pos, false, s);
+    rope_tokens(kvb.data(), n, hd, 1, hd, nope, om, hp.rope_dim / 2, positions_dev.data(), false, s);
     fp8_rows(kvb.data(), n, hd, static_cast<uint32_t>(nope), s);
 
     if (L.comp) {
@@ -448,7 +457,7 @@ void Forward::Impl::attention_projections(const DLayer& L, uint64_t pos, uint32_
         // indexer queries (§6): wq_b·qr, RoPE on the last rope_dim dims, Hadamard, FP4
         const uint64_t d = hp.idx_head_dim, nh = hp.idx_n_heads;
         mm(L.indexer_q_b, 0, nh * d, qr.data(), ql, iq.data(), nh * d, n);
-        rope_tokens(iq.data(), n, nh * d, hp.idx_n_heads, d, d - rd, omega_comp, hp.rope_dim / 2, pos, false, s);
+        rope_tokens(iq.data(), n, nh * d, hp.idx_n_heads, d, d - rd, omega_comp, hp.rope_dim / 2, positions_dev.data(), false, s);
         hadamard_scaled(iq.data(), hp.idx_head_dim, n * hp.idx_n_heads, s);
         fp4_simulate(iq.data(), n * nh * d, s);
         mm(L.indexer_proj, 0, nh, nrm.data(), dim, iw.data(), nh, n);
@@ -492,15 +501,14 @@ void Forward::Impl::attend(const DLayer& L, DevLayerKv& kv, uint64_t p, uint32_t
     attend_token(a, stream.get());
 }
 
-void Forward::Impl::attention(uint32_t il, DevState& ds, uint64_t pos, uint32_t n) {
+void Forward::Impl::attention(uint32_t il, uint32_t n) {
     const DLayer& L = layers[il];
     const cudaStream_t s = stream.get();
     hc_site_pre(L.hc_attn_fn, L.hc_attn_scale, L.hc_attn_base, n);
     rms_norm(u.data(), L.attn_norm, nrm.data(), hp.n_embd, n, hp.norm_eps, s);
-    attention_projections(L, pos, n);
+    attention_projections(L, n);
 
     // token by token in position order (§5.4): raw row, compressors, then attend
-    DevLayerKv& kv = ds.layers[il];
     const uint64_t hd = hp.head_dim;
     const auto step = [&](DevComp& c, const DComp& w, const float* kvp, const float* scp, uint64_t p,
                           bool indexer) {
@@ -526,7 +534,8 @@ void Forward::Impl::attention(uint32_t il, DevState& ds, uint64_t pos, uint32_t 
         if (emits) ++c.n_rows;
     };
     for (uint32_t t = 0; t < n; ++t) {
-        const uint64_t p = pos + t;
+        const uint64_t p = tok_pos[t];
+        DevLayerKv& kv = tok_state[t]->layers[il];
         DS4_CUDA_CHECK(cudaMemcpyAsync(kv.raw.data() + (p % hp.window) * hd, kvb.data() + t * hd, hd * sizeof(float),
                                        cudaMemcpyDeviceToDevice, s));
         if (kv.attn) {
@@ -640,20 +649,18 @@ void Forward::Impl::moe_layer(uint32_t il, uint32_t n) {
 
 // ---- output head (§4.7) ----
 
-void Forward::Impl::head(std::span<const uint32_t> logit_rows, std::span<float> out) {
-    const auto n = static_cast<uint32_t>(logit_rows.size());
+void Forward::Impl::head(std::span<const uint32_t> rows) {
+    const auto n = static_cast<uint32_t>(rows.size());
     if (n == 0) return;
     const cudaStream_t s = stream.get();
     const uint64_t hc = hp.hc_dim(), H = hp.hc_mult, V = hp.n_vocab;
     for (uint32_t i = 0; i < n; ++i)
-        mm(output_hc_fn, 0, H, x.data() + uint64_t{logit_rows[i]} * hc, hc, head_mix.data() + i * H, H, 1);
-    DS4_CUDA_CHECK(cudaMemcpyAsync(head_rows.data(), logit_rows.data(), n * sizeof(uint32_t), cudaMemcpyHostToDevice,
-                                   s));
+        mm(output_hc_fn, 0, H, x.data() + uint64_t{rows[i]} * hc, hc, head_mix.data() + i * H, H, 1);
+    DS4_CUDA_CHECK(cudaMemcpyAsync(head_rows.data(), rows.data(), n * sizeof(uint32_t), cudaMemcpyHostToDevice, s));
     hc_collapse(hc_shape, x.data(), head_rows.data(), head_mix.data(), output_hc_scale, output_hc_base,
                 collapsed.data(), n, s);
     rms_norm(collapsed.data(), output_norm, head_nrm.data(), hp.n_embd, n, hp.norm_eps, s);
     mm(output, 0, V, head_nrm.data(), hp.n_embd, logits_dev.data(), V, n);
-    DS4_CUDA_CHECK(cudaMemcpyAsync(out.data(), logits_dev.data(), n * V * sizeof(float), cudaMemcpyDeviceToHost, s));
 }
 
 // ---- public API ----
@@ -689,25 +696,72 @@ Forward::~Forward() = default;
 
 void Forward::eval(cpu::KvState& state, uint64_t pos, std::span<const int32_t> tokens,
                    std::span<const uint32_t> logit_rows, std::span<float> logits) {
+    impl_->check_chunk(state, pos, static_cast<uint32_t>(tokens.size()), tokens, logit_rows, logits);
+    const Chunk c{&state, tokens, logit_rows, logits};
+    eval_batch({&c, 1});
+}
+
+void Forward::eval_batch(std::span<const Chunk> chunks) {
     Impl& m = *impl_;
-    const auto n = static_cast<uint32_t>(tokens.size());
-    m.check_chunk(state, pos, n, tokens, logit_rows, logits);
-    DevState& ds = m.device_state(state);
-    if (!ds.device_valid || ds.n_tokens != pos) m.upload_state(state, ds);
-    m.reserve(n, state.ctx());
+    uint64_t total = 0, ctx = 0;
+    for (size_t i = 0; i < chunks.size(); ++i) {
+        const Chunk& c = chunks[i];
+        if (c.state == nullptr) fail("cuda forward: chunk ", i, " has no state");
+        m.check_chunk(*c.state, c.state->n_tokens(), static_cast<uint32_t>(c.tokens.size()), c.tokens, c.logit_rows,
+                      c.logits);
+        for (size_t j = 0; j < i; ++j)
+            if (chunks[j].state == c.state) fail("cuda forward: a sequence appears twice in one batch");
+        total += c.tokens.size();
+        ctx = std::max(ctx, c.state->ctx());
+    }
+    if (total == 0) return;
+    if (total > std::numeric_limits<uint32_t>::max()) fail("cuda forward: batch of ", total, " tokens is too large");
+    const auto n = static_cast<uint32_t>(total);
+    m.tok_state.clear();
+    m.tok_pos.clear();
+    m.host_tokens.clear();
+    m.host_rows.clear();
+    uint64_t rows_total = 0;
+    for (const Chunk& c : chunks) {
+        DevState& ds = m.device_state(*c.state);
+        const uint64_t pos = c.state->n_tokens();
+        if (!ds.device_valid || ds.n_tokens != pos) m.upload_state(*c.state, ds);
+        for (uint32_t r : c.logit_rows) m.host_rows.push_back(static_cast<uint32_t>(m.host_tokens.size()) + r);
+        for (size_t t = 0; t < c.tokens.size(); ++t) {
+            m.tok_state.push_back(&ds);
+            m.tok_pos.push_back(pos + t);
+            m.host_tokens.push_back(c.tokens[t]);
+        }
+        rows_total += c.logit_rows.size();
+    }
+    m.reserve(std::max<uint32_t>(n, static_cast<uint32_t>(rows_total)), ctx);
     m.last_n = 0;
-    ds.host_valid = false;
-    ds.device_valid = false;  // until the step completes
-    m.embed(tokens);
+    for (DevState* ds : m.tok_state) {
+        ds->host_valid = false;
+        ds->device_valid = false;  // until the step completes
+    }
+    m.embed(m.host_tokens);
     for (uint32_t il = 0; il < m.hp.n_layer; ++il) {
-        m.attention(il, ds, pos, n);
+        m.attention(il, n);
         m.moe_layer(il, n);
     }
-    m.head(logit_rows, logits);
+    m.head(m.host_rows);
+    const uint64_t V = m.hp.n_vocab;
+    uint64_t row = 0;
+    for (const Chunk& c : chunks) {
+        const uint64_t k = c.logit_rows.size();
+        if (k != 0)
+            DS4_CUDA_CHECK(cudaMemcpyAsync(c.logits.data(), m.logits_dev.data() + row * V, k * V * sizeof(float),
+                                           cudaMemcpyDeviceToHost, m.stream.get()));
+        row += k;
+    }
     m.stream.sync();
-    ds.n_tokens = pos + n;
-    ds.device_valid = true;
-    state.advance(n);
+    for (const Chunk& c : chunks) {
+        DevState& ds = *m.states.at(c.state);
+        ds.n_tokens = c.state->n_tokens() + c.tokens.size();
+        ds.device_valid = true;
+        c.state->advance(c.tokens.size());
+    }
     m.last_n = n;
 }
 

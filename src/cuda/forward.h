@@ -41,7 +41,20 @@ public:
     void eval(cpu::KvState& state, uint64_t pos, std::span<const int32_t> tokens,
               std::span<const uint32_t> logit_rows, std::span<float> logits);
 
-    // The final HC state of chunk row t of the last eval (downloaded on demand).
+    // Chunks of DIFFERENT sequences in one pass: every projection, the MoE and the head
+    // run over all their tokens at once (experts grouped over the whole batch); the
+    // stateful attention part walks each token against its own sequence. Each chunk
+    // starts at its state's length; a sequence's logits equal those of eval() alone, up
+    // to the matmul's rounding.
+    struct Chunk {
+        cpu::KvState* state = nullptr;
+        std::span<const int32_t> tokens;
+        std::span<const uint32_t> logit_rows;
+        std::span<float> logits;
+    };
+    void eval_batch(std::span<const Chunk> chunks);
+
+    // The final HC state of row t (over all chunks) of the last eval (downloaded on demand).
     std::span<const float> final_hc(uint32_t t);
 
     void download(cpu::KvState& state);          // device → host contents (no-op when current)

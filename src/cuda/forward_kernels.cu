@@ -121,13 +121,13 @@ __global__ void hc_collapse_kernel(HcShape sh, const float* x, const uint32_t* r
 
 __global__ void rope_tokens_kernel(float* x, uint32_t n_tok, uint64_t tok_stride, uint32_t n_vec,
                                    uint64_t vec_stride, uint64_t offset, const float* omega, uint32_t half,
-                                   uint64_t pos0, bool inverse) {
+                                   const uint64_t* positions, bool inverse) {
     const uint64_t i = uint64_t{blockIdx.x} * blockDim.x + threadIdx.x;
     if (i >= uint64_t{n_tok} * n_vec * half) return;
     const uint32_t j = static_cast<uint32_t>(i % half);
     const uint64_t v = i / half % n_vec, t = i / half / n_vec;
     float c, sn;
-    dev::rope_cs(static_cast<float>(pos0 + t), omega[j], c, sn);
+    dev::rope_cs(static_cast<float>(positions[t]), omega[j], c, sn);
     if (inverse) sn = -sn;
     float* p = x + t * tok_stride + v * vec_stride + offset + 2 * j;
     const float re = p[0], im = p[1];
@@ -250,12 +250,12 @@ void hc_collapse(const HcShape& sh, const float* x, const uint32_t* row_index, c
 }
 
 void rope_tokens(float* x, uint32_t n_tok, uint64_t tok_stride, uint32_t n_vec, uint64_t vec_stride,
-                 uint64_t offset, const float* omega, uint32_t half, uint64_t pos0, bool inverse,
+                 uint64_t offset, const float* omega, uint32_t half, const uint64_t* positions, bool inverse,
                  cudaStream_t s) {
     const uint64_t n = uint64_t{n_tok} * n_vec * half;
     if (n == 0) return;
     rope_tokens_kernel<<<blocks_for(n), kThreads, 0, s>>>(x, n_tok, tok_stride, n_vec, vec_stride, offset, omega,
-                                                          half, pos0, inverse);
+                                                          half, positions, inverse);
     DS4_CUDA_CHECK_LAUNCH("rope_tokens_kernel");
 }
 

@@ -42,9 +42,10 @@ void hc_collapse(const HcShape& sh, const float* x, const uint32_t* row_index, c
 
 // ---- attention pieces (model.md §4.5) ----
 // Rotates, for token t < n_tok and vector v < n_vec, the rd = 2·half values at
-// x + t·tok_stride + v·vec_stride + offset by θ_j = f32(pos0 + t)·ω_j (inverse: −θ).
+// x + t·tok_stride + v·vec_stride + offset by θ_j = f32(positions[t])·ω_j (inverse: −θ).
+// positions: n_tok device values (tokens of several sequences may share a launch).
 void rope_tokens(float* x, uint32_t n_tok, uint64_t tok_stride, uint32_t n_vec, uint64_t vec_stride,
-                 uint64_t offset, const float* omega, uint32_t half, uint64_t pos0, bool inverse,
+                 uint64_t offset, const float* omega, uint32_t half, const uint64_t* positions, bool inverse,
                  cudaStream_t s);
 // FP8 simulation of the first `len` values (a multiple of 64) of n_rows rows of `stride`.
 void fp8_rows(float* x, uint32_t n_rows, uint64_t stride, uint32_t len, cudaStream_t s);

@@ -166,6 +166,15 @@ struct Engine::Impl {
     std::unique_ptr<cpu::CpuForward> forward;
 #ifdef DS4_HAVE_CUDA
     std::unique_ptr<cuda::Forward> cuda_forward;  // Backend::Cuda: evaluates instead of `forward`
+    std::vector<cuda::Forward::Chunk> cuda_chunks;
+    // Several sequences, each chunk within one prefill chunk and no MTP recording: one
+    // batched CUDA pass (shared projections and grouped experts) instead of one per entry.
+    bool cuda_batchable(const Batch& batch) const {
+        if (!cuda_forward || batch.size() < 2) return false;
+        for (size_t i = 0; i < batch.size(); ++i)
+            if (batch[i].tokens.size() > runtime::kPrefillChunk || states[i]->mtp) return false;
+        return true;
+    }
 #endif
     // MTP (optional)
     std::optional<gguf::File> mtp_file;
@@ -400,6 +409,29 @@ void Engine::step(const Batch& batch, Logits& out) {
     out.info_.clear();
     out.values_.resize(batch.n_logits() * V);
     size_t row = 0;
+#ifdef DS4_HAVE_CUDA
+    if (m.cuda_batchable(batch)) {
+        m.cuda_chunks.clear();
+        for (size_t i = 0; i < batch.size(); ++i) {
+            const Batch::Entry e = batch[i];
+            Sequence& s = *m.states[i];
+            const uint64_t start = s.kv.n_tokens();
+            for (uint32_t r : e.logits_at) out.info_.push_back(Logits::RowInfo{e.seq, start + r});
+            s.note_eval_at(start);
+            m.cuda_chunks.push_back({&s.kv, e.tokens, e.logits_at,
+                                     std::span<float>(out.values_).subspan(row * V, e.logits_at.size() * V)});
+            row += e.logits_at.size();
+        }
+        try {
+            m.cuda_forward->eval_batch(m.cuda_chunks);
+        } catch (...) {
+            for (Sequence* s : m.states) s->reset();  // as below: half-evaluated states are unusable
+            throw;
+        }
+        for (Sequence* s : m.states) s->high = s->kv.n_tokens();
+        return;
+    }
+#endif
     for (size_t i = 0; i < batch.size(); ++i) {
         const Batch::Entry e = batch[i];
         Sequence& s = *m.states[i];

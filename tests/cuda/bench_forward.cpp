@@ -1,8 +1,9 @@
-// ds4-bench-cuda-forward MODEL [PROMPT_TOKENS] [DECODE_TOKENS]: times the engine's CUDA
-// backend on a GGUF: one prefill of PROMPT_TOKENS (default 512), then DECODE_TOKENS
-// (default 64) greedy decode steps at batch 1. Prints tokens/s, ms per token and per
-// layer, and the VRAM the weights took. A smoke benchmark for scripts/gpu-check.sh, not
-// ds4-bench's frontier method.
+// ds4-bench-cuda-forward MODEL [PROMPT_TOKENS] [DECODE_TOKENS] [BATCH...]: times the
+// engine's CUDA backend on a GGUF: one prefill of PROMPT_TOKENS (default 512), then
+// DECODE_TOKENS (default 64) greedy decode steps at batch 1; then for each BATCH, that
+// many sequences (64-token prompts, prefilled in one step) decoding together for
+// DECODE_TOKENS steps (aggregate tokens/s). Prints tokens/s and ms per token and per
+// layer. A smoke benchmark for scripts/gpu-check.sh, not ds4-bench's frontier method.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -31,7 +32,7 @@ int run(int argc, char** argv) {
     const ds4::cuda::DeviceInfo dev = ds4::cuda::device_info(0);
     ds4::EngineOptions opt;
     opt.backend = ds4::Backend::Cuda;
-    opt.ctx = n_prompt + n_decode + 8;
+    opt.ctx = std::max(n_prompt, 64u) + n_decode + 8;
     auto t0 = std::chrono::steady_clock::now();
     ds4::Engine eng = ds4::Engine::open(path, opt);
     const double open_s = seconds_since(t0);
@@ -70,6 +71,34 @@ int run(int argc, char** argv) {
     std::printf("prefill %u tokens: %.3f s, %.1f t/s\n", n_prompt, prefill_s, n_prompt / prefill_s);
     std::printf("decode %u tokens at batch 1: %.2f ms/token, %.1f t/s, %.3f ms per layer\n", n_decode,
                 1e3 * decode_s / n_decode, n_decode / decode_s, 1e3 * decode_s / n_decode / m.n_layer);
+    eng.free_sequence(seq);
+
+    for (int a = 4; a < argc; ++a) {
+        const auto batch = static_cast<uint32_t>(std::stoul(argv[a]));
+        std::vector<ds4::SequenceId> seqs(batch);
+        b.clear();
+        for (uint32_t i = 0; i < batch; ++i) {
+            seqs[i] = eng.create_sequence();
+            b.add(seqs[i], std::span<const int32_t>(prompt).first(std::min<uint32_t>(n_prompt, 64)));
+        }
+        t0 = std::chrono::steady_clock::now();
+        eng.step(b, out);
+        const double batch_prefill_s = seconds_since(t0);
+        std::vector<int32_t> next_tokens(batch);
+        for (uint32_t i = 0; i < batch; ++i) next_tokens[i] = out.argmax(i);
+        t0 = std::chrono::steady_clock::now();
+        for (uint32_t step = 0; step < n_decode; ++step) {
+            b.clear();
+            for (uint32_t i = 0; i < batch; ++i) b.add_token(seqs[i], next_tokens[i]);
+            eng.step(b, out);
+            for (uint32_t i = 0; i < batch; ++i) next_tokens[i] = out.argmax(i);
+        }
+        const double s = seconds_since(t0);
+        std::printf("batch %u: prefill %u x %u tokens %.3f s; decode %.2f ms/step, aggregate %.1f t/s (%.1f t/s per sequence)\n",
+                    batch, batch, std::min<uint32_t>(n_prompt, 64), batch_prefill_s, 1e3 * s / n_decode,
+                    batch * n_decode / s, n_decode / s);
+        for (ds4::SequenceId q : seqs) eng.free_sequence(q);
+    }
     return 0;
 }
 
