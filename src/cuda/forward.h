@@ -15,8 +15,10 @@
 // load, fork) so the next eval() uploads them. A state whose length differs from the
 // device copy's (e.g. after KvState::reset) has its windows and frontiers uploaded too.
 //
-// Not yet: sequences of one step batched together, prefill attention over a whole
-// chunk at once, fused / graph-captured decode (see bench/RESULTS.md).
+// Not yet (see bench/RESULTS.md): the stateful attention part batched over the tokens
+// of different sequences (today one launch sequence per token), a device-side expert
+// dispatch (the router's choice comes back to the host once per layer to group tokens
+// per expert), and with it a graph-captured decode step.
 #pragma once
 
 #include <cstdint>
