@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -13,8 +14,10 @@
 #include <string>
 #include <vector>
 
+#include "ds4/engine.h"
 #include "ds4/error.h"
 #include "report.h"
+#include "synthetic.h"
 
 namespace {
 
@@ -395,6 +398,50 @@ TEST(BenchSynthetic, RefusesWhatDoesNotFitBeforeGenerating) {
     const unsigned layers = unsigned(std::stoul(full.out.substr(at + 13)));
     EXPECT_GE(layers, 1u);  // 8000 MiB holds the embedding, head and a few ~1.8 GiB layers
     EXPECT_LE(layers, 4u);
+}
+
+// The in-memory path itself, on the tiny shape (fast, so it runs under ASan too): the
+// image lands in the memfd and opens through the ordinary Engine::open of its path.
+TEST(BenchSynthetic, InMemoryModelOpensThroughTheEngine) {
+    ds4::synth::MakeOptions opt;
+    opt.shape = ds4::synth::shape_preset("tiny");
+    opt.fast_blocks = true;
+    opt.threads = 2;
+    const ds4::bench::InMemoryModel image(opt);
+    EXPECT_TRUE(image.path().starts_with("/proc/self/fd/")) << image.path();
+    EXPECT_EQ(image.bytes(), fs::file_size(image.path()));
+    EXPECT_LE(image.bytes(), ds4::bench::synthetic_image_bytes(opt));
+    ds4::EngineOptions eo;
+    eo.threads = 2;
+    eo.ctx = 64;
+    ds4::Engine engine = ds4::Engine::open(image.path(), eo);
+    EXPECT_EQ(engine.model().n_layer, 4u);
+    EXPECT_TRUE(engine.model().synthetic);
+    EXPECT_EQ(engine.model().file_bytes, image.bytes());
+    const ds4::SequenceId seq = engine.create_sequence();
+    ds4::Batch batch;
+    const std::vector<int32_t> tokens{5, 17, 42, 99};
+    batch.add(seq, tokens);
+    const ds4::Logits logits = engine.step(batch);
+    ASSERT_EQ(logits.rows(), 1u);
+    for (const float v : logits.row(0)) ASSERT_TRUE(std::isfinite(v));
+}
+
+// The memory check's arithmetic: the full published q2 image is ~81 GB, one layer with
+// the embedding and head ~3.6 GB; the smaller of MemAvailable and the limit decides.
+TEST(BenchSynthetic, ImageSizeGrowsPerLayerAndTheCheckUsesTheLimit) {
+    const auto one = ds4::bench::synthetic_options("q2", 1, 1);
+    const auto full = ds4::bench::synthetic_options("q2", 43, 1);
+    const double gb = 1e9;
+    EXPECT_GT(double(ds4::bench::synthetic_image_bytes(full)) / gb, 80.0);
+    EXPECT_LT(double(ds4::bench::synthetic_image_bytes(full)) / gb, 90.0);
+    EXPECT_GT(double(ds4::bench::synthetic_image_bytes(one)) / gb, 3.0);
+    EXPECT_LT(double(ds4::bench::synthetic_image_bytes(one)) / gb, 4.5);
+    EXPECT_NO_THROW(ds4::bench::check_fits(one, 0, 64ull << 30, 0));
+    EXPECT_THROW(ds4::bench::check_fits(one, 0, 64ull << 30, 1ull << 30), ds4::Error);
+    EXPECT_THROW(ds4::bench::check_fits(one, 0, 0, 1ull << 30), ds4::Error);  // no meminfo
+    EXPECT_NO_THROW(ds4::bench::check_fits(full, 0, 0, 0));  // nothing known: not refused
+    EXPECT_THROW(ds4::bench::check_fits(full, 0, 64ull << 30, 0), ds4::Error);
 }
 
 TEST(BenchBinary, PromptShorterThanCtxMaxIsAnError) {

@@ -1,6 +1,7 @@
 #include "synthetic.h"
 
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -142,6 +143,13 @@ InMemoryModel::InMemoryModel(const synth::MakeOptions& opt) {
     }
     std::error_code ec;
     fs::remove_all(dir, ec);  // the links only; the memfd keeps the bytes
+    // Guards the link trick against a writer that stops writing through "<out>.tmp".
+    struct stat st {};
+    if (::fstat(fd_, &st) != 0 || uint64_t(st.st_size) != bytes_) {
+        ::close(fd_);
+        fail(cat("--synthetic: the generated GGUF did not land in memory (memfd holds ",
+                 uint64_t(st.st_size), " of ", bytes_, " bytes)"));
+    }
     seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
