@@ -85,7 +85,7 @@ Tokenizer load_tokenizer(const Options& o) {
     return Tokenizer::load(o.model);
 }
 
-Engine open_engine(const Options& o, uint64_t ctx) {
+Engine map_model(const Options& o, uint64_t ctx) {
     check_model_path(o);
     if (o.cuda) fail("--cuda: this ds4 was built without CUDA (use --cpu)");
     EngineOptions eo;
@@ -94,7 +94,11 @@ Engine open_engine(const Options& o, uint64_t ctx) {
     eo.backend = Backend::Cpu;
     eo.mtp_path = o.mtp;
     eo.steering = o.steering;
-    Engine engine = Engine::open(o.model, eo);
+    return Engine::open(o.model, eo);
+}
+
+Engine open_engine(const Options& o, uint64_t ctx) {
+    Engine engine = map_model(o, ctx);
     if (engine.model().synthetic)
         std::fprintf(stderr, "ds4: %s: small synthetic random-weight model; output is not meaningful text\n",
                      o.model.c_str());

@@ -81,13 +81,16 @@ Diagnostics:
                              step as JSON (use --nothink to match the official vectors)
   --logprobs-top-k N         alternatives per step in the dump (default 20, max 128)
   --trace FILE               write each turn's prompt, sampling and output to FILE
-  --version                  print the version
+  --model-info               describe the model (-m FILE): metadata, tensors and bytes
+                             by quant type, and the memory needed at --ctx N
+  --version                  print the version, the git commit and the backends
 
 Normal CLI commands:
   scripts/download_model.sh q2-imatrix          fetch the real weights (ds4flash.gguf)
   ds4 -p "Why is the sky blue?"                 one answer with thinking
   ds4 --nothink --temp 0 -p "2+2?"              greedy, no thinking
   ds4 -m build/ds4-demo.gguf -p "Hello, ds4"    the small synthetic demo (make run)
+  ds4 --model-info --ctx 100000                 memory needed for a 100000-token context
 
 Notes:
   Thinking text is shown in grey on a terminal. Exit status: 0 success, 1 runtime
@@ -200,6 +203,8 @@ bool parse_flag(Options& o, std::string_view f, ArgReader& in) {
         o.help = true;
     } else if (f == "--version") {
         o.version = true;
+    } else if (f == "--model-info") {
+        o.model_info = true;
     } else {
         return false;
     }
@@ -214,6 +219,8 @@ void check_combinations(const Options& o) {
         throw UsageError{"--dump-tokens needs -p TEXT or --prompt-file FILE"};
     if (!o.dump_logprobs.empty() && !o.one_shot())
         throw UsageError{"--dump-logprobs needs -p TEXT or --prompt-file FILE"};
+    if (o.model_info && (o.one_shot() || o.dump_tokens || !o.dump_logprobs.empty()))
+        throw UsageError{"--model-info takes no prompt (only -m FILE and --ctx N)"};
 }
 
 }  // namespace

@@ -45,6 +45,7 @@ struct Options {
     bool verbose = false;
     bool help = false;
     bool version = false;
+    bool model_info = false;  // --model-info: describe the model and its memory at ctx
 
     bool one_shot() const { return prompt || prompt_file; }
 };
