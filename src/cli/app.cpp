@@ -147,6 +147,13 @@ int run_one_shot(const Options& o) {
     printer.finish();
     trace.end_turn(stats, printer.raw());
     if (show_diagnostics(o)) std::fprintf(stderr, "%s\n", speed_line(stats).c_str());
+    if (const SpeculativeStats& s = gen.speculative_stats(); show_diagnostics(o) && s.steps > 0)
+        std::fprintf(stderr,
+                     "ds4: mtp: %u drafts/step, %llu of %llu drafts accepted (%.1f%%), %.2f tokens "
+                     "per main-model step (%llu steps)\n",
+                     o.mtp_draft, static_cast<unsigned long long>(s.accepted),
+                     static_cast<unsigned long long>(s.drafted), 100.0 * s.acceptance(),
+                     s.tokens_per_step(), static_cast<unsigned long long>(s.main_steps()));
     return 0;
 }
 

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <functional>
@@ -145,7 +146,12 @@ std::vector<uint8_t> state_bytes(const Engine& e, SequenceId seq) {
 struct Run {
     std::vector<int32_t> tokens;
     SpeculativeStats stats;
+    double seconds = 0;  // wall time of the generation (reported, never asserted)
 };
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
 
 // Greedy run of `n` tokens after a prompt, plain (n_draft 0 → the reference loop) or
 // speculative; `check` then compares the final states and one more greedy step.
@@ -163,12 +169,16 @@ Pair run_pair(const TempModel& m, uint32_t prompt_len, uint64_t n, uint32_t n_dr
     const std::vector<int32_t> prompt = prompt_for(p.plain_engine, prompt_len, 1);
     const int32_t first = prefill(p.plain_engine, p.plain_seq, prompt);
     EXPECT_EQ(prefill(p.spec_engine, p.spec_seq, prompt), first);
+    auto t0 = std::chrono::steady_clock::now();
     p.plain.tokens = plain_greedy(p.plain_engine, p.plain_seq, first, n, stop);
+    p.plain.seconds = seconds_since(t0);
     auto is_stop = [stop](int32_t t) { return t == stop; };
     SpeculativeDecoder dec =
         drafter ? SpeculativeDecoder(p.spec_engine, p.spec_seq, n_draft, drafter, is_stop)
                 : SpeculativeDecoder(p.spec_engine, p.spec_seq, n_draft, is_stop);
+    t0 = std::chrono::steady_clock::now();
     p.spec.tokens = generate_greedy(dec, first, n, is_stop);
+    p.spec.seconds = seconds_since(t0);
     p.spec.stats = dec.stats();
     return p;
 }
@@ -193,11 +203,13 @@ void report(const char* what, uint32_t n_draft, const Pair& p) {
     const SpeculativeStats& s = p.spec.stats;
     std::printf(
         "[spec %s N=%u] %zu tokens: drafted %llu accepted %llu (%.1f%%), main steps %llu "
-        "(verify %llu, replay %llu, plain %llu), %.2f tokens/step\n",
+        "(verify %llu, replay %llu, plain %llu), %.2f tokens/step; %.1f t/s, plain %.1f t/s\n",
         what, n_draft, p.spec.tokens.size(), (unsigned long long)s.drafted,
         (unsigned long long)s.accepted, 100.0 * s.acceptance(), (unsigned long long)s.main_steps(),
         (unsigned long long)s.verify_steps, (unsigned long long)s.replay_steps,
-        (unsigned long long)s.plain_steps, s.tokens_per_step());
+        (unsigned long long)s.plain_steps, s.tokens_per_step(),
+        double(p.spec.tokens.size()) / std::max(p.spec.seconds, 1e-9),
+        double(p.plain.tokens.size()) / std::max(p.plain.seconds, 1e-9));
 }
 
 // ---- fast cases (also under sanitizers) ----
