@@ -7,6 +7,10 @@
 #                                  $BUILD_DIR/perf-bin (carry that path to the GPU host)
 #   bench/cuda/run-perf.sh run     on the GPU host: run the staged binaries; logs under
 #                                  $OUT (or ./perf-logs) and on stdout
+#   bench/cuda/run-perf.sh stage-base   here, before changing the kernels: copy the staged
+#                                  bench to $BUILD_DIR/perf-base; carry that path too and
+#                                  `run` benches it first, on the same card (before/after
+#                                  of one call; timings from different machines don't compare)
 #
 # Same approach as scripts/gpu-check.sh (static libstdc++/cudart, built here, run there).
 set -euo pipefail
@@ -14,6 +18,7 @@ cd "$(dirname "$0")/../.."
 mode=${1:-run}
 BUILD_DIR=${BUILD_DIR:-build-cudaperf}
 BIN=$BUILD_DIR/perf-bin
+BASE=$BUILD_DIR/perf-base
 LOG=${OUT:-perf-logs}
 BENCH_MIB=${BENCH_MIB:-1024}
 
@@ -45,13 +50,25 @@ run() {
         timeout 240 compute-sanitizer --tool memcheck --error-exitcode 9 "$BIN/test_cuda_matmul_q8" --gtest_brief=1 \
             >"$LOG/memcheck.txt" 2>&1 && echo "memcheck: clean" || { rc=1; tail -30 "$LOG/memcheck.txt"; }
     fi
+    if [[ -x $BASE/ds4-bench-cuda ]]; then
+        echo "== bench, baseline ($BASE)"
+        "$BASE/ds4-bench-cuda" "$BENCH_MIB" 2>&1 | tee "$LOG/bench-base.txt" || rc=1
+    fi
     echo "== bench"
     "$BIN/ds4-bench-cuda" "$BENCH_MIB" 2>&1 | tee "$LOG/bench.txt" || rc=1
     return $rc
 }
 
+stage_base() {
+    [[ -x $BIN/ds4-bench-cuda ]] || { echo "run-perf: nothing staged in $BIN (run build first)" >&2; exit 1; }
+    mkdir -p "$BASE"
+    cp "$BIN/ds4-bench-cuda" "$BASE/"
+    echo "run-perf: baseline bench in $BASE/"
+}
+
 case "$mode" in
     build) build ;;
     run) run ;;
-    *) echo "usage: $0 build|run" >&2; exit 2 ;;
+    stage-base) stage_base ;;
+    *) echo "usage: $0 build|run|stage-base" >&2; exit 2 ;;
 esac
