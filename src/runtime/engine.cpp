@@ -321,6 +321,9 @@ Engine Engine::open(const std::string& path, const EngineOptions& options) {
     check_options(options);
     const cpu::SteeringScales steer = cpu::resolve_steering_scales(
         !options.steering.file.empty(), options.steering.attn, options.steering.ffn);
+    // The CUDA forward has no steering hook yet: refuse rather than silently ignore it.
+    if (options.backend == Backend::Cuda && (steer.attn != 0.0f || steer.ffn != 0.0f))
+        fail("engine: directional steering is not implemented on the CUDA backend (use the CPU backend)");
     model::PlanOptions plan_options;
     plan_options.mix = model::detect_quant_mix(f);
     const model::TensorPlan plan(impl->hp, plan_options);
