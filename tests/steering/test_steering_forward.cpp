@@ -151,13 +151,13 @@ TEST_P(SteeringForward, ScaleOneProjectsTheDirectionOut) {
 // Scale 0 skips the hook: logits and every block output are bit-identical to no steering
 // (with the probe attached too).
 TEST_P(SteeringForward, ZeroScalesAreBitIdenticalToNoSteering) {
+    // (one run with the probe attached covers both: a probe only reads)
     const Outputs plain = run(GetParam(), Steering());
-    const Outputs zero = run(GetParam(), Steering(unit_dirs(), 0.0f, 0.0f));
-    const Outputs probed = run(GetParam(), Steering(unit_dirs(), 0.0f, 0.0f), {5, 1, 6}, true);
+    const Outputs zero = run(GetParam(), Steering(unit_dirs(), 0.0f, 0.0f), {5, 1, 6}, true);
     EXPECT_TRUE(all_equal(plain.logits, zero.logits));
-    EXPECT_TRUE(all_equal(plain.logits, probed.logits));
     EXPECT_EQ(plain.block_hc, zero.block_hc);
-    for (const ProbeCall& p : probed.probes) EXPECT_EQ(p.before, p.after);
+    EXPECT_FALSE(zero.probes.empty());
+    for (const ProbeCall& p : zero.probes) EXPECT_EQ(p.before, p.after);
     // and a non-zero scale does move the logits
     const Outputs steered = run(GetParam(), Steering(unit_dirs(), 0.0f, 1.0f));
     EXPECT_FALSE(all_equal(plain.logits, steered.logits));
