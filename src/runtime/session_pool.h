@@ -35,6 +35,14 @@
 
 namespace ds4::runtime {
 
+// What the pool did with the disk cache and its live sessions, for traces and logs.
+struct PoolEvent {
+    enum Kind { DiskSave, DiskHit, DiskLoadFailed, Evict } kind = DiskSave;
+    std::string file;                                    // the cache file name (disk events)
+    kvstore::SaveReason reason = kvstore::SaveReason::Unknown;  // DiskSave
+    uint64_t tokens = 0;                                 // tokens saved, loaded or evicted
+};
+
 struct SessionPoolOptions {
     size_t max_sessions = 4;
     // Bytes for all live sessions: each counts its KV state plus room for max_checkpoints
@@ -51,6 +59,7 @@ struct SessionPoolOptions {
     uint8_t quant_bits = 2;              // written into KVC headers and used for lookups
     int32_t user_token = -1;             // <｜User｜> and <｜Assistant｜> (cold-save anchor)
     int32_t assistant_token = -1;
+    std::function<void(const PoolEvent&)> observer;  // optional; called on the pool's thread
 };
 
 struct PoolRequest {
@@ -58,6 +67,14 @@ struct PoolRequest {
     std::string_view text;            // the rendered prompt: disk lookup key ("" skips the disk)
     // Tokenizes the bytes after a disk checkpoint's text (needed for disk hits).
     std::function<std::vector<int32_t>(std::string_view)> tokenize;
+    // A disk checkpoint is used only when its stored tokens are a prefix of `tokens` (the
+    // server's prompts are exact token lists; formats.md §6.7's re-tokenization would
+    // let a checkpoint change them).
+    bool require_token_prefix = false;
+    // At most this many new tokens are evaluated by acquire() (0: all): the caller
+    // continues with extend(), interleaving a long prefill with other work. Replays to the
+    // reused prefix are not counted.
+    uint64_t max_new_tokens = 0;
 };
 
 // The cache text of a token prefix (what a disk save is keyed by).
@@ -65,6 +82,7 @@ using RenderFn = std::function<std::string(std::span<const int32_t>)>;
 
 enum class CacheSource { Live, Disk, Cold };
 const char* cache_source_name(CacheSource s);
+
 
 struct PoolResult {
     Session* session = nullptr;  // valid until the next acquire() or shutdown()
@@ -92,6 +110,20 @@ public:
     PoolResult acquire(const PoolRequest& request);
     // After decode tokens were appended to a session of this pool: continued save when due.
     void note_decoded(Session& session);
+
+    // Leases: a held session is never picked by acquire() nor evicted, so its engine
+    // sequence may be advanced outside the Session (a server decoding in its own batches)
+    // without another request touching the same KV. release() brings the Session back to
+    // `tokens` (continued saves on the way; empty: reset) and makes it available again.
+    void hold(const Session& session);
+    void release(Session& session, std::span<const int32_t> tokens);
+    // Token histories of the sessions acquire() may pick (not held), most recent first;
+    // valid until the pool changes.
+    std::vector<std::span<const int32_t>> live_histories() const;
+    // Continues a held session towards `tokens` (which extend its history), at most
+    // max_new tokens (0: all), with the saves acquire() would have made (a cold save
+    // deferred by max_new_tokens included). Returns what was evaluated.
+    PoolResult extend(Session& session, std::span<const int32_t> tokens, uint64_t max_new);
     // Saves every live session of at least min_tokens (reason shutdown) and drops them.
     void shutdown();
 
@@ -103,16 +135,23 @@ private:
     struct Entry {
         std::unique_ptr<Session> session;
         uint32_t last_stored = 0;  // frontier of the last continued save
+        bool held = false;
+        uint32_t pending_cold = 0;  // a cold save not reached yet (max_new_tokens)
     };
     using List = std::list<Entry>;  // front: most recently used
 
     List::iterator best_live(std::span<const int32_t> tokens, uint64_t* lcp);
     List::iterator new_entry(List::iterator keep);
     void make_room(List::iterator keep);
+    void trim(size_t extra, List::iterator keep);
     void evict(List::iterator it);
     bool try_disk(const PoolRequest& req, uint64_t live_lcp, List::iterator keep, PoolResult& r);
     void sync_with_saves(Entry& e, std::span<const int32_t> tokens, PoolResult& r);
     void store(const Session& s, kvstore::SaveReason why);
+    Entry& entry_of(const Session& s);
+    void emit(PoolEvent ev) const {
+        if (opt_.observer) opt_.observer(ev);
+    }
     template <class F> void update_stats(F&& f) {
         const std::lock_guard lock(stats_mu_);
         f(stats_);

@@ -14,6 +14,8 @@
 #include "ds4/engine.h"
 #include "ds4/error.h"
 #include "server/http.h"
+#include "server/pool_sequence_source.h"
+#include "server/trace.h"
 
 namespace ds4::server {
 
@@ -30,6 +32,8 @@ int parse_options(int argc, char** argv, ServerOptions& o) {
     app.add_option("-c,--ctx", o.ctx, "context per sequence (tokens)")->check(positive)->capture_default_str();
     app.add_option("-n,--tokens", o.tokens, "default max_tokens")->check(positive)->capture_default_str();
     app.add_option("-t,--threads", o.threads, "host threads (0: all)");
+    auto* cuda_flag = app.add_flag("--cuda", o.cuda, "CUDA backend (needs a build with -DDS4_CUDA=ON)");
+    app.add_flag_callback("--cpu", [&o] { o.cuda = false; }, "CPU backend (the default)")->excludes(cuda_flag);
     // Steering scales stay unset unless given: the engine applies the spec's defaults.
     float steer_ffn = 0, steer_attn = 0;
     app.add_option("--dir-steering-file", o.steering.file,
@@ -48,9 +52,20 @@ int parse_options(int argc, char** argv, ServerOptions& o) {
     app.add_option("--max-body-mb", o.max_body_mb, "request body limit (MiB)")->check(positive)->capture_default_str();
     app.add_option("--parallel", o.parallel, "requests generating at once (continuous batching)")->check(positive)->capture_default_str();
     app.add_option("--queue", o.queue, "requests waiting beyond --parallel before 503")->check(positive)->capture_default_str();
-    app.add_option("--kv-disk-dir", o.kv_disk_dir, "disk KV checkpoints (accepted; not used yet)");
-    app.add_option("--kv-disk-space-mb", o.kv_disk_space_mb, "disk KV budget (MiB)")->check(positive);
-    app.add_option("--trace", o.trace, "session trace file (accepted; not written yet)");
+    app.add_option("--kv-disk-dir", o.kv_disk_dir, "disk KV checkpoints directory (created; off when absent)");
+    app.add_option("--kv-disk-space-mb", o.kv_disk_space_mb, "disk KV budget (MiB)")->check(positive)->capture_default_str();
+    app.add_option("--kv-cache-min-tokens", o.kv_cache_min_tokens, "never save/load checkpoints shorter than N")->check(positive)->capture_default_str();
+    app.add_option("--kv-cache-cold-max-tokens", o.kv_cache_cold_max_tokens, "cold saves only for first prompts in [min, N]; 0: none")->capture_default_str();
+    app.add_option("--kv-cache-continued-interval-tokens", o.kv_cache_continued_interval_tokens, "save at aligned frontiers every N tokens; 0: off")->capture_default_str();
+    app.add_option("--kv-cache-boundary-trim-tokens", o.kv_cache_boundary_trim_tokens, "cold saves drop this many tail tokens")->capture_default_str();
+    app.add_option("--kv-cache-boundary-align-tokens", o.kv_cache_boundary_align_tokens, "align cold-save boundaries and the continued interval to N; 0: off")->capture_default_str();
+    app.add_flag("--kv-cache-reject-different-quant", o.kv_cache_reject_different_quant, "refuse checkpoints of another routed-expert quantization");
+    app.add_option("--kv-live-sessions", o.kv_live_sessions, "live KV sessions kept in memory (at least --parallel, the default)");
+    app.add_option("--kv-memory-mb", o.kv_memory_mb, "memory for the live KV sessions, checkpoints included (MiB; 0: no limit)");
+    app.add_flag("--disable-exact-dsml-tool-replay", o.disable_exact_dsml_tool_replay,
+                 "keep canonically rendered tool calls instead of the live session's sampled bytes");
+    app.add_flag("--kv-slots", o.kv_slots, "per-slot prefix reuse only (no session pool, no disk cache)");
+    app.add_option("--trace", o.trace, "session trace: JSON lines (truncated at startup; holds full prompts)");
     try {
         app.parse(argc, argv);
     } catch (const CLI::CallForHelp& e) {
@@ -67,6 +82,11 @@ int parse_options(int argc, char** argv, ServerOptions& o) {
         return 2;
     }
     if (o.host == "localhost") o.host = "127.0.0.1";
+    if (o.kv_cache_cold_max_tokens != 0 && o.kv_cache_cold_max_tokens < o.kv_cache_min_tokens) {
+        std::cerr << "ds4-server: --kv-cache-cold-max-tokens must be 0 or >= --kv-cache-min-tokens ("
+                  << o.kv_cache_min_tokens << "), got " << o.kv_cache_cold_max_tokens << "\n";
+        return 2;
+    }
     return -1;
 }
 
@@ -125,7 +145,58 @@ std::string metrics_text(const ServerContext& sc) {
     gauge("ds4_queue_depth", "gauge", "requests waiting for a slot", static_cast<double>(s.queue_depth));
     gauge("ds4_active_requests", "gauge", "requests generating", static_cast<double>(s.active));
     gauge("ds4_live_sequences", "gauge", "engine sequences (active and idle with reusable KV)", static_cast<double>(sc.scheduler.live_sequences()));
+    const KvCacheStats k = sc.scheduler.kv_stats();
+    // Integers as integers: byte counts would lose digits in the default float format.
+    auto count = [&](const char* name, const char* type, const char* help, uint64_t v) {
+        m << "# HELP " << name << ' ' << help << "\n# TYPE " << name << ' ' << type << '\n' << name << ' ' << v << '\n';
+    };
+    m << "# HELP ds4_kv_cache_hits_total requests that reused KV, by where it came from\n# TYPE ds4_kv_cache_hits_total counter\n"
+      << "ds4_kv_cache_hits_total{source=\"live\"} " << k.live_hits << '\n'
+      << "ds4_kv_cache_hits_total{source=\"disk\"} " << k.disk_hits << '\n';
+    count("ds4_kv_cache_misses_total", "counter", "requests that started from an empty KV", k.misses);
+    count("ds4_kv_cache_forks_total", "counter", "live sessions copied for a diverging request", k.forks);
+    count("ds4_kv_cache_evictions_total", "counter", "live sessions evicted (saved to disk when enabled)", k.evictions);
+    count("ds4_kv_cache_disk_saves_total", "counter", "KV checkpoints written to the disk cache", k.disk_saves);
+    count("ds4_kv_cache_disk_load_failures_total", "counter", "disk checkpoints that could not be loaded", k.disk_load_failures);
+    count("ds4_kv_live_sessions", "gauge", "live KV sessions", k.live_sessions);
+    count("ds4_kv_live_bytes", "gauge", "memory accounted to the live KV sessions", k.live_bytes);
+    count("ds4_kv_disk_files", "gauge", "checkpoint files in the disk cache", k.disk_files);
+    count("ds4_kv_disk_bytes", "gauge", "bytes of the disk cache", k.disk_bytes);
     return m.str();
+}
+
+// The session pool (with the disk cache when --kv-disk-dir is set), or per-slot reuse.
+std::unique_ptr<SequenceSource> make_sequence_source(const ServerOptions& o, Engine& engine, const Tokenizer& tok,
+                                                     Trace* trace, std::size_t chunk) {
+    if (o.kv_slots) return std::make_unique<SlotSequenceSource>(engine, o.parallel);
+    runtime::SessionPoolOptions po;
+    // Every generating request holds a session, so there are never fewer than --parallel.
+    po.max_sessions = std::max<std::size_t>(o.kv_live_sessions, o.parallel);
+    po.memory_budget = o.kv_memory_mb << 20;
+    po.policy.min_tokens = o.kv_cache_min_tokens;
+    po.policy.cold_max_tokens = o.kv_cache_cold_max_tokens;
+    po.policy.continued_interval = o.kv_cache_continued_interval_tokens;
+    po.policy.boundary_trim = o.kv_cache_boundary_trim_tokens;
+    po.policy.boundary_align = o.kv_cache_boundary_align_tokens;
+    po.quant_bits = kv_quant_bits(engine.model());
+    std::unique_ptr<kvstore::DiskCache> disk;
+    if (!o.kv_disk_dir.empty()) {
+        kvstore::DiskCacheOptions d;
+        d.dir = o.kv_disk_dir;
+        d.budget_bytes = o.kv_disk_space_mb << 20;
+        d.reject_different_quant = o.kv_cache_reject_different_quant;
+        d.min_tokens = o.kv_cache_min_tokens;
+        d.cold_max_tokens = o.kv_cache_cold_max_tokens;
+        // Corrupt or unreadable entries are reported (and skipped), never fatal.
+        d.log = [trace](const std::string& msg) {
+            log_line("kv cache: " + msg);
+            if (trace) trace->write("kv_cache_log", {{"message", msg}});
+        };
+        disk = std::make_unique<kvstore::DiskCache>(std::move(d));
+        log_line(cat("kv cache: ", o.kv_disk_dir, ", budget ", o.kv_disk_space_mb, " MiB, min ", o.kv_cache_min_tokens, " tokens"));
+    }
+    return std::make_unique<PoolSequenceSource>(engine, tok, std::move(po), std::move(disk), trace,
+                                                !o.disable_exact_dsml_tool_replay, chunk);
 }
 
 using Handler = void (*)(const ServerContext&, const httplib::Request&, httplib::Response&);
@@ -178,16 +249,19 @@ int run_server(const ServerOptions& o) {
     EngineOptions eo;
     eo.ctx = o.ctx;
     eo.threads = o.threads;
+    eo.backend = o.cuda ? Backend::Cuda : Backend::Cpu;  // a CPU-only build's engine refuses Cuda
     eo.steering = o.steering;
     Engine engine = Engine::open(o.model, eo);
     Tokenizer tok = Tokenizer::load(o.model);
     log_line(engine.memory_estimate().report());
-    if (!o.kv_disk_dir.empty()) log_line("note: --kv-disk-dir accepted; disk KV checkpoints are not wired in yet");
 
+    std::unique_ptr<Trace> trace;
+    if (!o.trace.empty()) trace = std::make_unique<Trace>(o.trace);
     SchedulerOptions so;
     so.slots = o.parallel;
     so.queue_limit = o.queue;
-    Scheduler scheduler(engine, tok, so);
+    so.trace = trace.get();
+    Scheduler scheduler(engine, tok, so, make_sequence_source(o, engine, tok, trace.get(), so.chunk));
     PromptEncoder encoder(tok);
     Counters counters;
     std::atomic<bool> stopping{false};

@@ -18,14 +18,25 @@ struct ServerOptions {
     uint64_t ctx = 32768;
     uint64_t tokens = 393216;  // default max_tokens (clipped to the context left)
     unsigned threads = 0;
+    bool cuda = false;  // --cuda: the CUDA backend (needs a -DDS4_CUDA=ON build); --cpu: the default
     DirectionalSteering steering;  // --dir-steering-file/-ffn/-attn (interface.md §7.5)
     bool cors = false;
     std::string api_key;
     uint64_t max_body_mb = 64;
     std::size_t parallel = 4;
     std::size_t queue = 64;
-    std::string kv_disk_dir;       // accepted; the disk cache arrives with SessionPool
+    std::string kv_disk_dir;          // disk KV checkpoints (off when empty)
     uint64_t kv_disk_space_mb = 4096;
+    uint32_t kv_cache_min_tokens = 512;
+    uint32_t kv_cache_cold_max_tokens = 30000;
+    uint32_t kv_cache_continued_interval_tokens = 10000;
+    uint32_t kv_cache_boundary_trim_tokens = 32;
+    uint32_t kv_cache_boundary_align_tokens = 2048;
+    bool kv_cache_reject_different_quant = false;
+    std::size_t kv_live_sessions = 0;  // live sessions kept (at least --parallel)
+    uint64_t kv_memory_mb = 0;         // KV memory of the live sessions (0: no limit)
+    bool disable_exact_dsml_tool_replay = false;
+    bool kv_slots = false;             // the simple per-slot reuse instead of the session pool
     std::string trace;
 };
 

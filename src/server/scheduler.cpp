@@ -1,8 +1,10 @@
 #include "server/scheduler.h"
 
 #include <algorithm>
+#include <cstdio>
 
 #include "ds4/error.h"
+#include "server/trace.h"
 #include "text/dsml_stream.h"
 #include "text/stop_sequences.h"
 
@@ -77,7 +79,7 @@ uint64_t SlotSequenceSource::usable_prefix(const Idle& idle, std::span<const Tok
     return 0;
 }
 
-SequenceLease SlotSequenceSource::acquire(std::span<const TokenId> prompt) {
+SequenceLease SlotSequenceSource::acquire(std::span<const TokenId> prompt, uint64_t) {
     auto best = idle_.end();
     uint64_t best_len = 0;
     for (auto it = idle_.begin(); it != idle_.end(); ++it) {
@@ -88,18 +90,25 @@ SequenceLease SlotSequenceSource::acquire(std::span<const TokenId> prompt) {
         const SequenceId seq = best->seq;
         if (best_len != best->history.size()) engine_.restore(seq, best->cp);
         idle_.erase(best);
-        return {seq, best_len};
+        SequenceLease lease;
+        lease.seq = seq;
+        lease.reused = best_len;
+        lease.source = "slot";
+        return lease;
     }
+    SequenceLease lease;
+    lease.source = "cold";
     if (!idle_.empty()) {
-        const SequenceId seq = idle_.front().seq;
+        lease.seq = idle_.front().seq;
         idle_.pop_front();
-        engine_.reset_sequence(seq);
-        return {seq, 0};
+        engine_.reset_sequence(lease.seq);
+        return lease;
     }
-    return {engine_.create_sequence(), 0};
+    lease.seq = engine_.create_sequence();
+    return lease;
 }
 
-void SlotSequenceSource::release(SequenceId seq, std::vector<TokenId> history, SequenceCheckpoint prompt_cp) {
+void SlotSequenceSource::release(SequenceId seq, std::vector<TokenId> history, SequenceCheckpoint prompt_cp, TokenId) {
     idle_.push_back({seq, std::move(history), std::move(prompt_cp)});
     while (idle_.size() > capacity_) {
         engine_.free_sequence(idle_.front().seq);
@@ -121,11 +130,16 @@ GenResult failed(std::string why) {
 // The worker's state of one admitted job.
 struct Scheduler::Active {
     std::shared_ptr<Job> job;
+    uint64_t id = 0;               // serial number (traces)
+    std::vector<TokenId> prompt;   // the prompt the KV holds (the request's, or a disk hit's)
+    std::string raw_text;          // everything decoded, for the trace
     SequenceId seq = 0;
     std::vector<TokenId> history;  // tokens in the sequence's KV
     std::size_t prompt_done = 0;   // prompt tokens in the KV
     bool generating = false;
+    bool source_prefill = false;   // the source evaluates the prompt (SequenceLease::pending)
     TokenId next = -1;             // sampled, to be fed at the next step
+    TokenId unfed = -1;            // the final sampled token (never fed)
     uint64_t generated = 0;
     Sampler sampler;
     StreamDecoder decoder;
@@ -170,6 +184,15 @@ void Scheduler::shutdown() {
     }
     cv_.notify_all();
     if (worker_.joinable()) worker_.join();
+    // The worker is gone: this thread may use the engine now.
+    std::lock_guard lock(mutex_);
+    if (source_shut_) return;
+    source_shut_ = true;
+    try {
+        source_->shutdown();
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "ds4-server: shutdown checkpoints failed: %s\n", e.what());
+    }
 }
 
 void Scheduler::run() {
@@ -196,6 +219,7 @@ void Scheduler::run() {
         }
         std::erase_if(active, [](const auto& a) { return a->job->done(); });
         stats_.active = active.size();
+        advance_source_prefills(active);
         if (!active.empty()) step(active);
         std::erase_if(active, [](const auto& a) { return a->job->done(); });
         stats_.active = active.size();
@@ -203,29 +227,54 @@ void Scheduler::run() {
 }
 
 void Scheduler::admit(std::vector<std::unique_ptr<Active>>& active) {
-    std::lock_guard lock(mutex_);
-    while (active.size() < options_.slots && !queue_.empty()) {
-        std::shared_ptr<Job> job = std::move(queue_.front());
-        queue_.pop_front();
+    while (active.size() < options_.slots) {
+        std::shared_ptr<Job> job;
+        {
+            // Only the queue is touched under the lock: acquire() may evaluate a whole
+            // prompt, and HTTP threads must still be able to queue meanwhile.
+            std::lock_guard lock(mutex_);
+            if (queue_.empty()) break;
+            job = std::move(queue_.front());
+            queue_.pop_front();
+            stats_.queue_depth = queue_.size();
+        }
         if (job->cancelled()) {
             ++stats_.requests_cancelled;
             job->finish(failed("cancelled"));
             continue;
         }
         auto a = std::make_unique<Active>(std::move(job), tok_);
+        a->id = ++next_request_;
         const auto& prompt = a->job->request().prompt;
-        const SequenceLease lease = source_->acquire(prompt);
+        SequenceLease lease;
+        try {
+            lease = source_->acquire(prompt, a->id);
+        } catch (const std::exception& e) {
+            if (options_.trace) options_.trace->write("error", {{"request", a->id}, {"message", e.what()}});
+            a->job->finish(failed(e.what()));
+            continue;
+        }
         a->seq = lease.seq;
-        a->prompt_done = lease.reused;
-        a->history.assign(prompt.begin(), prompt.begin() + static_cast<std::ptrdiff_t>(lease.reused));
+        if (lease.prompt.empty())
+            a->prompt = prompt;
+        else
+            a->prompt = std::move(lease.prompt);
+        a->prompt_done = !lease.logits.empty() ? a->prompt.size()
+                         : lease.pending       ? lease.reused + lease.evaluated
+                                               : lease.reused;
+        a->source_prefill = lease.pending;
+        a->history.assign(a->prompt.begin(), a->prompt.begin() + static_cast<std::ptrdiff_t>(a->prompt_done));
         a->result.prompt_tokens = prompt.size();
         a->result.cached_tokens = lease.reused;
-        if (lease.reused + 1 == prompt.size()) a->prompt_cp = engine_.checkpoint(a->seq);
+        if (lease.logits.empty() && !lease.pending && lease.reused + 1 == a->prompt.size()) a->prompt_cp = engine_.checkpoint(a->seq);
         stats_.cached_tokens += lease.reused;
         stats_.prompt_tokens += prompt.size();
+        stats_.prefill_tokens += lease.evaluated;
+        trace_admitted(*a, lease);
         active.push_back(std::move(a));
+        // The source evaluated the whole prompt: the first token comes from its logits.
+        if (!lease.logits.empty()) on_logits(*active.back(), lease.logits);
     }
-    stats_.queue_depth = queue_.size();
 }
 
 void Scheduler::step(std::vector<std::unique_ptr<Active>>& active) {
@@ -242,8 +291,8 @@ void Scheduler::step(std::vector<std::unique_ptr<Active>>& active) {
         budget = budget > 0 ? budget - 1 : 0;
     }
     for (auto& a : active) {
-        if (a->generating) continue;
-        const auto& prompt = a->job->request().prompt;
+        if (a->generating || a->source_prefill || a->job->done()) continue;
+        const auto& prompt = a->prompt;
         const std::size_t left = prompt.size() - a->prompt_done;
         std::size_t n = std::min(left, std::max<std::size_t>(budget, 1));
         if (budget == 0 && !in_batch.empty()) break;
@@ -260,6 +309,7 @@ void Scheduler::step(std::vector<std::unique_ptr<Active>>& active) {
         budget = budget > n ? budget - n : 0;
         in_batch.push_back(a.get());
     }
+    if (batch_.empty()) return;
     const auto start = std::chrono::steady_clock::now();
     try {
         engine_.step(batch_, logits_);
@@ -278,7 +328,7 @@ void Scheduler::step(std::vector<std::unique_ptr<Active>>& active) {
     stats_.prefill_tokens += prefill_tokens;
     (prefill_tokens > 0 ? stats_.prefill_ns : stats_.decode_ns) += ns;
     for (Active* a : in_batch) {
-        const auto& prompt = a->job->request().prompt;
+        const auto& prompt = a->prompt;
         if (!a->generating && a->prompt_done + 1 == prompt.size() && a->prompt_cp.empty())
             a->prompt_cp = engine_.checkpoint(a->seq);
     }
@@ -287,6 +337,39 @@ void Scheduler::step(std::vector<std::unique_ptr<Active>>& active) {
         auto it = std::find_if(in_batch.begin(), in_batch.end(), [&](Active* a) { return a->seq == seq; });
         if (it != in_batch.end()) on_logits(**it, logits_.row(r));
     }
+}
+
+// Prompts the source evaluates itself, one chunk each per step, between the batched steps:
+// a long prompt delays the running streams by one chunk per step at most. Alone, a
+// request takes bigger chunks (fewer, larger steps; newcomers still get in between).
+void Scheduler::advance_source_prefills(std::vector<std::unique_ptr<Active>>& active) {
+    const bool others_generating =
+        std::any_of(active.begin(), active.end(), [](const auto& a) { return a->generating; });
+    const uint64_t chunk = others_generating ? options_.chunk : 8 * options_.chunk;
+    for (auto& a : active) {
+        if (!a->source_prefill || a->job->done()) continue;
+        const auto start = std::chrono::steady_clock::now();
+        SourceProgress p;
+        try {
+            p = source_->advance(a->seq, chunk);
+        } catch (const std::exception& e) {
+            retire(*a, failed(e.what()));
+            continue;
+        }
+        stats_.prefill_ns += static_cast<uint64_t>(
+            std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start).count());
+        stats_.prefill_tokens += p.evaluated;
+        const auto& prompt = a->prompt;
+        a->history.insert(a->history.end(), prompt.begin() + static_cast<std::ptrdiff_t>(a->prompt_done),
+                          prompt.begin() + static_cast<std::ptrdiff_t>(p.done));
+        a->prompt_done = p.done;
+        if (p.logits.empty()) continue;
+        a->source_prefill = false;
+        if (options_.trace) options_.trace->write("prefill_done", {{"request", a->id}, {"prompt_tokens", prompt.size()}});
+        on_logits(*a, p.logits);
+    }
+    std::erase_if(active, [](const auto& a) { return a->job->done(); });
+    stats_.active = active.size();
 }
 
 namespace {
@@ -352,7 +435,9 @@ void Scheduler::on_logits(Active& a, std::span<const float> logits) {
         end.finish = "stop";
         finished = true;
     } else {
-        a.dsml.feed(a.decoder.push(id), events);
+        const std::string_view piece = a.decoder.push(id);
+        if (options_.trace) a.raw_text += piece;
+        a.dsml.feed(piece, events);
         if (forward_events(*a.job, a.stops, a.live_calls, events)) {
             end.finish = "stop";
             end.stop_sequence = std::string(a.stops.matched());
@@ -369,8 +454,11 @@ void Scheduler::on_logits(Active& a, std::span<const float> logits) {
         a.next = id;
         return;
     }
+    a.unfed = id;
     if (end.stop_sequence.empty()) {
-        a.dsml.feed(a.decoder.finish(), events);
+        const std::string_view piece = a.decoder.finish();
+        if (options_.trace) a.raw_text += piece;
+        a.dsml.feed(piece, events);
         a.dsml.finish(events);
         if (forward_events(*a.job, a.stops, a.live_calls, events)) {
             end.finish = "stop";
@@ -391,9 +479,54 @@ void Scheduler::retire(Active& a, GenResult result) {
     result.cached_tokens = a.result.cached_tokens;
     result.completion_tokens = a.generated;
     // A sequence cut during prefill holds only part of the prompt: still a valid prefix.
-    source_->release(a.seq, std::move(a.history), std::move(a.prompt_cp));
+    source_->release(a.seq, std::move(a.history), std::move(a.prompt_cp), a.unfed);
     ++stats_.requests_done;
+    trace_finished(a, result);
     a.job->finish(std::move(result));
+}
+
+void Scheduler::trace_admitted(const Active& a, const SequenceLease& lease) {
+    Trace* t = options_.trace;
+    if (!t) return;
+    const auto& req = a.job->request();
+    t->write("request", {{"request", a.id}, {"prompt_tokens", req.prompt.size()}, {"max_tokens", req.max_tokens},
+                         {"temperature", req.sampling.temperature}, {"prompt", tok_.decode(req.prompt)}});
+    nlohmann::ordered_json cache = {{"request", a.id},
+                                    {"source", lease.source},
+                                    {"hit", lease.reused > 0},
+                                    {"common_prefix", lease.reused},
+                                    {"evaluated", lease.logits.empty() ? a.prompt.size() - lease.reused : lease.evaluated},
+                                    {"prompt_tokens", req.prompt.size()},
+                                    {"effective_prompt_tokens", a.prompt.size()}};
+    t->write("cache", std::move(cache));
+}
+
+// The finished generation: raw text (reasoning and DSML included), finish reason and the
+// tool calls as the DSML parser delivered them to the API layer.
+void Scheduler::trace_finished(const Active& a, const GenResult& result) {
+    Trace* t = options_.trace;
+    if (!t) return;
+    nlohmann::ordered_json calls = nlohmann::ordered_json::array();
+    for (const GenEvent& ev : a.job->all_events()) {
+        if (ev.kind == GenKind::call_begin) {
+            while (calls.size() <= ev.call) calls.push_back({{"name", ""}, {"arguments", ""}});
+            calls[ev.call]["name"] = ev.text;
+        } else if (ev.kind == GenKind::arguments && ev.call < calls.size()) {
+            calls[ev.call]["arguments"] = calls[ev.call]["arguments"].get<std::string>() + ev.text;
+        } else if (ev.kind == GenKind::calls_aborted) {
+            while (calls.size() > ev.call) calls.erase(calls.size() - 1);
+        }
+    }
+    nlohmann::ordered_json j = {{"request", a.id},
+                                {"finish", result.finish},
+                                {"completion_tokens", result.completion_tokens},
+                                {"prompt_tokens", result.prompt_tokens},
+                                {"cached_tokens", result.cached_tokens},
+                                {"text", a.raw_text},
+                                {"tool_calls", std::move(calls)}};
+    if (!result.error.empty()) j["error"] = result.error;
+    if (!result.stop_sequence.empty()) j["stop_sequence"] = result.stop_sequence;
+    t->write("generated", std::move(j));
 }
 
 }  // namespace ds4::server

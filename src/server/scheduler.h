@@ -28,6 +28,8 @@
 
 namespace ds4::server {
 
+class Trace;
+
 // What a generation produced, as the formatters see it: the DSML stream's events with
 // stop sequences already applied to the visible text.
 enum class GenKind { reasoning, content, call_begin, arguments, call_end, calls_aborted };
@@ -102,6 +104,32 @@ private:
 struct SequenceLease {
     SequenceId seq = 0;
     uint64_t reused = 0;  // prompt tokens already in the sequence's KV
+    // Sources that evaluate the prompt themselves (PoolSequenceSource) also give the tokens
+    // the KV holds — the prompt, or after a disk hit the stored tokens followed by the rest
+    // (formats.md §6.7) — and the logits after the last one: decoding starts at once.
+    std::vector<TokenId> prompt;
+    std::vector<float> logits;
+    uint64_t evaluated = 0;  // prompt tokens the source evaluated (replays included)
+    std::string source;      // cache decision for traces: memory-token, disk-text, cold, slot
+    // The source holds the first `reused + evaluated` tokens of `prompt` and evaluates the
+    // rest itself, a chunk per advance() call, so a long prompt does not stall the others.
+    bool pending = false;
+};
+
+// What one SequenceSource::advance() did.
+struct SourceProgress {
+    uint64_t done = 0;          // prompt tokens the KV now holds
+    uint64_t evaluated = 0;     // tokens evaluated by this call
+    std::vector<float> logits;  // after the last prompt token, once done == prompt size
+};
+
+// KV cache counters for /metrics (all zero for sources without a cache).
+struct KvCacheStats {
+    uint64_t live_hits = 0, disk_hits = 0, misses = 0, forks = 0, evictions = 0;
+    uint64_t disk_saves = 0, disk_load_failures = 0;
+    uint64_t live_sessions = 0, live_bytes = 0;
+    bool disk_enabled = false;
+    uint64_t disk_files = 0, disk_bytes = 0;
 };
 
 class SequenceSource {
@@ -109,12 +137,23 @@ public:
     virtual ~SequenceSource() = default;
     // A sequence holding a prefix of `prompt` (always shorter than the prompt, so the
     // caller has at least one token to evaluate for logits).
-    virtual SequenceLease acquire(std::span<const TokenId> prompt) = 0;
+    // `request` is the scheduler's serial number of the job (for traces). Throws
+    // ds4::Error when the prompt cannot be served (the job then fails).
+    virtual SequenceLease acquire(std::span<const TokenId> prompt, uint64_t request) = 0;
     // Gives the sequence back; `history` is exactly the tokens its KV holds. `prompt_cp`
     // (may be empty) is a checkpoint taken one token before the end of the prompt, so an
     // identical or diverging later prompt can rewind to it instead of starting over.
-    virtual void release(SequenceId seq, std::vector<TokenId> history, SequenceCheckpoint prompt_cp) = 0;
+    // `unfed` (-1: none) is the last token sampled and never fed (EOS, the token closing a
+    // tool block, the last one of a length cut): the next turn usually starts with it.
+    virtual void release(SequenceId seq, std::vector<TokenId> history, SequenceCheckpoint prompt_cp,
+                         TokenId unfed) = 0;
     virtual uint64_t live_sequences() const = 0;
+    // For a pending lease: evaluates up to `max_tokens` more prompt tokens.
+    virtual SourceProgress advance(SequenceId, uint64_t) { return {}; }
+    // After the last release: final work (shutdown checkpoints). Called once.
+    virtual void shutdown() {}
+    // May be called from any thread.
+    virtual KvCacheStats kv_stats() const { return {}; }
 };
 
 // Keeps up to `capacity` idle sequences with their token histories. acquire() picks the
@@ -124,8 +163,8 @@ class SlotSequenceSource final : public SequenceSource {
 public:
     SlotSequenceSource(Engine& engine, std::size_t capacity)
         : engine_(engine), capacity_(capacity) {}
-    SequenceLease acquire(std::span<const TokenId> prompt) override;
-    void release(SequenceId seq, std::vector<TokenId> history, SequenceCheckpoint prompt_cp) override;
+    SequenceLease acquire(std::span<const TokenId> prompt, uint64_t request) override;
+    void release(SequenceId seq, std::vector<TokenId> history, SequenceCheckpoint prompt_cp, TokenId unfed) override;
     uint64_t live_sequences() const override { return engine_.sequence_count(); }
 
 private:
@@ -145,6 +184,7 @@ struct SchedulerOptions {
     std::size_t slots = 4;         // requests generating at once
     std::size_t queue_limit = 64;  // waiting requests beyond the slots (503 when full)
     std::size_t chunk = 256;       // tokens per step (prefill chunks plus decode tokens)
+    Trace* trace = nullptr;        // --trace (not owned; null: off)
 };
 
 struct SchedulerStats {
@@ -168,6 +208,7 @@ public:
     void shutdown();
     const SchedulerStats& stats() const { return stats_; }
     uint64_t live_sequences() const { return source_->live_sequences(); }
+    KvCacheStats kv_stats() const { return source_->kv_stats(); }
     uint64_t ctx() const { return ctx_; }
 
 private:
@@ -175,8 +216,11 @@ private:
     void run();
     void admit(std::vector<std::unique_ptr<Active>>& active);
     void step(std::vector<std::unique_ptr<Active>>& active);
+    void advance_source_prefills(std::vector<std::unique_ptr<Active>>& active);
     void on_logits(Active& a, std::span<const float> logits);
     void retire(Active& a, GenResult result);
+    void trace_admitted(const Active& a, const SequenceLease& lease);
+    void trace_finished(const Active& a, const GenResult& result);
 
     Engine& engine_;
     Tokenizer tok_;
@@ -188,6 +232,8 @@ private:
     std::condition_variable cv_;
     std::deque<std::shared_ptr<Job>> queue_;
     bool stopping_ = false;
+    bool source_shut_ = false;
+    uint64_t next_request_ = 0;  // worker only
     std::thread worker_;
     Batch batch_;
     Logits logits_;
