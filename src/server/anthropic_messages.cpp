@@ -117,6 +117,8 @@ struct Prepared {
     ThinkingMode mode = ThinkingMode::high;
     bool tools_active = false;
     std::vector<TokenId> prompt;
+    std::shared_ptr<ForcedCall> forced;
+    bool prefill = false;
 };
 
 Prepared prepare(const ServerContext& sc, const Json& body) {
@@ -130,8 +132,17 @@ Prepared prepare(const ServerContext& sc, const Json& body) {
         if (auto e = opt_string(*oc, "effort")) thinking.effort = e;
     p.mode = select_thinking(thinking, p.model, sc.ctx);
     const Json tools = anthropic_to_openai_tools(body.value("tools", Json(nullptr)));
-    p.tools_active = tools_enabled(body.value("tool_choice", Json(nullptr))) && !tools.is_null();
-    p.prompt = sc.encoder.encode_messages(anthropic_to_openai_messages(body), &tools, p.mode, p.tools_active);
+    const ToolChoice choice = read_tool_choice(body.value("tool_choice", Json(nullptr)), tools);
+    p.tools_active = choice.tools_active() && !tools.is_null();
+    // A forced call is written right after </think> (Anthropic's own API refuses
+    // thinking with a forced tool; here the turn simply has no reasoning).
+    if (choice.forced()) p.mode = ThinkingMode::none;
+    Json messages = anthropic_to_openai_messages(body);
+    // A trailing assistant message is a prefill in Anthropic's API: the reply continues it.
+    p.prefill = mark_prefill(messages, true);
+    if (p.prefill && choice.forced()) throw ApiError(400, "tool_choice cannot force a call after an assistant prefill", "tool_choice");
+    p.prompt = sc.encoder.encode_messages(std::move(messages), &tools, p.mode, p.tools_active);
+    p.forced = force_call(sc, choice, p.prompt);
     return p;
 }
 
@@ -149,12 +160,13 @@ std::string stop_reason(const GenResult& r) {
     return "end_turn";
 }
 
+// tool_use.input must be an object. The DSML parser always produces one; only a forced
+// call the model did not finish carries raw text, which is kept rather than dropped
+// (§8 item 8) under a key no schema uses.
 Json parse_arguments(const std::string& args) {
-    try {
-        return Json::parse(args);
-    } catch (const nlohmann::json::exception&) {
-        return Json::object();
-    }
+    Json j = Json::parse(args, nullptr, false);
+    if (j.is_object()) return j;
+    return {{"raw_arguments", args}};
 }
 
 // The SSE state: one content block open at a time.
@@ -164,6 +176,7 @@ struct MessageStream {
     int index = -1;
     std::string open;  // "", "thinking", "text", "tool_use"
     bool any_visible = false;
+    std::shared_ptr<ForcedCall> forced;
 
     void close(Sse& sse) {
         if (open.empty()) return;
@@ -196,11 +209,14 @@ struct MessageStream {
                 any_visible = true;
                 start(sse, "tool_use", {{"type", "tool_use"}, {"id", random_id("toolu_", 24)}, {"name", ev.text}, {"input", Json::object()}});
                 break;
-            case GenKind::arguments:
-                if (open == "tool_use")
-                    sse.event("content_block_delta", {{"type", "content_block_delta"}, {"index", index},
-                                                      {"delta", {{"type", "input_json_delta"}, {"partial_json", ev.text}}}});
+            case GenKind::arguments: {
+                if (open != "tool_use") break;
+                const bool raw = forced && forced->raw(ev.call);
+                sse.event("content_block_delta", {{"type", "content_block_delta"}, {"index", index},
+                                                  {"delta", {{"type", "input_json_delta"},
+                                                             {"partial_json", raw ? json_text(parse_arguments(ev.text)) : ev.text}}}});
                 break;
+            }
             case GenKind::call_end: close(sse); break;
             case GenKind::calls_aborted: close(sse); break;
         }
@@ -216,6 +232,8 @@ void handle_messages(const ServerContext& sc, const httplib::Request& req, httpl
     GenRequest gen = make_gen_request(std::move(p.prompt), read_sampling(body, p.mode != ThinkingMode::none, true),
                                       max_tokens, p.mode, p.tools_active, read_stops(body, "stop_sequences"),
                                       sc.ctx, "messages");
+    if (p.forced) p.forced->configure(gen);
+    if (p.prefill) gen.dsml.thinking = false;  // the open turn is past its </think>
     const uint64_t prompt_tokens = gen.prompt.size();
     const bool stream = opt_bool(body, "stream").value_or(false);
     auto job = submit(sc, std::move(gen));
@@ -233,13 +251,14 @@ void handle_messages(const ServerContext& sc, const httplib::Request& req, httpl
                         {"stop_reason", stop_reason(r)},
                         {"stop_sequence", r.stop_sequence.empty() ? Json(nullptr) : Json(r.stop_sequence)},
                         {"usage", usage_json(r)}};
-        });
+        }, p.forced);
         return;
     }
     auto state = std::make_shared<MessageStream>();
     state->id = id;
     state->model = model;
     state->prompt_tokens = prompt_tokens;
+    state->forced = p.forced;
     stream_job(res, job,
                {[state](Sse& sse) {
                     // Cache reuse is decided when the job starts; message_start reports
@@ -271,7 +290,8 @@ void handle_messages(const ServerContext& sc, const httplib::Request& req, httpl
                                           {"stop_sequence", r.stop_sequence.empty() ? Json(nullptr) : Json(r.stop_sequence)}}},
                                {"usage", usage_json(r)}});
                     sse.event("message_stop", {{"type", "message_stop"}});
-                }});
+                }},
+               p.forced);
 }
 
 void handle_count_tokens(const ServerContext& sc, const httplib::Request& req, httplib::Response& res) {

@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <ctime>
+#include <algorithm>
 
 namespace ds4::server {
 
@@ -42,19 +43,39 @@ bool Sse::event(const std::string& name, const Json& j) {
     return raw("event: " + name + "\ndata: " + json_text(j) + "\n\n");
 }
 
-void stream_job(httplib::Response& res, std::shared_ptr<Job> job, StreamHandlers h) {
+namespace {
+
+// Events through the forced-call filter (or unchanged without one).
+void filter_events(ForcedCall* forced, const std::vector<GenEvent>& in, std::vector<GenEvent>& out) {
+    out.clear();
+    if (!forced) {
+        out = in;
+        return;
+    }
+    for (const auto& ev : in) forced->on_event(ev, out);
+}
+
+}  // namespace
+
+void stream_job(httplib::Response& res, std::shared_ptr<Job> job, StreamHandlers h,
+                std::shared_ptr<ForcedCall> forced) {
     res.status = 200;
     res.set_header("Cache-Control", "no-cache");
     res.set_chunked_content_provider(
         "text/event-stream",
-        [job, h = std::move(h)](size_t, httplib::DataSink& sink) {
+        [job, h = std::move(h), forced](size_t, httplib::DataSink& sink) {
             Sse sse(sink);
             if (h.start) h.start(sse);
-            std::vector<GenEvent> events;
+            std::vector<GenEvent> events, filtered;
+            if (forced) {
+                forced->begin(filtered);
+                for (const auto& ev : filtered) h.event(ev, sse);
+            }
             auto last_write = std::chrono::steady_clock::now();
             for (;;) {
                 const bool done = job->wait(events, kPoll);
-                for (const auto& ev : events) h.event(ev, sse);
+                filter_events(forced.get(), events, filtered);
+                for (const auto& ev : filtered) h.event(ev, sse);
                 const auto now = std::chrono::steady_clock::now();
                 if (!events.empty()) last_write = now;
                 else if (!done && now - last_write >= kKeepAlive) {
@@ -67,7 +88,13 @@ void stream_job(httplib::Response& res, std::shared_ptr<Job> job, StreamHandlers
                 }
                 if (done) break;
             }
-            h.finish(job->result(), sse);
+            GenResult result = job->result();
+            if (forced) {
+                filtered.clear();
+                forced->on_finish(result, filtered);
+                for (const auto& ev : filtered) h.event(ev, sse);
+            }
+            h.finish(result, sse);
             if (!sse.ok()) return false;
             sink.done();
             return true;
@@ -76,11 +103,12 @@ void stream_job(httplib::Response& res, std::shared_ptr<Job> job, StreamHandlers
 }
 
 void reply_when_done(httplib::Response& res, std::shared_ptr<Job> job,
-                     std::function<Json(const std::vector<GenEvent>&, const GenResult&)> build) {
+                     std::function<Json(const std::vector<GenEvent>&, const GenResult&)> build,
+                     std::shared_ptr<ForcedCall> forced) {
     res.status = 200;
     res.set_chunked_content_provider(
         "application/json",
-        [job, build = std::move(build)](size_t, httplib::DataSink& sink) {
+        [job, build = std::move(build), forced](size_t, httplib::DataSink& sink) {
             std::vector<GenEvent> scratch;
             auto last_write = std::chrono::steady_clock::now();
             while (!job->wait(scratch, kPoll)) {
@@ -93,12 +121,118 @@ void reply_when_done(httplib::Response& res, std::shared_ptr<Job> job,
                     last_write = now;
                 }
             }
-            const std::string body = json_text(build(job->all_events(), job->result())) + "\n";
+            std::vector<GenEvent> events;
+            GenResult result = job->result();
+            if (forced) {
+                forced->begin(events);
+                for (const auto& ev : job->all_events()) forced->on_event(ev, events);
+                forced->on_finish(result, events);
+            } else {
+                events = job->all_events();
+            }
+            const std::string body = json_text(build(events, result)) + "\n";
             if (!sink.write(body.data(), body.size())) return false;
             sink.done();
             return true;
         },
         [job](bool) { job->cancel(); });
+}
+
+// ---- ForcedCall ----
+
+namespace {
+
+// The closing tags of the three DSML spellings (§3.2): the stop strings of a forced job.
+const std::vector<std::string>& block_close_tags() {
+    static const std::vector<std::string> tags = {"</｜DSML｜tool_calls>", "</DSML｜tool_calls>", "</tool_calls>"};
+    return tags;
+}
+
+}  // namespace
+
+ForcedCall::ForcedCall(std::string name) : name_(std::move(name)), dsml_(DsmlOptions{}) {
+    dsml_.feed(forced_call_prefix(name_), pending_);
+}
+
+std::shared_ptr<ForcedCall> force_call(const ServerContext& sc, const ToolChoice& choice,
+                                       std::vector<TokenId>& prompt) {
+    if (!choice.forced()) return nullptr;
+    sc.encoder.append_forced_call(prompt, choice.name);
+    return std::make_shared<ForcedCall>(choice.name);
+}
+
+void ForcedCall::configure(GenRequest& request) const {
+    request.dsml.thinking = false;
+    request.dsml.parse_tools = false;
+    request.stops = block_close_tags();
+}
+
+void ForcedCall::begin(std::vector<GenEvent>& out) { route(pending_, out); }
+
+void ForcedCall::route(std::vector<text::DsmlEvent>& events, std::vector<GenEvent>& out) {
+    for (auto& ev : events) {
+        if (failed_) break;
+        switch (ev.kind) {
+            case text::DsmlEventKind::call_begin:
+                // The first call's header goes out at once; later calls when complete.
+                if (ev.call == 0) {
+                    first_begun_ = true;
+                    out.push_back({GenKind::call_begin, 0, ev.text});
+                    ++emitted_calls_;
+                } else {
+                    args_[ev.call].clear();
+                    names_[ev.call] = ev.text;
+                }
+                break;
+            case text::DsmlEventKind::arguments: args_[ev.call] += ev.text; break;
+            case text::DsmlEventKind::call_end:
+                if (ev.call != 0) {
+                    out.push_back({GenKind::call_begin, ev.call, names_[ev.call]});
+                    ++emitted_calls_;
+                } else {
+                    first_done_ = true;
+                }
+                out.push_back({GenKind::arguments, ev.call, args_[ev.call]});
+                out.push_back({GenKind::call_end, ev.call, {}});
+                break;
+            case text::DsmlEventKind::calls_aborted:
+                // The rest of the block is not DSML: calls already closed stand.
+                failed_ = true;
+                break;
+            case text::DsmlEventKind::reasoning:
+            case text::DsmlEventKind::content:
+            case text::DsmlEventKind::block_closed: break;
+        }
+    }
+    events.clear();
+}
+
+void ForcedCall::on_event(const GenEvent& ev, std::vector<GenEvent>& out) {
+    if (ev.kind != GenKind::content) {
+        out.push_back(ev);  // reasoning (a leading <think> the model wrote anyway)
+        return;
+    }
+    generated_ += ev.text;
+    dsml_.feed(ev.text, pending_);
+    route(pending_, out);
+}
+
+void ForcedCall::on_finish(GenResult& result, std::vector<GenEvent>& out) {
+    const auto& tags = block_close_tags();
+    if (std::find(tags.begin(), tags.end(), result.stop_sequence) != tags.end()) {
+        dsml_.feed(result.stop_sequence, pending_);
+        result.stop_sequence.clear();
+    }
+    dsml_.finish(pending_);
+    route(pending_, out);
+    if (first_begun_ && !first_done_) {
+        raw_first_ = true;
+        out.push_back({GenKind::arguments, 0, generated_});
+        out.push_back({GenKind::call_end, 0, {}});
+    } else if (!first_begun_ && !generated_.empty()) {
+        out.push_back({GenKind::content, 0, generated_});
+    }
+    if (emitted_calls_ > 0 && result.finish == "stop") result.finish = "tool_calls";
 }
 
 Assembled assemble(const std::vector<GenEvent>& events, const char* call_prefix) {

@@ -18,6 +18,7 @@
 #include "ds4/error.h"
 #include "server/request.h"
 #include "server/scheduler.h"
+#include "text/dsml_stream.h"
 
 namespace ds4::server {
 
@@ -61,6 +62,47 @@ private:
     bool ok_ = true;
 };
 
+// A forced tool call (tool_choice required / any / a named tool, §8 item 17). The prompt
+// ends inside the tool block, after forced_call_prefix(name), so the model's first tokens
+// are the call's parameters. The scheduler runs such a job with DSML parsing off and the
+// block's closing tags as stop strings; this filter re-parses the generated text after
+// the prefix with the same DSML stream parser and rewrites the job's events:
+//   * the forced call's header is emitted at once (its name is known);
+//   * each call's arguments are emitted whole when the call closes (a parse failure
+//     later in the text cannot contradict arguments already sent);
+//   * if the forced call never closes (malformed DSML, or cut by max_tokens), it is still
+//     reported, with `arguments` = the raw generated text (not JSON) and finish `length`
+//     when cut; a well-formed call finishes as `tool_calls`;
+//   * text after the calls is dropped, as after any tool block (§3.3).
+// With `required` and several tools the model picks the name; if it never writes a
+// complete header the generated text is returned as content.
+class ForcedCall {
+public:
+    explicit ForcedCall(std::string name);
+    // Scheduler settings of a forced job: DSML as text, stop at the block's close tag.
+    void configure(GenRequest& request) const;
+    void begin(std::vector<GenEvent>& out);
+    void on_event(const GenEvent& ev, std::vector<GenEvent>& out);
+    void on_finish(GenResult& result, std::vector<GenEvent>& out);
+    // Whether call `call` was reported with its raw text as arguments.
+    bool raw(std::size_t call) const { return call == 0 && raw_first_; }
+
+private:
+    void route(std::vector<text::DsmlEvent>& events, std::vector<GenEvent>& out);
+    std::string name_;
+    text::DsmlStream dsml_;
+    std::string generated_;
+    std::map<std::size_t, std::string> args_, names_;
+    std::size_t emitted_calls_ = 0;
+    bool first_begun_ = false, first_done_ = false, failed_ = false, raw_first_ = false;
+    std::vector<text::DsmlEvent> pending_;
+};
+
+// A forced choice: appends the call opening to `prompt` (rendered without thinking) and
+// returns the filter; null for auto/none.
+std::shared_ptr<ForcedCall> force_call(const ServerContext& sc, const ToolChoice& choice,
+                                       std::vector<TokenId>& prompt);
+
 struct StreamHandlers {
     std::function<void(Sse&)> start;
     std::function<void(const GenEvent&, Sse&)> event;
@@ -69,13 +111,16 @@ struct StreamHandlers {
 
 // Streams the job: start, then events as they come (": keep-alive" comments while none
 // arrive, e.g. during a long prefill), then finish. A failed write cancels the job.
-void stream_job(httplib::Response& res, std::shared_ptr<Job> job, StreamHandlers handlers);
+// `forced` (may be null) rewrites the events of a forced tool call first.
+void stream_job(httplib::Response& res, std::shared_ptr<Job> job, StreamHandlers handlers,
+                std::shared_ptr<ForcedCall> forced = nullptr);
 
 // Waits for the job and writes build(events, result) as one JSON body. While waiting,
 // single spaces (valid leading JSON whitespace) are written every few seconds: they keep
 // proxies from timing out and reveal a departed client, which cancels the job.
 void reply_when_done(httplib::Response& res, std::shared_ptr<Job> job,
-                     std::function<Json(const std::vector<GenEvent>&, const GenResult&)> build);
+                     std::function<Json(const std::vector<GenEvent>&, const GenResult&)> build,
+                     std::shared_ptr<ForcedCall> forced = nullptr);
 
 // The events folded into a message.
 struct AssembledCall {

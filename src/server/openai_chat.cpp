@@ -84,6 +84,19 @@ Json completion_body(const std::string& id, const std::string& model, int64_t cr
             {"usage", usage_json(r)}};
 }
 
+// Fields whose meaning this server cannot honour: refused rather than silently ignored
+// (§8 item 17). n = 1, logprobs = false and response_format text are the defaults.
+void refuse_unsupported(const Json& body) {
+    if (auto n = opt_integer(body, "n"); n && *n != 1) throw ApiError(400, "'n' must be 1 (one choice per request)", "n");
+    if (opt_bool(body, "logprobs").value_or(false)) throw ApiError(400, "logprobs are not supported", "logprobs");
+    if (auto it = body.find("response_format"); it != body.end() && !it->is_null()) {
+        if (!it->is_object()) throw ApiError(400, "invalid JSON request: 'response_format' must be an object", "response_format");
+        const std::string type = opt_string(*it, "type").value_or("text");
+        if (type != "text")
+            throw ApiError(400, cat("response_format '", type, "' is not supported (no constrained decoding)"), "response_format");
+    }
+}
+
 }  // namespace
 
 void handle_chat_completions(const ServerContext& sc, const httplib::Request& req, httplib::Response& res) {
@@ -93,14 +106,23 @@ void handle_chat_completions(const ServerContext& sc, const httplib::Request& re
     ThinkingInputs thinking;
     read_thinking_fields(body, thinking);
     thinking.effort = opt_string(body, "reasoning_effort");
-    const ThinkingMode mode = select_thinking(thinking, model, sc.ctx);
     const Json tools = body.value("tools", Json(nullptr));
     if (!tools.is_null() && !tools.is_array()) throw ApiError(400, "invalid JSON request: 'tools' must be an array", "tools");
-    const bool tools_active = tools_enabled(body.value("tool_choice", Json(nullptr)));
-    std::vector<TokenId> prompt = sc.encoder.encode_messages(body["messages"], &tools, mode, tools_active);
+    const ToolChoice choice = read_tool_choice(body.value("tool_choice", Json(nullptr)), tools);
+    // A forced call is written right after </think>: no reasoning in that turn.
+    const ThinkingMode selected = select_thinking(thinking, model, sc.ctx);
+    const ThinkingMode mode = choice.forced() ? ThinkingMode::none : selected;
+    Json messages = body["messages"];
+    const bool prefill = mark_prefill(messages, opt_bool(body, "continue_final_message").value_or(false));
+    if (prefill && choice.forced()) throw ApiError(400, "tool_choice cannot force a call after an assistant prefix", "tool_choice");
+    refuse_unsupported(body);
+    std::vector<TokenId> prompt = sc.encoder.encode_messages(std::move(messages), &tools, mode, choice.tools_active());
+    auto forced = force_call(sc, choice, prompt);
     GenRequest gen = make_gen_request(std::move(prompt), read_sampling(body, mode != ThinkingMode::none, true),
                                       read_max_tokens(body, {"max_completion_tokens", "max_tokens"}, sc.default_max_tokens),
-                                      mode, tools_active, read_stops(body, "stop"), sc.ctx, "messages");
+                                      mode, choice.tools_active(), read_stops(body, "stop"), sc.ctx, "messages");
+    if (forced) forced->configure(gen);
+    if (prefill) gen.dsml.thinking = false;  // the open turn is past its </think>
     const bool stream = opt_bool(body, "stream").value_or(false);
     bool include_usage = false;
     if (auto it = body.find("stream_options"); it != body.end() && it->is_object())
@@ -112,7 +134,7 @@ void handle_chat_completions(const ServerContext& sc, const httplib::Request& re
     if (!stream) {
         reply_when_done(res, job, [id, model, created](const auto& events, const GenResult& r) {
             return completion_body(id, model, created, events, r);
-        });
+        }, forced);
         return;
     }
     auto state = std::make_shared<ChatStream>();
@@ -123,7 +145,8 @@ void handle_chat_completions(const ServerContext& sc, const httplib::Request& re
     stream_job(res, job,
                {[state](Sse& sse) { sse.data(state->chunk({{"role", "assistant"}, {"content", ""}})); },
                 [state](const GenEvent& ev, Sse& sse) { state->on_event(ev, sse); },
-                [state](const GenResult& r, Sse& sse) { state->finish(r, sse); }});
+                [state](const GenResult& r, Sse& sse) { state->finish(r, sse); }},
+               forced);
 }
 
 }  // namespace ds4::server

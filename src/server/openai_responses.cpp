@@ -1,6 +1,8 @@
 // POST /v1/responses (OpenAI Responses, interface.md §6.8) with the §8 item 15 fixes:
 // `event:` lines on every SSE event and function-call arguments streamed as they are
 // generated. No server-side response store: previous_response_id is refused.
+#include <set>
+
 #include "server/http.h"
 
 namespace ds4::server {
@@ -30,6 +32,15 @@ std::string output_text(const Json& output) {
     if (output.is_string()) return output.get<std::string>();
     if (output.is_array()) return content_text(output, 0);
     return output.dump();
+}
+
+// Items of hosted tools this server does not run; they are skipped in the input.
+bool is_hosted_call(const std::string& type) {
+    for (const char* t : {"web_search_call", "file_search_call", "computer_call", "computer_call_output",
+                          "code_interpreter_call", "image_generation_call", "mcp_call", "mcp_list_tools",
+                          "mcp_approval_request", "mcp_approval_response", "tool_search_call", "tool_search_output"})
+        if (type == t) return true;
+    return false;
 }
 
 }  // namespace
@@ -85,17 +96,29 @@ Json responses_to_openai_messages(const Json& body) {
             if (!a.contains("tool_calls")) a["tool_calls"] = Json::array();
             a["tool_calls"].push_back({{"id", call_id}, {"type", "function"},
                                        {"function", {{"name", item.value("name", "")}, {"arguments", args}}}});
-        } else if (type == "function_call_output" || type == "custom_tool_call_output") {
+        } else if (type == "local_shell_call") {
+            // Codex's hosted shell: replayed as a call of a "local_shell" function whose
+            // arguments are the action object, so the model sees what it ran.
+            Json& a = last_assistant();
+            if (!a.contains("tool_calls")) a["tool_calls"] = Json::array();
+            a["tool_calls"].push_back({{"id", item.value("call_id", item.value("id", ""))}, {"type", "function"},
+                                       {"function", {{"name", "local_shell"},
+                                                     {"arguments", item.value("action", Json::object()).dump()}}}});
+        } else if (type == "function_call_output" || type == "custom_tool_call_output" ||
+                   type == "local_shell_call_output") {
             if (!pending_reasoning.empty()) last_assistant();
             out.push_back({{"role", "tool"}, {"tool_call_id", item.value("call_id", "")},
                            {"content", output_text(item.value("output", Json("")))}});
-        } else if (type == "compaction" || type == "context_compaction") {
+        } else if (type == "compaction" || type == "context_compaction" || is_hosted_call(type)) {
+            // Hosted tool activity (web search, …) ran elsewhere and has no DSML form; the
+            // model sees the text around it.
             continue;
         } else {
             throw ApiError(400, cat("input[", i, "]: item type '", type, "' is not supported"), "input");
         }
     }
-    if (!pending_reasoning.empty()) last_assistant();
+    // Reasoning with nothing after it has no turn to belong to; rendering it as an empty
+    // trailing assistant turn would close that turn before the reply (§8 item 4).
     return out;
 }
 
@@ -109,10 +132,24 @@ Json responses_to_openai_tools(const Json& tools) {
             out.push_back(t);
             continue;
         }
-        if (t.value("type", "") != "function") continue;  // hosted tools have no schema to render
+        const std::string type = t.value("type", "");
+        if (type != "function" && type != "custom") continue;  // hosted tools have no schema to render
         Json f = {{"name", t.value("name", "")}};
-        if (t.contains("description")) f["description"] = t["description"];
-        f["parameters"] = t.value("parameters", Json{{"type", "object"}, {"properties", Json::object()}});
+        if (type == "custom") {
+            // A freeform tool (Codex's apply_patch): one string parameter, `input`; the
+            // call comes back as a custom_tool_call with that string.
+            std::string description = t.value("description", "");
+            if (auto fmt = t.find("format"); fmt != t.end() && fmt->is_object() && fmt->value("type", "") == "grammar")
+                description += cat("\n\nThe input must follow this ", fmt->value("syntax", "grammar"), " grammar:\n",
+                                   fmt->value("definition", ""));
+            f["description"] = description;
+            f["parameters"] = {{"type", "object"},
+                               {"properties", {{"input", {{"type", "string"}, {"description", "the raw tool input"}}}}},
+                               {"required", {"input"}}};
+        } else {
+            if (t.contains("description")) f["description"] = t["description"];
+            f["parameters"] = t.value("parameters", Json{{"type", "object"}, {"properties", Json::object()}});
+        }
         out.push_back({{"type", "function"}, {"function", f}});
     }
     return out.empty() ? Json(nullptr) : out;
@@ -120,11 +157,34 @@ Json responses_to_openai_tools(const Json& tools) {
 
 namespace {
 
-Json usage_json(const GenResult& r) {
+// Names of the request's custom (freeform) tools.
+std::set<std::string> custom_tool_names(const Json& tools) {
+    std::set<std::string> names;
+    if (tools.is_array())
+        for (const auto& t : tools)
+            if (t.is_object() && t.value("type", "") == "custom") names.insert(t.value("name", ""));
+    return names;
+}
+
+// The `input` string of a custom tool call's arguments (the raw text if they are not
+// {"input": string}).
+std::string custom_input(const std::string& arguments) {
+    const Json j = Json::parse(arguments, nullptr, false);
+    if (j.is_object() && j.contains("input") && j["input"].is_string()) return j["input"].get<std::string>();
+    return arguments;
+}
+
+}  // namespace
+
+namespace {
+
+// reasoning_tokens: the reasoning text re-tokenized (the sampled ids are not kept per
+// kind; re-encoding decoded model output gives the same count but for rare merges).
+Json usage_json(const GenResult& r, uint64_t reasoning_tokens) {
     return {{"input_tokens", r.prompt_tokens},
             {"input_tokens_details", {{"cached_tokens", r.cached_tokens}}},
             {"output_tokens", r.completion_tokens},
-            {"output_tokens_details", {{"reasoning_tokens", 0}}},
+            {"output_tokens_details", {{"reasoning_tokens", std::min<uint64_t>(reasoning_tokens, r.completion_tokens)}}},
             {"total_tokens", r.prompt_tokens + r.completion_tokens}};
 }
 
@@ -141,7 +201,11 @@ struct ResponseStream {
     Json output = Json::array();  // final items, in output_index order
     int reasoning_index = -1, message_index = -1;
     std::map<std::size_t, int> call_index;  // DSML call -> output index
+    std::set<std::string> custom_tools;     // names of the request's freeform tools
+    std::map<std::size_t, std::string> custom_args;
     std::string reasoning, text;
+    std::string reasoning_seen;        // all reasoning, for usage.reasoning_tokens
+    const Tokenizer* tokenizer = nullptr;
 
     Json response(const std::string& status) const {
         return {{"id", id}, {"object", "response"}, {"created_at", created}, {"status", status},
@@ -161,6 +225,7 @@ struct ResponseStream {
     void on_event(const GenEvent& ev, Sse* sse) {
         switch (ev.kind) {
             case GenKind::reasoning:
+                reasoning_seen += ev.text;
                 if (!summary) break;
                 if (reasoning_index < 0) {
                     reasoning_index = add_item(sse, {{"id", random_id("rs_")}, {"type", "reasoning"}, {"status", "in_progress"}, {"summary", Json::array()}});
@@ -187,12 +252,22 @@ struct ResponseStream {
                                {"content_index", 0}, {"delta", ev.text}});
                 break;
             case GenKind::call_begin:
+                if (custom_tools.count(ev.text)) {
+                    custom_args[ev.call].clear();
+                    call_index[ev.call] = add_item(sse, {{"id", random_id("ctc_")}, {"type", "custom_tool_call"}, {"status", "in_progress"},
+                                                         {"name", ev.text}, {"call_id", random_id("call_", 24)}, {"input", ""}});
+                    break;
+                }
                 call_index[ev.call] = add_item(sse, {{"id", random_id("fc_")}, {"type", "function_call"}, {"status", "in_progress"},
                                                      {"name", ev.text}, {"call_id", random_id("call_", 24)}, {"arguments", ""}});
                 break;
             case GenKind::arguments: {
                 auto it = call_index.find(ev.call);
                 if (it == call_index.end()) break;
+                if (auto c = custom_args.find(ev.call); c != custom_args.end()) {
+                    c->second += ev.text;  // {"input": "..."}: sent whole, unwrapped, at call_end
+                    break;
+                }
                 Json& item = output[it->second];
                 item["arguments"] = item["arguments"].get<std::string>() + ev.text;
                 if (sse) send(*sse, "response.function_call_arguments.delta",
@@ -204,6 +279,17 @@ struct ResponseStream {
                 if (it == call_index.end()) break;
                 Json& item = output[it->second];
                 item["status"] = "completed";
+                if (auto c = custom_args.find(ev.call); c != custom_args.end()) {
+                    item["input"] = custom_input(c->second);
+                    if (sse) {
+                        send(*sse, "response.custom_tool_call_input.delta",
+                             {{"item_id", item["id"]}, {"output_index", it->second}, {"delta", item["input"]}});
+                        send(*sse, "response.custom_tool_call_input.done",
+                             {{"item_id", item["id"]}, {"output_index", it->second}, {"input", item["input"]}});
+                        send(*sse, "response.output_item.done", {{"output_index", it->second}, {"item", item}});
+                    }
+                    break;
+                }
                 if (sse) {
                     send(*sse, "response.function_call_arguments.done",
                          {{"item_id", item["id"]}, {"output_index", it->second}, {"name", item["name"]}, {"arguments", item["arguments"]}});
@@ -250,12 +336,15 @@ struct ResponseStream {
         // Drop withdrawn or unfinished calls from the final output.
         Json kept = Json::array();
         for (auto& item : output)
-            if (item["type"] != "function_call" || item["status"] == "completed") kept.push_back(item);
+            if ((item["type"] != "function_call" && item["type"] != "custom_tool_call") || item["status"] == "completed")
+                kept.push_back(item);
         output = kept;
         Json resp = response(status_of(r));
         if (r.finish == "length") resp["incomplete_details"] = {{"reason", "max_output_tokens"}};
         if (r.finish == "error") resp["error"] = {{"code", "server_error"}, {"message", r.error}};
-        resp["usage"] = usage_json(r);
+        std::vector<TokenId> ids;
+        if (tokenizer && !reasoning_seen.empty()) tokenizer->encode_text(reasoning_seen, ids);
+        resp["usage"] = usage_json(r, ids.size());
         final_response = resp;
         if (sse) send(*sse, "response." + status_of(r), {{"response", resp}});
     }
@@ -280,13 +369,17 @@ void handle_responses(const ServerContext& sc, const httplib::Request& req, http
         const std::string s = opt_string(*r, "summary").value_or("");
         summary = s == "auto" || s == "concise" || s == "detailed";
     }
-    const ThinkingMode mode = select_thinking(thinking, model, sc.ctx);
+    const ThinkingMode selected = select_thinking(thinking, model, sc.ctx);
     const Json tools = responses_to_openai_tools(body.value("tools", Json(nullptr)));
-    const bool tools_active = tools_enabled(body.value("tool_choice", Json(nullptr))) && !tools.is_null();
+    const ToolChoice choice = read_tool_choice(body.value("tool_choice", Json(nullptr)), tools);
+    const bool tools_active = choice.tools_active() && !tools.is_null();
+    const ThinkingMode mode = choice.forced() ? ThinkingMode::none : selected;  // see openai_chat.cpp
     std::vector<TokenId> prompt = sc.encoder.encode_messages(responses_to_openai_messages(body), &tools, mode, tools_active);
+    auto forced = force_call(sc, choice, prompt);
     GenRequest gen = make_gen_request(std::move(prompt), read_sampling(body, mode != ThinkingMode::none, false),
                                       read_max_tokens(body, {"max_output_tokens", "max_tokens"}, sc.default_max_tokens),
                                       mode, tools_active, {}, sc.ctx, "input");
+    if (forced) forced->configure(gen);
     const bool stream = opt_bool(body, "stream").value_or(false);
     auto job = submit(sc, std::move(gen));
     auto state = std::make_shared<ResponseStream>();
@@ -294,12 +387,14 @@ void handle_responses(const ServerContext& sc, const httplib::Request& req, http
     state->model = model;
     state->created = unix_now();
     state->summary = summary;
+    state->tokenizer = &sc.encoder.tokenizer();
+    state->custom_tools = custom_tool_names(body.value("tools", Json(nullptr)));
     if (!stream) {
         reply_when_done(res, job, [state](const auto& events, const GenResult& r) {
             for (const auto& ev : events) state->on_event(ev, nullptr);
             state->finish(r, nullptr);
             return state->final_response;
-        });
+        }, forced);
         return;
     }
     stream_job(res, job,
@@ -308,7 +403,8 @@ void handle_responses(const ServerContext& sc, const httplib::Request& req, http
                     state->send(sse, "response.in_progress", {{"response", state->response("in_progress")}});
                 },
                 [state](const GenEvent& ev, Sse& sse) { state->on_event(ev, &sse); },
-                [state](const GenResult& r, Sse& sse) { state->finish(r, &sse); }});
+                [state](const GenResult& r, Sse& sse) { state->finish(r, &sse); }},
+               forced);
 }
 
 }  // namespace ds4::server

@@ -5,6 +5,7 @@
 
 #include "ds4/error.h"
 #include "text/chat_json.h"
+#include "text/dsml_render.h"
 
 namespace ds4::server {
 
@@ -167,21 +168,70 @@ uint64_t read_max_tokens(const Json& body, std::initializer_list<const char*> ke
     return fallback;
 }
 
-bool tools_enabled(const Json& tool_choice) {
-    if (tool_choice.is_null()) return true;
-    if (tool_choice.is_string()) {
-        const auto s = tool_choice.get<std::string>();
-        if (s == "auto") return true;
-        if (s == "none") return false;
-        throw ApiError(400, cat("tool_choice=", s, " not supported (only auto and none)"), "tool_choice");
+namespace {
+
+bool has_tool(const Json& tools, const std::string& name) {
+    if (!tools.is_array()) return false;
+    return std::any_of(tools.begin(), tools.end(), [&](const Json& t) {
+        const Json* f = t.is_object() && t.contains("function") ? &t["function"] : &t;
+        return f->is_object() && f->value("name", Json("")) == name;
+    });
+}
+
+ToolChoice checked(ToolChoice c, const Json& tools) {
+    if (!c.forced()) return c;
+    if (!tools.is_array() || tools.empty())
+        throw ApiError(400, "tool_choice forces a tool call but the request has no tools", "tool_choice");
+    if (c.kind == ToolChoice::Kind::named && !has_tool(tools, c.name))
+        throw ApiError(400, cat("tool_choice names '", c.name, "', which is not in 'tools'"), "tool_choice");
+    if (c.kind == ToolChoice::Kind::required && tools.size() == 1) {
+        const Json& t = tools[0];
+        c = {ToolChoice::Kind::named, (t.contains("function") ? t["function"] : t).value("name", "")};
     }
-    if (tool_choice.is_object()) {
-        const std::string type = opt_string(tool_choice, "type").value_or("");
-        if (type == "auto") return true;
-        if (type == "none") return false;
-        throw ApiError(400, "forced tool_choice not supported (only auto and none)", "tool_choice");
+    return c;
+}
+
+ToolChoice choice_of_type(const std::string& type) {
+    if (type == "auto") return {};
+    if (type == "none") return {ToolChoice::Kind::none, {}};
+    if (type == "required" || type == "any") return {ToolChoice::Kind::required, {}};
+    throw ApiError(400, cat("tool_choice '", type, "' is not supported (auto, none, required/any, or a named function)"),
+                   "tool_choice");
+}
+
+}  // namespace
+
+ToolChoice read_tool_choice(const Json& tool_choice, const Json& tools) {
+    if (tool_choice.is_null()) return {};
+    if (tool_choice.is_string()) return checked(choice_of_type(tool_choice.get<std::string>()), tools);
+    if (!tool_choice.is_object())
+        throw ApiError(400, "invalid JSON request: 'tool_choice' must be a string or an object", "tool_choice");
+    const std::string type = opt_string(tool_choice, "type").value_or("");
+    if (type == "function" || type == "tool") {
+        std::optional<std::string> name = opt_string(tool_choice, "name");
+        if (auto f = tool_choice.find("function"); !name && f != tool_choice.end() && f->is_object())
+            name = opt_string(*f, "name");
+        if (!name || name->empty()) throw ApiError(400, "tool_choice: a forced tool needs a name", "tool_choice");
+        return checked({ToolChoice::Kind::named, *name}, tools);
     }
-    throw ApiError(400, "invalid JSON request: 'tool_choice' must be a string or an object", "tool_choice");
+    return checked(choice_of_type(type), tools);
+}
+
+std::string forced_call_prefix(const std::string& name) {
+    std::string s = "\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name=\"";
+    if (!name.empty()) s += text::dsml_escape_attribute(name) + "\">\n";
+    return s;
+}
+
+bool mark_prefill(Json& messages, bool always) {
+    if (!messages.is_array() || messages.empty() || !messages.back().is_object()) return false;
+    Json& last = messages.back();
+    if (last.value("role", Json("")) != "assistant") return false;
+    const bool prefix = last.value("prefix", Json(false)) == Json(true);
+    last.erase("prefix");
+    if (!always && !prefix) return false;
+    last["wo_eos"] = true;
+    return true;
 }
 
 // ---- PromptEncoder ----
@@ -265,6 +315,13 @@ std::vector<TokenId> PromptEncoder::encode_messages(Json messages, const Json* t
     } catch (const ds4::Error& e) {
         throw ApiError(400, cat("invalid request: ", e.what()), "messages");
     }
+}
+
+void PromptEncoder::append_forced_call(std::vector<TokenId>& prompt, const std::string& name) const {
+    Json n = name;
+    neutralise(n);
+    const std::vector<TokenId> more = tokenize(forced_call_prefix(n.get<std::string>()));
+    prompt.insert(prompt.end(), more.begin(), more.end());
 }
 
 GenRequest make_gen_request(std::vector<TokenId> prompt, SamplingParams sampling, uint64_t max_tokens,

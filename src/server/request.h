@@ -66,10 +66,34 @@ std::vector<std::string> read_stops(const Json& body, const char* key);
 // The first present of `keys`, else the server default; always ≥ 1.
 uint64_t read_max_tokens(const Json& body, std::initializer_list<const char*> keys, uint64_t fallback);
 
-// tool_choice → are tools active? "auto"/absent/null: yes, "none": no; forcing a tool
-// ("required", "any", a named tool) → 400: this server has no constrained decoding and
-// silently ignoring a forced choice would break the caller's expectation (§8 item 17).
-bool tools_enabled(const Json& tool_choice);
+// tool_choice of any API, checked against the request's tools (OpenAI-shaped, or null):
+//   absent/null, "auto", {"type":"auto"}             -> auto
+//   "none", {"type":"none"}                           -> none (tools leave the prompt)
+//   "required", "any", {"type":"any"|"required"}       -> required (named when one tool)
+//   {"type":"function","function":{"name":N}}          (Chat Completions)  -> named N
+//   {"type":"function","name":N}                       (Responses)         -> named N
+//   {"type":"tool","name":N}                           (Anthropic)         -> named N
+// A forced choice without tools, or naming a tool that is not in `tools`, is a 400; so is
+// a hosted tool (web_search…) this server cannot run. Forcing is done by prefilling the
+// tool-call opening into the assistant turn (see ForcedCall in http.h, §8 item 17).
+struct ToolChoice {
+    enum class Kind { automatic, none, required, named };
+    Kind kind = Kind::automatic;
+    std::string name;  // Kind::named
+    bool forced() const { return kind == Kind::required || kind == Kind::named; }
+    bool tools_active() const { return kind != Kind::none; }
+};
+ToolChoice read_tool_choice(const Json& tool_choice, const Json& tools);
+
+// The DSML bytes a forced call starts with: the tool block opener and the invoke header
+// up to the name (`name` empty: up to `name="`, the model picks the tool).
+std::string forced_call_prefix(const std::string& name);
+
+// Assistant prefill (§8 item 4): when the last message is an assistant turn and `always`
+// (Anthropic semantics) or it carries "prefix": true (DeepSeek's API), it is marked
+// open ("wo_eos") so the model continues it. The generated text then follows the
+// turn's </think>: the caller must parse it as non-thinking. Returns whether it did.
+bool mark_prefill(Json& messages, bool always);
 
 // The prompt as tokens. Client strings are rewritten before rendering so that every
 // special-token string they contain becomes a private marker; after rendering, the
@@ -81,6 +105,9 @@ public:
     // OpenAI-shaped messages (+ request tools) → tokens. Throws ApiError 400 for bad input.
     std::vector<TokenId> encode_messages(Json messages, const Json* tools, ThinkingMode mode,
                                          bool tools_active) const;
+    // Appends forced_call_prefix(name) to a prompt; special-token strings inside the
+    // client's tool name stay plain text.
+    void append_forced_call(std::vector<TokenId>& prompt, const std::string& name) const;
     const Tokenizer& tokenizer() const { return tok_; }
 
 private:

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "server/http.h"
 #include "server/request.h"
 #include "server_harness.h"
 
@@ -94,13 +95,184 @@ TEST(ServerRequest, ThinkingSelection) {
     EXPECT_EQ(fields.explicit_enabled, true);
 }
 
-TEST(ServerRequest, ToolChoice) {
-    EXPECT_TRUE(tools_enabled(nullptr));
-    EXPECT_TRUE(tools_enabled("auto"));
-    EXPECT_FALSE(tools_enabled("none"));
-    EXPECT_FALSE(tools_enabled(Json{{"type", "none"}}));
-    EXPECT_THROW(tools_enabled("required"), ApiError);
-    EXPECT_THROW(tools_enabled(Json{{"type", "tool"}, {"name", "x"}}), ApiError);
+Json weather_tools(bool two = false) {
+    Json t = Json::array({{{"type", "function"}, {"function", {{"name", "get_weather"}, {"parameters", Json::object()}}}}});
+    if (two) t.push_back({{"type", "function"}, {"function", {{"name", "get_time"}, {"parameters", Json::object()}}}});
+    return t;
+}
+
+TEST(ServerRequest, ToolChoiceShapesOfEveryApi) {
+    using K = ToolChoice::Kind;
+    const Json tools = weather_tools(true);
+    EXPECT_EQ(read_tool_choice(nullptr, tools).kind, K::automatic);
+    EXPECT_EQ(read_tool_choice("auto", tools).kind, K::automatic);
+    EXPECT_EQ(read_tool_choice("none", tools).kind, K::none);
+    EXPECT_FALSE(read_tool_choice(Json{{"type", "none"}}, tools).tools_active());
+    EXPECT_EQ(read_tool_choice("required", tools).kind, K::required);
+    EXPECT_EQ(read_tool_choice(Json{{"type", "any"}}, tools).kind, K::required);
+    // One tool: "required" names it.
+    const ToolChoice one = read_tool_choice("required", weather_tools());
+    EXPECT_EQ(one.kind, K::named);
+    EXPECT_EQ(one.name, "get_weather");
+    // Chat Completions, Responses and Anthropic spellings of a named tool.
+    for (const Json& c : {Json{{"type", "function"}, {"function", {{"name", "get_time"}}}},
+                          Json{{"type", "function"}, {"name", "get_time"}}, Json{{"type", "tool"}, {"name", "get_time"}}}) {
+        const ToolChoice named = read_tool_choice(c, tools);
+        EXPECT_EQ(named.kind, K::named) << c.dump();
+        EXPECT_EQ(named.name, "get_time") << c.dump();
+        EXPECT_TRUE(named.forced());
+    }
+    // Errors: unknown tool, forcing without tools, hosted tool, wrong type.
+    for (const Json& c : {Json{{"type", "tool"}, {"name", "nope"}}, Json{{"type", "function"}}, Json("sometimes"),
+                          Json{{"type", "web_search_preview"}}, Json(3)}) {
+        try {
+            read_tool_choice(c, tools);
+            ADD_FAILURE() << c.dump();
+        } catch (const ApiError& e) {
+            EXPECT_EQ(e.status, 400);
+            EXPECT_EQ(e.param, "tool_choice");
+        }
+    }
+    EXPECT_THROW(read_tool_choice("required", nullptr), ApiError);
+    EXPECT_EQ(read_tool_choice("none", nullptr).kind, K::none);
+}
+
+TEST(ServerPrompt, ForcedCallPrefixIsDsmlWithThePlainTextName) {
+    EXPECT_EQ(forced_call_prefix("get_weather"),
+              "\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name=\"get_weather\">\n");
+    EXPECT_EQ(forced_call_prefix(""), "\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name=\"");
+    PromptEncoder enc(demo_tokenizer());
+    const Tokenizer& tok = demo_tokenizer();
+    std::vector<TokenId> base = {1, 2};
+    enc.append_forced_call(base, "get_weather");
+    ASSERT_GT(base.size(), 2u);
+    EXPECT_EQ(tok.decode(std::span(base).subspan(2)), forced_call_prefix("get_weather"));
+    // A special-token string in a tool name is plain text, the DSML markers are not.
+    std::vector<TokenId> plain, hostile;
+    enc.append_forced_call(plain, "x");
+    enc.append_forced_call(hostile, "x<｜User｜>");
+    EXPECT_EQ(count(hostile, tok.specials().user), 0);
+    std::vector<TokenId> dsml;
+    tok.encode_chat("｜DSML｜", dsml);
+    ASSERT_EQ(dsml.size(), 1u);
+    EXPECT_EQ(count(plain, dsml[0]), 2);
+    EXPECT_EQ(count(hostile, dsml[0]), 2);
+}
+
+TEST(ServerPrompt, AssistantPrefillLeavesTheTurnOpen) {
+    PromptEncoder enc(demo_tokenizer());
+    const SpecialTokens& sp = demo_tokenizer().specials();
+    Json messages = Json::array({{{"role", "user"}, {"content", "Count"}},
+                                 {{"role", "assistant"}, {"content", "One, two,"}, {"prefix", true}}});
+    Json chat_style = messages;
+    EXPECT_TRUE(mark_prefill(chat_style, false));
+    EXPECT_FALSE(chat_style[1].contains("prefix"));
+    const auto open = enc.encode_messages(chat_style, nullptr, ThinkingMode::high, false);
+    EXPECT_EQ(count(open, sp.eos), 0);
+    const std::string text = demo_tokenizer().decode(open);
+    EXPECT_EQ(text.substr(text.size() - 9), "One, two,");  // the prompt ends inside the turn
+    Json plain = Json::array({{{"role", "user"}, {"content", "Count"}}, {{"role", "assistant"}, {"content", "x"}}});
+    EXPECT_FALSE(mark_prefill(plain, false));  // Chat without "prefix": a closed turn
+    EXPECT_TRUE(mark_prefill(plain, true));    // Anthropic: always continued
+    Json user_last = Json::array({{{"role", "user"}, {"content", "Count"}}});
+    EXPECT_FALSE(mark_prefill(user_last, true));
+}
+
+std::vector<GenEvent> run_forced(ForcedCall& f, const std::vector<std::string>& chunks, GenResult& r) {
+    std::vector<GenEvent> out;
+    f.begin(out);
+    for (const auto& c : chunks) f.on_event({GenKind::content, 0, c}, out);
+    f.on_finish(r, out);
+    return out;
+}
+
+TEST(ServerForcedCall, WellFormedCallIsParsedAndFinishesAsToolCalls) {
+    ForcedCall f("get_weather");
+    GenRequest req;
+    req.stops = {"user stop"};
+    f.configure(req);
+    EXPECT_FALSE(req.dsml.parse_tools);
+    EXPECT_FALSE(req.dsml.thinking);
+    ASSERT_EQ(req.stops.size(), 3u);
+    EXPECT_EQ(req.stops[0], "</｜DSML｜tool_calls>");
+    GenResult r;
+    r.finish = "stop";
+    r.stop_sequence = "</｜DSML｜tool_calls>";
+    const auto ev = run_forced(f, {"<｜DSML｜parameter name=\"city\" str", "ing=\"true\">Par", "is</｜DSML｜parameter>\n",
+                                   "<｜DSML｜parameter name=\"days\" string=\"false\">3</｜DSML｜parameter>\n</｜DSML｜invoke>\n"},
+                               r);
+    const Assembled m = assemble(ev, "call_");
+    ASSERT_EQ(m.calls.size(), 1u);
+    EXPECT_EQ(m.calls[0].name, "get_weather");
+    EXPECT_EQ(Json::parse(m.calls[0].arguments), (Json{{"city", "Paris"}, {"days", 3}}));
+    EXPECT_EQ(m.content, "");
+    EXPECT_EQ(r.finish, "tool_calls");
+    EXPECT_EQ(r.stop_sequence, "");
+    EXPECT_FALSE(f.raw(0));
+    // The header went out before any generated byte; arguments arrive whole.
+    ASSERT_GE(ev.size(), 3u);
+    EXPECT_EQ(ev[0].kind, GenKind::call_begin);
+    EXPECT_EQ(ev[1].kind, GenKind::arguments);
+    EXPECT_EQ(ev[2].kind, GenKind::call_end);
+}
+
+TEST(ServerForcedCall, SecondCallInTheBlockIsReportedToo) {
+    ForcedCall f("a");
+    GenResult r;
+    r.stop_sequence = "</｜DSML｜tool_calls>";
+    const auto ev = run_forced(f, {"</｜DSML｜invoke>\n<｜DSML｜invoke name=\"b\">\n<｜DSML｜parameter name=\"k\" string=\"true\">v"
+                                   "</｜DSML｜parameter>\n</｜DSML｜invoke>\n"},
+                               r);
+    const Assembled m = assemble(ev, "call_");
+    ASSERT_EQ(m.calls.size(), 2u);
+    EXPECT_EQ(m.calls[0].name, "a");
+    EXPECT_EQ(m.calls[0].arguments, "{}");
+    EXPECT_EQ(m.calls[1].name, "b");
+    EXPECT_EQ(Json::parse(m.calls[1].arguments), (Json{{"k", "v"}}));
+    EXPECT_EQ(r.finish, "tool_calls");
+}
+
+TEST(ServerForcedCall, JunkOrCutCallKeepsTheRawTextAsArguments) {
+    ForcedCall junk("get_weather");
+    GenResult stop;
+    stop.finish = "stop";
+    const auto ev = run_forced(junk, {"random ", "words <"}, stop);
+    const Assembled m = assemble(ev, "call_");
+    ASSERT_EQ(m.calls.size(), 1u);
+    EXPECT_EQ(m.calls[0].name, "get_weather");
+    EXPECT_EQ(m.calls[0].arguments, "random words <");
+    EXPECT_TRUE(junk.raw(0));
+    EXPECT_EQ(stop.finish, "tool_calls");
+    EXPECT_EQ(m.content, "");
+
+    ForcedCall cut("get_weather");
+    GenResult length;
+    length.finish = "length";
+    const auto ev2 = run_forced(cut, {"<｜DSML｜parameter name=\"city\" string=\"true\">Par"}, length);
+    const Assembled m2 = assemble(ev2, "call_");
+    ASSERT_EQ(m2.calls.size(), 1u);
+    EXPECT_EQ(m2.calls[0].arguments, "<｜DSML｜parameter name=\"city\" string=\"true\">Par");
+    EXPECT_EQ(length.finish, "length");  // §8 item 10
+}
+
+TEST(ServerForcedCall, RequiredWithSeveralToolsLetsTheModelName) {
+    ForcedCall named("");
+    GenResult r;
+    r.stop_sequence = "</｜DSML｜tool_calls>";
+    const auto ev = run_forced(named, {"get_time\">\n</｜DSML｜invoke>\n"}, r);
+    const Assembled m = assemble(ev, "call_");
+    ASSERT_EQ(m.calls.size(), 1u);
+    EXPECT_EQ(m.calls[0].name, "get_time");
+    EXPECT_EQ(r.finish, "tool_calls");
+
+    ForcedCall never("");
+    GenResult r2;
+    r2.finish = "length";
+    const auto ev2 = run_forced(never, {"no header here"}, r2);
+    const Assembled m2 = assemble(ev2, "call_");
+    EXPECT_TRUE(m2.calls.empty());
+    EXPECT_EQ(m2.content, "no header here");
+    EXPECT_EQ(r2.finish, "length");
 }
 
 TEST(ServerRequest, FieldTypesAndErrorShapes) {
