@@ -5,8 +5,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <limits>
 #include <optional>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -15,6 +17,7 @@
 #include "cuda/device.h"
 #include "cuda/forward_kernels.h"
 #include "cuda/kernels.h"
+#include "cuda/matmul_q8.h"
 #include "ds4/error.h"
 
 namespace ds4::cuda {
@@ -104,6 +107,8 @@ struct Forward::Impl {
     DeviceBuffer<float> probs, sel_w, ex_in, ex_g, ex_u, ex_out, moe, sh_g, sh_u, sh_out;
     DeviceBuffer<float> scores, index_scores, head_mix, collapsed, head_nrm, logits_dev;
     DeviceBuffer<uint32_t> sel, index_sel, moe_idx, head_rows;
+    DeviceBuffer<uint8_t> ex_q;  // the experts' int8 activations (fast path)
+    bool fast_experts = false;
     DeviceBuffer<int32_t> tokens_dev;
     DeviceBuffer<uint64_t> positions_dev;
     // per token of the current batch: its sequence's device state and position
@@ -154,6 +159,22 @@ struct Forward::Impl {
             matmul(w.type, base, rows, w.in, xin, xs, yout, ys, n, stream.get());
         else
             matmul_any(w.type, base, w.row_bytes, rows, w.in, xin, xs, yout, ys, n, stream.get());
+    }
+
+    // The fast int8 path (matmul_q8.h) applies to an expert matrix of a type it takes,
+    // with 256-multiple rows and 4-byte aligned slabs.
+    bool fast_ok(const DMat& w) const {
+        return fast_experts && matmul_q8_supported(w.type) && w.in % 256 == 0 && w.row_bytes * w.out % 4 == 0 &&
+               reinterpret_cast<uintptr_t>(w.data) % 4 == 0;
+    }
+    // One expert's rows [row0, row0 + rows) times `count` activation rows: through the
+    // int8 copy xq (quantized from xin by the caller) when fast, else the exact kernel.
+    void mm_expert(const DMat& w, uint64_t row0, uint64_t rows, const float* xin, const uint8_t* xq, float* yout,
+                   uint64_t ys, uint32_t count) {
+        if (xq != nullptr)
+            matmul_q8(w.type, w.row(row0), rows, w.in, xq, count, yout, ys, stream.get());
+        else
+            mm(w, row0, rows, xin, w.in, yout, ys, count);
     }
 
     // ---- state ----
@@ -365,6 +386,7 @@ void Forward::Impl::reserve(uint32_t n, uint64_t ctx) {
         grow(sh_u, n * ff);
         grow(sh_out, n * dim);
         grow(moe_idx, 3 * n * K + n + 1);
+        grow(ex_q, q8_activation_bytes(std::max<uint64_t>(dim, ff), n * K));
         grow(tokens_dev, n);
         grow(positions_dev, n);
         grow(head_rows, n);
@@ -614,16 +636,25 @@ void Forward::Impl::routed_experts(const DLayer& L, uint32_t n) {
     const uint32_t* d_begin = d_src + begin_at;
 
     gather_rows(nrm.data(), d_src, ex_in.data(), M, dim, s);
+    // Fast path: each pair's activation quantized once, shared by gate and up.
+    const uint64_t qd = q8_token_bytes(dim), qf = q8_token_bytes(ff);
+    const bool fast_in = fast_ok(L.exp_gate) && fast_ok(L.exp_up), fast_down = fast_ok(L.exp_down);
+    if (fast_in) quantize_q8_activations(ex_in.data(), dim, dim, M, ex_q.data(), s);
     for (const Group& g : groups) {
         const uint64_t b = g.begin;
-        mm(L.exp_gate, uint64_t{g.expert} * ff, ff, ex_in.data() + b * dim, dim, ex_g.data() + b * ff, ff, g.count);
-        mm(L.exp_up, uint64_t{g.expert} * ff, ff, ex_in.data() + b * dim, dim, ex_u.data() + b * ff, ff, g.count);
+        const uint8_t* xq = fast_in ? ex_q.data() + b * qd : nullptr;
+        mm_expert(L.exp_gate, uint64_t{g.expert} * ff, ff, ex_in.data() + b * dim, xq, ex_g.data() + b * ff, ff,
+                  g.count);
+        mm_expert(L.exp_up, uint64_t{g.expert} * ff, ff, ex_in.data() + b * dim, xq, ex_u.data() + b * ff, ff,
+                  g.count);
     }
     weighted_swiglu(ex_g.data(), ex_u.data(), sel_w.data(), d_widx, M, ff, hp.swiglu_limit, s);
+    if (fast_down) quantize_q8_activations(ex_g.data(), ff, ff, M, ex_q.data(), s);
     for (const Group& g : groups) {
         const uint64_t b = g.begin;
-        mm(L.exp_down, uint64_t{g.expert} * dim, dim, ex_g.data() + b * ff, ff, ex_out.data() + b * dim, dim,
-           g.count);
+        const uint8_t* xq = fast_down ? ex_q.data() + b * qf : nullptr;
+        mm_expert(L.exp_down, uint64_t{g.expert} * dim, dim, ex_g.data() + b * ff, xq, ex_out.data() + b * dim,
+                  dim, g.count);
     }
     scatter_sum(ex_out.data(), d_begin, d_rows, moe.data(), n, dim, s);
 }
@@ -690,9 +721,14 @@ Forward::Forward(const cpu::CpuModel& model) : impl_(std::make_unique<Impl>(requ
     }
     ensure_fits(bytes, "cuda forward: model weights");
     impl_->upload_weights();
+    const char* fast = std::getenv("DS4_CUDA_FAST_EXPERTS");
+    impl_->fast_experts = fast != nullptr && std::string_view(fast) == "1";
 }
 
 Forward::~Forward() = default;
+
+void Forward::set_fast_experts(bool on) { impl_->fast_experts = on; }
+bool Forward::fast_experts() const { return impl_->fast_experts; }
 
 void Forward::eval(cpu::KvState& state, uint64_t pos, std::span<const int32_t> tokens,
                    std::span<const uint32_t> logit_rows, std::span<float> logits) {

@@ -68,6 +68,15 @@ public:
 
     uint64_t weight_bytes() const;  // VRAM held by the uploaded weights
 
+    // Routed experts through the fast int8 matvec (cuda/matmul_q8.h: activations rounded
+    // to int8 per block of 32) instead of the exact path, for the expert matrices whose
+    // type it takes (Q8_0, Q2_K, Q4_K, IQ2_XXS). Off by default (the exact numerics),
+    // unless $DS4_CUDA_FAST_EXPERTS=1 when the Forward is made (the engine and CLI opt in
+    // that way). Measured against the exact path in tests/cuda/test_forward.cpp
+    // (CudaFastExperts).
+    void set_fast_experts(bool on);
+    bool fast_experts() const;
+
 private:
     struct Impl;
     std::unique_ptr<Impl> impl_;

@@ -40,6 +40,10 @@ int run(int argc, char** argv) {
     std::printf("card %s (%d SMs), model %s: %u layers, D %u, vocab %u, %s; open + upload %.1f s\n", dev.name.c_str(),
                 dev.sm_count, m.name.c_str(), m.n_layer, m.n_embd, m.n_vocab, m.quant.c_str(), open_s);
 
+    const char* fast = std::getenv("DS4_CUDA_FAST_EXPERTS");
+    std::printf("routed experts: %s\n", fast != nullptr && std::string(fast) == "1"
+                                             ? "fast int8 path (DS4_CUDA_FAST_EXPERTS=1)"
+                                             : "exact path");
     std::vector<int32_t> prompt(n_prompt);
     for (uint32_t i = 0; i < n_prompt; ++i) prompt[i] = static_cast<int32_t>((i * 7919u + 13u) % m.n_vocab);
     const ds4::SequenceId seq = eng.create_sequence();
