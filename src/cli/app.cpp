@@ -87,11 +87,17 @@ Tokenizer load_tokenizer(const Options& o) {
 
 Engine map_model(const Options& o, uint64_t ctx) {
     check_model_path(o);
-    if (o.cuda) fail("--cuda: this ds4 was built without CUDA (use --cpu)");
     EngineOptions eo;
     eo.ctx = ctx;
     eo.threads = resolve_threads(o.threads);
+    // The CPU stays the default even in a CUDA build: the engine has no cheap "is a GPU
+    // there" query, and the CPU backend is the reference. --cuda selects the GPU.
+#ifdef DS4_CUDA_ARCHS
+    eo.backend = o.cuda ? Backend::Cuda : Backend::Cpu;
+#else
+    if (o.cuda) fail("--cuda: this ds4 was built without CUDA (configure with -DDS4_CUDA=ON, or use --cpu)");
     eo.backend = Backend::Cpu;
+#endif
     eo.mtp_path = o.mtp;
     eo.steering = o.steering;
     return Engine::open(o.model, eo);

@@ -8,11 +8,11 @@ namespace ds4::cli {
 
 namespace {
 
-// The engine runs on the CPU; a -DDS4_CUDA=ON build also compiles the CUDA kernels
-// (src/cuda), which the engine does not drive yet, so --cuda still refuses.
+// The engine runs on the CPU; a -DDS4_CUDA=ON build also has the CUDA backend (src/cuda),
+// selected with --cuda.
 std::string backends() {
 #ifdef DS4_CUDA_ARCHS
-    return cat("cpu (CUDA kernels built for sm_", DS4_CUDA_ARCHS, ", not used by the engine yet)");
+    return cat("cpu, cuda (sm_", DS4_CUDA_ARCHS, "; --cuda)");
 #else
     return "cpu";
 #endif

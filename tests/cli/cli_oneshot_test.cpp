@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/generate.h"
+#include "cli/version.h"
 #include "cli_test_util.h"
 #include "ds4/engine.h"
 #include "ds4/sampler.h"
@@ -101,6 +102,20 @@ TEST(CliOneShot, RuntimeErrorsAreOneLineAndExitOne) {
         EXPECT_TRUE(contains(r.err, c.message)) << c.args << ": " << r.err;
         EXPECT_EQ(r.out, "") << c.args;
     }
+}
+
+// A CPU-only build refuses --cuda before mapping the model, in one line that says how to
+// get the CUDA backend. (A -DDS4_CUDA=ON build runs on the GPU instead: skipped there.)
+TEST(CliOneShot, CudaOnACpuOnlyBuildIsAClearError) {
+    if (contains(cli::version_text(), "cuda")) GTEST_SKIP() << "built with CUDA";
+    const CliResult r = run_ds4(demo_args("--cuda -p x"));
+    EXPECT_EQ(r.status, 1);
+    EXPECT_EQ(count_lines(r.err), 1u) << r.err;
+    EXPECT_TRUE(contains(r.err, "--cuda: this ds4 was built without CUDA")) << r.err;
+    EXPECT_TRUE(contains(r.err, "-DDS4_CUDA=ON")) << r.err;
+    EXPECT_EQ(r.out, "");
+    EXPECT_EQ(run_ds4(demo_args("--cuda --cpu --nothink --temp 0 -n 2 -p x")).status, 0)
+        << "--cpu after --cuda selects the CPU";
 }
 
 TEST(CliOneShot, GreedyOutputIsTheEnginesGreedyDecoding) {
