@@ -454,4 +454,22 @@ TEST(BenchBinary, PromptShorterThanCtxMaxIsAnError) {
     fs::remove(prompt);
 }
 
+// A CPU-only build refuses --cuda before mapping the model (a missing file is not what it
+// reports) or generating a synthetic one, in one line that says how to get CUDA, like ds4.
+TEST(BenchBinary, CudaOnACpuOnlyBuildIsAClearError) {
+#ifdef DS4_BENCH_TEST_CUDA_BUILD
+    GTEST_SKIP() << "built with CUDA";
+#endif
+    for (const std::string args : {"--cuda -m /nonexistent.gguf --ctx-start 16 --ctx-max 16",
+                                   "--synthetic q2 --layers 1 --cuda"}) {
+        const auto r = run(args);
+        EXPECT_EQ(r.code, 1) << args;
+        EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1) << args << ": " << r.out;
+        EXPECT_EQ(r.out,
+                  "ds4-bench: error: --cuda: this ds4-bench was built without CUDA (configure "
+                  "with -DDS4_CUDA=ON)\n")
+            << args;
+    }
+}
+
 }  // namespace

@@ -28,6 +28,12 @@
 // is generated into a memfd and opened as /proc/self/fd/N through Engine::open, the same
 // path as a file model (synthetic.h); nothing is written to disk. It is refused up front,
 // with the per-layer size, when it would not fit in MemAvailable (or --mem-limit-mib).
+//
+// --cuda (a -DDS4_CUDA=ON build): the engine runs on Backend::Cuda and the read ceiling is
+// the GPU's device-to-device copy bandwidth (cuda/ceiling.h), measured after the model is
+// uploaded; bw_ratio is gen_gbs over that. No GPU GEMM ceiling is measured: without cuBLAS
+// a hand-written SGEMM would not be the card's tensor-core peak, so gemm_gflops is 0 and
+// gemm_ratio is left at 0 rather than reported against a misleading number.
 #include <CLI/CLI.hpp>
 
 #include <unistd.h>
@@ -52,6 +58,9 @@
 #include "model/tensor_plan.h"
 #include "report.h"
 #include "synthetic.h"
+#ifdef DS4_BENCH_CUDA
+#include "cuda/ceiling.h"
+#endif
 
 #ifndef DS4_BENCH_DATA_DIR
 #define DS4_BENCH_DATA_DIR "bench/data"
@@ -81,6 +90,7 @@ struct Options {
     uint64_t prefill_chunk = 2048;
     uint64_t bw_mib = 1024;
     uint64_t mem_limit_mib = 0;
+    bool cuda = false;
 };
 
 // Jane Austen's Persuasion, chapters 1–17 (public domain, Project Gutenberg text; see
@@ -130,6 +140,9 @@ std::optional<int> parse(int argc, char** argv, Options& o) {
                    "q2|q4: full-width synthetic weights in memory instead of -m (~81 GB for q2)")
         ->check(CLI::IsMember({"q2", "q4"}));
     app.add_option("--layers", o.layers, "layers of the --synthetic model")->capture_default_str();
+    app.add_flag("--cuda", o.cuda,
+                 "run on the CUDA backend (a -DDS4_CUDA=ON build); the read ceiling is then the "
+                 "GPU's device-to-device copy bandwidth");
     app.add_option("--bw-mib", o.bw_mib, "buffer of the read-bandwidth ceiling, MiB")
         ->capture_default_str();
     app.add_option("--mem-limit-mib", o.mem_limit_mib,
@@ -146,6 +159,11 @@ std::optional<int> parse(int argc, char** argv, Options& o) {
         std::fprintf(stderr, "ds4-bench: error: %s (see --help)\n", msg.c_str());
         return 2;
     }
+#ifndef DS4_BENCH_CUDA
+    // Refused before the model is mapped (or a synthetic one generated), like ds4 --cuda.
+    if (o.cuda)
+        fail("--cuda: this ds4-bench was built without CUDA (configure with -DDS4_CUDA=ON)");
+#endif
     if (o.prompt_file.empty()) o.prompt_file = default_prompt_file();
     if (o.gen_tokens == 0) fail("--gen-tokens must be at least 1");
     if (o.batch == 0) fail("--batch must be at least 1");
@@ -364,6 +382,39 @@ synth::MakeOptions checked_synthetic_options(const Options& o) {
     return opt;
 }
 
+// The ceilings of this run and their header lines: the CPU's (STREAM-style read, f32
+// GEMM), or with --cuda the GPU's device-to-device copy (and no GEMM: see the top).
+struct Ceilings {
+    bench::Ceilings c;
+    std::string device;
+    std::string read_line, gemm_line;
+};
+
+Ceilings measure(const Options& o, unsigned threads) {
+    Ceilings r;
+    if (o.cuda) {
+#ifdef DS4_BENCH_CUDA
+        const cuda::CopyCeiling g = cuda::measure_copy_ceiling(o.bw_mib << 20);
+        r.c.read_gbs = g.copy_gbs;
+        r.c.read_bytes = g.bytes;
+        r.device = g.device;
+        r.read_line =
+            cat("ceiling read_gbs=", g.copy_gbs, " (GPU device-to-device cudaMemcpy of ",
+                g.bytes >> 20, " MiB, read+write bytes, median of ", g.reps, ", ", g.device, ")");
+        r.gemm_line =
+            "ceiling gemm_gflops=0 (not measured on CUDA: no cuBLAS, and a plain SGEMM "
+            "is not the tensor-core peak)";
+#endif
+        return r;
+    }
+    r.c = bench::measure_ceilings(threads, o.bw_mib << 20);
+    r.read_line = cat("ceiling read_gbs=", r.c.read_gbs, " (STREAM-style sum over ",
+                      r.c.read_bytes >> 20, " MiB, ", r.c.threads, " threads, best of 5)");
+    r.gemm_line = cat("ceiling gemm_gflops=", r.c.gemm_gflops, " (f32 GEMM 512^3, ",
+                      bench::gemm_kernel_name(), ", ", r.c.threads, " threads, best of 3)");
+    return r;
+}
+
 int run(const Options& o) {
     std::optional<bench::InMemoryModel> synthetic;
     if (!o.synthetic.empty()) synthetic.emplace(checked_synthetic_options(o));
@@ -372,6 +423,7 @@ int run(const Options& o) {
     EngineOptions eo;
     eo.threads = o.threads;
     eo.ctx = o.ctx_alloc;
+    eo.backend = o.cuda ? Backend::Cuda : Backend::Cpu;
     const auto t_load = Clock::now();
     Engine engine = Engine::open(path, eo);
     const gguf::File file = gguf::File::open(path);
@@ -387,7 +439,7 @@ int run(const Options& o) {
 
     const double warm_s = touch_all(file);
     const unsigned threads = engine.options().threads;
-    const bench::Ceilings ceil = bench::measure_ceilings(threads, o.bw_mib << 20);
+    const Ceilings ceil = measure(o, threads);
     const uint64_t wbytes = weight_bytes_per_step(file, m, o.batch);
     const uint64_t flops = prefill_flops_per_token(file, m);
 
@@ -396,13 +448,12 @@ int run(const Options& o) {
             " synthetic=", m.synthetic ? "yes" : "no", " layers=", m.n_layer, " n_embd=", m.n_embd,
             " experts=", m.n_expert_used, "/", m.n_expert, " params=", m.n_params,
             " file_bytes=", m.file_bytes),
-        cat("backend=cpu threads=", threads, " ctx_alloc=", o.ctx_alloc, " batch=", o.batch,
+        cat("backend=", o.cuda ? cat("cuda device=", ceil.device) : std::string("cpu"),
+            " threads=", threads, " ctx_alloc=", o.ctx_alloc, " batch=", o.batch,
             " gen_tokens=", o.gen_tokens, " prefill_chunk=", o.prefill_chunk),
         cat("prompt=", o.prompt_file, " tokens=", tokens.size(), " tokenized_with=", tok_how),
-        cat("ceiling read_gbs=", ceil.read_gbs, " (STREAM-style sum over ", ceil.read_bytes >> 20,
-            " MiB, ", ceil.threads, " threads, best of 5)"),
-        cat("ceiling gemm_gflops=", ceil.gemm_gflops, " (f32 GEMM 512^3, ",
-            bench::gemm_kernel_name(), ", ", ceil.threads, " threads, best of 3)"),
+        ceil.read_line,
+        ceil.gemm_line,
         cat("weight_bytes_per_step=", wbytes, " prefill_flops_per_token=", flops,
             " load_s=", load_s, " warm_s=", warm_s,
             synthetic ? cat(" synthetic_in_memory_bytes=", synthetic->bytes(),
@@ -422,7 +473,7 @@ int run(const Options& o) {
     std::fprintf(csv, "%s\n", bench::csv_header().c_str());
     std::fflush(csv);
 
-    Walk w{engine, o, tokens, eos, wbytes, flops, ceil};
+    Walk w{engine, o, tokens, eos, wbytes, flops, ceil.c};
     const SequenceId seq = engine.create_sequence();
     std::vector<bench::Row> rows;
     uint64_t prev = 0;
@@ -431,12 +482,16 @@ int run(const Options& o) {
         prev = f;
         std::fprintf(csv, "%s\n", bench::csv_row(rows.back()).c_str());
         std::fflush(csv);
+        // --cuda measures no GEMM ceiling: say so rather than print "0.0% of" it.
+        char gemm_pct[32] = "n/a";
+        if (ceil.c.gemm_gflops > 0)
+            std::snprintf(gemm_pct, sizeof gemm_pct, "%.1f%%", 100 * rows.back().gemm_ratio);
         std::fprintf(stderr,
-                     "ctx %6llu: prefill %8.2f t/s (%.2f GFLOP/s = %.1f%% of GEMM ceiling), gen "
+                     "ctx %6llu: prefill %8.2f t/s (%.2f GFLOP/s = %s of GEMM ceiling), gen "
                      "%8.2f t/s (%u seq, %.2f t/s each; %.2f GB/s = %.1f%% of read ceiling)\n",
                      (unsigned long long)f, rows.back().prefill_tps, rows.back().prefill_gflops,
-                     100 * rows.back().gemm_ratio, rows.back().gen_tps, o.batch,
-                     rows.back().seq_gen_tps, rows.back().gen_gbs, 100 * rows.back().bw_ratio);
+                     gemm_pct, rows.back().gen_tps, o.batch, rows.back().seq_gen_tps,
+                     rows.back().gen_gbs, 100 * rows.back().bw_ratio);
     }
 
     double sum_gen = 0, sum_seq = 0, sum_pre = 0;
@@ -450,12 +505,15 @@ int run(const Options& o) {
     std::fprintf(stderr, "# %s\n", agg.c_str());
 
     if (!o.plot_path.empty())
-        write_text(o.plot_path,
-                   bench::svg_chart(
-                       rows, cat("ds4-bench: ", m.name.empty() ? m.path : m.name),
-                       cat(m.quant, ", ", m.n_layer, " layers, cpu ", threads, " threads, batch ",
-                           o.batch, ", read ceiling ", two_decimals(ceil.read_gbs), " GB/s, GEMM ",
-                           two_decimals(ceil.gemm_gflops), " GFLOP/s")));
+        write_text(
+            o.plot_path,
+            bench::svg_chart(
+                rows, cat("ds4-bench: ", m.name.empty() ? m.path : m.name),
+                o.cuda ? cat(m.quant, ", ", m.n_layer, " layers, cuda ", ceil.device, ", batch ",
+                             o.batch, ", D2D copy ceiling ", two_decimals(ceil.c.read_gbs), " GB/s")
+                       : cat(m.quant, ", ", m.n_layer, " layers, cpu ", threads, " threads, batch ",
+                             o.batch, ", read ceiling ", two_decimals(ceil.c.read_gbs),
+                             " GB/s, GEMM ", two_decimals(ceil.c.gemm_gflops), " GFLOP/s")));
     return 0;
 }
 

@@ -1,0 +1,25 @@
+// The GPU memory ceiling for ds4-bench --cuda: a large device-to-device copy on the
+// engine's device, measured in the same run as the model. Plain C++ (no CUDA headers), so
+// host-only tools include it.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace ds4::cuda {
+
+struct CopyCeiling {
+    double copy_gbs = 0;  // (read + write) bytes / s of a D2D cudaMemcpy, GB/s (1e9 bytes)
+    uint64_t bytes = 0;   // bytes copied per pass (each of source and destination)
+    int reps = 0;         // timed passes; the median is reported
+    std::string device;   // the card's name (cudaGetDeviceProperties)
+};
+
+// Copies `bytes` from one fresh device buffer to another `reps` times (after one untimed
+// warm-up), timed with CUDA events; the median pass counts 2 × bytes (read and write), the
+// convention of bench/cuda's ceiling. The two buffers are freed before returning, so the
+// model's own allocations are not squeezed. Throws ds4::Error when no device is usable or
+// the buffers do not fit.
+CopyCeiling measure_copy_ceiling(uint64_t bytes, int reps = 9);
+
+}  // namespace ds4::cuda
