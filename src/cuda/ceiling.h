@@ -22,4 +22,21 @@ struct CopyCeiling {
 // the buffers do not fit.
 CopyCeiling measure_copy_ceiling(uint64_t bytes, int reps = 9);
 
+struct GemmCeiling {
+    double gflops = 0;    // 2·n³ / s of the median pass; 0 when not measured
+    uint32_t n = 0;       // square size
+    int reps = 0;         // timed passes
+    std::string library;  // the cuBLAS file that ran it
+    std::string why_not;  // when gflops is 0: what was missing
+};
+
+// The dense GEMM peak: a bf16 n×n×n product with f32 accumulation through cuBLAS
+// (cublasGemmEx, tensor cores), median of `reps` timed passes after a warm-up, on random
+// data (zeros run faster than real data on these cards). cuBLAS ships with the CUDA
+// toolkit but is loaded at run time (dlopen of libcublas.so.13, or the file named by
+// DS4_CUBLAS), so the statically linked bench binaries need no extra library to start:
+// when it cannot be loaded, gflops is 0 and why_not says so. Throws ds4::Error on a CUDA
+// or cuBLAS failure once loaded.
+GemmCeiling measure_gemm_ceiling(uint32_t n = 8192, int reps = 5);
+
 }  // namespace ds4::cuda
