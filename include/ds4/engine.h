@@ -101,12 +101,19 @@ struct MemoryEstimate {
     uint64_t scratch_per_chunk_token = 0;  // extra scratch per token of a prefill chunk
     uint64_t raw_kv_rows = 0;      // rows per layer
     uint64_t compressed_kv_rows = 0;  // attention rows over all compressed layers
+    // Backend::Cuda: the weights are uploaded to VRAM once and every sequence's KV state
+    // lives there too (the same bytes as kv_per_sequence()); filled by the engine.
+    std::string backend = "cpu";
+    std::string device_name;
+    uint64_t device_weights = 0;  // VRAM held by the uploaded weights
+    uint64_t device_free = 0;     // free VRAM when the estimate was made
+    uint64_t device_total = 0;
 
     uint64_t kv_per_sequence() const { return kv_raw + kv_compressed + kv_frontier; }
     // Weights + one sequence + scratch.
     uint64_t total() const { return weights + kv_per_sequence() + scratch; }
-    // "context buffers X MiB (ctx=…, backend=cpu, raw_kv_rows=…, compressed_kv_rows=…)"
-    // followed by one indented line per component.
+    // "context buffers X MiB (ctx=…, backend=cpu|cuda, raw_kv_rows=…, compressed_kv_rows=…)"
+    // followed by one indented line per component (with cuda: VRAM lines too).
     std::string report() const;
 };
 

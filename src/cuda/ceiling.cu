@@ -45,6 +45,11 @@ CopyCeiling measure_copy_ceiling(uint64_t bytes, int reps) {
     return c;
 }
 
+DeviceMemory device_memory() {
+    const DeviceInfo d = device_info(0);
+    return DeviceMemory{d.name, d.free_bytes, d.total_bytes};
+}
+
 namespace {
 
 // The few cuBLAS entry points the ceiling needs, resolved from a dlopen'ed library.

@@ -22,6 +22,14 @@ struct CopyCeiling {
 // the buffers do not fit.
 CopyCeiling measure_copy_ceiling(uint64_t bytes, int reps = 9);
 
+// The card's name and memory now (cudaMemGetInfo), for reports made by host-only code
+// (the engine's memory estimate).
+struct DeviceMemory {
+    std::string name;
+    uint64_t free_bytes = 0, total_bytes = 0;
+};
+DeviceMemory device_memory();
+
 struct GemmCeiling {
     double gflops = 0;    // 2·n³ / s of the median pass; 0 when not measured
     uint32_t n = 0;       // square size

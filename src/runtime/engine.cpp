@@ -28,6 +28,7 @@
 #include "runtime/memory_estimate.h"
 #include "runtime/session_payload.h"
 #ifdef DS4_HAVE_CUDA
+#include "cuda/ceiling.h"
 #include "cuda/forward.h"
 #endif
 
@@ -370,6 +371,16 @@ const std::vector<std::string>& Engine::vocab() const { return impl_->vocab; }
 MemoryEstimate Engine::memory_estimate(uint64_t ctx) const {
     MemoryEstimate m = runtime::estimate_memory(impl_->hp, ctx);
     m.weights = impl_->file.size();
+#ifdef DS4_HAVE_CUDA
+    if (impl_->cuda_forward) {
+        const cuda::DeviceMemory d = cuda::device_memory();
+        m.backend = "cuda";
+        m.device_name = d.name;
+        m.device_weights = impl_->cuda_forward->weight_bytes();
+        m.device_free = d.free_bytes;
+        m.device_total = d.total_bytes;
+    }
+#endif
     return m;
 }
 

@@ -19,14 +19,21 @@ std::string mib(uint64_t bytes) {
 
 std::string MemoryEstimate::report() const {
     const uint64_t buffers = kv_per_sequence() + scratch;
-    return cat("context buffers ", mib(buffers), " (ctx=", ctx, ", backend=cpu, prefill_chunk=",
+    std::string vram;
+    if (backend == "cuda")
+        vram = cat("  VRAM weights         ", mib(device_weights), " (uploaded once)\n",
+                   "  VRAM kv per sequence ", mib(kv_per_sequence()), " (allocated with the sequence)\n",
+                   "  VRAM free            ", mib(device_free), " of ", mib(device_total), " (",
+                   device_name, ")\n");
+    return cat("context buffers ", mib(buffers), " (ctx=", ctx, ", backend=", backend, ", prefill_chunk=",
                runtime::kPrefillChunk, ", raw_kv_rows=", raw_kv_rows,
                ", compressed_kv_rows=", compressed_kv_rows, ")\n",
                "  weights (mapped)     ", mib(weights), "\n",
                "  kv per sequence      ", mib(kv_per_sequence()), " (raw ", mib(kv_raw),
                ", compressed ", mib(kv_compressed), ", frontiers ", mib(kv_frontier), ")\n",
                "  scratch              ", mib(scratch), " (+", scratch_per_chunk_token,
-               " B per prefill chunk token)\n");
+               " B per prefill chunk token)\n",
+               vram);
 }
 
 namespace runtime {

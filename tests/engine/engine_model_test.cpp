@@ -190,5 +190,24 @@ TEST(EngineMemory, ReportNamesContextAndComponents) {
     EXPECT_NE(r.find("kv per sequence"), std::string::npos) << r;
 }
 
+TEST(EngineMemory, CudaReportAddsTheVramLines) {
+    MemoryEstimate m;
+    m.ctx = 1024;
+    m.kv_raw = 3u << 20;
+    m.backend = "cuda";
+    m.device_name = "NVIDIA H200";
+    m.device_weights = 80ull << 30;
+    m.device_free = 50ull << 30;
+    m.device_total = 140ull << 30;
+    const std::string r = m.report();
+    EXPECT_NE(r.find("backend=cuda"), std::string::npos) << r;
+    EXPECT_NE(r.find("  VRAM weights         81920.00 MiB (uploaded once)\n"), std::string::npos) << r;
+    EXPECT_NE(r.find("  VRAM kv per sequence 3.00 MiB (allocated with the sequence)\n"), std::string::npos) << r;
+    EXPECT_NE(r.find("  VRAM free            51200.00 MiB of 143360.00 MiB (NVIDIA H200)\n"), std::string::npos)
+        << r;
+    m.backend = "cpu";
+    EXPECT_EQ(m.report().find("VRAM"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace ds4::testing
