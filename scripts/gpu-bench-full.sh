@@ -23,7 +23,9 @@ LAYERS=${LAYERS:-43}
 CONFIGS=${CONFIGS:-"decode-b1:--ctx-start 2048 --ctx-max 2048 -n 32"}
 
 build() {
-    cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DDS4_WERROR=ON -DDS4_CUDA=ON \
+    # No -Werror here: g++ 12 at -O3 raises false -Wrestrict inside libstdc++'s string
+    # (the tests' -Werror builds are -O2 and -O0).
+    cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DDS4_WERROR=OFF -DDS4_CUDA=ON \
         -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCH:-90}" -DDS4_BENCH=ON -DDS4_TESTS=OFF >/dev/null
     cmake --build "$BUILD_DIR" -j "${JOBS:-2}" --target ds4-bench
     mkdir -p "$BIN"
