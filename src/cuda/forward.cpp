@@ -193,6 +193,8 @@ struct Forward::Impl {
     void attend(const DLayer& L, DevLayerKv& kv, uint64_t p, uint32_t t);
     void moe_layer(uint32_t il, uint32_t n);
     void routed_experts(const DLayer& L, uint32_t n);
+    bool device_dispatch_ok(const DLayer& L) const;
+    void routed_experts_device(const DLayer& L, uint32_t n);
     void head(std::span<const uint32_t> rows);
     const float* omega(const DLayer& L) const { return L.ratio != 0 ? omega_comp : omega_dense; }
 };
@@ -238,6 +240,11 @@ void Forward::Impl::upload_weights() {
         if (hp.is_hash_layer(il)) {
             if (lw.tid2eid.data == nullptr || lw.tid2eid.type != GgmlType::I32)
                 fail("cuda forward: layer ", il, " is hash-routed but has no I32 tid2eid");
+            // the experts' kernels index weight slabs by these ids on the device: checked once here
+            const auto* ids = static_cast<const int32_t*>(lw.tid2eid.data);
+            for (uint64_t i = 0; i < lw.tid2eid.n_elements(); ++i)
+                if (ids[i] < 0 || static_cast<uint32_t>(ids[i]) >= hp.n_expert)
+                    fail("cuda forward: layer ", il, " tid2eid names expert ", ids[i], " of ", hp.n_expert);
             L.tid2eid = reinterpret_cast<const int32_t*>(
                 upload_bytes(lw.tid2eid.data, lw.tid2eid.n_elements() * sizeof(int32_t)));
         }
@@ -385,7 +392,7 @@ void Forward::Impl::reserve(uint32_t n, uint64_t ctx) {
         grow(sh_g, n * ff);
         grow(sh_u, n * ff);
         grow(sh_out, n * dim);
-        grow(moe_idx, 3 * n * K + n + 1);
+        grow(moe_idx, std::max<uint64_t>(3 * n * K + n + 1, 5 * n * K + n + 3 * uint64_t{hp.n_expert} + 2));
         grow(ex_q, q8_activation_bytes(std::max<uint64_t>(dim, ff), n * K));
         grow(tokens_dev, n);
         grow(positions_dev, n);
@@ -573,8 +580,14 @@ void Forward::Impl::attention(uint32_t il, uint32_t n) {
     // grouped low-rank output projection
     const uint64_t G = hp.o_groups, R = hp.o_lora_rank, qw = uint64_t{hp.n_head} * hd;
     const uint64_t group_in = hp.n_head / G * hd;
-    for (uint64_t g = 0; g < G; ++g)
-        mm(L.out_a, g * R, R, o.data() + g * group_in, qw, z.data() + g * R, G * R, n);
+    const bool fused = matmul_groups_fused(L.out_a.type, R, L.out_a.in) && group_in % 4 == 0 &&
+                       reinterpret_cast<uintptr_t>(L.out_a.data) % 4 == 0;
+    if (fused)  // one launch for the G groups, the same bits as the loop below
+        matmul_groups(L.out_a.type, L.out_a.data, R, L.out_a.in, static_cast<uint32_t>(G), o.data(), qw, group_in,
+                      z.data(), G * R, R, n, s);
+    else
+        for (uint64_t g = 0; g < G; ++g)
+            mm(L.out_a, g * R, R, o.data() + g * group_in, qw, z.data() + g * R, G * R, n);
     mm(L.out_b, 0, hp.n_embd, z.data(), G * R, y.data(), hp.n_embd, n);
     hc_post(hc_shape, x.data(), y.data(), post.data(), comb.data(), n, s);
 }
@@ -586,6 +599,7 @@ void Forward::Impl::attention(uint32_t il, uint32_t n) {
 // does. The selection comes back to the host to form the groups: one small download
 // per layer.
 void Forward::Impl::routed_experts(const DLayer& L, uint32_t n) {
+    if (device_dispatch_ok(L)) return routed_experts_device(L, n);
     const cudaStream_t s = stream.get();
     const uint32_t E = hp.n_expert, K = hp.n_expert_used, dim = hp.n_embd, ff = hp.ff_exp;
     host_sel.resize(uint64_t{n} * K);
@@ -657,6 +671,54 @@ void Forward::Impl::routed_experts(const DLayer& L, uint32_t n) {
                   dim, g.count);
     }
     scatter_sum(ex_out.data(), d_begin, d_rows, moe.data(), n, dim, s);
+}
+
+// The exact path's expert matrices in a shape matmul_experts takes (the fast int8 path
+// keeps the host grouping above).
+bool Forward::Impl::device_dispatch_ok(const DLayer& L) const {
+    if (fast_experts) return false;
+    const uint32_t dim = hp.n_embd, ff = hp.ff_exp;
+    return L.exp_gate.type == L.exp_up.type && matmul_experts_supported(L.exp_gate.type, dim, ff) &&
+           matmul_experts_supported(L.exp_down.type, ff, dim) && L.exp_gate.in == dim && L.exp_down.in == ff &&
+           uint64_t{ff} % 4 == 0 && uint64_t{dim} % 4 == 0;
+}
+
+// Routed experts with the grouping made on the device (moe_group): same groups, same
+// per-token arithmetic and the same ascending-expert sum as routed_experts, but no host
+// round trip, and gate + up in one launch. Grids are sized for the worst case (n·K
+// pairs, min(E, n·K) experts); blocks past the device counts return at once.
+void Forward::Impl::routed_experts_device(const DLayer& L, uint32_t n) {
+    const cudaStream_t s = stream.get();
+    const uint32_t E = hp.n_expert, K = hp.n_expert_used, dim = hp.n_embd, ff = hp.ff_exp;
+    const uint64_t nk = uint64_t{n} * K;
+    uint32_t* at = moe_idx.data();
+    const auto take = [&](uint64_t count) {
+        uint32_t* p = at;
+        at += count;
+        return p;
+    };
+    MoeGroups g;
+    g.src = take(nk);
+    g.widx = take(nk);
+    g.pos_of = take(nk);
+    g.rows = take(nk);
+    g.tok_count = take(n);
+    g.expert = take(E);
+    g.begin = take(E);
+    g.count = take(E);
+    g.n_active = take(1);
+    g.n_pairs = take(1);
+    moe_group(sel.data(), n, K, E, g, s);
+    const auto M = static_cast<uint32_t>(nk);
+    const auto slots = static_cast<uint32_t>(std::min<uint64_t>(E, nk));
+    const ExpertGroups eg{g.expert, g.begin, g.count, g.n_active};
+    gather_rows(nrm.data(), g.src, ex_in.data(), M, dim, s, g.n_pairs);
+    matmul_experts(L.exp_gate.type, L.exp_gate.data, L.exp_up.data, ff, E, dim, ex_in.data(), dim, ex_g.data(),
+                   ex_u.data(), ff, eg, slots, s);
+    weighted_swiglu(ex_g.data(), ex_u.data(), sel_w.data(), g.widx, M, ff, hp.swiglu_limit, s, g.n_pairs);
+    matmul_experts(L.exp_down.type, L.exp_down.data, nullptr, dim, E, ff, ex_g.data(), ff, ex_out.data(), nullptr,
+                   dim, eg, slots, s);
+    moe_sum(ex_out.data(), g, n, K, moe.data(), dim, s);
 }
 
 void Forward::Impl::moe_layer(uint32_t il, uint32_t n) {

@@ -15,10 +15,11 @@
 // load, fork) so the next eval() uploads them. A state whose length differs from the
 // device copy's (e.g. after KvState::reset) has its windows and frontiers uploaded too.
 //
+// Routed experts are grouped on the device (no host round trip inside a step) for the
+// exact path; the fast int8 path still brings the router's choice to the host.
 // Not yet (see bench/RESULTS.md): the stateful attention part batched over the tokens
-// of different sequences (today one launch sequence per token), a device-side expert
-// dispatch (the router's choice comes back to the host once per layer to group tokens
-// per expert), and with it a graph-captured decode step.
+// of different sequences (today one launch sequence per token) and a graph-captured
+// decode step.
 #pragma once
 
 #include <cstdint>

@@ -47,6 +47,54 @@ __device__ void sinkhorn(float* c, uint32_t h, uint32_t iters, float eps) {
     }
 }
 
+// cpu::sinkhorn for a compile-time h, in registers: the generic version above keeps the
+// matrix in global memory and ran ~20 us per call at h = 4 (dependent loads and stores).
+template <int H>
+__device__ void sinkhorn_fixed(float* cg, uint32_t iters, float eps) {
+    float c[H * H];
+#pragma unroll
+    for (int k = 0; k < H * H; ++k) c[k] = cg[k];
+    const auto normalise_columns = [&] {
+#pragma unroll
+        for (int b = 0; b < H; ++b) {
+            float s = 0.0f;
+#pragma unroll
+            for (int a = 0; a < H; ++a) s += c[a * H + b];
+            const float d = s + eps;
+#pragma unroll
+            for (int a = 0; a < H; ++a) c[a * H + b] /= d;
+        }
+    };
+#pragma unroll
+    for (int a = 0; a < H; ++a) {
+        float m = c[a * H];
+#pragma unroll
+        for (int b = 1; b < H; ++b) m = fmaxf(m, c[a * H + b]);
+#pragma unroll
+        for (int b = 0; b < H; ++b) c[a * H + b] = expf(c[a * H + b] - m);
+        float s = 0.0f;
+#pragma unroll
+        for (int b = 0; b < H; ++b) s += c[a * H + b];
+#pragma unroll
+        for (int b = 0; b < H; ++b) c[a * H + b] = c[a * H + b] / s + eps;
+    }
+    normalise_columns();
+    for (uint32_t it = 1; it < iters; ++it) {
+#pragma unroll
+        for (int a = 0; a < H; ++a) {
+            float s = 0.0f;
+#pragma unroll
+            for (int b = 0; b < H; ++b) s += c[a * H + b];
+            const float d = s + eps;
+#pragma unroll
+            for (int b = 0; b < H; ++b) c[a * H + b] /= d;
+        }
+        normalise_columns();
+    }
+#pragma unroll
+    for (int k = 0; k < H * H; ++k) cg[k] = c[k];
+}
+
 // One block per token.
 __global__ void hc_pre_kernel(HcShape sh, const float* x, const float* mix, const float* scale,
                               const float* base, float* pre, float* post, float* comb, float* u) {
@@ -69,7 +117,10 @@ __global__ void hc_pre_kernel(HcShape sh, const float* x, const float* mix, cons
         }
         for (uint32_t k = 0; k < H * H; ++k)
             cb[k] = __fadd_rn(__fmul_rn(__fmul_rn(m[2 * H + k], r), scale[2]), base[2 * H + k]);
-        sinkhorn(cb, H, sh.iters, sh.hc_eps);
+        if (H == 4)
+            sinkhorn_fixed<4>(cb, sh.iters, sh.hc_eps);
+        else
+            sinkhorn(cb, H, sh.iters, sh.hc_eps);
     }
     __syncthreads();
     float* ut = u + t * sh.dim;
@@ -191,15 +242,16 @@ __global__ void route_kernel(float* probs, const float* bias, const int32_t* tid
     }
 }
 
-__global__ void gather_kernel(const float* x, const uint32_t* src, float* out, uint32_t dim) {
+__global__ void gather_kernel(const float* x, const uint32_t* src, float* out, uint32_t dim, const uint32_t* m_dev) {
     const uint32_t d = blockIdx.x * blockDim.x + threadIdx.x;
+    if (m_dev != nullptr && blockIdx.y >= *m_dev) return;
     if (d < dim) out[uint64_t{blockIdx.y} * dim + d] = x[uint64_t{src[blockIdx.y]} * dim + d];
 }
 
 __global__ void weighted_swiglu_kernel(float* g, const float* u, const float* w, const uint32_t* widx,
-                                       uint32_t ff, float limit) {
+                                       uint32_t ff, float limit, const uint32_t* m_dev) {
     const uint32_t j = blockIdx.x * blockDim.x + threadIdx.x;
-    if (j >= ff) return;
+    if (j >= ff || (m_dev != nullptr && blockIdx.y >= *m_dev)) return;
     const uint64_t i = uint64_t{blockIdx.y} * ff + j;
     float gv = g[i], uv = u[i];
     if (limit > 0) {
@@ -216,6 +268,85 @@ __global__ void scatter_sum_kernel(const float* rows, const uint32_t* pair_begin
     if (d >= dim) return;
     float s = 0.0f;
     for (uint32_t i = pair_begin[t]; i < pair_begin[t + 1]; ++i) s += rows[uint64_t{pair_rows[i]} * dim + d];
+    moe[uint64_t{t} * dim + d] = s;
+}
+
+// One block: routed_experts' former host grouping, on the device. Pairs (t, k) grouped by
+// expert in ascending id, tokens ascending within an expert; an expert listed twice for
+// one token counts once (its first k). Shared memory: count[E], offset[E].
+__global__ void moe_group_kernel(const uint32_t* sel, uint32_t n, uint32_t K, uint32_t E, MoeGroups g) {
+    extern __shared__ uint32_t sh[];
+    uint32_t* count = sh;
+    uint32_t* offset = sh + E;
+    for (uint32_t e = threadIdx.x; e < E; e += blockDim.x) count[e] = 0;
+    __syncthreads();
+    const uint64_t pairs = uint64_t{n} * K;
+    for (uint64_t i = threadIdx.x; i < pairs; i += blockDim.x) {
+        const uint32_t e = sel[i], k = static_cast<uint32_t>(i % K);
+        bool first = e < E;
+        for (uint32_t j = 0; j < k && first; ++j) first = sel[i - k + j] != e;
+        if (first) atomicAdd(&count[e], 1u);
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        uint32_t at = 0, slot = 0;
+        for (uint32_t e = 0; e < E; ++e) {
+            offset[e] = at;
+            if (count[e] != 0) {
+                g.expert[slot] = e;
+                g.begin[slot] = at;
+                g.count[slot] = count[e];
+                ++slot;
+            }
+            at += count[e];
+        }
+        g.n_pairs[0] = at;
+        g.n_active[0] = slot;
+    }
+    __syncthreads();
+    for (uint32_t e = threadIdx.x; e < E; e += blockDim.x) {
+        if (count[e] == 0) continue;
+        uint32_t pos = offset[e];
+        for (uint32_t t = 0; t < n; ++t)
+            for (uint32_t k = 0; k < K; ++k)
+                if (sel[uint64_t{t} * K + k] == e) {
+                    g.src[pos] = t;
+                    g.widx[pos] = t * K + k;
+                    g.pos_of[uint64_t{t} * K + k] = pos;
+                    ++pos;
+                    break;
+                }
+    }
+    __syncthreads();  // pos_of, written above by other threads of this block
+    for (uint32_t t = threadIdx.x; t < n; t += blockDim.x) {
+        // this token's pair rows, ascending (= ascending expert id): insertion sort, K small
+        uint32_t* rows = g.rows + uint64_t{t} * K;
+        uint32_t c = 0;
+        for (uint32_t k = 0; k < K; ++k) {
+            const uint32_t e = sel[uint64_t{t} * K + k];
+            bool first = e < E;
+            for (uint32_t j = 0; j < k && first; ++j) first = sel[uint64_t{t} * K + j] != e;
+            if (!first) continue;
+            const uint32_t p = g.pos_of[uint64_t{t} * K + k];
+            uint32_t at = c++;
+            while (at > 0 && rows[at - 1] > p) {
+                rows[at] = rows[at - 1];
+                --at;
+            }
+            rows[at] = p;
+        }
+        g.tok_count[t] = c;
+    }
+}
+
+// moe[t] = Σ_{j < tok_count[t]} ex[rows[t·K + j]], in that order (scatter_sum's order).
+__global__ void moe_sum_kernel(const float* ex, const uint32_t* rows, const uint32_t* tok_count, uint32_t K,
+                               float* moe, uint32_t dim) {
+    const uint32_t d = blockIdx.x * blockDim.x + threadIdx.x, t = blockIdx.y;
+    if (d >= dim) return;
+    const uint32_t* r = rows + uint64_t{t} * K;
+    float s = 0.0f;
+    for (uint32_t j = 0; j < tok_count[t]; ++j) s += ex[uint64_t{r[j]} * dim + d];
     moe[uint64_t{t} * dim + d] = s;
 }
 
@@ -287,16 +418,17 @@ void route(float* probs, const float* bias, const int32_t* tid2eid, const int32_
     DS4_CUDA_CHECK_LAUNCH("route_kernel");
 }
 
-void gather_rows(const float* x, const uint32_t* src, float* out, uint32_t m, uint32_t dim, cudaStream_t s) {
+void gather_rows(const float* x, const uint32_t* src, float* out, uint32_t m, uint32_t dim, cudaStream_t s,
+                 const uint32_t* m_dev) {
     if (m == 0) return;
-    gather_kernel<<<dim3(blocks_for(dim), m), kThreads, 0, s>>>(x, src, out, dim);
+    gather_kernel<<<dim3(blocks_for(dim), m), kThreads, 0, s>>>(x, src, out, dim, m_dev);
     DS4_CUDA_CHECK_LAUNCH("gather_kernel");
 }
 
 void weighted_swiglu(float* g, const float* u, const float* w, const uint32_t* widx, uint32_t m, uint32_t ff,
-                     float limit, cudaStream_t s) {
+                     float limit, cudaStream_t s, const uint32_t* m_dev) {
     if (m == 0) return;
-    weighted_swiglu_kernel<<<dim3(blocks_for(ff), m), kThreads, 0, s>>>(g, u, w, widx, ff, limit);
+    weighted_swiglu_kernel<<<dim3(blocks_for(ff), m), kThreads, 0, s>>>(g, u, w, widx, ff, limit, m_dev);
     DS4_CUDA_CHECK_LAUNCH("weighted_swiglu_kernel");
 }
 
@@ -305,6 +437,19 @@ void scatter_sum(const float* rows, const uint32_t* pair_begin, const uint32_t* 
     if (n == 0) return;
     scatter_sum_kernel<<<dim3(blocks_for(dim), n), kThreads, 0, s>>>(rows, pair_begin, pair_rows, moe, dim);
     DS4_CUDA_CHECK_LAUNCH("scatter_sum_kernel");
+}
+
+void moe_group(const uint32_t* sel, uint32_t n, uint32_t K, uint32_t E, const MoeGroups& g, cudaStream_t s) {
+    if (n == 0) return;
+    moe_group_kernel<<<1, kThreads, 2 * E * sizeof(uint32_t), s>>>(sel, n, K, E, g);
+    DS4_CUDA_CHECK_LAUNCH("moe_group_kernel");
+}
+
+void moe_sum(const float* ex, const MoeGroups& g, uint32_t n, uint32_t K, float* moe, uint32_t dim,
+             cudaStream_t s) {
+    if (n == 0) return;
+    moe_sum_kernel<<<dim3(blocks_for(dim), n), kThreads, 0, s>>>(ex, g.rows, g.tok_count, K, moe, dim);
+    DS4_CUDA_CHECK_LAUNCH("moe_sum_kernel");
 }
 
 }  // namespace ds4::cuda

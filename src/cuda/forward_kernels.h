@@ -104,11 +104,27 @@ void attend_token(const AttendToken& a, cudaStream_t s);
 void route(float* probs, const float* bias, const int32_t* tid2eid, const int32_t* tokens, uint32_t n,
            uint32_t E, uint32_t K, float route_scale, bool hash, uint32_t* sel, float* sel_w,
            cudaStream_t s);
-// out[i] = x[src[i]] (rows of `dim`), i < m.
-void gather_rows(const float* x, const uint32_t* src, float* out, uint32_t m, uint32_t dim, cudaStream_t s);
-// g[i][j] ← w[widx[i]] · silu(min(g, L))·clamp(u, −L, L)  for i < m, j < ff.
+// out[i] = x[src[i]] (rows of `dim`), i < m (and i < *m_dev when m_dev is not null: m
+// then only bounds the grid).
+void gather_rows(const float* x, const uint32_t* src, float* out, uint32_t m, uint32_t dim, cudaStream_t s,
+                 const uint32_t* m_dev = nullptr);
+// g[i][j] ← w[widx[i]] · silu(min(g, L))·clamp(u, −L, L)  for i < m (and < *m_dev), j < ff.
 void weighted_swiglu(float* g, const float* u, const float* w, const uint32_t* widx, uint32_t m, uint32_t ff,
-                     float limit, cudaStream_t s);
+                     float limit, cudaStream_t s, const uint32_t* m_dev = nullptr);
+// The routed experts' grouping, made on the device from the router's choice (no host
+// round trip): pairs (t, k) in ascending expert id, tokens ascending within an expert,
+// an expert listed twice for a token counted once. Arrays (device, sized for n tokens ×
+// K experts of E): src/widx/pos_of [n·K] (pair → token, → t·K + k; (t, k) → pair),
+// rows [n·K] + tok_count [n] (token t's pairs in ascending expert id), expert/begin/count
+// [E] per active slot, n_active [1], n_pairs [1].
+struct MoeGroups {
+    uint32_t *src = nullptr, *widx = nullptr, *pos_of = nullptr, *rows = nullptr, *tok_count = nullptr;
+    uint32_t *expert = nullptr, *begin = nullptr, *count = nullptr, *n_active = nullptr, *n_pairs = nullptr;
+};
+void moe_group(const uint32_t* sel, uint32_t n, uint32_t K, uint32_t E, const MoeGroups& g, cudaStream_t s);
+// moe[t] = Σ ex[row] over token t's pair rows in ascending expert id (scatter_sum's order).
+void moe_sum(const float* ex, const MoeGroups& g, uint32_t n, uint32_t K, float* moe, uint32_t dim,
+             cudaStream_t s);
 // moe[t] = Σ_{i in pairs of t, in order} rows[i]: pair_begin (n + 1) indexes pair_rows.
 void scatter_sum(const float* rows, const uint32_t* pair_begin, const uint32_t* pair_rows, float* moe, uint32_t n,
                  uint32_t dim, cudaStream_t s);

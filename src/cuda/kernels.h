@@ -25,6 +25,34 @@ bool matmul_supported(GgmlType t);
 void matmul(GgmlType type, const void* w, uint64_t rows, uint64_t cols, const float* x,
             uint64_t x_stride, float* y, uint64_t y_stride, uint32_t n_tok, cudaStream_t s);
 
+// n_mat products of one shape side by side: Y_g = W_g · X_g, W_g the g-th block of `rows`
+// rows of W, X_g = x + g·x_group, Y_g = y + g·y_group (the grouped low-rank attention
+// output). One launch where matmul_groups_fused says so (matmul()'s small-matrix kernel,
+// the same bits as n_mat matmul() calls), else n_mat matmul() calls.
+bool matmul_groups_fused(GgmlType t, uint64_t rows, uint64_t cols);
+void matmul_groups(GgmlType type, const void* w, uint64_t rows, uint64_t cols, uint32_t n_mat, const float* x,
+                   uint64_t x_stride, uint64_t x_group, float* y, uint64_t y_stride, uint64_t y_group,
+                   uint32_t n_tok, cudaStream_t s);
+
+// Routed experts grouped on the device (no host round trip): slot i < *n_active names
+// expert expert[i] and its activation rows [begin[i], begin[i] + count[i]). Filled by
+// moe_group() (forward_kernels.h).
+struct ExpertGroups {
+    const uint32_t* expert = nullptr;
+    const uint32_t* begin = nullptr;
+    const uint32_t* count = nullptr;
+    const uint32_t* n_active = nullptr;
+};
+// True when matmul_experts takes experts of slab_rows x cols of this type.
+bool matmul_experts_supported(GgmlType t, uint64_t cols, uint64_t slab_rows);
+// For each active slot: Y0[j] = W0[e] · X[j] (and Y1[j] = W1[e] · X[j] when w1 is not
+// null) for its activation rows j, W[e] the e-th slab of slab_rows rows (3-D expert
+// tensor, e < n_slabs). max_slots bounds *n_active (the grid); each (row, token) has
+// matmul()'s per-token arithmetic, so results do not depend on how tokens group.
+void matmul_experts(GgmlType type, const void* w0, const void* w1, uint64_t slab_rows, uint32_t n_slabs,
+                    uint64_t cols, const float* x, uint64_t x_stride, float* y0, float* y1, uint64_t y_stride,
+                    const ExpertGroups& g, uint32_t max_slots, cudaStream_t s);
+
 // ---- element-wise ops (model.md §3, §4.3) ----
 
 // out[r] = w ⊙ (x[r] · rms_inv(x[r])) for n_rows rows of n values (w may be null: no

@@ -169,41 +169,25 @@ __device__ __forceinline__ void stage(uint8_t* dst, const uint8_t* src, uint32_t
     }
 }
 
-// R rows per warp: the activation float4s of a group are loaded once and used for all
-// R rows (the activation traffic, not the weights, limited the one-row version of the
-// low-bit types: a row's activations are 4-16x its weight bytes).
+// Warp body of every product below: the warp's n_rows (≤ R) rows starting at w (row_bytes
+// apart) dotted with NT activation rows, over the chunks chunk0, chunk0 + chunk_step, ...
+// of kChunkGroups groups; acc gets this lane's partial sums. R rows per warp: the
+// activation float4s of a group are loaded once and used for all R rows (the activation
+// traffic, not the weights, limited the one-row version of the low-bit types: a row's
+// activations are 4-16x its weight bytes). Per (row, token) the arithmetic does not
+// depend on NT or R, so a token gets the same bits alone or in a batch.
 template <class F, int NT, int R>
-__global__ void __launch_bounds__(kWarpsPerBlock * 32)
-    matmul_kernel(const uint8_t* __restrict__ w, uint64_t row_bytes, uint32_t rows, uint32_t n_groups, bool wide,
-                  const float* __restrict__ x, uint64_t x_stride, float* __restrict__ y, uint64_t y_stride) {
-    // whole chunks (and hence every chunk start) stay 16-byte aligned for the wide path
-    static_assert(F::kChunkGroups % F::kUnit == 0 && F::kUnit * F::kGroupBytes % 16 == 0);
-    __shared__ __align__(16) uint8_t smem[kWarpsPerBlock][R][kChunkBytes<F>];
-    constexpr bool kIq2 = std::is_same_v<F, IQ2XXSFormat>;
-    __shared__ uint64_t s_grid[kIq2 ? 256 : 1];
-    __shared__ uint8_t s_signs[kIq2 ? 128 : 1];
-    if constexpr (kIq2) {  // before any warp returns: every thread reaches the barrier
-        for (uint32_t i = threadIdx.x; i < 256; i += blockDim.x) s_grid[i] = g_iq2_grid[i];
-        for (uint32_t i = threadIdx.x; i < 128; i += blockDim.x) s_signs[i] = g_iq2_signs[i];
-        __syncthreads();
-    }
-    const Iq2Tables tab{s_grid, s_signs};
-    const uint32_t lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-    const uint32_t row0 = (blockIdx.x * kWarpsPerBlock + warp) * R;
-    if (row0 >= rows) return;
-    const uint32_t n_rows = min(static_cast<uint32_t>(R), rows - row0);
-    float acc[R][NT];
-#pragma unroll
-    for (int r = 0; r < R; ++r)
-#pragma unroll
-        for (int t = 0; t < NT; ++t) acc[r][t] = 0.f;
-    for (uint32_t g0 = 0; g0 < n_groups; g0 += F::kChunkGroups) {
+__device__ __forceinline__ void dot_chunks(const uint8_t* __restrict__ w, uint64_t row_bytes, uint32_t n_rows,
+                                           uint32_t n_groups, uint32_t chunk0, uint32_t chunk_step, bool wide,
+                                           const float* __restrict__ x, uint64_t x_stride,
+                                           uint8_t (*smem)[kChunkBytes<F>], const Iq2Tables& tab, uint32_t lane,
+                                           float (&acc)[R][NT]) {
+    for (uint32_t g0 = chunk0 * F::kChunkGroups; g0 < n_groups; g0 += chunk_step * F::kChunkGroups) {
         const uint32_t ng = min(static_cast<uint32_t>(F::kChunkGroups), n_groups - g0);
 #pragma unroll
         for (int r = 0; r < R; ++r)
             if (static_cast<uint32_t>(r) < n_rows)
-                stage(smem[warp][r], w + (row0 + r) * row_bytes + uint64_t{g0} * F::kGroupBytes,
-                      ng * F::kGroupBytes, wide, lane);
+                stage(smem[r], w + r * row_bytes + uint64_t{g0} * F::kGroupBytes, ng * F::kGroupBytes, wide, lane);
         __syncwarp();
         for (uint32_t g = 0; g < ng; ++g) {
             const float* xb = x + uint64_t{g0 + g} * 256 + 8 * lane;
@@ -217,7 +201,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
             for (int r = 0; r < R; ++r) {
                 if (static_cast<uint32_t>(r) >= n_rows) break;
                 float v[8];
-                F::decode8(smem[warp][r] + g * F::kGroupBytes, static_cast<int>(lane), v, tab);
+                F::decode8(smem[r] + g * F::kGroupBytes, static_cast<int>(lane), v, tab);
 #pragma unroll
                 for (int t = 0; t < NT; ++t)
                     acc[r][t] += v[0] * xa[t].x + v[1] * xa[t].y + v[2] * xa[t].z + v[3] * xa[t].w +
@@ -226,6 +210,20 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
         }
         __syncwarp();  // the buffers are refilled next chunk
     }
+}
+
+template <int R, int NT>
+__device__ __forceinline__ void zero(float (&acc)[R][NT]) {
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+#pragma unroll
+        for (int t = 0; t < NT; ++t) acc[r][t] = 0.f;
+}
+
+// Sums the lanes' partials and stores the warp's rows (y already at row0).
+template <int R, int NT>
+__device__ __forceinline__ void store_rows(float (&acc)[R][NT], uint32_t n_rows, uint32_t lane, float* y,
+                                           uint64_t y_stride) {
 #pragma unroll
     for (int r = 0; r < R; ++r) {
 #pragma unroll
@@ -233,8 +231,140 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
             float a = acc[r][t];
 #pragma unroll
             for (int off = 16; off > 0; off /= 2) a += __shfl_xor_sync(0xffffffffu, a, off);
-            if (lane == 0 && static_cast<uint32_t>(r) < n_rows) y[t * y_stride + row0 + r] = a;
+            if (lane == 0 && static_cast<uint32_t>(r) < n_rows) y[t * y_stride + r] = a;
         }
+    }
+}
+
+// The IQ2_XXS tables in shared memory; every thread of the block must call this (barrier).
+template <class F>
+struct SharedTables {
+    static constexpr bool kIq2 = std::is_same_v<F, IQ2XXSFormat>;
+    uint64_t grid[kIq2 ? 256 : 1];
+    uint8_t signs[kIq2 ? 128 : 1];
+    __device__ Iq2Tables load() {
+        if constexpr (kIq2) {
+            for (uint32_t i = threadIdx.x; i < 256; i += blockDim.x) grid[i] = g_iq2_grid[i];
+            for (uint32_t i = threadIdx.x; i < 128; i += blockDim.x) signs[i] = g_iq2_signs[i];
+            __syncthreads();
+        }
+        return Iq2Tables{grid, signs};
+    }
+};
+
+template <class F, int NT, int R>
+__global__ void __launch_bounds__(kWarpsPerBlock * 32)
+    matmul_kernel(const uint8_t* __restrict__ w, uint64_t row_bytes, uint32_t rows, uint32_t n_groups, bool wide,
+                  const float* __restrict__ x, uint64_t x_stride, float* __restrict__ y, uint64_t y_stride) {
+    // whole chunks (and hence every chunk start) stay 16-byte aligned for the wide path
+    static_assert(F::kChunkGroups % F::kUnit == 0 && F::kUnit * F::kGroupBytes % 16 == 0);
+    __shared__ __align__(16) uint8_t smem[kWarpsPerBlock][R][kChunkBytes<F>];
+    __shared__ SharedTables<F> tables;
+    const Iq2Tables tab = tables.load();  // before any warp returns
+    const uint32_t lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    const uint32_t row0 = (blockIdx.x * kWarpsPerBlock + warp) * R;
+    if (row0 >= rows) return;
+    const uint32_t n_rows = min(static_cast<uint32_t>(R), rows - row0);
+    float acc[R][NT];
+    zero(acc);
+    dot_chunks<F, NT, R>(w + row0 * row_bytes, row_bytes, n_rows, n_groups, 0, 1, wide, x, x_stride, smem[warp], tab,
+                         lane, acc);
+    store_rows(acc, n_rows, lane, y + row0, y_stride);
+}
+
+// Matrices of few rows (hyper-connection mixes, router, low-rank projections): the
+// kernel above gives them too few warps, each walking a long row serially. Here one
+// block of kSplitWarps warps takes one row, warp k the chunks k, k + kSplitWarps, ...;
+// the warps' sums are added in warp order (deterministic, independent of NT).
+constexpr int kSplitWarps = 8;
+constexpr uint64_t kSplitBelowRows = 2048;
+
+// blockIdx.y picks one of several products of the same shape (matmul_groups): its weights,
+// activations and outputs start that many strides further.
+struct GroupStrides {
+    uint64_t w = 0, x = 0, y = 0;
+};
+
+template <class F, int NT>
+__global__ void __launch_bounds__(kSplitWarps * 32)
+    matmul_split_kernel(const uint8_t* __restrict__ w, uint64_t row_bytes, uint32_t n_groups, bool wide,
+                        const float* __restrict__ x, uint64_t x_stride, float* __restrict__ y, uint64_t y_stride,
+                        GroupStrides gs) {
+    __shared__ __align__(16) uint8_t smem[kSplitWarps][1][kChunkBytes<F>];
+    __shared__ SharedTables<F> tables;
+    __shared__ float part[kSplitWarps][NT];
+    const Iq2Tables tab = tables.load();
+    const uint32_t lane = threadIdx.x % 32, warp = threadIdx.x / 32, row = blockIdx.x;
+    w += blockIdx.y * gs.w;
+    x += blockIdx.y * gs.x;
+    y += blockIdx.y * gs.y;
+    float acc[1][NT];
+    zero(acc);
+    dot_chunks<F, NT, 1>(w + row * row_bytes, row_bytes, 1, n_groups, warp, kSplitWarps, wide, x, x_stride,
+                         smem[warp], tab, lane, acc);
+#pragma unroll
+    for (int t = 0; t < NT; ++t) {
+        float a = acc[0][t];
+#pragma unroll
+        for (int off = 16; off > 0; off /= 2) a += __shfl_xor_sync(0xffffffffu, a, off);
+        if (lane == 0) part[warp][t] = a;
+    }
+    __syncthreads();
+    if (threadIdx.x < NT) {
+        float s = part[0][threadIdx.x];
+#pragma unroll
+        for (int k = 1; k < kSplitWarps; ++k) s += part[k][threadIdx.x];
+        y[threadIdx.x * y_stride + row] = s;
+    }
+}
+
+// Routed experts without a host round trip: block (x, slot, m) computes rows of matrix m
+// (w0 or w1, e.g. gate and up) of expert g.expert[slot] for the activation rows
+// [g.begin[slot], + g.count[slot]) of x into the same rows of y0 / y1; slots from
+// *g.n_active on do nothing. Tokens go through in chunks of 8, 4, then the rest, like
+// matmul(), with dot_chunks's per-token arithmetic.
+template <class F>
+__global__ void __launch_bounds__(kWarpsPerBlock * 32)
+    experts_kernel(const uint8_t* __restrict__ w0, const uint8_t* __restrict__ w1, uint64_t slab_bytes,
+                   uint32_t n_slabs, uint64_t row_bytes, uint32_t rows, uint32_t n_groups, bool wide,
+                   const float* __restrict__ x, uint64_t x_stride, float* y0, float* y1, uint64_t y_stride,
+                   ExpertGroups g) {
+    constexpr int R = 2;
+    __shared__ __align__(16) uint8_t smem[kWarpsPerBlock][R][kChunkBytes<F>];
+    __shared__ SharedTables<F> tables;
+    const Iq2Tables tab = tables.load();
+    const uint32_t slot = blockIdx.y;
+    if (slot >= *g.n_active) return;
+    const uint32_t e = g.expert[slot];
+    if (e >= n_slabs) return;  // route() only names experts < n_slabs (tid2eid checked at upload)
+    const uint32_t lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    const uint32_t row0 = (blockIdx.x * kWarpsPerBlock + warp) * R;
+    if (row0 >= rows) return;
+    const uint32_t n_rows = min(static_cast<uint32_t>(R), rows - row0);
+    const uint8_t* w = (blockIdx.z == 0 ? w0 : w1) + e * slab_bytes + row0 * row_bytes;
+    float* y = (blockIdx.z == 0 ? y0 : y1) + row0;
+    const uint32_t begin = g.begin[slot], count = g.count[slot];
+    for (uint32_t t0 = 0; t0 < count;) {
+        const uint32_t left = count - t0;
+        const uint32_t nt = left >= 8 ? 8 : left >= 4 ? 4 : left;
+        const float* xt = x + (begin + t0) * x_stride;
+        float* yt = y + (begin + t0) * y_stride;
+        const auto run = [&](auto nt_const) {
+            constexpr int NT = decltype(nt_const)::value;
+            float acc[R][NT];
+            zero(acc);
+            dot_chunks<F, NT, R>(w, row_bytes, n_rows, n_groups, 0, 1, wide, xt, x_stride, smem[warp], tab, lane,
+                                 acc);
+            store_rows(acc, n_rows, lane, yt, y_stride);
+        };
+        switch (nt) {
+            case 1: run(std::integral_constant<int, 1>{}); break;
+            case 2: run(std::integral_constant<int, 2>{}); break;
+            case 3: run(std::integral_constant<int, 3>{}); break;
+            case 4: run(std::integral_constant<int, 4>{}); break;
+            default: run(std::integral_constant<int, 8>{}); break;
+        }
+        t0 += nt;
     }
 }
 
@@ -248,12 +378,19 @@ void upload_iq2_tables() {
 
 template <class F, int NT>
 void launch_nt(const void* w, uint64_t rows, uint64_t cols, const float* x, uint64_t x_stride, float* y,
-               uint64_t y_stride, cudaStream_t s) {
+               uint64_t y_stride, cudaStream_t s, uint32_t n_mat = 1, GroupStrides gs = {}) {
     constexpr int R = NT <= 4 ? 4 : 2;  // rows per warp, bounded by registers
     const auto grid = static_cast<unsigned>((rows + kWarpsPerBlock * R - 1) / (kWarpsPerBlock * R));
     const uint64_t n_groups = cols / 256;
     const uint64_t row_bytes = n_groups * F::kGroupBytes;
-    const bool wide = row_bytes % 16 == 0 && reinterpret_cast<uintptr_t>(w) % 16 == 0;
+    const bool wide = row_bytes % 16 == 0 && reinterpret_cast<uintptr_t>(w) % 16 == 0 && gs.w % 16 == 0;
+    if (rows < kSplitBelowRows) {  // chosen by shape only: a token's bits never depend on the batch
+        matmul_split_kernel<F, NT><<<dim3(static_cast<unsigned>(rows), n_mat), kSplitWarps * 32, 0, s>>>(
+            static_cast<const uint8_t*>(w), row_bytes, static_cast<uint32_t>(n_groups), wide, x, x_stride, y,
+            y_stride, gs);
+        DS4_CUDA_CHECK_LAUNCH("matmul_split_kernel");
+        return;
+    }
     matmul_kernel<F, NT, R><<<grid, kWarpsPerBlock * 32, 0, s>>>(
         static_cast<const uint8_t*>(w), row_bytes, static_cast<uint32_t>(rows), static_cast<uint32_t>(n_groups),
         wide, x, x_stride, y, y_stride);
@@ -262,7 +399,7 @@ void launch_nt(const void* w, uint64_t rows, uint64_t cols, const float* x, uint
 
 template <class F>
 void launch(const void* w, uint64_t rows, uint64_t cols, const float* x, uint64_t x_stride, float* y,
-            uint64_t y_stride, uint32_t n_tok, cudaStream_t s) {
+            uint64_t y_stride, uint32_t n_tok, cudaStream_t s, uint32_t n_mat = 1, GroupStrides gs = {}) {
     if (cols % 256 != 0) fail("cuda matmul: ", cols, " columns is not a multiple of 256");
     if (reinterpret_cast<uintptr_t>(w) % 4 != 0) fail("cuda matmul: weight pointer is not 4-byte aligned");
     if (reinterpret_cast<uintptr_t>(x) % 16 != 0 || x_stride % 4 != 0)
@@ -275,17 +412,96 @@ void launch(const void* w, uint64_t rows, uint64_t cols, const float* x, uint64_
         const float* xt = x + t0 * x_stride;
         float* yt = y + t0 * y_stride;
         switch (nt) {
-            case 1: launch_nt<F, 1>(w, rows, cols, xt, x_stride, yt, y_stride, s); break;
-            case 2: launch_nt<F, 2>(w, rows, cols, xt, x_stride, yt, y_stride, s); break;
-            case 3: launch_nt<F, 3>(w, rows, cols, xt, x_stride, yt, y_stride, s); break;
-            case 4: launch_nt<F, 4>(w, rows, cols, xt, x_stride, yt, y_stride, s); break;
-            default: launch_nt<F, kMaxTok>(w, rows, cols, xt, x_stride, yt, y_stride, s); break;
+            case 1: launch_nt<F, 1>(w, rows, cols, xt, x_stride, yt, y_stride, s, n_mat, gs); break;
+            case 2: launch_nt<F, 2>(w, rows, cols, xt, x_stride, yt, y_stride, s, n_mat, gs); break;
+            case 3: launch_nt<F, 3>(w, rows, cols, xt, x_stride, yt, y_stride, s, n_mat, gs); break;
+            case 4: launch_nt<F, 4>(w, rows, cols, xt, x_stride, yt, y_stride, s, n_mat, gs); break;
+            default: launch_nt<F, kMaxTok>(w, rows, cols, xt, x_stride, yt, y_stride, s, n_mat, gs); break;
         }
         t0 += nt;
     }
 }
 
+template <class F>
+void launch_experts(const void* w0, const void* w1, uint64_t slab_rows, uint32_t n_slabs, uint64_t cols,
+                    const float* x, uint64_t x_stride, float* y0, float* y1, uint64_t y_stride,
+                    const ExpertGroups& g, uint32_t max_slots, cudaStream_t s) {
+    const uint64_t n_groups = cols / 256, row_bytes = n_groups * F::kGroupBytes;
+    const uint64_t slab_bytes = slab_rows * row_bytes;
+    const bool wide = row_bytes % 16 == 0 && reinterpret_cast<uintptr_t>(w0) % 16 == 0 &&
+                      (w1 == nullptr || reinterpret_cast<uintptr_t>(w1) % 16 == 0);
+    constexpr uint64_t kRowsPerBlock = kWarpsPerBlock * 2;
+    const dim3 grid(static_cast<unsigned>((slab_rows + kRowsPerBlock - 1) / kRowsPerBlock), max_slots,
+                    w1 != nullptr ? 2 : 1);
+    experts_kernel<F><<<grid, kWarpsPerBlock * 32, 0, s>>>(
+        static_cast<const uint8_t*>(w0), static_cast<const uint8_t*>(w1), slab_bytes, n_slabs, row_bytes,
+        static_cast<uint32_t>(slab_rows), static_cast<uint32_t>(n_groups), wide, x, x_stride, y0, y1, y_stride, g);
+    DS4_CUDA_CHECK_LAUNCH("experts_kernel");
+}
+
 }  // namespace
+
+bool matmul_experts_supported(GgmlType t, uint64_t cols, uint64_t slab_rows) {
+    if (!matmul_supported(t) || cols % 256 != 0) return false;
+    return slab_rows * ggml_row_bytes(t, cols) % 4 == 0;
+}
+
+void matmul_experts(GgmlType type, const void* w0, const void* w1, uint64_t slab_rows, uint32_t n_slabs,
+                    uint64_t cols, const float* x, uint64_t x_stride, float* y0, float* y1, uint64_t y_stride,
+                    const ExpertGroups& g, uint32_t max_slots, cudaStream_t s) {
+    if (!matmul_experts_supported(type, cols, slab_rows))
+        fail("cuda matmul_experts: ", ggml_type_name(type), " experts of ", slab_rows, " x ", cols,
+             " are not supported");
+    if (reinterpret_cast<uintptr_t>(w0) % 4 != 0 || reinterpret_cast<uintptr_t>(w1) % 4 != 0)
+        fail("cuda matmul_experts: weight pointer is not 4-byte aligned");
+    if (reinterpret_cast<uintptr_t>(x) % 16 != 0 || x_stride % 4 != 0)
+        fail("cuda matmul_experts: activations must be 16-byte aligned with a stride multiple of 4");
+    if (max_slots == 0 || slab_rows == 0) return;
+    if (max_slots > 65535) fail("cuda matmul_experts: ", max_slots, " expert slots, at most 65535");
+    switch (type) {
+        case GgmlType::F32: return launch_experts<F32Format>(w0, w1, slab_rows, n_slabs, cols, x, x_stride, y0, y1, y_stride, g, max_slots, s);
+        case GgmlType::F16: return launch_experts<F16Format>(w0, w1, slab_rows, n_slabs, cols, x, x_stride, y0, y1, y_stride, g, max_slots, s);
+        case GgmlType::Q8_0: return launch_experts<Q8_0Format>(w0, w1, slab_rows, n_slabs, cols, x, x_stride, y0, y1, y_stride, g, max_slots, s);
+        case GgmlType::Q2_K: return launch_experts<Q2KFormat>(w0, w1, slab_rows, n_slabs, cols, x, x_stride, y0, y1, y_stride, g, max_slots, s);
+        case GgmlType::Q4_K: return launch_experts<Q4KFormat>(w0, w1, slab_rows, n_slabs, cols, x, x_stride, y0, y1, y_stride, g, max_slots, s);
+        case GgmlType::IQ2_XXS:
+            upload_iq2_tables();
+            return launch_experts<IQ2XXSFormat>(w0, w1, slab_rows, n_slabs, cols, x, x_stride, y0, y1, y_stride, g, max_slots, s);
+        default: fail("cuda matmul_experts: weight type ", ggml_type_name(type), " is not supported");
+    }
+}
+
+bool matmul_groups_fused(GgmlType t, uint64_t rows, uint64_t cols) {
+    return matmul_supported(t) && cols % 256 == 0 && rows < kSplitBelowRows && ggml_row_bytes(t, cols) % 4 == 0;
+}
+
+void matmul_groups(GgmlType type, const void* w, uint64_t rows, uint64_t cols, uint32_t n_mat, const float* x,
+                   uint64_t x_stride, uint64_t x_group, float* y, uint64_t y_stride, uint64_t y_group,
+                   uint32_t n_tok, cudaStream_t s) {
+    if (rows == 0 || n_tok == 0 || n_mat == 0) return;
+    const uint64_t w_group = rows * ggml_row_bytes(type, cols);
+    if (!matmul_groups_fused(type, rows, cols) || x_group % 4 != 0) {
+        for (uint32_t g = 0; g < n_mat; ++g)
+            matmul(type, static_cast<const uint8_t*>(w) + g * w_group, rows, cols, x + g * x_group, x_stride,
+                   y + g * y_group, y_stride, n_tok, s);
+        return;
+    }
+    if (reinterpret_cast<uintptr_t>(w) % 4 != 0) fail("cuda matmul: weight pointer is not 4-byte aligned");
+    if (reinterpret_cast<uintptr_t>(x) % 16 != 0 || x_stride % 4 != 0)
+        fail("cuda matmul: activations must be 16-byte aligned with a stride multiple of 4");
+    const GroupStrides gs{w_group, x_group, y_group};
+    switch (type) {
+        case GgmlType::F32: return launch<F32Format>(w, rows, cols, x, x_stride, y, y_stride, n_tok, s, n_mat, gs);
+        case GgmlType::F16: return launch<F16Format>(w, rows, cols, x, x_stride, y, y_stride, n_tok, s, n_mat, gs);
+        case GgmlType::Q8_0: return launch<Q8_0Format>(w, rows, cols, x, x_stride, y, y_stride, n_tok, s, n_mat, gs);
+        case GgmlType::Q2_K: return launch<Q2KFormat>(w, rows, cols, x, x_stride, y, y_stride, n_tok, s, n_mat, gs);
+        case GgmlType::Q4_K: return launch<Q4KFormat>(w, rows, cols, x, x_stride, y, y_stride, n_tok, s, n_mat, gs);
+        case GgmlType::IQ2_XXS:
+            upload_iq2_tables();
+            return launch<IQ2XXSFormat>(w, rows, cols, x, x_stride, y, y_stride, n_tok, s, n_mat, gs);
+        default: fail("cuda matmul: weight type ", ggml_type_name(type), " is not supported");
+    }
+}
 
 bool matmul_supported(GgmlType t) {
     switch (t) {

@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include <cuda_profiler_api.h>
+
 #include "cuda/device.h"
 #include "ds4/engine.h"
 #include "ds4/error.h"
@@ -64,13 +66,19 @@ int run(int argc, char** argv) {
     ds4::Logits out = eng.step(b);
     const double prefill_s = seconds_since(t0);
     int32_t next = out.argmax(0);
+    // DS4_PROFILE_DECODE=N: the profiler (ncu --profile-from-start off) sees only the
+    // last N decode steps at batch 1.
+    const char* prof = std::getenv("DS4_PROFILE_DECODE");
+    const uint32_t n_prof = prof != nullptr ? static_cast<uint32_t>(std::stoul(prof)) : 0;
     t0 = std::chrono::steady_clock::now();
     for (uint32_t i = 0; i < n_decode; ++i) {
+        if (n_prof != 0 && i + n_prof == n_decode) cudaProfilerStart();
         b.clear();
         b.add_token(seq, next);
         eng.step(b, out);
         next = out.argmax(0);
     }
+    if (n_prof != 0) cudaProfilerStop();
     const double decode_s = seconds_since(t0);
     std::printf("prefill %u tokens: %.3f s, %.1f t/s\n", n_prompt, prefill_s, n_prompt / prefill_s);
     std::printf("decode %u tokens at batch 1: %.2f ms/token, %.1f t/s, %.3f ms per layer\n", n_decode,

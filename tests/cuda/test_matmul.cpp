@@ -114,6 +114,9 @@ TEST_P(CudaMatmul, MatchesReferenceDequantDot) {
     check_matmul(t, 9, 4096, 1, seed++);    // long rows: several items per lane
     check_matmul(t, 130, 256, 4, seed++);  // one group per row (2-byte staging for most types)
     check_matmul(t, 5, 8192, 2, seed++);   // several shared-memory chunks per row
+    // rows >= 2048 take the many-rows kernel (fewer rows: one block per row, split columns)
+    check_matmul(t, 2050, 512, 1, seed++);
+    check_matmul(t, 2050, 512, 5, seed++);
 }
 
 TEST_P(CudaMatmul, RejectsRaggedColumns) {

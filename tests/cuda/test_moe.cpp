@@ -1,0 +1,195 @@
+// The routed experts' device-side pieces (no host round trip in a step): moe_group (the
+// grouping the host used to make), matmul_experts (one launch over the active experts),
+// moe_sum, and matmul_groups (the grouped low-rank output in one launch).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <utility>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "cuda/device.h"
+#include "cuda/forward_kernels.h"
+#include "cuda/kernels.h"
+#include "cuda_test_util.h"
+#include "gguf/ggml_types.h"
+#include "quant/reference.h"
+
+namespace ds4::cuda {
+namespace {
+
+struct Quantized {
+    std::vector<uint8_t> bytes;
+    std::vector<float> dequant;
+};
+
+Quantized quantize(GgmlType t, uint64_t rows, uint64_t cols, uint32_t seed) {
+    const std::vector<float> w = test::random_floats(rows * cols, seed);
+    const uint64_t rb = ggml_row_bytes(t, cols);
+    Quantized q{std::vector<uint8_t>(rows * rb), std::vector<float>(rows * cols)};
+    for (uint64_t r = 0; r < rows; ++r) {
+        const auto n = static_cast<int64_t>(cols);
+        uint8_t* dst = q.bytes.data() + r * rb;
+        float* deq = q.dequant.data() + r * cols;
+        if (t == GgmlType::Q8_0) {
+            auto* b = reinterpret_cast<quant::BlockQ8_0*>(dst);
+            quant::ref::quantize_q8_0(w.data() + r * cols, b, n);
+            quant::ref::dequant_q8_0(b, deq, n);
+        } else {
+            auto* b = reinterpret_cast<quant::BlockIQ2XXS*>(dst);
+            quant::ref::quantize_iq2_xxs(w.data() + r * cols, b, n, nullptr);
+            quant::ref::dequant_iq2_xxs(b, deq, n);
+        }
+    }
+    return q;
+}
+
+struct Groups {
+    std::vector<uint32_t> expert, begin, count;
+};
+
+// Runs matmul_experts over gate-like (w0) and up-like (w1) experts for the groups g.
+std::pair<std::vector<float>, std::vector<float>> run_experts(GgmlType t, const Quantized& w0, const Quantized& w1,
+                                                              uint64_t slab_rows, uint32_t n_slabs, uint64_t cols,
+                                                              const std::vector<float>& x, const Groups& g,
+                                                              uint32_t max_slots) {
+    const auto n_rows = static_cast<uint32_t>(x.size() / cols);
+    DeviceBuffer<uint8_t> d0 = to_device<uint8_t>(w0.bytes), d1 = to_device<uint8_t>(w1.bytes);
+    DeviceBuffer<float> dx = to_device<float>(x);
+    DeviceBuffer<float> y0(uint64_t{n_rows} * slab_rows), y1(uint64_t{n_rows} * slab_rows);
+    y0.fill_bytes(0xff);  // NaN poison: every output must be written
+    y1.fill_bytes(0xff);
+    std::vector<uint32_t> meta(3 * max_slots + 1, 0);
+    std::copy(g.expert.begin(), g.expert.end(), meta.begin());
+    std::copy(g.begin.begin(), g.begin.end(), meta.begin() + max_slots);
+    std::copy(g.count.begin(), g.count.end(), meta.begin() + 2 * max_slots);
+    meta[3 * max_slots] = static_cast<uint32_t>(g.expert.size());
+    DeviceBuffer<uint32_t> dm = to_device<uint32_t>(meta);
+    const ExpertGroups eg{dm.data(), dm.data() + max_slots, dm.data() + 2 * max_slots, dm.data() + 3 * max_slots};
+    matmul_experts(t, d0.data(), d1.data(), slab_rows, n_slabs, cols, dx.data(), cols, y0.data(), y1.data(),
+                   slab_rows, eg, max_slots, nullptr);
+    DS4_CUDA_CHECK(cudaDeviceSynchronize());
+    return {y0.download(), y1.download()};
+}
+
+void expect_near_reference(const Quantized& w, const std::vector<float>& x, const std::vector<float>& y,
+                           const Groups& g, uint64_t slab_rows, uint64_t cols) {
+    int bad = 0;
+    for (size_t s = 0; s < g.expert.size(); ++s)
+        for (uint32_t j = g.begin[s]; j < g.begin[s] + g.count[s]; ++j)
+            for (uint64_t r = 0; r < slab_rows; ++r) {
+                double ref = 0, mag = 0;
+                const float* wr = w.dequant.data() + (g.expert[s] * slab_rows + r) * cols;
+                for (uint64_t c = 0; c < cols; ++c) {
+                    const double p = static_cast<double>(wr[c]) * x[j * cols + c];
+                    ref += p;
+                    mag += std::fabs(p);
+                }
+                const float got = y[j * slab_rows + r];
+                if (!(std::fabs(got - ref) <= 1e-5 * mag + 1e-6) && bad++ < 5)
+                    ADD_FAILURE() << "slot " << s << " row " << j << " out " << r << ": " << got << " vs " << ref;
+            }
+    EXPECT_EQ(bad, 0);
+}
+
+TEST(CudaMoe, ExpertsKernelMatchesReferenceAndIgnoresGrouping) {
+    DS4_REQUIRE_GPU();
+    const uint64_t slab_rows = 40, cols = 512;
+    const uint32_t E = 4;
+    for (GgmlType t : {GgmlType::Q8_0, GgmlType::IQ2_XXS}) {
+        SCOPED_TRACE(ggml_type_name(t));
+        const Quantized w0 = quantize(t, E * slab_rows, cols, 3), w1 = quantize(t, E * slab_rows, cols, 4);
+        const std::vector<float> x = test::random_floats(13 * cols, 5);
+        // 3 + 9 (a chunk of 8, then 1) + 1 rows; a fourth slot past n_active does nothing
+        const Groups g{{2, 0, 3}, {0, 3, 12}, {3, 9, 1}};
+        const auto [y0, y1] = run_experts(t, w0, w1, slab_rows, E, cols, x, g, 4);
+        expect_near_reference(w0, x, y0, g, slab_rows, cols);
+        expect_near_reference(w1, x, y1, g, slab_rows, cols);
+        // every row alone in its slot: the same bits (a token's arithmetic ignores NT)
+        Groups single;
+        for (size_t s = 0; s < g.expert.size(); ++s)
+            for (uint32_t j = g.begin[s]; j < g.begin[s] + g.count[s]; ++j) {
+                single.expert.push_back(g.expert[s]);
+                single.begin.push_back(j);
+                single.count.push_back(1);
+            }
+        const auto [z0, z1] = run_experts(t, w0, w1, slab_rows, E, cols, x, single, 13);
+        EXPECT_EQ(0, std::memcmp(y0.data(), z0.data(), y0.size() * sizeof(float)));
+        EXPECT_EQ(0, std::memcmp(y1.data(), z1.data(), y1.size() * sizeof(float)));
+    }
+}
+
+TEST(CudaMoe, GroupMatchesTheHostGroupingAndSumsInExpertOrder) {
+    DS4_REQUIRE_GPU();
+    const uint32_t n = 4, K = 3, E = 6, dim = 3;
+    // token 2 lists expert 5 twice: counted once (its first k)
+    const std::vector<uint32_t> sel = {4, 1, 3, 1, 0, 5, 5, 2, 5, 3, 4, 0};
+    DeviceBuffer<uint32_t> dsel = to_device<uint32_t>(sel);
+    const uint64_t nk = uint64_t{n} * K;
+    DeviceBuffer<uint32_t> buf(5 * nk + n + 3 * E + 2);
+    buf.fill_bytes(0xee);
+    MoeGroups g;
+    uint32_t* at = buf.data();
+    for (uint32_t** p : {&g.src, &g.widx, &g.pos_of, &g.rows}) *p = std::exchange(at, at + nk);
+    g.tok_count = std::exchange(at, at + n);
+    for (uint32_t** p : {&g.expert, &g.begin, &g.count}) *p = std::exchange(at, at + E);
+    g.n_active = at++;
+    g.n_pairs = at;
+    moe_group(dsel.data(), n, K, E, g, nullptr);
+    // pairs: expert 0 (t1 k1, t3 k2), 1 (t0 k1, t1 k0), 2 (t2 k1), 3 (t0 k2, t3 k0),
+    // 4 (t0 k0, t3 k1), 5 (t1 k2, t2 k0)
+    const std::vector<float> ex = test::random_floats(11 * dim, 9);
+    DeviceBuffer<float> dex = to_device<float>(ex), moe(n * dim);
+    moe_sum(dex.data(), g, n, K, moe.data(), dim, nullptr);
+    DS4_CUDA_CHECK(cudaDeviceSynchronize());
+    const std::vector<uint32_t> h = buf.download();
+    const auto part = [&](const uint32_t* p, size_t len) {
+        const auto off = static_cast<size_t>(p - buf.data());
+        return std::vector<uint32_t>(h.begin() + off, h.begin() + off + len);
+    };
+    EXPECT_EQ(part(g.n_pairs, 1), std::vector<uint32_t>{11});
+    EXPECT_EQ(part(g.n_active, 1), std::vector<uint32_t>{6});
+    EXPECT_EQ(part(g.src, 11), (std::vector<uint32_t>{1, 3, 0, 1, 2, 0, 3, 0, 3, 1, 2}));
+    EXPECT_EQ(part(g.widx, 11), (std::vector<uint32_t>{4, 11, 1, 3, 7, 2, 9, 0, 10, 5, 6}));
+    EXPECT_EQ(part(g.expert, 6), (std::vector<uint32_t>{0, 1, 2, 3, 4, 5}));
+    EXPECT_EQ(part(g.begin, 6), (std::vector<uint32_t>{0, 2, 4, 5, 7, 9}));
+    EXPECT_EQ(part(g.count, 6), (std::vector<uint32_t>{2, 2, 1, 2, 2, 2}));
+    EXPECT_EQ(part(g.tok_count, n), (std::vector<uint32_t>{3, 3, 2, 3}));
+    const std::vector<uint32_t> rows = part(g.rows, nk);
+    const std::vector<std::vector<uint32_t>> want = {{2, 5, 7}, {0, 3, 9}, {4, 10}, {1, 6, 8}};
+    const std::vector<float> got = moe.download();
+    for (uint32_t t = 0; t < n; ++t) {
+        EXPECT_EQ(std::vector<uint32_t>(rows.begin() + t * K, rows.begin() + t * K + want[t].size()), want[t]);
+        for (uint32_t d = 0; d < dim; ++d) {
+            float s = 0.0f;
+            for (uint32_t r : want[t]) s += ex[r * dim + d];
+            EXPECT_EQ(got[t * dim + d], s) << "token " << t << " d " << d;
+        }
+    }
+}
+
+TEST(CudaMoe, GroupedProductsInOneLaunchEqualSeparateCalls) {
+    DS4_REQUIRE_GPU();
+    const uint64_t rows = 96, cols = 512, G = 3;
+    const uint32_t n_tok = 2;
+    ASSERT_TRUE(matmul_groups_fused(GgmlType::Q8_0, rows, cols));
+    const Quantized w = quantize(GgmlType::Q8_0, G * rows, cols, 21);
+    const std::vector<float> x = test::random_floats(n_tok * G * cols, 22);  // token stride G·cols
+    DeviceBuffer<uint8_t> dw = to_device<uint8_t>(w.bytes);
+    DeviceBuffer<float> dx = to_device<float>(x), a(n_tok * G * rows), b(n_tok * G * rows);
+    a.fill_bytes(0xff);
+    matmul_groups(GgmlType::Q8_0, dw.data(), rows, cols, G, dx.data(), G * cols, cols, a.data(), G * rows, rows,
+                  n_tok, nullptr);
+    const uint64_t rb = ggml_row_bytes(GgmlType::Q8_0, cols);
+    for (uint64_t g = 0; g < G; ++g)
+        matmul(GgmlType::Q8_0, dw.data() + g * rows * rb, rows, cols, dx.data() + g * cols, G * cols,
+               b.data() + g * rows, G * rows, n_tok, nullptr);
+    DS4_CUDA_CHECK(cudaDeviceSynchronize());
+    const std::vector<float> ya = a.download(), yb = b.download();
+    for (float v : ya) ASSERT_FALSE(std::isnan(v));
+    EXPECT_EQ(0, std::memcmp(ya.data(), yb.data(), ya.size() * sizeof(float)));
+}
+
+}  // namespace
+}  // namespace ds4::cuda
