@@ -104,6 +104,7 @@ DiskCache::DiskCache(DiskCacheOptions options) : opt_(std::move(options)) {
         fail("--kv-disk-dir ", opt_.dir.string(), ": not writable: ", std::strerror(errno));
     std::lock_guard lock(mu_);
     remove_stale_temp_files_locked();
+    rescan_locked();
     evict_locked("");
 }
 
@@ -151,12 +152,56 @@ std::optional<CacheEntry> DiskCache::read_entry_locked(const fs::path& path,
     if (why.empty()) return CacheEntry{sha, path, h, size};
     std::error_code ec;
     fs::remove(path, ec);
+    index_.erase(sha);
+    tool_ids_.erase(sha);
     note(cat("deleted corrupt entry ", path.filename().string(), ": ", why));
     return std::nullopt;
 }
 
-std::vector<CacheEntry> DiskCache::scan_locked() {
-    std::vector<CacheEntry> out;
+namespace {
+
+int64_t mtime_ns(const fs::path& dir) {
+    struct stat st {};
+    if (::stat(dir.c_str(), &st) != 0) return -1;
+    return int64_t{st.st_mtim.tv_sec} * 1000000000 + st.st_mtim.tv_nsec;
+}
+
+int64_t wall_ns() {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
+}  // namespace
+
+// Records the directory's mtime as in step with the index. A stamp younger than 2 s may
+// hide a later change with the same (coarse) timestamp: then the next call rescans.
+void DiskCache::mark_dir_locked() {
+    dir_mtime_ns_ = mtime_ns(opt_.dir);
+    dir_racy_ = dir_mtime_ns_ < 0 || wall_ns() - dir_mtime_ns_ < 2'000'000'000;
+}
+
+bool DiskCache::in_step_locked() const { return !dir_racy_ && mtime_ns(opt_.dir) == dir_mtime_ns_; }
+
+void DiskCache::refresh_locked() {
+    if (!in_step_locked()) rescan_locked();
+}
+
+void DiskCache::index_locked(const CacheEntry& e) {
+    index_[e.sha] = e;
+    tool_ids_.erase(e.sha);
+    if (!(e.header.ext_flags & kExtToolMap) || e.file_bytes <= e.header.body_end()) return;
+    Fd fd(::open(e.path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd.ok()) return;
+    if (auto map = read_tool_map_locked(e, fd.get()); map && !map->empty()) {
+        std::vector<std::string>& ids = tool_ids_[e.sha];
+        for (ToolIdEntry& t : *map) ids.push_back(std::move(t.id));
+    }
+}
+
+void DiskCache::rescan_locked() {
+    ++scans_;
+    mark_dir_locked();  // before listing: a change during the scan shows up next time
     std::error_code ec;
     std::vector<std::pair<fs::path, std::string>> names;
     for (const auto& de : fs::directory_iterator(opt_.dir, ec)) {
@@ -166,14 +211,34 @@ std::vector<CacheEntry> DiskCache::scan_locked() {
     }
     if (ec) note(cat("cannot scan ", opt_.dir.string(), ": ", ec.message()));
     std::sort(names.begin(), names.end());  // deterministic order for ties and logs
-    for (const auto& [path, sha] : names)
-        if (auto e = read_entry_locked(path, sha)) out.push_back(std::move(*e));
-    return out;
+    std::map<std::string, CacheEntry> old = std::move(index_);
+    index_.clear();
+    for (const auto& [path, sha] : names) {
+        auto it = old.find(sha);
+        // Unchanged size: the header is what the index holds (our own writes update it).
+        std::error_code size_ec;
+        const uint64_t size = fs::file_size(path, size_ec);
+        if (it != old.end() && !size_ec && size == it->second.file_bytes) {
+            index_[sha] = it->second;
+            continue;
+        }
+        if (auto e = read_entry_locked(path, sha)) index_locked(*e);
+    }
+    for (auto it = tool_ids_.begin(); it != tool_ids_.end();)
+        it = index_.count(it->first) ? std::next(it) : tool_ids_.erase(it);
 }
 
 std::vector<CacheEntry> DiskCache::entries() {
     std::lock_guard lock(mu_);
-    return scan_locked();
+    refresh_locked();
+    std::vector<CacheEntry> out;
+    for (const auto& [sha, e] : index_) out.push_back(e);
+    return out;
+}
+
+uint64_t DiskCache::scans() const {
+    std::lock_guard lock(mu_);
+    return scans_;
 }
 
 uint64_t DiskCache::total_bytes() {
@@ -185,8 +250,9 @@ uint64_t DiskCache::total_bytes() {
 std::optional<CacheEntry> DiskCache::find_best(std::string_view prompt_text, uint32_t ctx,
                                                uint8_t quant_bits) {
     std::lock_guard lock(mu_);
+    refresh_locked();
     std::optional<CacheEntry> best;
-    for (CacheEntry& e : scan_locked()) {
+    for (auto& [sha, e] : index_) {
         const KvcHeader& h = e.header;
         if (h.text_bytes > prompt_text.size() || h.tokens < opt_.min_tokens || h.ctx > ctx)
             continue;
@@ -194,7 +260,7 @@ std::optional<CacheEntry> DiskCache::find_best(std::string_view prompt_text, uin
         if (best && !(h.text_bytes > best->header.text_bytes ||
                       (h.text_bytes == best->header.text_bytes && h.tokens > best->header.tokens)))
             continue;
-        if (sha1_hex(prompt_text.substr(0, h.text_bytes)) == e.sha) best = std::move(e);
+        if (sha1_hex(prompt_text.substr(0, h.text_bytes)) == e.sha) best = e;
     }
     return best;
 }
@@ -203,6 +269,8 @@ std::optional<CacheHit> DiskCache::load(const CacheEntry& entry, std::string_vie
     std::lock_guard lock(mu_);
     auto fresh = read_entry_locked(entry.path, entry.sha);
     if (!fresh) {
+        index_.erase(entry.sha);
+        tool_ids_.erase(entry.sha);
         note(cat("entry ", entry.path.filename().string(), " disappeared before loading"));
         return std::nullopt;
     }
@@ -220,7 +288,7 @@ std::optional<CacheHit> DiskCache::load(const CacheEntry& entry, std::string_vie
         return std::nullopt;
     }
     if (sha1_hex(hit.text) != entry.sha) {
-        remove(*fresh, "its text does not hash to its name (corrupt)");
+        remove_locked(*fresh, "its text does not hash to its name (corrupt)");
         return std::nullopt;
     }
     if (prompt_text.substr(0, h.text_bytes) != hit.text) {
@@ -228,23 +296,48 @@ std::optional<CacheHit> DiskCache::load(const CacheEntry& entry, std::string_vie
         return std::nullopt;
     }
     if (h.ext_flags & kExtToolMap) {
-        const uint64_t tail = fresh->file_bytes - h.body_end();
-        std::vector<uint8_t> ktm(tail);
-        if (read_exact(fd.get(), ktm.data(), tail, h.body_end()))
-            hit.tool_ids = decode_tool_map(ktm, 4 * opt_.max_tool_ids);
+        auto map = read_tool_map_locked(*fresh, fd.get());
+        if (!map) {
+            remove_locked(*fresh, "its tool-id map (KTM) section is truncated or malformed (corrupt)");
+            return std::nullopt;
+        }
+        hit.tool_ids = std::move(*map);
+        if (opt_.on_tool_ids_loaded && !hit.tool_ids.empty()) opt_.on_tool_ids_loaded(hit.tool_ids);
     }
     return hit;
 }
 
+// The KTM section after the payload: nullopt when it is malformed (wrong magic, short,
+// a bad entry); an empty map when it is absent or of an unknown version (skipped, as
+// formats.md §6.5 says).
+std::optional<std::vector<ToolIdEntry>> DiskCache::read_tool_map_locked(const CacheEntry& e, int fd) {
+    const uint64_t tail = e.file_bytes - e.header.body_end();
+    if (tail == 0) return std::vector<ToolIdEntry>{};
+    std::vector<uint8_t> ktm(tail);
+    if (!read_exact(fd, ktm.data(), tail, e.header.body_end())) return std::nullopt;
+    if (tail < 8 || std::memcmp(ktm.data(), "KTM", 3) != 0) return std::nullopt;
+    if (ktm[3] != 1) {
+        note(cat("entry ", e.sha, ": tool-id map version ", int{ktm[3]}, " is not 1; ignored"));
+        return std::vector<ToolIdEntry>{};
+    }
+    bool stopped = false;
+    std::vector<ToolIdEntry> out = decode_tool_map(ktm, 4 * opt_.max_tool_ids, &stopped);
+    if (stopped) return std::nullopt;
+    return out;
+}
+
 void DiskCache::record_hit(const CacheEntry& entry, uint32_t loaded_tokens) {
+    std::lock_guard lock(mu_);
     if (opt_.cold_max_tokens > 0 && loaded_tokens > opt_.cold_max_tokens) {
-        remove(entry,
-               cat("consumed: ", loaded_tokens, " tokens > cold max ", opt_.cold_max_tokens));
+        remove_locked(entry,
+                      cat("consumed: ", loaded_tokens, " tokens > cold max ", opt_.cold_max_tokens));
         return;
     }
-    std::lock_guard lock(mu_);
     auto fresh = read_entry_locked(entry.path, entry.sha);
-    if (!fresh) return;
+    if (!fresh) {
+        index_.erase(entry.sha);
+        return;
+    }
     KvcHeader h = fresh->header;
     h.hits += 1;
     h.last_used = now();
@@ -254,18 +347,30 @@ void DiskCache::record_hit(const CacheEntry& entry, uint32_t loaded_tokens) {
     if (!fd.ok() ||
         ::pwrite(fd.get(), prefix.data(), kHeaderBytes, 0) != static_cast<ssize_t>(kHeaderBytes))
         note(cat("cannot update hit count of ", entry.sha, ": ", std::strerror(errno)));
+    else if (auto it = index_.find(entry.sha); it != index_.end())
+        it->second.header = h;
 }
 
 void DiskCache::remove(const CacheEntry& entry, std::string_view why) {
+    std::lock_guard lock(mu_);
+    remove_locked(entry, why);
+}
+
+void DiskCache::remove_locked(const CacheEntry& entry, std::string_view why) {
+    const bool in_step = in_step_locked();
     std::error_code ec;
     if (fs::remove(entry.path, ec))
         note(cat("deleted ", entry.path.filename().string(), ": ", why));
     else if (ec)
         note(cat("cannot delete ", entry.path.filename().string(), ": ", ec.message()));
+    index_.erase(entry.sha);
+    tool_ids_.erase(entry.sha);
+    if (in_step) mark_dir_locked();  // our own change only
 }
 
 void DiskCache::evict_locked(const std::string& protected_sha) {
-    std::vector<CacheEntry> all = scan_locked();
+    std::vector<CacheEntry> all;
+    for (const auto& [sha, e] : index_) all.push_back(e);
     uint64_t total = 0;
     for (const CacheEntry& e : all) total += e.file_bytes;
     const int64_t t = now();
@@ -290,12 +395,14 @@ void DiskCache::evict_locked(const std::string& protected_sha) {
         note(cat("evicted ", victim->sha, " (", victim->header.tokens, " tokens, ",
                  victim->file_bytes, " bytes) to stay within ", opt_.budget_bytes, " bytes"));
         total -= victim->file_bytes;
+        index_.erase(victim->sha);
+        tool_ids_.erase(victim->sha);
         all.erase(victim);
     }
 }
 
-bool DiskCache::keep_existing_locked(const StoreRequest& req, const fs::path& path,
-                                     const std::string& sha) {
+bool DiskCache::keep_existing_locked(const StoreRequest& req, std::span<const ToolIdEntry> tool_ids,
+                                     const fs::path& path, const std::string& sha) {
     auto existing = read_entry_locked(path, sha);
     if (!existing) return false;
     const KvcHeader& h = existing->header;
@@ -307,13 +414,16 @@ bool DiskCache::keep_existing_locked(const StoreRequest& req, const fs::path& pa
     const bool usable =
         (h.quant_bits == req.quant_bits || !opt_.reject_different_quant) && h.ctx <= req.ctx;
     if (!same_text || !usable) {
-        remove(*existing, same_text ? "replaced: written for another context size or quantization"
-                                    : "replaced: stored text differs from its name");
+        remove_locked(*existing, same_text ? "replaced: written for another context size or quantization"
+                                           : "replaced: stored text differs from its name");
         return false;
     }
-    if (req.tool_ids.empty()) return true;
+    if (tool_ids.empty()) {
+        index_locked(*existing);
+        return true;
+    }
     // Only the tool-id map changes: truncate after the payload and append the new one.
-    const std::string ktm = encode_tool_map(req.tool_ids);
+    const std::string ktm = encode_tool_map(tool_ids);
     KvcHeader updated = h;
     updated.ext_flags |= kExtToolMap;
     updated.last_used = now();
@@ -324,6 +434,7 @@ bool DiskCache::keep_existing_locked(const StoreRequest& req, const fs::path& pa
         write_all(fd.get(), ktm.data(), ktm.size()) && ::fsync(fd.get()) == 0 &&
         ::pwrite(fd.get(), prefix.data(), kHeaderBytes, 0) == static_cast<ssize_t>(kHeaderBytes);
     if (!ok) note(cat("cannot update the tool-id map of ", sha, ": ", std::strerror(errno)));
+    if (auto e = read_entry_locked(path, sha)) index_locked(*e);
     return true;
 }
 
@@ -334,7 +445,13 @@ StoreOutcome DiskCache::store(const StoreRequest& req) {
     if (req.text.size() > std::numeric_limits<uint32_t>::max())
         fail("kv cache store: rendered text of ", req.text.size(),
              " bytes does not fit the u32 length field");
-    const std::string ktm = req.tool_ids.empty() ? std::string() : encode_tool_map(req.tool_ids);
+    std::vector<ToolIdEntry> provided;
+    std::span<const ToolIdEntry> tool_ids = req.tool_ids;
+    if (tool_ids.empty() && opt_.tool_ids_for_text) {
+        provided = opt_.tool_ids_for_text(req.text);
+        tool_ids = provided;
+    }
+    const std::string ktm = tool_ids.empty() ? std::string() : encode_tool_map(tool_ids);
     const uint64_t bytes = kPrefixBytes + req.text.size() + req.payload.size() + ktm.size();
     if (bytes + (bytes + 99) / 100 > opt_.budget_bytes) {
         note(cat("not saving ", req.tokens, " tokens (", save_reason_name(req.reason), "): ", bytes,
@@ -346,7 +463,7 @@ StoreOutcome DiskCache::store(const StoreRequest& req) {
     uint64_t serial = 0;
     {
         std::lock_guard lock(mu_);
-        if (fs::exists(path) && keep_existing_locked(req, path, sha))
+        if (fs::exists(path) && keep_existing_locked(req, tool_ids, path, sha))
             return StoreOutcome::KeptExisting;
         serial = ++tmp_counter_;
     }
@@ -377,6 +494,7 @@ StoreOutcome DiskCache::store(const StoreRequest& req) {
         }
     }
     std::lock_guard lock(mu_);
+    const bool in_step = in_step_locked();
     if (::rename(tmp.c_str(), path.c_str()) != 0) {
         const std::string err = std::strerror(errno);
         std::error_code ec;
@@ -384,21 +502,28 @@ StoreOutcome DiskCache::store(const StoreRequest& req) {
         fail("kv cache: cannot rename ", tmp.string(), " to ", path.filename().string(), ": ", err);
     }
     sync_directory(opt_.dir);
+    if (auto e = read_entry_locked(path, sha)) index_locked(*e);
     evict_locked(sha);
+    // Our own rename changed the directory: still in step unless someone else wrote first.
+    if (in_step) mark_dir_locked();
     return StoreOutcome::Written;
 }
 
 std::vector<ToolIdEntry> DiskCache::load_tool_ids(
     const std::function<bool(std::string_view)>& wanted) {
     std::lock_guard lock(mu_);
+    refresh_locked();
     std::vector<ToolIdEntry> out;
-    for (const CacheEntry& e : scan_locked()) {
-        if (!(e.header.ext_flags & kExtToolMap) || e.file_bytes <= e.header.body_end()) continue;
-        Fd fd(::open(e.path.c_str(), O_RDONLY | O_CLOEXEC));
-        std::vector<uint8_t> ktm(e.file_bytes - e.header.body_end());
-        if (!fd.ok() || !read_exact(fd.get(), ktm.data(), ktm.size(), e.header.body_end()))
+    for (const auto& [sha, ids] : tool_ids_) {
+        if (std::none_of(ids.begin(), ids.end(), [&](const std::string& id) { return wanted(id); }))
             continue;
-        for (ToolIdEntry& t : decode_tool_map(ktm, 4 * opt_.max_tool_ids))
+        auto it = index_.find(sha);
+        if (it == index_.end()) continue;
+        Fd fd(::open(it->second.path.c_str(), O_RDONLY | O_CLOEXEC));
+        if (!fd.ok()) continue;
+        auto map = read_tool_map_locked(it->second, fd.get());
+        if (!map) continue;
+        for (ToolIdEntry& t : *map)
             if (wanted(t.id)) out.push_back(std::move(t));
     }
     return out;

@@ -256,5 +256,148 @@ TEST(DiskCache, UnusableDirectoryIsAClearError) {
     fs::remove(d.path());
 }
 
+
+// ---- tool-id map (KTM, formats.md §6.5) through the hooks the server sets ----
+
+std::string file_bytes(const fs::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    std::string s(static_cast<size_t>(fs::file_size(p)), '\0');
+    in.read(s.data(), static_cast<std::streamsize>(s.size()));
+    return s;
+}
+
+std::string u32le(uint32_t v) {
+    std::string s(4, '\0');
+    for (int i = 0; i < 4; ++i) s[i] = static_cast<char>((v >> (8 * i)) & 0xff);
+    return s;
+}
+
+const std::string kBlock = "\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name=\"f\">\n</｜DSML｜invoke>\n</｜DSML｜tool_calls>";
+
+TEST(DiskCacheToolMap, StoreAppendsTheHookEntriesAndLoadHandsThemBack) {
+    Fixture f("ktm");
+    std::vector<ToolIdEntry> loaded;
+    std::string asked;
+    f.opt.tool_ids_for_text = [&](std::string_view text) {
+        asked = text;
+        return std::vector<ToolIdEntry>{{"call_1", kBlock}, {"toolu_2", kBlock}};
+    };
+    f.opt.on_tool_ids_loaded = [&](const std::vector<ToolIdEntry>& e) { loaded = e; };
+    DiskCache c = f.open();
+    const std::string text = "<｜User｜>go<｜Assistant｜>" + kBlock + "<｜end▁of▁sentence｜>";
+    const auto payload = payload_of(100, 7);
+    ASSERT_EQ(c.store(request(text, payload, 8)), StoreOutcome::Written);
+    EXPECT_EQ(asked, text);
+    const fs::path file = f.dir.path() / (sha1_hex(text) + ".kv");
+    const std::string bytes = file_bytes(file);
+    EXPECT_EQ(static_cast<uint8_t>(bytes[6]), kExtToolMap);
+    const std::string expected_ktm = std::string("KTM\x01", 4) + u32le(2) +
+                                     u32le(6) + u32le(static_cast<uint32_t>(kBlock.size())) + "call_1" + kBlock +
+                                     u32le(7) + u32le(static_cast<uint32_t>(kBlock.size())) + "toolu_2" + kBlock;
+    ASSERT_EQ(bytes.size(), 52 + text.size() + 100 + expected_ktm.size());
+    EXPECT_EQ(bytes.substr(52 + text.size() + 100), expected_ktm);
+    const auto best = c.find_best(text + "more", 100000, 2);
+    ASSERT_TRUE(best);
+    const auto hit = c.load(*best, text + "more");
+    ASSERT_TRUE(hit);
+    EXPECT_EQ(hit->payload, payload);
+    const std::vector<ToolIdEntry> want = {{"call_1", kBlock}, {"toolu_2", kBlock}};
+    EXPECT_EQ(hit->tool_ids, want);
+    EXPECT_EQ(loaded, want);
+    // The request-time lookup reads only the ids asked for.
+    const auto some = c.load_tool_ids([](std::string_view id) { return id == "toolu_2"; });
+    EXPECT_EQ(some, (std::vector<ToolIdEntry>{{"toolu_2", kBlock}}));
+}
+
+TEST(DiskCacheToolMap, NoEntriesMeansNoSectionAndBit0Clear) {
+    Fixture f("ktm-none");
+    f.opt.tool_ids_for_text = [](std::string_view) { return std::vector<ToolIdEntry>{}; };
+    DiskCache c = f.open();
+    const auto payload = payload_of(64, 1);
+    c.store(request("plain text key", payload, 8));
+    const std::string bytes = file_bytes(f.dir.path() / (sha1_hex("plain text key") + ".kv"));
+    EXPECT_EQ(bytes[6], 0);
+    EXPECT_EQ(bytes.size(), 52u + 14u + 64u);
+}
+
+TEST(DiskCacheToolMap, TruncatedOrMalformedSectionMakesTheFileCorrupt) {
+    for (const int cut : {3, 20}) {
+        Fixture f("ktm-cut" + std::to_string(cut));
+        f.opt.tool_ids_for_text = [](std::string_view) { return std::vector<ToolIdEntry>{{"call_1", kBlock}}; };
+        std::vector<ToolIdEntry> loaded;
+        f.opt.on_tool_ids_loaded = [&](const std::vector<ToolIdEntry>& e) { loaded = e; };
+        DiskCache c = f.open();
+        const auto payload = payload_of(64, 1);
+        c.store(request("key text", payload, 8));
+        const fs::path file = f.dir.path() / (sha1_hex("key text") + ".kv");
+        fs::resize_file(file, fs::file_size(file) - static_cast<uint64_t>(cut));
+        const auto entries = c.entries();
+        ASSERT_EQ(entries.size(), 1u);
+        EXPECT_FALSE(c.load(entries[0], "key text and more"));
+        EXPECT_FALSE(fs::exists(file));
+        EXPECT_TRUE(loaded.empty());
+        ASSERT_FALSE(f.log.empty());
+        EXPECT_NE(f.log.back().find("tool-id map (KTM) section is truncated or malformed (corrupt)"), std::string::npos)
+            << f.log.back();
+    }
+}
+
+TEST(DiskCacheToolMap, Bit0WithoutASectionLoadsNothingAndWrongMagicIsCorrupt) {
+    Fixture f("ktm-bit0");
+    DiskCache c = f.open();
+    const auto payload = payload_of(64, 1);
+    c.store(request("ds4 wrote me", payload, 8));
+    const fs::path file = f.dir.path() / (sha1_hex("ds4 wrote me") + ".kv");
+    {
+        std::fstream io(file, std::ios::in | std::ios::out | std::ios::binary);
+        io.seekp(6);
+        io.put(static_cast<char>(kExtToolMap));
+    }
+    auto hit = c.load(c.entries().at(0), "ds4 wrote me!");
+    ASSERT_TRUE(hit);
+    EXPECT_TRUE(hit->tool_ids.empty());
+    std::ofstream(file, std::ios::binary | std::ios::app) << "XYZ\x01garbage";
+    EXPECT_FALSE(c.load(c.entries().at(0), "ds4 wrote me!"));
+    EXPECT_FALSE(fs::exists(file));
+}
+
+// ---- no directory rescans per lookup (interface.md §8 item 23) ----
+
+TEST(DiskCacheIndex, LookupsUseTheIndexAndOutsideChangesArePickedUp) {
+    Fixture f("index");
+    DiskCache c = f.open();
+    const auto payload = payload_of(200, 3);
+    c.store(request("first entry", payload, 8));
+    // Directory stamps younger than 2 s are not trusted (coarse timestamps).
+    std::this_thread::sleep_for(std::chrono::milliseconds(2100));
+    ASSERT_EQ(c.entries().size(), 1u);
+    const uint64_t scans = c.scans();
+    for (int i = 0; i < 5; ++i) {
+        EXPECT_TRUE(c.find_best("first entry, then more", 100000, 2));
+        EXPECT_EQ(c.entries().size(), 1u);
+        (void)c.load_tool_ids([](std::string_view) { return true; });
+    }
+    EXPECT_EQ(c.scans(), scans);
+    // Our own store updates the index without a scan of its own.
+    c.store(request("second entry", payload, 8));
+    EXPECT_EQ(c.entries().size(), 2u);
+    std::this_thread::sleep_for(std::chrono::milliseconds(2100));
+    EXPECT_EQ(c.entries().size(), 2u);
+    const uint64_t settled = c.scans();
+    EXPECT_EQ(c.entries().size(), 2u);
+    EXPECT_EQ(c.scans(), settled);
+    // Another process writes a file: the directory's mtime changes, one rescan finds it.
+    {
+        Fixture other("index-unused");
+        other.opt.dir = f.dir.path();
+        DiskCache writer = other.open();
+        writer.store(request("written elsewhere", payload, 8));
+    }
+    const auto all = c.entries();
+    EXPECT_EQ(all.size(), 3u);
+    EXPECT_EQ(c.scans(), settled + 1);
+    EXPECT_TRUE(c.find_best("written elsewhere!", 100000, 2));
+}
+
 }  // namespace
 }  // namespace ds4::kvstore
