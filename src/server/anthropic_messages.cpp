@@ -177,6 +177,7 @@ struct MessageStream {
     std::string open;  // "", "thinking", "text", "tool_use"
     bool any_visible = false;
     std::shared_ptr<ForcedCall> forced;
+    std::shared_ptr<Job> job;
 
     void close(Sse& sse) {
         if (open.empty()) return;
@@ -207,7 +208,7 @@ struct MessageStream {
                 break;
             case GenKind::call_begin:
                 any_visible = true;
-                start(sse, "tool_use", {{"type", "tool_use"}, {"id", random_id("toolu_", 24)}, {"name", ev.text}, {"input", Json::object()}});
+                start(sse, "tool_use", {{"type", "tool_use"}, {"id", job->call_id(ev.call)}, {"name", ev.text}, {"input", Json::object()}});
                 break;
             case GenKind::arguments: {
                 if (open != "tool_use") break;
@@ -232,6 +233,7 @@ void handle_messages(const ServerContext& sc, const httplib::Request& req, httpl
     GenRequest gen = make_gen_request(std::move(p.prompt), read_sampling(body, p.mode != ThinkingMode::none, true),
                                       max_tokens, p.mode, p.tools_active, read_stops(body, "stop_sequences"),
                                       sc.ctx, "messages");
+    gen.call_id_prefix = "toolu_";
     if (p.forced) p.forced->configure(gen);
     if (p.prefill) gen.dsml.thinking = false;  // the open turn is past its </think>
     const uint64_t prompt_tokens = gen.prompt.size();
@@ -240,8 +242,8 @@ void handle_messages(const ServerContext& sc, const httplib::Request& req, httpl
     const std::string id = random_id("msg_", 24);
     const std::string model = p.model;
     if (!stream) {
-        reply_when_done(res, job, [id, model](const auto& events, const GenResult& r) {
-            const Assembled m = assemble(events, "toolu_");
+        reply_when_done(res, job, [id, model, job](const auto& events, const GenResult& r) {
+            const Assembled m = assemble(events, *job);
             Json content = Json::array();
             if (!m.reasoning.empty()) content.push_back({{"type", "thinking"}, {"thinking", m.reasoning}, {"signature", ""}});
             if (!m.content.empty() || m.calls.empty()) content.push_back({{"type", "text"}, {"text", m.content}});
@@ -259,6 +261,7 @@ void handle_messages(const ServerContext& sc, const httplib::Request& req, httpl
     state->model = model;
     state->prompt_tokens = prompt_tokens;
     state->forced = p.forced;
+    state->job = job;
     stream_job(res, job,
                {[state](Sse& sse) {
                     // Cache reuse is decided when the job starts; message_start reports

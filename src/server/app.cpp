@@ -64,6 +64,9 @@ int parse_options(int argc, char** argv, ServerOptions& o) {
     app.add_option("--kv-memory-mb", o.kv_memory_mb, "memory for the live KV sessions, checkpoints included (MiB; 0: no limit)");
     app.add_flag("--disable-exact-dsml-tool-replay", o.disable_exact_dsml_tool_replay,
                  "keep canonically rendered tool calls instead of the live session's sampled bytes");
+    app.add_option("--tool-memory-max-ids", o.tool_memory_max_ids,
+                   "tool-call ids whose sampled DSML is remembered for exact replay")
+        ->check(positive)->capture_default_str();
     app.add_flag("--kv-slots", o.kv_slots, "per-slot prefix reuse only (no session pool, no disk cache)");
     app.add_option("--trace", o.trace, "session trace: JSON lines (truncated at startup; holds full prompts)");
     try {
@@ -162,12 +165,15 @@ std::string metrics_text(const ServerContext& sc) {
     count("ds4_kv_live_bytes", "gauge", "memory accounted to the live KV sessions", k.live_bytes);
     count("ds4_kv_disk_files", "gauge", "checkpoint files in the disk cache", k.disk_files);
     count("ds4_kv_disk_bytes", "gauge", "bytes of the disk cache", k.disk_bytes);
+    count("ds4_kv_disk_scans_total", "counter", "full scans of the disk cache directory (startup, outside changes)", k.disk_scans);
+    if (ToolMemory* tm = sc.encoder.tool_memory())
+        count("ds4_tool_memory_ids", "gauge", "tool-call ids remembered for exact DSML replay", tm->size());
     return m.str();
 }
 
 // The session pool (with the disk cache when --kv-disk-dir is set), or per-slot reuse.
 std::unique_ptr<SequenceSource> make_sequence_source(const ServerOptions& o, Engine& engine, const Tokenizer& tok,
-                                                     Trace* trace, std::size_t chunk) {
+                                                     Trace* trace, std::size_t chunk, ToolMemory* memory) {
     if (o.kv_slots) return std::make_unique<SlotSequenceSource>(engine, o.parallel);
     runtime::SessionPoolOptions po;
     // Every generating request holds a session, so there are never fewer than --parallel.
@@ -192,7 +198,19 @@ std::unique_ptr<SequenceSource> make_sequence_source(const ServerOptions& o, Eng
             log_line("kv cache: " + msg);
             if (trace) trace->write("kv_cache_log", {{"message", msg}});
         };
+        d.max_tool_ids = static_cast<uint32_t>(std::min<std::size_t>(o.tool_memory_max_ids, UINT32_MAX / 4));
+        if (memory) {
+            // Checkpoints carry the ids of the blocks in their text; hits bring them back.
+            d.tool_ids_for_text = [memory](std::string_view text) { return memory->entries_for_text(text); };
+            d.on_tool_ids_loaded = [memory](const std::vector<kvstore::ToolIdEntry>& e) { memory->import(e); };
+        }
         disk = std::make_unique<kvstore::DiskCache>(std::move(d));
+        if (memory) {
+            kvstore::DiskCache* cache = disk.get();
+            memory->set_disk_lookup([cache](const std::function<bool(std::string_view)>& wanted) {
+                return cache->load_tool_ids(wanted);
+            });
+        }
         log_line(cat("kv cache: ", o.kv_disk_dir, ", budget ", o.kv_disk_space_mb, " MiB, min ", o.kv_cache_min_tokens, " tokens"));
     }
     return std::make_unique<PoolSequenceSource>(engine, tok, std::move(po), std::move(disk), trace,
@@ -261,11 +279,17 @@ int run_server(const ServerOptions& o) {
     so.slots = o.parallel;
     so.queue_limit = o.queue;
     so.trace = trace.get();
-    Scheduler scheduler(engine, tok, so, make_sequence_source(o, engine, tok, trace.get(), so.chunk));
+    // Before the scheduler: the disk cache (owned by the sequence source) calls into it.
+    std::unique_ptr<ToolMemory> tool_memory;
+    if (!o.disable_exact_dsml_tool_replay)
+        tool_memory = std::make_unique<ToolMemory>(ToolMemoryLimits{o.tool_memory_max_ids});
+    Scheduler scheduler(engine, tok, so, make_sequence_source(o, engine, tok, trace.get(), so.chunk, tool_memory.get()));
     PromptEncoder encoder(tok);
+    encoder.set_tool_memory(tool_memory.get());
     Counters counters;
     std::atomic<bool> stopping{false};
-    ServerContext sc{scheduler, encoder, counters, o.ctx, o.tokens, stopping};
+    ResponseStore responses;
+    ServerContext sc{scheduler, encoder, counters, o.ctx, o.tokens, stopping, &responses};
 
     httplib::Server http;
     http.set_payload_max_length(o.max_body_mb << 20);

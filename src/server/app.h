@@ -36,6 +36,7 @@ struct ServerOptions {
     std::size_t kv_live_sessions = 0;  // live sessions kept (at least --parallel)
     uint64_t kv_memory_mb = 0;         // KV memory of the live sessions (0: no limit)
     bool disable_exact_dsml_tool_replay = false;
+    std::size_t tool_memory_max_ids = 100000;  // exact-replay ids kept in RAM
     bool kv_slots = false;             // the simple per-slot reuse instead of the session pool
     std::string trace;
 };

@@ -22,8 +22,24 @@ void send_json(httplib::Response& res, int status, const Json& body) {
     res.set_content(json_text(body) + "\n", "application/json");
 }
 
+std::string Job::call_id(std::size_t call) {
+    std::lock_guard lock(mutex_);
+    for (const auto& [c, id] : call_ids_)
+        if (c == call) return id;
+    call_ids_.emplace_back(call, random_id(request_.call_id_prefix.c_str(), 24));
+    return call_ids_.back().second;
+}
+
+std::vector<std::string> Job::call_ids() const {
+    std::lock_guard lock(mutex_);
+    std::vector<std::string> out;
+    for (const auto& [c, id] : call_ids_) out.push_back(id);
+    return out;
+}
+
 std::shared_ptr<Job> submit(const ServerContext& sc, GenRequest request) {
     if (sc.stopping) throw ApiError(503, "server shutting down");
+    request.tool_memory = sc.encoder.tool_memory();
     auto job = std::make_shared<Job>(std::move(request));
     if (!sc.scheduler.submit(job)) {
         ++sc.counters.rejected_full;
@@ -44,6 +60,15 @@ bool Sse::event(const std::string& name, const Json& j) {
 }
 
 namespace {
+
+// Exact replay: this turn's call ids -> the block the model sampled (§3.9). Runs once the
+// reply is built, when every reported call has its id.
+void remember_tool_calls(Job& job, const GenResult& result) {
+    ToolMemory* memory = job.request().tool_memory;
+    if (!memory || result.tool_block.empty()) return;
+    const std::vector<std::string> ids = job.call_ids();
+    memory->remember(ids, result.tool_block);
+}
 
 // Events through the forced-call filter (or unchanged without one).
 void filter_events(ForcedCall* forced, const std::vector<GenEvent>& in, std::vector<GenEvent>& out) {
@@ -95,6 +120,7 @@ void stream_job(httplib::Response& res, std::shared_ptr<Job> job, StreamHandlers
                 for (const auto& ev : filtered) h.event(ev, sse);
             }
             h.finish(result, sse);
+            remember_tool_calls(*job, result);
             if (!sse.ok()) return false;
             sink.done();
             return true;
@@ -131,6 +157,7 @@ void reply_when_done(httplib::Response& res, std::shared_ptr<Job> job,
                 events = job->all_events();
             }
             const std::string body = json_text(build(events, result)) + "\n";
+            remember_tool_calls(*job, result);
             if (!sink.write(body.data(), body.size())) return false;
             sink.done();
             return true;
@@ -148,23 +175,41 @@ const std::vector<std::string>& block_close_tags() {
     return tags;
 }
 
+const std::vector<std::string>& invoke_close_tags() {
+    static const std::vector<std::string> tags = {"</｜DSML｜invoke>", "</DSML｜invoke>", "</invoke>"};
+    return tags;
+}
+
+// The block close matching an invoke close tag's spelling.
+std::string block_close_after(const std::string& invoke_close) {
+    if (invoke_close == "</｜DSML｜invoke>") return "\n</｜DSML｜tool_calls>";
+    if (invoke_close == "</DSML｜invoke>") return "\n</DSML｜tool_calls>";
+    return "\n</tool_calls>";
+}
+
 }  // namespace
 
-ForcedCall::ForcedCall(std::string name) : name_(std::move(name)), dsml_(DsmlOptions{}) {
+bool read_single_call(const Json& body) { return !opt_bool(body, "parallel_tool_calls").value_or(true); }
+
+ForcedCall::ForcedCall(std::string name, bool single)
+    : name_(std::move(name)), dsml_(DsmlOptions{}), single_(single) {
     dsml_.feed(forced_call_prefix(name_), pending_);
 }
 
 std::shared_ptr<ForcedCall> force_call(const ServerContext& sc, const ToolChoice& choice,
-                                       std::vector<TokenId>& prompt) {
+                                       std::vector<TokenId>& prompt, bool single_call) {
     if (!choice.forced()) return nullptr;
     sc.encoder.append_forced_call(prompt, choice.name);
-    return std::make_shared<ForcedCall>(choice.name);
+    return std::make_shared<ForcedCall>(choice.name, single_call);
 }
 
 void ForcedCall::configure(GenRequest& request) const {
     request.dsml.thinking = false;
     request.dsml.parse_tools = false;
-    request.stops = block_close_tags();
+    request.stops = single_ ? invoke_close_tags() : block_close_tags();
+    // The scheduler feeds the block's close after the stop; DSML always is the first
+    // spelling here (forced_call_prefix writes it).
+    if (single_) request.stop_tail = block_close_after(invoke_close_tags()[0]);
 }
 
 void ForcedCall::begin(std::vector<GenEvent>& out) { route(pending_, out); }
@@ -218,9 +263,11 @@ void ForcedCall::on_event(const GenEvent& ev, std::vector<GenEvent>& out) {
 }
 
 void ForcedCall::on_finish(GenResult& result, std::vector<GenEvent>& out) {
-    const auto& tags = block_close_tags();
+    const auto& tags = single_ ? invoke_close_tags() : block_close_tags();
+    std::string closing;
     if (std::find(tags.begin(), tags.end(), result.stop_sequence) != tags.end()) {
-        dsml_.feed(result.stop_sequence, pending_);
+        closing = result.stop_sequence + (single_ ? block_close_after(result.stop_sequence) : std::string());
+        dsml_.feed(closing, pending_);
         result.stop_sequence.clear();
     }
     dsml_.finish(pending_);
@@ -233,9 +280,17 @@ void ForcedCall::on_finish(GenResult& result, std::vector<GenEvent>& out) {
         out.push_back({GenKind::content, 0, generated_});
     }
     if (emitted_calls_ > 0 && result.finish == "stop") result.finish = "tool_calls";
+    if (!closing.empty() && !raw_first_) result.tool_block = sampled_tool_block(forced_call_prefix(name_) + generated_ + closing);
 }
 
 Assembled assemble(const std::vector<GenEvent>& events, const char* call_prefix) {
+    GenRequest r;
+    r.call_id_prefix = call_prefix;
+    Job job(std::move(r));
+    return assemble(events, job);
+}
+
+Assembled assemble(const std::vector<GenEvent>& events, Job& job) {
     Assembled m;
     std::map<std::size_t, std::size_t> pos;
     for (const auto& ev : events) {
@@ -244,7 +299,7 @@ Assembled assemble(const std::vector<GenEvent>& events, const char* call_prefix)
             case GenKind::content: m.content += ev.text; break;
             case GenKind::call_begin:
                 pos[ev.call] = m.calls.size();
-                m.calls.push_back({random_id(call_prefix, 24), ev.text, ""});
+                m.calls.push_back({job.call_id(ev.call), ev.text, ""});
                 break;
             case GenKind::arguments:
                 if (auto it = pos.find(ev.call); it != pos.end()) m.calls[it->second].arguments += ev.text;

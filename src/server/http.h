@@ -17,6 +17,7 @@
 
 #include "ds4/error.h"
 #include "server/request.h"
+#include "server/response_store.h"
 #include "server/scheduler.h"
 #include "text/dsml_stream.h"
 
@@ -39,6 +40,7 @@ struct ServerContext {
     uint64_t ctx = 0;
     uint64_t default_max_tokens = 0;
     std::atomic<bool>& stopping;
+    ResponseStore* responses;  // previous_response_id (null: every id is unknown)
 };
 
 void send_json(httplib::Response& res, int status, const Json& body);
@@ -78,7 +80,9 @@ private:
 // complete header the generated text is returned as content.
 class ForcedCall {
 public:
-    explicit ForcedCall(std::string name);
+    // `single` (parallel_tool_calls: false): the job stops when the first invoke closes,
+    // later calls are never reported, and the block's closing tag is fed after it.
+    explicit ForcedCall(std::string name, bool single = false);
     // Scheduler settings of a forced job: DSML as text, stop at the block's close tag.
     void configure(GenRequest& request) const;
     void begin(std::vector<GenEvent>& out);
@@ -95,13 +99,18 @@ private:
     std::map<std::size_t, std::string> args_, names_;
     std::size_t emitted_calls_ = 0;
     bool first_begun_ = false, first_done_ = false, failed_ = false, raw_first_ = false;
+    bool single_ = false;
     std::vector<text::DsmlEvent> pending_;
 };
 
 // A forced choice: appends the call opening to `prompt` (rendered without thinking) and
 // returns the filter; null for auto/none.
 std::shared_ptr<ForcedCall> force_call(const ServerContext& sc, const ToolChoice& choice,
-                                       std::vector<TokenId>& prompt);
+                                       std::vector<TokenId>& prompt, bool single_call = false);
+
+// `parallel_tool_calls` of Chat Completions and Responses (default true): false → at most
+// one call (GenRequest::single_call; ForcedCall's `single`). Not a boolean → 400.
+bool read_single_call(const Json& body);
 
 struct StreamHandlers {
     std::function<void(Sse&)> start;
@@ -130,7 +139,9 @@ struct Assembled {
     std::string reasoning, content;
     std::vector<AssembledCall> calls;
 };
-// Call ids are made with `call_prefix` (e.g. "call_", "toolu_").
+// Call ids come from the job (Job::call_id), so they are the ones the memory remembers.
+Assembled assemble(const std::vector<GenEvent>& events, Job& job);
+// With fresh ids made with `call_prefix` (tests, the fuzzer).
 Assembled assemble(const std::vector<GenEvent>& events, const char* call_prefix);
 
 // Tracks call indexes of a stream: global DSML index -> position among live calls.

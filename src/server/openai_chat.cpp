@@ -18,7 +18,7 @@ struct ChatStream {
     int64_t created = 0;
     bool include_usage = false;
     CallIndex calls;
-    std::map<std::size_t, std::string> call_ids;
+    std::shared_ptr<Job> job;
 
     Json chunk(Json delta, Json finish = nullptr) const {
         return {{"id", id},
@@ -35,7 +35,7 @@ struct ChatStream {
             case GenKind::call_begin: {
                 const std::size_t i = calls.begin(ev.call);
                 Json call = {{"index", i},
-                             {"id", call_ids[ev.call] = random_id("call_", 24)},
+                             {"id", job->call_id(ev.call)},
                              {"type", "function"},
                              {"function", {{"name", ev.text}, {"arguments", ""}}}};
                 sse.data(chunk({{"tool_calls", Json::array({call})}}));
@@ -66,8 +66,8 @@ struct ChatStream {
 };
 
 Json completion_body(const std::string& id, const std::string& model, int64_t created,
-                     const std::vector<GenEvent>& events, const GenResult& r) {
-    const Assembled m = assemble(events, "call_");
+                     const std::vector<GenEvent>& events, const GenResult& r, Job& job) {
+    const Assembled m = assemble(events, job);
     Json message = {{"role", "assistant"}, {"content", m.content}};
     if (!m.reasoning.empty()) message["reasoning_content"] = m.reasoning;
     if (!m.calls.empty()) {
@@ -117,10 +117,12 @@ void handle_chat_completions(const ServerContext& sc, const httplib::Request& re
     if (prefill && choice.forced()) throw ApiError(400, "tool_choice cannot force a call after an assistant prefix", "tool_choice");
     refuse_unsupported(body);
     std::vector<TokenId> prompt = sc.encoder.encode_messages(std::move(messages), &tools, mode, choice.tools_active());
-    auto forced = force_call(sc, choice, prompt);
+    const bool single_call = read_single_call(body);
+    auto forced = force_call(sc, choice, prompt, single_call);
     GenRequest gen = make_gen_request(std::move(prompt), read_sampling(body, mode != ThinkingMode::none, true),
                                       read_max_tokens(body, {"max_completion_tokens", "max_tokens"}, sc.default_max_tokens),
                                       mode, choice.tools_active(), read_stops(body, "stop"), sc.ctx, "messages");
+    gen.single_call = single_call;
     if (forced) forced->configure(gen);
     if (prefill) gen.dsml.thinking = false;  // the open turn is past its </think>
     const bool stream = opt_bool(body, "stream").value_or(false);
@@ -132,8 +134,8 @@ void handle_chat_completions(const ServerContext& sc, const httplib::Request& re
     const std::string id = random_id("chatcmpl-", 24);
     const int64_t created = unix_now();
     if (!stream) {
-        reply_when_done(res, job, [id, model, created](const auto& events, const GenResult& r) {
-            return completion_body(id, model, created, events, r);
+        reply_when_done(res, job, [id, model, created, job](const auto& events, const GenResult& r) {
+            return completion_body(id, model, created, events, r, *job);
         }, forced);
         return;
     }
@@ -142,6 +144,7 @@ void handle_chat_completions(const ServerContext& sc, const httplib::Request& re
     state->model = model;
     state->created = created;
     state->include_usage = include_usage;
+    state->job = job;
     stream_job(res, job,
                {[state](Sse& sse) { sse.data(state->chunk({{"role", "assistant"}, {"content", ""}})); },
                 [state](const GenEvent& ev, Sse& sse) { state->on_event(ev, sse); },

@@ -54,8 +54,8 @@ void handle_completions(const ServerContext& sc, const httplib::Request& req, ht
                     {"choices", std::move(choices)}};
     };
     if (!stream) {
-        reply_when_done(res, job, [envelope](const auto& events, const GenResult& r) {
-            const Assembled m = assemble(events, "call_");
+        reply_when_done(res, job, [envelope, job](const auto& events, const GenResult& r) {
+            const Assembled m = assemble(events, *job);
             Json choice = {{"text", m.content}, {"index", 0}, {"logprobs", nullptr}, {"finish_reason", r.finish}};
             if (!m.reasoning.empty()) choice["reasoning_content"] = m.reasoning;
             Json out = envelope(Json::array({choice}));

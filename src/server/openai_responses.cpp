@@ -206,10 +206,14 @@ struct ResponseStream {
     std::string reasoning, text;
     std::string reasoning_seen;        // all reasoning, for usage.reasoning_tokens
     const Tokenizer* tokenizer = nullptr;
+    std::shared_ptr<Job> job;
+    Json previous;                  // previous_response_id, echoed
+    ResponseStore* store = nullptr;  // store: true
+    Json input_items;               // the whole conversation this response answered
 
     Json response(const std::string& status) const {
         return {{"id", id}, {"object", "response"}, {"created_at", created}, {"status", status},
-                {"model", model}, {"output", output}};
+                {"model", model}, {"previous_response_id", previous}, {"store", store != nullptr}, {"output", output}};
     }
     void send(Sse& sse, const std::string& type, Json payload) {
         Json e = {{"type", type}, {"sequence_number", seq++}};
@@ -255,11 +259,11 @@ struct ResponseStream {
                 if (custom_tools.count(ev.text)) {
                     custom_args[ev.call].clear();
                     call_index[ev.call] = add_item(sse, {{"id", random_id("ctc_")}, {"type", "custom_tool_call"}, {"status", "in_progress"},
-                                                         {"name", ev.text}, {"call_id", random_id("call_", 24)}, {"input", ""}});
+                                                         {"name", ev.text}, {"call_id", job->call_id(ev.call)}, {"input", ""}});
                     break;
                 }
                 call_index[ev.call] = add_item(sse, {{"id", random_id("fc_")}, {"type", "function_call"}, {"status", "in_progress"},
-                                                     {"name", ev.text}, {"call_id", random_id("call_", 24)}, {"arguments", ""}});
+                                                     {"name", ev.text}, {"call_id", job->call_id(ev.call)}, {"arguments", ""}});
                 break;
             case GenKind::arguments: {
                 auto it = call_index.find(ev.call);
@@ -346,10 +350,46 @@ struct ResponseStream {
         if (tokenizer && !reasoning_seen.empty()) tokenizer->encode_text(reasoning_seen, ids);
         resp["usage"] = usage_json(r, ids.size());
         final_response = resp;
+        if (store && r.finish != "error") store->put(id, conversation_items(input_items));
         if (sse) send(*sse, "response." + status_of(r), {{"response", resp}});
     }
     Json final_response;
+
+    // What a later request with previous_response_id continues from: the input items,
+    // then the output items (the reasoning as a reasoning item even when no summary was
+    // asked for, so the next turn renders it).
+    Json conversation_items(const Json& inputs) const {
+        Json items = inputs;
+        bool has_reasoning = false;
+        for (const auto& item : output) has_reasoning = has_reasoning || item["type"] == "reasoning";
+        if (!has_reasoning && !reasoning_seen.empty())
+            items.push_back({{"type", "reasoning"}, {"summary", Json::array()},
+                             {"content", Json::array({{{"type", "reasoning_text"}, {"text", reasoning_seen}}})}});
+        for (const auto& item : output) items.push_back(item);
+        return items;
+    }
 };
+
+// The request's input as items: a string is one user message.
+Json input_items(const Json& input) {
+    if (input.is_string()) return Json::array({{{"type", "message"}, {"role", "user"}, {"content", input}}});
+    if (!input.is_array()) throw ApiError(400, "invalid JSON request: 'input' must be a string or an array", "input");
+    return input;
+}
+
+// previous_response_id: the stored conversation followed by this request's input.
+// Unknown ids are a 404 naming the id (OpenAI's code previous_response_not_found).
+Json continued_input(const ServerContext& sc, const Json& body) {
+    Json items = input_items(body["input"]);
+    const std::optional<std::string> prev = opt_string(body, "previous_response_id");
+    if (!prev) return items;
+    std::optional<Json> stored = sc.responses ? sc.responses->get(*prev) : std::nullopt;
+    if (!stored)
+        throw ApiError(404, cat("Previous response with id '", *prev, "' not found."), "previous_response_id",
+                       "previous_response_not_found");
+    for (auto& item : items) stored->push_back(std::move(item));
+    return *stored;
+}
 
 }  // namespace
 
@@ -357,9 +397,12 @@ void handle_responses(const ServerContext& sc, const httplib::Request& req, http
     const Json body = parse_body(req.body);
     const std::string model = check_model(body);
     if (!body.contains("input") || body["input"].is_null()) throw ApiError(400, "missing input", "input");
-    for (const char* key : {"previous_response_id", "conversation"})
-        if (body.contains(key) && !body[key].is_null())
-            throw ApiError(400, cat(key, " is not supported; replay full input instead"), key);
+    if (body.contains("conversation") && !body["conversation"].is_null())
+        throw ApiError(400, "conversation is not supported; use previous_response_id or replay the full input",
+                       "conversation");
+    Json full = body;
+    full["input"] = continued_input(sc, body);
+    const bool store = opt_bool(body, "store").value_or(true);
     ThinkingInputs thinking;
     bool summary = false;
     if (auto r = body.find("reasoning"); r != body.end() && !r->is_null()) {
@@ -374,11 +417,13 @@ void handle_responses(const ServerContext& sc, const httplib::Request& req, http
     const ToolChoice choice = read_tool_choice(body.value("tool_choice", Json(nullptr)), tools);
     const bool tools_active = choice.tools_active() && !tools.is_null();
     const ThinkingMode mode = choice.forced() ? ThinkingMode::none : selected;  // see openai_chat.cpp
-    std::vector<TokenId> prompt = sc.encoder.encode_messages(responses_to_openai_messages(body), &tools, mode, tools_active);
-    auto forced = force_call(sc, choice, prompt);
+    std::vector<TokenId> prompt = sc.encoder.encode_messages(responses_to_openai_messages(full), &tools, mode, tools_active);
+    const bool single_call = read_single_call(body);
+    auto forced = force_call(sc, choice, prompt, single_call);
     GenRequest gen = make_gen_request(std::move(prompt), read_sampling(body, mode != ThinkingMode::none, false),
                                       read_max_tokens(body, {"max_output_tokens", "max_tokens"}, sc.default_max_tokens),
                                       mode, tools_active, {}, sc.ctx, "input");
+    gen.single_call = single_call;
     if (forced) forced->configure(gen);
     const bool stream = opt_bool(body, "stream").value_or(false);
     auto job = submit(sc, std::move(gen));
@@ -388,7 +433,13 @@ void handle_responses(const ServerContext& sc, const httplib::Request& req, http
     state->created = unix_now();
     state->summary = summary;
     state->tokenizer = &sc.encoder.tokenizer();
+    state->job = job;
     state->custom_tools = custom_tool_names(body.value("tools", Json(nullptr)));
+    state->previous = body.value("previous_response_id", Json(nullptr));
+    if (store && sc.responses) {
+        state->store = sc.responses;
+        state->input_items = full["input"];
+    }
     if (!stream) {
         reply_when_done(res, job, [state](const auto& events, const GenResult& r) {
             for (const auto& ev : events) state->on_event(ev, nullptr);

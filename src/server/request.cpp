@@ -295,7 +295,7 @@ std::vector<TokenId> PromptEncoder::tokenize(const std::string& rendered) const 
 }
 
 std::vector<TokenId> PromptEncoder::encode_messages(Json messages, const Json* tools, ThinkingMode mode,
-                                                    bool tools_active) const {
+                                                    bool tools_active, ToolReplayStats* stats) const {
     if (!messages.is_array()) throw ApiError(400, "invalid JSON request: 'messages' must be an array", "messages");
     if (messages.empty()) throw ApiError(400, "'messages' must not be empty", "messages");
     neutralise(messages);
@@ -311,7 +311,11 @@ std::vector<TokenId> PromptEncoder::encode_messages(Json messages, const Json* t
         }
         ChatOptions options;
         options.thinking = mode;
-        return tokenize(encode_chat(msgs, options));
+        std::vector<ReplaySplice> splices;
+        if (memory_) splices = mark_replayed_calls(msgs, *memory_, stats);
+        std::string rendered = encode_chat(msgs, options);
+        splice_replayed_blocks(rendered, splices);
+        return tokenize(rendered);
     } catch (const ds4::Error& e) {
         throw ApiError(400, cat("invalid request: ", e.what()), "messages");
     }

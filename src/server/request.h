@@ -15,6 +15,7 @@
 #include "ds4/sampler.h"
 #include "ds4/tokenizer.h"
 #include "server/scheduler.h"
+#include "server/tool_memory.h"
 
 namespace ds4::server {
 
@@ -103,8 +104,13 @@ class PromptEncoder {
 public:
     explicit PromptEncoder(Tokenizer tok);
     // OpenAI-shaped messages (+ request tools) → tokens. Throws ApiError 400 for bad input.
+    // With a tool memory, assistant calls whose ids it knows are rendered with the bytes
+    // the model sampled (exact replay, see tool_memory.h); `stats` (may be null) counts.
     std::vector<TokenId> encode_messages(Json messages, const Json* tools, ThinkingMode mode,
-                                         bool tools_active) const;
+                                         bool tools_active, ToolReplayStats* stats = nullptr) const;
+    // Null (the default, or --disable-exact-dsml-tool-replay): canonical rendering only.
+    void set_tool_memory(ToolMemory* memory) { memory_ = memory; }
+    ToolMemory* tool_memory() const { return memory_; }
     // Appends forced_call_prefix(name) to a prompt; special-token strings inside the
     // client's tool name stay plain text.
     void append_forced_call(std::vector<TokenId>& prompt, const std::string& name) const;
@@ -116,6 +122,7 @@ private:
     Tokenizer tok_;
     std::vector<std::string> specials_;  // strings of chat_special_ids()
     std::vector<std::string> markers_;   // one private-use marker per special
+    ToolMemory* memory_ = nullptr;
 };
 
 // The generation request for a prompt: length budget, DSML options, context check.

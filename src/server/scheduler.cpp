@@ -4,6 +4,7 @@
 #include <cstdio>
 
 #include "ds4/error.h"
+#include "server/tool_memory.h"
 #include "server/trace.h"
 #include "text/dsml_stream.h"
 #include "text/stop_sequences.h"
@@ -132,7 +133,7 @@ struct Scheduler::Active {
     std::shared_ptr<Job> job;
     uint64_t id = 0;               // serial number (traces)
     std::vector<TokenId> prompt;   // the prompt the KV holds (the request's, or a disk hit's)
-    std::string raw_text;          // everything decoded, for the trace
+    std::string raw_text;          // everything decoded (trace, sampled tool block)
     SequenceId seq = 0;
     std::vector<TokenId> history;  // tokens in the sequence's KV
     std::size_t prompt_done = 0;   // prompt tokens in the KV
@@ -148,6 +149,8 @@ struct Scheduler::Active {
     std::size_t live_calls = 0;    // calls begun and not aborted
     SequenceCheckpoint prompt_cp;  // one token before the end of the prompt
     GenResult result;
+    std::deque<TokenId> tail;      // fed instead of sampled before finishing (closing tags)
+    GenResult tail_end;            // the result once the tail is fed
 
     Active(std::shared_ptr<Job> j, const Tokenizer& tok)
         : job(std::move(j)), sampler(job->request().sampling), decoder(tok),
@@ -391,8 +394,10 @@ GenKind gen_kind(text::DsmlEventKind k) {
 
 // Routes DSML events to the job; visible text passes the stop matcher first. Returns
 // true when a stop sequence matched.
+// With `single_call`, events end at the first call's call_end and *call_closed is set.
 static bool forward_events(Job& job, text::StopMatcher& stops, std::size_t& live_calls,
-                           std::vector<text::DsmlEvent>& events) {
+                           std::vector<text::DsmlEvent>& events, bool single_call = false,
+                           bool* call_closed = nullptr) {
     for (auto& ev : events) {
         if (ev.kind == text::DsmlEventKind::block_closed) continue;
         if (ev.kind == text::DsmlEventKind::content) {
@@ -410,15 +415,59 @@ static bool forward_events(Job& job, text::StopMatcher& stops, std::size_t& live
             ++live_calls;
         }
         if (ev.kind == text::DsmlEventKind::calls_aborted) live_calls = std::min(live_calls, ev.call);
+        const bool closes_first = single_call && ev.kind == text::DsmlEventKind::call_end;
         job.publish({gen_kind(ev.kind), ev.call, std::move(ev.text)});
+        if (closes_first && call_closed) {
+            *call_closed = true;
+            break;
+        }
     }
     events.clear();
     return false;
 }
 
+namespace {
+
+// The tag closing the tool block `raw` opened, in the spelling it used (§3.2).
+std::string block_close_for(std::string_view raw) {
+    if (raw.find("<｜DSML｜tool_calls>") != std::string_view::npos) return "\n</｜DSML｜tool_calls>";
+    if (raw.find("<DSML｜tool_calls>") != std::string_view::npos) return "\n</DSML｜tool_calls>";
+    return "\n</tool_calls>";
+}
+
+}  // namespace
+
+// Ends the generation after `last` (sampled, fed at the next step) and the tokens of
+// `text`, which are fed without sampling; the last of them stays unfed like an EOS.
+void Scheduler::begin_tail(Active& a, TokenId last, const std::string& text, GenResult end) {
+    std::vector<TokenId> t;
+    tok_.encode_chat(text, t);
+    a.raw_text += text;
+    if (a.live_calls > 0) end.tool_block = sampled_tool_block(a.raw_text);
+    if (t.empty() || a.history.size() + t.size() + 1 >= ctx_) {
+        a.unfed = last;
+        retire(a, std::move(end));
+        return;
+    }
+    a.next = last;
+    a.tail.assign(t.begin(), t.end());
+    a.tail_end = std::move(end);
+}
+
 void Scheduler::on_logits(Active& a, std::span<const float> logits) {
     const GenRequest& req = a.job->request();
     a.generating = true;
+    if (!a.tail.empty()) {
+        const TokenId id = a.tail.front();
+        a.tail.pop_front();
+        if (!a.tail.empty()) {
+            a.next = id;
+            return;
+        }
+        a.unfed = id;
+        retire(a, std::move(a.tail_end));
+        return;
+    }
     TokenId id = -1;
     try {
         id = a.sampler.sample(logits, a.dsml.force_greedy());
@@ -436,12 +485,18 @@ void Scheduler::on_logits(Active& a, std::span<const float> logits) {
         finished = true;
     } else {
         const std::string_view piece = a.decoder.push(id);
-        if (options_.trace) a.raw_text += piece;
+        a.raw_text += piece;
         a.dsml.feed(piece, events);
-        if (forward_events(*a.job, a.stops, a.live_calls, events)) {
+        bool call_closed = false;
+        if (forward_events(*a.job, a.stops, a.live_calls, events, req.single_call, &call_closed)) {
             end.finish = "stop";
             end.stop_sequence = std::string(a.stops.matched());
+            if (!req.stop_tail.empty()) return begin_tail(a, id, req.stop_tail, std::move(end));
             finished = true;
+        } else if (call_closed) {
+            // parallel_tool_calls: false — one call, then the block's closing tag.
+            end.finish = "tool_calls";
+            return begin_tail(a, id, block_close_for(a.raw_text), std::move(end));
         } else if (a.dsml.block_closed()) {
             end.finish = "stop";
             finished = true;
@@ -457,7 +512,7 @@ void Scheduler::on_logits(Active& a, std::span<const float> logits) {
     a.unfed = id;
     if (end.stop_sequence.empty()) {
         const std::string_view piece = a.decoder.finish();
-        if (options_.trace) a.raw_text += piece;
+        a.raw_text += piece;
         a.dsml.feed(piece, events);
         a.dsml.finish(events);
         if (forward_events(*a.job, a.stops, a.live_calls, events)) {
@@ -470,6 +525,7 @@ void Scheduler::on_logits(Active& a, std::span<const float> logits) {
         }
     }
     if (a.live_calls > 0 && end.finish == "stop" && end.stop_sequence.empty()) end.finish = "tool_calls";
+    if (a.live_calls > 0) end.tool_block = sampled_tool_block(a.raw_text);
     retire(a, std::move(end));
 }
 

@@ -29,6 +29,7 @@
 namespace ds4::server {
 
 class Trace;
+class ToolMemory;
 
 // What a generation produced, as the formatters see it: the DSML stream's events with
 // stop sequences already applied to the visible text.
@@ -47,6 +48,9 @@ struct GenResult {
     uint64_t prompt_tokens = 0;
     uint64_t cached_tokens = 0;   // prompt tokens reused from a live sequence
     uint64_t completion_tokens = 0;
+    // The DSML tool block the model sampled (exact bytes, "" when it made no call): the
+    // exact-replay memory maps this turn's call ids to it (tool_memory.h).
+    std::string tool_block;
 };
 
 struct GenRequest {
@@ -55,6 +59,14 @@ struct GenRequest {
     uint64_t max_tokens = 0;
     DsmlOptions dsml;
     std::vector<std::string> stops;  // matched against visible content only (§8 item 7)
+    // parallel_tool_calls: false — generation ends when the first call's invoke closes;
+    // the block's closing tag is then fed (not sampled) so the KV holds a closed block.
+    bool single_call = false;
+    // Fed after a stop sequence matched, before the job finishes (forced single calls:
+    // the tool block's closing tag after the invoke's).
+    std::string stop_tail;
+    std::string call_id_prefix = "call_";  // "toolu_" for Anthropic
+    ToolMemory* tool_memory = nullptr;     // remembers the sampled block (null: off)
 };
 
 class Job {
@@ -81,6 +93,10 @@ public:
     bool done() const;
 
     void cancel() { cancelled_ = true; }
+    // The API id of tool call `call` of this response (call_id_prefix + 24 hex), made on
+    // first use so the stream and the final object agree; call_ids() lists them in order.
+    std::string call_id(std::size_t call);
+    std::vector<std::string> call_ids() const;
     bool cancelled() const { return cancelled_; }
 
     // Worker side.
@@ -96,6 +112,7 @@ private:
     GenResult result_;
     bool done_ = false;
     std::atomic<bool> cancelled_{false};
+    std::vector<std::pair<std::size_t, std::string>> call_ids_;
 };
 
 // The seam to the session layer: a sequence whose KV holds the longest usable prefix of a
@@ -129,7 +146,7 @@ struct KvCacheStats {
     uint64_t disk_saves = 0, disk_load_failures = 0;
     uint64_t live_sessions = 0, live_bytes = 0;
     bool disk_enabled = false;
-    uint64_t disk_files = 0, disk_bytes = 0;
+    uint64_t disk_files = 0, disk_bytes = 0, disk_scans = 0;
 };
 
 class SequenceSource {
@@ -218,6 +235,7 @@ private:
     void step(std::vector<std::unique_ptr<Active>>& active);
     void advance_source_prefills(std::vector<std::unique_ptr<Active>>& active);
     void on_logits(Active& a, std::span<const float> logits);
+    void begin_tail(Active& a, TokenId last, const std::string& text, GenResult end);
     void retire(Active& a, GenResult result);
     void trace_admitted(const Active& a, const SequenceLease& lease);
     void trace_finished(const Active& a, const GenResult& result);

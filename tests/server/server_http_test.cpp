@@ -163,11 +163,52 @@ TEST_F(ServerHttp, ResponsesBothWays) {
               events.back().json["response"]["usage"]["total_tokens"].get<int>() -
                   events.back().json["response"]["usage"]["input_tokens"].get<int>());
     const HttpReply prev = post(s(), "/v1/responses", Json{{"input", "x"}, {"previous_response_id", "resp_1"}});
-    EXPECT_EQ(prev.status, 400);
+    EXPECT_EQ(prev.status, 404);
+    EXPECT_EQ(prev.json["error"]["message"], "Previous response with id 'resp_1' not found.");
     EXPECT_EQ(prev.json["error"]["param"], "previous_response_id");
+    EXPECT_EQ(prev.json["error"]["code"], "previous_response_not_found");
     const HttpReply image = post(s(), "/v1/responses",
                                  Json{{"input", Json::array({{{"role", "user"}, {"content", Json::array({{{"type", "input_image"}}})}}})}});
     EXPECT_EQ(image.status, 400);
+}
+
+// previous_response_id (§8 item 15): the stored conversation plus the new input renders
+// exactly like the client replaying it all; store: false leaves nothing to continue.
+TEST_F(ServerHttp, PreviousResponseIdContinuesTheConversation) {
+    const Json first = {{"model", "deepseek-chat"}, {"input", "hello"}, {"max_output_tokens", 3}, {"temperature", 0}};
+    const HttpReply r1 = post(s(), "/v1/responses", first);
+    ASSERT_EQ(r1.status, 200) << r1.body;
+    EXPECT_EQ(r1.json["store"], true);
+    EXPECT_TRUE(r1.json["previous_response_id"].is_null());
+    const std::string id = r1.json["id"];
+    Json next = {{"model", "deepseek-chat"}, {"input", "and then?"}, {"previous_response_id", id},
+                 {"max_output_tokens", 3}, {"temperature", 0}};
+    const HttpReply r2 = post(s(), "/v1/responses", next);
+    ASSERT_EQ(r2.status, 200) << r2.body;
+    EXPECT_EQ(r2.json["previous_response_id"], id);
+    Json replay_input = Json::array({{{"role", "user"}, {"content", "hello"}}});
+    for (const auto& item : r1.json["output"]) replay_input.push_back(item);
+    replay_input.push_back({{"role", "user"}, {"content", "and then?"}});
+    const HttpReply r3 = post(s(), "/v1/responses", Json{{"model", "deepseek-chat"}, {"input", replay_input},
+                                                          {"max_output_tokens", 3}, {"temperature", 0}, {"store", false}});
+    ASSERT_EQ(r3.status, 200) << r3.body;
+    EXPECT_EQ(r3.json["store"], false);
+    EXPECT_EQ(r2.json["usage"]["input_tokens"], r3.json["usage"]["input_tokens"]);
+    EXPECT_GT(r2.json["usage"]["input_tokens"].get<int>(), r1.json["usage"]["input_tokens"].get<int>());
+    // A chain of three: the second response is stored with everything before it.
+    next["previous_response_id"] = r2.json["id"];
+    next["input"] = "last one";
+    const HttpReply r4 = post(s(), "/v1/responses", next);
+    ASSERT_EQ(r4.status, 200) << r4.body;
+    EXPECT_GT(r4.json["usage"]["input_tokens"].get<int>(), r2.json["usage"]["input_tokens"].get<int>());
+    // store: false is not kept.
+    const HttpReply gone = post(s(), "/v1/responses", Json{{"input", "x"}, {"previous_response_id", r3.json["id"]}});
+    EXPECT_EQ(gone.status, 404);
+    EXPECT_EQ(gone.json["error"]["message"],
+              "Previous response with id '" + r3.json["id"].get<std::string>() + "' not found.");
+    const HttpReply bad = post(s(), "/v1/responses", Json{{"input", "x"}, {"store", "yes"}});
+    EXPECT_EQ(bad.status, 400);
+    EXPECT_EQ(bad.json["error"]["param"], "store");
 }
 
 TEST_F(ServerHttp, AnthropicMessagesBothWays) {

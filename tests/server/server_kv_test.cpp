@@ -14,6 +14,7 @@
 #include "kvstore/kvc_format.h"
 #include "server/pool_sequence_source.h"
 #include "server/request.h"
+#include "server/tool_memory.h"
 #include "server_harness.h"
 
 namespace ds4::testing {
@@ -411,6 +412,67 @@ TEST_F(ToolReplay, DifferentArgumentsAreNotReplayed) {
     const std::vector<TokenId> same = server::replay_live_tool_blocks(*tok_, live, encode(turn2()), &replaced);
     EXPECT_EQ(replaced, 1);
     EXPECT_TRUE(std::equal(live.begin(), live.end(), same.begin()));
+}
+
+
+// The tool-id map on disk (KTM, formats.md §6.5): the shutdown checkpoint of a session that
+// sampled a tool block carries call id -> sampled bytes; after a "restart" (new memory,
+// new cache object) a request naming that id renders those bytes and continues from the
+// disk checkpoint past the block.
+TEST_F(ToolReplay, ToolIdMapSurvivesARestartThroughTheDiskCache) {
+    TempDir dir;
+    auto open_disk = [&](server::ToolMemory& memory) {
+        kvstore::DiskCacheOptions d;
+        d.dir = dir.path;
+        d.min_tokens = 16;
+        d.log = [](const std::string&) {};
+        d.tool_ids_for_text = [&memory](std::string_view text) { return memory.entries_for_text(text); };
+        d.on_tool_ids_loaded = [&memory](const std::vector<kvstore::ToolIdEntry>& e) { memory.import(e); };
+        auto disk = std::make_unique<kvstore::DiskCache>(std::move(d));
+        kvstore::DiskCache* cache = disk.get();
+        memory.set_disk_lookup([cache](const std::function<bool(std::string_view)>& wanted) {
+            return cache->load_tool_ids(wanted);
+        });
+        return disk;
+    };
+    runtime::SessionPoolOptions po;
+    po.policy.min_tokens = 16;
+    po.policy.cold_max_tokens = 0;  // only the shutdown checkpoint
+    const std::vector<TokenId> p1 = encode(turn1_);
+    uint64_t live = 0;
+    {
+        server::ToolMemory memory;
+        server::PoolSequenceSource src(*engine_, *tok_, po, open_disk(memory), nullptr);
+        memory.remember(std::vector<std::string>{"call_1"}, sampled_);
+        live = run_turn1(src, p1);
+        src.shutdown();
+    }
+    const std::vector<KvFile> files = kv_files(dir.path);
+    ASSERT_EQ(files.size(), 1u);
+    EXPECT_EQ(files[0].header.ext_flags & kvstore::kExtToolMap, kvstore::kExtToolMap);
+    EXPECT_EQ(files[0].header.tokens, live);
+    std::ifstream in(files[0].path, std::ios::binary);
+    std::ostringstream buffer;
+    buffer << in.rdbuf();
+    const std::string bytes = buffer.str();
+    const std::string ktm = bytes.substr(files[0].header.body_end());
+    const std::vector<kvstore::ToolIdEntry> want = {{"call_1", sampled_}};
+    EXPECT_EQ(ktm, kvstore::encode_tool_map(want));
+
+    server::ToolMemory memory;
+    auto disk = open_disk(memory);
+    server::PromptEncoder enc(*tok_);
+    enc.set_tool_memory(&memory);
+    server::ToolReplayStats stats;
+    const std::vector<TokenId> p2 = enc.encode_messages(turn2(), &tools_, ThinkingMode::none, true, &stats);
+    EXPECT_EQ(stats.disk, 1);
+    EXPECT_NE(tok_->decode(p2).find(sampled_ + "<｜end▁of▁sentence｜>"), std::string::npos);
+    server::PoolSequenceSource src(*engine_, *tok_, po, std::move(disk), nullptr);
+    const server::SequenceLease lease = src.acquire(p2, 2);
+    EXPECT_EQ(lease.source, "disk-text");
+    EXPECT_GE(lease.reused + lease.evaluated, p2.size() - 1);
+    EXPECT_LT(lease.evaluated, p2.size() - live + 2);  // only what follows the block
+    src.release(lease.seq, lease.prompt, {}, -1);
 }
 
 }  // namespace
