@@ -284,11 +284,11 @@ KvCacheStats PoolSequenceSource::kv_stats() const {
     k.live_bytes = ps.resident_bytes;
     if (disk_) {
         k.disk_enabled = true;
-        k.disk_scans = disk_->scans();
         for (const kvstore::CacheEntry& e : disk_->entries()) {
             ++k.disk_files;
             k.disk_bytes += e.file_bytes;
         }
+        k.disk_scans = disk_->scans();  // after entries(), which may have rescanned
     }
     return k;
 }

@@ -475,5 +475,78 @@ TEST_F(ToolReplay, ToolIdMapSurvivesARestartThroughTheDiskCache) {
     src.release(lease.seq, lease.prompt, {}, -1);
 }
 
+
+// §8 item 23: requests do not rescan the disk cache directory; the index answers.
+TEST(ServerKv, RequestsDoNotRescanTheDiskCacheDirectory) {
+    TempDir kv;
+    ServerProcess server({"--kv-disk-dir", kv.path.string(), "--kv-cache-min-tokens", "64"});
+    ASSERT_TRUE(server.running());
+    // A directory stamp younger than 2 s is not trusted (coarse file-system timestamps).
+    std::this_thread::sleep_for(std::chrono::milliseconds(2200));
+    const double before = metric(metrics(server), "ds4_kv_disk_scans_total");
+    ASSERT_GE(before, 1);
+    for (int i = 0; i < 3; ++i) {
+        const HttpReply r = post(server, "/v1/chat/completions", chat(Json::array({user("hi " + std::to_string(i))}), 2));
+        ASSERT_EQ(r.status, 200) << r.body;
+    }
+    EXPECT_EQ(metric(metrics(server), "ds4_kv_disk_scans_total"), before);
+}
+
+// The tail mechanism behind parallel_tool_calls: false: after the stop, the block's closing
+// tag is fed (not sampled), so the released history holds it; its last token is the
+// unfed one, like an EOS.
+class RecordingSource final : public server::SequenceSource {
+public:
+    explicit RecordingSource(Engine& e) : inner_(e, 1) {}
+    server::SequenceLease acquire(std::span<const TokenId> p, uint64_t r) override { return inner_.acquire(p, r); }
+    void release(SequenceId seq, std::vector<TokenId> history, SequenceCheckpoint cp, TokenId unfed) override {
+        released = history;
+        last_unfed = unfed;
+        inner_.release(seq, std::move(history), std::move(cp), unfed);
+    }
+    uint64_t live_sequences() const override { return inner_.live_sequences(); }
+    std::vector<TokenId> released;
+    TokenId last_unfed = -1;
+
+private:
+    server::SlotSequenceSource inner_;
+};
+
+TEST_F(ToolReplay, StopTailIsFedIntoTheKvBeforeTheJobEnds) {
+    auto src = std::make_unique<RecordingSource>(*engine_);
+    RecordingSource* rec = src.get();
+    server::Scheduler sched(*engine_, *tok_, {}, std::move(src));
+    auto run = [&](std::vector<std::string> stops, std::string tail) {
+        server::GenRequest g = server::make_gen_request(encode(turn1_), SamplingParams{0.0f}, 8, ThinkingMode::none,
+                                                        false, std::move(stops), engine_->options().ctx, "messages");
+        g.stop_tail = std::move(tail);
+        auto job = std::make_shared<server::Job>(std::move(g));
+        EXPECT_TRUE(sched.submit(job));
+        std::vector<server::GenEvent> ev;
+        while (!job->wait(ev, std::chrono::milliseconds(200))) {
+        }
+        std::string text;
+        for (const auto& e : job->all_events()) text += e.text;
+        return std::make_pair(text, job->result());
+    };
+    const auto [free_text, free_result] = run({}, "");
+    ASSERT_FALSE(free_text.empty());
+    const auto lead = static_cast<unsigned char>(free_text[0]);
+    const std::size_t n = lead < 0x80 ? 1 : (lead >> 5) == 6 ? 2 : (lead >> 4) == 14 ? 3 : 4;
+    const std::string stop = free_text.substr(0, n);  // its first character
+    const std::string tail = "\n</｜DSML｜tool_calls>";
+    const auto [text, result] = run({stop}, tail);
+    EXPECT_EQ(result.finish, "stop");
+    EXPECT_EQ(result.stop_sequence, stop);
+    const std::vector<TokenId> t = tok_->encode_chat(tail);
+    ASSERT_FALSE(t.empty());
+    const std::vector<TokenId> p = encode(turn1_);
+    // prompt, the sampled tokens up to the stop, the tail but its last token (unfed).
+    ASSERT_EQ(rec->released.size(), p.size() + result.completion_tokens + t.size() - 1);
+    EXPECT_TRUE(std::equal(t.begin(), t.end() - 1, rec->released.end() - static_cast<std::ptrdiff_t>(t.size() - 1)));
+    EXPECT_EQ(rec->last_unfed, t.back());
+    sched.shutdown();
+}
+
 }  // namespace
 }  // namespace ds4::testing
