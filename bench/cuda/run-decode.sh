@@ -20,6 +20,7 @@ BIN=${GPU_BIN:-.gpu-bin}
 LOG=${OUT:-perf-logs}
 FULL_LAYERS=${FULL_LAYERS:-4}
 PROF_STEPS=${PROF_STEPS:-2}
+NCU_SETS=${NCU_SETS:-base new}  # the sets profiled with ncu
 NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1 || echo ncu)
 TARGETS=(test_cuda_kernels test_cuda_forward ds4-bench-cuda-forward ds4-make-model-static ds4-bench)
 
@@ -36,6 +37,7 @@ bench_set() {  # NAME DIR MODEL
     local name=$1 dir=$2 model=$3
     echo "== $name: ds4-bench-cuda-forward"
     "$dir/ds4-bench-cuda-forward" "$model" 256 64 8 32 2>&1 | tee "$LOG/fwd-$name.txt" | grep -E 'decode|batch'
+    [[ " $NCU_SETS " == *" $name "* ]] || return 0
     echo "== $name: ncu, last $PROF_STEPS decode steps"
     DS4_PROFILE_DECODE=$PROF_STEPS timeout 240 "$NCU" --profile-from-start off --clock-control none --cache-control none \
         --metrics gpu__time_duration.sum --csv --page raw "$dir/ds4-bench-cuda-forward" "$model" 64 8 \
@@ -67,6 +69,8 @@ run() {
         --gtest_filter='CudaEngine.BatchOfSequencesMatchesOneByOne:Goldens/CudaGolden.PrefillThenDecode*/tiny_s1' \
         >"$LOG/memcheck.txt" 2>&1 && echo "memcheck clean" || { rc=1; tail -15 "$LOG/memcheck.txt"; }
     [ -x "$BASE/ds4-bench-cuda-forward" ] && bench_set base "$BASE" "$model"
+    # more baselines: EXTRA_SETS="NAME:DIR ..." (bench-forward only)
+    for set in ${EXTRA_SETS:-}; do bench_set "${set%%:*}" "${set#*:}" "$model"; done
     bench_set new "$BIN" "$model"
     for n in base new; do [ -s "$LOG/ncu-$n.csv" ] && { echo "== ncu $n"; ncu_table "$LOG/ncu-$n.csv" | head -25; }; done
     return $rc

@@ -133,10 +133,13 @@ __global__ void topk_rank_kernel(const float* scores, uint32_t n, uint32_t k, ui
     if (rank < k) sel[rank] = c;
 }
 
-__device__ const float* attended_row(const AttendToken& a, uint32_t n_raw, uint32_t i) {
+// first_slot: the ring slot of the oldest raw row, (pos + 1 − n_raw) % window, computed
+// once per thread (a 64-bit modulo per row and value made the first version slow).
+__device__ const float* attended_row(const AttendToken& a, uint32_t n_raw, uint32_t first_slot, uint32_t i) {
     if (i < n_raw) {
-        const uint64_t q = a.pos + 1 - n_raw + i;
-        return a.raw + (q % a.window) * a.hd;
+        uint32_t slot = first_slot + i;
+        if (slot >= a.window) slot -= a.window;
+        return a.raw + uint64_t{slot} * a.hd;
     }
     const uint32_t c = i - n_raw;
     return a.comp + uint64_t{a.comp_sel != nullptr ? a.comp_sel[c] : c} * a.hd;
@@ -149,6 +152,7 @@ __global__ void attend_kernel(AttendToken a) {
     const uint32_t h = blockIdx.x, hd = a.hd;
     const uint32_t n_raw = static_cast<uint32_t>(a.pos + 1 < a.window ? a.pos + 1 : a.window);
     const uint32_t n_rows = n_raw + a.n_comp;
+    const auto first_slot = static_cast<uint32_t>((a.pos + 1 - n_raw) % a.window);
     const float* qh = a.q + uint64_t{h} * hd;
     for (uint32_t j = threadIdx.x; j < hd; j += blockDim.x) qs[j] = qh[j];
     __syncthreads();
@@ -156,7 +160,7 @@ __global__ void attend_kernel(AttendToken a) {
     float* s = a.scores + uint64_t{h} * a.cap_rows;
     const uint32_t warp = threadIdx.x / 32, lane = threadIdx.x % 32, n_warps = blockDim.x / 32;
     for (uint32_t i = warp; i < n_rows; i += n_warps) {
-        const float* row = attended_row(a, n_raw, i);
+        const float* row = attended_row(a, n_raw, first_slot, i);
         float dot = 0.0f;
         for (uint32_t j = lane; j < hd; j += 32) dot = fmaf(qs[j], row[j], dot);
         dot = dev::warp_sum(dot);
@@ -176,7 +180,7 @@ __global__ void attend_kernel(AttendToken a) {
     den += expf(a.sinks[h] - m);
     for (uint32_t j = threadIdx.x; j < hd; j += blockDim.x) {
         float acc = 0.0f;
-        for (uint32_t i = 0; i < n_rows; ++i) acc = fmaf(s[i], attended_row(a, n_raw, i)[j], acc);
+        for (uint32_t i = 0; i < n_rows; ++i) acc = fmaf(s[i], attended_row(a, n_raw, first_slot, i)[j], acc);
         qs[j] = acc / den;
     }
     __syncthreads();

@@ -713,11 +713,12 @@ void Forward::Impl::routed_experts_device(const DLayer& L, uint32_t n) {
     const auto slots = static_cast<uint32_t>(std::min<uint64_t>(E, nk));
     const ExpertGroups eg{g.expert, g.begin, g.count, g.n_active};
     gather_rows(nrm.data(), g.src, ex_in.data(), M, dim, s, g.n_pairs);
+    // a token lists an expert at most once: no expert has more than n tokens
     matmul_experts(L.exp_gate.type, L.exp_gate.data, L.exp_up.data, ff, E, dim, ex_in.data(), dim, ex_g.data(),
-                   ex_u.data(), ff, eg, slots, s);
+                   ex_u.data(), ff, eg, slots, n, s);
     weighted_swiglu(ex_g.data(), ex_u.data(), sel_w.data(), g.widx, M, ff, hp.swiglu_limit, s, g.n_pairs);
     matmul_experts(L.exp_down.type, L.exp_down.data, nullptr, dim, E, ff, ex_g.data(), ff, ex_out.data(), nullptr,
-                   dim, eg, slots, s);
+                   dim, eg, slots, n, s);
     moe_sum(ex_out.data(), g, n, K, moe.data(), dim, s);
 }
 

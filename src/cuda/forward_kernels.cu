@@ -47,52 +47,32 @@ __device__ void sinkhorn(float* c, uint32_t h, uint32_t iters, float eps) {
     }
 }
 
-// cpu::sinkhorn for a compile-time h, in registers: the generic version above keeps the
-// matrix in global memory and ran ~20 us per call at h = 4 (dependent loads and stores).
-template <int H>
-__device__ void sinkhorn_fixed(float* cg, uint32_t iters, float eps) {
-    float c[H * H];
-#pragma unroll
-    for (int k = 0; k < H * H; ++k) c[k] = cg[k];
-    const auto normalise_columns = [&] {
-#pragma unroll
-        for (int b = 0; b < H; ++b) {
-            float s = 0.0f;
-#pragma unroll
-            for (int a = 0; a < H; ++a) s += c[a * H + b];
-            const float d = s + eps;
-#pragma unroll
-            for (int a = 0; a < H; ++a) c[a * H + b] /= d;
-        }
-    };
-#pragma unroll
-    for (int a = 0; a < H; ++a) {
-        float m = c[a * H];
-#pragma unroll
-        for (int b = 1; b < H; ++b) m = fmaxf(m, c[a * H + b]);
-#pragma unroll
-        for (int b = 0; b < H; ++b) c[a * H + b] = expf(c[a * H + b] - m);
+// cpu::sinkhorn on one warp, lane a·h + b holding c[a][b] (h·h ≤ 32; every lane calls it):
+// each element sees the same sums in the same order as the one-thread version, so the
+// result is bitwise the same, with ~h times shorter dependency chains.
+__device__ float sinkhorn_warp(float v, uint32_t h, uint32_t iters, float eps) {
+    const uint32_t lane = threadIdx.x % 32, a = lane / h, b = lane % h;
+    const auto at = [&](float x, uint32_t r, uint32_t c) { return __shfl_sync(0xffffffffu, x, (r * h + c) % 32); };
+    const auto row_sum = [&](float x) {
         float s = 0.0f;
-#pragma unroll
-        for (int b = 0; b < H; ++b) s += c[a * H + b];
-#pragma unroll
-        for (int b = 0; b < H; ++b) c[a * H + b] = c[a * H + b] / s + eps;
-    }
-    normalise_columns();
+        for (uint32_t k = 0; k < h; ++k) s += at(x, a, k);
+        return s;
+    };
+    const auto col_sum = [&](float x) {
+        float s = 0.0f;
+        for (uint32_t k = 0; k < h; ++k) s += at(x, k, b);
+        return s;
+    };
+    float m = at(v, a, 0);
+    for (uint32_t k = 1; k < h; ++k) m = fmaxf(m, at(v, a, k));
+    v = expf(v - m);
+    v = v / row_sum(v) + eps;
+    v /= col_sum(v) + eps;
     for (uint32_t it = 1; it < iters; ++it) {
-#pragma unroll
-        for (int a = 0; a < H; ++a) {
-            float s = 0.0f;
-#pragma unroll
-            for (int b = 0; b < H; ++b) s += c[a * H + b];
-            const float d = s + eps;
-#pragma unroll
-            for (int b = 0; b < H; ++b) c[a * H + b] /= d;
-        }
-        normalise_columns();
+        v /= row_sum(v) + eps;
+        v /= col_sum(v) + eps;
     }
-#pragma unroll
-    for (int k = 0; k < H * H; ++k) cg[k] = c[k];
+    return v;
 }
 
 // One block per token.
@@ -104,23 +84,30 @@ __global__ void hc_pre_kernel(HcShape sh, const float* x, const float* mix, cons
     const uint64_t hc = uint64_t{H} * sh.dim, t = blockIdx.x;
     const float* xt = x + t * hc;
     const float r = dev::block_rms_inv(xt, hc, sh.norm_eps, dshared);
+    const float* m = mix + t * mixw;
+    float* cb = comb + t * H * H;
     if (threadIdx.x == 0) {
-        const float* m = mix + t * mixw;
         float* pr = pre + t * H;
         float* po = post + t * H;
-        float* cb = comb + t * H * H;
         for (uint32_t h = 0; h < H; ++h) {
             const float mp = __fmul_rn(m[h], r), mq = __fmul_rn(m[H + h], r);
             pr[h] = dev::sigmoid(__fadd_rn(__fmul_rn(mp, scale[0]), base[h])) + sh.hc_eps;
             po[h] = 2.0f * dev::sigmoid(__fadd_rn(__fmul_rn(mq, scale[1]), base[H + h]));
             spre[h] = pr[h];
         }
-        for (uint32_t k = 0; k < H * H; ++k)
-            cb[k] = __fadd_rn(__fmul_rn(__fmul_rn(m[2 * H + k], r), scale[2]), base[2 * H + k]);
-        if (H == 4)
-            sinkhorn_fixed<4>(cb, sh.iters, sh.hc_eps);
-        else
-            sinkhorn(cb, H, sh.iters, sh.hc_eps);
+    }
+    const auto comb_in = [&](uint32_t k) {
+        return __fadd_rn(__fmul_rn(__fmul_rn(m[2 * H + k], r), scale[2]), base[2 * H + k]);
+    };
+    if (H * H <= 32) {
+        if (threadIdx.x < 32) {  // the whole warp: sinkhorn_warp shuffles
+            const uint32_t k = threadIdx.x;
+            const float v = sinkhorn_warp(k < H * H ? comb_in(k) : 1.0f, H, sh.iters, sh.hc_eps);
+            if (k < H * H) cb[k] = v;
+        }
+    } else if (threadIdx.x == 0) {
+        for (uint32_t k = 0; k < H * H; ++k) cb[k] = comb_in(k);
+        sinkhorn(cb, H, sh.iters, sh.hc_eps);
     }
     __syncthreads();
     float* ut = u + t * sh.dim;

@@ -47,11 +47,12 @@ struct ExpertGroups {
 bool matmul_experts_supported(GgmlType t, uint64_t cols, uint64_t slab_rows);
 // For each active slot: Y0[j] = W0[e] · X[j] (and Y1[j] = W1[e] · X[j] when w1 is not
 // null) for its activation rows j, W[e] the e-th slab of slab_rows rows (3-D expert
-// tensor, e < n_slabs). max_slots bounds *n_active (the grid); each (row, token) has
-// matmul()'s per-token arithmetic, so results do not depend on how tokens group.
+// tensor, e < n_slabs). max_slots bounds *n_active (the grid), max_tokens each count
+// (1 selects a batch-1 kernel); each (row, token) gets the many-rows matmul() kernel's
+// arithmetic, so results do not depend on how tokens group.
 void matmul_experts(GgmlType type, const void* w0, const void* w1, uint64_t slab_rows, uint32_t n_slabs,
                     uint64_t cols, const float* x, uint64_t x_stride, float* y0, float* y1, uint64_t y_stride,
-                    const ExpertGroups& g, uint32_t max_slots, cudaStream_t s);
+                    const ExpertGroups& g, uint32_t max_slots, uint32_t max_tokens, cudaStream_t s);
 
 // ---- element-wise ops (model.md §3, §4.3) ----
 

@@ -274,9 +274,10 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
 
 // Matrices of few rows (hyper-connection mixes, router, low-rank projections): the
 // kernel above gives them too few warps, each walking a long row serially. Here one
-// block of kSplitWarps warps takes one row, warp k the chunks k, k + kSplitWarps, ...;
-// the warps' sums are added in warp order (deterministic, independent of NT).
-constexpr int kSplitWarps = 8;
+// block of W warps takes one row, warp k the chunks k, k + W, ...; the warps' sums are
+// added in warp order (deterministic, independent of NT). W is 32 for rows of 32 chunks
+// or more (the 16384-wide F16 HC mixes: one chunk per warp), else 8; it depends on the
+// shape only.
 constexpr uint64_t kSplitBelowRows = 2048;
 
 // blockIdx.y picks one of several products of the same shape (matmul_groups): its weights,
@@ -285,14 +286,14 @@ struct GroupStrides {
     uint64_t w = 0, x = 0, y = 0;
 };
 
-template <class F, int NT>
-__global__ void __launch_bounds__(kSplitWarps * 32)
+template <class F, int NT, int W>
+__global__ void __launch_bounds__(W * 32)
     matmul_split_kernel(const uint8_t* __restrict__ w, uint64_t row_bytes, uint32_t n_groups, bool wide,
                         const float* __restrict__ x, uint64_t x_stride, float* __restrict__ y, uint64_t y_stride,
                         GroupStrides gs) {
-    __shared__ __align__(16) uint8_t smem[kSplitWarps][1][kChunkBytes<F>];
+    __shared__ __align__(16) uint8_t smem[W][1][kChunkBytes<F>];
     __shared__ SharedTables<F> tables;
-    __shared__ float part[kSplitWarps][NT];
+    __shared__ float part[W][NT];
     const Iq2Tables tab = tables.load();
     const uint32_t lane = threadIdx.x % 32, warp = threadIdx.x / 32, row = blockIdx.x;
     w += blockIdx.y * gs.w;
@@ -300,8 +301,8 @@ __global__ void __launch_bounds__(kSplitWarps * 32)
     y += blockIdx.y * gs.y;
     float acc[1][NT];
     zero(acc);
-    dot_chunks<F, NT, 1>(w + row * row_bytes, row_bytes, 1, n_groups, warp, kSplitWarps, wide, x, x_stride,
-                         smem[warp], tab, lane, acc);
+    dot_chunks<F, NT, 1>(w + row * row_bytes, row_bytes, 1, n_groups, warp, W, wide, x, x_stride, smem[warp], tab,
+                         lane, acc);
 #pragma unroll
     for (int t = 0; t < NT; ++t) {
         float a = acc[0][t];
@@ -313,7 +314,7 @@ __global__ void __launch_bounds__(kSplitWarps * 32)
     if (threadIdx.x < NT) {
         float s = part[0][threadIdx.x];
 #pragma unroll
-        for (int k = 1; k < kSplitWarps; ++k) s += part[k][threadIdx.x];
+        for (int k = 1; k < W; ++k) s += part[k][threadIdx.x];
         y[threadIdx.x * y_stride + row] = s;
     }
 }
@@ -323,13 +324,15 @@ __global__ void __launch_bounds__(kSplitWarps * 32)
 // [g.begin[slot], + g.count[slot]) of x into the same rows of y0 / y1; slots from
 // *g.n_active on do nothing. Tokens go through in chunks of 8, 4, then the rest, like
 // matmul(), with dot_chunks's per-token arithmetic.
-template <class F>
+// kMaxNt 1 (every expert has one token: batch-1 decode) keeps only the NT = 1 body, whose
+// few registers let more blocks run (the general version measured ~50 us per launch at
+// batch 1 on an H200).
+template <class F, int kMaxNt, int R>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
     experts_kernel(const uint8_t* __restrict__ w0, const uint8_t* __restrict__ w1, uint64_t slab_bytes,
                    uint32_t n_slabs, uint64_t row_bytes, uint32_t rows, uint32_t n_groups, bool wide,
                    const float* __restrict__ x, uint64_t x_stride, float* y0, float* y1, uint64_t y_stride,
                    ExpertGroups g) {
-    constexpr int R = 2;
     __shared__ __align__(16) uint8_t smem[kWarpsPerBlock][R][kChunkBytes<F>];
     __shared__ SharedTables<F> tables;
     const Iq2Tables tab = tables.load();
@@ -357,14 +360,20 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
                                  acc);
             store_rows(acc, n_rows, lane, yt, y_stride);
         };
-        switch (nt) {
-            case 1: run(std::integral_constant<int, 1>{}); break;
-            case 2: run(std::integral_constant<int, 2>{}); break;
-            case 3: run(std::integral_constant<int, 3>{}); break;
-            case 4: run(std::integral_constant<int, 4>{}); break;
-            default: run(std::integral_constant<int, 8>{}); break;
+        if constexpr (kMaxNt == 1) {
+            run(std::integral_constant<int, 1>{});
+            t0 += 1;
+            continue;
+        } else {
+            switch (nt) {
+                case 1: run(std::integral_constant<int, 1>{}); break;
+                case 2: run(std::integral_constant<int, 2>{}); break;
+                case 3: run(std::integral_constant<int, 3>{}); break;
+                case 4: run(std::integral_constant<int, 4>{}); break;
+                default: run(std::integral_constant<int, 8>{}); break;
+            }
+            t0 += nt;
         }
-        t0 += nt;
     }
 }
 
@@ -385,9 +394,15 @@ void launch_nt(const void* w, uint64_t rows, uint64_t cols, const float* x, uint
     const uint64_t row_bytes = n_groups * F::kGroupBytes;
     const bool wide = row_bytes % 16 == 0 && reinterpret_cast<uintptr_t>(w) % 16 == 0 && gs.w % 16 == 0;
     if (rows < kSplitBelowRows) {  // chosen by shape only: a token's bits never depend on the batch
-        matmul_split_kernel<F, NT><<<dim3(static_cast<unsigned>(rows), n_mat), kSplitWarps * 32, 0, s>>>(
-            static_cast<const uint8_t*>(w), row_bytes, static_cast<uint32_t>(n_groups), wide, x, x_stride, y,
-            y_stride, gs);
+        const dim3 sgrid(static_cast<unsigned>(rows), n_mat);
+        const auto* wb = static_cast<const uint8_t*>(w);
+        const auto g32 = static_cast<uint32_t>(n_groups);
+        if (n_groups >= 32 * uint64_t{F::kChunkGroups})
+            matmul_split_kernel<F, NT, 32>
+                <<<sgrid, 32 * 32, 0, s>>>(wb, row_bytes, g32, wide, x, x_stride, y, y_stride, gs);
+        else
+            matmul_split_kernel<F, NT, 8>
+                <<<sgrid, 8 * 32, 0, s>>>(wb, row_bytes, g32, wide, x, x_stride, y, y_stride, gs);
         DS4_CUDA_CHECK_LAUNCH("matmul_split_kernel");
         return;
     }
@@ -422,21 +437,31 @@ void launch(const void* w, uint64_t rows, uint64_t cols, const float* x, uint64_
     }
 }
 
-template <class F>
-void launch_experts(const void* w0, const void* w1, uint64_t slab_rows, uint32_t n_slabs, uint64_t cols,
-                    const float* x, uint64_t x_stride, float* y0, float* y1, uint64_t y_stride,
-                    const ExpertGroups& g, uint32_t max_slots, cudaStream_t s) {
+template <class F, int kMaxNt, int R>
+void launch_experts_r(const void* w0, const void* w1, uint64_t slab_rows, uint32_t n_slabs, uint64_t cols,
+                      const float* x, uint64_t x_stride, float* y0, float* y1, uint64_t y_stride,
+                      const ExpertGroups& g, uint32_t max_slots, cudaStream_t s) {
     const uint64_t n_groups = cols / 256, row_bytes = n_groups * F::kGroupBytes;
     const uint64_t slab_bytes = slab_rows * row_bytes;
     const bool wide = row_bytes % 16 == 0 && reinterpret_cast<uintptr_t>(w0) % 16 == 0 &&
                       (w1 == nullptr || reinterpret_cast<uintptr_t>(w1) % 16 == 0);
-    constexpr uint64_t kRowsPerBlock = kWarpsPerBlock * 2;
+    constexpr uint64_t kRowsPerBlock = kWarpsPerBlock * R;
     const dim3 grid(static_cast<unsigned>((slab_rows + kRowsPerBlock - 1) / kRowsPerBlock), max_slots,
                     w1 != nullptr ? 2 : 1);
-    experts_kernel<F><<<grid, kWarpsPerBlock * 32, 0, s>>>(
+    experts_kernel<F, kMaxNt, R><<<grid, kWarpsPerBlock * 32, 0, s>>>(
         static_cast<const uint8_t*>(w0), static_cast<const uint8_t*>(w1), slab_bytes, n_slabs, row_bytes,
         static_cast<uint32_t>(slab_rows), static_cast<uint32_t>(n_groups), wide, x, x_stride, y0, y1, y_stride, g);
     DS4_CUDA_CHECK_LAUNCH("experts_kernel");
+}
+
+template <class F>
+void launch_experts(const void* w0, const void* w1, uint64_t slab_rows, uint32_t n_slabs, uint64_t cols,
+                    const float* x, uint64_t x_stride, float* y0, float* y1, uint64_t y_stride,
+                    const ExpertGroups& g, uint32_t max_slots, uint32_t max_tokens, cudaStream_t s) {
+    if (max_tokens <= 1)
+        launch_experts_r<F, 1, 4>(w0, w1, slab_rows, n_slabs, cols, x, x_stride, y0, y1, y_stride, g, max_slots, s);
+    else
+        launch_experts_r<F, 8, 2>(w0, w1, slab_rows, n_slabs, cols, x, x_stride, y0, y1, y_stride, g, max_slots, s);
 }
 
 }  // namespace
@@ -448,7 +473,7 @@ bool matmul_experts_supported(GgmlType t, uint64_t cols, uint64_t slab_rows) {
 
 void matmul_experts(GgmlType type, const void* w0, const void* w1, uint64_t slab_rows, uint32_t n_slabs,
                     uint64_t cols, const float* x, uint64_t x_stride, float* y0, float* y1, uint64_t y_stride,
-                    const ExpertGroups& g, uint32_t max_slots, cudaStream_t s) {
+                    const ExpertGroups& g, uint32_t max_slots, uint32_t max_tokens, cudaStream_t s) {
     if (!matmul_experts_supported(type, cols, slab_rows))
         fail("cuda matmul_experts: ", ggml_type_name(type), " experts of ", slab_rows, " x ", cols,
              " are not supported");
@@ -458,15 +483,17 @@ void matmul_experts(GgmlType type, const void* w0, const void* w1, uint64_t slab
         fail("cuda matmul_experts: activations must be 16-byte aligned with a stride multiple of 4");
     if (max_slots == 0 || slab_rows == 0) return;
     if (max_slots > 65535) fail("cuda matmul_experts: ", max_slots, " expert slots, at most 65535");
+    const auto go = [&](auto format) {
+        launch_experts<decltype(format)>(w0, w1, slab_rows, n_slabs, cols, x, x_stride, y0, y1, y_stride, g,
+                                         max_slots, max_tokens, s);
+    };
     switch (type) {
-        case GgmlType::F32: return launch_experts<F32Format>(w0, w1, slab_rows, n_slabs, cols, x, x_stride, y0, y1, y_stride, g, max_slots, s);
-        case GgmlType::F16: return launch_experts<F16Format>(w0, w1, slab_rows, n_slabs, cols, x, x_stride, y0, y1, y_stride, g, max_slots, s);
-        case GgmlType::Q8_0: return launch_experts<Q8_0Format>(w0, w1, slab_rows, n_slabs, cols, x, x_stride, y0, y1, y_stride, g, max_slots, s);
-        case GgmlType::Q2_K: return launch_experts<Q2KFormat>(w0, w1, slab_rows, n_slabs, cols, x, x_stride, y0, y1, y_stride, g, max_slots, s);
-        case GgmlType::Q4_K: return launch_experts<Q4KFormat>(w0, w1, slab_rows, n_slabs, cols, x, x_stride, y0, y1, y_stride, g, max_slots, s);
-        case GgmlType::IQ2_XXS:
-            upload_iq2_tables();
-            return launch_experts<IQ2XXSFormat>(w0, w1, slab_rows, n_slabs, cols, x, x_stride, y0, y1, y_stride, g, max_slots, s);
+        case GgmlType::F32: return go(F32Format{});
+        case GgmlType::F16: return go(F16Format{});
+        case GgmlType::Q8_0: return go(Q8_0Format{});
+        case GgmlType::Q2_K: return go(Q2KFormat{});
+        case GgmlType::Q4_K: return go(Q4KFormat{});
+        case GgmlType::IQ2_XXS: upload_iq2_tables(); return go(IQ2XXSFormat{});
         default: fail("cuda matmul_experts: weight type ", ggml_type_name(type), " is not supported");
     }
 }

@@ -117,6 +117,7 @@ TEST_P(CudaMatmul, MatchesReferenceDequantDot) {
     // rows >= 2048 take the many-rows kernel (fewer rows: one block per row, split columns)
     check_matmul(t, 2050, 512, 1, seed++);
     check_matmul(t, 2050, 512, 5, seed++);
+    check_matmul(t, 2, 131072, 2, seed++);  // >= 32 chunks per row: 32 warps per row
 }
 
 TEST_P(CudaMatmul, RejectsRaggedColumns) {

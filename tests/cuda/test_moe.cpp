@@ -53,7 +53,7 @@ struct Groups {
 std::pair<std::vector<float>, std::vector<float>> run_experts(GgmlType t, const Quantized& w0, const Quantized& w1,
                                                               uint64_t slab_rows, uint32_t n_slabs, uint64_t cols,
                                                               const std::vector<float>& x, const Groups& g,
-                                                              uint32_t max_slots) {
+                                                              uint32_t max_slots, uint32_t max_tokens) {
     const auto n_rows = static_cast<uint32_t>(x.size() / cols);
     DeviceBuffer<uint8_t> d0 = to_device<uint8_t>(w0.bytes), d1 = to_device<uint8_t>(w1.bytes);
     DeviceBuffer<float> dx = to_device<float>(x);
@@ -68,7 +68,7 @@ std::pair<std::vector<float>, std::vector<float>> run_experts(GgmlType t, const 
     DeviceBuffer<uint32_t> dm = to_device<uint32_t>(meta);
     const ExpertGroups eg{dm.data(), dm.data() + max_slots, dm.data() + 2 * max_slots, dm.data() + 3 * max_slots};
     matmul_experts(t, d0.data(), d1.data(), slab_rows, n_slabs, cols, dx.data(), cols, y0.data(), y1.data(),
-                   slab_rows, eg, max_slots, nullptr);
+                   slab_rows, eg, max_slots, max_tokens, nullptr);
     DS4_CUDA_CHECK(cudaDeviceSynchronize());
     return {y0.download(), y1.download()};
 }
@@ -103,10 +103,11 @@ TEST(CudaMoe, ExpertsKernelMatchesReferenceAndIgnoresGrouping) {
         const std::vector<float> x = test::random_floats(13 * cols, 5);
         // 3 + 9 (a chunk of 8, then 1) + 1 rows; a fourth slot past n_active does nothing
         const Groups g{{2, 0, 3}, {0, 3, 12}, {3, 9, 1}};
-        const auto [y0, y1] = run_experts(t, w0, w1, slab_rows, E, cols, x, g, 4);
+        const auto [y0, y1] = run_experts(t, w0, w1, slab_rows, E, cols, x, g, 4, 9);
         expect_near_reference(w0, x, y0, g, slab_rows, cols);
         expect_near_reference(w1, x, y1, g, slab_rows, cols);
-        // every row alone in its slot: the same bits (a token's arithmetic ignores NT)
+        // every row alone in its slot (the batch-1 kernel): the same bits (a token's
+        // arithmetic ignores NT and the rows per warp)
         Groups single;
         for (size_t s = 0; s < g.expert.size(); ++s)
             for (uint32_t j = g.begin[s]; j < g.begin[s] + g.count[s]; ++j) {
@@ -114,7 +115,7 @@ TEST(CudaMoe, ExpertsKernelMatchesReferenceAndIgnoresGrouping) {
                 single.begin.push_back(j);
                 single.count.push_back(1);
             }
-        const auto [z0, z1] = run_experts(t, w0, w1, slab_rows, E, cols, x, single, 13);
+        const auto [z0, z1] = run_experts(t, w0, w1, slab_rows, E, cols, x, single, 13, 1);
         EXPECT_EQ(0, std::memcmp(y0.data(), z0.data(), y0.size() * sizeof(float)));
         EXPECT_EQ(0, std::memcmp(y1.data(), z1.data(), y1.size() * sizeof(float)));
     }
