@@ -40,7 +40,7 @@ bench_set() {  # NAME DIR MODEL
     [[ " $NCU_SETS " == *" $name "* ]] || return 0
     echo "== $name: ncu, last $PROF_STEPS decode steps"
     DS4_PROFILE_DECODE=$PROF_STEPS timeout 240 "$NCU" --profile-from-start off --clock-control none --cache-control none \
-        --metrics gpu__time_duration.sum --csv --page raw "$dir/ds4-bench-cuda-forward" "$model" 64 8 \
+        --metrics gpu__time_duration.sum,launch__grid_size,launch__block_size --csv --page raw "$dir/ds4-bench-cuda-forward" "$model" 64 8 \
         >"$LOG/ncu-$name.csv" 2>"$LOG/ncu-$name.err" || tail -5 "$LOG/ncu-$name.err"
     if [ -x "$dir/ds4-bench" ]; then
         echo "== $name: ds4-bench --cuda"
@@ -72,7 +72,7 @@ run() {
     # more baselines: EXTRA_SETS="NAME:DIR ..." (bench-forward only)
     for set in ${EXTRA_SETS:-}; do bench_set "${set%%:*}" "${set#*:}" "$model"; done
     bench_set new "$BIN" "$model"
-    for n in base new; do [ -s "$LOG/ncu-$n.csv" ] && { echo "== ncu $n"; ncu_table "$LOG/ncu-$n.csv" | head -25; }; done
+    for n in base new; do [ -s "$LOG/ncu-$n.csv" ] && { echo "== ncu $n"; ncu_table "$LOG/ncu-$n.csv" | head -90; }; done
     return $rc
 }
 
@@ -95,6 +95,13 @@ s = sum(tot.values())
 for name, v in sorted(tot.items(), key=lambda x: -x[1]):
     print(f"{v:10.1f} us {cnt[name]:6d}x {100 * v / s:5.1f}%  {name}")
 print(f"{s:10.1f} us {sum(cnt.values()):6d} kernels  (sum of kernel time)")
+# the launches of the last profiled step that took >= 8 us, in order, with their grid
+if 'launch__grid_size' in h:
+    gi = h.index('launch__grid_size')
+    data = [r for r in rows[hdr + 1:] if len(r) > m and r[m].replace(',', '').replace('.', '').isdigit()]
+    for r in data[len(data) // 2:]:
+        v = float(r[m].replace(',', '')) * scale
+        if v >= 8: print(f"  {v:8.1f} us  grid {r[gi]:>8}  {r[k].split('(')[0][:60]}")
 EOF
 }
 

@@ -29,7 +29,8 @@ __device__ double block_sum(double v, double* shared) {
     return shared[0];
 }
 
-__global__ void rms_norm_kernel(const float* x, const float* w, float* out, uint32_t n, float eps) {
+__global__ void __launch_bounds__(1024) rms_norm_kernel(const float* x, const float* w, float* out, uint32_t n,
+                                                        float eps) {
     __shared__ double partial[32];
     const float* xr = x + uint64_t{blockIdx.x} * n;
     float* orow = out + uint64_t{blockIdx.x} * n;
@@ -227,7 +228,10 @@ __global__ void softmax_sinks_kernel(float* scores, const float* sinks, uint32_t
 void rms_norm(const float* x, const float* w, float* out, uint32_t n, uint32_t n_rows, float eps,
               cudaStream_t s) {
     if (n_rows == 0) return;
-    rms_norm_kernel<<<n_rows, kThreads, 0, s>>>(x, w, out, n, eps);
+    // one block per row: at batch 1 a D-wide row is the whole launch, bound by load latency
+    // (16 loads per thread at 256 threads), so long rows get 1024 threads
+    const unsigned threads = n >= 2048 ? 1024 : kThreads;
+    rms_norm_kernel<<<n_rows, threads, 0, s>>>(x, w, out, n, eps);
     DS4_CUDA_CHECK_LAUNCH("rms_norm_kernel");
 }
 
