@@ -119,6 +119,7 @@ struct Prepared {
     std::vector<TokenId> prompt;
     std::shared_ptr<ForcedCall> forced;
     bool prefill = false;
+    bool single_call = false;  // tool_choice.disable_parallel_tool_use
 };
 
 Prepared prepare(const ServerContext& sc, const Json& body) {
@@ -142,7 +143,9 @@ Prepared prepare(const ServerContext& sc, const Json& body) {
     p.prefill = mark_prefill(messages, true);
     if (p.prefill && choice.forced()) throw ApiError(400, "tool_choice cannot force a call after an assistant prefill", "tool_choice");
     p.prompt = sc.encoder.encode_messages(std::move(messages), &tools, p.mode, p.tools_active);
-    p.forced = force_call(sc, choice, p.prompt);
+    if (auto tc = body.find("tool_choice"); tc != body.end() && tc->is_object())
+        p.single_call = opt_bool(*tc, "disable_parallel_tool_use").value_or(false);
+    p.forced = force_call(sc, choice, p.prompt, p.single_call);
     return p;
 }
 
@@ -234,6 +237,7 @@ void handle_messages(const ServerContext& sc, const httplib::Request& req, httpl
                                       max_tokens, p.mode, p.tools_active, read_stops(body, "stop_sequences"),
                                       sc.ctx, "messages");
     gen.call_id_prefix = "toolu_";
+    gen.single_call = p.single_call;
     if (p.forced) p.forced->configure(gen);
     if (p.prefill) gen.dsml.thinking = false;  // the open turn is past its </think>
     const uint64_t prompt_tokens = gen.prompt.size();

@@ -211,6 +211,30 @@ TEST_F(ServerHttp, PreviousResponseIdContinuesTheConversation) {
     EXPECT_EQ(bad.json["error"]["param"], "store");
 }
 
+// parallel_tool_calls / disable_parallel_tool_use: accepted on every API that has them,
+// a non-boolean is a 400 naming the field.
+TEST_F(ServerHttp, SingleToolCallFlagsAreAcceptedAndTyped) {
+    const Json fn = {{"type", "function"}, {"function", {{"name", "f"}, {"parameters", {{"type", "object"}}}}}};
+    Json chat = {{"model", "deepseek-chat"}, {"messages", Json::array({{{"role", "user"}, {"content", "hi"}}})},
+                 {"max_tokens", 2}, {"tools", Json::array({fn})}, {"parallel_tool_calls", false}};
+    EXPECT_EQ(post(s(), "/v1/chat/completions", chat).status, 200);
+    chat["parallel_tool_calls"] = "no";
+    const HttpReply bad = post(s(), "/v1/chat/completions", chat);
+    EXPECT_EQ(bad.status, 400);
+    EXPECT_EQ(bad.json["error"]["param"], "parallel_tool_calls");
+    const Json resp = {{"model", "deepseek-chat"}, {"input", "hi"}, {"max_output_tokens", 2},
+                       {"tools", Json::array({{{"type", "function"}, {"name", "f"}}})}, {"parallel_tool_calls", false}};
+    EXPECT_EQ(post(s(), "/v1/responses", resp).status, 200);
+    Json msg = {{"model", "deepseek-chat"}, {"max_tokens", 2}, {"messages", Json::array({{{"role", "user"}, {"content", "hi"}}})},
+                {"tools", Json::array({{{"name", "f"}, {"input_schema", {{"type", "object"}}}}})},
+                {"tool_choice", {{"type", "auto"}, {"disable_parallel_tool_use", true}}}};
+    EXPECT_EQ(post(s(), "/v1/messages", msg).status, 200);
+    msg["tool_choice"]["disable_parallel_tool_use"] = 1;
+    const HttpReply bad_msg = post(s(), "/v1/messages", msg);
+    EXPECT_EQ(bad_msg.status, 400);
+    EXPECT_NE(bad_msg.body.find("disable_parallel_tool_use"), std::string::npos) << bad_msg.body;
+}
+
 TEST_F(ServerHttp, AnthropicMessagesBothWays) {
     const Json body = {{"model", "deepseek-v4-flash"}, {"max_tokens", 5}, {"system", "be brief"},
                        {"messages", Json::array({{{"role", "user"}, {"content", Json::array({{{"type", "text"}, {"text", "hi"}}})}}})}};
