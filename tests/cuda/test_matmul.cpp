@@ -118,6 +118,7 @@ TEST_P(CudaMatmul, MatchesReferenceDequantDot) {
     check_matmul(t, 2050, 512, 1, seed++);
     check_matmul(t, 2050, 512, 5, seed++);
     check_matmul(t, 2, 131072, 2, seed++);  // >= 32 chunks per row: 32 warps per row
+    check_matmul(t, 2100, 2048, 2, seed++);  // 2048..8191 rows of >= 2 chunks (not IQ2/Q2_K): split
 }
 
 TEST_P(CudaMatmul, RejectsRaggedColumns) {
