@@ -5,7 +5,7 @@
 #   make test         deps + -Werror build + tests, then the same under ASan/UBSan
 #   make run          deps + build + run the embedded demo model
 #   make bench        Google Benchmark kernels
-#   make fuzz         libFuzzer targets with clang (build-fuzz/)
+#   make fuzz         libFuzzer targets with clang (build-fuzz/); make fuzz-run runs each 60 s
 #   make install      CPU build, then cmake --install into PREFIX (default /usr/local)
 JOBS ?= $(shell nproc)
 CUDA_ARCH ?= 90
@@ -13,7 +13,7 @@ GEN := $(shell command -v ninja >/dev/null 2>&1 && echo "-G Ninja")
 CMAKE_FLAGS ?=
 PREFIX ?= /usr/local
 
-.PHONY: all cpu cuda cuda-compile deps test test-release test-asan run bench fuzz format clean
+.PHONY: all cpu cuda cuda-compile deps test test-release test-asan run bench fuzz fuzz-run format clean
 .PHONY: install
 
 all: cpu
@@ -66,10 +66,17 @@ bench: cpu
 install: cpu
 	cmake --install build --prefix $(PREFIX)
 
+# Only the fuzz targets (and what they link), not the whole tree; `make fuzz-run` runs each
+# for FUZZ_SECONDS (local use: CI replays the seed corpora through ctest instead).
+FUZZ_TARGETS := ds4_dsml_fuzz ds4_gguf_fuzz ds4_safetensors_fuzz ds4_server_request_fuzz ds4_tokenizer_fuzz
+FUZZ_SECONDS ?= 60
 fuzz:
 	CC=clang CXX=clang++ cmake -S . -B build-fuzz $(GEN) -DCMAKE_BUILD_TYPE=RelWithDebInfo \
 	    -DDS4_FUZZ=ON -DDS4_TESTS=OFF -DDS4_BENCH=OFF
-	cmake --build build-fuzz -j $(JOBS)
+	cmake --build build-fuzz -j $(JOBS) --target $(FUZZ_TARGETS)
+
+fuzz-run: fuzz
+	scripts/fuzz-run.sh build-fuzz $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 format:
 	find include src tools tests bench fuzz -name '*.h' -o -name '*.cpp' -o -name '*.cu' \

@@ -5,12 +5,27 @@
 #include <string>
 
 #include "ds4/error.h"
+#include "kvstore/kvc_format.h"
 #include "server/http.h"
+#include "server/tool_memory.h"
 #include "text/chat_json.h"
 
 using namespace ds4::server;
 
 namespace {
+
+// Ids the seeds use, remembered with a sampled block, so assistant calls naming them go
+// through the exact-replay splice.
+ToolMemory& memory() {
+    static ToolMemory m;
+    static const bool filled = [] {
+        m.remember(std::vector<std::string>{"call_1", "call_2", "toolu_1"},
+                   "\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name=\"f\">\n</｜DSML｜invoke>\n</｜DSML｜tool_calls>");
+        return true;
+    }();
+    (void)filled;
+    return m;
+}
 
 void render(Json messages, const Json& tools) {
     mark_prefill(messages, true);
@@ -18,6 +33,9 @@ void render(Json messages, const Json& tools) {
     if (tools.is_array()) ds4::attach_request_tools(msgs, ds4::text::tools_from_json(tools, "request"));
     ds4::ChatOptions options;
     (void)ds4::encode_chat(msgs, options);
+    const std::vector<ReplaySplice> splices = mark_replayed_calls(msgs, memory(), nullptr);
+    std::string rendered = ds4::encode_chat(msgs, options);
+    splice_replayed_blocks(rendered, splices);
 }
 
 void choose(const Json& j, const Json& tools) {
@@ -38,10 +56,29 @@ void forced_output(const std::string& body) {
     r.finish = body.size() % 3 ? "stop" : "length";
     f.on_finish(r, out);
     (void)assemble(out, "call_");
+    // The same bytes as a single call (parallel_tool_calls: false) stopped at its invoke.
+    ForcedCall single("f", true);
+    std::vector<GenEvent> one;
+    single.begin(one);
+    single.on_event({GenKind::content, 0, body}, one);
+    GenResult rs;
+    rs.stop_sequence = "</｜DSML｜invoke>";
+    single.on_finish(rs, one);
+    (void)assemble(one, "toolu_");
+}
+
+// The body as generated text and as a KTM section (tool-id map of a disk checkpoint).
+void tool_map(const std::string& body) {
+    (void)sampled_tool_block(body);
+    (void)memory().entries_for_text(body);
+    bool stopped = false;
+    (void)ds4::kvstore::decode_tool_map(
+        std::span(reinterpret_cast<const uint8_t*>(body.data()), body.size()), 64, &stopped);
 }
 
 void exercise(const std::string& body) {
     forced_output(body);
+    tool_map(body);
     const Json j = parse_body(body);
     const std::string model = check_model(j);
     ThinkingInputs in;
