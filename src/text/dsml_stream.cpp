@@ -220,7 +220,7 @@ void DsmlStream::on_content(char c) {
         return;
     }
     if (c == '<' && options_.parse_tools) {
-        hold_ = "<";
+        hold_.assign(1, '<');  // not `= "<"`: g++ 12 -O3 raises a false -Wrestrict on it
         return;
     }
     emit_text(DsmlEventKind::content, std::exchange(ws_, {}) + c);
@@ -362,7 +362,10 @@ void DsmlStream::begin_param(const std::string& name, bool leaf) {
         keys_in_call_.push_back(name);
     }
     param_name_ = name;
-    emit_args((count++ ? "," : "") + json_quote(name) + ":");
+    std::string key(count++ ? "," : "");  // appended, not `"," + ...`: false -Wrestrict at -O3
+    key += json_quote(name);
+    key += ':';
+    emit_args(key);
 }
 
 void DsmlStream::on_loose_probe(char c) {
