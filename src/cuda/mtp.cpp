@@ -20,8 +20,7 @@ struct DeviceMatrix {
     cpu::TensorView view;
     DeviceBuffer<uint8_t> data;
 
-    explicit DeviceMatrix(const cpu::TensorView& v)
-        : view(v), data(v.row_bytes() * v.dims[1]) {
+    explicit DeviceMatrix(const cpu::TensorView& v) : view(v), data(v.row_bytes() * v.dims[1]) {
         DS4_CUDA_CHECK(cudaMemcpy(data.data(), v.data, data.bytes(), cudaMemcpyHostToDevice));
     }
 
@@ -32,10 +31,11 @@ struct DeviceMatrix {
         if (matmul_supported(view.type) && cols % 256 == 0)
             matmul(view.type, data.data(), rows, cols, x, cols, y, rows, n, s);
         else if (matmul_any_supported(view.type))
-            matmul_any(view.type, data.data(), view.row_bytes(), rows, cols, x, cols, y, rows, n, s);
+            matmul_any(view.type, data.data(), view.row_bytes(), rows, cols, x, cols, y, rows, n,
+                       s);
         else
-            fail("cuda MTP block: no GPU product for a ", ggml_type_name(view.type), " projection of ", cols,
-                 " columns");
+            fail("cuda MTP block: no GPU product for a ", ggml_type_name(view.type),
+                 " projection of ", cols, " columns");
     }
 };
 
@@ -84,10 +84,13 @@ struct MtpForward::Impl {
         for (uint32_t i = 0; i < n; ++i) {
             if (ids[i] < 0 || static_cast<uint32_t>(ids[i]) >= hp.n_vocab)
                 fail("MTP block: token id ", ids[i], " is outside the vocabulary of ", hp.n_vocab);
-            cpu::dequant_row(model.token_embd(), static_cast<uint64_t>(ids[i]), host_e.data() + uint64_t{i} * dim);
+            cpu::dequant_row(model.token_embd(), static_cast<uint64_t>(ids[i]),
+                             host_e.data() + uint64_t{i} * dim);
         }
-        DS4_CUDA_CHECK(cudaMemcpyAsync(e.data(), host_e.data(), host_e.size() * sizeof(float), cudaMemcpyHostToDevice, s));
-        DS4_CUDA_CHECK(cudaMemcpyAsync(hc_in.data(), hc.data(), hc.size_bytes(), cudaMemcpyHostToDevice, s));
+        DS4_CUDA_CHECK(cudaMemcpyAsync(e.data(), host_e.data(), host_e.size() * sizeof(float),
+                                       cudaMemcpyHostToDevice, s));
+        DS4_CUDA_CHECK(
+            cudaMemcpyAsync(hc_in.data(), hc.data(), hc.size_bytes(), cudaMemcpyHostToDevice, s));
         rms_norm(e.data(), enorm.data(), e.data(), dim, n, hp.norm_eps, s);
         rms_norm(hc_in.data(), hnorm.data(), hn.data(), dim, n * H, hp.norm_eps, s);
         e_proj.apply(e.data(), eproj.data(), n, s);
@@ -101,22 +104,30 @@ struct MtpForward::Impl {
 MtpForward::MtpForward(const cpu::MtpModel& model) : impl_(std::make_unique<Impl>(model)) {}
 MtpForward::~MtpForward() = default;
 
-void MtpForward::eval(cpu::KvState& state, uint64_t pos, std::span<const int32_t> ids, std::span<const float> hc,
-                      std::span<const uint32_t> logit_rows, std::span<float> logits) {
+void MtpForward::eval(cpu::KvState& state, uint64_t pos, std::span<const int32_t> ids,
+                      std::span<const float> hc, std::span<const uint32_t> logit_rows,
+                      std::span<float> logits) {
     Impl& m = *impl_;
     const uint64_t hcd = m.hp.hc_dim();
     if (ids.empty()) fail("MTP block: empty chunk");
     if (hc.size() != ids.size() * hcd)
-        fail("MTP block: ", hc.size(), " HC values for ", ids.size(), " slots, expected ", ids.size() * hcd);
+        fail("MTP block: ", hc.size(), " HC values for ", ids.size(), " slots, expected ",
+             ids.size() * hcd);
     if (pos != state.n_tokens())
-        fail("MTP block: chunk starts at position ", pos, " but the MTP cache holds ", state.n_tokens(),
-             " positions");
+        fail("MTP block: chunk starts at position ", pos, " but the MTP cache holds ",
+             state.n_tokens(), " positions");
     m.project_inputs(ids, hc);
     m.block.eval_from_hc(state, pos, ids, m.x.data(), logit_rows, logits);
 }
 
-std::span<const float> MtpForward::final_hc(uint32_t t) { return impl_->block.final_hc(t); }
-void MtpForward::download(cpu::KvState& state) { impl_->block.download(state); }
-void MtpForward::invalidate(const cpu::KvState& state) { impl_->block.invalidate(state, false); }
+std::span<const float> MtpForward::final_hc(uint32_t t) {
+    return impl_->block.final_hc(t);
+}
+void MtpForward::download(cpu::KvState& state) {
+    impl_->block.download(state);
+}
+void MtpForward::invalidate(const cpu::KvState& state) {
+    impl_->block.invalidate(state, false);
+}
 
 }  // namespace ds4::cuda

@@ -23,7 +23,7 @@
 namespace ds4::cuda {
 
 class MtpForward {
-public:
+  public:
     // Uploads the block (the main model's output head included: the block model's copy)
     // and the input projections; `model` must outlive this. Throws ds4::Error without a GPU.
     explicit MtpForward(const cpu::MtpModel& model);
@@ -34,8 +34,9 @@ public:
     // cpu::MtpForward::eval's contract: n = ids.size() slots at positions [pos, pos + n)
     // (pos == state.n_tokens()), hc n × hc_dim host values, logits of the slots in
     // logit_rows. Advances the state by n.
-    void eval(cpu::KvState& state, uint64_t pos, std::span<const int32_t> ids, std::span<const float> hc,
-              std::span<const uint32_t> logit_rows, std::span<float> logits);
+    void eval(cpu::KvState& state, uint64_t pos, std::span<const int32_t> ids,
+              std::span<const float> hc, std::span<const uint32_t> logit_rows,
+              std::span<float> logits);
 
     // The block's output HC state of slot t of the last eval (for chained drafts).
     std::span<const float> final_hc(uint32_t t);
@@ -43,7 +44,7 @@ public:
     void download(cpu::KvState& state);
     void invalidate(const cpu::KvState& state);
 
-private:
+  private:
     struct Impl;
     std::unique_ptr<Impl> impl_;
 };

@@ -25,19 +25,22 @@ namespace ds4::cuda {
 void steer_rows(float* y, uint64_t rows, const float* d, uint32_t n, float scale, cudaStream_t s);
 
 class DeviceSteering {
-public:
+  public:
     // Uploads the direction table; scales as resolved by cpu::resolve_steering_scales.
     DeviceSteering(const cpu::SteeringDirections& dirs, float attn_scale, float ffn_scale);
 
     bool enabled(cpu::SteeringSite site) const { return scale(site) != 0.0f; }
-    float scale(cpu::SteeringSite site) const { return site == cpu::SteeringSite::attn ? attn_ : ffn_; }
+    float scale(cpu::SteeringSite site) const {
+        return site == cpu::SteeringSite::attn ? attn_ : ffn_;
+    }
 
     // Steers the chunk's sublayer output y (rows × n_embd, device) of layer il; a no-op
     // when the site's scale is 0 (bit-identical to no steering). Throws when the table
     // does not match (layer il of width n_embd).
-    void apply(uint32_t il, cpu::SteeringSite site, float* y, uint32_t rows, uint32_t n_embd, cudaStream_t s) const;
+    void apply(uint32_t il, cpu::SteeringSite site, float* y, uint32_t rows, uint32_t n_embd,
+               cudaStream_t s) const;
 
-private:
+  private:
     DeviceBuffer<float> dirs_;
     uint32_t n_layer_ = 0, n_embd_ = 0;
     float attn_ = 0.0f, ffn_ = 0.0f;

@@ -20,6 +20,7 @@
 #include <random>
 
 #include "cpu/forward.h"
+#include "cpu/gguf_weights.h"
 #include "cpu/mtp.h"
 #include "cpu/quant_matvec.h"
 #include "cpu/steering.h"
@@ -30,9 +31,8 @@
 #include "ds4/engine.h"
 #include "ds4/error.h"
 #include "ds4/speculative.h"
-#include "golden_compare.h"
-#include "cpu/gguf_weights.h"
 #include "gguf/gguf.h"
+#include "golden_compare.h"
 #include "golden_model.h"
 #include "maker.h"
 #include "model/metadata.h"
@@ -93,8 +93,8 @@ std::vector<float> cuda_final_hc_states(const LoadedGolden& lg) {
 
 // MTP logits for positions 0..T−2 (DeepSeek-V3 pairing: the state at i with token i + 1),
 // `chunk` slots per call.
-std::vector<float> run_cuda_mtp(const Golden& g, const cpu::MtpModel& mtp, const std::vector<float>& hc,
-                                uint32_t chunk) {
+std::vector<float> run_cuda_mtp(const Golden& g, const cpu::MtpModel& mtp,
+                                const std::vector<float>& hc, uint32_t chunk) {
     const uint32_t V = g.hp.n_vocab, n_pos = g.T - 1;
     const uint64_t hcd = g.hp.hc_dim();
     cpu::KvState state = mtp.make_state(n_pos);
@@ -112,7 +112,7 @@ std::vector<float> run_cuda_mtp(const Golden& g, const cpu::MtpModel& mtp, const
 }
 
 class CudaGoldenMtp : public ::testing::TestWithParam<std::string> {
-protected:
+  protected:
     void SetUp() override { DS4_REQUIRE_GPU(); }
 };
 
@@ -126,8 +126,8 @@ TEST_P(CudaGoldenMtp, TeacherForcedDraftsMatchReference) {
     const auto hc = cuda_final_hc_states(lg);
     const auto logits = run_cuda_mtp(g, mtp, hc, 1);
     const LogitStats s = compare_logits(g.mtp, logits, 0, g.T - 1);
-    std::cout << "[cuda golden] " << describe(GetParam() + " MTP teacher-forced", s) << "  argmax agreement "
-              << s.argmax_agree_all << "/" << s.positions << "\n";
+    std::cout << "[cuda golden] " << describe(GetParam() + " MTP teacher-forced", s)
+              << "  argmax agreement " << s.argmax_agree_all << "/" << s.positions << "\n";
     EXPECT_LE(s.max, 2e-2) << "worst position " << s.worst_position;
     EXPECT_EQ(s.argmax_mismatch, 0u);
     EXPECT_GT(s.argmax_checked, (g.T - 1) / 2);
@@ -135,16 +135,19 @@ TEST_P(CudaGoldenMtp, TeacherForcedDraftsMatchReference) {
     // several slots per call (the window fill after a prefill) agree with one by one
     const auto chunked = run_cuda_mtp(g, mtp, hc, 37);
     const float d = max_abs_diff(chunked, logits);
-    std::cout << "[cuda golden] " << GetParam() << " MTP 37-slot chunks vs one by one: max |dlogit| " << d << "\n";
+    std::cout << "[cuda golden] " << GetParam()
+              << " MTP 37-slot chunks vs one by one: max |dlogit| " << d << "\n";
     EXPECT_LE(d, 1e-4);
 }
 
-INSTANTIATE_TEST_SUITE_P(Goldens, CudaGoldenMtp, ::testing::Values("tiny_s1", "tiny_s2", "small_s1"),
+INSTANTIATE_TEST_SUITE_P(Goldens, CudaGoldenMtp,
+                         ::testing::Values("tiny_s1", "tiny_s2", "small_s1"),
                          [](const auto& p) { return p.param; });
 
 // ---- steering ----
 
-std::shared_ptr<const cpu::SteeringDirections> unit_directions(uint32_t n_layer, uint32_t n_embd, uint32_t seed) {
+std::shared_ptr<const cpu::SteeringDirections> unit_directions(uint32_t n_layer, uint32_t n_embd,
+                                                               uint32_t seed) {
     std::vector<float> v = random_floats(uint64_t{n_layer} * n_embd, seed);
     for (uint32_t il = 0; il < n_layer; ++il) {
         float* d = v.data() + uint64_t{il} * n_embd;
@@ -183,7 +186,7 @@ TEST(CudaSteering, KernelMatchesCpuFormula) {
 // The whole forward pass with steering on both sites: CUDA vs CPU (exact path) logits and
 // final HC states agree; steering really moves them; zero scales are bit-identical to off.
 class CudaSteeringGolden : public ::testing::TestWithParam<std::string> {
-protected:
+  protected:
     void SetUp() override { DS4_REQUIRE_GPU(); }
 };
 
@@ -205,7 +208,8 @@ TEST_P(CudaSteeringGolden, ForwardMatchesCpuWithSteering) {
             n = std::min(sizes[std::min<size_t>(i, sizes.size() - 1)], T - pos);
             rows.resize(n);
             std::iota(rows.begin(), rows.end(), 0u);
-            fwd.eval(state, pos, {g.tokens.data() + pos, n}, rows, {logits.data() + uint64_t{pos} * V, uint64_t{n} * V});
+            fwd.eval(state, pos, {g.tokens.data() + pos, n}, rows,
+                     {logits.data() + uint64_t{pos} * V, uint64_t{n} * V});
         }
         hc_last.clear();
         for (uint32_t t = 0; t < n; ++t) {
@@ -234,8 +238,8 @@ TEST_P(CudaSteeringGolden, ForwardMatchesCpuWithSteering) {
     }
     std::cout << "[cuda steering] " << GetParam() << " attn " << kAttn << " ffn " << kFfn
               << ": CUDA vs CPU max |dlogit| " << d_logits << ", max |dHC| " << d_hc << " (final "
-              << hc_gpu.size() / hcd << " rows), argmax " << agree << "/" << T << "; steering moved the logits by "
-              << moved << "\n";
+              << hc_gpu.size() / hcd << " rows), argmax " << agree << "/" << T
+              << "; steering moved the logits by " << moved << "\n";
     EXPECT_LE(d_logits, 2e-2);
     EXPECT_LE(d_hc, 2e-2);
     EXPECT_GE(agree, T - 1);
@@ -256,7 +260,8 @@ INSTANTIATE_TEST_SUITE_P(Goldens, CudaSteeringGolden, ::testing::Values("tiny_s1
 struct TempModel {
     fs::path dir;
     std::string path;
-    TempModel(const std::string& tag, const char* shape, model::QuantMix mix, bool copy_head, uint64_t seed) {
+    TempModel(const std::string& tag, const char* shape, model::QuantMix mix, bool copy_head,
+              uint64_t seed) {
         dir = fs::temp_directory_path() / cat("ds4-cuda-mtp-", ::getpid(), "-", tag);
         fs::create_directories(dir);
         path = (dir / "model.gguf").string();
@@ -301,7 +306,8 @@ Engine open(const TempModel& m, Backend backend, const DirectionalSteering& stee
 
 std::vector<int32_t> prompt_for(uint32_t n, uint32_t vocab, uint32_t salt) {
     std::vector<int32_t> p(n);
-    for (uint32_t i = 0; i < n; ++i) p[i] = static_cast<int32_t>((i * 37u + salt * 11u + 5u) % vocab);
+    for (uint32_t i = 0; i < n; ++i)
+        p[i] = static_cast<int32_t>((i * 37u + salt * 11u + 5u) % vocab);
     return p;
 }
 
@@ -339,7 +345,8 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 
 // Plain greedy vs speculative greedy on CUDA, each in its own engine: identical tokens,
 // identical KV state, identical next logits.
-SpeculativeStats expect_speculation_exact(const TempModel& m, uint32_t n_draft, uint64_t n, const char* what) {
+SpeculativeStats expect_speculation_exact(const TempModel& m, uint32_t n_draft, uint64_t n,
+                                          const char* what) {
     Engine plain = open(m, Backend::Cuda), spec = open(m, Backend::Cuda);
     const SequenceId ps = plain.create_sequence(), ss = spec.create_sequence();
     const auto prompt = prompt_for(21, plain.model().n_vocab, n_draft);
@@ -353,15 +360,19 @@ SpeculativeStats expect_speculation_exact(const TempModel& m, uint32_t n_draft, 
     const auto got = generate_greedy(dec, first, n, {});
     const double spec_s = seconds_since(t0);
     const SpeculativeStats& s = dec.stats();
-    std::printf("[cuda spec %s N=%u] %zu tokens: drafted %llu accepted %llu (%.1f%%), main steps %llu (verify %llu, "
-                "replay %llu, plain %llu), %.2f tokens/step; %.1f t/s, plain %.1f t/s\n",
-                what, n_draft, got.size(), (unsigned long long)s.drafted, (unsigned long long)s.accepted,
-                100.0 * s.acceptance(), (unsigned long long)s.main_steps(), (unsigned long long)s.verify_steps,
-                (unsigned long long)s.replay_steps, (unsigned long long)s.plain_steps, s.tokens_per_step(),
-                double(got.size()) / std::max(spec_s, 1e-9), double(want.size()) / std::max(plain_s, 1e-9));
+    std::printf(
+        "[cuda spec %s N=%u] %zu tokens: drafted %llu accepted %llu (%.1f%%), main steps %llu "
+        "(verify %llu, "
+        "replay %llu, plain %llu), %.2f tokens/step; %.1f t/s, plain %.1f t/s\n",
+        what, n_draft, got.size(), (unsigned long long)s.drafted, (unsigned long long)s.accepted,
+        100.0 * s.acceptance(), (unsigned long long)s.main_steps(),
+        (unsigned long long)s.verify_steps, (unsigned long long)s.replay_steps,
+        (unsigned long long)s.plain_steps, s.tokens_per_step(),
+        double(got.size()) / std::max(spec_s, 1e-9), double(want.size()) / std::max(plain_s, 1e-9));
     EXPECT_EQ(got, want);
     EXPECT_EQ(spec.sequence_length(ss), plain.sequence_length(ps));
-    EXPECT_TRUE(state_bytes(spec, ss) == state_bytes(plain, ps)) << "KV state differs after speculative decoding";
+    EXPECT_TRUE(state_bytes(spec, ss) == state_bytes(plain, ps))
+        << "KV state differs after speculative decoding";
     if (!want.empty()) {
         Batch a, b;
         a.add_token(ps, want.back());
@@ -374,7 +385,7 @@ SpeculativeStats expect_speculation_exact(const TempModel& m, uint32_t n_draft, 
 }
 
 class CudaSpeculative : public ::testing::TestWithParam<uint32_t> {
-protected:
+  protected:
     void SetUp() override { DS4_REQUIRE_GPU(); }
 };
 
@@ -382,7 +393,8 @@ protected:
 TEST_P(CudaSpeculative, CopyHeadModelAcceptsEveryDraft) {
     const uint32_t n_draft = GetParam();
     constexpr uint64_t n = 41;
-    const SpeculativeStats s = expect_speculation_exact(temp_model("copy"), n_draft, n, "copy-head f32");
+    const SpeculativeStats s =
+        expect_speculation_exact(temp_model("copy"), n_draft, n, "copy-head f32");
     EXPECT_GT(s.drafted, 0u);
     EXPECT_EQ(s.accepted, s.drafted);
     EXPECT_EQ(s.replay_steps, 0u);
@@ -391,7 +403,8 @@ TEST_P(CudaSpeculative, CopyHeadModelAcceptsEveryDraft) {
 
 // A random MTP block: drafts nearly always rejected, a restore + replay on every step.
 TEST_P(CudaSpeculative, RandomMtpMatchesPlainGreedy) {
-    const SpeculativeStats s = expect_speculation_exact(temp_model("random"), GetParam(), 40, "random f32");
+    const SpeculativeStats s =
+        expect_speculation_exact(temp_model("random"), GetParam(), 40, "random f32");
     EXPECT_GT(s.verify_steps, 0u);
 }
 
@@ -399,7 +412,8 @@ TEST_P(CudaSpeculative, RandomMtpMatchesPlainGreedy) {
 // mechanics at length, and the speed of speculation on the GPU (reported, not asserted).
 TEST_P(CudaSpeculative, CopyHeadDemoShapeQ2200Tokens) {
     const uint32_t n_draft = GetParam();
-    const SpeculativeStats s = expect_speculation_exact(temp_model("copy_demo_q2"), n_draft, 200, "copy-head demo q2");
+    const SpeculativeStats s =
+        expect_speculation_exact(temp_model("copy_demo_q2"), n_draft, 200, "copy-head demo q2");
     EXPECT_EQ(s.accepted, s.drafted);
 }
 
@@ -415,7 +429,8 @@ struct DirectMtp {
     std::unique_ptr<cpu::CpuModel> model;
     std::unique_ptr<cpu::MtpModel> mtp;
 
-    explicit DirectMtp(const std::string& path) : file(gguf::File::open(path)), hp(model::read_hparams(file)) {
+    explicit DirectMtp(const std::string& path)
+        : file(gguf::File::open(path)), hp(model::read_hparams(file)) {
         cpu::add_gguf_views(ws, file);
         model = std::make_unique<cpu::CpuModel>(hp, ws);
         mtp = std::make_unique<cpu::MtpModel>(hp, ws);
@@ -489,8 +504,8 @@ TEST(EngineMtpReference, CpuDraftsMatchDirect) {
         history.push_back(next);
         next = cpu.step(b).argmax(0);
     }
-    std::cout << "[mtp engine ref] CPU engine drafts vs direct: max |dlogit| " << worst << " (max |logit| " << scale
-              << ")\n";
+    std::cout << "[mtp engine ref] CPU engine drafts vs direct: max |dlogit| " << worst
+              << " (max |logit| " << scale << ")\n";
 }
 
 // Engine::mtp_draft / mtp_draft_greedy on CUDA vs CPU after the same prefill and decode
@@ -510,32 +525,38 @@ TEST(CudaEngineMtp, DraftsMatchCpu) {
     std::vector<int32_t> chain_g(4), chain_c(4);
     {
         // how far the main model's final HC states (the MTP input) differ, per stream
-        const auto hg = direct.final_states(history, true), hcpu = direct.final_states(history, false);
+        const auto hg = direct.final_states(history, true),
+                   hcpu = direct.final_states(history, false);
         const uint32_t dim = direct.hp.n_embd;
         float worst_rel = 0.0f, min_rms = 1e30f;
         for (size_t r = 0; r < hg.size() / dim; ++r) {
             double ss = 0, dd = 0;
             for (uint32_t i = 0; i < dim; ++i) {
                 ss += double{hcpu[r * dim + i]} * hcpu[r * dim + i];
-                dd += double{hg[r * dim + i] - hcpu[r * dim + i]} * (hg[r * dim + i] - hcpu[r * dim + i]);
+                dd += double{hg[r * dim + i] - hcpu[r * dim + i]} *
+                      (hg[r * dim + i] - hcpu[r * dim + i]);
             }
             worst_rel = std::max(worst_rel, static_cast<float>(std::sqrt(dd / ss)));
             min_rms = std::min(min_rms, static_cast<float>(std::sqrt(ss / dim)));
         }
-        std::printf("[cuda mtp engine] main final HC streams CUDA vs CPU: max |d| %.3g (max |x| %.3g), worst relative "
-                    "per-stream error %.3g, smallest stream RMS %.3g\n",
-                    max_abs_diff(hg, hcpu), max_abs(hcpu), worst_rel, min_rms);
+        std::printf(
+            "[cuda mtp engine] main final HC streams CUDA vs CPU: max |d| %.3g (max |x| %.3g), "
+            "worst relative "
+            "per-stream error %.3g, smallest stream RMS %.3g\n",
+            max_abs_diff(hg, hcpu), max_abs(hcpu), worst_rel, min_rms);
     }
     for (int step = 0; step < 12; ++step) {
         const auto lg = gpu.mtp_draft(gs, next), lc = cpu.mtp_draft(cs, next);
         // the engine's incremental MTP cache on CUDA vs the block run from position 0 on CUDA
         const auto ref_gpu = direct.draft(history, next, true, true);
         // the MTP block alone: CPU main states into the CUDA block vs all-CPU
-        const auto ref_cpu = direct.draft(history, next), hybrid = direct.draft(history, next, false, true);
-        std::printf("[cuda mtp engine] step %d: engine CUDA vs CPU %.3g, engine CUDA vs direct CUDA %.3g, "
-                    "CUDA block on CPU states vs CPU %.3g, engine CPU vs direct CPU %.3g\n",
-                    step, max_abs_diff(lg, lc), max_abs_diff(lg, ref_gpu), max_abs_diff(hybrid, ref_cpu),
-                    max_abs_diff(lc, ref_cpu));
+        const auto ref_cpu = direct.draft(history, next),
+                   hybrid = direct.draft(history, next, false, true);
+        std::printf(
+            "[cuda mtp engine] step %d: engine CUDA vs CPU %.3g, engine CUDA vs direct CUDA %.3g, "
+            "CUDA block on CPU states vs CPU %.3g, engine CPU vs direct CPU %.3g\n",
+            step, max_abs_diff(lg, lc), max_abs_diff(lg, ref_gpu), max_abs_diff(hybrid, ref_cpu),
+            max_abs_diff(lc, ref_cpu));
         worst = std::max(worst, max_abs_diff(lg, lc));
         vs_direct = std::max(vs_direct, max_abs_diff(lg, ref_gpu));
         block_only = std::max(block_only, max_abs_diff(hybrid, ref_cpu));
@@ -557,9 +578,10 @@ TEST(CudaEngineMtp, DraftsMatchCpu) {
         ASSERT_EQ(ng, nc) << "main model greedy differs at step " << step;
         next = ng;
     }
-    std::cout << "[cuda mtp engine] 12 drafts: max |dlogit| CUDA vs CPU engine " << worst << " (max |logit| " << scale
-              << "), CUDA engine vs direct CUDA " << vs_direct << ", CUDA block on CPU states vs CPU " << block_only
-              << "; 4-token chains identical " << agree << "/" << drafts << "\n";
+    std::cout << "[cuda mtp engine] 12 drafts: max |dlogit| CUDA vs CPU engine " << worst
+              << " (max |logit| " << scale << "), CUDA engine vs direct CUDA " << vs_direct
+              << ", CUDA block on CPU states vs CPU " << block_only << "; 4-token chains identical "
+              << agree << "/" << drafts << "\n";
     EXPECT_LE(vs_direct, 1e-4) << "the engine's MTP cache on CUDA differs from a fresh run";
     EXPECT_LE(block_only, 2e-2);
     EXPECT_EQ(agree, drafts);
@@ -575,14 +597,16 @@ TEST(CudaEngineSteering, MatchesCpu) {
     const std::string file = (m.dir / "dirs.f32").string();
     cpu::write_steering_file(file, dirs->values());
     DirectionalSteering st{file, 0.5f, -2.0f};
-    Engine gpu = open(m, Backend::Cuda, st), cpu = open(m, Backend::Cpu, st), plain = open(m, Backend::Cuda);
+    Engine gpu = open(m, Backend::Cuda, st), cpu = open(m, Backend::Cpu, st),
+           plain = open(m, Backend::Cuda);
     EXPECT_EQ(gpu.options().steering.attn.value_or(99.0f), 0.5f);
     EXPECT_EQ(gpu.options().steering.ffn.value_or(99.0f), -2.0f);
     const uint32_t V = ms.n_vocab;
     const auto prompt = prompt_for(60, V, 2);
     std::vector<uint32_t> rows(prompt.size());
     std::iota(rows.begin(), rows.end(), 0u);
-    const SequenceId gs = gpu.create_sequence(), cs = cpu.create_sequence(), ps = plain.create_sequence();
+    const SequenceId gs = gpu.create_sequence(), cs = cpu.create_sequence(),
+                     ps = plain.create_sequence();
     Batch b;
     b.add(gs, prompt, rows);
     const Logits lg = gpu.step(b);
@@ -600,9 +624,9 @@ TEST(CudaEngineSteering, MatchesCpu) {
     }
     const auto tg = plain_greedy(gpu, gs, lg.argmax(prompt.size() - 1), 24);
     const auto tc = plain_greedy(cpu, cs, lc.argmax(prompt.size() - 1), 24);
-    std::cout << "[cuda steering engine] prompt of " << prompt.size() << ": CUDA vs CPU max |dlogit| " << worst
-              << ", steering moved the logits by " << moved << "; 24 greedy tokens "
-              << (tg == tc ? "identical" : "DIFFER") << "\n";
+    std::cout << "[cuda steering engine] prompt of " << prompt.size()
+              << ": CUDA vs CPU max |dlogit| " << worst << ", steering moved the logits by "
+              << moved << "; 24 greedy tokens " << (tg == tc ? "identical" : "DIFFER") << "\n";
     EXPECT_LE(worst, 2e-2);
     EXPECT_GT(moved, 0.1f);
     EXPECT_EQ(tg, tc);
