@@ -248,7 +248,8 @@ public:
     void step(const Batch& batch, Logits& out);
 
     // ---- MTP drafts (speculative decoding) ----
-    // True when the engine was opened with EngineOptions::mtp_path.
+    // True when the engine was opened with EngineOptions::mtp_path. On Backend::Cuda the
+    // block runs on the GPU too (cuda/mtp.h), as does directional steering.
     bool has_mtp() const;
     // Draft logits (n_vocab values) for the token after `next`, where `next` is the token
     // that will follow the sequence's last token: the MTP block runs on the main model's

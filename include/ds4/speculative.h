@@ -16,14 +16,12 @@
 // frontiers in place, which the engine cannot rewind). A rejected first draft costs a
 // verify of N + 1 tokens plus a one-token replay.
 //
-// Where it is used: the ds4 CLI (--mtp FILE --mtp-draft N with --temp 0). ds4-server's
-// continuous-batching scheduler does not speculate yet: a decoder issues its own step()
-// calls for one sequence, while the scheduler puts one token of every live sequence into a
-// shared step. The integration (greedy requests only) is: per greedy sequence, draft with
-// Engine::mtp_draft_greedy, add [pending, drafts...] with logits at every index as that
-// sequence's batch entry, take checkpoints before the step, and after it do what
-// SpeculativeDecoder::advance does from "k = accepted prefix" on (restore + replay of the
-// accepted prefix for partially accepted sequences, which can share the next step).
+// Where it is used: the ds4 CLI (--mtp FILE --mtp-draft N with --temp 0) through this
+// class, and ds4-server's continuous-batching scheduler, which does the same per greedy
+// sequence inside its shared step (src/server/scheduler.cpp: add_speculative,
+// verify_speculative, settle_speculative): [pending, drafts...] with logits at every index
+// as that sequence's batch entry, a checkpoint before the step, restore + replay of the
+// confirmed prefix after it.
 #pragma once
 
 #include <cstdint>

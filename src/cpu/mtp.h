@@ -47,6 +47,13 @@ class MtpModel {
     // A fresh MTP window cache for sequences of up to ctx positions.
     KvState make_state(uint64_t ctx) const { return KvState(hparams(), ctx); }
 
+    // The input projections' weights (for other backends: cuda/mtp.h uploads them).
+    const TensorView& token_embd() const { return token_embd_; }
+    const TensorView& e_proj() const { return e_proj_; }
+    const TensorView& h_proj() const { return h_proj_; }
+    std::span<const float> enorm() const { return enorm_; }
+    std::span<const float> hnorm() const { return hnorm_; }
+
   private:
     friend class MtpForward;
     WeightSet renamed_;  // views of ws under the one-layer model's names

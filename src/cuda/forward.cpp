@@ -18,6 +18,7 @@
 #include "cuda/forward_kernels.h"
 #include "cuda/kernels.h"
 #include "cuda/matmul_q8.h"
+#include "cuda/steering.h"
 #include "ds4/error.h"
 
 namespace ds4::cuda {
@@ -109,6 +110,8 @@ struct Forward::Impl {
     DeviceBuffer<uint32_t> sel, index_sel, moe_idx, head_rows;
     DeviceBuffer<uint8_t> ex_q;  // the experts' int8 activations (fast path)
     bool fast_experts = false;
+    std::unique_ptr<DeviceSteering> steering;  // null: off
+    const float* input_x = nullptr;             // eval_from_hc: device input HC rows
     DeviceBuffer<int32_t> tokens_dev;
     DeviceBuffer<uint64_t> positions_dev;
     // per token of the current batch: its sequence's device state and position
@@ -443,6 +446,10 @@ void Forward::Impl::embed(std::span<const int32_t> tokens) {
     }
     DS4_CUDA_CHECK(cudaMemcpyAsync(x.data(), host_x.data(), n * hc * sizeof(float), cudaMemcpyHostToDevice,
                                    stream.get()));
+    // eval_from_hc: the given rows replace the embeddings (stream order: after the upload)
+    if (input_x != nullptr)
+        DS4_CUDA_CHECK(cudaMemcpyAsync(x.data(), input_x, n * hc * sizeof(float), cudaMemcpyDeviceToDevice,
+                                       stream.get()));
     DS4_CUDA_CHECK(cudaMemcpyAsync(tokens_dev.data(), tokens.data(), n * sizeof(int32_t), cudaMemcpyHostToDevice,
                                    stream.get()));
     DS4_CUDA_CHECK(cudaMemcpyAsync(positions_dev.data(), tok_pos.data(), n * sizeof(uint64_t), cudaMemcpyHostToDevice,
@@ -589,6 +596,7 @@ void Forward::Impl::attention(uint32_t il, uint32_t n) {
         for (uint64_t g = 0; g < G; ++g)
             mm(L.out_a, g * R, R, o.data() + g * group_in, qw, z.data() + g * R, G * R, n);
     mm(L.out_b, 0, hp.n_embd, z.data(), G * R, y.data(), hp.n_embd, n);
+    if (steering) steering->apply(il, cpu::SteeringSite::attn, y.data(), n, hp.n_embd, s);
     hc_post(hc_shape, x.data(), y.data(), post.data(), comb.data(), n, s);
 }
 
@@ -738,6 +746,7 @@ void Forward::Impl::moe_layer(uint32_t il, uint32_t n) {
     swiglu_clamp(sh_g.data(), sh_u.data(), sh_g.data(), uint64_t{n} * ff, hp.swiglu_limit, s);
     mm(L.sh_down, 0, dim, sh_g.data(), ff, sh_out.data(), dim, n);
     add_values(moe.data(), sh_out.data(), y.data(), uint64_t{n} * dim, s);
+    if (steering) steering->apply(il, cpu::SteeringSite::ffn, y.data(), n, dim, s);
     hc_post(hc_shape, x.data(), y.data(), post.data(), comb.data(), n, s);
 }
 
@@ -798,6 +807,25 @@ void Forward::eval(cpu::KvState& state, uint64_t pos, std::span<const int32_t> t
     impl_->check_chunk(state, pos, static_cast<uint32_t>(tokens.size()), tokens, logit_rows, logits);
     const Chunk c{&state, tokens, logit_rows, logits};
     eval_batch({&c, 1});
+}
+
+void Forward::eval_from_hc(cpu::KvState& state, uint64_t pos, std::span<const int32_t> tokens, const float* x_dev,
+                           std::span<const uint32_t> logit_rows, std::span<float> logits) {
+    if (x_dev == nullptr) fail("cuda forward: eval_from_hc without input HC rows");
+    impl_->input_x = x_dev;
+    try {
+        eval(state, pos, tokens, logit_rows, logits);
+    } catch (...) {
+        impl_->input_x = nullptr;
+        throw;
+    }
+    impl_->input_x = nullptr;
+}
+
+void Forward::set_steering(const cpu::SteeringDirections& dirs, float attn_scale, float ffn_scale) {
+    impl_->steering = attn_scale != 0.0f || ffn_scale != 0.0f
+                          ? std::make_unique<DeviceSteering>(dirs, attn_scale, ffn_scale)
+                          : nullptr;
 }
 
 void Forward::eval_batch(std::span<const Chunk> chunks) {

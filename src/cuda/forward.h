@@ -28,6 +28,7 @@
 
 #include "cpu/forward.h"
 #include "cpu/kv_state.h"
+#include "cpu/steering.h"
 
 namespace ds4::cuda {
 
@@ -56,6 +57,16 @@ public:
         std::span<float> logits;
     };
     void eval_batch(std::span<const Chunk> chunks);
+
+    // eval() with the chunk's input HC state given instead of the token embeddings (the
+    // MTP block, cuda/mtp.h): x_dev holds tokens.size() rows of hc_dim floats in device
+    // memory, complete before the call; `tokens` still feed the checks and the routing.
+    void eval_from_hc(cpu::KvState& state, uint64_t pos, std::span<const int32_t> tokens, const float* x_dev,
+                      std::span<const uint32_t> logit_rows, std::span<float> logits);
+
+    // Directional steering of every layer's attention and FFN outputs (cuda/steering.h,
+    // cpu/steering.h's formula at the same two sites); zero scales: off.
+    void set_steering(const cpu::SteeringDirections& dirs, float attn_scale, float ffn_scale);
 
     // The final HC state of row t (over all chunks) of the last eval (downloaded on demand).
     std::span<const float> final_hc(uint32_t t);

@@ -6,7 +6,8 @@
 // its views go into a WeightSet of their own and an MtpForward runs the block; each
 // sequence then also records the main model's final HC states and tokens of its last
 // `window` positions (a ring) and keeps the MTP block's own window cache, which
-// mtp_draft() brings up to date lazily.
+// mtp_draft() brings up to date lazily. On Backend::Cuda a cuda::MtpForward runs the block
+// instead (its window cache in VRAM, synced like the main KV state).
 #include "ds4/engine.h"
 
 #include <algorithm>
@@ -30,6 +31,7 @@
 #ifdef DS4_HAVE_CUDA
 #include "cuda/ceiling.h"
 #include "cuda/forward.h"
+#include "cuda/mtp.h"
 #endif
 
 namespace ds4 {
@@ -182,6 +184,9 @@ struct Engine::Impl {
     cpu::WeightSet mtp_weights;  // views of mtp_file (which may be the main file again)
     std::unique_ptr<cpu::MtpModel> mtp_model;
     std::unique_ptr<cpu::MtpForward> mtp_forward;
+#ifdef DS4_HAVE_CUDA
+    std::unique_ptr<cuda::MtpForward> cuda_mtp;  // Backend::Cuda: runs the block instead of mtp_forward
+#endif
 
     std::unordered_map<SequenceId, std::unique_ptr<Sequence>> sequences;
     std::vector<std::unique_ptr<Sequence>> spare;  // freed sequences, reused by create
@@ -225,6 +230,32 @@ struct Engine::Impl {
     void host_changed([[maybe_unused]] const cpu::KvState& kv, [[maybe_unused]] bool rows) const {
 #ifdef DS4_HAVE_CUDA
         if (cuda_forward) cuda_forward->invalidate(kv, rows);
+#endif
+    }
+    // MTP block dispatch, and its window cache's ownership (as for the main KV state): with
+    // CUDA, mtp_to_host() before the host cache is read, rewound or copied, and
+    // mtp_host_changed() after it was (the next evaluation uploads it).
+    void mtp_eval(cpu::KvState& cache, uint64_t pos, std::span<const int32_t> ids, std::span<const float> hc,
+                  std::span<const uint32_t> rows, std::span<float> logits) {
+#ifdef DS4_HAVE_CUDA
+        if (cuda_mtp) return cuda_mtp->eval(cache, pos, ids, hc, rows, logits);
+#endif
+        mtp_forward->eval(cache, pos, ids, hc, rows, logits);
+    }
+    std::span<const float> mtp_final_hc(uint32_t t) const {
+#ifdef DS4_HAVE_CUDA
+        if (cuda_mtp) return cuda_mtp->final_hc(t);
+#endif
+        return mtp_forward->final_hc(t);
+    }
+    void mtp_to_host([[maybe_unused]] cpu::KvState& cache) const {
+#ifdef DS4_HAVE_CUDA
+        if (cuda_mtp) cuda_mtp->download(cache);
+#endif
+    }
+    void mtp_host_changed([[maybe_unused]] const cpu::KvState& cache) const {
+#ifdef DS4_HAVE_CUDA
+        if (cuda_mtp) cuda_mtp->invalidate(cache);
 #endif
     }
     void evaluate(const Batch::Entry& e, Sequence& s, std::span<float> out);
@@ -301,12 +332,16 @@ void Engine::Impl::record_for_mtp(MtpTrack& t, uint64_t pos, std::span<const int
 // the block attends), so rows older than p's window are skipped rather than computed.
 void Engine::Impl::mtp_catch_up(MtpTrack& t, uint64_t p) {
     cpu::KvState& cache = t.cache;
-    if (cache.n_tokens() > p) cache.rewind(p);
     const uint64_t first = p + 1 > t.ring ? p + 1 - t.ring : 0;
-    if (cache.n_tokens() < first) cache.advance(first - cache.n_tokens());
+    if (cache.n_tokens() > p || cache.n_tokens() < first) {
+        mtp_to_host(cache);
+        if (cache.n_tokens() > p) cache.rewind(p);
+        if (cache.n_tokens() < first) cache.advance(first - cache.n_tokens());
+        mtp_host_changed(cache);
+    }
     const uint64_t hcd = hp.hc_dim();
     for (uint64_t q = cache.n_tokens(); q < p; ++q)
-        mtp_forward->eval(cache, q, {&t.tokens[(q + 1) % t.ring], 1},
+        mtp_eval(cache, q, {&t.tokens[(q + 1) % t.ring], 1},
                           {t.hc.data() + (q % t.ring) * hcd, hcd}, {}, {});
 }
 
@@ -322,9 +357,6 @@ Engine Engine::open(const std::string& path, const EngineOptions& options) {
     check_options(options);
     const cpu::SteeringScales steer = cpu::resolve_steering_scales(
         !options.steering.file.empty(), options.steering.attn, options.steering.ffn);
-    // The CUDA forward has no steering hook yet: refuse rather than silently ignore it.
-    if (options.backend == Backend::Cuda && (steer.attn != 0.0f || steer.ffn != 0.0f))
-        fail("engine: directional steering is not implemented on the CUDA backend (use the CPU backend)");
     model::PlanOptions plan_options;
     plan_options.mix = model::detect_quant_mix(f);
     const model::TensorPlan plan(impl->hp, plan_options);
@@ -352,6 +384,9 @@ Engine Engine::open(const std::string& path, const EngineOptions& options) {
         // Main model only: the MTP block drafts, and drafts are verified by the main model.
         auto dirs = std::make_shared<const cpu::SteeringDirections>(
             cpu::SteeringDirections::load(options.steering.file, impl->hp.n_layer, impl->hp.n_embd));
+#ifdef DS4_HAVE_CUDA
+        if (impl->cuda_forward) impl->cuda_forward->set_steering(*dirs, steer.attn, steer.ffn);
+#endif
         impl->forward->set_steering(cpu::Steering(std::move(dirs), steer.attn, steer.ffn));
     }
     if (!options.mtp_path.empty()) {
@@ -360,6 +395,9 @@ Engine Engine::open(const std::string& path, const EngineOptions& options) {
         cpu::add_gguf_views(impl->mtp_weights, mf);
         impl->mtp_model = std::make_unique<cpu::MtpModel>(impl->hp, impl->weights, impl->mtp_weights);
         impl->mtp_forward = std::make_unique<cpu::MtpForward>(*impl->mtp_model, impl->pool.get());
+#ifdef DS4_HAVE_CUDA
+        if (impl->cuda_forward) impl->cuda_mtp = std::make_unique<cuda::MtpForward>(*impl->mtp_model);
+#endif
     }
     return Engine(std::move(impl));
 }
@@ -482,11 +520,14 @@ void Engine::mtp_draft(SequenceId seq, int32_t next, std::span<float> logits) {
     const uint32_t row0 = 0;
     try {
         m.mtp_catch_up(t, p);
-        m.mtp_forward->eval(t.cache, p, {&next, 1}, {t.hc.data() + (p % t.ring) * hcd, hcd}, {&row0, 1},
-                            logits.first(m.hp.n_vocab));
+        m.mtp_eval(t.cache, p, {&next, 1}, {t.hc.data() + (p % t.ring) * hcd, hcd}, {&row0, 1},
+                   logits.first(m.hp.n_vocab));
+        m.mtp_to_host(t.cache);
         t.cache.rewind(p);  // the row of `next` is a guess: recomputed once the token is known
+        m.mtp_host_changed(t.cache);
     } catch (...) {
         t.cache.reset();  // rebuilt from the recorded states by the next draft
+        m.mtp_host_changed(t.cache);
         throw;
     }
 }
@@ -532,21 +573,26 @@ void Engine::mtp_draft_greedy(SequenceId seq, int32_t next, std::span<int32_t> d
     const uint32_t row0 = 0;
     try {
         m.mtp_catch_up(t, p);
+        m.mtp_to_host(cache);  // the saved rows are read from the host copy
         for (uint64_t k = 0; k < touched; ++k)
             std::copy_n(cache.raw_row(0, p + k), hd, saved.begin() + static_cast<std::ptrdiff_t>(k * hd));
         std::copy_n(t.hc.begin() + static_cast<std::ptrdiff_t>((p % t.ring) * hcd), hcd, hc.begin());
         int32_t token = next;
         for (uint64_t k = 0; k < n; ++k) {
-            m.mtp_forward->eval(cache, p + k, {&token, 1}, hc, {&row0, 1}, logits);
+            m.mtp_eval(cache, p + k, {&token, 1}, hc, {&row0, 1}, logits);
             token = drafts[k] = argmax_lowest(logits);
-            const std::span<const float> out = m.mtp_forward->final_hc(0);
+            const std::span<const float> out = m.mtp_final_hc(0);
             std::copy(out.begin(), out.end(), hc.begin());  // copied: the next eval reuses it
         }
+        // With CUDA the host copy still holds the rows from before the chain (the chain ran
+        // on the device only): it becomes the authoritative copy again.
         cache.rewind(p);
         for (uint64_t k = 0; k < touched; ++k)
             std::copy_n(saved.begin() + static_cast<std::ptrdiff_t>(k * hd), hd, cache.raw_row(0, p + k));
+        m.mtp_host_changed(cache);
     } catch (...) {
         cache.reset();  // rebuilt from the recorded states by the next draft
+        m.mtp_host_changed(cache);
         throw;
     }
 }
@@ -628,6 +674,7 @@ SequenceHistory Engine::load_sequence(SequenceId seq, std::span<const uint8_t> p
         std::fill(s.mtp->hc.begin(), s.mtp->hc.end(), 0.0f);
         std::fill(s.mtp->tokens.begin(), s.mtp->tokens.end(), 0);
         s.mtp->cache.reset();
+        impl_->mtp_host_changed(s.mtp->cache);
     }
     return SequenceHistory{std::move(h.tokens), std::move(h.logits)};
 }
@@ -692,10 +739,12 @@ void Engine::restore(SequenceId seq, const SequenceCheckpoint& cp) {
         // decoding restores after every rejected draft: rebuilding the whole window each
         // time would cost `window` MTP evaluations.
         cpu::KvState& cache = s.mtp->cache;
+        impl_->mtp_to_host(cache);
         if (cache.n_tokens() <= cp.length_)
             cache.rewind(std::min(cache.n_tokens(), cp.length_ > 0 ? cp.length_ - 1 : 0));
         else
             cache.reset();
+        impl_->mtp_host_changed(cache);
     }
 }
 
@@ -706,7 +755,11 @@ SequenceId Engine::fork_sequence(SequenceId seq) {
     impl_->sync_to_host(impl_->state(seq));
     dst.kv = src.kv;  // same shapes: copies into the existing buffers
     impl_->host_changed(dst.kv, true);
-    if (src.mtp) dst.mtp = src.mtp;
+    if (src.mtp) {
+        impl_->mtp_to_host(impl_->sequence(seq).mtp->cache);
+        dst.mtp = src.mtp;
+        impl_->mtp_host_changed(dst.mtp->cache);
+    }
     dst.forget_history();
     return id;
 }

@@ -45,6 +45,17 @@ int parse_options(int argc, char** argv, ServerOptions& o) {
     CLI::Option* steer_attn_opt =
         app.add_option("--dir-steering-attn", steer_attn, "the same on attention outputs (default 0)")
             ->check(CLI::Range(-100.0f, 100.0f));
+    app.add_option("--mtp", o.mtp,
+                   "MTP GGUF (ds4-convert --mtp-out, or a model that carries the block): speculative "
+                   "decoding of greedy (temperature 0) requests when --mtp-draft >= 2");
+    app.add_option("--mtp-draft", o.mtp_draft, "MTP drafts verified per step (1: no speculation; max 16)")
+        ->check(CLI::Range(1u, 16u))
+        ->capture_default_str();
+    app.add_option("--mtp-margin", o.mtp_margin,
+                   "ds4's draft confidence gate, accepted for its command lines; no effect here: every "
+                   "draft is verified and a rejected one costs a replay, not a wrong token")
+        ->check(CLI::Range(0.0f, 1000.0f))
+        ->capture_default_str();
     app.add_option("--host", o.host, "IPv4 address to listen on")->capture_default_str();
     app.add_option("--port", o.port, "TCP port")->check(CLI::Range(0, 65535))->capture_default_str();
     app.add_flag("--cors", o.cors, "add CORS headers");
@@ -138,6 +149,9 @@ std::string metrics_text(const ServerContext& sc) {
     gauge("ds4_requests_rejected_total", "counter", "requests refused because the queue was full", static_cast<double>(sc.counters.rejected_full));
     gauge("ds4_generations_total", "counter", "generations finished", static_cast<double>(s.requests_done));
     gauge("ds4_generations_cancelled_total", "counter", "generations cancelled by a departed client", static_cast<double>(s.requests_cancelled));
+    gauge("ds4_mtp_drafted_total", "counter", "MTP draft tokens verified (speculative decoding)", static_cast<double>(s.mtp_drafted));
+    gauge("ds4_mtp_accepted_total", "counter", "MTP draft tokens the main model agreed with", static_cast<double>(s.mtp_accepted));
+    gauge("ds4_mtp_replays_total", "counter", "speculative steps rolled back to the accepted prefix", static_cast<double>(s.mtp_replays));
     gauge("ds4_prompt_tokens_total", "counter", "prompt tokens of admitted requests", static_cast<double>(s.prompt_tokens));
     gauge("ds4_prompt_tokens_cached_total", "counter", "prompt tokens reused from live sequences (KV cache hits)", static_cast<double>(s.cached_tokens));
     gauge("ds4_prefill_tokens_total", "counter", "prompt tokens evaluated", static_cast<double>(s.prefill_tokens));
@@ -269,6 +283,7 @@ int run_server(const ServerOptions& o) {
     eo.threads = o.threads;
     eo.backend = o.cuda ? Backend::Cuda : Backend::Cpu;  // a CPU-only build's engine refuses Cuda
     eo.steering = o.steering;
+    eo.mtp_path = o.mtp;
     Engine engine = Engine::open(o.model, eo);
     Tokenizer tok = Tokenizer::load(o.model);
     log_line(engine.memory_estimate().report());
@@ -279,6 +294,7 @@ int run_server(const ServerOptions& o) {
     so.slots = o.parallel;
     so.queue_limit = o.queue;
     so.trace = trace.get();
+    so.mtp_draft = o.mtp.empty() ? 0 : o.mtp_draft;
     // Before the scheduler: the disk cache (owned by the sequence source) calls into it.
     std::unique_ptr<ToolMemory> tool_memory;
     if (!o.disable_exact_dsml_tool_replay)

@@ -20,6 +20,9 @@ struct ServerOptions {
     unsigned threads = 0;
     bool cuda = false;  // --cuda: the CUDA backend (needs a -DDS4_CUDA=ON build); --cpu: the default
     DirectionalSteering steering;  // --dir-steering-file/-ffn/-attn (interface.md §7.5)
+    std::string mtp;               // --mtp FILE: the MTP block (speculative decoding, §4.8)
+    uint32_t mtp_draft = 1;        // --mtp-draft N: drafts per step (1: no speculation)
+    float mtp_margin = 3.0f;       // --mtp-margin F: accepted for ds4 compatibility (see --help)
     bool cors = false;
     std::string api_key;
     uint64_t max_body_mb = 64;

@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 
 #include "ds4/error.h"
+#include "ds4/speculative.h"
 #include "server/tool_memory.h"
 #include "server/trace.h"
 #include "text/dsml_stream.h"
@@ -151,6 +153,11 @@ struct Scheduler::Active {
     GenResult result;
     std::deque<TokenId> tail;      // fed instead of sampled before finishing (closing tags)
     GenResult tail_end;            // the result once the tail is fed
+    // A speculative step in flight: `spec` = [next, drafts...] was fed after the first
+    // spec_base history tokens, from checkpoint spec_cp; spec_valid of them are confirmed.
+    std::vector<TokenId> spec;
+    std::size_t spec_base = 0, spec_valid = 0;
+    SequenceCheckpoint spec_cp;
 
     Active(std::shared_ptr<Job> j, const Tokenizer& tok)
         : job(std::move(j)), sampler(job->request().sampling), decoder(tok),
@@ -164,6 +171,8 @@ Scheduler::Scheduler(Engine& engine, Tokenizer tokenizer, SchedulerOptions optio
     if (!source_) source_ = std::make_unique<SlotSequenceSource>(engine_, options_.slots);
     options_.slots = std::max<std::size_t>(options_.slots, 1);
     options_.chunk = std::max(options_.chunk, options_.slots + 1);
+    speculate_ = options_.mtp_draft > 1 && engine_.has_mtp() && std::getenv("DS4_MTP_SPEC_DISABLE") == nullptr;
+    options_.mtp_draft = std::min<uint32_t>(options_.mtp_draft, SpeculativeDecoder::kMaxDraft);
     worker_ = std::thread([this] { run(); });
 }
 
@@ -288,10 +297,16 @@ void Scheduler::step(std::vector<std::unique_ptr<Active>>& active) {
     // Decode tokens first: they are one token each and keep streams flowing.
     for (auto& a : active) {
         if (!a->generating) continue;
-        batch_.add_token(a->seq, a->next);
-        a->history.push_back(a->next);
+        const uint32_t n = budget > 1 ? std::min<uint32_t>(drafts_for(*a), static_cast<uint32_t>(budget - 1)) : 0;
+        if (n > 0) {
+            add_speculative(*a, n);
+        } else {
+            batch_.add_token(a->seq, a->next);
+            a->history.push_back(a->next);
+        }
         in_batch.push_back(a.get());
-        budget = budget > 0 ? budget - 1 : 0;
+        const std::size_t fed = a->spec.empty() ? 1 : a->spec.size();
+        budget = budget > fed ? budget - fed : 0;
     }
     for (auto& a : active) {
         if (a->generating || a->source_prefill || a->job->done()) continue;
@@ -321,6 +336,7 @@ void Scheduler::step(std::vector<std::unique_ptr<Active>>& active) {
             // The KV of a failed step is unknown: start the sequence over.
             engine_.reset_sequence(a->seq);
             a->history.clear();
+            a->spec.clear();
             retire(*a, failed(e.what()));
         }
         return;
@@ -335,11 +351,83 @@ void Scheduler::step(std::vector<std::unique_ptr<Active>>& active) {
         if (!a->generating && a->prompt_done + 1 == prompt.size() && a->prompt_cp.empty())
             a->prompt_cp = engine_.checkpoint(a->seq);
     }
-    for (std::size_t r = 0; r < logits_.rows(); ++r) {
-        const SequenceId seq = logits_.info(r).seq;
-        auto it = std::find_if(in_batch.begin(), in_batch.end(), [&](Active* a) { return a->seq == seq; });
-        if (it != in_batch.end()) on_logits(**it, logits_.row(r));
+    // Rows in batch order: one per decode token or finished prompt, 1 + n per speculation.
+    std::vector<std::size_t> rows;
+    for (Active* a : in_batch) {
+        rows.clear();
+        for (std::size_t r = 0; r < logits_.rows(); ++r)
+            if (logits_.info(r).seq == a->seq) rows.push_back(r);
+        if (!a->spec.empty())
+            verify_speculative(*a, rows);
+        else if (!rows.empty())
+            on_logits(*a, logits_.row(rows.front()));
     }
+}
+
+// Drafts worth verifying for `a` at this step: greedy requests only (the output must be
+// what plain greedy decoding gives), none while closing tags are fed, and never past the
+// context or the tokens the request may still generate.
+uint32_t Scheduler::drafts_for(const Active& a) const {
+    if (!speculate_ || !a.tail.empty() || a.job->request().sampling.temperature > 0) return 0;
+    const uint64_t len = a.history.size();
+    const uint64_t room = ctx_ > len + 1 ? ctx_ - len - 1 : 0;
+    const uint64_t max_tokens = a.job->request().max_tokens;
+    const uint64_t left = max_tokens > a.generated + 1 ? max_tokens - a.generated - 1 : 0;
+    return static_cast<uint32_t>(std::min<uint64_t>({options_.mtp_draft, room, left}));
+}
+
+// [next, drafts...] as one chunk with logits after every token (interface.md §4.8), after
+// a checkpoint to come back to when a draft is rejected. Drafts stop before an EOS: that
+// token only ever comes as a sampled one, as in plain decoding.
+void Scheduler::add_speculative(Active& a, uint32_t n) {
+    a.spec.assign(1 + n, a.next);
+    engine_.mtp_draft_greedy(a.seq, a.next, std::span<TokenId>(a.spec).subspan(1));
+    std::size_t kept = 1;
+    while (kept < a.spec.size() && a.spec[kept] != tok_.specials().eos) ++kept;
+    a.spec.resize(kept);
+    a.spec_cp = engine_.checkpoint(a.seq);
+    a.spec_base = a.history.size();
+    a.spec_valid = 0;
+    std::vector<uint32_t> at(a.spec.size());
+    for (uint32_t i = 0; i < at.size(); ++i) at[i] = i;
+    batch_.add(a.seq, a.spec, at);
+    a.history.insert(a.history.end(), a.spec.begin(), a.spec.end());
+    stats_.mtp_drafted += a.spec.size() - 1;
+}
+
+// Row i holds the logits after spec[i]. Each row is handled as a plain decode step would
+// handle it; a draft counts as accepted when the token sampled from the row before it is
+// that draft (then it is already in the KV). The first disagreement, a finished job or
+// closing tags to feed end the walk; settle_speculative then drops what was not confirmed.
+void Scheduler::verify_speculative(Active& a, std::span<const std::size_t> rows) {
+    for (std::size_t i = 0; i < rows.size() && i < a.spec.size(); ++i) {
+        a.spec_valid = i + 1;
+        on_logits(a, logits_.row(rows[i]));
+        if (a.job->done() || a.spec.empty()) return;  // retired (and settled)
+        if (i + 1 >= a.spec.size() || !a.tail.empty() || a.next != a.spec[i + 1]) break;
+        ++stats_.mtp_accepted;
+    }
+    settle_speculative(a);
+}
+
+// Brings the KV back to exactly the confirmed tokens: restore the checkpoint and evaluate
+// them again when some drafts were not confirmed (the same state as if only they had been
+// fed, as SpeculativeDecoder does).
+void Scheduler::settle_speculative(Active& a) {
+    if (a.spec.empty()) return;
+    const std::size_t valid = a.spec_valid;
+    if (valid < a.spec.size()) {
+        engine_.restore(a.seq, a.spec_cp);
+        if (valid > 0) {
+            replay_batch_.clear();
+            replay_batch_.add(a.seq, std::span<const TokenId>(a.spec).first(valid), LogitsWanted::None);
+            engine_.step(replay_batch_, replay_logits_);
+        }
+        ++stats_.mtp_replays;
+    }
+    a.history.resize(a.spec_base + valid);
+    a.spec.clear();
+    a.spec_cp = SequenceCheckpoint{};
 }
 
 // Prompts the source evaluates itself, one chunk each per step, between the batched steps:
@@ -531,6 +619,15 @@ void Scheduler::on_logits(Active& a, std::span<const float> logits) {
 
 void Scheduler::retire(Active& a, GenResult result) {
     if (a.job->done()) return;
+    // The sequence goes back to the source with exactly the tokens in its KV.
+    try {
+        settle_speculative(a);
+    } catch (const std::exception& e) {
+        engine_.reset_sequence(a.seq);
+        a.history.clear();
+        a.spec.clear();
+        result = failed(e.what());
+    }
     result.prompt_tokens = a.result.prompt_tokens;
     result.cached_tokens = a.result.cached_tokens;
     result.completion_tokens = a.generated;

@@ -202,6 +202,9 @@ struct SchedulerOptions {
     std::size_t queue_limit = 64;  // waiting requests beyond the slots (503 when full)
     std::size_t chunk = 256;       // tokens per step (prefill chunks plus decode tokens)
     Trace* trace = nullptr;        // --trace (not owned; null: off)
+    // --mtp-draft: MTP drafts verified per step for greedy requests (interface.md §4.8);
+    // below 2 (or without an MTP block, or with DS4_MTP_SPEC_DISABLE set) no speculation.
+    uint32_t mtp_draft = 0;
 };
 
 struct SchedulerStats {
@@ -209,6 +212,8 @@ struct SchedulerStats {
     std::atomic<uint64_t> prefill_tokens{0}, steps{0}, requests_done{0}, requests_cancelled{0};
     std::atomic<uint64_t> prefill_ns{0}, decode_ns{0};
     std::atomic<uint64_t> queue_depth{0}, active{0};
+    // speculative decoding: drafts verified / accepted, and replays after a rejection
+    std::atomic<uint64_t> mtp_drafted{0}, mtp_accepted{0}, mtp_replays{0};
 };
 
 class Scheduler {
@@ -235,6 +240,10 @@ private:
     void step(std::vector<std::unique_ptr<Active>>& active);
     void advance_source_prefills(std::vector<std::unique_ptr<Active>>& active);
     void on_logits(Active& a, std::span<const float> logits);
+    uint32_t drafts_for(const Active& a) const;
+    void add_speculative(Active& a, uint32_t n);
+    void verify_speculative(Active& a, std::span<const std::size_t> rows);
+    void settle_speculative(Active& a);
     void begin_tail(Active& a, TokenId last, const std::string& text, GenResult end);
     void retire(Active& a, GenResult result);
     void trace_admitted(const Active& a, const SequenceLease& lease);
@@ -255,6 +264,9 @@ private:
     std::thread worker_;
     Batch batch_;
     Logits logits_;
+    Batch replay_batch_;  // settle_speculative's own step (batch_/logits_ may be in use)
+    Logits replay_logits_;
+    bool speculate_ = false;
 };
 
 }  // namespace ds4::server

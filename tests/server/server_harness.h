@@ -52,8 +52,11 @@ inline int free_port() {
 class ServerProcess {
 public:
     explicit ServerProcess(std::vector<std::string> extra = {}) : port_(free_port()) {
-        std::vector<std::string> args = {server_exe(), "-m", demo_model(), "--ctx", "2048", "--threads", "2",
-                                         "--port", std::to_string(port_)};
+        std::vector<std::string> args = {server_exe(), "--ctx", "2048", "--threads", "2", "--port", std::to_string(port_)};
+        if (std::find(extra.begin(), extra.end(), "-m") == extra.end()) {
+            args.push_back("-m");
+            args.push_back(demo_model());
+        }
         if (std::find(extra.begin(), extra.end(), "--parallel") == extra.end()) {
             args.push_back("--parallel");
             args.push_back("4");
