@@ -26,7 +26,8 @@ std::string Job::call_id(std::size_t call) {
     std::lock_guard lock(mutex_);
     for (const auto& [c, id] : call_ids_)
         if (c == call) return id;
-    call_ids_.emplace_back(call, random_id(request_.call_id_prefix.c_str(), 24));
+    // call_/toolu_ + 32 lowercase hex digits (interface.md §6.x id table)
+    call_ids_.emplace_back(call, random_id(request_.call_id_prefix.c_str(), 32));
     return call_ids_.back().second;
 }
 

@@ -6,13 +6,15 @@
 // generated text; finish is tool_calls, or length when max_tokens cut the call.
 #include <gtest/gtest.h>
 
+#include <regex>
+
 #include "server_harness.h"
 
 namespace ds4::testing {
 namespace {
 
 class ServerTools : public ::testing::Test {
-protected:
+  protected:
     static void SetUpTestSuite() { server_ = new ServerProcess(); }
     static void TearDownTestSuite() {
         EXPECT_EQ(server_->stop(), 0);
@@ -24,24 +26,33 @@ protected:
 };
 ServerProcess* ServerTools::server_ = nullptr;
 
-const Json kParams = {{"type", "object"}, {"properties", {{"city", {{"type", "string"}}}}}, {"required", {"city"}}};
+const Json kParams = {
+    {"type", "object"}, {"properties", {{"city", {{"type", "string"}}}}}, {"required", {"city"}}};
 
 Json chat_tools() {
-    return Json::array({{{"type", "function"}, {"function", {{"name", "get_weather"}, {"description", "Weather"}, {"parameters", kParams}}}},
-                        {{"type", "function"}, {"function", {{"name", "get_time"}, {"description", "Time"}, {"parameters", kParams}}}}});
+    return Json::array(
+        {{{"type", "function"},
+          {"function",
+           {{"name", "get_weather"}, {"description", "Weather"}, {"parameters", kParams}}}},
+         {{"type", "function"},
+          {"function", {{"name", "get_time"}, {"description", "Time"}, {"parameters", kParams}}}}});
 }
 
 Json chat_request(Json tool_choice, bool stream) {
     return {{"model", "deepseek-v4-flash"},
             {"messages", Json::array({{{"role", "user"}, {"content", "Weather in Paris?"}}})},
-            {"tools", chat_tools()}, {"tool_choice", std::move(tool_choice)},
-            {"max_tokens", 12}, {"temperature", 0}, {"stream", stream}};
+            {"tools", chat_tools()},
+            {"tool_choice", std::move(tool_choice)},
+            {"max_tokens", 12},
+            {"temperature", 0},
+            {"stream", stream}};
 }
 
 // The rule for a forced call's arguments text.
 void expect_forced_arguments(const std::string& args, const std::string& finish) {
     const Json parsed = Json::parse(args, nullptr, false);
-    if (!parsed.is_discarded() && parsed.is_object() && finish == "tool_calls") return;  // well-formed DSML
+    if (!parsed.is_discarded() && parsed.is_object() && finish == "tool_calls")
+        return;  // well-formed DSML
     // Raw text: the generated tokens after the invoke header (non-empty: at least one).
     EXPECT_FALSE(args.empty());
 }
@@ -56,7 +67,8 @@ TEST_F(ServerTools, ChatForcedNamedFunctionReturnsThatCall) {
     ASSERT_EQ(c["message"]["tool_calls"].size(), 1u) << r.body;
     const Json& call = c["message"]["tool_calls"][0];
     EXPECT_EQ(call["type"], "function");
-    EXPECT_EQ(call["id"].get<std::string>().rfind("call_", 0), 0u);
+    EXPECT_TRUE(std::regex_match(call["id"].get<std::string>(), std::regex("call_[0-9a-f]{32}")))
+        << call["id"];
     EXPECT_EQ(call["function"]["name"], "get_time");
     ASSERT_TRUE(call["function"]["arguments"].is_string());
     expect_forced_arguments(call["function"]["arguments"], finish);
@@ -107,20 +119,25 @@ TEST_F(ServerTools, ChatToolChoiceNoneTakesToolsOutOfThePrompt) {
     const HttpReply none = post(s(), "/v1/chat/completions", chat_request("none", false));
     ASSERT_EQ(with.status, 200);
     ASSERT_EQ(none.status, 200);
-    EXPECT_LT(none.json["usage"]["prompt_tokens"].get<int>(), with.json["usage"]["prompt_tokens"].get<int>());
+    EXPECT_LT(none.json["usage"]["prompt_tokens"].get<int>(),
+              with.json["usage"]["prompt_tokens"].get<int>());
     EXPECT_FALSE(none.json["choices"][0]["message"].contains("tool_calls"));
 }
 
 TEST_F(ServerTools, ForcedChoiceErrorsName400) {
-    const HttpReply unknown = post(s(), "/v1/chat/completions", chat_request({{"type", "function"}, {"function", {{"name", "nope"}}}}, false));
+    const HttpReply unknown =
+        post(s(), "/v1/chat/completions",
+             chat_request({{"type", "function"}, {"function", {{"name", "nope"}}}}, false));
     EXPECT_EQ(unknown.status, 400);
     EXPECT_EQ(unknown.json["error"]["param"], "tool_choice");
     Json no_tools = chat_request("required", false);
     no_tools.erase("tools");
     EXPECT_EQ(post(s(), "/v1/chat/completions", no_tools).status, 400);
-    const Json msg = {{"max_tokens", 4}, {"tool_choice", {{"type", "tool"}, {"name", "nope"}}},
-                      {"tools", Json::array({{{"name", "get_weather"}, {"input_schema", kParams}}})},
-                      {"messages", Json::array({{{"role", "user"}, {"content", "hi"}}})}};
+    const Json msg = {
+        {"max_tokens", 4},
+        {"tool_choice", {{"type", "tool"}, {"name", "nope"}}},
+        {"tools", Json::array({{{"name", "get_weather"}, {"input_schema", kParams}}})},
+        {"messages", Json::array({{{"role", "user"}, {"content", "hi"}}})}};
     const HttpReply a = post(s(), "/v1/messages", msg);
     EXPECT_EQ(a.status, 400);
     EXPECT_EQ(a.json["type"], "error");
@@ -129,10 +146,13 @@ TEST_F(ServerTools, ForcedChoiceErrorsName400) {
 Json responses_request(bool stream) {
     return {{"model", "deepseek-v4-flash"},
             {"input", "Weather in Paris?"},
-            {"tools", Json::array({{{"type", "function"}, {"name", "get_weather"}, {"parameters", kParams}},
-                                   {{"type", "web_search"}}})},
+            {"tools",
+             Json::array({{{"type", "function"}, {"name", "get_weather"}, {"parameters", kParams}},
+                          {{"type", "web_search"}}})},
             {"tool_choice", {{"type", "function"}, {"name", "get_weather"}}},
-            {"max_output_tokens", 12}, {"temperature", 0}, {"stream", stream}};
+            {"max_output_tokens", 12},
+            {"temperature", 0},
+            {"stream", stream}};
 }
 
 TEST_F(ServerTools, ResponsesForcedFunctionBothWays) {
@@ -154,13 +174,16 @@ TEST_F(ServerTools, ResponsesForcedFunctionBothWays) {
     std::vector<std::string> order;
     std::string delta_args, done_args;
     for (const auto& ev : events) {
-        if (ev.event.find("function_call") != std::string::npos || ev.event.rfind("response.output_item", 0) == 0)
+        if (ev.event.find("function_call") != std::string::npos ||
+            ev.event.rfind("response.output_item", 0) == 0)
             order.push_back(ev.event);
-        if (ev.event == "response.function_call_arguments.delta") delta_args += ev.json["delta"].get<std::string>();
+        if (ev.event == "response.function_call_arguments.delta")
+            delta_args += ev.json["delta"].get<std::string>();
         if (ev.event == "response.function_call_arguments.done") done_args = ev.json["arguments"];
     }
-    const std::vector<std::string> expected = {"response.output_item.added", "response.function_call_arguments.delta",
-                                               "response.function_call_arguments.done", "response.output_item.done"};
+    const std::vector<std::string> expected = {
+        "response.output_item.added", "response.function_call_arguments.delta",
+        "response.function_call_arguments.done", "response.output_item.done"};
     EXPECT_EQ(order, expected);
     EXPECT_EQ(delta_args, done_args);
     EXPECT_EQ(done_args, (*call)["arguments"].get<std::string>());
@@ -169,7 +192,10 @@ TEST_F(ServerTools, ResponsesForcedFunctionBothWays) {
 }
 
 Json anthropic_request(Json tool_choice, bool stream) {
-    return {{"model", "deepseek-v4-flash"}, {"max_tokens", 12}, {"temperature", 0}, {"stream", stream},
+    return {{"model", "deepseek-v4-flash"},
+            {"max_tokens", 12},
+            {"temperature", 0},
+            {"stream", stream},
             {"thinking", {{"type", "enabled"}, {"budget_tokens", 1024}}},
             {"tool_choice", std::move(tool_choice)},
             {"tools", Json::array({{{"name", "get_weather"}, {"input_schema", kParams}},
@@ -178,7 +204,8 @@ Json anthropic_request(Json tool_choice, bool stream) {
 }
 
 TEST_F(ServerTools, AnthropicForcedToolBothWays) {
-    const HttpReply r = post(s(), "/v1/messages", anthropic_request({{"type", "tool"}, {"name", "get_weather"}}, false));
+    const HttpReply r = post(s(), "/v1/messages",
+                             anthropic_request({{"type", "tool"}, {"name", "get_weather"}}, false));
     ASSERT_EQ(r.status, 200) << r.body;
     const std::string stop = r.json["stop_reason"];
     EXPECT_TRUE(stop == "tool_use" || stop == "max_tokens") << stop;
@@ -186,14 +213,16 @@ TEST_F(ServerTools, AnthropicForcedToolBothWays) {
     const Json& block = r.json["content"][0];
     EXPECT_EQ(block["type"], "tool_use");
     EXPECT_EQ(block["name"], "get_weather");
-    EXPECT_EQ(block["id"].get<std::string>().rfind("toolu_", 0), 0u);
+    EXPECT_TRUE(std::regex_match(block["id"].get<std::string>(), std::regex("toolu_[0-9a-f]{32}")))
+        << block["id"];
     ASSERT_TRUE(block["input"].is_object());
     // Raw (unparsable) arguments are kept under raw_arguments, never dropped.
     if (block["input"].contains("raw_arguments")) {
         EXPECT_TRUE(block["input"]["raw_arguments"].is_string());
     }
 
-    const HttpReply st = post(s(), "/v1/messages", anthropic_request({{"type", "tool"}, {"name", "get_weather"}}, true));
+    const HttpReply st = post(s(), "/v1/messages",
+                              anthropic_request({{"type", "tool"}, {"name", "get_weather"}}, true));
     ASSERT_EQ(st.status, 200);
     std::string partial;
     int tool_blocks = 0;
@@ -203,7 +232,8 @@ TEST_F(ServerTools, AnthropicForcedToolBothWays) {
             EXPECT_EQ(ev.json["content_block"]["name"], "get_weather");
             ++tool_blocks;
         }
-        if (ev.event == "content_block_delta") partial += ev.json["delta"]["partial_json"].get<std::string>();
+        if (ev.event == "content_block_delta")
+            partial += ev.json["delta"]["partial_json"].get<std::string>();
         if (ev.event == "message_delta") {
             EXPECT_EQ(ev.json["delta"]["stop_reason"], stop);
         }
@@ -226,33 +256,69 @@ TEST_F(ServerTools, AnthropicForcedToolBothWays) {
 // in `tools` (web_search, local_shell, custom) next to function tools.
 TEST_F(ServerTools, ResponsesAcceptsCodexInputItems) {
     const Json input = Json::array({
-        {{"type", "message"}, {"role", "developer"}, {"content", Json::array({{{"type", "input_text"}, {"text", "You are Codex."}}})}},
-        {{"type", "message"}, {"role", "user"}, {"content", Json::array({{{"type", "input_text"}, {"text", "list files"}}})}},
-        {{"type", "reasoning"}, {"id", "rs_1"}, {"summary", Json::array({{{"type", "summary_text"}, {"text", "use shell"}}})},
-         {"content", nullptr}, {"encrypted_content", "gAAAA"}},
-        {{"type", "function_call"}, {"id", "fc_1"}, {"call_id", "call_1"}, {"name", "shell"},
+        {{"type", "message"},
+         {"role", "developer"},
+         {"content", Json::array({{{"type", "input_text"}, {"text", "You are Codex."}}})}},
+        {{"type", "message"},
+         {"role", "user"},
+         {"content", Json::array({{{"type", "input_text"}, {"text", "list files"}}})}},
+        {{"type", "reasoning"},
+         {"id", "rs_1"},
+         {"summary", Json::array({{{"type", "summary_text"}, {"text", "use shell"}}})},
+         {"content", nullptr},
+         {"encrypted_content", "gAAAA"}},
+        {{"type", "function_call"},
+         {"id", "fc_1"},
+         {"call_id", "call_1"},
+         {"name", "shell"},
          {"arguments", R"({"command":["ls"]})"}},
         {{"type", "function_call_output"}, {"call_id", "call_1"}, {"output", "a.txt\nb.txt"}},
-        {{"type", "local_shell_call"}, {"id", "lsh_1"}, {"call_id", "call_2"}, {"status", "completed"},
+        {{"type", "local_shell_call"},
+         {"id", "lsh_1"},
+         {"call_id", "call_2"},
+         {"status", "completed"},
          {"action", {{"type", "exec"}, {"command", {"cat", "a.txt"}}, {"env", Json::object()}}}},
         {{"type", "local_shell_call_output"}, {"call_id", "call_2"}, {"output", "hello"}},
-        {{"type", "custom_tool_call"}, {"call_id", "call_3"}, {"name", "apply_patch"}, {"input", "*** Begin Patch\n*** End Patch"}},
+        {{"type", "custom_tool_call"},
+         {"call_id", "call_3"},
+         {"name", "apply_patch"},
+         {"input", "*** Begin Patch\n*** End Patch"}},
         {{"type", "custom_tool_call_output"}, {"call_id", "call_3"}, {"output", "Done"}},
-        {{"type", "web_search_call"}, {"id", "ws_1"}, {"status", "completed"}, {"action", {{"type", "search"}, {"query", "x"}}}},
-        {{"type", "message"}, {"role", "assistant"}, {"content", Json::array({{{"type", "output_text"}, {"text", "done"}}})}},
-        {{"type", "message"}, {"role", "user"}, {"content", Json::array({{{"type", "input_text"}, {"text", "thanks"}}})}},
+        {{"type", "web_search_call"},
+         {"id", "ws_1"},
+         {"status", "completed"},
+         {"action", {{"type", "search"}, {"query", "x"}}}},
+        {{"type", "message"},
+         {"role", "assistant"},
+         {"content", Json::array({{{"type", "output_text"}, {"text", "done"}}})}},
+        {{"type", "message"},
+         {"role", "user"},
+         {"content", Json::array({{{"type", "input_text"}, {"text", "thanks"}}})}},
     });
     const Json tools = Json::array({
-        {{"type", "function"}, {"name", "shell"}, {"parameters", {{"type", "object"}, {"properties", {{"command", {{"type", "array"}}}}}}}},
-        {{"type", "custom"}, {"name", "apply_patch"}, {"description", "patch"}, {"format", {{"type", "grammar"}, {"syntax", "lark"}, {"definition", "start: x"}}}},
+        {{"type", "function"},
+         {"name", "shell"},
+         {"parameters", {{"type", "object"}, {"properties", {{"command", {{"type", "array"}}}}}}}},
+        {{"type", "custom"},
+         {"name", "apply_patch"},
+         {"description", "patch"},
+         {"format", {{"type", "grammar"}, {"syntax", "lark"}, {"definition", "start: x"}}}},
         {{"type", "local_shell"}},
         {{"type", "web_search"}},
         {{"type", "web_search_preview"}},
     });
-    const Json body = {{"model", "deepseek-v4-flash"}, {"input", input}, {"tools", tools}, {"tool_choice", "auto"},
-                       {"parallel_tool_calls", false}, {"store", false}, {"include", {"reasoning.encrypted_content"}},
-                       {"reasoning", {{"effort", "medium"}, {"summary", "auto"}}}, {"prompt_cache_key", "abc"},
-                       {"text", {{"verbosity", "low"}}}, {"max_output_tokens", 4}, {"stream", true}};
+    const Json body = {{"model", "deepseek-v4-flash"},
+                       {"input", input},
+                       {"tools", tools},
+                       {"tool_choice", "auto"},
+                       {"parallel_tool_calls", false},
+                       {"store", false},
+                       {"include", {"reasoning.encrypted_content"}},
+                       {"reasoning", {{"effort", "medium"}, {"summary", "auto"}}},
+                       {"prompt_cache_key", "abc"},
+                       {"text", {{"verbosity", "low"}}},
+                       {"max_output_tokens", 4},
+                       {"stream", true}};
     const HttpReply r = post(s(), "/v1/responses", body);
     ASSERT_EQ(r.status, 200) << r.body;
     const auto events = parse_sse(r.body);
@@ -276,22 +342,28 @@ TEST_F(ServerTools, ResponsesAcceptsCodexInputItems) {
     const Json& usage = b.json["usage"];
     EXPECT_EQ(b.json["status"], "incomplete");
     EXPECT_GE(usage["output_tokens_details"]["reasoning_tokens"].get<int>(), 1);
-    EXPECT_LE(usage["output_tokens_details"]["reasoning_tokens"].get<int>(), usage["output_tokens"].get<int>());
+    EXPECT_LE(usage["output_tokens_details"]["reasoning_tokens"].get<int>(),
+              usage["output_tokens"].get<int>());
 }
 
 // §8 item 4: a trailing assistant message with "prefix": true (Chat) or any trailing
 // assistant message (Anthropic) is continued, not closed: the reply follows its
 // </think>, so a thinking model's continuation is content, never reasoning.
 TEST_F(ServerTools, AssistantPrefillIsContinued) {
-    const Json chat = {{"model", "deepseek-v4-flash"}, {"max_tokens", 4},
-                       {"messages", Json::array({{{"role", "user"}, {"content", "Count to three"}},
-                                                 {{"role", "assistant"}, {"content", "One, two,"}, {"prefix", true}}})}};
+    const Json chat = {
+        {"model", "deepseek-v4-flash"},
+        {"max_tokens", 4},
+        {"messages",
+         Json::array({{{"role", "user"}, {"content", "Count to three"}},
+                      {{"role", "assistant"}, {"content", "One, two,"}, {"prefix", true}}})}};
     const HttpReply r = post(s(), "/v1/chat/completions", chat);
     ASSERT_EQ(r.status, 200) << r.body;
     EXPECT_FALSE(r.json["choices"][0]["message"].contains("reasoning_content")) << r.body;
-    const Json msg = {{"model", "deepseek-v4-flash"}, {"max_tokens", 4},
-                      {"messages", Json::array({{{"role", "user"}, {"content", "Count to three"}},
-                                                {{"role", "assistant"}, {"content", "One, two,"}}})}};
+    const Json msg = {
+        {"model", "deepseek-v4-flash"},
+        {"max_tokens", 4},
+        {"messages", Json::array({{{"role", "user"}, {"content", "Count to three"}},
+                                  {{"role", "assistant"}, {"content", "One, two,"}}})}};
     const HttpReply a = post(s(), "/v1/messages", msg);
     ASSERT_EQ(a.status, 200) << a.body;
     for (const auto& b : a.json["content"]) EXPECT_NE(b["type"], "thinking") << a.body;
@@ -299,7 +371,9 @@ TEST_F(ServerTools, AssistantPrefillIsContinued) {
 
 // §8 item 17: fields this server cannot honour are refused, not ignored.
 TEST_F(ServerTools, UnsupportedChatFieldsAre400) {
-    const Json base = {{"model", "deepseek-chat"}, {"max_tokens", 2}, {"messages", Json::array({{{"role", "user"}, {"content", "hi"}}})}};
+    const Json base = {{"model", "deepseek-chat"},
+                       {"max_tokens", 2},
+                       {"messages", Json::array({{{"role", "user"}, {"content", "hi"}}})}};
     for (const auto& [key, value] : std::vector<std::pair<std::string, Json>>{
              {"n", 2}, {"logprobs", true}, {"response_format", {{"type", "json_schema"}}}}) {
         Json b = base;
@@ -317,7 +391,9 @@ TEST_F(ServerTools, UnsupportedChatFieldsAre400) {
 
 // §8 item 5: thinking cut by max_tokens is reasoning, with empty content, non-streaming too.
 TEST_F(ServerTools, ThinkingCutByLengthIsReasoningNotContent) {
-    const Json body = {{"model", "deepseek-v4-flash"}, {"max_tokens", 4}, {"messages", Json::array({{{"role", "user"}, {"content", "hi"}}})}};
+    const Json body = {{"model", "deepseek-v4-flash"},
+                       {"max_tokens", 4},
+                       {"messages", Json::array({{{"role", "user"}, {"content", "hi"}}})}};
     const HttpReply r = post(s(), "/v1/chat/completions", body);
     ASSERT_EQ(r.status, 200);
     const Json& m = r.json["choices"][0]["message"];
