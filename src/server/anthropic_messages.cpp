@@ -297,7 +297,8 @@ void handle_messages(const ServerContext& sc, const httplib::Request& req, httpl
                                           {"stop_sequence", r.stop_sequence.empty() ? Json(nullptr) : Json(r.stop_sequence)}}},
                                {"usage", usage_json(r)}});
                     sse.event("message_stop", {{"type", "message_stop"}});
-                }},
+                },
+                [](Sse& sse) { sse.event("ping", {{"type", "ping"}}); }},
                p.forced);
 }
 

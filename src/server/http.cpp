@@ -1,21 +1,34 @@
 #include "server/http.h"
 
-#include <chrono>
-#include <ctime>
 #include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <ctime>
 
 namespace ds4::server {
 
 namespace {
 constexpr auto kPoll = std::chrono::milliseconds(500);
-constexpr auto kKeepAlive = std::chrono::seconds(5);
+// The keep-alive interval: 5 s, or DS4_SSE_KEEPALIVE_MS (tests shorten it).
+std::chrono::milliseconds keep_alive_interval() {
+    static const std::chrono::milliseconds ms = [] {
+        const char* env = std::getenv("DS4_SSE_KEEPALIVE_MS");
+        const long v = env != nullptr ? std::strtol(env, nullptr, 10) : 0;
+        return std::chrono::milliseconds(v > 0 ? v : 5000);
+    }();
+    return ms;
+}
 }  // namespace
 
 // Generated text may hold invalid UTF-8 (a random or confused model can emit byte tokens
 // that never complete a character): replace it rather than failing the response.
-std::string json_text(const Json& j) { return j.dump(-1, ' ', false, Json::error_handler_t::replace); }
+std::string json_text(const Json& j) {
+    return j.dump(-1, ' ', false, Json::error_handler_t::replace);
+}
 
-int64_t unix_now() { return static_cast<int64_t>(std::time(nullptr)); }
+int64_t unix_now() {
+    return static_cast<int64_t>(std::time(nullptr));
+}
 
 void send_json(httplib::Response& res, int status, const Json& body) {
     res.status = status;
@@ -54,7 +67,9 @@ bool Sse::raw(const std::string& text) {
     return ok_;
 }
 
-bool Sse::data(const Json& j) { return raw("data: " + json_text(j) + "\n\n"); }
+bool Sse::data(const Json& j) {
+    return raw("data: " + json_text(j) + "\n\n");
+}
 
 bool Sse::event(const std::string& name, const Json& j) {
     return raw("event: " + name + "\ndata: " + json_text(j) + "\n\n");
@@ -72,7 +87,8 @@ void remember_tool_calls(Job& job, const GenResult& result) {
 }
 
 // Events through the forced-call filter (or unchanged without one).
-void filter_events(ForcedCall* forced, const std::vector<GenEvent>& in, std::vector<GenEvent>& out) {
+void filter_events(ForcedCall* forced, const std::vector<GenEvent>& in,
+                   std::vector<GenEvent>& out) {
     out.clear();
     if (!forced) {
         out = in;
@@ -103,9 +119,13 @@ void stream_job(httplib::Response& res, std::shared_ptr<Job> job, StreamHandlers
                 filter_events(forced.get(), events, filtered);
                 for (const auto& ev : filtered) h.event(ev, sse);
                 const auto now = std::chrono::steady_clock::now();
-                if (!events.empty()) last_write = now;
-                else if (!done && now - last_write >= kKeepAlive) {
-                    sse.raw(": keep-alive\n\n");
+                if (!events.empty())
+                    last_write = now;
+                else if (!done && now - last_write >= keep_alive_interval()) {
+                    if (h.keep_alive)
+                        h.keep_alive(sse);
+                    else
+                        sse.raw(": keep-alive\n\n");
                     last_write = now;
                 }
                 if (!sse.ok()) {
@@ -140,7 +160,7 @@ void reply_when_done(httplib::Response& res, std::shared_ptr<Job> job,
             auto last_write = std::chrono::steady_clock::now();
             while (!job->wait(scratch, kPoll)) {
                 const auto now = std::chrono::steady_clock::now();
-                if (now - last_write >= kKeepAlive) {
+                if (now - last_write >= keep_alive_interval()) {
                     if (!sink.write(" ", 1)) {
                         job->cancel();
                         return false;
@@ -172,12 +192,14 @@ namespace {
 
 // The closing tags of the three DSML spellings (§3.2): the stop strings of a forced job.
 const std::vector<std::string>& block_close_tags() {
-    static const std::vector<std::string> tags = {"</｜DSML｜tool_calls>", "</DSML｜tool_calls>", "</tool_calls>"};
+    static const std::vector<std::string> tags = {"</｜DSML｜tool_calls>", "</DSML｜tool_calls>",
+                                                  "</tool_calls>"};
     return tags;
 }
 
 const std::vector<std::string>& invoke_close_tags() {
-    static const std::vector<std::string> tags = {"</｜DSML｜invoke>", "</DSML｜invoke>", "</invoke>"};
+    static const std::vector<std::string> tags = {"</｜DSML｜invoke>", "</DSML｜invoke>",
+                                                  "</invoke>"};
     return tags;
 }
 
@@ -190,7 +212,9 @@ std::string block_close_after(const std::string& invoke_close) {
 
 }  // namespace
 
-bool read_single_call(const Json& body) { return !opt_bool(body, "parallel_tool_calls").value_or(true); }
+bool read_single_call(const Json& body) {
+    return !opt_bool(body, "parallel_tool_calls").value_or(true);
+}
 
 ForcedCall::ForcedCall(std::string name, bool single)
     : name_(std::move(name)), dsml_(DsmlOptions{}), single_(single) {
@@ -213,7 +237,9 @@ void ForcedCall::configure(GenRequest& request) const {
     if (single_) request.stop_tail = block_close_after(invoke_close_tags()[0]);
 }
 
-void ForcedCall::begin(std::vector<GenEvent>& out) { route(pending_, out); }
+void ForcedCall::begin(std::vector<GenEvent>& out) {
+    route(pending_, out);
+}
 
 void ForcedCall::route(std::vector<text::DsmlEvent>& events, std::vector<GenEvent>& out) {
     for (auto& ev : events) {
@@ -230,7 +256,9 @@ void ForcedCall::route(std::vector<text::DsmlEvent>& events, std::vector<GenEven
                     names_[ev.call] = ev.text;
                 }
                 break;
-            case text::DsmlEventKind::arguments: args_[ev.call] += ev.text; break;
+            case text::DsmlEventKind::arguments:
+                args_[ev.call] += ev.text;
+                break;
             case text::DsmlEventKind::call_end:
                 if (ev.call != 0) {
                     out.push_back({GenKind::call_begin, ev.call, names_[ev.call]});
@@ -247,7 +275,8 @@ void ForcedCall::route(std::vector<text::DsmlEvent>& events, std::vector<GenEven
                 break;
             case text::DsmlEventKind::reasoning:
             case text::DsmlEventKind::content:
-            case text::DsmlEventKind::block_closed: break;
+            case text::DsmlEventKind::block_closed:
+                break;
         }
     }
     events.clear();
@@ -267,7 +296,8 @@ void ForcedCall::on_finish(GenResult& result, std::vector<GenEvent>& out) {
     const auto& tags = single_ ? invoke_close_tags() : block_close_tags();
     std::string closing;
     if (std::find(tags.begin(), tags.end(), result.stop_sequence) != tags.end()) {
-        closing = result.stop_sequence + (single_ ? block_close_after(result.stop_sequence) : std::string());
+        closing = result.stop_sequence +
+                  (single_ ? block_close_after(result.stop_sequence) : std::string());
         dsml_.feed(closing, pending_);
         result.stop_sequence.clear();
     }
@@ -281,7 +311,8 @@ void ForcedCall::on_finish(GenResult& result, std::vector<GenEvent>& out) {
         out.push_back({GenKind::content, 0, generated_});
     }
     if (emitted_calls_ > 0 && result.finish == "stop") result.finish = "tool_calls";
-    if (!closing.empty() && !raw_first_) result.tool_block = sampled_tool_block(forced_call_prefix(name_) + generated_ + closing);
+    if (!closing.empty() && !raw_first_)
+        result.tool_block = sampled_tool_block(forced_call_prefix(name_) + generated_ + closing);
 }
 
 Assembled assemble(const std::vector<GenEvent>& events, const char* call_prefix) {
@@ -296,16 +327,22 @@ Assembled assemble(const std::vector<GenEvent>& events, Job& job) {
     std::map<std::size_t, std::size_t> pos;
     for (const auto& ev : events) {
         switch (ev.kind) {
-            case GenKind::reasoning: m.reasoning += ev.text; break;
-            case GenKind::content: m.content += ev.text; break;
+            case GenKind::reasoning:
+                m.reasoning += ev.text;
+                break;
+            case GenKind::content:
+                m.content += ev.text;
+                break;
             case GenKind::call_begin:
                 pos[ev.call] = m.calls.size();
                 m.calls.push_back({job.call_id(ev.call), ev.text, ""});
                 break;
             case GenKind::arguments:
-                if (auto it = pos.find(ev.call); it != pos.end()) m.calls[it->second].arguments += ev.text;
+                if (auto it = pos.find(ev.call); it != pos.end())
+                    m.calls[it->second].arguments += ev.text;
                 break;
-            case GenKind::call_end: break;
+            case GenKind::call_end:
+                break;
             case GenKind::calls_aborted:
                 if (auto it = pos.find(ev.call); it != pos.end()) m.calls.resize(it->second);
                 break;

@@ -52,14 +52,14 @@ std::shared_ptr<Job> submit(const ServerContext& sc, GenRequest request);
 
 // SSE output of one response.
 class Sse {
-public:
+  public:
     explicit Sse(httplib::DataSink& sink) : sink_(sink) {}
-    bool data(const Json& j);                             // data: {…}\n\n
-    bool event(const std::string& name, const Json& j);   // event: name\ndata: {…}\n\n
+    bool data(const Json& j);                            // data: {…}\n\n
+    bool event(const std::string& name, const Json& j);  // event: name\ndata: {…}\n\n
     bool raw(const std::string& text);
     bool ok() const { return ok_; }
 
-private:
+  private:
     httplib::DataSink& sink_;
     bool ok_ = true;
 };
@@ -79,7 +79,7 @@ private:
 // With `required` and several tools the model picks the name; if it never writes a
 // complete header the generated text is returned as content.
 class ForcedCall {
-public:
+  public:
     // `single` (parallel_tool_calls: false): the job stops when the first invoke closes,
     // later calls are never reported, and the block's closing tag is fed after it.
     explicit ForcedCall(std::string name, bool single = false);
@@ -91,7 +91,7 @@ public:
     // Whether call `call` was reported with its raw text as arguments.
     bool raw(std::size_t call) const { return call == 0 && raw_first_; }
 
-private:
+  private:
     void route(std::vector<text::DsmlEvent>& events, std::vector<GenEvent>& out);
     std::string name_;
     text::DsmlStream dsml_;
@@ -116,10 +116,14 @@ struct StreamHandlers {
     std::function<void(Sse&)> start;
     std::function<void(const GenEvent&, Sse&)> event;
     std::function<void(const GenResult&, Sse&)> finish;
+    // Written when nothing else was for a while (queueing, a long prefill). Empty: an SSE
+    // comment. Clients with a stream idle timeout (Codex counts events, not comments)
+    // need a real event: Responses repeats response.in_progress, Anthropic sends ping.
+    std::function<void(Sse&)> keep_alive;
 };
 
-// Streams the job: start, then events as they come (": keep-alive" comments while none
-// arrive, e.g. during a long prefill), then finish. A failed write cancels the job.
+// Streams the job: start, then events as they come (keep_alive every DS4_SSE_KEEPALIVE_MS,
+// default 5000, while none arrive), then finish. A failed write cancels the job.
 // `forced` (may be null) rewrites the events of a forced tool call first.
 void stream_job(httplib::Response& res, std::shared_ptr<Job> job, StreamHandlers handlers,
                 std::shared_ptr<ForcedCall> forced = nullptr);
@@ -165,10 +169,13 @@ Json responses_to_openai_messages(const Json& body);
 Json responses_to_openai_tools(const Json& tools);
 
 // The endpoint handlers (one file each).
-void handle_chat_completions(const ServerContext& sc, const httplib::Request& req, httplib::Response& res);
-void handle_completions(const ServerContext& sc, const httplib::Request& req, httplib::Response& res);
+void handle_chat_completions(const ServerContext& sc, const httplib::Request& req,
+                             httplib::Response& res);
+void handle_completions(const ServerContext& sc, const httplib::Request& req,
+                        httplib::Response& res);
 void handle_responses(const ServerContext& sc, const httplib::Request& req, httplib::Response& res);
 void handle_messages(const ServerContext& sc, const httplib::Request& req, httplib::Response& res);
-void handle_count_tokens(const ServerContext& sc, const httplib::Request& req, httplib::Response& res);
+void handle_count_tokens(const ServerContext& sc, const httplib::Request& req,
+                         httplib::Response& res);
 
 }  // namespace ds4::server

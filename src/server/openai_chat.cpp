@@ -148,7 +148,8 @@ void handle_chat_completions(const ServerContext& sc, const httplib::Request& re
     stream_job(res, job,
                {[state](Sse& sse) { sse.data(state->chunk({{"role", "assistant"}, {"content", ""}})); },
                 [state](const GenEvent& ev, Sse& sse) { state->on_event(ev, sse); },
-                [state](const GenResult& r, Sse& sse) { state->finish(r, sse); }},
+                [state](const GenResult& r, Sse& sse) { state->finish(r, sse); },
+                nullptr},  // keep-alive: an SSE comment
                forced);
 }
 

@@ -80,7 +80,8 @@ void handle_completions(const ServerContext& sc, const httplib::Request& req, ht
                         sse.data(u);
                     }
                     sse.raw("data: [DONE]\n\n");
-                }});
+                },
+                nullptr});  // keep-alive: an SSE comment
 }
 
 }  // namespace ds4::server

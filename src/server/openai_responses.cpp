@@ -454,7 +454,10 @@ void handle_responses(const ServerContext& sc, const httplib::Request& req, http
                     state->send(sse, "response.in_progress", {{"response", state->response("in_progress")}});
                 },
                 [state](const GenEvent& ev, Sse& sse) { state->on_event(ev, &sse); },
-                [state](const GenResult& r, Sse& sse) { state->finish(r, &sse); }},
+                [state](const GenResult& r, Sse& sse) { state->finish(r, &sse); },
+                [state](Sse& sse) {
+                    state->send(sse, "response.in_progress", {{"response", state->response("in_progress")}});
+                }},
                forced);
 }
 

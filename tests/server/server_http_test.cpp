@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <future>
 
 #include "server_harness.h"
 
@@ -415,6 +417,42 @@ TEST(ServerAuth, ApiKeyIsRequiredWhenSet) {
     ASSERT_TRUE(h);
     EXPECT_EQ(h->status, 200);
     EXPECT_EQ(s.stop(), 0);
+}
+
+// While a request waits (queued behind another here; a long prefill alike), the streams get
+// keep-alives that clients with an idle timeout see as activity: Responses repeats
+// response.in_progress (Codex counts events, not comments), Anthropic sends ping, Chat a
+// comment. DS4_SSE_KEEPALIVE_MS shortens the interval for the test.
+TEST(ServerKeepAlive, WaitingStreamsGetEventsEachApiAccepts) {
+    ::setenv("DS4_SSE_KEEPALIVE_MS", "100", 1);
+    ServerProcess s({"--parallel", "1"});
+    ::unsetenv("DS4_SSE_KEEPALIVE_MS");
+    ASSERT_TRUE(s.running());
+    const Json hog = {{"model", "deepseek-chat"}, {"prompt", "Count slowly"}, {"max_tokens", 120}, {"temperature", 0}};
+    auto first = std::async(std::launch::async, [&] { return post(s, "/v1/completions", hog); });
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));  // let it take the only slot
+    const Json resp = {{"model", "deepseek-chat"}, {"input", "hello"}, {"max_output_tokens", 2}, {"stream", true}};
+    const Json anth = {{"model", "deepseek-chat"}, {"max_tokens", 2}, {"stream", true},
+                       {"messages", Json::array({{{"role", "user"}, {"content", "hi"}}})}};
+    auto r = std::async(std::launch::async, [&] { return post(s, "/v1/responses", resp); });
+    auto a = std::async(std::launch::async, [&] { return post(s, "/v1/messages", anth); });
+    auto c = std::async(std::launch::async, [&] { return post(s, "/v1/chat/completions", chat_body(2, true)); });
+    ASSERT_EQ(first.get().status, 200);
+    const HttpReply rr = r.get(), ar = a.get(), cr = c.get();
+    ASSERT_EQ(rr.status, 200) << rr.body;
+    ASSERT_EQ(ar.status, 200) << ar.body;
+    ASSERT_EQ(cr.status, 200) << cr.body;
+    const auto re = parse_sse(rr.body);
+    const auto in_progress = std::count_if(re.begin(), re.end(), [](const SseEvent& e) { return e.event == "response.in_progress"; });
+    EXPECT_GE(in_progress, 2) << rr.body;  // the one after response.created, then keep-alives
+    for (size_t i = 0; i < re.size(); ++i) EXPECT_EQ(re[i].json["sequence_number"], static_cast<int>(i));
+    const std::string last = re.back().event;
+    EXPECT_TRUE(last == "response.completed" || last == "response.incomplete") << last;
+    const auto ae = parse_sse(ar.body);
+    const auto pings = std::count_if(ae.begin(), ae.end(), [](const SseEvent& e) { return e.event == "ping"; });
+    EXPECT_GE(pings, 2) << ar.body;  // the one after message_start, then keep-alives
+    EXPECT_EQ(ae.back().event, "message_stop");
+    EXPECT_NE(cr.body.find(": keep-alive\n\n"), std::string::npos) << cr.body;
 }
 
 }  // namespace

@@ -192,7 +192,7 @@ TEST(SingleToolCall, JobCallIdsAreStableAndCarryThePrefix) {
     const std::string a = job.call_id(0), b = job.call_id(3);
     EXPECT_EQ(job.call_id(0), a);
     EXPECT_EQ(a.rfind("toolu_", 0), 0u);
-    EXPECT_EQ(a.size(), 6u + 24u);
+    EXPECT_EQ(a.size(), 6u + 32u);  // call_ + 32 hex
     EXPECT_EQ(job.call_ids(), (std::vector<std::string>{a, b}));
 }
 
