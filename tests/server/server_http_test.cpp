@@ -428,7 +428,7 @@ TEST(ServerKeepAlive, WaitingStreamsGetEventsEachApiAccepts) {
     ServerProcess s({"--parallel", "1"});
     ::unsetenv("DS4_SSE_KEEPALIVE_MS");
     ASSERT_TRUE(s.running());
-    const Json hog = {{"model", "deepseek-chat"}, {"prompt", "Count slowly"}, {"max_tokens", 120}, {"temperature", 0}};
+    const Json hog = {{"model", "deepseek-chat"}, {"prompt", "Count slowly"}, {"max_tokens", 600}, {"temperature", 0}};
     auto first = std::async(std::launch::async, [&] { return post(s, "/v1/completions", hog); });
     std::this_thread::sleep_for(std::chrono::milliseconds(300));  // let it take the only slot
     const Json resp = {{"model", "deepseek-chat"}, {"input", "hello"}, {"max_output_tokens", 2}, {"stream", true}};
