@@ -6,6 +6,7 @@
 #include "ds4/error.h"
 #include "text/chat_json.h"
 #include "text/dsml_render.h"
+#include "text/unicode.h"
 
 namespace ds4::server {
 
@@ -240,12 +241,8 @@ namespace {
 
 // U+F0000 + i, plane 15 private use: never produced by the template.
 std::string marker(std::size_t i) {
-    const uint32_t cp = 0xF0000u + static_cast<uint32_t>(i);
     std::string s;
-    s += static_cast<char>(0xF0 | (cp >> 18));
-    s += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-    s += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    s += static_cast<char>(0x80 | (cp & 0x3F));
+    text::unicode::append_utf8(s, 0xF0000u + static_cast<uint32_t>(i));
     return s;
 }
 

@@ -4,6 +4,7 @@
 #include <set>
 
 #include "ds4/error.h"
+#include "text/unicode.h"
 
 namespace ds4::server {
 
@@ -128,12 +129,8 @@ constexpr std::string_view kClose = "</｜DSML｜tool_calls>";
 
 // U+100000 + i (plane 16 private use).
 std::string splice_marker(std::size_t i) {
-    const uint32_t cp = 0x100000u + static_cast<uint32_t>(i);
     std::string s;
-    s += static_cast<char>(0xF0 | (cp >> 18));
-    s += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-    s += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    s += static_cast<char>(0x80 | (cp & 0x3F));
+    text::unicode::append_utf8(s, 0x100000u + static_cast<uint32_t>(i));
     return s;
 }
 
