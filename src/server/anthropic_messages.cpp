@@ -54,9 +54,15 @@ Json anthropic_to_openai_messages(const Json& body) {
         const Json& m = messages[i];
         if (!m.is_object()) throw ApiError(400, cat("invalid JSON request: messages[", i, "] must be an object"), "messages");
         const std::string role = opt_string(m, "role").value_or("");
-        if (role != "user" && role != "assistant")
-            throw ApiError(400, cat("messages[", i, "].role must be user or assistant"), "messages");
+        if (role != "user" && role != "assistant" && role != "system")
+            throw ApiError(400, cat("messages[", i, "].role must be user, assistant or system"), "messages");
         const Json content = m.value("content", Json(""));
+        // Claude Code (2.1.x) sends its environment text as a system message after the
+        // first user turn; the renderer hoists every system message to the system region.
+        if (role == "system") {
+            out.push_back({{"role", "system"}, {"content", text_of_blocks(content)}});
+            continue;
+        }
         if (content.is_string()) {
             out.push_back({{"role", role}, {"content", content}});
             continue;

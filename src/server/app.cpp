@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <ctime>
 #include <iostream>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -15,6 +16,7 @@
 #include "ds4/error.h"
 #include "server/http.h"
 #include "server/pool_sequence_source.h"
+#include "server/scripted_replies.h"
 #include "server/trace.h"
 
 namespace ds4::server {
@@ -80,6 +82,9 @@ int parse_options(int argc, char** argv, ServerOptions& o) {
         ->check(positive)->capture_default_str();
     app.add_flag("--kv-slots", o.kv_slots, "per-slot prefix reuse only (no session pool, no disk cache)");
     app.add_option("--trace", o.trace, "session trace: JSON lines (truncated at startup; holds full prompts)");
+    app.add_option("--test-script", o.test_script,
+                   "client integration tests: JSON [{\"match\",\"reply\"}]; a prompt containing `match` gets "
+                   "`reply` as the model's output (tokens forced in place of sampled ones)");
     try {
         app.parse(argc, argv);
     } catch (const CLI::CallForHelp& e) {
@@ -278,6 +283,13 @@ int run_server(const ServerOptions& o) {
     pthread_sigmask(SIG_BLOCK, &set, nullptr);
     signal(SIGPIPE, SIG_IGN);
 
+    // Before the model: a bad script is reported at once, not after a long load.
+    std::optional<ScriptedReplies> script;
+    if (!o.test_script.empty()) {
+        script = ScriptedReplies::load(o.test_script);
+        log_line("--test-script " + o.test_script + ": " + std::to_string(script->size()) +
+                 " scripted replies (matching prompts get canned output, not the model's)");
+    }
     EngineOptions eo;
     eo.ctx = o.ctx;
     eo.threads = o.threads;
@@ -295,6 +307,7 @@ int run_server(const ServerOptions& o) {
     so.queue_limit = o.queue;
     so.trace = trace.get();
     so.mtp_draft = o.mtp.empty() ? 0 : o.mtp_draft;
+    so.script = script ? &*script : nullptr;
     // Before the scheduler: the disk cache (owned by the sequence source) calls into it.
     std::unique_ptr<ToolMemory> tool_memory;
     if (!o.disable_exact_dsml_tool_replay)

@@ -42,6 +42,7 @@ struct ServerOptions {
     std::size_t tool_memory_max_ids = 100000;  // exact-replay ids kept in RAM
     bool kv_slots = false;             // the simple per-slot reuse instead of the session pool
     std::string trace;
+    std::string test_script;  // --test-script FILE (scripted_replies.h)
 };
 
 // Parses argv; prints usage / errors and returns the exit code to use when not running

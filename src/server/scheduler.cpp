@@ -6,6 +6,7 @@
 
 #include "ds4/error.h"
 #include "ds4/speculative.h"
+#include "server/scripted_replies.h"
 #include "server/tool_memory.h"
 #include "server/trace.h"
 #include "text/dsml_stream.h"
@@ -152,6 +153,10 @@ struct Scheduler::Active {
     SequenceCheckpoint prompt_cp;  // one token before the end of the prompt
     GenResult result;
     std::deque<TokenId> tail;      // fed instead of sampled before finishing (closing tags)
+    // --test-script: the reply's tokens replace sampled ones (EOS after the last).
+    bool scripted = false;
+    std::deque<TokenId> script;
+    std::size_t script_entry = 0;
     GenResult tail_end;            // the result once the tail is fed
     // A speculative step in flight: `spec` = [next, drafts...] was fed after the first
     // spec_base history tokens, from checkpoint spec_cp; spec_valid of them are confirmed.
@@ -163,6 +168,16 @@ struct Scheduler::Active {
         : job(std::move(j)), sampler(job->request().sampling), decoder(tok),
           dsml(job->request().dsml), stops(job->request().stops) {}
 };
+
+namespace {
+// The next token of a --test-script reply; EOS once it is spent.
+TokenId next_scripted(std::deque<TokenId>& script, TokenId eos) {
+    if (script.empty()) return eos;
+    const TokenId id = script.front();
+    script.pop_front();
+    return id;
+}
+}  // namespace
 
 Scheduler::Scheduler(Engine& engine, Tokenizer tokenizer, SchedulerOptions options,
                      std::unique_ptr<SequenceSource> source)
@@ -258,6 +273,13 @@ void Scheduler::admit(std::vector<std::unique_ptr<Active>>& active) {
         auto a = std::make_unique<Active>(std::move(job), tok_);
         a->id = ++next_request_;
         const auto& prompt = a->job->request().prompt;
+        if (options_.script) {
+            auto reply = options_.script->pick(tok_, prompt, a->job->request().dsml.thinking, &a->script_entry);
+            if (reply) {
+                a->scripted = true;
+                a->script.assign(reply->begin(), reply->end());
+            }
+        }
         SequenceLease lease;
         try {
             lease = source_->acquire(prompt, a->id);
@@ -368,7 +390,7 @@ void Scheduler::step(std::vector<std::unique_ptr<Active>>& active) {
 // what plain greedy decoding gives), none while closing tags are fed, and never past the
 // context or the tokens the request may still generate.
 uint32_t Scheduler::drafts_for(const Active& a) const {
-    if (!speculate_ || !a.tail.empty() || a.job->request().sampling.temperature > 0) return 0;
+    if (!speculate_ || !a.tail.empty() || a.scripted || a.job->request().sampling.temperature > 0) return 0;
     const uint64_t len = a.history.size();
     const uint64_t room = ctx_ > len + 1 ? ctx_ - len - 1 : 0;
     const uint64_t max_tokens = a.job->request().max_tokens;
@@ -558,7 +580,7 @@ void Scheduler::on_logits(Active& a, std::span<const float> logits) {
     }
     TokenId id = -1;
     try {
-        id = a.sampler.sample(logits, a.dsml.force_greedy());
+        id = a.scripted ? next_scripted(a.script, tok_.specials().eos) : a.sampler.sample(logits, a.dsml.force_greedy());
     } catch (const std::exception& e) {
         retire(a, failed(e.what()));
         return;
@@ -644,6 +666,7 @@ void Scheduler::trace_admitted(const Active& a, const SequenceLease& lease) {
     const auto& req = a.job->request();
     t->write("request", {{"request", a.id}, {"prompt_tokens", req.prompt.size()}, {"max_tokens", req.max_tokens},
                          {"temperature", req.sampling.temperature}, {"prompt", tok_.decode(req.prompt)}});
+    if (a.scripted) t->write("script", {{"request", a.id}, {"entry", a.script_entry}, {"tokens", a.script.size()}});
     nlohmann::ordered_json cache = {{"request", a.id},
                                     {"source", lease.source},
                                     {"hit", lease.reused > 0},

@@ -30,6 +30,7 @@ namespace ds4::server {
 
 class Trace;
 class ToolMemory;
+class ScriptedReplies;
 
 // What a generation produced, as the formatters see it: the DSML stream's events with
 // stop sequences already applied to the visible text.
@@ -205,6 +206,8 @@ struct SchedulerOptions {
     // --mtp-draft: MTP drafts verified per step for greedy requests (interface.md §4.8);
     // below 2 (or without an MTP block, or with DS4_MTP_SPEC_DISABLE set) no speculation.
     uint32_t mtp_draft = 0;
+    // --test-script: canned replies for chosen prompts (not owned; null: off).
+    const ScriptedReplies* script = nullptr;
 };
 
 struct SchedulerStats {
