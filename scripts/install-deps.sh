@@ -44,12 +44,15 @@ if [[ -f tests/js/package.json ]]; then
     fi
 fi
 
-# npm SDK clients for the server tests (pinned in tests/server/js/package.json).
-if [[ -f tests/server/js/package.json ]]; then
-    stamp=tests/server/js/node_modules/.ds4-stamp
-    if [[ ! -f $stamp || tests/server/js/package.json -nt $stamp ]]; then
-        echo "install-deps: npm install in tests/server/js"
-        (cd tests/server/js && npm install --no-audit --no-fund --loglevel=error)
+# npm packages of the JS tests, each directory pinned in its package.json: the official
+# OpenAI/Anthropic SDKs (tests/server/js) and the coding-agent CLIs run against the server
+# (tests/server/clients: Codex, Claude Code, opencode, Pi; ~1.4 GB with their binaries).
+for dir in tests/server/js tests/server/clients; do
+    [[ -f $dir/package.json ]] || continue
+    stamp=$dir/node_modules/.ds4-stamp
+    if [[ ! -f $stamp || $dir/package.json -nt $stamp ]]; then
+        echo "install-deps: npm install in $dir"
+        (cd "$dir" && npm install --no-audit --no-fund --loglevel=error)
         touch "$stamp"
     fi
-fi
+done

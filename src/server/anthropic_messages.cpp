@@ -58,7 +58,7 @@ Json anthropic_to_openai_messages(const Json& body) {
             throw ApiError(400, cat("messages[", i, "].role must be user, assistant or system"), "messages");
         const Json content = m.value("content", Json(""));
         // Claude Code (2.1.x) sends its environment text as a system message after the
-        // first user turn; the renderer hoists every system message to the system region.
+        // first user turn; hoist_system_messages moves it into the leading system message.
         if (role == "system") {
             out.push_back({{"role", "system"}, {"content", text_of_blocks(content)}});
             continue;

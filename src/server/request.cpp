@@ -251,7 +251,53 @@ void replace_all(std::string& s, const std::string& from, const std::string& to)
         s.replace(pos, from.size(), to);
 }
 
+// A system message's text: a string, or the text parts of an array (nullopt otherwise).
+std::optional<std::string> system_text(const Json& content) {
+    if (content.is_string()) return content.get<std::string>();
+    if (!content.is_array()) return std::nullopt;
+    std::string out;
+    for (const auto& part : content) {
+        if (part.is_string()) out += part.get<std::string>();
+        else if (part.is_object() && part.contains("text") && part["text"].is_string()) out += part["text"].get<std::string>();
+        else return std::nullopt;
+    }
+    return out;
+}
+
 }  // namespace
+
+// The template opens the assistant's turn only after a user or tool turn, so a system
+// message after the last of those (Claude Code 2.1.x sends its environment that way)
+// would leave the prompt without <｜Assistant｜>: the model would continue the system
+// text. Like ds4's renderer (interface.md §2.3), system messages after the conversation
+// has begun are hoisted into the leading system message, joined with a blank line.
+void hoist_system_messages(Json& messages) {
+    std::size_t lead = 0;
+    while (lead < messages.size() && messages[lead].is_object() && messages[lead].value("role", "") == "system") ++lead;
+    std::vector<std::string> moved;
+    Json kept = Json::array();
+    for (std::size_t i = 0; i < messages.size(); ++i) {
+        const Json& m = messages[i];
+        if (i >= lead && m.is_object() && m.value("role", "") == "system") {
+            if (auto text = system_text(m.value("content", Json(""))); text && !m.contains("tools")) {
+                moved.push_back(std::move(*text));
+                continue;
+            }
+        }
+        kept.push_back(m);
+    }
+    if (moved.empty()) return;
+    std::optional<std::string> head;
+    if (lead > 0) head = system_text(kept[lead - 1].value("content", Json("")));
+    std::string joined = head ? *head : std::string();
+    for (const std::string& t : moved) joined += (joined.empty() ? "" : "\n\n") + t;
+    if (head) {
+        kept[lead - 1]["content"] = joined;
+    } else {
+        kept.insert(kept.begin() + static_cast<std::ptrdiff_t>(lead), Json{{"role", "system"}, {"content", joined}});
+    }
+    messages = std::move(kept);
+}
 
 PromptEncoder::PromptEncoder(Tokenizer tok) : tok_(std::move(tok)) {
     for (TokenId id : tok_.chat_special_ids()) {
@@ -295,6 +341,7 @@ std::vector<TokenId> PromptEncoder::encode_messages(Json messages, const Json* t
                                                     bool tools_active, ToolReplayStats* stats) const {
     if (!messages.is_array()) throw ApiError(400, "invalid JSON request: 'messages' must be an array", "messages");
     if (messages.empty()) throw ApiError(400, "'messages' must not be empty", "messages");
+    hoist_system_messages(messages);
     neutralise(messages);
     try {
         std::vector<Message> msgs = text::messages_from_json(messages);

@@ -125,6 +125,11 @@ private:
     ToolMemory* memory_ = nullptr;
 };
 
+// System messages that come after the first non-system message move into the leading
+// system message (text appended after a blank line; one is created when there is none),
+// so the prompt always ends with the assistant's opener (see request.cpp).
+void hoist_system_messages(Json& messages);
+
 // The generation request for a prompt: length budget, DSML options, context check.
 // Throws ApiError 400 context_length_exceeded (param = `param`) when the prompt does not
 // leave room for one token.

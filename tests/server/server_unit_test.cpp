@@ -6,6 +6,7 @@
 
 #include "server/http.h"
 #include "server/request.h"
+#include "server/scripted_replies.h"
 #include "server_harness.h"
 
 namespace ds4::server {
@@ -312,6 +313,91 @@ TEST(ServerRequest, ContextOverflowNamesTheCounts) {
     const GenRequest r = make_gen_request(std::vector<TokenId>(90, 1), {}, 1000, ThinkingMode::high, true, {}, 100, "messages");
     EXPECT_EQ(r.max_tokens, 9u);  // clipped to the context left
     EXPECT_TRUE(r.dsml.thinking);
+}
+
+
+// --test-script: the last matching entry wins, thinking replies get their </think>, the
+// tokens are what encode_chat gives (DSML markers as the model would sample them).
+TEST(ScriptedReplies, LastMatchWinsAndThinkingGetsItsCloseTag) {
+    const Tokenizer& tok = demo_tokenizer();
+    const ScriptedReplies s = ScriptedReplies::parse(
+        R"([{"match":"probe","reply":"call"},{"match":"tool-out-42","reply":"done"}])", "inline");
+    ASSERT_EQ(s.size(), 2u);
+    std::size_t entry = 99;
+    const auto first = s.pick(tok, tok.encode_text("please run the probe"), false, &entry);
+    ASSERT_TRUE(first);
+    EXPECT_EQ(entry, 0u);
+    EXPECT_EQ(*first, tok.encode_chat("call"));
+    const auto second = s.pick(tok, tok.encode_text("probe ... tool-out-42"), false, &entry);
+    ASSERT_TRUE(second);
+    EXPECT_EQ(entry, 1u);
+    EXPECT_EQ(*s.pick(tok, tok.encode_text("probe"), true), tok.encode_chat("</think>call"));
+    EXPECT_EQ(*s.pick(tok, tok.encode_text("probe"), true),
+              *ScriptedReplies::parse(R"([{"match":"probe","reply":"</think>call"}])", "x")
+                   .pick(tok, tok.encode_text("probe"), true));
+    EXPECT_FALSE(s.pick(tok, tok.encode_text("nothing here"), false));
+}
+
+TEST(ScriptedReplies, MalformedScriptsNameTheProblem) {
+    auto message = [](const std::string& text) {
+        try {
+            ScriptedReplies::parse(text, "s.json");
+        } catch (const std::exception& e) {
+            return std::string(e.what());
+        }
+        return std::string("no error");
+    };
+    EXPECT_NE(message("[{").find("--test-script s.json: not JSON"), std::string::npos);
+    EXPECT_EQ(message(R"({"match":"a"})"), "--test-script s.json: expected an array of {\"match\", \"reply\"}");
+    EXPECT_EQ(message(R"([{"match":"a","reply":"b"}, 3])"), "--test-script s.json: entry 1 is not an object");
+    EXPECT_EQ(message(R"([{"match":"a"}])"), "--test-script s.json: entry 0: \"reply\" must be a string");
+    EXPECT_EQ(message(R"([{"match":"","reply":"b"}])"), "--test-script s.json: entry 0: \"match\" is empty");
+    EXPECT_EQ(message("[]"), "no error");
+    try {
+        ScriptedReplies::load("/nonexistent/script.json");
+        FAIL();
+    } catch (const std::exception& e) {
+        EXPECT_STREQ(e.what(), "--test-script: cannot read /nonexistent/script.json");
+    }
+}
+
+// Claude Code 2.1.x puts its environment text in a system message after the first user
+// turn; it is a system message for the renderer (hoisted), other roles stay refused.
+TEST(ServerAnthropic, SystemRoleInsideMessagesIsASystemMessage) {
+    const Json body = Json::parse(R"({"system":[{"type":"text","text":"x-anthropic-billing-header: v"},
+        {"type":"text","text":"You are an agent."}],
+        "messages":[{"role":"user","content":[{"type":"text","text":"hi"}]},
+                    {"role":"system","content":[{"type":"text","text":"# Environment"},{"type":"text","text":"cwd /w"}]}]})");
+    const Json out = anthropic_to_openai_messages(body);
+    ASSERT_EQ(out.size(), 3u);
+    EXPECT_EQ(out[0], Json({{"role", "system"}, {"content", "You are an agent."}}));
+    EXPECT_EQ(out[1], Json({{"role", "user"}, {"content", "hi"}}));
+    EXPECT_EQ(out[2], Json({{"role", "system"}, {"content", "# Environment\n\ncwd /w"}}));
+    try {
+        anthropic_to_openai_messages(Json::parse(R"({"messages":[{"role":"tool","content":"x"}]})"));
+        FAIL();
+    } catch (const ApiError& e) {
+        EXPECT_EQ(e.status, 400);
+        EXPECT_STREQ(e.what(), "messages[0].role must be user, assistant or system");
+    }
+}
+
+// A system message after the conversation began joins the leading one, so the prompt
+// still ends with the assistant's opener (it used to end with the system text).
+TEST(ServerPrompt, LateSystemMessagesAreHoisted) {
+    Json m = Json::parse(R"([{"role":"system","content":"A"},{"role":"user","content":"hi"},
+                             {"role":"system","content":[{"type":"text","text":"B"}]},{"role":"system","content":"C"}])");
+    hoist_system_messages(m);
+    EXPECT_EQ(m, Json::parse(R"([{"role":"system","content":"A\n\nB\n\nC"},{"role":"user","content":"hi"}])"));
+    Json none = Json::parse(R"([{"role":"user","content":"hi"},{"role":"system","content":"late"}])");
+    hoist_system_messages(none);
+    EXPECT_EQ(none, Json::parse(R"([{"role":"system","content":"late"},{"role":"user","content":"hi"}])"));
+    PromptEncoder enc(demo_tokenizer());
+    const auto tokens = enc.encode_messages(
+        Json::parse(R"([{"role":"user","content":"hi"},{"role":"system","content":"env"}])"), nullptr,
+        ThinkingMode::high, false);
+    const std::string text = demo_tokenizer().decode(tokens);
+    EXPECT_EQ(text.substr(text.size() - std::string("<｜Assistant｜><think>").size()), "<｜Assistant｜><think>");
 }
 
 }  // namespace
