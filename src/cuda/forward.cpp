@@ -104,6 +104,7 @@ struct CachedGraph {
 };
 
 constexpr size_t kMaxGraphs = 8;             // graphs kept (least recently used goes)
+constexpr size_t kSeenKeys = 4;              // eager keys remembered (a server interleaves keys)
 constexpr uint32_t kMaxGraphTokens = 64;     // larger passes are not launch bound
 constexpr uint32_t kIndexGrain = 1024;       // indexer grids grow in steps of this many rows
 
@@ -155,7 +156,7 @@ struct Forward::Impl {
     // CUDA graphs of whole passes (layers + head), replayed when a key repeats
     bool use_graphs = graphs_from_env();
     std::vector<CachedGraph> graphs;
-    std::optional<GraphKey> pending;  // the last eager pass's key: captured if the next one repeats it
+    std::vector<GraphKey> seen;  // keys of the last few eager passes: captured when one comes again
     uint64_t graph_clock = 0;
     Forward::GraphStats graph_stats;
 
@@ -225,7 +226,7 @@ struct Forward::Impl {
     void reserve(uint32_t n, uint64_t ctx);
     void clear_graphs() {
         graphs.clear();
-        pending.reset();
+        seen.clear();
     }
     void advance_row_counts();
     bool graphable(uint32_t n) const;
@@ -864,9 +865,9 @@ void Forward::Impl::layers_and_head(uint32_t n) {
 }
 
 // The layers and the head of a pass (inputs already uploaded): replayed from a cached
-// graph of the same key, captured when the previous pass had this key too (a key seen
-// once, e.g. a prefill chunk, is not worth a capture), else launched one by one. The
-// graph runs the very launches of the eager pass, so the results are bitwise the same.
+// graph of the same key, captured when one of the last few eager passes had this key
+// (a key seen once, e.g. a prefill chunk, is not worth a capture), else launched one by
+// one. The graph runs the very launches of the eager pass: bitwise the same results.
 void Forward::Impl::run_pass(uint32_t n, bool graph) {
     if (!graph) return layers_and_head(n);
     GraphKey key;
@@ -881,12 +882,15 @@ void Forward::Impl::run_pass(uint32_t n, bool graph) {
         ++graph_stats.replays;
         return;
     }
-    if (pending != key) {
+    const auto was_seen = std::find(seen.begin(), seen.end(), key);
+    if (was_seen == seen.end()) {
         layers_and_head(n);
-        pending = std::move(key);
+        if (seen.size() >= kSeenKeys) seen.erase(seen.begin());
+        seen.push_back(std::move(key));
         ++graph_stats.eager;
         return;
     }
+    seen.erase(was_seen);
     if (graphs.size() >= kMaxGraphs)
         graphs.erase(std::min_element(graphs.begin(), graphs.end(), [](const CachedGraph& a, const CachedGraph& b) {
             return a.last_use < b.last_use;
@@ -903,7 +907,6 @@ void Forward::Impl::run_pass(uint32_t n, bool graph) {
     }
     CachedGraph g{std::move(key), std::move(exec), ++graph_clock};
     ++graph_stats.captures;
-    pending.reset();
     g.exec.launch(stream.get());
     ++graph_stats.replays;
     graphs.push_back(std::move(g));

@@ -21,7 +21,7 @@
 // CUDA graphs: positions, ring slots, compressed-row counts and the indexer's on/off are
 // device values the kernels read, so the launches of a pass depend only on its key (the
 // sequences of its tokens, each token's indexer grid bound, the logit rows). A pass of
-// at most 64 tokens whose key repeats the previous pass's is captured as a graph, cached
+// at most 64 tokens whose key one of the last 4 eager passes had is captured, cached
 // (8 keys, least recently used goes) and replayed for every later pass of that key:
 // batch-1 decode replays one graph per step. The embedding / position uploads before
 // and the logits download after stay outside the graph. $DS4_CUDA_GRAPH=0 (or
