@@ -903,6 +903,7 @@ void Forward::Impl::run_pass(uint32_t n, bool graph) {
         // error then surfaces there)
         use_graphs = false;
         clear_graphs();
+        ++graph_stats.failed;
         return layers_and_head(n);
     }
     CachedGraph g{std::move(key), std::move(exec), ++graph_clock};
