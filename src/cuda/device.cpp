@@ -51,7 +51,8 @@ GraphExec capture_graph(cudaStream_t s, const std::function<void()>& body) {
     try {
         body();
     } catch (...) {
-        if (cudaStreamEndCapture(s, &graph) == cudaSuccess && graph != nullptr) cudaGraphDestroy(graph);
+        if (cudaStreamEndCapture(s, &graph) == cudaSuccess && graph != nullptr)
+            cudaGraphDestroy(graph);
         cudaGetLastError();  // the error a broken capture leaves for the next check
         throw;
     }

@@ -354,7 +354,8 @@ void Forward::Impl::upload_state(const cpu::KvState& host, DevState& ds) {
                                        cudaMemcpyHostToDevice, s));
         const auto put = [&](const cpu::CompressorState& c, DevComp& d) {
             d.n_rows = c.n_rows;
-            DS4_CUDA_CHECK(cudaMemcpyAsync(d.n_rows_dev.data(), &d.n_rows, sizeof(uint32_t), cudaMemcpyHostToDevice, s));
+            DS4_CUDA_CHECK(cudaMemcpyAsync(d.n_rows_dev.data(), &d.n_rows, sizeof(uint32_t),
+                                           cudaMemcpyHostToDevice, s));
             DS4_CUDA_CHECK(cudaMemcpyAsync(d.kv.data(), c.state_kv.data(), c.state_kv.size() * sizeof(float),
                                            cudaMemcpyHostToDevice, s));
             DS4_CUDA_CHECK(cudaMemcpyAsync(d.score.data(), c.state_score.data(),
@@ -609,7 +610,8 @@ void Forward::Impl::advance_row_counts() {
             if (kv.index) index_rows = std::max(index_rows, kv.index->n_rows);
         }
         if (index_rows > hp.idx_topk)
-            tok_index_rows[t] = static_cast<uint32_t>((uint64_t{index_rows} + kIndexGrain - 1) / kIndexGrain * kIndexGrain);
+            tok_index_rows[t] =
+                static_cast<uint32_t>((uint64_t{index_rows} + kIndexGrain - 1) / kIndexGrain * kIndexGrain);
     }
 }
 

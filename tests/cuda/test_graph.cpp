@@ -30,7 +30,9 @@ std::string env_or(const char* name, const std::string& fallback) {
     return v != nullptr && *v != '\0' ? std::string(v) : fallback;
 }
 
-std::string demo_path() { return env_or("DS4_DEMO_GGUF", std::string(DS4_SOURCE_DIR) + "/build/ds4-demo.gguf"); }
+std::string demo_path() {
+    return env_or("DS4_DEMO_GGUF", std::string(DS4_SOURCE_DIR) + "/build/ds4-demo.gguf");
+}
 
 // The demo model (q2: its experts take the device grouping, so its passes can be
 // captured; the goldens' f32 experts group on the host and always run eagerly):
@@ -50,15 +52,17 @@ struct Demo {
 // Number of float positions whose bits differ (0: bitwise identical).
 size_t bit_differences(std::span<const float> a, std::span<const float> b) {
     size_t n = 0;
-    for (size_t i = 0; i < a.size(); ++i) n += std::memcmp(&a[i], &b[i], sizeof(float)) != 0 ? 1 : 0;
+    for (size_t i = 0; i < a.size(); ++i)
+        n += std::memcmp(&a[i], &b[i], sizeof(float)) != 0 ? 1 : 0;
     return n;
 }
 
 class CudaGraph : public ::testing::Test {
-protected:
+  protected:
     void SetUp() override {
         DS4_REQUIRE_GPU();
-        if (!std::filesystem::exists(demo_path())) GTEST_SKIP() << "no demo model at " << demo_path();
+        if (!std::filesystem::exists(demo_path()))
+            GTEST_SKIP() << "no demo model at " << demo_path();
         demo_ = std::make_unique<Demo>(demo_path());
     }
     std::unique_ptr<Demo> demo_;
@@ -93,8 +97,8 @@ TEST_F(CudaGraph, DecodeStepsMatchEagerBitwise) {
         differ += n;
     }
     const Forward::GraphStats st = graph.graph_stats();
-    std::cout << "[cuda graph] demo: " << kEnd - kPrefill << " decode steps, " << st.captures << " captures, "
-              << st.replays << " replays, " << st.eager << " eager, " << st.failed
+    std::cout << "[cuda graph] demo: " << kEnd - kPrefill << " decode steps, " << st.captures
+              << " captures, " << st.replays << " replays, " << st.eager << " eager, " << st.failed
               << " failed captures; differing logits " << differ << "\n";
     EXPECT_EQ(differ, 0u);
     EXPECT_EQ(st.failed, 0u);
@@ -182,7 +186,8 @@ TEST_F(CudaGraph, EngineGreedyWithRestoreMatchesEager) {
     unsetenv("DS4_CUDA_GRAPH");
     const uint32_t V = with.model().n_vocab;
     std::vector<int32_t> prompt(150);
-    for (uint32_t i = 0; i < prompt.size(); ++i) prompt[i] = static_cast<int32_t>((i * 37u + 11u) % V);
+    for (uint32_t i = 0; i < prompt.size(); ++i)
+        prompt[i] = static_cast<int32_t>((i * 37u + 11u) % V);
     const auto run = [&](Engine& eng) {
         std::vector<float> out;
         const SequenceId seq = eng.create_sequence();
@@ -208,7 +213,8 @@ TEST_F(CudaGraph, EngineGreedyWithRestoreMatchesEager) {
     const std::vector<float> a = run(with), b = run(without);
     ASSERT_EQ(a.size(), b.size());
     const size_t differ = bit_differences(a, b);
-    std::cout << "[cuda graph] engine, 60 greedy steps with a restore: differing logits " << differ << "\n";
+    std::cout << "[cuda graph] engine, 60 greedy steps with a restore: differing logits " << differ
+              << "\n";
     EXPECT_EQ(differ, 0u);
 }
 
