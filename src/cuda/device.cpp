@@ -44,4 +44,24 @@ void ensure_fits(size_t bytes, const std::string& what) {
     }
 }
 
+GraphExec capture_graph(cudaStream_t s, const std::function<void()>& body) {
+    // thread-local: another thread's unrelated CUDA calls do not break this capture
+    DS4_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+    cudaGraph_t graph = nullptr;
+    try {
+        body();
+    } catch (...) {
+        if (cudaStreamEndCapture(s, &graph) == cudaSuccess && graph != nullptr)
+            cudaGraphDestroy(graph);
+        cudaGetLastError();  // the error a broken capture leaves for the next check
+        throw;
+    }
+    DS4_CUDA_CHECK(cudaStreamEndCapture(s, &graph));
+    GraphExec exec;
+    const cudaError_t err = cudaGraphInstantiate(&exec.e_, graph, 0);
+    cudaGraphDestroy(graph);
+    DS4_CUDA_CHECK(err);
+    return exec;
+}
+
 }  // namespace ds4::cuda

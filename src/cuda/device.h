@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <string>
 #include <utility>
@@ -120,5 +121,35 @@ public:
 private:
     cudaEvent_t e_ = nullptr;
 };
+
+// An instantiated CUDA graph (cudaGraphExec_t): the launches of a captured stream
+// segment, replayed with one launch.
+class GraphExec {
+public:
+    GraphExec() = default;
+    ~GraphExec() {
+        if (e_ != nullptr) cudaGraphExecDestroy(e_);
+    }
+    GraphExec(const GraphExec&) = delete;
+    GraphExec& operator=(const GraphExec&) = delete;
+    GraphExec(GraphExec&& o) noexcept : e_(std::exchange(o.e_, nullptr)) {}
+    GraphExec& operator=(GraphExec&& o) noexcept {
+        if (this != &o) {
+            if (e_ != nullptr) cudaGraphExecDestroy(e_);
+            e_ = std::exchange(o.e_, nullptr);
+        }
+        return *this;
+    }
+    void launch(cudaStream_t s) const { DS4_CUDA_CHECK(cudaGraphLaunch(e_, s)); }
+
+private:
+    friend GraphExec capture_graph(cudaStream_t s, const std::function<void()>& body);
+    cudaGraphExec_t e_ = nullptr;
+};
+
+// Runs `body` (stream work on s only, no host syncs) under stream capture and returns
+// the instantiated graph; nothing executes until it is launched. A throw from body
+// ends the capture and propagates.
+GraphExec capture_graph(cudaStream_t s, const std::function<void()>& body);
 
 }  // namespace ds4::cuda

@@ -60,9 +60,12 @@ struct DLayer {
     DMat sh_gate, sh_up, sh_down;
 };
 
+// n_rows is the host's mirror of the device count n_rows_dev, which the compressor
+// kernel advances (the host advances the mirror for the same positions before a pass).
 struct DevComp {
     uint32_t ratio = 0, d = 0, coff = 1, n_rows = 0, capacity = 0;
     DeviceBuffer<float> kv, score, rows;
+    DeviceBuffer<uint32_t> n_rows_dev;
     uint32_t width() const { return coff * d; }
 };
 
@@ -82,6 +85,32 @@ struct DevState {
 template <typename T>
 void grow(DeviceBuffer<T>& b, uint64_t count) {
     if (b.size() < count) b = DeviceBuffer<T>(count);
+}
+
+// What a captured pass bakes in besides the scratch buffers: its tokens' sequences
+// (their device buffers), each token's indexer grid bound and the logit rows. Positions
+// and row counts are device values, so one graph serves every later step of this key.
+struct GraphKey {
+    std::vector<const DevState*> states;
+    std::vector<uint32_t> index_rows;
+    std::vector<uint32_t> logit_rows;
+    bool operator==(const GraphKey&) const = default;
+};
+
+struct CachedGraph {
+    GraphKey key;
+    GraphExec exec;
+    uint64_t last_use = 0;
+};
+
+constexpr size_t kMaxGraphs = 8;             // graphs kept (least recently used goes)
+constexpr size_t kSeenKeys = 4;              // eager keys remembered (a server interleaves keys)
+constexpr uint32_t kMaxGraphTokens = 64;     // larger passes are not launch bound
+constexpr uint32_t kIndexGrain = 1024;       // indexer grids grow in steps of this many rows
+
+bool graphs_from_env() {
+    const char* v = std::getenv("DS4_CUDA_GRAPH");
+    return v == nullptr || std::string_view(v) != "0";
 }
 
 }  // namespace
@@ -122,6 +151,14 @@ struct Forward::Impl {
     std::vector<float> host_x;
     std::vector<uint32_t> host_sel, host_idx;
     std::vector<float> host_hc;
+    std::vector<uint32_t> tok_index_rows;  // per token: indexer grid bound (0: off in every layer)
+
+    // CUDA graphs of whole passes (layers + head), replayed when a key repeats
+    bool use_graphs = graphs_from_env();
+    std::vector<CachedGraph> graphs;
+    std::vector<GraphKey> seen;  // keys of the last few eager passes: captured when one comes again
+    uint64_t graph_clock = 0;
+    Forward::GraphStats graph_stats;
 
     explicit Impl(const cpu::CpuModel& m) : model(m), hp(m.hparams()) {}
 
@@ -187,18 +224,27 @@ struct Forward::Impl {
 
     // ---- forward ----
     void reserve(uint32_t n, uint64_t ctx);
+    void clear_graphs() {
+        graphs.clear();
+        seen.clear();
+    }
+    void advance_row_counts();
+    bool graphable(uint32_t n) const;
+    void run_pass(uint32_t n, bool graph);
+    void layers_and_head(uint32_t n);
     void check_chunk(const cpu::KvState& state, uint64_t pos, uint32_t n, std::span<const int32_t> tokens,
                      std::span<const uint32_t> logit_rows, std::span<float> logits) const;
     void embed(std::span<const int32_t> tokens);
     void hc_site_pre(const DMat& fn, const float* scale, const float* base, uint32_t n);
     void attention(uint32_t il, uint32_t n);
     void attention_projections(const DLayer& L, uint32_t n);
-    void attend(const DLayer& L, DevLayerKv& kv, uint64_t p, uint32_t t);
+    void attend(const DLayer& L, DevLayerKv& kv, uint32_t t);
     void moe_layer(uint32_t il, uint32_t n);
     void routed_experts(const DLayer& L, uint32_t n);
     bool device_dispatch_ok(const DLayer& L) const;
     void routed_experts_device(const DLayer& L, uint32_t n);
     void head(std::span<const uint32_t> rows);
+    void upload_head_rows(std::span<const uint32_t> rows);
     const float* omega(const DLayer& L) const { return L.ratio != 0 ? omega_comp : omega_dense; }
 };
 
@@ -289,6 +335,7 @@ DevState& Forward::Impl::device_state(const cpu::KvState& host) {
             d.kv = DeviceBuffer<float>(c.state_kv.size());
             d.score = DeviceBuffer<float>(c.state_score.size());
             d.rows = DeviceBuffer<float>(c.rows.size());
+            d.n_rows_dev = DeviceBuffer<uint32_t>(1);
             return d;
         };
         if (hl.attn) dl.attn = make(*hl.attn);
@@ -307,6 +354,8 @@ void Forward::Impl::upload_state(const cpu::KvState& host, DevState& ds) {
                                        cudaMemcpyHostToDevice, s));
         const auto put = [&](const cpu::CompressorState& c, DevComp& d) {
             d.n_rows = c.n_rows;
+            DS4_CUDA_CHECK(cudaMemcpyAsync(d.n_rows_dev.data(), &d.n_rows, sizeof(uint32_t),
+                                           cudaMemcpyHostToDevice, s));
             DS4_CUDA_CHECK(cudaMemcpyAsync(d.kv.data(), c.state_kv.data(), c.state_kv.size() * sizeof(float),
                                            cudaMemcpyHostToDevice, s));
             DS4_CUDA_CHECK(cudaMemcpyAsync(d.score.data(), c.state_score.data(),
@@ -360,6 +409,8 @@ void Forward::Impl::reserve(uint32_t n, uint64_t ctx) {
         comp = std::max<uint64_t>(comp, r == 4 ? std::min<uint64_t>(rows, hp.idx_topk) : rows);
     }
     const uint64_t need_rows = hp.window + comp, need_index = std::max<uint64_t>(ctx / 4, 1);
+    // captured graphs hold the scratch pointers: any reallocation retires them
+    if (n > cap_tokens || need_rows > cap_rows || need_index > cap_index_rows) clear_graphs();
     if (n > cap_tokens) {
         cap_tokens = n;
         const uint64_t dim = hp.n_embd, hc = hp.hc_dim(), H = hp.hc_mult, hd = hp.head_dim;
@@ -503,26 +554,27 @@ void Forward::Impl::attention_projections(const DLayer& L, uint32_t n) {
     }
 }
 
-void Forward::Impl::attend(const DLayer& L, DevLayerKv& kv, uint64_t p, uint32_t t) {
+// Everything position-dependent (ring slot, row counts, indexer on/off) is read on the
+// device; tok_index_rows[t] only bounds the indexer's grid.
+void Forward::Impl::attend(const DLayer& L, DevLayerKv& kv, uint32_t t) {
     const uint64_t hd = hp.head_dim, qw = uint64_t{hp.n_head} * hd;
     AttendToken a;
     a.q = q.data() + t * qw;
     a.raw = kv.raw.data();
     if (kv.index) {
         a.comp = kv.attn->rows.data();
-        const uint32_t n_rows = kv.index->n_rows;
-        if (n_rows > hp.idx_topk) {
+        a.n_comp = kv.index->n_rows_dev.data();
+        if (tok_index_rows[t] != 0) {
             const uint64_t d = hp.idx_head_dim, nh = hp.idx_n_heads;
-            indexer_topk(iq.data() + t * nh * d, iw.data() + t * nh, kv.index->rows.data(), n_rows, hp.idx_head_dim,
-                         hp.idx_n_heads, hp.idx_topk, index_scores.data(), index_sel.data(), stream.get());
-            a.comp_sel = index_sel.data();
-            a.n_comp = hp.idx_topk;
-        } else {
-            a.n_comp = n_rows;
+            indexer_topk(iq.data() + t * nh * d, iw.data() + t * nh, kv.index->rows.data(), a.n_comp,
+                         tok_index_rows[t], hp.idx_head_dim, hp.idx_n_heads, hp.idx_topk, index_scores.data(),
+                         index_sel.data(), stream.get());
         }
+        a.comp_sel = index_sel.data();
+        a.topk = hp.idx_topk;
     } else if (kv.attn) {
         a.comp = kv.attn->rows.data();
-        a.n_comp = kv.attn->n_rows;
+        a.n_comp = kv.attn->n_rows_dev.data();
     }
     a.sinks = L.sinks;
     a.omega = omega(L);
@@ -533,8 +585,34 @@ void Forward::Impl::attend(const DLayer& L, DevLayerKv& kv, uint64_t p, uint32_t
     a.hd = hp.head_dim;
     a.rope_dim = hp.rope_dim;
     a.window = hp.window;
-    a.pos = p;
+    a.pos = positions_dev.data() + t;
     attend_token(a, stream.get());
+}
+
+// The host mirror of the compressed-row counts, advanced over this pass's tokens in
+// order (the compressor kernels advance the device counts the same way), with the
+// capacity check; and per token the indexer's grid bound: its rows after the step,
+// rounded up to kIndexGrain (so a graph's grid stays valid for many steps), 0 where no
+// layer has more rows than the top k.
+void Forward::Impl::advance_row_counts() {
+    const uint32_t n = static_cast<uint32_t>(tok_pos.size());
+    tok_index_rows.assign(n, 0);
+    for (uint32_t t = 0; t < n; ++t) {
+        const uint64_t p = tok_pos[t];
+        uint32_t index_rows = 0;
+        for (uint32_t il = 0; il < hp.n_layer; ++il) {
+            DevLayerKv& kv = tok_state[t]->layers[il];
+            for (DevComp* c : {kv.attn ? &*kv.attn : nullptr, kv.index ? &*kv.index : nullptr}) {
+                if (c == nullptr || (p + 1) % c->ratio != 0) continue;
+                if (c->n_rows >= c->capacity) fail("cuda forward: compressed cache of layer ", il, " is full");
+                ++c->n_rows;
+            }
+            if (kv.index) index_rows = std::max(index_rows, kv.index->n_rows);
+        }
+        if (index_rows > hp.idx_topk)
+            tok_index_rows[t] =
+                static_cast<uint32_t>((uint64_t{index_rows} + kIndexGrain - 1) / kIndexGrain * kIndexGrain);
+    }
 }
 
 void Forward::Impl::attention(uint32_t il, uint32_t n) {
@@ -546,10 +624,8 @@ void Forward::Impl::attention(uint32_t il, uint32_t n) {
 
     // token by token in position order (§5.4): raw row, compressors, then attend
     const uint64_t hd = hp.head_dim;
-    const auto step = [&](DevComp& c, const DComp& w, const float* kvp, const float* scp, uint64_t p,
+    const auto step = [&](DevComp& c, const DComp& w, const float* kvp, const float* scp, uint32_t t,
                           bool indexer) {
-        const bool emits = (p + 1) % c.ratio == 0;
-        if (emits && c.n_rows >= c.capacity) fail("cuda forward: compressed cache of layer ", il, " is full");
         CompressorStep cs;
         cs.state_kv = c.kv.data();
         cs.state_score = c.score.data();
@@ -558,31 +634,30 @@ void Forward::Impl::attention(uint32_t il, uint32_t n) {
         cs.ape = w.ape;
         cs.norm = w.norm;
         cs.omega = omega_comp;
-        cs.out_row = c.rows.data() + uint64_t{c.n_rows} * c.d;
+        cs.rows = c.rows.data();
+        cs.n_rows = c.n_rows_dev.data();
+        cs.pos = positions_dev.data() + t;
         cs.ratio = c.ratio;
         cs.d = c.d;
         cs.coff = c.coff;
+        cs.capacity = c.capacity;
         cs.rope_dim = hp.rope_dim;
-        cs.pos = p;
         cs.eps = hp.norm_eps;
         cs.indexer = indexer;
         compressor_step(cs, s);
-        if (emits) ++c.n_rows;
     };
     for (uint32_t t = 0; t < n; ++t) {
-        const uint64_t p = tok_pos[t];
         DevLayerKv& kv = tok_state[t]->layers[il];
-        DS4_CUDA_CHECK(cudaMemcpyAsync(kv.raw.data() + (p % hp.window) * hd, kvb.data() + t * hd, hd * sizeof(float),
-                                       cudaMemcpyDeviceToDevice, s));
+        store_raw_row(kv.raw.data(), kvb.data() + t * hd, hp.head_dim, hp.window, positions_dev.data() + t, s);
         if (kv.attn) {
             const uint64_t cw = kv.attn->width();
-            step(*kv.attn, *L.comp, ckv.data() + t * cw, csc.data() + t * cw, p, false);
+            step(*kv.attn, *L.comp, ckv.data() + t * cw, csc.data() + t * cw, t, false);
         }
         if (kv.index) {
             const uint64_t iwd = kv.index->width();
-            step(*kv.index, *L.icomp, ikv.data() + t * iwd, isc.data() + t * iwd, p, true);
+            step(*kv.index, *L.icomp, ikv.data() + t * iwd, isc.data() + t * iwd, t, true);
         }
-        attend(L, kv, p, t);
+        attend(L, kv, t);
     }
     // grouped low-rank output projection
     const uint64_t G = hp.o_groups, R = hp.o_lora_rank, qw = uint64_t{hp.n_head} * hd;
@@ -759,11 +834,85 @@ void Forward::Impl::head(std::span<const uint32_t> rows) {
     const uint64_t hc = hp.hc_dim(), H = hp.hc_mult, V = hp.n_vocab;
     for (uint32_t i = 0; i < n; ++i)
         mm(output_hc_fn, 0, H, x.data() + uint64_t{rows[i]} * hc, hc, head_mix.data() + i * H, H, 1);
-    DS4_CUDA_CHECK(cudaMemcpyAsync(head_rows.data(), rows.data(), n * sizeof(uint32_t), cudaMemcpyHostToDevice, s));
     hc_collapse(hc_shape, x.data(), head_rows.data(), head_mix.data(), output_hc_scale, output_hc_base,
                 collapsed.data(), n, s);
     rms_norm(collapsed.data(), output_norm, head_nrm.data(), hp.n_embd, n, hp.norm_eps, s);
     mm(output, 0, V, head_nrm.data(), hp.n_embd, logits_dev.data(), V, n);
+}
+
+// Before the pass (a graph cannot capture a copy from pageable host memory that moves).
+void Forward::Impl::upload_head_rows(std::span<const uint32_t> rows) {
+    if (rows.empty()) return;
+    DS4_CUDA_CHECK(cudaMemcpyAsync(head_rows.data(), rows.data(), rows.size() * sizeof(uint32_t),
+                                   cudaMemcpyHostToDevice, stream.get()));
+}
+
+// ---- graphs ----
+
+// A pass can be captured when it has no host round trip (the fast experts bring the
+// router's choice to the host) and is small enough to be launch bound.
+bool Forward::Impl::graphable(uint32_t n) const {
+    if (!use_graphs || n > kMaxGraphTokens) return false;
+    for (const DLayer& L : layers)
+        if (!device_dispatch_ok(L)) return false;
+    return true;
+}
+
+void Forward::Impl::layers_and_head(uint32_t n) {
+    for (uint32_t il = 0; il < hp.n_layer; ++il) {
+        attention(il, n);
+        moe_layer(il, n);
+    }
+    head(host_rows);
+}
+
+// The layers and the head of a pass (inputs already uploaded): replayed from a cached
+// graph of the same key, captured when one of the last few eager passes had this key
+// (a key seen once, e.g. a prefill chunk, is not worth a capture), else launched one by
+// one. The graph runs the very launches of the eager pass: bitwise the same results.
+void Forward::Impl::run_pass(uint32_t n, bool graph) {
+    if (!graph) return layers_and_head(n);
+    GraphKey key;
+    key.states.reserve(n);
+    for (const DevState* ds : tok_state) key.states.push_back(ds);
+    key.index_rows = tok_index_rows;
+    key.logit_rows = host_rows;
+    const auto it = std::find_if(graphs.begin(), graphs.end(), [&](const CachedGraph& g) { return g.key == key; });
+    if (it != graphs.end()) {
+        it->last_use = ++graph_clock;
+        it->exec.launch(stream.get());
+        ++graph_stats.replays;
+        return;
+    }
+    const auto was_seen = std::find(seen.begin(), seen.end(), key);
+    if (was_seen == seen.end()) {
+        layers_and_head(n);
+        if (seen.size() >= kSeenKeys) seen.erase(seen.begin());
+        seen.push_back(std::move(key));
+        ++graph_stats.eager;
+        return;
+    }
+    seen.erase(was_seen);
+    if (graphs.size() >= kMaxGraphs)
+        graphs.erase(std::min_element(graphs.begin(), graphs.end(), [](const CachedGraph& a, const CachedGraph& b) {
+            return a.last_use < b.last_use;
+        }));
+    GraphExec exec;
+    try {
+        exec = capture_graph(stream.get(), [&] { layers_and_head(n); });
+    } catch (const Error&) {
+        // nothing ran during the capture: launch one by one from now on (a real launch
+        // error then surfaces there)
+        use_graphs = false;
+        clear_graphs();
+        ++graph_stats.failed;
+        return layers_and_head(n);
+    }
+    CachedGraph g{std::move(key), std::move(exec), ++graph_clock};
+    ++graph_stats.captures;
+    g.exec.launch(stream.get());
+    ++graph_stats.replays;
+    graphs.push_back(std::move(g));
 }
 
 // ---- public API ----
@@ -799,7 +948,10 @@ Forward::Forward(const cpu::CpuModel& model) : impl_(std::make_unique<Impl>(requ
 
 Forward::~Forward() = default;
 
-void Forward::set_fast_experts(bool on) { impl_->fast_experts = on; }
+void Forward::set_fast_experts(bool on) {
+    impl_->fast_experts = on;
+    impl_->clear_graphs();
+}
 bool Forward::fast_experts() const { return impl_->fast_experts; }
 
 void Forward::eval(cpu::KvState& state, uint64_t pos, std::span<const int32_t> tokens,
@@ -826,6 +978,7 @@ void Forward::set_steering(const cpu::SteeringDirections& dirs, float attn_scale
     impl_->steering = attn_scale != 0.0f || ffn_scale != 0.0f
                           ? std::make_unique<DeviceSteering>(dirs, attn_scale, ffn_scale)
                           : nullptr;
+    impl_->clear_graphs();  // the launches change
 }
 
 void Forward::eval_batch(std::span<const Chunk> chunks) {
@@ -867,12 +1020,10 @@ void Forward::eval_batch(std::span<const Chunk> chunks) {
         ds->host_valid = false;
         ds->device_valid = false;  // until the step completes
     }
+    m.advance_row_counts();
     m.embed(m.host_tokens);
-    for (uint32_t il = 0; il < m.hp.n_layer; ++il) {
-        m.attention(il, n);
-        m.moe_layer(il, n);
-    }
-    m.head(m.host_rows);
+    m.upload_head_rows(m.host_rows);
+    m.run_pass(n, m.graphable(n));
     const uint64_t V = m.hp.n_vocab;
     uint64_t row = 0;
     for (const Chunk& c : chunks) {
@@ -919,7 +1070,16 @@ void Forward::invalidate(const cpu::KvState& state, bool rows_changed) {
     }
 }
 
-void Forward::forget(const cpu::KvState& state) { impl_->states.erase(&state); }
+void Forward::forget(const cpu::KvState& state) {
+    if (impl_->states.erase(&state) != 0) impl_->clear_graphs();  // graphs may hold its buffers
+}
+
+void Forward::set_graphs(bool on) {
+    impl_->use_graphs = on;
+    if (!on) impl_->clear_graphs();
+}
+bool Forward::graphs() const { return impl_->use_graphs; }
+Forward::GraphStats Forward::graph_stats() const { return impl_->graph_stats; }
 
 uint64_t Forward::weight_bytes() const { return impl_->weight_bytes; }
 

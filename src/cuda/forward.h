@@ -17,9 +17,17 @@
 //
 // Routed experts are grouped on the device (no host round trip inside a step) for the
 // exact path; the fast int8 path still brings the router's choice to the host.
+//
+// CUDA graphs: positions, ring slots, compressed-row counts and the indexer's on/off are
+// device values the kernels read, so the launches of a pass depend only on its key (the
+// sequences of its tokens, each token's indexer grid bound, the logit rows). A pass of
+// at most 64 tokens whose key one of the last 4 eager passes had is captured, cached
+// (8 keys, least recently used goes) and replayed for every later pass of that key:
+// batch-1 decode replays one graph per step. The embedding / position uploads before
+// and the logits download after stay outside the graph. $DS4_CUDA_GRAPH=0 (or
+// set_graphs(false)) launches one by one; both give bitwise the same logits.
 // Not yet (see bench/RESULTS.md): the stateful attention part batched over the tokens
-// of different sequences (today one launch sequence per token) and a graph-captured
-// decode step.
+// of different sequences (today one launch sequence per token).
 #pragma once
 
 #include <cstdint>
@@ -88,6 +96,18 @@ public:
     // (CudaFastExperts).
     void set_fast_experts(bool on);
     bool fast_experts() const;
+
+    // Graph capture of small passes (see above); on unless $DS4_CUDA_GRAPH=0 when the
+    // Forward is made. Fast experts (a host round trip per layer) always run eagerly.
+    void set_graphs(bool on);
+    bool graphs() const;
+    struct GraphStats {
+        uint64_t captures = 0;  // graphs captured
+        uint64_t replays = 0;   // passes run as a graph launch (including each capture's first)
+        uint64_t eager = 0;     // graphable passes run one launch at a time (a key seen once)
+        uint64_t failed = 0;    // captures that failed (graphs are then off for this Forward)
+    };
+    GraphStats graph_stats() const;
 
 private:
     struct Impl;

@@ -54,8 +54,10 @@ void scale_values(float* x, uint64_t n, float k, cudaStream_t s);
 // y[i] = a[i] + b[i].
 void add_values(const float* a, const float* b, float* y, uint64_t n, cudaStream_t s);
 
-// One compressor step (cpu::CpuForward::compressor_step) of one token at position p:
-// writes the slot, and when (p + 1) % ratio == 0 pools the window into row `out_row`.
+// One compressor step (cpu::CpuForward::compressor_step) of one token at position
+// *pos: writes the slot, and when (*pos + 1) % ratio == 0 pools the window into row
+// *n_rows of `rows` and increments *n_rows. Position and row count are device values,
+// so one launch (and a captured graph of it) serves every position.
 struct CompressorStep {
     float* state_kv = nullptr;     // [coff·ratio][coff·d]
     float* state_score = nullptr;  // [coff·ratio][coff·d]
@@ -64,36 +66,44 @@ struct CompressorStep {
     const float* ape = nullptr;    // [ratio][coff·d]
     const float* norm = nullptr;   // [d]
     const float* omega = nullptr;  // compressed-layer RoPE frequencies
-    float* out_row = nullptr;      // [d], written only on emit
-    uint32_t ratio = 0, d = 0, coff = 1, rope_dim = 0;
-    uint64_t pos = 0;
+    float* rows = nullptr;         // [capacity][d]; row *n_rows written only on emit
+    uint32_t* n_rows = nullptr;    // device row count (incremented on emit)
+    const uint64_t* pos = nullptr; // device position of the token
+    uint32_t ratio = 0, d = 0, coff = 1, rope_dim = 0, capacity = 0;
     float eps = 1e-6f;
     bool indexer = false;          // Hadamard + FP4 instead of FP8
 };
 void compressor_step(const CompressorStep& c, cudaStream_t s);
 
-// Indexer (§6): score_c = Σ_h w_h·relu(q_h·k_c) for c < n_rows, then the top k with ties
-// to the lower row written to sel[0..k) (in rank order). scores: n_rows scratch.
-void indexer_topk(const float* q, const float* w, const float* rows, uint32_t n_rows, uint32_t d,
-                  uint32_t n_heads, uint32_t k, float* scores, uint32_t* sel, cudaStream_t s);
+// Indexer (§6): score_c = Σ_h w_h·relu(q_h·k_c) for c < n = *n_rows, then the top k with
+// ties to the lower row written to sel[0..k) (in rank order); nothing when n ≤ k (the
+// attention then takes all rows). max_rows (≥ n) only bounds the grid. scores: n scratch.
+void indexer_topk(const float* q, const float* w, const float* rows, const uint32_t* n_rows, uint32_t max_rows,
+                  uint32_t d, uint32_t n_heads, uint32_t k, float* scores, uint32_t* sel, cudaStream_t s);
+
+// row → raw[*pos % window] (hd values): the ring slot of the token's raw KV row.
+void store_raw_row(float* raw, const float* row, uint32_t hd, uint32_t window, const uint64_t* pos,
+                   cudaStream_t s);
 
 // One token's attention for every head: rows are the raw window (positions
-// max(0, p+1−W)..p of the ring `raw`, slot q % W) then n_comp compressed rows of `comp`
-// (indices from comp_sel, or 0..n_comp−1 when null); softmax with the sink in the
-// denominator; output rotated back (inverse RoPE at p) on its last rope_dim values.
+// max(0, p+1−W)..p of the ring `raw`, slot q % W, p = *pos) then the compressed rows of
+// `comp`: with n = *n_comp (0 when null), the rows comp_sel[0..topk) when comp_sel is
+// set and n > topk, else rows 0..n−1; softmax with the sink in the denominator; output
+// rotated back (inverse RoPE at p) on its last rope_dim values.
 struct AttendToken {
     const float* q = nullptr;   // [n_head][hd]
     const float* raw = nullptr; // [W][hd]
     const float* comp = nullptr;
     const uint32_t* comp_sel = nullptr;
-    uint32_t n_comp = 0;
+    const uint32_t* n_comp = nullptr;  // device row count of comp
+    uint32_t topk = 0;
     const float* sinks = nullptr;
     const float* omega = nullptr;
     float* scores = nullptr;    // [n_head][cap_rows] scratch
     uint64_t cap_rows = 0;
     float* out = nullptr;       // [n_head][hd]
     uint32_t n_head = 0, hd = 0, rope_dim = 0, window = 0;
-    uint64_t pos = 0;
+    const uint64_t* pos = nullptr;  // device position of the token
 };
 void attend_token(const AttendToken& a, cudaStream_t s);
 
