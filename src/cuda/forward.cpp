@@ -154,7 +154,8 @@ struct Forward::Impl {
     void upload_weights();
     // (issue 8) a dense Q8_0 matrix into matmul_q8r's layout, in place: no second copy
     void repack_q8(DMat& m) {
-        if (m.data == nullptr || !q8r_applies(m.type, m.in) || reinterpret_cast<uintptr_t>(m.data) % 16 != 0) return;
+        if (m.data == nullptr || !q8r_applies(m.type, m.in) || reinterpret_cast<uintptr_t>(m.data) % 16 != 0)
+            return;
         q8r_repack(const_cast<uint8_t*>(m.data), m.out, m.in, stream.get());
         m.q8r = true;
     }

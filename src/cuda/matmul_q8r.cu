@@ -111,7 +111,8 @@ __global__ void __launch_bounds__(kBlockWarps * 32)
             for (int k = 0; k < K; ++k) {
                 float4 xv[NT];
 #pragma unroll
-                for (int t = 0; t < NT; ++t) xv[t] = __ldg(reinterpret_cast<const float4*>(xs + t * x_stride + 128 * k));
+                for (int t = 0; t < NT; ++t)
+                    xv[t] = __ldg(reinterpret_cast<const float4*>(xs + t * x_stride + 128 * k));
 #pragma unroll
                 for (int r = 0; r < R; ++r) {
                     if (static_cast<uint32_t>(r) >= n_rows) break;
