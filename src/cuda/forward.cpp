@@ -33,6 +33,7 @@ struct DMat {
     GgmlType type = GgmlType::F32;
     uint64_t in = 0, out = 0, row_bytes = 0;
     const uint8_t* data = nullptr;
+    bool q8r = false;  // Q8_0 rows repacked in place for matmul_q8r (kernels.h)
 
     const uint8_t* row(uint64_t r) const { return data + r * row_bytes; }
 };
@@ -188,6 +189,13 @@ struct Forward::Impl {
         return DComp{upload_mat(c.kv), upload_mat(c.gate), upload_vec(c.ape), upload_vec(c.norm)};
     }
     void upload_weights();
+    // (issue 8) a dense Q8_0 matrix into matmul_q8r's layout, in place: no second copy
+    void repack_q8(DMat& m) {
+        if (m.data == nullptr || !q8r_applies(m.type, m.in) || reinterpret_cast<uintptr_t>(m.data) % 16 != 0)
+            return;
+        q8r_repack(const_cast<uint8_t*>(m.data), m.out, m.in, stream.get());
+        m.q8r = true;
+    }
 
     // ---- matrix products ----
     void mm(const DMat& w, uint64_t row0, uint64_t rows, const float* xin, uint64_t xs, float* yout, uint64_t ys,
@@ -195,7 +203,9 @@ struct Forward::Impl {
         const uint8_t* base = w.row(row0);
         const bool aligned = reinterpret_cast<uintptr_t>(xin) % 16 == 0 && xs % 4 == 0 &&
                              reinterpret_cast<uintptr_t>(base) % 4 == 0;
-        if (matmul_supported(w.type) && w.in % 256 == 0 && aligned)
+        if (w.q8r)
+            matmul_q8r(base, rows, w.in, xin, xs, yout, ys, n, stream.get());
+        else if (matmul_supported(w.type) && w.in % 256 == 0 && aligned)
             matmul(w.type, base, rows, w.in, xin, xs, yout, ys, n, stream.get());
         else
             matmul_any(w.type, base, w.row_bytes, rows, w.in, xin, xs, yout, ys, n, stream.get());
@@ -304,6 +314,18 @@ void Forward::Impl::upload_weights() {
         L.sh_up = upload_mat(lw.shared_up);
         L.sh_down = upload_mat(lw.shared_down);
         layers.push_back(std::move(L));
+    }
+    // (issue 8) the dense Q8_0 matrices (not the experts) for matmul_q8r
+    repack_q8(output);
+    for (DLayer& L : layers) {
+        for (DMat* m : {&L.q_a, &L.q_b, &L.kv, &L.out_a, &L.out_b, &L.indexer_q_b, &L.indexer_proj, &L.router,
+                        &L.sh_gate, &L.sh_up, &L.sh_down})
+            repack_q8(*m);
+        for (std::optional<DComp>* c : {&L.comp, &L.icomp})
+            if (*c) {
+                repack_q8((*c)->kv);
+                repack_q8((*c)->gate);
+            }
     }
 }
 
@@ -664,7 +686,10 @@ void Forward::Impl::attention(uint32_t il, uint32_t n) {
     const uint64_t group_in = hp.n_head / G * hd;
     const bool fused = matmul_groups_fused(L.out_a.type, R, L.out_a.in) && group_in % 4 == 0 &&
                        reinterpret_cast<uintptr_t>(L.out_a.data) % 4 == 0;
-    if (fused)  // one launch for the G groups, the same bits as the loop below
+    if (L.out_a.q8r)  // (issue 8) one launch, the same bits as the loop below
+        matmul_q8r_groups(L.out_a.data, R, L.out_a.in, static_cast<uint32_t>(G), o.data(), qw, group_in, z.data(),
+                          G * R, R, n, s);
+    else if (fused)  // one launch for the G groups, the same bits as the loop below
         matmul_groups(L.out_a.type, L.out_a.data, R, L.out_a.in, static_cast<uint32_t>(G), o.data(), qw, group_in,
                       z.data(), G * R, R, n, s);
     else

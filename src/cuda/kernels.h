@@ -34,6 +34,28 @@ void matmul_groups(GgmlType type, const void* w, uint64_t rows, uint64_t cols, u
                    uint64_t x_stride, uint64_t x_group, float* y, uint64_t y_stride, uint64_t y_group,
                    uint32_t n_tok, cudaStream_t s);
 
+// ---- dense Q8_0 matrices in a GPU-friendly row layout (decode speed) ----
+
+// Q8_0 rows rewritten in place, same bytes per row (34 per 32 values, so row r still
+// starts at r · ggml_row_bytes), as the row's int8 codes (interleaved per span of 512
+// columns, 256 when cols is not a multiple of 512) followed by its f16 scales: one
+// 16-byte load per lane brings codes whose activations a warp reads contiguously. Only
+// matmul_q8r reads such rows. q8r_applies: type Q8_0, cols a multiple of 256 up to
+// 32768, and DS4_CUDA_Q8R is not "0" (the switch to keep GGUF rows and matmul()).
+bool q8r_applies(GgmlType t, uint64_t cols);
+// In place on the device (w 16-byte aligned, `rows` GGUF Q8_0 rows of `cols` values): no
+// second copy. Not idempotent: each matrix is repacked once.
+void q8r_repack(void* w, uint64_t rows, uint64_t cols, cudaStream_t s);
+// matmul() for repacked Q8_0 rows (w 16-byte aligned), same contract and exact-path
+// arithmetic (codes dequantized to f32, f32 activations and sums); a token's results do
+// not depend on the other tokens of the call. matmul_q8r_groups: matmul_groups' n_mat
+// products in one launch, each bitwise equal to its own matmul_q8r call.
+void matmul_q8r(const void* w, uint64_t rows, uint64_t cols, const float* x, uint64_t x_stride, float* y,
+                uint64_t y_stride, uint32_t n_tok, cudaStream_t s);
+void matmul_q8r_groups(const void* w, uint64_t rows, uint64_t cols, uint32_t n_mat, const float* x,
+                       uint64_t x_stride, uint64_t x_group, float* y, uint64_t y_stride, uint64_t y_group,
+                       uint32_t n_tok, cudaStream_t s);
+
 // Routed experts grouped on the device (no host round trip): slot i < *n_active names
 // expert expert[i] and its activation rows [begin[i], begin[i] + count[i]). Filled by
 // moe_group() (forward_kernels.h).
