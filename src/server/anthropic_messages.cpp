@@ -126,6 +126,7 @@ struct Prepared {
     std::shared_ptr<ForcedCall> forced;
     bool prefill = false;
     bool single_call = false;  // tool_choice.disable_parallel_tool_use
+    ToolReplayStats replay;
 };
 
 Prepared prepare(const ServerContext& sc, const Json& body) {
@@ -148,7 +149,7 @@ Prepared prepare(const ServerContext& sc, const Json& body) {
     // A trailing assistant message is a prefill in Anthropic's API: the reply continues it.
     p.prefill = mark_prefill(messages, true);
     if (p.prefill && choice.forced()) throw ApiError(400, "tool_choice cannot force a call after an assistant prefill", "tool_choice");
-    p.prompt = sc.encoder.encode_messages(std::move(messages), &tools, p.mode, p.tools_active);
+    p.prompt = sc.encoder.encode_messages(std::move(messages), &tools, p.mode, p.tools_active, &p.replay);
     if (auto tc = body.find("tool_choice"); tc != body.end() && tc->is_object())
         p.single_call = opt_bool(*tc, "disable_parallel_tool_use").value_or(false);
     p.forced = force_call(sc, choice, p.prompt, p.single_call);
@@ -244,6 +245,7 @@ void handle_messages(const ServerContext& sc, const httplib::Request& req, httpl
                                       sc.ctx, "messages");
     gen.call_id_prefix = "toolu_";
     gen.single_call = p.single_call;
+    gen.replay = p.replay;
     if (p.forced) p.forced->configure(gen);
     if (p.prefill) gen.dsml.thinking = false;  // the open turn is past its </think>
     const uint64_t prompt_tokens = gen.prompt.size();

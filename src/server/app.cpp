@@ -157,6 +157,13 @@ std::string metrics_text(const ServerContext& sc) {
     gauge("ds4_mtp_drafted_total", "counter", "MTP draft tokens verified (speculative decoding)", static_cast<double>(s.mtp_drafted));
     gauge("ds4_mtp_accepted_total", "counter", "MTP draft tokens the main model agreed with", static_cast<double>(s.mtp_accepted));
     gauge("ds4_mtp_replays_total", "counter", "speculative steps rolled back to the accepted prefix", static_cast<double>(s.mtp_replays));
+    m << "# HELP ds4_tool_replay_messages_total assistant messages with tool calls in prompts, by rendering\n"
+         "# TYPE ds4_tool_replay_messages_total counter\n";
+    for (const auto& [how, v] : {std::pair{"memory", s.replay_memory.load()}, std::pair{"disk", s.replay_disk.load()},
+                                 std::pair{"canonical", s.replay_canonical.load()}})
+        m << "ds4_tool_replay_messages_total{rendered=\"" << how << "\"} " << v << '\n';
+    gauge("ds4_tool_replay_missing_ids_total", "counter", "tool-call ids in prompts with no remembered DSML block",
+          static_cast<double>(s.replay_missing_ids));
     gauge("ds4_prompt_tokens_total", "counter", "prompt tokens of admitted requests", static_cast<double>(s.prompt_tokens));
     gauge("ds4_prompt_tokens_cached_total", "counter", "prompt tokens reused from live sequences (KV cache hits)", static_cast<double>(s.cached_tokens));
     gauge("ds4_prefill_tokens_total", "counter", "prompt tokens evaluated", static_cast<double>(s.prefill_tokens));

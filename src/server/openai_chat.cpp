@@ -116,13 +116,16 @@ void handle_chat_completions(const ServerContext& sc, const httplib::Request& re
     const bool prefill = mark_prefill(messages, opt_bool(body, "continue_final_message").value_or(false));
     if (prefill && choice.forced()) throw ApiError(400, "tool_choice cannot force a call after an assistant prefix", "tool_choice");
     refuse_unsupported(body);
-    std::vector<TokenId> prompt = sc.encoder.encode_messages(std::move(messages), &tools, mode, choice.tools_active());
+    ToolReplayStats replay;
+    std::vector<TokenId> prompt =
+        sc.encoder.encode_messages(std::move(messages), &tools, mode, choice.tools_active(), &replay);
     const bool single_call = read_single_call(body);
     auto forced = force_call(sc, choice, prompt, single_call);
     GenRequest gen = make_gen_request(std::move(prompt), read_sampling(body, mode != ThinkingMode::none, true),
                                       read_max_tokens(body, {"max_completion_tokens", "max_tokens"}, sc.default_max_tokens),
                                       mode, choice.tools_active(), read_stops(body, "stop"), sc.ctx, "messages");
     gen.single_call = single_call;
+    gen.replay = replay;
     if (forced) forced->configure(gen);
     if (prefill) gen.dsml.thinking = false;  // the open turn is past its </think>
     const bool stream = opt_bool(body, "stream").value_or(false);

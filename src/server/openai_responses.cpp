@@ -417,13 +417,16 @@ void handle_responses(const ServerContext& sc, const httplib::Request& req, http
     const ToolChoice choice = read_tool_choice(body.value("tool_choice", Json(nullptr)), tools);
     const bool tools_active = choice.tools_active() && !tools.is_null();
     const ThinkingMode mode = choice.forced() ? ThinkingMode::none : selected;  // see openai_chat.cpp
-    std::vector<TokenId> prompt = sc.encoder.encode_messages(responses_to_openai_messages(full), &tools, mode, tools_active);
+    ToolReplayStats replay;
+    std::vector<TokenId> prompt =
+        sc.encoder.encode_messages(responses_to_openai_messages(full), &tools, mode, tools_active, &replay);
     const bool single_call = read_single_call(body);
     auto forced = force_call(sc, choice, prompt, single_call);
     GenRequest gen = make_gen_request(std::move(prompt), read_sampling(body, mode != ThinkingMode::none, false),
                                       read_max_tokens(body, {"max_output_tokens", "max_tokens"}, sc.default_max_tokens),
                                       mode, tools_active, {}, sc.ctx, "input");
     gen.single_call = single_call;
+    gen.replay = replay;
     if (forced) forced->configure(gen);
     const bool stream = opt_bool(body, "stream").value_or(false);
     auto job = submit(sc, std::move(gen));

@@ -302,6 +302,11 @@ void Scheduler::admit(std::vector<std::unique_ptr<Active>>& active) {
         a->result.cached_tokens = lease.reused;
         if (lease.logits.empty() && !lease.pending && lease.reused + 1 == a->prompt.size()) a->prompt_cp = engine_.checkpoint(a->seq);
         stats_.cached_tokens += lease.reused;
+        const ToolReplayStats& rs = a->job->request().replay;
+        stats_.replay_memory += static_cast<uint64_t>(rs.memory);
+        stats_.replay_disk += static_cast<uint64_t>(rs.disk);
+        stats_.replay_canonical += static_cast<uint64_t>(rs.canonical);
+        stats_.replay_missing_ids += static_cast<uint64_t>(rs.missing_ids);
         stats_.prompt_tokens += prompt.size();
         stats_.prefill_tokens += lease.evaluated;
         trace_admitted(*a, lease);
@@ -666,6 +671,10 @@ void Scheduler::trace_admitted(const Active& a, const SequenceLease& lease) {
     const auto& req = a.job->request();
     t->write("request", {{"request", a.id}, {"prompt_tokens", req.prompt.size()}, {"max_tokens", req.max_tokens},
                          {"temperature", req.sampling.temperature}, {"prompt", tok_.decode(req.prompt)}});
+    const ToolReplayStats& rs = req.replay;
+    if (rs.memory + rs.disk + rs.canonical + rs.missing_ids > 0)
+        t->write("tool_replay", {{"request", a.id}, {"memory", rs.memory}, {"disk", rs.disk},
+                                 {"canonical", rs.canonical}, {"missing_ids", rs.missing_ids}});
     if (a.scripted) t->write("script", {{"request", a.id}, {"entry", a.script_entry}, {"tokens", a.script.size()}});
     nlohmann::ordered_json cache = {{"request", a.id},
                                     {"source", lease.source},

@@ -25,11 +25,11 @@
 #include "ds4/engine.h"
 #include "ds4/sampler.h"
 #include "ds4/tokenizer.h"
+#include "server/tool_memory.h"
 
 namespace ds4::server {
 
 class Trace;
-class ToolMemory;
 class ScriptedReplies;
 
 // What a generation produced, as the formatters see it: the DSML stream's events with
@@ -68,6 +68,7 @@ struct GenRequest {
     std::string stop_tail;
     std::string call_id_prefix = "call_";  // "toolu_" for Anthropic
     ToolMemory* tool_memory = nullptr;     // remembers the sampled block (null: off)
+    ToolReplayStats replay;                // how the prompt's earlier tool calls were rendered
 };
 
 class Job {
@@ -217,6 +218,8 @@ struct SchedulerStats {
     std::atomic<uint64_t> queue_depth{0}, active{0};
     // speculative decoding: drafts verified / accepted, and replays after a rejection
     std::atomic<uint64_t> mtp_drafted{0}, mtp_accepted{0}, mtp_replays{0};
+    // assistant messages with tool calls in admitted prompts, by how they were rendered
+    std::atomic<uint64_t> replay_memory{0}, replay_disk{0}, replay_canonical{0}, replay_missing_ids{0};
 };
 
 class Scheduler {

@@ -176,6 +176,12 @@ try {
   console.log(`first prompt ${made.prompt_tokens} tokens; follow-up ${reuse.prompt_tokens}, reused ${reuse.common_prefix}`);
   assert.ok(reuse.common_prefix >= made.prompt_tokens, 'the follow-up did not reuse the first turn');
   assert.equal(of('generated', answer.request).finish, 'stop');
+  // The client's copy of the call (its ids, its argument JSON) was rendered with the bytes
+  // the model sampled, from the server's tool memory.
+  const replay = of('tool_replay', answer.request);
+  console.log(`follow-up tool replay: ${JSON.stringify(replay)}`);
+  assert.ok(replay && replay.memory === 1 && replay.canonical === 0 && replay.missing_ids === 0,
+            'the call was not replayed exactly');
 
   const metrics = await (await fetch(`${base}/metrics`)).text();
   const statuses = metrics.split('\n').filter((l) => l.startsWith('ds4_requests_total{'));
