@@ -673,7 +673,7 @@ void Scheduler::trace_admitted(const Active& a, const SequenceLease& lease) {
                          {"temperature", req.sampling.temperature}, {"prompt", tok_.decode(req.prompt)}});
     const ToolReplayStats& rs = req.replay;
     if (rs.memory + rs.disk + rs.canonical + rs.missing_ids > 0)
-        t->write("tool_replay", {{"request", a.id}, {"memory", rs.memory}, {"disk", rs.disk},
+        t->write("tool_history", {{"request", a.id}, {"memory", rs.memory}, {"disk", rs.disk},
                                  {"canonical", rs.canonical}, {"missing_ids", rs.missing_ids}});
     if (a.scripted) t->write("script", {{"request", a.id}, {"entry", a.script_entry}, {"tokens", a.script.size()}});
     nlohmann::ordered_json cache = {{"request", a.id},

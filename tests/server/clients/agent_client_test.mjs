@@ -178,7 +178,7 @@ try {
   assert.equal(of('generated', answer.request).finish, 'stop');
   // The client's copy of the call (its ids, its argument JSON) was rendered with the bytes
   // the model sampled, from the server's tool memory.
-  const replay = of('tool_replay', answer.request);
+  const replay = of('tool_history', answer.request);
   console.log(`follow-up tool replay: ${JSON.stringify(replay)}`);
   assert.ok(replay && replay.memory === 1 && replay.canonical === 0 && replay.missing_ids === 0,
             'the call was not replayed exactly');
