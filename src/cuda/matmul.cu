@@ -38,9 +38,10 @@ __device__ __forceinline__ float f16(uint32_t bits) {
 __device__ __forceinline__ uint32_t sm_u16(const uint8_t* p) { return *reinterpret_cast<const uint16_t*>(p); }
 __device__ __forceinline__ uint32_t sm_u32(const uint8_t* p) { return *reinterpret_cast<const uint32_t*>(p); }
 
-// Small unsigned integers to float without the integer-to-float conversion, which runs
-// at 1/8 of the FP32 rate on sm_90 and bounded the low-bit decodes (one per weight): the
-// integer as the mantissa of 2^23 (bits 0x4B000000 | v), minus 2^23. Exact for v < 2^23.
+// Small unsigned integers to float without the integer-to-float conversion (1/8 of the
+// FP32 rate on sm_90): the integer as the mantissa of 2^23 (bits 0x4B000000 | v), minus
+// 2^23. Exact for v < 2^23. Used by IQ2_XXS only: the same change slowed the Q2_K decode
+// (routed down, H200: 26.5 -> 27.9 us per launch; bench/RESULTS.md).
 __device__ __forceinline__ float small_uint_to_float(uint32_t v) {
     return __uint_as_float(v | 0x4B000000u) - 8388608.f;
 }
@@ -103,14 +104,14 @@ struct Q2KFormat {
         const uint32_t dd = sm_u32(g + 80);
         const float d = f16(dd & 0xffff), dmin = f16(dd >> 16);
         const uint32_t sc = g[l / 2];
-        const float dl = d * small_uint_to_float(sc & 15);
-        const float ml = dmin * small_uint_to_float(sc >> 4);
+        const float dl = d * static_cast<float>(sc & 15);
+        const float ml = dmin * static_cast<float>(sc >> 4);
         const uint8_t* q = g + 16 + 32 * h + 8 * (l % 4);
         const uint32_t w[2] = {sm_u32(q), sm_u32(q + 4)};
 #pragma unroll
         for (int i = 0; i < 8; ++i) {
             const uint32_t code = (w[i / 4] >> (8 * (i % 4) + shift)) & 3;
-            v[i] = dl * small_uint_to_float(code) - ml;
+            v[i] = dl * static_cast<float>(code) - ml;
         }
     }
 };
@@ -133,15 +134,14 @@ struct Q4KFormat {
         const float d = f16(dd & 0xffff), dmin = f16(dd >> 16);
         int sc = 0, m = 0;
         scale_min(g + 4, j, sc, m);  // ggml folds d·S and dmin·M first
-        const float dl = d * small_uint_to_float(static_cast<uint32_t>(sc));
-        const float ml = dmin * small_uint_to_float(static_cast<uint32_t>(m));
+        const float dl = d * static_cast<float>(sc), ml = dmin * static_cast<float>(m);
         const uint8_t* q = g + 16 + 32 * (j / 2) + 8 * (l % 4);
         const uint32_t w[2] = {sm_u32(q), sm_u32(q + 4)};
         const int shift = 4 * (j % 2);
 #pragma unroll
         for (int i = 0; i < 8; ++i) {
             const uint32_t code = (w[i / 4] >> (8 * (i % 4) + shift)) & 15;
-            v[i] = dl * small_uint_to_float(code) - ml;
+            v[i] = dl * static_cast<float>(code) - ml;
         }
     }
 };
