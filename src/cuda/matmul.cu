@@ -38,6 +38,19 @@ __device__ __forceinline__ float f16(uint32_t bits) {
 __device__ __forceinline__ uint32_t sm_u16(const uint8_t* p) { return *reinterpret_cast<const uint16_t*>(p); }
 __device__ __forceinline__ uint32_t sm_u32(const uint8_t* p) { return *reinterpret_cast<const uint32_t*>(p); }
 
+// Small unsigned integers to float without the integer-to-float conversion (1/8 of the
+// FP32 rate on sm_90): the integer as the mantissa of 2^23 (bits 0x4B000000 | v), minus
+// 2^23. Exact for v < 2^23. Used by IQ2_XXS only: the same change slowed the Q2_K decode
+// (routed down, H200: 26.5 -> 27.9 us per launch; bench/RESULTS.md).
+__device__ __forceinline__ float small_uint_to_float(uint32_t v) {
+    return __uint_as_float(v | 0x4B000000u) - 8388608.f;
+}
+
+// 2^23 + byte b of w as a float, in one byte permute: b, two zero bytes, then 0x4B.
+__device__ __forceinline__ float biased_byte(uint32_t w, int b) {
+    return __uint_as_float(__byte_perm(w, 0x4B000000u, 0x7540u | static_cast<uint32_t>(b)));
+}
+
 // IQ2_XXS lookup tables, copied to shared memory per block: lanes index them at random.
 // Measured neutral on the H100 against L1-cached global loads (20.6 -> 20.8 % of copy
 // bandwidth): the dequantization arithmetic, not the lookups, limits IQ2_XXS for now.
@@ -141,13 +154,19 @@ struct IQ2XXSFormat {
         const float d = f16(sm_u16(g));
         const uint8_t* q = g + 2 + 8 * (l / 4);
         const uint32_t w1 = sm_u16(q + 4) | (sm_u16(q + 6) << 16);
-        const float gscale = d * (0.5f + static_cast<float>(w1 >> 28)) * 0.25f;
+        const float gscale = d * (0.5f + small_uint_to_float(w1 >> 28)) * 0.25f;
         const uint64_t grid = tab.grid[q[k]];
         const uint32_t signs = tab.signs[(w1 >> (7 * k)) & 127];
+        const uint32_t half[2] = {static_cast<uint32_t>(grid), static_cast<uint32_t>(grid >> 32)};
+        // gscale·mag as one fused multiply-add on the biased magnitude (see biased_byte):
+        // gscale·(2^23 + mag) − gscale·2^23 is exactly gscale·mag, rounded once, so the
+        // bits are those of the product (gscale·2^23 is exact: a power-of-two scaling).
+        const float unbias = -gscale * 8388608.f;
 #pragma unroll
         for (int j = 0; j < 8; ++j) {
-            const float mag = static_cast<float>((grid >> (8 * j)) & 0xff);
-            v[j] = gscale * mag * ((signs >> j) & 1 ? -1.f : 1.f);
+            const float m = fmaf(gscale, biased_byte(half[j / 4], j % 4), unbias);
+            // the sign as a flip of the sign bit: the same bits as m · (−1)
+            v[j] = __uint_as_float(__float_as_uint(m) ^ ((signs << (31 - j)) & 0x80000000u));
         }
     }
 };

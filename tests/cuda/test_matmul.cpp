@@ -4,8 +4,10 @@
 // (relative to Σ|w·x|), for every type, several batch sizes and a partial last block.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include "cuda/device.h"
@@ -119,6 +121,60 @@ TEST_P(CudaMatmul, MatchesReferenceDequantDot) {
     check_matmul(t, 2050, 512, 5, seed++);
     check_matmul(t, 2, 131072, 2, seed++);  // >= 32 chunks per row: 32 warps per row
     check_matmul(t, 2100, 2048, 2, seed++);  // 2048..8191 rows of >= 2 chunks (not IQ2/Q2_K): split
+}
+
+// One-hot activations (token c selects column c) read back each dequantized weight as the
+// kernel sees it: y = w·1 plus exact zeros. The integer-to-float steps of the decodes are
+// exact (biased-mantissa conversions), so the values must be the reference's: bitwise for
+// the formats whose reference is a product (IQ2_XXS: d·(0.5 + s)/4 · grid · sign), to one
+// rounding for the K-quants' d·q − m (the CPU build may or may not fuse it).
+void check_decoded_weights(GgmlType t, const Quantized& q, uint64_t rows, uint64_t cols) {
+    std::vector<float> x(cols * cols, 0.f);
+    for (uint64_t c = 0; c < cols; ++c) x[c * cols + c] = 1.f;
+    DeviceBuffer<uint8_t> dw = to_device<uint8_t>(q.bytes);
+    DeviceBuffer<float> dx = to_device<float>(x);
+    DeviceBuffer<float> dy(cols * rows);
+    dy.fill_bytes(0xff);
+    matmul(t, dw.data(), rows, cols, dx.data(), cols, dy.data(), rows, static_cast<uint32_t>(cols), nullptr);
+    DS4_CUDA_CHECK(cudaDeviceSynchronize());
+    const std::vector<float> y = dy.download();
+    const bool exact = t != GgmlType::Q2_K && t != GgmlType::Q4_K;
+    int bad = 0;
+    for (uint64_t r = 0; r < rows; ++r) {
+        float row_max = 0.f;
+        for (uint64_t c = 0; c < cols; ++c) row_max = std::max(row_max, std::fabs(q.dequant[r * cols + c]));
+        for (uint64_t c = 0; c < cols; ++c) {
+            const float want = q.dequant[r * cols + c], got = y[c * rows + r];
+            const bool ok = exact ? got == want : std::fabs(got - want) <= 4.8e-7f * row_max;
+            if (!ok && bad++ < 5) ADD_FAILURE() << "row " << r << " col " << c << ": " << got << " vs " << want;
+        }
+    }
+    EXPECT_EQ(bad, 0);
+}
+
+TEST_P(CudaMatmul, DecodesEachWeightExactly) {
+    DS4_REQUIRE_GPU();
+    const GgmlType t = GetParam();
+    for (const auto& [rows, cols] : {std::pair<uint64_t, uint64_t>{5, 512}, {2050, 256}}) {
+        SCOPED_TRACE(cat(ggml_type_name(t), " rows=", rows, " cols=", cols));
+        check_decoded_weights(t, quantize_rows(t, test::random_floats(rows * cols, 77), rows, cols), rows, cols);
+    }
+}
+
+// IQ2_XXS blocks of random bytes (every grid entry, sign pattern and 4-bit scale; the
+// quantizer reaches few of them) with a fixed finite d, decoded bitwise as the reference.
+TEST(CudaMatmulIq2, RandomBlocksDecodeBitwise) {
+    DS4_REQUIRE_GPU();
+    const uint64_t rows = 67, cols = 1024, rb = ggml_row_bytes(GgmlType::IQ2_XXS, cols);
+    Quantized q{std::vector<uint8_t>(rows * rb), std::vector<float>(rows * cols)};
+    uint32_t state = 12345;
+    for (auto& b : q.bytes) b = static_cast<uint8_t>((state = state * 1664525u + 1013904223u) >> 24);
+    for (uint64_t r = 0; r < rows; ++r) {
+        auto* blocks = reinterpret_cast<quant::BlockIQ2XXS*>(q.bytes.data() + r * rb);
+        for (uint64_t b = 0; b < cols / 256; ++b) blocks[b].d = quant::f32_to_f16(0.01f * static_cast<float>(r + b + 1));
+        quant::ref::dequant_iq2_xxs(blocks, q.dequant.data() + r * cols, static_cast<int64_t>(cols));
+    }
+    check_decoded_weights(GgmlType::IQ2_XXS, q, rows, cols);
 }
 
 TEST_P(CudaMatmul, RejectsRaggedColumns) {
