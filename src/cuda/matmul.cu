@@ -12,7 +12,9 @@
 #include <type_traits>
 
 #include "cuda/check.h"
+#include "cuda/device_math.cuh"
 #include "cuda/kernels.h"
+#include "cuda/token_chunks.h"
 #include "quant/blocks.h"
 #include "quant/iq2_tables.h"
 
@@ -248,8 +250,7 @@ __device__ __forceinline__ void store_rows(float (&acc)[R][NT], uint32_t n_rows,
 #pragma unroll
         for (int t = 0; t < NT; ++t) {
             float a = acc[r][t];
-#pragma unroll
-            for (int off = 16; off > 0; off /= 2) a += __shfl_xor_sync(0xffffffffu, a, off);
+            a = dev::warp_sum(a);
             if (lane == 0 && static_cast<uint32_t>(r) < n_rows) y[t * y_stride + r] = a;
         }
     }
@@ -325,8 +326,7 @@ __global__ void __launch_bounds__(W * 32)
 #pragma unroll
     for (int t = 0; t < NT; ++t) {
         float a = acc[0][t];
-#pragma unroll
-        for (int off = 16; off > 0; off /= 2) a += __shfl_xor_sync(0xffffffffu, a, off);
+        a = dev::warp_sum(a);
         if (lane == 0) part[warp][t] = a;
     }
     __syncthreads();
@@ -446,22 +446,11 @@ void launch(const void* w, uint64_t rows, uint64_t cols, const float* x, uint64_
     if (reinterpret_cast<uintptr_t>(w) % 4 != 0) fail("cuda matmul: weight pointer is not 4-byte aligned");
     if (reinterpret_cast<uintptr_t>(x) % 16 != 0 || x_stride % 4 != 0)
         fail("cuda matmul: activations must be 16-byte aligned with a stride multiple of 4");
-    // Chunks of 8, then 4, then the 1-3 left: each kernel instance reads exactly its
-    // own number of activation rows.
-    for (uint32_t t0 = 0; t0 < n_tok;) {
-        const uint32_t left = n_tok - t0;
-        const uint32_t nt = left >= 8 ? 8 : left >= 4 ? 4 : left;
-        const float* xt = x + t0 * x_stride;
-        float* yt = y + t0 * y_stride;
-        switch (nt) {
-            case 1: launch_nt<F, 1>(w, rows, cols, xt, x_stride, yt, y_stride, s, n_mat, gs); break;
-            case 2: launch_nt<F, 2>(w, rows, cols, xt, x_stride, yt, y_stride, s, n_mat, gs); break;
-            case 3: launch_nt<F, 3>(w, rows, cols, xt, x_stride, yt, y_stride, s, n_mat, gs); break;
-            case 4: launch_nt<F, 4>(w, rows, cols, xt, x_stride, yt, y_stride, s, n_mat, gs); break;
-            default: launch_nt<F, kMaxTok>(w, rows, cols, xt, x_stride, yt, y_stride, s, n_mat, gs); break;
-        }
-        t0 += nt;
-    }
+    static_assert(kMaxTok == 8, "for_token_chunks makes chunks of up to 8 tokens");
+    for_token_chunks(n_tok, [&](uint32_t t0, auto nt) {
+        launch_nt<F, decltype(nt)::value>(w, rows, cols, x + t0 * x_stride, x_stride, y + t0 * y_stride, y_stride,
+                                          s, n_mat, gs);
+    });
 }
 
 template <class F, int kMaxNt, int R>

@@ -19,6 +19,7 @@
 #include <type_traits>
 
 #include "cuda/check.h"
+#include "cuda/device_math.cuh"
 #include "cuda/kernels.h"
 #include "quant/iq2_tables.h"
 
@@ -333,8 +334,7 @@ __global__ void __launch_bounds__(kWarps * 32) q8_matmul_kernel(const Shape sh) 
 #pragma unroll
                 for (int t = 0; t < NT; ++t) {
                     float a = acc[r][t];
-#pragma unroll
-                    for (int off = 16; off > 0; off /= 2) a += __shfl_xor_sync(0xffffffffu, a, off);
+                    a = dev::warp_sum(a);
                     if (lane == 0 && static_cast<uint32_t>(r) < n_rows) sh.y[t * sh.y_stride + row0 + r] = a;
                     acc[r][t] = 0.f;
                 }

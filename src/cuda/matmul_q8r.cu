@@ -13,7 +13,9 @@
 #include <string_view>
 
 #include "cuda/check.h"
+#include "cuda/device_math.cuh"
 #include "cuda/kernels.h"
+#include "cuda/token_chunks.h"
 #include "ds4/error.h"
 
 namespace ds4::cuda {
@@ -138,8 +140,7 @@ __global__ void __launch_bounds__(kBlockWarps * 32)
 #pragma unroll
         for (int t = 0; t < NT; ++t) {
             float a = acc[r][t];
-#pragma unroll
-            for (int off = 16; off > 0; off /= 2) a += __shfl_xor_sync(0xffffffffu, a, off);
+            a = dev::warp_sum(a);
             if (lane == 0) {
                 if constexpr (W == 1) {
                     if (static_cast<uint32_t>(r) < n_rows) y[t * y_stride + row0 + r] = a;
@@ -233,21 +234,10 @@ void launch_nt(const uint8_t* w, uint64_t rows, uint64_t cols, uint32_t n_mat, c
 template <int K>
 void launch(const uint8_t* w, uint64_t rows, uint64_t cols, uint32_t n_mat, const float* x, uint64_t x_stride,
             float* y, uint64_t y_stride, uint32_t n_tok, const Strides& gs, cudaStream_t s) {
-    // tokens in chunks of 8, then 4, then the 1-3 left, as matmul() does
-    for (uint32_t t0 = 0; t0 < n_tok;) {
-        const uint32_t left = n_tok - t0;
-        const uint32_t nt = left >= 8 ? 8 : left >= 4 ? 4 : left;
-        const float* xt = x + t0 * x_stride;
-        float* yt = y + t0 * y_stride;
-        switch (nt) {
-            case 1: launch_nt<K, 1>(w, rows, cols, n_mat, xt, x_stride, yt, y_stride, gs, s); break;
-            case 2: launch_nt<K, 2>(w, rows, cols, n_mat, xt, x_stride, yt, y_stride, gs, s); break;
-            case 3: launch_nt<K, 3>(w, rows, cols, n_mat, xt, x_stride, yt, y_stride, gs, s); break;
-            case 4: launch_nt<K, 4>(w, rows, cols, n_mat, xt, x_stride, yt, y_stride, gs, s); break;
-            default: launch_nt<K, 8>(w, rows, cols, n_mat, xt, x_stride, yt, y_stride, gs, s); break;
-        }
-        t0 += nt;
-    }
+    for_token_chunks(n_tok, [&](uint32_t t0, auto nt) {
+        launch_nt<K, decltype(nt)::value>(w, rows, cols, n_mat, x + t0 * x_stride, x_stride, y + t0 * y_stride,
+                                          y_stride, gs, s);
+    });
 }
 
 void check_args(const void* w, uint64_t cols, const float* x, uint64_t x_stride) {
