@@ -202,9 +202,10 @@ int warps_per_row(uint64_t rows, uint64_t n_spans) {
 template <int K, int NT>
 void launch_nt(const uint8_t* w, uint64_t rows, uint64_t cols, uint32_t n_mat, const float* x, uint64_t x_stride,
                float* y, uint64_t y_stride, const Strides& gs, cudaStream_t s) {
-    // Rows per warp: 2 at one token (twice the warps of 4 rows; H200, ncu: out_b 21.0 -> 16.1 µs,
-    // all dense Q8_0 of a decode step 510 -> 468 µs), 4 at 2-4 tokens, 2 at 5-8 (registers).
-    constexpr int R = NT == 1 ? 2 : NT <= 4 ? 4 : 2;
+    // Rows per warp: 1 at one token (more warps in flight; H200, ncu: out_b 21.0 -> 16.1 µs at 2
+    // rows, all dense Q8_0 of a decode step 510 -> 468 µs, less again at 1), 4 at 2-4 tokens,
+    // 2 at 5-8 (registers).
+    constexpr int R = NT == 1 ? 1 : NT <= 4 ? 4 : 2;
     const uint64_t n_spans = cols / (128 * K), row_bytes = cols / 32 * 34;
     const int wpr = warps_per_row(rows, n_spans);
     const uint64_t rows_per_block = R * kBlockWarps / wpr;
