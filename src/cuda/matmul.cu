@@ -249,8 +249,7 @@ __device__ __forceinline__ void store_rows(float (&acc)[R][NT], uint32_t n_rows,
     for (int r = 0; r < R; ++r) {
 #pragma unroll
         for (int t = 0; t < NT; ++t) {
-            float a = acc[r][t];
-            a = dev::warp_sum(a);
+            const float a = dev::warp_sum(acc[r][t]);
             if (lane == 0 && static_cast<uint32_t>(r) < n_rows) y[t * y_stride + r] = a;
         }
     }
@@ -325,8 +324,7 @@ __global__ void __launch_bounds__(W * 32)
                          lane, acc);
 #pragma unroll
     for (int t = 0; t < NT; ++t) {
-        float a = acc[0][t];
-        a = dev::warp_sum(a);
+        const float a = dev::warp_sum(acc[0][t]);
         if (lane == 0) part[warp][t] = a;
     }
     __syncthreads();

@@ -333,8 +333,7 @@ __global__ void __launch_bounds__(kWarps * 32) q8_matmul_kernel(const Shape sh) 
             for (int r = 0; r < R; ++r) {
 #pragma unroll
                 for (int t = 0; t < NT; ++t) {
-                    float a = acc[r][t];
-                    a = dev::warp_sum(a);
+                    const float a = dev::warp_sum(acc[r][t]);
                     if (lane == 0 && static_cast<uint32_t>(r) < n_rows) sh.y[t * sh.y_stride + row0 + r] = a;
                     acc[r][t] = 0.f;
                 }

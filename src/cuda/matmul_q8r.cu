@@ -139,8 +139,7 @@ __global__ void __launch_bounds__(kBlockWarps * 32)
     for (int r = 0; r < R; ++r) {
 #pragma unroll
         for (int t = 0; t < NT; ++t) {
-            float a = acc[r][t];
-            a = dev::warp_sum(a);
+            const float a = dev::warp_sum(acc[r][t]);
             if (lane == 0) {
                 if constexpr (W == 1) {
                     if (static_cast<uint32_t>(r) < n_rows) y[t * y_stride + row0 + r] = a;

@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdint>
 #include <random>
 #include <vector>
@@ -22,6 +23,22 @@ inline std::vector<float> random_floats(size_t n, uint32_t seed, float lo = -1.f
     std::vector<float> v(n);
     for (float& x : v) x = dist(rng);
     return v;
+}
+
+// The f64 dot of a dequantized weight row and an activation row, and the sum of the
+// products' magnitudes: the scale of an f32 kernel's rounding error (the matvec tests
+// allow 1e-5 * mag + 1e-6).
+struct RefDot {
+    double sum = 0, mag = 0;
+};
+inline RefDot ref_dot(const float* w, const float* x, uint64_t n) {
+    RefDot d;
+    for (uint64_t c = 0; c < n; ++c) {
+        const double p = static_cast<double>(w[c]) * x[c];
+        d.sum += p;
+        d.mag += std::fabs(p);
+    }
+    return d;
 }
 
 }  // namespace ds4::cuda::test

@@ -90,12 +90,7 @@ void check_matmul(GgmlType t, uint64_t rows, uint64_t cols, uint32_t n_tok, uint
     int bad = 0;
     for (uint32_t tok = 0; tok < n_tok; ++tok) {
         for (uint64_t r = 0; r < rows; ++r) {
-            double ref = 0, mag = 0;
-            for (uint64_t c = 0; c < cols; ++c) {
-                const double p = static_cast<double>(q.dequant[r * cols + c]) * x[tok * cols + c];
-                ref += p;
-                mag += std::fabs(p);
-            }
+            const auto [ref, mag] = test::ref_dot(&q.dequant[r * cols], &x[tok * cols], cols);
             const float got = y[tok * rows + r];
             const double tol = 1e-5 * mag + 1e-6;  // f32 sums of up to ~130 terms per lane
             if (!(std::fabs(got - ref) <= tol) && bad++ < 5)

@@ -99,12 +99,7 @@ void check_shape(uint64_t rows, uint64_t cols, uint32_t n_tok, uint32_t seed) {
     int bad = 0;
     for (uint32_t t = 0; t < n_tok; ++t) {
         for (uint64_t r = 0; r < rows; ++r) {
-            double ref = 0, mag = 0;
-            for (uint64_t c = 0; c < cols; ++c) {
-                const double p = static_cast<double>(m.dequant[r * cols + c]) * x[t * cols + c];
-                ref += p;
-                mag += std::fabs(p);
-            }
+            const auto [ref, mag] = test::ref_dot(&m.dequant[r * cols], &x[t * cols], cols);
             const float got = y[t * rows + r], old = y_old[t * rows + r];
             const double tol = 1e-5 * mag + 1e-6;
             if (!(std::fabs(got - ref) <= tol && std::fabs(got - old) <= 2 * tol) && bad++ < 5)

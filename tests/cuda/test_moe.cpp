@@ -79,13 +79,8 @@ void expect_near_reference(const Quantized& w, const std::vector<float>& x, cons
     for (size_t s = 0; s < g.expert.size(); ++s)
         for (uint32_t j = g.begin[s]; j < g.begin[s] + g.count[s]; ++j)
             for (uint64_t r = 0; r < slab_rows; ++r) {
-                double ref = 0, mag = 0;
                 const float* wr = w.dequant.data() + (g.expert[s] * slab_rows + r) * cols;
-                for (uint64_t c = 0; c < cols; ++c) {
-                    const double p = static_cast<double>(wr[c]) * x[j * cols + c];
-                    ref += p;
-                    mag += std::fabs(p);
-                }
+                const auto [ref, mag] = test::ref_dot(wr, &x[j * cols], cols);
                 const float got = y[j * slab_rows + r];
                 if (!(std::fabs(got - ref) <= 1e-5 * mag + 1e-6) && bad++ < 5)
                     ADD_FAILURE() << "slot " << s << " row " << j << " out " << r << ": " << got << " vs " << ref;
