@@ -251,17 +251,14 @@ void replace_all(std::string& s, const std::string& from, const std::string& to)
         s.replace(pos, from.size(), to);
 }
 
-// A system message's text: a string, or the text parts of an array (nullopt otherwise).
+// A system message's text as the renderer would read it; nullopt for content it refuses
+// (left in place, so messages_from_json reports it as before).
 std::optional<std::string> system_text(const Json& content) {
-    if (content.is_string()) return content.get<std::string>();
-    if (!content.is_array()) return std::nullopt;
-    std::string out;
-    for (const auto& part : content) {
-        if (part.is_string()) out += part.get<std::string>();
-        else if (part.is_object() && part.contains("text") && part["text"].is_string()) out += part["text"].get<std::string>();
-        else return std::nullopt;
+    try {
+        return text::content_text(content, Role::system, "system message");
+    } catch (const ds4::Error&) {
+        return std::nullopt;
     }
-    return out;
 }
 
 }  // namespace
@@ -279,7 +276,7 @@ void hoist_system_messages(Json& messages) {
     for (std::size_t i = 0; i < messages.size(); ++i) {
         const Json& m = messages[i];
         if (i >= lead && m.is_object() && m.value("role", "") == "system") {
-            if (auto text = system_text(m.value("content", Json(""))); text && !m.contains("tools")) {
+            if (auto text = system_text(m.value("content", Json())); text && !m.contains("tools")) {
                 moved.push_back(std::move(*text));
                 continue;
             }
@@ -288,7 +285,7 @@ void hoist_system_messages(Json& messages) {
     }
     if (moved.empty()) return;
     std::optional<std::string> head;
-    if (lead > 0) head = system_text(kept[lead - 1].value("content", Json("")));
+    if (lead > 0) head = system_text(kept[lead - 1].value("content", Json()));
     std::string joined = head ? *head : std::string();
     for (const std::string& t : moved) joined += (joined.empty() ? "" : "\n\n") + t;
     if (head) {

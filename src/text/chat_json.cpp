@@ -24,29 +24,6 @@ const std::string& string_field(const ojson& j, std::string_view field, const st
     return j.get_ref<const std::string&>();
 }
 
-std::string content_text(const ojson& content, Role role, const std::string& ctx) {
-    if (content.is_null()) return {};
-    if (content.is_string()) return content.get<std::string>();
-    if (!content.is_array())
-        fail(ctx, ": content: expected a string, null or an array of text parts, got ",
-             content.type_name());
-    // User text parts become separate blocks of the merged user turn, joined by "\n\n";
-    // tool result parts are joined the same way by the reference encoder.
-    const bool blocks = role == Role::user || role == Role::tool;
-    std::string text;
-    for (std::size_t k = 0; k < content.size(); ++k) {
-        const ojson& part = content[k];
-        const std::string part_ctx = cat(ctx, ": content[", k, "]");
-        const bool text_part = part.is_object() && part.contains("type") &&
-                               part["type"] == "text" && part.contains("text");
-        if (!text_part)
-            fail(part_ctx, ": only {\"type\": \"text\", \"text\": …} parts are supported");
-        if (k > 0 && blocks) text += "\n\n";
-        text += string_field(part["text"], "text", part_ctx);
-    }
-    return text;
-}
-
 ToolCall tool_call_from_json(const ojson& j, const std::string& ctx) {
     if (!j.is_object()) fail(ctx, ": expected an object, got ", j.type_name());
     ToolCall call;
@@ -96,6 +73,29 @@ Message message_from_json(const ojson& j, std::size_t index) {
 }
 
 }  // namespace
+
+std::string content_text(const nlohmann::ordered_json& content, Role role, const std::string& ctx) {
+    if (content.is_null()) return {};
+    if (content.is_string()) return content.get<std::string>();
+    if (!content.is_array())
+        fail(ctx, ": content: expected a string, null or an array of text parts, got ",
+             content.type_name());
+    // User text parts become separate blocks of the merged user turn, joined by "\n\n";
+    // tool result parts are joined the same way by the reference encoder.
+    const bool blocks = role == Role::user || role == Role::tool;
+    std::string text;
+    for (std::size_t k = 0; k < content.size(); ++k) {
+        const ojson& part = content[k];
+        const std::string part_ctx = cat(ctx, ": content[", k, "]");
+        const bool text_part = part.is_object() && part.contains("type") &&
+                               part["type"] == "text" && part.contains("text");
+        if (!text_part)
+            fail(part_ctx, ": only {\"type\": \"text\", \"text\": …} parts are supported");
+        if (k > 0 && blocks) text += "\n\n";
+        text += string_field(part["text"], "text", part_ctx);
+    }
+    return text;
+}
 
 std::vector<Tool> tools_from_json(const ojson& tools, std::string_view context) {
     if (!tools.is_array()) fail(context, ": tools: expected an array, got ", tools.type_name());

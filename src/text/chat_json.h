@@ -29,6 +29,10 @@ namespace ds4::text {
 // Throws ds4::Error "chat message N (role): FIELD: …" for anything else malformed.
 std::vector<Message> messages_from_json(const nlohmann::ordered_json& messages);
 
+// One message's `content` as messages_from_json reads it for `role` (the rules above);
+// `ctx` prefixes the ds4::Error it throws for anything else.
+std::string content_text(const nlohmann::ordered_json& content, Role role, const std::string& ctx);
+
 // An OpenAI "tools" array ([{"type": "function", "function": {…}}]) -> Tools; `context`
 // prefixes error messages (e.g. "request").
 std::vector<Tool> tools_from_json(const nlohmann::ordered_json& tools, std::string_view context);
