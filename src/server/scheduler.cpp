@@ -153,11 +153,11 @@ struct Scheduler::Active {
     SequenceCheckpoint prompt_cp;  // one token before the end of the prompt
     GenResult result;
     std::deque<TokenId> tail;      // fed instead of sampled before finishing (closing tags)
+    GenResult tail_end;            // the result once the tail is fed
     // --test-script: the reply's tokens replace sampled ones (EOS after the last).
     bool scripted = false;
     std::deque<TokenId> script;
     std::size_t script_entry = 0;
-    GenResult tail_end;            // the result once the tail is fed
     // A speculative step in flight: `spec` = [next, drafts...] was fed after the first
     // spec_base history tokens, from checkpoint spec_cp; spec_valid of them are confirmed.
     std::vector<TokenId> spec;
