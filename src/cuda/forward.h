@@ -26,8 +26,11 @@
 // batch-1 decode replays one graph per step. The embedding / position uploads before
 // and the logits download after stay outside the graph. $DS4_CUDA_GRAPH=0 (or
 // set_graphs(false)) launches one by one; both give bitwise the same logits.
-// Not yet (see bench/RESULTS.md): the stateful attention part batched over the tokens
-// of different sequences (today one launch sequence per token).
+//
+// Batched attention (issue 8): the stateful attention part (raw ring, compressors,
+// indexer, attention) runs for all tokens of a pass in ~6 launches per layer instead of
+// ~5 per token, bitwise the same as token by token; $DS4_CUDA_BATCH_ATTN=0 (or
+// set_batch_attn(false)) walks the tokens one by one.
 #pragma once
 
 #include <cstdint>
@@ -96,6 +99,11 @@ public:
     // (CudaFastExperts).
     void set_fast_experts(bool on);
     bool fast_experts() const;
+
+    // The batched attention state kernels (see above); on unless $DS4_CUDA_BATCH_ATTN=0
+    // when the Forward is made.
+    void set_batch_attn(bool on);
+    bool batch_attn() const;
 
     // Graph capture of small passes (see above); on unless $DS4_CUDA_GRAPH=0 when the
     // Forward is made. Fast experts (a host round trip per layer) always run eagerly.
