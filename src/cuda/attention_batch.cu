@@ -183,7 +183,7 @@ __device__ void finish_comp(const BatchPass& p, const BatchComp& c, const TokSeg
 }
 
 // grid (segments, 3): the ring, the attention compressor, the indexer's compressor.
-__global__ void finish_kernel(BatchPass p, BatchFinish f) {
+__global__ void __launch_bounds__(1024) finish_kernel(BatchPass p, BatchFinish f) {
     const uint32_t sg = blockIdx.x;
     const SegKv& kv = p.seg[sg];
     // the segment's token range: found from any token of it (tokens are in segment order)
