@@ -3,7 +3,7 @@
 # forward / kernel tests and a compute-sanitizer memcheck of the new test on the new
 # binaries, then ds4-bench-cuda-forward on the 4-layer full-width q2 model for the
 # baseline ($BASE), the new binaries and the new ones with DS4_CUDA_BATCH_ATTN=0; with
-# PROFILE=1 an nsys per-kernel table of one 2048-token prefill (base and new).
+# PROFILE=1 (default, when under PROFILE_BEFORE_S seconds have passed) an nsys per-kernel table of one 2048-token prefill (base and new).
 # All output goes to $OUT/log.txt (plus nsys CSVs).
 set -uo pipefail
 # run from the repository root (the device call starts there)
@@ -39,7 +39,7 @@ bench new "$B" 256 64 8 32
 stage "compute-sanitizer memcheck CudaBatchAttn.*"
 SAN=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
 timeout 120 "$SAN" --tool memcheck "$B/test_cuda_forward" --gtest_filter='CudaBatchAttn.*' 2>&1 | grep -E 'ERROR SUMMARY|^\[  (PASSED|FAILED)|Invalid|batch attn' | tail -8
-if [ "${PROFILE:-0}" = 1 ]; then
+if [ "${PROFILE:-1}" = 1 ] && [ "$SECONDS" -lt "${PROFILE_BEFORE_S:-270}" ]; then
     NSYS=$(command -v nsys || ls /opt/nvidia/nsight-systems/*/bin/nsys /usr/local/cuda*/bin/nsys 2>/dev/null | head -1)
     for set in base new; do
         dir=$B; [ $set = base ] && dir=$BASE
