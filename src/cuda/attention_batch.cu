@@ -106,10 +106,12 @@ __global__ void batch_attend_kernel(BatchPass p, BatchAttend a) {
     extern __shared__ float sc[];
     __shared__ float qs[kMaxD];
     __shared__ float fshared[32];
-    const uint32_t h = blockIdx.x, t = blockIdx.y, hd = a.hd;
+    const uint32_t h = blockIdx.x, t = blockIdx.y, hd = a.hd, window = a.window;
     const TokSeg ts = p.tok[t];
     const SegKv& kv = p.seg[ts.seg];
     const uint64_t pos = p.pos[t], pos0 = p.pos[ts.first];
+    // the row sources in registers (the row loops below call row() per row and value)
+    const float* const raw = kv.raw;
     uint32_t n_comp = 0;
     const float* comp = nullptr;
     const uint32_t* sel = nullptr;
@@ -122,16 +124,16 @@ __global__ void batch_attend_kernel(BatchPass p, BatchAttend a) {
             n_comp = a.topk;
         }
     }
-    const uint32_t n_raw = static_cast<uint32_t>(pos + 1 < a.window ? pos + 1 : a.window);
+    const uint32_t n_raw = static_cast<uint32_t>(pos + 1 < window ? pos + 1 : window);
     const uint64_t q0 = pos + 1 - n_raw;
     const auto n_old = static_cast<uint32_t>(q0 < pos0 ? pos0 - q0 : 0);
-    const auto first_slot = static_cast<uint32_t>(q0 % a.window);
-    const float* fresh = a.kvb + (ts.first + (q0 + n_old - pos0)) * hd;  // row of position q0 + n_old
-    const auto row = [&](uint32_t i) -> const float* {
+    const auto first_slot = static_cast<uint32_t>(q0 % window);
+    const float* const fresh = a.kvb + (ts.first + (q0 + n_old - pos0)) * hd;  // row of position q0 + n_old
+    const auto row = [=](uint32_t i) -> const float* {
         if (i < n_old) {
             uint32_t slot = first_slot + i;
-            if (slot >= a.window) slot -= a.window;
-            return kv.raw + uint64_t{slot} * hd;
+            if (slot >= window) slot -= window;
+            return raw + uint64_t{slot} * hd;
         }
         if (i < n_raw) return fresh + uint64_t{i - n_old} * hd;
         const uint32_t c = i - n_raw;

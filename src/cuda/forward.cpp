@@ -115,11 +115,18 @@ bool graphs_from_env() {
     return v == nullptr || std::string_view(v) != "0";
 }
 
-// (issue 8) the stateful attention part batched over a pass's tokens (attention_batch.h);
-// DS4_CUDA_BATCH_ATTN=0: token by token.
+// (issue 8) the stateful attention part batched over a pass's tokens (attention_batch.h)
+// for passes of at least this many tokens; DS4_CUDA_BATCH_ATTN=0: token by token always,
+// =all: batched from one token (a single-token pass gains nothing: the same launch count;
+// on an H200 batch-1 decode measured slower batched, see bench/RESULTS.md).
+constexpr uint32_t kBatchAttnMinTokens = 2;
 bool batch_attn_from_env() {
     const char* v = std::getenv("DS4_CUDA_BATCH_ATTN");
     return v == nullptr || std::string_view(v) != "0";
+}
+uint32_t batch_attn_min_from_env() {
+    const char* v = std::getenv("DS4_CUDA_BATCH_ATTN");
+    return v != nullptr && std::string_view(v) == "all" ? 1 : kBatchAttnMinTokens;
 }
 
 constexpr uint64_t kIndexScoreFloats = uint64_t{32} << 20;  // batched indexer scores scratch (128 MiB)
@@ -174,6 +181,8 @@ struct Forward::Impl {
     // batched attention: per token its segment (a run of one sequence's tokens), per
     // layer and segment the sequence's KV pointers; the indexer's per-token scratch
     bool batch_attn = batch_attn_from_env();
+    uint32_t batch_min_tokens = batch_attn_min_from_env();
+    bool batch_pass = false;  // this pass runs batched (set with its tables)
     uint32_t n_seg = 0, index_group = 0, index_max_rows = 0;
     std::vector<TokSeg> host_tok_seg;
     std::vector<SegKv> host_seg_kv;
@@ -659,7 +668,8 @@ void Forward::Impl::advance_row_counts() {
             tok_index_rows[t] =
                 static_cast<uint32_t>((uint64_t{index_rows} + kIndexGrain - 1) / kIndexGrain * kIndexGrain);
     }
-    if (batch_attn) prepare_batch_attn();
+    batch_pass = batch_attn && n >= batch_min_tokens;
+    if (batch_pass) prepare_batch_attn();
 }
 
 // The batched attention's tables for this pass (uploaded before it, outside any graph:
@@ -720,7 +730,7 @@ void Forward::Impl::prepare_batch_attn() {
 
 // The batched kernels' limits (shapes beyond them run token by token).
 bool Forward::Impl::batch_attn_ok(uint32_t il) const {
-    if (!batch_attn || !batch_attend_fits(hp.head_dim, cap_rows)) return false;
+    if (!batch_pass || !batch_attend_fits(hp.head_dim, cap_rows)) return false;
     const DevLayerKv& kv = tok_state[0]->layers[il];
     for (const auto* c : {&kv.attn, &kv.index})
         if (*c && ((*c)->coff * (*c)->ratio > kBatchMaxSlots || (*c)->width() > 1024)) return false;
@@ -1261,8 +1271,9 @@ void Forward::forget(const cpu::KvState& state) {
     if (impl_->states.erase(&state) != 0) impl_->clear_graphs();  // graphs may hold its buffers
 }
 
-void Forward::set_batch_attn(bool on) {
+void Forward::set_batch_attn(bool on, uint32_t min_tokens) {
     impl_->batch_attn = on;
+    impl_->batch_min_tokens = std::max(min_tokens, 1u);
     impl_->clear_graphs();  // the launches change
 }
 bool Forward::batch_attn() const { return impl_->batch_attn; }

@@ -28,9 +28,10 @@
 // set_graphs(false)) launches one by one; both give bitwise the same logits.
 //
 // Batched attention (issue 8): the stateful attention part (raw ring, compressors,
-// indexer, attention) runs for all tokens of a pass in ~6 launches per layer instead of
-// ~5 per token, bitwise the same as token by token; $DS4_CUDA_BATCH_ATTN=0 (or
-// set_batch_attn(false)) walks the tokens one by one.
+// indexer, attention) of a pass of 2 or more tokens runs for all of them in ~6 launches
+// per layer instead of ~5 per token, bitwise the same as token by token;
+// $DS4_CUDA_BATCH_ATTN=0 (or set_batch_attn(false)) walks the tokens one by one, =all
+// batches single-token passes too.
 #pragma once
 
 #include <cstdint>
@@ -100,9 +101,9 @@ public:
     void set_fast_experts(bool on);
     bool fast_experts() const;
 
-    // The batched attention state kernels (see above); on unless $DS4_CUDA_BATCH_ATTN=0
-    // when the Forward is made.
-    void set_batch_attn(bool on);
+    // The batched attention state kernels (see above) for passes of at least min_tokens
+    // tokens; on unless $DS4_CUDA_BATCH_ATTN=0 when the Forward is made.
+    void set_batch_attn(bool on, uint32_t min_tokens = 2);
     bool batch_attn() const;
 
     // Graph capture of small passes (see above); on unless $DS4_CUDA_GRAPH=0 when the

@@ -2,7 +2,7 @@
 // walk (set_batch_attn(false)) on the demo model (window 128, compressor ratios 4 and
 // 128, indexer top 16): bitwise the same logits of every row and the same downloaded KV
 // states, for prefill chunks longer than the raw window (the ring wraps inside a chunk),
-// chunks that start mid-window of both compressors, the indexer switching on inside a
+// chunks that start mid-window of both compressors, single-token passes, the indexer switching on inside a
 // chunk, several sequences (long and one-token chunks) in one pass, and graph-captured
 // decode steps of a batch.
 #include <gtest/gtest.h>
@@ -85,7 +85,7 @@ TEST_F(CudaBatchAttn, PrefillChunksMatchPerTokenBitwise) {
     const DemoModel& d = *demo_;
     const uint32_t V = d.hp().n_vocab;
     Forward batched(*d.model), walk(*d.model);
-    batched.set_batch_attn(true);
+    batched.set_batch_attn(true, 1);  // single-token passes batched too
     walk.set_batch_attn(false);
     cpu::KvState sb(d.hp(), 512), sw(d.hp(), 512);
     size_t differ = 0;
@@ -119,7 +119,7 @@ TEST_F(CudaBatchAttn, MixedBatchesMatchPerTokenBitwise) {
     const DemoModel& d = *demo_;
     const uint32_t V = d.hp().n_vocab;
     Forward batched(*d.model), walk(*d.model);
-    batched.set_batch_attn(true);
+    batched.set_batch_attn(true, 1);  // single-token passes batched too
     batched.set_graphs(true);
     walk.set_batch_attn(false);
     walk.set_graphs(false);
