@@ -59,7 +59,8 @@ public:
 
     // Chunks of DIFFERENT sequences in one pass: every projection, the MoE and the head
     // run over all their tokens at once (experts grouped over the whole batch); the
-    // stateful attention part walks each token against its own sequence. Each chunk
+    // stateful attention part sees each token against its own sequence (batched
+    // attention, above: all tokens in the same launches). Each chunk
     // starts at its state's length; a sequence's logits equal those of eval() alone, up
     // to the matmul's rounding.
     struct Chunk {

@@ -2,9 +2,9 @@
 // walk (set_batch_attn(false)) on the demo model (window 128, compressor ratios 4 and
 // 128, indexer top 16): bitwise the same logits of every row and the same downloaded KV
 // states, for prefill chunks longer than the raw window (the ring wraps inside a chunk),
-// chunks that start mid-window of both compressors, single-token passes, the indexer switching on inside a
-// chunk, several sequences (long and one-token chunks) in one pass, and graph-captured
-// decode steps of a batch.
+// chunks that start mid-window of both compressors, single-token passes, the indexer
+// switching on inside a chunk, several sequences (long and one-token chunks) in one pass,
+// and graph-captured decode steps of a batch.
 #include <gtest/gtest.h>
 
 #include <array>
