@@ -4,6 +4,7 @@
 // (attend_token). Each is a plain, correct first version: one block per compressor step
 // or per head, no tiling. Positions and compressed-row counts are read from device
 // memory, so the launches do not change from step to step (CUDA graph capture).
+#include "cuda/attention_common.cuh"
 #include "cuda/check.h"
 #include "cuda/device_math.cuh"
 #include "cuda/forward_kernels.h"
@@ -12,14 +13,11 @@
 namespace ds4::cuda {
 namespace {
 
-constexpr uint32_t kMaxD = 1024;  // widest compressed row / head the kernels take
+using attn::kMaxD;
 
 // One block of 1024 threads (width ≤ 1024 values per slot).
 __global__ void __launch_bounds__(kMaxD) compressor_kernel(CompressorStep c) {
     __shared__ float row[kMaxD];
-    __shared__ double hbuf[kMaxD];
-    __shared__ double dshared[32];
-    __shared__ float block_scale[kMaxD / 32];
     const uint32_t r = c.ratio, d = c.d, width = c.coff * d;
     const bool overlap = c.coff == 2;
     const uint64_t pos = *c.pos;
@@ -33,26 +31,13 @@ __global__ void __launch_bounds__(kMaxD) compressor_kernel(CompressorStep c) {
     if ((pos + 1) % r != 0) return;  // uniform over the block
     const uint32_t n_row = *c.n_rows;
     if (n_row >= c.capacity) return;  // the host refuses a full cache before the step
-    float* out_row = c.rows + uint64_t{n_row} * d;
     __syncthreads();
 
     // softmax over the candidate slots per column, then the weighted sum (slot order)
-    const uint32_t n_cand = overlap ? 2 * r : r;
-    for (uint32_t j = threadIdx.x; j < d; j += blockDim.x) {
-        auto at = [&](const float* base, uint32_t s) {
-            return base[uint64_t{s} * width + (overlap && s >= r ? d + j : j)];
-        };
-        float m = -INFINITY;
-        for (uint32_t s = 0; s < n_cand; ++s) m = fmaxf(m, at(c.state_score, s));
-        float fsum = 0;
-        for (uint32_t s = 0; s < n_cand; ++s) fsum += expf(at(c.state_score, s) - m);
-        float acc = 0;
-        for (uint32_t s = 0; s < n_cand; ++s) {
-            const float prob = expf(at(c.state_score, s) - m) / fsum;
-            acc = __fadd_rn(acc, __fmul_rn(at(c.state_kv, s), prob));
-        }
-        row[j] = acc;
-    }
+    const auto col = [&](uint32_t s, uint32_t j) { return uint64_t{s} * width + (overlap && s >= r ? d + j : j); };
+    attn::pool_columns(
+        row, d, overlap ? 2 * r : r, [&](uint32_t s, uint32_t j) { return c.state_kv[col(s, j)]; },
+        [&](uint32_t s, uint32_t j) { return c.state_score[col(s, j)]; });
     __syncthreads();
     if (overlap) {  // the current window becomes the previous one
         const uint64_t n = uint64_t{r} * width;
@@ -61,54 +46,8 @@ __global__ void __launch_bounds__(kMaxD) compressor_kernel(CompressorStep c) {
             c.state_score[i] = c.state_score[n + i];
         }
     }
-    const float inv = dev::block_rms_inv(row, d, c.eps, dshared);
-    for (uint32_t j = threadIdx.x; j < d; j += blockDim.x) row[j] = c.norm[j] * (row[j] * inv);
-    __syncthreads();
-    // [TRAP] §13.3: rotated at the FIRST position of its window
-    const uint32_t rd = c.rope_dim;
-    if (threadIdx.x < rd / 2) {
-        float cs, sn;
-        dev::rope_cs(static_cast<float>(pos + 1 - r), c.omega[threadIdx.x], cs, sn);
-        float* p = row + (d - rd) + 2 * threadIdx.x;
-        const float re = p[0], im = p[1];
-        p[0] = __fsub_rn(__fmul_rn(re, cs), __fmul_rn(im, sn));
-        p[1] = __fadd_rn(__fmul_rn(re, sn), __fmul_rn(im, cs));
-    }
-    __syncthreads();
-    if (c.indexer) {
-        for (uint32_t j = threadIdx.x; j < d; j += blockDim.x) hbuf[j] = row[j];
-        __syncthreads();
-        for (uint32_t len = 1; len < d; len <<= 1) {
-            for (uint32_t k = threadIdx.x; k < d / 2; k += blockDim.x) {
-                const uint32_t j = (k / len) * 2 * len + k % len;
-                const double a = hbuf[j], b = hbuf[j + len];
-                hbuf[j] = a + b;
-                hbuf[j + len] = a - b;
-            }
-            __syncthreads();
-        }
-        const auto scale = static_cast<float>(1.0 / sqrt(static_cast<double>(d)));
-        for (uint32_t j = threadIdx.x; j < d; j += blockDim.x) row[j] = static_cast<float>(hbuf[j]) * scale;
-        __syncthreads();
-    }
-    const uint32_t bs = c.indexer ? 32 : 64, qlen = c.indexer ? d : d - rd;
-    for (uint32_t b = threadIdx.x; b < qlen / bs; b += blockDim.x) {
-        float amax = 0.0f;
-        for (uint32_t i = b * bs; i < (b + 1) * bs; ++i) amax = fmaxf(amax, fabsf(row[i]));
-        block_scale[b] = c.indexer ? dev::pow2_ceil(fmaxf(amax, 6.0f * 0x1p-126f) * static_cast<float>(1.0 / 6.0))
-                                   : dev::pow2_ceil(fmaxf(amax, static_cast<float>(1e-4)) *
-                                                    static_cast<float>(1.0 / 448.0));
-    }
-    __syncthreads();
-    for (uint32_t j = threadIdx.x; j < d; j += blockDim.x) {
-        float v = row[j];
-        if (j < qlen) {
-            const float s = block_scale[j / bs];
-            v = c.indexer ? dev::e2m1_round(fminf(fmaxf(v / s, -6.0f), 6.0f)) * s
-                          : dev::e4m3_round(fminf(fmaxf(v / s, -448.0f), 448.0f)) * s;
-        }
-        out_row[j] = v;
-    }
+    const attn::FinishParams fp{c.norm, c.omega, d, r, c.rope_dim, c.eps, c.indexer};
+    attn::compressor_finish(row, fp, pos, c.rows + uint64_t{n_row} * d);
     __syncthreads();  // every thread has read *n_rows (above) before it moves
     if (threadIdx.x == 0) *c.n_rows = n_row + 1;
 }
@@ -120,15 +59,7 @@ __global__ void indexer_scores_kernel(const float* q, const float* w, const floa
     const uint32_t c = (blockIdx.x * blockDim.x + threadIdx.x) / 32, lane = threadIdx.x % 32;
     const uint32_t n = *n_rows;
     if (n <= k_top || c >= n) return;
-    const float* k = rows + uint64_t{c} * d;
-    float s = 0.0f;
-    for (uint32_t h = 0; h < n_heads; ++h) {
-        const float* qh = q + uint64_t{h} * d;
-        float dot = 0.0f;
-        for (uint32_t j = lane; j < d; j += 32) dot = fmaf(qh[j], k[j], dot);
-        dot = dev::warp_sum(dot);
-        s = __fadd_rn(s, __fmul_rn(fmaxf(dot, 0.0f), w[h]));
-    }
+    const float s = attn::indexer_score(q, w, rows + uint64_t{c} * d, d, n_heads);
     if (lane == 0) scores[c] = s;
 }
 
@@ -136,9 +67,7 @@ __global__ void indexer_scores_kernel(const float* q, const float* w, const floa
 __global__ void topk_rank_kernel(const float* scores, const uint32_t* n_rows, uint32_t k, uint32_t* sel) {
     const uint32_t c = blockIdx.x * blockDim.x + threadIdx.x, n = *n_rows;
     if (n <= k || c >= n) return;
-    const float v = scores[c];
-    uint32_t rank = 0;
-    for (uint32_t o = 0; o < n && rank < k; ++o) rank += (scores[o] > v || (scores[o] == v && o < c)) ? 1 : 0;
+    const uint32_t rank = attn::topk_rank(scores, n, k, c);
     if (rank < k) sel[rank] = c;
 }
 
@@ -168,52 +97,12 @@ __global__ void attend_kernel(AttendToken a) {
         n_comp = a.topk;
     }
     const uint32_t n_raw = static_cast<uint32_t>(pos + 1 < a.window ? pos + 1 : a.window);
-    const uint32_t n_rows = n_raw + n_comp;
     const auto first_slot = static_cast<uint32_t>((pos + 1 - n_raw) % a.window);
-    const float* qh = a.q + uint64_t{h} * hd;
-    for (uint32_t j = threadIdx.x; j < hd; j += blockDim.x) qs[j] = qh[j];
-    __syncthreads();
-    const auto scale = static_cast<float>(1.0 / sqrt(static_cast<double>(hd)));
-    float* s = a.scores + uint64_t{h} * a.cap_rows;
-    const uint32_t warp = threadIdx.x / 32, lane = threadIdx.x % 32, n_warps = blockDim.x / 32;
-    for (uint32_t i = warp; i < n_rows; i += n_warps) {
-        const float* row = attended_row(a, sel, n_raw, first_slot, i);
-        float dot = 0.0f;
-        for (uint32_t j = lane; j < hd; j += 32) dot = fmaf(qs[j], row[j], dot);
-        dot = dev::warp_sum(dot);
-        if (lane == 0) s[i] = dot * scale;
-    }
-    __syncthreads();
-    float m = -INFINITY;
-    for (uint32_t i = threadIdx.x; i < n_rows; i += blockDim.x) m = fmaxf(m, s[i]);
-    m = dev::block_max(m, fshared);
-    float den = 0.0f;
-    for (uint32_t i = threadIdx.x; i < n_rows; i += blockDim.x) {
-        const float e = expf(s[i] - m);
-        s[i] = e;
-        den += e;
-    }
-    den = dev::block_sum(den, fshared);  // also orders the writes of s before the reads below
-    den += expf(a.sinks[h] - m);
-    for (uint32_t j = threadIdx.x; j < hd; j += blockDim.x) {
-        float acc = 0.0f;
-        for (uint32_t i = 0; i < n_rows; ++i) acc = fmaf(s[i], attended_row(a, sel, n_raw, first_slot, i)[j], acc);
-        qs[j] = acc / den;
-    }
-    __syncthreads();
-    const uint32_t rd = a.rope_dim;
-    if (threadIdx.x < rd / 2) {  // [TRAP] §13.4: back-rotation at the query position
-        float cs, sn;
-        dev::rope_cs(static_cast<float>(pos), a.omega[threadIdx.x], cs, sn);
-        sn = -sn;
-        float* p = qs + (hd - rd) + 2 * threadIdx.x;
-        const float re = p[0], im = p[1];
-        p[0] = __fsub_rn(__fmul_rn(re, cs), __fmul_rn(im, sn));
-        p[1] = __fadd_rn(__fmul_rn(re, sn), __fmul_rn(im, cs));
-    }
-    __syncthreads();
-    float* out = a.out + uint64_t{h} * hd;
-    for (uint32_t j = threadIdx.x; j < hd; j += blockDim.x) out[j] = qs[j];
+    const attn::HeadParams hp{hd, a.rope_dim, a.sinks[h], a.omega};
+    attn::attend_head(
+        a.q + uint64_t{h} * hd, a.scores + uint64_t{h} * a.cap_rows, n_raw + n_comp,
+        [&](uint32_t i) { return attended_row(a, sel, n_raw, first_slot, i); }, hp, pos, a.out + uint64_t{h} * hd,
+        qs, fshared);
 }
 
 }  // namespace

@@ -14,6 +14,7 @@
 
 #include "cpu/matvec.h"
 #include "cpu/numerics.h"
+#include "cuda/attention_batch.h"
 #include "cuda/device.h"
 #include "cuda/forward_kernels.h"
 #include "cuda/kernels.h"
@@ -114,6 +115,22 @@ bool graphs_from_env() {
     return v == nullptr || std::string_view(v) != "0";
 }
 
+// (issue 8) the stateful attention part batched over a pass's tokens (attention_batch.h)
+// for passes of at least this many tokens; DS4_CUDA_BATCH_ATTN=0: token by token always,
+// =all: batched from one token (a single-token pass gains nothing: the same launch count;
+// on an H200 batch-1 decode measured slower batched, see bench/RESULTS.md).
+constexpr uint32_t kBatchAttnMinTokens = 2;
+bool batch_attn_from_env() {
+    const char* v = std::getenv("DS4_CUDA_BATCH_ATTN");
+    return v == nullptr || std::string_view(v) != "0";
+}
+uint32_t batch_attn_min_from_env() {
+    const char* v = std::getenv("DS4_CUDA_BATCH_ATTN");
+    return v != nullptr && std::string_view(v) == "all" ? 1 : kBatchAttnMinTokens;
+}
+
+constexpr uint64_t kIndexScoreFloats = uint64_t{32} << 20;  // batched indexer scores scratch (128 MiB)
+
 }  // namespace
 
 struct Forward::Impl {
@@ -160,6 +177,19 @@ struct Forward::Impl {
     std::vector<GraphKey> seen;  // keys of the last few eager passes: captured when one comes again
     uint64_t graph_clock = 0;
     Forward::GraphStats graph_stats;
+
+    // batched attention: per token its segment (a run of one sequence's tokens), per
+    // layer and segment the sequence's KV pointers; the indexer's per-token scratch
+    bool batch_attn = batch_attn_from_env();
+    uint32_t batch_min_tokens = batch_attn_min_from_env();
+    bool batch_pass = false;  // this pass runs batched (set with its tables)
+    uint32_t n_seg = 0, index_group = 0, index_max_rows = 0;
+    std::vector<TokSeg> host_tok_seg;
+    std::vector<SegKv> host_seg_kv;
+    DeviceBuffer<TokSeg> tok_seg_dev;
+    DeviceBuffer<SegKv> seg_kv_dev;
+    DeviceBuffer<float> batch_index_scores;
+    DeviceBuffer<uint32_t> batch_index_sel;
 
     explicit Impl(const cpu::CpuModel& m) : model(m), hp(m.hparams()) {}
 
@@ -249,6 +279,9 @@ struct Forward::Impl {
     void attention(uint32_t il, uint32_t n);
     void attention_projections(const DLayer& L, uint32_t n);
     void attend(const DLayer& L, DevLayerKv& kv, uint32_t t);
+    void prepare_batch_attn();
+    bool batch_attn_ok(uint32_t il) const;
+    void attend_batch(uint32_t il, uint32_t n);
     void moe_layer(uint32_t il, uint32_t n);
     void routed_experts(const DLayer& L, uint32_t n);
     bool device_dispatch_ok(const DLayer& L) const;
@@ -635,6 +668,142 @@ void Forward::Impl::advance_row_counts() {
             tok_index_rows[t] =
                 static_cast<uint32_t>((uint64_t{index_rows} + kIndexGrain - 1) / kIndexGrain * kIndexGrain);
     }
+    batch_pass = batch_attn && n >= batch_min_tokens;
+    if (batch_pass) prepare_batch_attn();
+}
+
+// The batched attention's tables for this pass (uploaded before it, outside any graph:
+// the same key gives the same tables) and its indexer scratch. A reallocation retires
+// the graphs, which hold the pointers.
+void Forward::Impl::prepare_batch_attn() {
+    const auto n = static_cast<uint32_t>(tok_state.size());
+    host_tok_seg.resize(n);
+    std::vector<DevState*> seg_state;
+    for (uint32_t t = 0; t < n; ++t) {
+        if (t == 0 || tok_state[t] != tok_state[t - 1]) seg_state.push_back(tok_state[t]);
+        host_tok_seg[t].seg = static_cast<uint32_t>(seg_state.size() - 1);
+    }
+    n_seg = static_cast<uint32_t>(seg_state.size());
+    for (uint32_t t = 0; t < n; ++t) {
+        TokSeg& ts = host_tok_seg[t];
+        ts.first = t == 0 || host_tok_seg[t - 1].seg != ts.seg ? t : host_tok_seg[t - 1].first;
+    }
+    for (uint32_t t = n; t-- > 0;) {
+        TokSeg& ts = host_tok_seg[t];
+        ts.last = t + 1 == n || host_tok_seg[t + 1].seg != ts.seg ? t : host_tok_seg[t + 1].last;
+    }
+    host_seg_kv.assign(uint64_t{hp.n_layer} * n_seg, SegKv{});
+    for (uint32_t il = 0; il < hp.n_layer; ++il)
+        for (uint32_t sg = 0; sg < n_seg; ++sg) {
+            DevLayerKv& kv = seg_state[sg]->layers[il];
+            SegKv& k = host_seg_kv[uint64_t{il} * n_seg + sg];
+            k.raw = kv.raw.data();
+            const auto ptrs = [](DevComp& c) {
+                return CompPtrs{c.kv.data(), c.score.data(), c.rows.data(), c.n_rows_dev.data(), c.capacity};
+            };
+            if (kv.attn) k.attn = ptrs(*kv.attn);
+            if (kv.index) k.index = ptrs(*kv.index);
+        }
+    index_max_rows = n == 0 ? 0 : *std::max_element(tok_index_rows.begin(), tok_index_rows.end());
+    index_group = index_max_rows == 0 ? 0
+                                      : static_cast<uint32_t>(std::clamp<uint64_t>(
+                                            kIndexScoreFloats / index_max_rows, 1, n));
+    bool moved = false;
+    const auto need = [&](auto& buf, uint64_t count) {
+        if (buf.size() >= count) return;
+        buf = std::remove_reference_t<decltype(buf)>(count);
+        moved = true;
+    };
+    need(tok_seg_dev, n);
+    need(seg_kv_dev, host_seg_kv.size());
+    if (index_max_rows != 0) {
+        need(batch_index_scores, uint64_t{index_group} * index_max_rows);
+        need(batch_index_sel, uint64_t{n} * hp.idx_topk);
+    }
+    if (moved) clear_graphs();
+    const cudaStream_t s = stream.get();
+    DS4_CUDA_CHECK(cudaMemcpyAsync(tok_seg_dev.data(), host_tok_seg.data(), n * sizeof(TokSeg),
+                                   cudaMemcpyHostToDevice, s));
+    DS4_CUDA_CHECK(cudaMemcpyAsync(seg_kv_dev.data(), host_seg_kv.data(), host_seg_kv.size() * sizeof(SegKv),
+                                   cudaMemcpyHostToDevice, s));
+}
+
+// The batched kernels' limits (shapes beyond them run token by token).
+bool Forward::Impl::batch_attn_ok(uint32_t il) const {
+    if (!batch_pass || !batch_attend_fits(hp.head_dim, cap_rows)) return false;
+    const DevLayerKv& kv = tok_state[0]->layers[il];
+    for (const auto* c : {&kv.attn, &kv.index})
+        if (*c && ((*c)->coff * (*c)->ratio > kBatchMaxSlots || (*c)->width() > 1024)) return false;
+    return true;
+}
+
+// §5.4 for all n tokens at once (attention_batch.h): compressor emits, the indexer's
+// top k, attention, then the ring / frontiers / counts, bitwise as the per-token walk.
+void Forward::Impl::attend_batch(uint32_t il, uint32_t n) {
+    const DLayer& L = layers[il];
+    const cudaStream_t s = stream.get();
+    const DevLayerKv& kv0 = tok_state[0]->layers[il];  // shapes (every sequence has the same)
+    const BatchPass p{n, n_seg, tok_seg_dev.data(), seg_kv_dev.data() + uint64_t{il} * n_seg, positions_dev.data()};
+    const auto comp = [&](const DevComp& c, const DComp& w, const float* kvp, const float* scp, bool index) {
+        BatchComp b;
+        b.index = index;
+        b.kv = kvp;
+        b.score = scp;
+        b.ape = w.ape;
+        b.norm = w.norm;
+        b.omega = omega_comp;
+        b.ratio = c.ratio;
+        b.d = c.d;
+        b.coff = c.coff;
+        b.rope_dim = hp.rope_dim;
+        b.eps = hp.norm_eps;
+        return b;
+    };
+    BatchFinish f;
+    f.kvb = kvb.data();
+    f.hd = hp.head_dim;
+    f.window = hp.window;
+    if (kv0.attn) {
+        f.attn = comp(*kv0.attn, *L.comp, ckv.data(), csc.data(), false);
+        batch_compressor_emit(p, f.attn, s);
+    }
+    if (kv0.index) {
+        f.index = comp(*kv0.index, *L.icomp, ikv.data(), isc.data(), true);
+        batch_compressor_emit(p, f.index, s);
+    }
+    BatchAttend a;
+    if (kv0.index && index_max_rows != 0) {
+        BatchIndexer ix;
+        ix.q = iq.data();
+        ix.w = iw.data();
+        ix.ratio = kv0.index->ratio;
+        ix.d = hp.idx_head_dim;
+        ix.n_heads = hp.idx_n_heads;
+        ix.k = hp.idx_topk;
+        ix.max_rows = index_max_rows;
+        ix.scores = batch_index_scores.data();
+        ix.score_stride = index_max_rows;
+        ix.sel = batch_index_sel.data();
+        for (uint32_t t0 = 0; t0 < n; t0 += index_group)
+            batch_indexer_topk(p, ix, t0, std::min(index_group, n - t0), s);
+        a.sel = batch_index_sel.data();
+    }
+    a.q = q.data();
+    a.kvb = kvb.data();
+    a.comp = kv0.attn.has_value();
+    a.index = kv0.index.has_value();
+    a.comp_ratio = kv0.index ? kv0.index->ratio : kv0.attn ? kv0.attn->ratio : 0;
+    a.topk = hp.idx_topk;
+    a.sinks = L.sinks;
+    a.omega = omega(L);
+    a.cap_rows = cap_rows;
+    a.out = o.data();
+    a.n_head = hp.n_head;
+    a.hd = hp.head_dim;
+    a.rope_dim = hp.rope_dim;
+    a.window = hp.window;
+    batch_attend(p, a, s);
+    batch_attn_finish(p, f, s);
 }
 
 void Forward::Impl::attention(uint32_t il, uint32_t n) {
@@ -644,7 +813,10 @@ void Forward::Impl::attention(uint32_t il, uint32_t n) {
     rms_norm(u.data(), L.attn_norm, nrm.data(), hp.n_embd, n, hp.norm_eps, s);
     attention_projections(L, n);
 
-    // token by token in position order (§5.4): raw row, compressors, then attend
+    // all tokens at once (attend_batch), or token by token in position order (§5.4): raw
+    // row, compressors, then attend
+    const bool batched = batch_attn_ok(il);
+    if (batched) attend_batch(il, n);
     const uint64_t hd = hp.head_dim;
     const auto step = [&](DevComp& c, const DComp& w, const float* kvp, const float* scp, uint32_t t,
                           bool indexer) {
@@ -668,7 +840,7 @@ void Forward::Impl::attention(uint32_t il, uint32_t n) {
         cs.indexer = indexer;
         compressor_step(cs, s);
     };
-    for (uint32_t t = 0; t < n; ++t) {
+    for (uint32_t t = 0; t < n && !batched; ++t) {
         DevLayerKv& kv = tok_state[t]->layers[il];
         store_raw_row(kv.raw.data(), kvb.data() + t * hd, hp.head_dim, hp.window, positions_dev.data() + t, s);
         if (kv.attn) {
@@ -1098,6 +1270,13 @@ void Forward::invalidate(const cpu::KvState& state, bool rows_changed) {
 void Forward::forget(const cpu::KvState& state) {
     if (impl_->states.erase(&state) != 0) impl_->clear_graphs();  // graphs may hold its buffers
 }
+
+void Forward::set_batch_attn(bool on, uint32_t min_tokens) {
+    impl_->batch_attn = on;
+    impl_->batch_min_tokens = std::max(min_tokens, 1u);
+    impl_->clear_graphs();  // the launches change
+}
+bool Forward::batch_attn() const { return impl_->batch_attn; }
 
 void Forward::set_graphs(bool on) {
     impl_->use_graphs = on;

@@ -26,8 +26,12 @@
 // batch-1 decode replays one graph per step. The embedding / position uploads before
 // and the logits download after stay outside the graph. $DS4_CUDA_GRAPH=0 (or
 // set_graphs(false)) launches one by one; both give bitwise the same logits.
-// Not yet (see bench/RESULTS.md): the stateful attention part batched over the tokens
-// of different sequences (today one launch sequence per token).
+//
+// Batched attention (issue 8): the stateful attention part (raw ring, compressors,
+// indexer, attention) of a pass of 2 or more tokens runs for all of them in ~6 launches
+// per layer instead of ~5 per token, bitwise the same as token by token;
+// $DS4_CUDA_BATCH_ATTN=0 (or set_batch_attn(false)) walks the tokens one by one, =all
+// batches single-token passes too.
 #pragma once
 
 #include <cstdint>
@@ -55,7 +59,8 @@ public:
 
     // Chunks of DIFFERENT sequences in one pass: every projection, the MoE and the head
     // run over all their tokens at once (experts grouped over the whole batch); the
-    // stateful attention part walks each token against its own sequence. Each chunk
+    // stateful attention part sees each token against its own sequence (batched
+    // attention, above: all tokens in the same launches). Each chunk
     // starts at its state's length; a sequence's logits equal those of eval() alone, up
     // to the matmul's rounding.
     struct Chunk {
@@ -96,6 +101,11 @@ public:
     // (CudaFastExperts).
     void set_fast_experts(bool on);
     bool fast_experts() const;
+
+    // The batched attention state kernels (see above) for passes of at least min_tokens
+    // tokens; on unless $DS4_CUDA_BATCH_ATTN=0 when the Forward is made.
+    void set_batch_attn(bool on, uint32_t min_tokens = 2);
+    bool batch_attn() const;
 
     // Graph capture of small passes (see above); on unless $DS4_CUDA_GRAPH=0 when the
     // Forward is made. Fast experts (a host round trip per layer) always run eagerly.

@@ -1,0 +1,268 @@
+// Batched attention state kernels (attention_batch.h): the per-token kernels' arithmetic
+// (attention_common.cuh) with the rows of this pass read from the pass's projections and
+// older ones from the sequence's ring / frontier, which are written only at the end.
+#include "cuda/attention_batch.h"
+#include "cuda/attention_common.cuh"
+#include "cuda/check.h"
+#include "ds4/error.h"
+
+namespace ds4::cuda {
+namespace {
+
+using attn::kMaxD;
+
+__device__ const CompPtrs& comp_of(const SegKv& k, bool index) { return index ? k.index : k.attn; }
+
+// Rows a compressor of count n0 at the segment's start holds after the token at p
+// (emits at positions q ≡ r−1 mod r of [pos0, p]); a full cache stops growing (the host
+// refuses one before the pass).
+__device__ uint32_t rows_after(uint32_t n0, uint64_t pos0, uint64_t p, uint32_t r, uint32_t capacity) {
+    const uint64_t n = n0 + (p + 1) / r - pos0 / r;
+    return n0 >= capacity ? n0 : static_cast<uint32_t>(n < capacity ? n : capacity);
+}
+
+// The indexer's rows that token t sees.
+__device__ uint32_t index_rows(const BatchPass& p, uint32_t ratio, const TokSeg& ts, uint32_t t) {
+    const CompPtrs& c = p.seg[ts.seg].index;
+    return rows_after(*c.n_rows, p.pos[ts.first], p.pos[t], ratio, c.capacity);
+}
+
+// One block per token; only tokens at the end of a window work. Slot s of the candidate
+// window (the previous window first when overlapping) is position q: a row of this pass
+// when q ≥ pos0, else a slot of the frontier as it stood before the pass.
+__global__ void __launch_bounds__(kMaxD) emit_kernel(BatchPass p, BatchComp c) {
+    __shared__ float row[kMaxD];
+    __shared__ const float* skv[kBatchMaxSlots];
+    __shared__ const float* ssc[kBatchMaxSlots];
+    __shared__ const float* sape[kBatchMaxSlots];
+    const uint32_t t = blockIdx.x, r = c.ratio, d = c.d, width = c.coff * d;
+    const bool overlap = c.coff == 2;
+    const uint64_t pos = p.pos[t];
+    if ((pos + 1) % r != 0) return;  // uniform over the block
+    const TokSeg ts = p.tok[t];
+    const uint64_t pos0 = p.pos[ts.first];
+    const CompPtrs& cp = comp_of(p.seg[ts.seg], c.index);
+    const uint32_t n0 = *cp.n_rows;
+    const uint64_t emits = (pos + 1) / r - pos0 / r;  // ≥ 1: this one included
+    if (n0 + emits - 1 >= cp.capacity) return;
+    const auto n_row = static_cast<uint32_t>(n0 + emits - 1);
+    const uint32_t n_cand = overlap ? 2 * r : r;
+    const bool same_window = pos / r == pos0 / r;  // the pass began inside this window
+    for (uint32_t s = threadIdx.x; s < n_cand; s += blockDim.x) {
+        // position of slot s: pos + 1 − n_cand + s (may precede position 0: frontier)
+        const int64_t q = static_cast<int64_t>(pos + 1) - n_cand + s;
+        if (q >= static_cast<int64_t>(pos0)) {
+            const uint64_t tq = ts.first + (static_cast<uint64_t>(q) - pos0);
+            skv[s] = c.kv + tq * width;
+            ssc[s] = c.score + tq * width;
+            sape[s] = c.ape + uint64_t{s % r} * width;
+        } else {
+            // the current window's slots hold it; the previous window's too, unless the
+            // pass began in this window (then the previous-window slots do)
+            const uint32_t slot = overlap && s < r && !same_window ? r + s : s;
+            skv[s] = cp.kv + uint64_t{slot} * width;
+            ssc[s] = cp.score + uint64_t{slot} * width;
+            sape[s] = nullptr;
+        }
+    }
+    __syncthreads();
+    const auto col = [&](uint32_t s, uint32_t j) { return overlap && s >= r ? d + j : j; };
+    attn::pool_columns(
+        row, d, n_cand, [&](uint32_t s, uint32_t j) { return skv[s][col(s, j)]; },
+        [&](uint32_t s, uint32_t j) {
+            const uint32_t k = col(s, j);
+            return sape[s] != nullptr ? ssc[s][k] + sape[s][k] : ssc[s][k];
+        });
+    __syncthreads();
+    const attn::FinishParams fp{c.norm, c.omega, d, r, c.rope_dim, c.eps, c.index};
+    attn::compressor_finish(row, fp, pos, cp.rows + uint64_t{n_row} * d);
+}
+
+// grid (row warps, tokens): one warp per (row, token).
+__global__ void batch_index_scores_kernel(BatchPass p, BatchIndexer ix, uint32_t t0) {
+    const uint32_t t = t0 + blockIdx.y;
+    const uint32_t c = (blockIdx.x * blockDim.x + threadIdx.x) / 32, lane = threadIdx.x % 32;
+    const TokSeg ts = p.tok[t];
+    const uint32_t n = index_rows(p, ix.ratio, ts, t);
+    if (n <= ix.k || c >= n) return;
+    const float s = attn::indexer_score(ix.q + uint64_t{t} * ix.n_heads * ix.d, ix.w + uint64_t{t} * ix.n_heads,
+                                        p.seg[ts.seg].index.rows + uint64_t{c} * ix.d, ix.d, ix.n_heads);
+    if (lane == 0) ix.scores[blockIdx.y * ix.score_stride + c] = s;
+}
+
+__global__ void batch_topk_kernel(BatchPass p, BatchIndexer ix, uint32_t t0) {
+    const uint32_t t = t0 + blockIdx.y, c = blockIdx.x * blockDim.x + threadIdx.x;
+    const TokSeg ts = p.tok[t];
+    const uint32_t n = index_rows(p, ix.ratio, ts, t);
+    if (n <= ix.k || c >= n) return;
+    const uint32_t rank = attn::topk_rank(ix.scores + blockIdx.y * ix.score_stride, n, ix.k, c);
+    if (rank < ix.k) ix.sel[uint64_t{t} * ix.k + rank] = c;
+}
+
+// grid (heads, tokens). Raw row i of the token's window is position q = pos+1−n_raw+i:
+// the ring's slot q % W before the pass (q < pos0: no row of this pass has overwritten
+// it, since every later one is ≥ q + W > pos), else the pass's row.
+__global__ void batch_attend_kernel(BatchPass p, BatchAttend a) {
+    extern __shared__ float sc[];
+    __shared__ float qs[kMaxD];
+    __shared__ float fshared[32];
+    const uint32_t h = blockIdx.x, t = blockIdx.y, hd = a.hd, window = a.window;
+    const TokSeg ts = p.tok[t];
+    const SegKv& kv = p.seg[ts.seg];
+    const uint64_t pos = p.pos[t], pos0 = p.pos[ts.first];
+    // the row sources in registers (the row loops below call row() per row and value)
+    const float* const raw = kv.raw;
+    uint32_t n_comp = 0;
+    const float* comp = nullptr;
+    const uint32_t* sel = nullptr;
+    if (a.comp) {
+        comp = kv.attn.rows;
+        const CompPtrs& cnt = a.index ? kv.index : kv.attn;
+        n_comp = rows_after(*cnt.n_rows, pos0, pos, a.comp_ratio, cnt.capacity);
+        if (a.index && n_comp > a.topk) {  // the indexer chose topk rows
+            sel = a.sel + uint64_t{t} * a.topk;
+            n_comp = a.topk;
+        }
+    }
+    const uint32_t n_raw = static_cast<uint32_t>(pos + 1 < window ? pos + 1 : window);
+    const uint64_t q0 = pos + 1 - n_raw;
+    const auto n_old = static_cast<uint32_t>(q0 < pos0 ? pos0 - q0 : 0);
+    const auto first_slot = static_cast<uint32_t>(q0 % window);
+    const float* const fresh = a.kvb + (ts.first + (q0 + n_old - pos0)) * hd;  // row of position q0 + n_old
+    const auto row = [=](uint32_t i) -> const float* {
+        if (i < n_old) {
+            uint32_t slot = first_slot + i;
+            if (slot >= window) slot -= window;
+            return raw + uint64_t{slot} * hd;
+        }
+        if (i < n_raw) return fresh + uint64_t{i - n_old} * hd;
+        const uint32_t c = i - n_raw;
+        return comp + uint64_t{sel != nullptr ? sel[c] : c} * hd;
+    };
+    const attn::HeadParams hp{hd, a.rope_dim, a.sinks[h], a.omega};
+    const uint64_t qoff = (uint64_t{t} * a.n_head + h) * hd;
+    attn::attend_head(a.q + qoff, sc, n_raw + n_comp, row, hp, pos, a.out + qoff, qs, fshared);
+}
+
+// The frontier of one compressor of one segment after its last token: the previous
+// window's slots after an emit in the pass (from the pass's rows or, for positions
+// before it, the current-window slots), then the current-window slots of the last r
+// positions of the pass; and the row count.
+__device__ void finish_comp(const BatchPass& p, const BatchComp& c, const TokSeg& ts, const CompPtrs& cp) {
+    const uint32_t r = c.ratio, d = c.d, width = c.coff * d;
+    const bool overlap = c.coff == 2;
+    const uint64_t pos0 = p.pos[ts.first], plast = p.pos[ts.last];
+    const uint64_t emits = (plast + 1) / r - pos0 / r;
+    if (overlap && emits > 0) {
+        const uint64_t w0 = ((plast + 1) / r - 1) * r;  // first position of the last emitted window
+        for (uint64_t e = threadIdx.x; e < uint64_t{r} * width; e += blockDim.x) {
+            const auto i = static_cast<uint32_t>(e / width), j = static_cast<uint32_t>(e % width);
+            const uint64_t q = w0 + i;
+            float kv, sc;
+            if (q >= pos0) {
+                const uint64_t tq = ts.first + (q - pos0);
+                kv = c.kv[tq * width + j];
+                sc = c.score[tq * width + j] + c.ape[uint64_t{i} * width + j];
+            } else {
+                kv = cp.kv[uint64_t{r + i} * width + j];
+                sc = cp.score[uint64_t{r + i} * width + j];
+            }
+            cp.kv[uint64_t{i} * width + j] = kv;
+            cp.score[uint64_t{i} * width + j] = sc;
+        }
+        __syncthreads();  // read the current-window slots before they are overwritten
+    }
+    const uint64_t from = plast + 1 >= pos0 + r ? plast + 1 - r : pos0;
+    for (uint64_t e = threadIdx.x; e < (plast + 1 - from) * width; e += blockDim.x) {
+        const uint64_t q = from + e / width;
+        const auto j = static_cast<uint32_t>(e % width), in_window = static_cast<uint32_t>(q % r);
+        const uint32_t slot = overlap ? r + in_window : in_window;
+        const uint64_t tq = ts.first + (q - pos0);
+        cp.kv[uint64_t{slot} * width + j] = c.kv[tq * width + j];
+        cp.score[uint64_t{slot} * width + j] = c.score[tq * width + j] + c.ape[uint64_t{in_window} * width + j];
+    }
+    if (threadIdx.x == 0) *cp.n_rows = rows_after(*cp.n_rows, pos0, plast, r, cp.capacity);
+}
+
+// grid (segments, 3): the ring, the attention compressor, the indexer's compressor.
+__global__ void __launch_bounds__(1024) finish_kernel(BatchPass p, BatchFinish f) {
+    const uint32_t sg = blockIdx.x;
+    const SegKv& kv = p.seg[sg];
+    // the segment's token range: found from any token of it (tokens are in segment order)
+    __shared__ uint32_t first;
+    if (threadIdx.x == 0) {
+        uint32_t lo = 0, hi = p.n;  // the first token whose segment is ≥ sg
+        while (lo < hi) {
+            const uint32_t mid = (lo + hi) / 2;
+            if (p.tok[mid].seg < sg)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        first = lo;
+    }
+    __syncthreads();
+    const TokSeg ts = p.tok[first];
+    if (blockIdx.y == 0) {
+        const uint64_t pos0 = p.pos[ts.first], plast = p.pos[ts.last];
+        const uint64_t from = plast + 1 >= pos0 + f.window ? plast + 1 - f.window : pos0;
+        for (uint64_t e = threadIdx.x; e < (plast + 1 - from) * f.hd; e += blockDim.x) {
+            const uint64_t q = from + e / f.hd, j = e % f.hd;
+            kv.raw[(q % f.window) * f.hd + j] = f.kvb[(ts.first + (q - pos0)) * f.hd + j];
+        }
+    } else if (blockIdx.y == 1 && f.attn.ratio != 0) {
+        finish_comp(p, f.attn, ts, kv.attn);
+    } else if (blockIdx.y == 2 && f.index.ratio != 0) {
+        finish_comp(p, f.index, ts, kv.index);
+    }
+}
+
+}  // namespace
+
+void batch_compressor_emit(const BatchPass& p, const BatchComp& c, cudaStream_t s) {
+    const uint32_t slots = c.coff * c.ratio;
+    if (c.coff * c.d > kMaxD || c.d == 0 || c.ratio == 0 || slots > kBatchMaxSlots)
+        fail("cuda batched compressor: width ", c.coff * c.d, ", ", slots, " slots outside the kernel's limits");
+    if (p.n == 0) return;
+    emit_kernel<<<p.n, kMaxD, 0, s>>>(p, c);
+    DS4_CUDA_CHECK_LAUNCH("emit_kernel");
+}
+
+void batch_indexer_topk(const BatchPass& p, const BatchIndexer& ix, uint32_t t0, uint32_t count, cudaStream_t s) {
+    if (ix.max_rows <= ix.k || count == 0) return;
+    constexpr unsigned kThreads = 256;
+    const uint64_t warps = uint64_t{ix.max_rows} * 32;
+    batch_index_scores_kernel<<<dim3(static_cast<unsigned>((warps + kThreads - 1) / kThreads), count), kThreads, 0,
+                                s>>>(p, ix, t0);
+    DS4_CUDA_CHECK_LAUNCH("batch_index_scores_kernel");
+    batch_topk_kernel<<<dim3((ix.max_rows + kThreads - 1) / kThreads, count), kThreads, 0, s>>>(p, ix, t0);
+    DS4_CUDA_CHECK_LAUNCH("batch_topk_kernel");
+}
+
+namespace {
+constexpr uint64_t kMaxScoreBytes = 160 * 1024;  // dynamic shared memory for one head's scores
+}
+
+bool batch_attend_fits(uint32_t hd, uint64_t cap_rows) {
+    return hd <= kMaxD && cap_rows * sizeof(float) <= kMaxScoreBytes;
+}
+
+void batch_attend(const BatchPass& p, const BatchAttend& a, cudaStream_t s) {
+    if (!batch_attend_fits(a.hd, a.cap_rows)) fail("cuda batched attention: ", a.cap_rows, " rows do not fit");
+    if (p.n == 0) return;
+    const auto bytes = static_cast<int>(a.cap_rows * sizeof(float));
+    if (bytes > 32 * 1024)  // beyond the default 48 KiB together with the static arrays
+        DS4_CUDA_CHECK(cudaFuncSetAttribute(batch_attend_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            static_cast<int>(kMaxScoreBytes)));
+    batch_attend_kernel<<<dim3(a.n_head, p.n), 256, bytes, s>>>(p, a);
+    DS4_CUDA_CHECK_LAUNCH("batch_attend_kernel");
+}
+
+void batch_attn_finish(const BatchPass& p, const BatchFinish& f, cudaStream_t s) {
+    if (f.window == 0) fail("cuda attention: raw window of 0 rows");
+    if (p.n_seg == 0) return;
+    finish_kernel<<<dim3(p.n_seg, 3), 1024, 0, s>>>(p, f);
+    DS4_CUDA_CHECK_LAUNCH("finish_kernel");
+}
+
+}  // namespace ds4::cuda
