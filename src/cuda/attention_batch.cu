@@ -102,11 +102,9 @@ __global__ void batch_topk_kernel(BatchPass p, BatchIndexer ix, uint32_t t0) {
     if (rank < ix.k) ix.sel[uint64_t{t} * ix.k + rank] = c;
 }
 
-// The rows token t attends, in order: raw row i of its window is position
-// q = pos+1−n_raw+i: the ring's slot q % W before the pass (q < pos0: no row of this pass
-// has overwritten it, since every later one is ≥ q + W > pos), else the pass's row; then
-// the compressed rows (the indexer's choice where it has one). Held in registers: the
-// row loops call row() per row.
+// The rows token t attends, in order, as batch_attend_kernel finds them (below): the raw
+// window (ring slots before the pass, the pass's rows after), then the compressed rows
+// (the indexer's choice where it has one). The tile kernel calls it once per row.
 struct TokRows {
     const float* raw = nullptr;
     const float* fresh = nullptr;  // the pass's row of position q0 + n_old
@@ -149,16 +147,49 @@ struct TokRows {
     }
 };
 
-// grid (heads, tokens), 256 threads (attend_head's order).
-__global__ void __launch_bounds__(256) batch_attend_kernel(BatchPass p, BatchAttend a) {
+// grid (heads, tokens). Raw row i of the token's window is position q = pos+1−n_raw+i:
+// the ring's slot q % W before the pass (q < pos0: no row of this pass has overwritten
+// it, since every later one is ≥ q + W > pos), else the pass's row.
+__global__ void batch_attend_kernel(BatchPass p, BatchAttend a) {
     extern __shared__ float sc[];
     __shared__ float qs[kMaxD];
     __shared__ float fshared[32];
-    const uint32_t h = blockIdx.x, t = blockIdx.y;
-    const TokRows rows(p, a, t);
-    const attn::HeadParams hp{a.hd, a.rope_dim, a.sinks[h], a.omega};
-    const uint64_t qoff = (uint64_t{t} * a.n_head + h) * a.hd;
-    attn::attend_head(a.q + qoff, sc, rows.count(), rows, hp, rows.pos, a.out + qoff, qs, fshared);
+    const uint32_t h = blockIdx.x, t = blockIdx.y, hd = a.hd, window = a.window;
+    const TokSeg ts = p.tok[t];
+    const SegKv& kv = p.seg[ts.seg];
+    const uint64_t pos = p.pos[t], pos0 = p.pos[ts.first];
+    // the row sources in registers (the row loops below call row() per row and value)
+    const float* const raw = kv.raw;
+    uint32_t n_comp = 0;
+    const float* comp = nullptr;
+    const uint32_t* sel = nullptr;
+    if (a.comp) {
+        comp = kv.attn.rows;
+        const CompPtrs& cnt = a.index ? kv.index : kv.attn;
+        n_comp = rows_after(*cnt.n_rows, pos0, pos, a.comp_ratio, cnt.capacity);
+        if (a.index && n_comp > a.topk) {  // the indexer chose topk rows
+            sel = a.sel + uint64_t{t} * a.topk;
+            n_comp = a.topk;
+        }
+    }
+    const uint32_t n_raw = static_cast<uint32_t>(pos + 1 < window ? pos + 1 : window);
+    const uint64_t q0 = pos + 1 - n_raw;
+    const auto n_old = static_cast<uint32_t>(q0 < pos0 ? pos0 - q0 : 0);
+    const auto first_slot = static_cast<uint32_t>(q0 % window);
+    const float* const fresh = a.kvb + (ts.first + (q0 + n_old - pos0)) * hd;  // row of position q0 + n_old
+    const auto row = [=](uint32_t i) -> const float* {
+        if (i < n_old) {
+            uint32_t slot = first_slot + i;
+            if (slot >= window) slot -= window;
+            return raw + uint64_t{slot} * hd;
+        }
+        if (i < n_raw) return fresh + uint64_t{i - n_old} * hd;
+        const uint32_t c = i - n_raw;
+        return comp + uint64_t{sel != nullptr ? sel[c] : c} * hd;
+    };
+    const attn::HeadParams hp{hd, a.rope_dim, a.sinks[h], a.omega};
+    const uint64_t qoff = (uint64_t{t} * a.n_head + h) * hd;
+    attn::attend_head(a.q + qoff, sc, n_raw + n_comp, row, hp, pos, a.out + qoff, qs, fshared);
 }
 
 constexpr uint32_t kTileThreads = 256;  // attend_head's block: the denominators' order

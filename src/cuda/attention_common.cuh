@@ -104,25 +104,21 @@ struct HeadParams {
     const float* omega = nullptr;
 };
 
-// One head of one token (one block of 256 threads: the denominator's summation order
-// depends on it): scores q·row(i)/sqrt(hd) for i < n_rows into s, softmax with the sink
-// in the denominator, the weighted row sum, inverse RoPE at `pos` on the last rope_dim
-// values, written to out. qs: kMaxD shared floats; fshared: 32. Rows and q are read
-// through the read-only path (__ldg): no kernel writes them while it attends, and a
-// row pointer fetched from a table (the batched kernel's) would otherwise be a generic
-// load. attend_heads (attention_batch.cu) repeats this arithmetic for several heads.
+// One head of one token (one block): scores q·row(i)/sqrt(hd) for i < n_rows into s,
+// softmax with the sink in the denominator, the weighted row sum, inverse RoPE at `pos`
+// on the last rope_dim values, written to out. qs: kMaxD shared floats; fshared: 32.
 template <class Row>
 __device__ void attend_head(const float* qh, float* s, uint32_t n_rows, Row row, const HeadParams& a, uint64_t pos,
                             float* out, float* qs, float* fshared) {
     const uint32_t hd = a.hd;
-    for (uint32_t j = threadIdx.x; j < hd; j += blockDim.x) qs[j] = __ldg(qh + j);
+    for (uint32_t j = threadIdx.x; j < hd; j += blockDim.x) qs[j] = qh[j];
     __syncthreads();
     const auto scale = static_cast<float>(1.0 / sqrt(static_cast<double>(hd)));
     const uint32_t warp = threadIdx.x / 32, lane = threadIdx.x % 32, n_warps = blockDim.x / 32;
     for (uint32_t i = warp; i < n_rows; i += n_warps) {
         const float* r = row(i);
         float dot = 0.0f;
-        for (uint32_t j = lane; j < hd; j += 32) dot = fmaf(qs[j], __ldg(r + j), dot);
+        for (uint32_t j = lane; j < hd; j += 32) dot = fmaf(qs[j], r[j], dot);
         dot = dev::warp_sum(dot);
         if (lane == 0) s[i] = dot * scale;
     }
@@ -140,7 +136,7 @@ __device__ void attend_head(const float* qh, float* s, uint32_t n_rows, Row row,
     den += expf(a.sink - m);
     for (uint32_t j = threadIdx.x; j < hd; j += blockDim.x) {
         float acc = 0.0f;
-        for (uint32_t i = 0; i < n_rows; ++i) acc = fmaf(s[i], __ldg(row(i) + j), acc);
+        for (uint32_t i = 0; i < n_rows; ++i) acc = fmaf(s[i], row(i)[j], acc);
         qs[j] = acc / den;
     }
     __syncthreads();
