@@ -6,6 +6,9 @@
 #include "cuda/check.h"
 #include "ds4/error.h"
 
+#include <cstdlib>
+#include <string_view>
+
 namespace ds4::cuda {
 namespace {
 
@@ -99,6 +102,51 @@ __global__ void batch_topk_kernel(BatchPass p, BatchIndexer ix, uint32_t t0) {
     if (rank < ix.k) ix.sel[uint64_t{t} * ix.k + rank] = c;
 }
 
+// The rows token t attends, in order, as batch_attend_kernel finds them (below): the raw
+// window (ring slots before the pass, the pass's rows after), then the compressed rows
+// (the indexer's choice where it has one). The tile kernel calls it once per row.
+struct TokRows {
+    const float* raw = nullptr;
+    const float* fresh = nullptr;  // the pass's row of position q0 + n_old
+    const float* comp = nullptr;
+    const uint32_t* sel = nullptr;
+    uint32_t n_old = 0, n_raw = 0, n_comp = 0, first_slot = 0, window = 0, hd = 0;
+    uint64_t pos = 0;
+
+    __device__ TokRows(const BatchPass& p, const BatchAttend& a, uint32_t t) : window(a.window), hd(a.hd) {
+        const TokSeg ts = p.tok[t];
+        const SegKv& kv = p.seg[ts.seg];
+        pos = p.pos[t];
+        const uint64_t pos0 = p.pos[ts.first];
+        raw = kv.raw;
+        if (a.comp) {
+            comp = kv.attn.rows;
+            const CompPtrs& cnt = a.index ? kv.index : kv.attn;
+            n_comp = rows_after(*cnt.n_rows, pos0, pos, a.comp_ratio, cnt.capacity);
+            if (a.index && n_comp > a.topk) {  // the indexer chose topk rows
+                sel = a.sel + uint64_t{t} * a.topk;
+                n_comp = a.topk;
+            }
+        }
+        n_raw = static_cast<uint32_t>(pos + 1 < window ? pos + 1 : window);
+        const uint64_t q0 = pos + 1 - n_raw;
+        n_old = static_cast<uint32_t>(q0 < pos0 ? pos0 - q0 : 0);
+        first_slot = static_cast<uint32_t>(q0 % window);
+        fresh = a.kvb + (ts.first + (q0 + n_old - pos0)) * hd;
+    }
+    __device__ uint32_t count() const { return n_raw + n_comp; }
+    __device__ const float* operator()(uint32_t i) const {
+        if (i < n_old) {
+            uint32_t slot = first_slot + i;
+            if (slot >= window) slot -= window;
+            return raw + uint64_t{slot} * hd;
+        }
+        if (i < n_raw) return fresh + uint64_t{i - n_old} * hd;
+        const uint32_t c = i - n_raw;
+        return comp + uint64_t{sel != nullptr ? __ldg(sel + c) : c} * hd;
+    }
+};
+
 // grid (heads, tokens). Raw row i of the token's window is position q = pos+1−n_raw+i:
 // the ring's slot q % W before the pass (q < pos0: no row of this pass has overwritten
 // it, since every later one is ≥ q + W > pos), else the pass's row.
@@ -142,6 +190,125 @@ __global__ void batch_attend_kernel(BatchPass p, BatchAttend a) {
     const attn::HeadParams hp{hd, a.rope_dim, a.sinks[h], a.omega};
     const uint64_t qoff = (uint64_t{t} * a.n_head + h) * hd;
     attn::attend_head(a.q + qoff, sc, n_raw + n_comp, row, hp, pos, a.out + qoff, qs, fshared);
+}
+
+constexpr uint32_t kTileThreads = 256;  // attend_head's block: the denominators' order
+
+// attend_head for heads h0 .. h0+H−1 of one token at once: every head of a token reads the
+// same rows (K = V is one head), so each row value is loaded once for H heads instead of
+// once per head. Each (head, token) keeps attend_head's arithmetic and order exactly: a
+// score is one warp's lane-strided fmaf chain and warp_sum, the denominator sums the
+// rows i ≡ tid (mod 256) in order per thread and then block_sum, and each output value
+// is one fmaf chain over the rows in order. C: output columns per thread (hd ≤ 256·C).
+// Shared memory: row pointers [n], q / output [H][hd], probabilities [n][H].
+template <uint32_t H, uint32_t C>
+__global__ void __launch_bounds__(kTileThreads) batch_attend_tile_kernel(BatchPass p, BatchAttend a) {
+    extern __shared__ float4 smem4[];
+    __shared__ float fshared[32];
+    const uint32_t h0 = blockIdx.x * H, t = blockIdx.y, hd = a.hd, tid = threadIdx.x;
+    const TokRows rows(p, a, t);
+    const uint32_t n = rows.count();
+    const auto** rp = reinterpret_cast<const float**>(smem4);
+    float* qs = reinterpret_cast<float*>(rp + ((a.cap_rows + 1) & ~uint64_t{1}));  // 16-byte aligned
+    float* sc = qs + H * hd;
+    const uint64_t qoff = (uint64_t{t} * a.n_head + h0) * hd;
+    for (uint32_t i = tid; i < n; i += kTileThreads) rp[i] = rows(i);
+    for (uint32_t e = tid; e < H * hd; e += kTileThreads) qs[e] = __ldg(a.q + qoff + e);
+    __syncthreads();
+    const auto scale = static_cast<float>(1.0 / sqrt(static_cast<double>(hd)));
+    // scores: a warp takes kRows consecutive rows at once (each q value read from shared
+    // memory serves kRows rows); rows past n compute on row 0 and are not stored
+    constexpr uint32_t kRows = 4;
+    const uint32_t warp = tid / 32, lane = tid % 32;
+    for (uint32_t i0 = warp * kRows; i0 < n; i0 += kTileThreads / 32 * kRows) {
+        const float* r[kRows];
+#pragma unroll
+        for (uint32_t k = 0; k < kRows; ++k) r[k] = rp[i0 + k < n ? i0 + k : 0];
+        float dot[kRows][H];
+#pragma unroll
+        for (uint32_t k = 0; k < kRows; ++k)
+#pragma unroll
+            for (uint32_t h = 0; h < H; ++h) dot[k][h] = 0.0f;
+        for (uint32_t j = lane; j < hd; j += 32) {
+            float v[kRows];
+#pragma unroll
+            for (uint32_t k = 0; k < kRows; ++k) v[k] = __ldg(r[k] + j);
+#pragma unroll
+            for (uint32_t h = 0; h < H; ++h) {
+                const float qv = qs[h * hd + j];
+#pragma unroll
+                for (uint32_t k = 0; k < kRows; ++k) dot[k][h] = fmaf(qv, v[k], dot[k][h]);
+            }
+        }
+#pragma unroll
+        for (uint32_t k = 0; k < kRows; ++k)
+#pragma unroll
+            for (uint32_t h = 0; h < H; ++h) {
+                const float d = dev::warp_sum(dot[k][h]);
+                if (lane == 0 && i0 + k < n) sc[uint64_t{i0 + k} * H + h] = d * scale;
+            }
+    }
+    __syncthreads();
+    float m[H], den[H];
+#pragma unroll
+    for (uint32_t h = 0; h < H; ++h) m[h] = -INFINITY;
+    for (uint32_t i = tid; i < n; i += kTileThreads)
+#pragma unroll
+        for (uint32_t h = 0; h < H; ++h) m[h] = fmaxf(m[h], sc[uint64_t{i} * H + h]);
+#pragma unroll
+    for (uint32_t h = 0; h < H; ++h) {
+        m[h] = dev::block_max(m[h], fshared);
+        den[h] = 0.0f;
+    }
+    for (uint32_t i = tid; i < n; i += kTileThreads)
+#pragma unroll
+        for (uint32_t h = 0; h < H; ++h) {
+            const float e = expf(sc[uint64_t{i} * H + h] - m[h]);
+            sc[uint64_t{i} * H + h] = e;
+            den[h] += e;
+        }
+#pragma unroll
+    for (uint32_t h = 0; h < H; ++h) {  // block_sum also orders the writes of sc before the reads below
+        den[h] = dev::block_sum(den[h], fshared);
+        den[h] += expf(a.sinks[h0 + h] - m[h]);
+    }
+    float acc[H][C];
+#pragma unroll
+    for (uint32_t h = 0; h < H; ++h)
+#pragma unroll
+        for (uint32_t c = 0; c < C; ++c) acc[h][c] = 0.0f;
+#pragma unroll 4
+    for (uint32_t i = 0; i < n; ++i) {
+        const float* r = rp[i];
+        float v[C];
+#pragma unroll
+        for (uint32_t c = 0; c < C; ++c) v[c] = tid + c * kTileThreads < hd ? __ldg(r + tid + c * kTileThreads) : 0.0f;
+        const float* w = sc + uint64_t{i} * H;
+#pragma unroll
+        for (uint32_t h = 0; h < H; ++h)
+#pragma unroll
+            for (uint32_t c = 0; c < C; ++c) acc[h][c] = fmaf(w[h], v[c], acc[h][c]);
+    }
+    // qs (read by the scores) is free: block_sum synchronised since
+#pragma unroll
+    for (uint32_t h = 0; h < H; ++h)
+#pragma unroll
+        for (uint32_t c = 0; c < C; ++c)
+            if (tid + c * kTileThreads < hd) qs[h * hd + tid + c * kTileThreads] = acc[h][c] / den[h];
+    __syncthreads();
+    const uint32_t half = a.rope_dim / 2;
+    for (uint32_t e = tid; e < H * half; e += kTileThreads) {  // [TRAP] §13.4: back-rotation at the query position
+        const uint32_t h = e / half, k = e % half;
+        float cs, sn;
+        dev::rope_cs(static_cast<float>(rows.pos), a.omega[k], cs, sn);
+        sn = -sn;
+        float* pr = qs + h * hd + (hd - a.rope_dim) + 2 * k;
+        const float re = pr[0], im = pr[1];
+        pr[0] = __fsub_rn(__fmul_rn(re, cs), __fmul_rn(im, sn));
+        pr[1] = __fadd_rn(__fmul_rn(re, sn), __fmul_rn(im, cs));
+    }
+    __syncthreads();
+    for (uint32_t e = tid; e < H * hd; e += kTileThreads) a.out[qoff + e] = qs[e];
 }
 
 // The frontier of one compressor of one segment after its last token: the previous
@@ -241,7 +408,61 @@ void batch_indexer_topk(const BatchPass& p, const BatchIndexer& ix, uint32_t t0,
 
 namespace {
 constexpr uint64_t kMaxScoreBytes = 160 * 1024;  // dynamic shared memory for one head's scores
+constexpr uint64_t kMaxTileBytes = 200 * 1024;   // the tile kernel's (sm_90 allows 227 KiB)
+
+TileConfig tile_from_env() {
+    const char* v = std::getenv("DS4_CUDA_ATTN_TILE");
+    return TileConfig{v != nullptr && std::string_view(v) == "0" ? 0u : 8u, kTileAuto};
 }
+TileConfig g_tile = tile_from_env();
+
+uint64_t tile_bytes(uint32_t heads, uint32_t hd, uint64_t cap_rows) {
+    return ((cap_rows + 1) & ~uint64_t{1}) * sizeof(const float*) + uint64_t{heads} * hd * sizeof(float) +
+           cap_rows * heads * sizeof(float);
+}
+
+// The most heads per block (≤ max_heads of 8, 4, 2) that divide n_head, whose shared
+// memory fits and that still give min_blocks blocks (by default two per SM: a few tokens
+// run faster one block per head); 0: none.
+uint32_t tile_heads(const BatchPass& p, const BatchAttend& a) {
+    uint64_t min_blocks = g_tile.min_blocks;
+    if (min_blocks == kTileAuto) {
+        int dev = 0, sms = 0;
+        DS4_CUDA_CHECK(cudaGetDevice(&dev));
+        DS4_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+        min_blocks = 2 * static_cast<uint64_t>(sms);
+    }
+    for (uint32_t h : {8u, 4u, 2u})
+        if (h <= g_tile.max_heads && a.n_head % h == 0 && tile_bytes(h, a.hd, a.cap_rows) <= kMaxTileBytes &&
+            uint64_t{a.n_head / h} * p.n >= min_blocks)
+            return h;
+    return 0;
+}
+
+template <uint32_t H, uint32_t C>
+void launch_tile(const BatchPass& p, const BatchAttend& a, cudaStream_t s) {
+    const uint64_t bytes = tile_bytes(H, a.hd, a.cap_rows);
+    const auto kernel = batch_attend_tile_kernel<H, C>;
+    if (bytes > 48 * 1024 - 128)  // beyond the default together with fshared
+        DS4_CUDA_CHECK(
+            cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kMaxTileBytes)));
+    kernel<<<dim3(a.n_head / H, p.n), kTileThreads, bytes, s>>>(p, a);
+    DS4_CUDA_CHECK_LAUNCH("batch_attend_tile_kernel");
+}
+
+template <uint32_t C>
+bool attend_tiled(const BatchPass& p, const BatchAttend& a, cudaStream_t s) {
+    switch (tile_heads(p, a)) {
+        case 8: launch_tile<8, C>(p, a, s); return true;
+        case 4: launch_tile<4, C>(p, a, s); return true;
+        case 2: launch_tile<2, C>(p, a, s); return true;
+        default: return false;
+    }
+}
+}  // namespace
+
+void set_batch_attend_tile(const TileConfig& c) { g_tile = c; }
+TileConfig batch_attend_tile() { return g_tile; }
 
 bool batch_attend_fits(uint32_t hd, uint64_t cap_rows) {
     return hd <= kMaxD && cap_rows * sizeof(float) <= kMaxScoreBytes;
@@ -250,6 +471,7 @@ bool batch_attend_fits(uint32_t hd, uint64_t cap_rows) {
 void batch_attend(const BatchPass& p, const BatchAttend& a, cudaStream_t s) {
     if (!batch_attend_fits(a.hd, a.cap_rows)) fail("cuda batched attention: ", a.cap_rows, " rows do not fit");
     if (p.n == 0) return;
+    if (g_tile.max_heads != 0 && (a.hd <= 2 * kTileThreads ? attend_tiled<2>(p, a, s) : attend_tiled<4>(p, a, s))) return;
     const auto bytes = static_cast<int>(a.cap_rows * sizeof(float));
     if (bytes > 32 * 1024)  // beyond the default 48 KiB together with the static arrays
         DS4_CUDA_CHECK(cudaFuncSetAttribute(batch_attend_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,

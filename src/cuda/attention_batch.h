@@ -71,8 +71,10 @@ struct BatchIndexer {
 };
 void batch_indexer_topk(const BatchPass& p, const BatchIndexer& ix, uint32_t t0, uint32_t count, cudaStream_t s);
 
-// Every token's attention, one block per (head, token); scores live in shared memory
-// (cap_rows floats: batch_attend_fits says whether they fit).
+// Every token's attention: one block per (group of up to 8 heads, token), each row value
+// loaded once for the group (the tile kernel), or one block per (head, token), with
+// bitwise the same results. Scores live in shared memory (cap_rows floats a head:
+// batch_attend_fits says whether they fit; where a group's do not, one block per head).
 struct BatchAttend {
     const float* q = nullptr;    // [n][n_head][hd]
     const float* kvb = nullptr;  // the pass's raw rows [n][hd]
@@ -87,6 +89,15 @@ struct BatchAttend {
 };
 bool batch_attend_fits(uint32_t hd, uint64_t cap_rows);
 void batch_attend(const BatchPass& p, const BatchAttend& a, cudaStream_t s);
+// Which kernel: groups of up to max_heads heads (8, 4 or 2; 0: one block per head, as
+// DS4_CUDA_ATTN_TILE=0 sets) where that still gives min_blocks blocks (kTileAuto: two
+// per SM). Process-wide; tests force each kernel.
+constexpr uint32_t kTileAuto = ~0u;
+struct TileConfig {
+    uint32_t max_heads = 8, min_blocks = kTileAuto;
+};
+void set_batch_attend_tile(const TileConfig& c);
+TileConfig batch_attend_tile();
 
 // After the layer's reads: the ring rows of each segment's last `window` positions, the
 // frontiers (the last window's slots, the previous window's after an emit) and the row
