@@ -4,7 +4,10 @@
 #include <cfloat>
 
 #include "cuda/check.h"
+#include "cuda/device_math.cuh"
+#include "cuda/forward_kernels.h"
 #include "cuda/kernels.h"
+#include "cuda/pdl.cuh"
 
 namespace ds4::cuda {
 namespace {
@@ -31,6 +34,7 @@ __device__ double block_sum(double v, double* shared) {
 
 __global__ void __launch_bounds__(1024) rms_norm_kernel(const float* x, const float* w, float* out, uint32_t n,
                                                         float eps) {
+    dev::pdl_wait_and_release();
     __shared__ double partial[32];
     const float* xr = x + uint64_t{blockIdx.x} * n;
     float* orow = out + uint64_t{blockIdx.x} * n;
@@ -45,6 +49,54 @@ __global__ void __launch_bounds__(1024) rms_norm_kernel(const float* x, const fl
     for (uint32_t i = threadIdx.x; i < n; i += blockDim.x) {
         const float v = xr[i] * r;
         orow[i] = w != nullptr ? w[i] * v : v;
+    }
+}
+
+// rms_norm_kernel's row (the same sums in the same order: same block size), then RoPE of
+// the row's last 2·half values (rope_tokens' arithmetic, position of token row / vec_per_tok)
+// and FP8 of its first fp8_len values in 64-blocks (fp8_rows' arithmetic): the three
+// launches of a head row in one, the same bits. The two regions do not overlap.
+__global__ void __launch_bounds__(1024)
+    norm_rope_kernel(float* x, const float* w, uint32_t n, float eps, uint32_t vec_per_tok, const float* omega,
+                     uint32_t half, const uint64_t* positions, uint32_t fp8_len) {
+    dev::pdl_wait_and_release();
+    __shared__ double partial[32];
+    __shared__ float amax_w[32];
+    float* row = x + uint64_t{blockIdx.x} * n;
+    double sum = 0;
+    for (uint32_t i = threadIdx.x; i < n; i += blockDim.x) {
+        const float sq = row[i] * row[i];
+        sum += sq;
+    }
+    sum = block_sum(sum, partial);
+    const auto mean = static_cast<float>(sum / static_cast<double>(n));
+    const float r = 1.0f / sqrtf(mean + eps);
+    for (uint32_t i = threadIdx.x; i < n; i += blockDim.x) {
+        const float v = row[i] * r;
+        row[i] = w != nullptr ? w[i] * v : v;
+    }
+    __syncthreads();  // the normalized row, written by other threads, is read below
+    const float pos = static_cast<float>(positions[blockIdx.x / vec_per_tok]);
+    for (uint32_t j = threadIdx.x; j < half; j += blockDim.x) {
+        float c, sn;
+        dev::rope_cs(pos, omega[j], c, sn);
+        float* p = row + (n - 2 * half) + 2 * j;
+        const float re = p[0], im = p[1];
+        p[0] = __fsub_rn(__fmul_rn(re, c), __fmul_rn(im, sn));
+        p[1] = __fadd_rn(__fmul_rn(re, sn), __fmul_rn(im, c));
+    }
+    // FP8: warps 2k and 2k + 1 hold one 64-block (fp8_len and the step are multiples of 64)
+    const uint32_t warp = threadIdx.x / 32;
+    for (uint32_t b0 = 0; b0 < fp8_len; b0 += blockDim.x) {
+        const uint32_t i = b0 + threadIdx.x;
+        const float v = i < fp8_len ? row[i] : 0.0f;
+        const float wm = dev::warp_max(fabsf(v));
+        if (threadIdx.x % 32 == 0) amax_w[warp] = wm;
+        __syncthreads();
+        const float amax = fmaxf(fmaxf(amax_w[warp & ~1u], amax_w[warp | 1u]), static_cast<float>(1e-4));
+        const float sc = dev::pow2_ceil(amax * static_cast<float>(1.0 / 448.0));
+        if (i < fp8_len) row[i] = dev::e4m3_round(fminf(fmaxf(v / sc, -448.0f), 448.0f)) * sc;
+        __syncthreads();
     }
 }
 
@@ -231,8 +283,17 @@ void rms_norm(const float* x, const float* w, float* out, uint32_t n, uint32_t n
     // one block per row: at batch 1 a D-wide row is the whole launch, bound by load latency
     // (16 loads per thread at 256 threads), so long rows get 1024 threads
     const unsigned threads = n >= 2048 ? 1024 : kThreads;
-    rms_norm_kernel<<<n_rows, threads, 0, s>>>(x, w, out, n, eps);
-    DS4_CUDA_CHECK_LAUNCH("rms_norm_kernel");
+    launch_pdl("launch of rms_norm_kernel", rms_norm_kernel, dim3(n_rows), dim3(threads), 0, s, x, w, out, n, eps);
+}
+
+void norm_rope_rows(float* x, const float* w, uint32_t n, uint32_t n_rows, float eps, uint32_t vec_per_tok,
+                    const float* omega, uint32_t half, const uint64_t* positions, uint32_t fp8_len, cudaStream_t s) {
+    if (2 * half > n || fp8_len + 2 * half > n || fp8_len % 64 != 0 || vec_per_tok == 0)
+        fail("cuda norm_rope_rows: rope of ", 2 * half, " and fp8 of ", fp8_len, " values in rows of ", n);
+    if (n_rows == 0) return;
+    const unsigned threads = n >= 2048 ? 1024 : kThreads;  // rms_norm's block: its sums' order
+    launch_pdl("launch of norm_rope_kernel", norm_rope_kernel, dim3(n_rows), dim3(threads), 0, s, x, w, n, eps,
+               vec_per_tok, omega, half, positions, fp8_len);
 }
 
 void rope(float* x, uint32_t n_vec, uint64_t stride, const float* omega, uint32_t half, uint64_t pos,

@@ -5,6 +5,7 @@
 #include "cuda/check.h"
 #include "cuda/device_math.cuh"
 #include "cuda/forward_kernels.h"
+#include "cuda/pdl.cuh"
 #include "ds4/error.h"
 
 namespace ds4::cuda {
@@ -83,6 +84,7 @@ constexpr int kHcThreads = 1024;
 __global__ void __launch_bounds__(kHcThreads)
     hc_pre_kernel(HcShape sh, const float* x, const float* mix, const float* scale, const float* base,
                   float* pre, float* post, float* comb, float* u) {
+    dev::pdl_wait_and_release();
     __shared__ double dshared[32];
     __shared__ float spre[kMaxH];
     const uint32_t H = sh.H, mixw = (2 + H) * H;
@@ -123,8 +125,11 @@ __global__ void __launch_bounds__(kHcThreads)
     }
 }
 
-// grid (ceil(dim / 256), n): one thread per (token, d), all streams.
-__global__ void hc_post_kernel(HcShape sh, float* x, const float* f, const float* post, const float* comb) {
+// grid (ceil(dim / 256), n): one thread per (token, d), all streams. fb non-null: the
+// sublayer output is fa + fb (the MoE's routed + shared sum, added here).
+__global__ void hc_post_kernel(HcShape sh, float* x, const float* fa, const float* fb, const float* post,
+                               const float* comb) {
+    dev::pdl_wait_and_release();
     const uint32_t d = blockIdx.x * blockDim.x + threadIdx.x, t = blockIdx.y, H = sh.H;
     if (d >= sh.dim) return;
     float* xt = x + uint64_t{t} * H * sh.dim;
@@ -132,7 +137,8 @@ __global__ void hc_post_kernel(HcShape sh, float* x, const float* f, const float
     const float* cb = comb + uint64_t{t} * H * H;
     float xin[kMaxH];
     for (uint32_t a = 0; a < H; ++a) xin[a] = xt[uint64_t{a} * sh.dim + d];
-    const float fv = f[uint64_t{t} * sh.dim + d];
+    const uint64_t fi = uint64_t{t} * sh.dim + d;
+    const float fv = fb != nullptr ? __fadd_rn(fa[fi], fb[fi]) : fa[fi];
     for (uint32_t b = 0; b < H; ++b) {
         float s = __fmul_rn(cb[b], xin[0]);
         for (uint32_t a = 1; a < H; ++a) s = __fadd_rn(s, __fmul_rn(cb[a * H + b], xin[a]));
@@ -382,16 +388,24 @@ void hc_pre(const HcShape& sh, const float* x, const float* mix, const float* sc
             float* pre, float* post, float* comb, float* u, uint32_t n, cudaStream_t s) {
     check_h(sh);
     if (n == 0) return;
-    hc_pre_kernel<<<n, kHcThreads, 0, s>>>(sh, x, mix, scale, base, pre, post, comb, u);
-    DS4_CUDA_CHECK_LAUNCH("hc_pre_kernel");
+    launch_pdl("launch of hc_pre_kernel", hc_pre_kernel, dim3(n), dim3(kHcThreads), 0, s, sh, x, mix, scale, base,
+               pre, post, comb, u);
 }
 
 void hc_post(const HcShape& sh, float* x, const float* f, const float* post, const float* comb, uint32_t n,
              cudaStream_t s) {
     check_h(sh);
     if (n == 0) return;
-    hc_post_kernel<<<dim3(blocks_for(sh.dim), n), kThreads, 0, s>>>(sh, x, f, post, comb);
-    DS4_CUDA_CHECK_LAUNCH("hc_post_kernel");
+    launch_pdl("launch of hc_post_kernel", hc_post_kernel, dim3(blocks_for(sh.dim), n), dim3(kThreads), 0, s, sh, x,
+               f, nullptr, post, comb);
+}
+
+void hc_post_add(const HcShape& sh, float* x, const float* fa, const float* fb, const float* post, const float* comb,
+                 uint32_t n, cudaStream_t s) {
+    check_h(sh);
+    if (n == 0) return;
+    launch_pdl("launch of hc_post_kernel", hc_post_kernel, dim3(blocks_for(sh.dim), n), dim3(kThreads), 0, s, sh, x,
+               fa, fb, post, comb);
 }
 
 void hc_collapse(const HcShape& sh, const float* x, const uint32_t* row_index, const float* mix,
