@@ -168,6 +168,7 @@ __global__ void fp8_kernel(float* x, uint64_t n_blocks) {
 
 // One warp per 32-block.
 __global__ void fp4_kernel(float* x, uint64_t n_blocks) {
+    dev::pdl_wait_and_release();
     const uint64_t b = (uint64_t{blockIdx.x} * blockDim.x + threadIdx.x) / 32;
     if (b >= n_blocks) return;
     const int lane = threadIdx.x % 32;
@@ -180,6 +181,7 @@ __global__ void fp4_kernel(float* x, uint64_t n_blocks) {
 
 // One block per vector; butterflies in double in shared memory (exact x·H), as on the CPU.
 __global__ void hadamard_kernel(float* x, uint32_t n) {
+    dev::pdl_wait_and_release();
     __shared__ double buf[1024];
     float* p = x + uint64_t{blockIdx.x} * n;
     for (uint32_t i = threadIdx.x; i < n; i += blockDim.x) buf[i] = p[i];
@@ -231,6 +233,7 @@ __global__ void sinkhorn_kernel(float* c_all, uint32_t h, uint32_t iters, float 
 }
 
 __global__ void swiglu_kernel(const float* g, const float* u, float* out, uint64_t n, float limit) {
+    dev::pdl_wait_and_release();
     const uint64_t i = uint64_t{blockIdx.x} * blockDim.x + threadIdx.x;
     if (i >= n) return;
     float gv = g[i], uv = u[i];
@@ -315,16 +318,14 @@ void fp8_simulate(float* x, uint64_t n, cudaStream_t s) {
 void fp4_simulate(float* x, uint64_t n, cudaStream_t s) {
     if (n % 32 != 0) fail("cuda fp4_simulate: ", n, " values is not a multiple of 32");
     if (n == 0) return;
-    fp4_kernel<<<blocks_for(n), kThreads, 0, s>>>(x, n / 32);
-    DS4_CUDA_CHECK_LAUNCH("fp4_kernel");
+    launch_pdl("launch of fp4_kernel", fp4_kernel, dim3(blocks_for(n)), dim3(kThreads), 0, s, x, n / 32);
 }
 
 void hadamard_scaled(float* x, uint32_t n, uint32_t n_vec, cudaStream_t s) {
     if (n == 0 || (n & (n - 1)) != 0 || n > 1024)
         fail("cuda hadamard: size ", n, " is not a power of two ≤ 1024");
     if (n_vec == 0) return;
-    hadamard_kernel<<<n_vec, 256, 0, s>>>(x, n);
-    DS4_CUDA_CHECK_LAUNCH("hadamard_kernel");
+    launch_pdl("launch of hadamard_kernel", hadamard_kernel, dim3(n_vec), dim3(256), 0, s, x, n);
 }
 
 void sinkhorn(float* c, uint32_t h, uint32_t iters, float eps, uint32_t n_mat, cudaStream_t s) {
@@ -335,8 +336,7 @@ void sinkhorn(float* c, uint32_t h, uint32_t iters, float eps, uint32_t n_mat, c
 
 void swiglu_clamp(const float* g, const float* u, float* out, uint64_t n, float limit, cudaStream_t s) {
     if (n == 0) return;
-    swiglu_kernel<<<blocks_for(n), kThreads, 0, s>>>(g, u, out, n, limit);
-    DS4_CUDA_CHECK_LAUNCH("swiglu_kernel");
+    launch_pdl("launch of swiglu_kernel", swiglu_kernel, dim3(blocks_for(n)), dim3(kThreads), 0, s, g, u, out, n, limit);
 }
 
 void softmax_sinks(float* scores, const float* sinks, uint32_t n, uint32_t n_head, cudaStream_t s) {

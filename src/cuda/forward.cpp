@@ -296,7 +296,7 @@ struct Forward::Impl {
     void check_chunk(const cpu::KvState& state, uint64_t pos, uint32_t n, std::span<const int32_t> tokens,
                      std::span<const uint32_t> logit_rows, std::span<float> logits) const;
     void embed(std::span<const int32_t> tokens);
-    void hc_site_pre(const DMat& fn, const float* scale, const float* base, uint32_t n);
+    void hc_site_pre(const DMat& fn, const float* scale, const float* base, const float* norm_w, uint32_t n);
     void attention(uint32_t il, uint32_t n);
     void attention_projections(const DLayer& L, uint32_t n);
     void attend(const DLayer& L, DevLayerKv& kv, uint32_t t);
@@ -580,11 +580,18 @@ void Forward::Impl::embed(std::span<const int32_t> tokens) {
                                    stream.get()));
 }
 
-void Forward::Impl::hc_site_pre(const DMat& fn, const float* scale, const float* base, uint32_t n) {
+// The site's mix and hc_pre, then nrm = rms_norm(u, norm_w) (fused into hc_pre's launch
+// unless DS4_CUDA_FUSE=0: the same bits).
+void Forward::Impl::hc_site_pre(const DMat& fn, const float* scale, const float* base, const float* norm_w,
+                                uint32_t n) {
     const uint32_t mixw = hp.hc_mix();
     mm(fn, 0, mixw, x.data(), hp.hc_dim(), mix.data(), mixw, n);
+    if (use_fuse)
+        return hc_pre_norm(hc_shape, x.data(), mix.data(), scale, base, pre.data(), post.data(), comb.data(),
+                           u.data(), norm_w, nrm.data(), hp.norm_eps, n, stream.get());
     hc_pre(hc_shape, x.data(), mix.data(), scale, base, pre.data(), post.data(), comb.data(), u.data(), n,
            stream.get());
+    rms_norm(u.data(), norm_w, nrm.data(), hp.n_embd, n, hp.norm_eps, stream.get());
 }
 
 // ---- attention sublayer (cpu attention.cpp) ----
@@ -693,8 +700,7 @@ void Forward::Impl::advance_row_counts() {
 void Forward::Impl::attention(uint32_t il, uint32_t n) {
     const DLayer& L = layers[il];
     const cudaStream_t s = stream.get();
-    hc_site_pre(L.hc_attn_fn, L.hc_attn_scale, L.hc_attn_base, n);
-    rms_norm(u.data(), L.attn_norm, nrm.data(), hp.n_embd, n, hp.norm_eps, s);
+    hc_site_pre(L.hc_attn_fn, L.hc_attn_scale, L.hc_attn_base, L.attn_norm, n);
     attention_projections(L, n);
 
     // token by token in position order (§5.4): raw row, compressors, then attend
@@ -887,8 +893,7 @@ void Forward::Impl::moe_layer(uint32_t il, uint32_t n) {
     const DLayer& L = layers[il];
     const cudaStream_t s = stream.get();
     const uint32_t dim = hp.n_embd, ff = hp.ff_exp, E = hp.n_expert;
-    hc_site_pre(L.hc_ffn_fn, L.hc_ffn_scale, L.hc_ffn_base, n);
-    rms_norm(u.data(), L.ffn_norm, nrm.data(), dim, n, hp.norm_eps, s);
+    hc_site_pre(L.hc_ffn_fn, L.hc_ffn_scale, L.hc_ffn_base, L.ffn_norm, n);
     // the router and the shared expert's gate + up read nrm: merged (bitwise as one mm() each)
     const MmPart from_nrm[] = {{&L.router, probs.data()}, {&L.sh_gate, sh_g.data()}, {&L.sh_up, sh_u.data()}};
     mm_shared_input(from_nrm, nrm.data(), dim, n);

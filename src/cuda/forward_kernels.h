@@ -32,6 +32,10 @@ struct HcShape {
 // Sinkhorn) and u = Σ_h pre[h]·X[h] (n × dim).
 void hc_pre(const HcShape& sh, const float* x, const float* mix, const float* scale, const float* base,
             float* pre, float* post, float* comb, float* u, uint32_t n, cudaStream_t s);
+// hc_pre, then rms_norm(u, norm_w, nrm, dim, n, eps) in the same launch, the same bits.
+void hc_pre_norm(const HcShape& sh, const float* x, const float* mix, const float* scale, const float* base,
+                 float* pre, float* post, float* comb, float* u, const float* norm_w, float* nrm, float eps, uint32_t n,
+                 cudaStream_t s);
 // x[b] ← post[b]·f + Σ_a comb[a][b]·x[a], in place, n tokens.
 void hc_post(const HcShape& sh, float* x, const float* f, const float* post, const float* comb, uint32_t n,
              cudaStream_t s);

@@ -276,6 +276,7 @@ template <class F, int NT, int R>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
     matmul_kernel(const uint8_t* __restrict__ w, uint64_t row_bytes, uint32_t rows, uint32_t n_groups, bool wide,
                   const float* __restrict__ x, uint64_t x_stride, float* __restrict__ y, uint64_t y_stride) {
+    dev::pdl_wait_and_release();
     // whole chunks (and hence every chunk start) stay 16-byte aligned for the wide path
     static_assert(F::kChunkGroups % F::kUnit == 0 && F::kUnit * F::kGroupBytes % 16 == 0);
     __shared__ __align__(16) uint8_t smem[kWarpsPerBlock][R][kChunkBytes<F>];
@@ -340,6 +341,7 @@ __global__ void __launch_bounds__(W * 32)
     matmul_split_kernel(const uint8_t* __restrict__ w, uint64_t row_bytes, uint32_t n_groups, bool wide,
                         const float* __restrict__ x, uint64_t x_stride, float* __restrict__ y, uint64_t y_stride,
                         GroupStrides gs) {
+    dev::pdl_wait_and_release();
     split_row<F, NT, W>(w + blockIdx.y * gs.w, row_bytes, n_groups, wide, x + blockIdx.y * gs.x, x_stride,
                         y + blockIdx.y * gs.y, y_stride, blockIdx.x);
 }
@@ -468,22 +470,22 @@ void launch_nt(const void* w, uint64_t rows, uint64_t cols, const float* x, uint
         const dim3 sgrid(static_cast<unsigned>(rows), n_mat);
         const auto* wb = static_cast<const uint8_t*>(w);
         const auto g32 = static_cast<uint32_t>(n_groups);
+        const auto go = [&](auto wc) {
+            constexpr int W = decltype(wc)::value;
+            launch_pdl("launch of matmul_split_kernel", matmul_split_kernel<F, NT, W>, sgrid, dim3(W * 32), 0, s, wb,
+                       row_bytes, g32, wide, x, x_stride, y, y_stride, gs);
+        };
         if (chunks >= 32)
-            matmul_split_kernel<F, NT, 32>
-                <<<sgrid, 32 * 32, 0, s>>>(wb, row_bytes, g32, wide, x, x_stride, y, y_stride, gs);
+            go(std::integral_constant<int, 32>{});
         else if (chunks >= 8)
-            matmul_split_kernel<F, NT, 8>
-                <<<sgrid, 8 * 32, 0, s>>>(wb, row_bytes, g32, wide, x, x_stride, y, y_stride, gs);
+            go(std::integral_constant<int, 8>{});
         else
-            matmul_split_kernel<F, NT, 4>
-                <<<sgrid, 4 * 32, 0, s>>>(wb, row_bytes, g32, wide, x, x_stride, y, y_stride, gs);
-        DS4_CUDA_CHECK_LAUNCH("matmul_split_kernel");
+            go(std::integral_constant<int, 4>{});
         return;
     }
-    matmul_kernel<F, NT, R><<<grid, kWarpsPerBlock * 32, 0, s>>>(
-        static_cast<const uint8_t*>(w), row_bytes, static_cast<uint32_t>(rows), static_cast<uint32_t>(n_groups),
-        wide, x, x_stride, y, y_stride);
-    DS4_CUDA_CHECK_LAUNCH("matmul_kernel");
+    launch_pdl("launch of matmul_kernel", matmul_kernel<F, NT, R>, dim3(grid), dim3(kWarpsPerBlock * 32), 0, s,
+               static_cast<const uint8_t*>(w), row_bytes, static_cast<uint32_t>(rows), static_cast<uint32_t>(n_groups),
+               wide, x, x_stride, y, y_stride);
 }
 
 template <class F>

@@ -219,6 +219,44 @@ TEST(CudaFusedKernels, NormRopeRowsEqualsThreeLaunches) {
     EXPECT_THROW(norm_rope_rows(x.data(), nullptr, 512, 1, 1e-6f, 1, nullptr, 32, nullptr, 100, nullptr), Error);
 }
 
+// hc_pre_norm == hc_pre then rms_norm, for rows that rms_norm reduces with 1024 threads
+// (4096) and with 256 (1024, 512), with and without a norm weight.
+TEST(CudaFusedKernels, HcPreNormEqualsPreThenNorm) {
+    DS4_REQUIRE_GPU();
+    for (const uint32_t dim : {4096u, 1024u, 512u})
+        for (const uint32_t n : {1u, 3u}) {
+            SCOPED_TRACE(cat("dim=", dim, " n=", n));
+            const HcShape sh{4, dim, 20, 1e-6f, 1e-6f};
+            const uint32_t H = sh.H, mixw = (2 + H) * H;
+            const std::vector<float> x0 = test::random_floats(uint64_t{n} * H * dim, dim + n, -2.f, 2.f);
+            const std::vector<float> mix = test::random_floats(n * mixw, 11), scale = test::random_floats(3, 12),
+                                     base = test::random_floats(mixw, 13), nw = test::random_floats(dim, 14, 0.5f, 1.5f);
+            DeviceBuffer<float> dx = to_device<float>(x0), dm = to_device<float>(mix), ds = to_device<float>(scale),
+                                db = to_device<float>(base), dw = to_device<float>(nw);
+            struct Out {
+                DeviceBuffer<float> pre, post, comb, u, nrm;
+            };
+            const auto outs = [&] {
+                return Out{DeviceBuffer<float>(n * H), DeviceBuffer<float>(n * H), DeviceBuffer<float>(n * H * H),
+                           DeviceBuffer<float>(uint64_t{n} * dim), DeviceBuffer<float>(uint64_t{n} * dim)};
+            };
+            for (const bool weight : {true, false}) {
+                Out a = outs(), b = outs();
+                const float* w = weight ? dw.data() : nullptr;
+                hc_pre_norm(sh, dx.data(), dm.data(), ds.data(), db.data(), a.pre.data(), a.post.data(), a.comb.data(),
+                            a.u.data(), w, a.nrm.data(), 1e-6f, n, nullptr);
+                hc_pre(sh, dx.data(), dm.data(), ds.data(), db.data(), b.pre.data(), b.post.data(), b.comb.data(),
+                       b.u.data(), n, nullptr);
+                rms_norm(b.u.data(), w, b.nrm.data(), dim, n, 1e-6f, nullptr);
+                DS4_CUDA_CHECK(cudaDeviceSynchronize());
+                for (auto m : {&Out::pre, &Out::post, &Out::comb, &Out::u, &Out::nrm}) {
+                    const std::vector<float> va = (a.*m).download(), vb = (b.*m).download();
+                    ASSERT_EQ(0, std::memcmp(va.data(), vb.data(), va.size() * sizeof(float))) << "weight " << weight;
+                }
+            }
+        }
+}
+
 // hc_post_add == add_values then hc_post (4 streams of 4096, 1 and 5 tokens).
 TEST(CudaFusedKernels, HcPostAddEqualsAddThenPost) {
     DS4_REQUIRE_GPU();
