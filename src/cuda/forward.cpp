@@ -608,14 +608,17 @@ void Forward::Impl::attention_projections(const DLayer& L, uint32_t n) {
         from_nrm.insert(from_nrm.end(),
                         {{&L.icomp->kv, ikv.data()}, {&L.icomp->gate, isc.data()}, {&L.indexer_proj, iw.data()}});
     mm_shared_input(from_nrm, nrm.data(), dim, n);
-    rms_norm(qr.data(), L.q_a_norm, qr.data(), static_cast<uint32_t>(ql), n, hp.norm_eps, s);
-    mm(L.q_b, 0, qw, qr.data(), ql, q.data(), qw, n);
-    if (use_fuse) {  // the same bits as the launches below, in one launch per buffer
-        norm_rope_rows(q.data(), nullptr, hp.head_dim, n * hp.n_head, hp.norm_eps, hp.n_head, om, hp.rope_dim / 2,
+    const uint32_t half = hp.rope_dim / 2;
+    if (use_fuse) {  // the same bits as the launches below: qr's norm beside kv's norm + RoPE + FP8
+        const NormRope qr_norm{qr.data(), L.q_a_norm, nullptr, static_cast<uint32_t>(ql), n, 1, 0, 0};
+        const NormRope kv_rows{kvb.data(), L.kv_norm, om, hp.head_dim, n, 1, half, static_cast<uint32_t>(nope)};
+        norm_rope_pair(qr_norm, kv_rows, hp.norm_eps, positions_dev.data(), s);
+        mm(L.q_b, 0, qw, qr.data(), ql, q.data(), qw, n);
+        norm_rope_rows(q.data(), nullptr, hp.head_dim, n * hp.n_head, hp.norm_eps, hp.n_head, om, half,
                        positions_dev.data(), 0, s);
-        norm_rope_rows(kvb.data(), L.kv_norm, hp.head_dim, n, hp.norm_eps, 1, om, hp.rope_dim / 2,
-                       positions_dev.data(), static_cast<uint32_t>(nope), s);
     } else {
+        rms_norm(qr.data(), L.q_a_norm, qr.data(), static_cast<uint32_t>(ql), n, hp.norm_eps, s);
+        mm(L.q_b, 0, qw, qr.data(), ql, q.data(), qw, n);
         rms_norm(q.data(), nullptr, q.data(), hp.head_dim, n * hp.n_head, hp.norm_eps, s);
         rope_tokens(q.data(), n, qw, hp.n_head, hd, nope, om, hp.rope_dim / 2, positions_dev.data(), false, s);
         rms_norm(kvb.data(), L.kv_norm, kvb.data(), hp.head_dim, n, hp.norm_eps, s);
@@ -627,9 +630,14 @@ void Forward::Impl::attention_projections(const DLayer& L, uint32_t n) {
         // indexer queries (§6): wq_b·qr, RoPE on the last rope_dim dims, Hadamard, FP4
         const uint64_t d = hp.idx_head_dim, nh = hp.idx_n_heads;
         mm(L.indexer_q_b, 0, nh * d, qr.data(), ql, iq.data(), nh * d, n);
-        rope_tokens(iq.data(), n, nh * d, hp.idx_n_heads, d, d - rd, omega_comp, hp.rope_dim / 2, positions_dev.data(), false, s);
-        hadamard_scaled(iq.data(), hp.idx_head_dim, n * hp.idx_n_heads, s);
-        fp4_simulate(iq.data(), n * nh * d, s);
+        if (use_fuse) {  // the same bits as the three launches below
+            rope_hadamard_fp4(iq.data(), n, hp.idx_n_heads, hp.idx_head_dim, omega_comp, half, positions_dev.data(), s);
+        } else {
+            rope_tokens(iq.data(), n, nh * d, hp.idx_n_heads, d, d - rd, omega_comp, half, positions_dev.data(), false,
+                        s);
+            hadamard_scaled(iq.data(), hp.idx_head_dim, n * hp.idx_n_heads, s);
+            fp4_simulate(iq.data(), n * nh * d, s);
+        }
         const auto scale = static_cast<float>(std::pow(static_cast<double>(d), -0.5) *
                                               std::pow(static_cast<double>(nh), -0.5));
         scale_values(iw.data(), n * nh, scale, s);

@@ -59,6 +59,21 @@ void rope_tokens(float* x, uint32_t n_tok, uint64_t tok_stride, uint32_t n_vec, 
 // first fp8_len (0: none) in one launch, bitwise equal to the three launches.
 void norm_rope_rows(float* x, const float* w, uint32_t n, uint32_t n_rows, float eps, uint32_t vec_per_tok,
                     const float* omega, uint32_t half, const uint64_t* positions, uint32_t fp8_len, cudaStream_t s);
+// Two such buffers in one launch (same bits as two norm_rope_rows): half = 0 and
+// fp8_len = 0 make a segment rms_norm(x, w, x) alone. Two launches when rms_norm would
+// give the two rows different block sizes.
+struct NormRope {
+    float* x = nullptr;
+    const float* w = nullptr;
+    const float* omega = nullptr;
+    uint32_t n = 0, n_rows = 0, vec_per_tok = 1, half = 0, fp8_len = 0;
+};
+void norm_rope_pair(const NormRope& a, const NormRope& b, float eps, const uint64_t* positions, cudaStream_t s);
+// The indexer queries (§6), n_tok · n_vec vectors of d (≤ 1024, a power of two): RoPE of the
+// last 2·half values (rope_tokens), Hadamard (hadamard_scaled), FP4 (fp4_simulate) in one
+// launch, the same bits.
+void rope_hadamard_fp4(float* x, uint32_t n_tok, uint32_t n_vec, uint32_t d, const float* omega, uint32_t half,
+                       const uint64_t* positions, cudaStream_t s);
 // FP8 simulation of the first `len` values (a multiple of 64) of n_rows rows of `stride`.
 void fp8_rows(float* x, uint32_t n_rows, uint64_t stride, uint32_t len, cudaStream_t s);
 // x[i] *= k for i < n.

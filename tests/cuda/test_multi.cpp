@@ -219,6 +219,68 @@ TEST(CudaFusedKernels, NormRopeRowsEqualsThreeLaunches) {
     EXPECT_THROW(norm_rope_rows(x.data(), nullptr, 512, 1, 1e-6f, 1, nullptr, 32, nullptr, 100, nullptr), Error);
 }
 
+// norm_rope_pair == rms_norm on the first buffer (qr: 1024 wide, a weight) and
+// norm_rope_rows on the second (kv: 512 wide, RoPE + FP8) in one launch; and with rows
+// whose rms_norm blocks differ (4096 wide: two launches).
+TEST(CudaFusedKernels, NormRopePairEqualsSeparateLaunches) {
+    DS4_REQUIRE_GPU();
+    const std::vector<float> om = test::random_floats(32, 4, 0.0f, 1.0f), w1 = test::random_floats(4096, 5, 0.5f, 1.5f),
+                             w2 = test::random_floats(512, 6, 0.5f, 1.5f);
+    DeviceBuffer<float> dom = to_device<float>(om), dw1 = to_device<float>(w1), dw2 = to_device<float>(w2);
+    for (const uint32_t na : {1024u, 4096u})
+        for (const uint32_t n_tok : {1u, 3u}) {
+            SCOPED_TRACE(cat("first row ", na, ", tokens ", n_tok));
+            std::vector<uint64_t> pos(n_tok);
+            for (uint32_t t = 0; t < n_tok; ++t) pos[t] = 977 * t + 5;
+            DeviceBuffer<uint64_t> dpos = to_device<uint64_t>(pos);
+            const std::vector<float> a0 = test::random_floats(uint64_t{n_tok} * na, na + n_tok, -2.f, 2.f),
+                                     b0 = test::random_floats(uint64_t{n_tok} * 512, 9 + n_tok, -2.f, 2.f);
+            DeviceBuffer<float> a1 = to_device<float>(a0), a2 = to_device<float>(a0), b1 = to_device<float>(b0),
+                                b2 = to_device<float>(b0);
+            norm_rope_pair(NormRope{a1.data(), dw1.data(), nullptr, na, n_tok, 1, 0, 0},
+                           NormRope{b1.data(), dw2.data(), dom.data(), 512, n_tok, 1, 32, 448}, 1e-6f, dpos.data(),
+                           nullptr);
+            rms_norm(a2.data(), dw1.data(), a2.data(), na, n_tok, 1e-6f, nullptr);
+            norm_rope_rows(b2.data(), dw2.data(), 512, n_tok, 1e-6f, 1, dom.data(), 32, dpos.data(), 448, nullptr);
+            DS4_CUDA_CHECK(cudaDeviceSynchronize());
+            for (auto [x, y] : {std::pair{&a1, &a2}, std::pair{&b1, &b2}}) {
+                const std::vector<float> u = x->download(), v = y->download();
+                ASSERT_EQ(0, std::memcmp(u.data(), v.data(), u.size() * sizeof(float)));
+            }
+        }
+}
+
+// rope_hadamard_fp4 == rope_tokens, hadamard_scaled, fp4_simulate (the indexer's 64 heads
+// of 128, 1 and 2 tokens; 32-wide and 1024-wide vectors).
+TEST(CudaFusedKernels, RopeHadamardFp4EqualsThreeLaunches) {
+    DS4_REQUIRE_GPU();
+    struct Case {
+        uint32_t d, n_vec, half;
+    };
+    for (const Case c : {Case{128, 64, 32}, Case{32, 3, 8}, Case{1024, 2, 32}})
+        for (const uint32_t n_tok : {1u, 2u}) {
+            SCOPED_TRACE(cat("d=", c.d, " vecs=", c.n_vec, " tokens=", n_tok));
+            const uint64_t total = uint64_t{n_tok} * c.n_vec * c.d;
+            const std::vector<float> x0 = test::random_floats(total, c.d + n_tok, -4.f, 4.f);
+            const std::vector<float> om = test::random_floats(c.half, 7, 0.0f, 1.0f);
+            std::vector<uint64_t> pos(n_tok);
+            for (uint32_t t = 0; t < n_tok; ++t) pos[t] = 4099 * t + 17;
+            DeviceBuffer<float> a = to_device<float>(x0), b = to_device<float>(x0), dom = to_device<float>(om);
+            DeviceBuffer<uint64_t> dpos = to_device<uint64_t>(pos);
+            rope_hadamard_fp4(a.data(), n_tok, c.n_vec, c.d, dom.data(), c.half, dpos.data(), nullptr);
+            rope_tokens(b.data(), n_tok, uint64_t{c.n_vec} * c.d, c.n_vec, c.d, c.d - 2 * c.half, dom.data(), c.half,
+                        dpos.data(), false, nullptr);
+            hadamard_scaled(b.data(), c.d, n_tok * c.n_vec, nullptr);
+            fp4_simulate(b.data(), total, nullptr);
+            DS4_CUDA_CHECK(cudaDeviceSynchronize());
+            const std::vector<float> u = a.download(), v = b.download();
+            ASSERT_EQ(0, std::memcmp(u.data(), v.data(), u.size() * sizeof(float)));
+            ASSERT_NE(0, std::memcmp(u.data(), x0.data(), u.size() * sizeof(float)));
+        }
+    DeviceBuffer<float> x(256);
+    EXPECT_THROW(rope_hadamard_fp4(x.data(), 1, 1, 96, nullptr, 8, nullptr, nullptr), Error);
+}
+
 // hc_pre_norm == hc_pre then rms_norm, for rows that rms_norm reduces with 1024 threads
 // (4096) and with 256 (1024, 512), with and without a norm weight.
 TEST(CudaFusedKernels, HcPreNormEqualsPreThenNorm) {
