@@ -5,7 +5,6 @@
 #include "cuda/check.h"
 #include "cuda/device_math.cuh"
 #include "cuda/forward_kernels.h"
-#include "cuda/kernels.h"
 #include "cuda/pdl.cuh"
 #include "ds4/error.h"
 
@@ -84,7 +83,7 @@ constexpr int kHcThreads = 1024;
 
 __global__ void __launch_bounds__(kHcThreads)
     hc_pre_kernel(HcShape sh, const float* x, const float* mix, const float* scale, const float* base,
-                  float* pre, float* post, float* comb, float* u) {
+                  float* pre, float* post, float* comb, float* u, const float* norm_w, float* nrm, float eps) {
     dev::pdl_wait_and_release();
     __shared__ double dshared[32];
     __shared__ float spre[kMaxH];
@@ -124,91 +123,20 @@ __global__ void __launch_bounds__(kHcThreads)
         for (uint32_t h = 1; h < H; ++h) s = __fadd_rn(s, __fmul_rn(spre[h], xt[uint64_t{h} * sh.dim + d]));
         ut[d] = s;
     }
-}
-
-// Mean of squares as block_rms_inv (each thread's values in the same order, the same
-// block reduction), with each thread's loads issued kBatch at a time before its sums:
-// at batch 1 this block is the whole launch and one load after another was its latency.
-// T: the threads whose sums count (the rest add 0.0, as an absent warp does in block_sum).
-constexpr int kBatch = 16;
-__device__ __forceinline__ double batched_sum_sq(const float* v, uint64_t n, uint32_t T, double* shared32) {
+    if (nrm == nullptr) return;
+    // hc_pre_norm: rms_norm_kernel's row over u with rms_norm's per-thread sums (its block
+    // of T threads: 1024 from 2048 values on, else 256; the other threads add 0.0, which is
+    // what rms_norm's last warp adds for its missing warps), so the same bits
+    __syncthreads();
+    const uint32_t T = sh.dim >= 2048 ? 1024 : 256;
     double sum = 0;
     if (threadIdx.x < T)
-        for (uint64_t i0 = threadIdx.x; i0 < n; i0 += uint64_t{kBatch} * T) {
-            float a[kBatch];
-#pragma unroll
-            for (int k = 0; k < kBatch; ++k) {
-                const uint64_t i = i0 + static_cast<uint64_t>(k) * T;
-                a[k] = i < n ? v[i] : 0.0f;
-            }
-#pragma unroll
-            for (int k = 0; k < kBatch; ++k)
-                if (i0 + static_cast<uint64_t>(k) * T < n) {
-                    const float sq = a[k] * a[k];
-                    sum += sq;
-                }
+        for (uint32_t i = threadIdx.x; i < sh.dim; i += T) {
+            const float sq = ut[i] * ut[i];
+            sum += sq;
         }
-    return dev::block_sum(sum, shared32);
-}
-
-// hc_pre_kernel then rms_norm_kernel over u, in one launch and restructured for latency:
-// every value is computed by the same expression from the same inputs (the same bits;
-// tests/cuda/test_multi.cpp), but the mix / scale / base values are loaded before the
-// mean of squares, the x loads are batched (batched_sum_sq), pre and post come from 2H
-// lanes of warp 1 while warp 0 runs Sinkhorn, and the norm's row is summed with
-// rms_norm's block size (1024 threads from 2048 values on, else 256). Needs H·H ≤ 32.
-__global__ void __launch_bounds__(kHcThreads)
-    hc_pre_norm_kernel(HcShape sh, const float* x, const float* mix, const float* scale, const float* base,
-                       float* pre, float* post, float* comb, float* u, const float* norm_w, float* nrm, float eps) {
-    dev::pdl_wait_and_release();
-    __shared__ double dshared[32];
-    __shared__ float spre[kMaxH];
-    const uint32_t H = sh.H, mixw = (2 + H) * H, lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-    const uint64_t hc = uint64_t{H} * sh.dim, t = blockIdx.x;
-    const float* xt = x + t * hc;
-    const float* m = mix + t * mixw;
-    // warp 0 lane k < H·H: comb entry k; warp 1 lane l < 2H: pre (l < H) or post
-    float mv = 0.0f, sc = 0.0f, bs = 0.0f;
-    if (warp == 0 && lane < H * H) {
-        mv = m[2 * H + lane];
-        sc = scale[2];
-        bs = base[2 * H + lane];
-    } else if (warp == 1 && lane < 2 * H) {
-        mv = m[lane];
-        sc = scale[lane < H ? 0 : 1];
-        bs = base[lane];
-    }
-    const double sx = batched_sum_sq(xt, hc, blockDim.x, dshared);
-    const float r = 1.0f / sqrtf(static_cast<float>(sx / static_cast<double>(hc)) + sh.norm_eps);
-    if (warp == 0) {  // the whole warp: sinkhorn_warp shuffles
-        const float cin = __fadd_rn(__fmul_rn(__fmul_rn(mv, r), sc), bs);
-        const float v = sinkhorn_warp(lane < H * H ? cin : 1.0f, H, sh.iters, sh.hc_eps);
-        if (lane < H * H) comb[t * H * H + lane] = v;
-    } else if (warp == 1 && lane < 2 * H) {
-        const float mp = __fmul_rn(mv, r);
-        if (lane < H) {
-            const float p = dev::sigmoid(__fadd_rn(__fmul_rn(mp, sc), bs)) + sh.hc_eps;
-            pre[t * H + lane] = p;
-            spre[lane] = p;
-        } else {
-            post[t * H + lane - H] = 2.0f * dev::sigmoid(__fadd_rn(__fmul_rn(mp, sc), bs));
-        }
-    }
-    __syncthreads();
-    float* ut = u + t * sh.dim;
-    for (uint32_t d = threadIdx.x; d < sh.dim; d += blockDim.x) {
-        float xv[kMaxH];
-#pragma unroll
-        for (uint32_t h = 0; h < kMaxH; ++h) xv[h] = h < H ? xt[uint64_t{h} * sh.dim + d] : 0.0f;
-        float s = __fmul_rn(spre[0], xv[0]);
-#pragma unroll
-        for (uint32_t h = 1; h < kMaxH; ++h)
-            if (h < H) s = __fadd_rn(s, __fmul_rn(spre[h], xv[h]));
-        ut[d] = s;
-    }
-    __syncthreads();  // u's row, written by all threads, is summed with rms_norm's mapping
-    const double su = batched_sum_sq(ut, sh.dim, sh.dim >= 2048 ? 1024u : 256u, dshared);
-    const auto mean = static_cast<float>(su / static_cast<double>(sh.dim));
+    sum = dev::block_sum(sum, dshared);
+    const auto mean = static_cast<float>(sum / static_cast<double>(sh.dim));
     const float rn = 1.0f / sqrtf(mean + eps);
     float* o = nrm + t * sh.dim;
     for (uint32_t i = threadIdx.x; i < sh.dim; i += blockDim.x) {
@@ -491,20 +419,17 @@ void hc_pre(const HcShape& sh, const float* x, const float* mix, const float* sc
     check_h(sh);
     if (n == 0) return;
     launch_pdl("launch of hc_pre_kernel", hc_pre_kernel, dim3(n), dim3(kHcThreads), 0, s, sh, x, mix, scale, base,
-               pre, post, comb, u);
+               pre, post, comb, u, nullptr, nullptr, 0.0f);
 }
 
 void hc_pre_norm(const HcShape& sh, const float* x, const float* mix, const float* scale, const float* base,
                  float* pre, float* post, float* comb, float* u, const float* norm_w, float* nrm, float eps, uint32_t n,
                  cudaStream_t s) {
     check_h(sh);
+    static_assert(kHcThreads == 1024, "hc_pre_norm emulates rms_norm's blocks of up to 1024 threads");
     if (n == 0) return;
-    if (sh.H * sh.H > 32 || 2 * sh.H > 32) {  // Sinkhorn on one thread: the two launches
-        hc_pre(sh, x, mix, scale, base, pre, post, comb, u, n, s);
-        return rms_norm(u, norm_w, nrm, sh.dim, n, eps, s);
-    }
-    launch_pdl("launch of hc_pre_norm_kernel", hc_pre_norm_kernel, dim3(n), dim3(kHcThreads), 0, s, sh, x, mix,
-               scale, base, pre, post, comb, u, norm_w, nrm, eps);
+    launch_pdl("launch of hc_pre_kernel", hc_pre_kernel, dim3(n), dim3(kHcThreads), 0, s, sh, x, mix, scale, base,
+               pre, post, comb, u, norm_w, nrm, eps);
 }
 
 void hc_post(const HcShape& sh, float* x, const float* f, const float* post, const float* comb, uint32_t n,
