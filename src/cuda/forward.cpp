@@ -237,29 +237,38 @@ struct Forward::Impl {
     bool use_multi = multi_from_env();
     bool use_fuse = fuse_from_env();
     void mm_shared_input(std::span<const MmPart> parts, const float* xin, uint64_t xs, uint32_t n) {
-        std::vector<Q8rProduct> q8;
-        std::vector<MatProduct> other;
-        uint64_t q8_cols = 0, other_cols = 0;
-        GgmlType other_type = GgmlType::F32;
+        std::vector<const MmPart*> q8, other;
         const bool x_ok = reinterpret_cast<uintptr_t>(xin) % 16 == 0 && xs % 4 == 0;
         for (const MmPart& p : parts) {
             const DMat& w = *p.w;
             if (w.data == nullptr || w.out == 0) continue;
-            if (use_multi && x_ok && w.q8r && (q8.empty() || w.in == q8_cols)) {
-                q8_cols = w.in;
-                q8.push_back({w.data, w.out, p.y, w.out});
+            if (use_multi && x_ok && w.q8r && (q8.empty() || w.in == q8[0]->w->in)) {
+                q8.push_back(&p);
             } else if (use_multi && x_ok && !w.q8r && matmul_supported(w.type) && w.in % 256 == 0 &&
                        reinterpret_cast<uintptr_t>(w.data) % 4 == 0 &&
-                       (other.empty() || (w.type == other_type && w.in == other_cols))) {
-                other_type = w.type;
-                other_cols = w.in;
-                other.push_back({w.data, w.out, p.y, w.out});
+                       (other.empty() || (w.type == other[0]->w->type && w.in == other[0]->w->in))) {
+                other.push_back(&p);
             } else {
                 mm(w, 0, w.out, xin, xs, p.y, w.out, n);
             }
         }
-        matmul_q8r_multi(q8, q8_cols, xin, xs, n, stream.get());
-        matmul_multi(other_type, other, other_cols, xin, xs, n, stream.get());
+        // a lone part: its own mm() (nothing to merge)
+        for (auto* list : {&q8, &other})
+            if (list->size() == 1) {
+                const DMat& w = *(*list)[0]->w;
+                mm(w, 0, w.out, xin, xs, (*list)[0]->y, w.out, n);
+                list->clear();
+            }
+        if (!q8.empty()) {
+            std::vector<Q8rProduct> prods;
+            for (const MmPart* p : q8) prods.push_back({p->w->data, p->w->out, p->y, p->w->out});
+            matmul_q8r_multi(prods, q8[0]->w->in, xin, xs, n, stream.get());
+        }
+        if (!other.empty()) {
+            std::vector<MatProduct> prods;
+            for (const MmPart* p : other) prods.push_back({p->w->data, p->w->out, p->y, p->w->out});
+            matmul_multi(other[0]->w->type, prods, other[0]->w->in, xin, xs, n, stream.get());
+        }
     }
 
     // The fast int8 path (matmul_q8.h) applies to an expert matrix of a type it takes,
