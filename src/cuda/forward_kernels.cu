@@ -452,7 +452,8 @@ void hc_collapse(const HcShape& sh, const float* x, const uint32_t* row_index, c
                  const float* scale, const float* base, float* out, uint32_t n, cudaStream_t s) {
     check_h(sh);
     if (n == 0) return;
-    launch_pdl("launch of hc_collapse_kernel", hc_collapse_kernel, dim3(n), dim3(kHcThreads), 0, s, sh, x, row_index, mix, scale, base, out);
+    launch_pdl("launch of hc_collapse_kernel", hc_collapse_kernel, dim3(n), dim3(kHcThreads), 0, s,
+               sh, x, row_index, mix, scale, base, out);
 }
 
 void rope_tokens(float* x, uint32_t n_tok, uint64_t tok_stride, uint32_t n_vec, uint64_t vec_stride,
@@ -460,7 +461,9 @@ void rope_tokens(float* x, uint32_t n_tok, uint64_t tok_stride, uint32_t n_vec, 
                  cudaStream_t s) {
     const uint64_t n = uint64_t{n_tok} * n_vec * half;
     if (n == 0) return;
-    launch_pdl("launch of rope_tokens_kernel", rope_tokens_kernel, dim3(blocks_for(n)), dim3(kThreads), 0, s, x, n_tok, tok_stride, n_vec, vec_stride, offset, omega, half, positions, inverse);
+    launch_pdl("launch of rope_tokens_kernel", rope_tokens_kernel, dim3(blocks_for(n)),
+               dim3(kThreads), 0, s, x, n_tok, tok_stride, n_vec, vec_stride, offset, omega, half,
+               positions, inverse);
 }
 
 void fp8_rows(float* x, uint32_t n_rows, uint64_t stride, uint32_t len, cudaStream_t s) {
@@ -483,19 +486,22 @@ void route(float* probs, const float* bias, const int32_t* tid2eid, const int32_
            uint32_t E, uint32_t K, float route_scale, bool hash, uint32_t* sel, float* sel_w, cudaStream_t s) {
     if (n == 0) return;
     if (K > kThreads) fail("cuda route: ", K, " experts per token, at most ", kThreads);
-    launch_pdl("launch of route_kernel", route_kernel, dim3(n), dim3(kThreads), E * sizeof(float), s, probs, bias, tid2eid, tokens, E, K, route_scale, hash, sel, sel_w);
+    launch_pdl("launch of route_kernel", route_kernel, dim3(n), dim3(kThreads), E * sizeof(float),
+               s, probs, bias, tid2eid, tokens, E, K, route_scale, hash, sel, sel_w);
 }
 
 void gather_rows(const float* x, const uint32_t* src, float* out, uint32_t m, uint32_t dim, cudaStream_t s,
                  const uint32_t* m_dev) {
     if (m == 0) return;
-    launch_pdl("launch of gather_kernel", gather_kernel, dim3(blocks_for(dim), m), dim3(kThreads), 0, s, x, src, out, dim, m_dev);
+    launch_pdl("launch of gather_kernel", gather_kernel, dim3(blocks_for(dim), m), dim3(kThreads),
+               0, s, x, src, out, dim, m_dev);
 }
 
 void weighted_swiglu(float* g, const float* u, const float* w, const uint32_t* widx, uint32_t m, uint32_t ff,
                      float limit, cudaStream_t s, const uint32_t* m_dev) {
     if (m == 0) return;
-    launch_pdl("launch of weighted_swiglu_kernel", weighted_swiglu_kernel, dim3(blocks_for(ff), m), dim3(kThreads), 0, s, g, u, w, widx, ff, limit, m_dev);
+    launch_pdl("launch of weighted_swiglu_kernel", weighted_swiglu_kernel, dim3(blocks_for(ff), m),
+               dim3(kThreads), 0, s, g, u, w, widx, ff, limit, m_dev);
 }
 
 void scatter_sum(const float* rows, const uint32_t* pair_begin, const uint32_t* pair_rows, float* moe, uint32_t n,
@@ -507,13 +513,15 @@ void scatter_sum(const float* rows, const uint32_t* pair_begin, const uint32_t* 
 
 void moe_group(const uint32_t* sel, uint32_t n, uint32_t K, uint32_t E, const MoeGroups& g, cudaStream_t s) {
     if (n == 0) return;
-    launch_pdl("launch of moe_group_kernel", moe_group_kernel, dim3(1), dim3(kThreads), 2 * E * sizeof(uint32_t), s, sel, n, K, E, g);
+    launch_pdl("launch of moe_group_kernel", moe_group_kernel, dim3(1), dim3(kThreads),
+               2 * E * sizeof(uint32_t), s, sel, n, K, E, g);
 }
 
 void moe_sum(const float* ex, const MoeGroups& g, uint32_t n, uint32_t K, float* moe, uint32_t dim,
              cudaStream_t s) {
     if (n == 0) return;
-    launch_pdl("launch of moe_sum_kernel", moe_sum_kernel, dim3(blocks_for(dim), n), dim3(kThreads), 0, s, ex, g.rows, g.tok_count, K, moe, dim);
+    launch_pdl("launch of moe_sum_kernel", moe_sum_kernel, dim3(blocks_for(dim), n), dim3(kThreads),
+               0, s, ex, g.rows, g.tok_count, K, moe, dim);
 }
 
 }  // namespace ds4::cuda

@@ -6,8 +6,8 @@
 // memory. griddepcontrol.wait returns only once the previous grid has completed and its
 // writes are visible, so that grid, and transitively everything before it, is done: the
 // kernel sees exactly what a plain launch would (the same bits). The release right after
-// lets the next launch_pdl kernel be scheduled early too. Graph capture keeps these
-// launches as programmatic edges. DS4_CUDA_PDL=0, or a GPU below sm_90, launches plainly
+// lets the next launch_pdl kernel be scheduled early too. Stream capture takes these
+// launches into the decode graphs (graph == eager bitwise: tests/cuda). DS4_CUDA_PDL=0, or a GPU below sm_90, launches plainly
 // (the wait / release then do nothing).
 #pragma once
 

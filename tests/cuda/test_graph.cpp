@@ -221,9 +221,9 @@ TEST_F(CudaGraph, EngineGreedyWithRestoreMatchesEager) {
 
 // The decode fast paths of issue 8 against the plain launches: a Forward made with the
 // merged shared-input products (DS4_CUDA_MULTI), the fused small kernels (DS4_CUDA_FUSE)
-// and programmatic dependent launch (DS4_CUDA_PDL), replaying graphs, gives bitwise the logits of one made with both off
-// that launches every kernel itself, over decode steps crossing compressor emits and the
-// indexer switching on, and for a batch of 3 at once.
+// and programmatic dependent launch (DS4_CUDA_PDL), replaying graphs, gives bitwise the
+// logits of one made with all three off that launches every kernel itself, over decode
+// steps crossing compressor emits and the indexer switching on, and for a batch of 3.
 TEST_F(CudaGraph, MergedLaunchesAndPdlMatchPlainBitwise) {
     const Demo& d = *demo_;
     constexpr uint32_t kPrefill = 6, kEnd = 120;

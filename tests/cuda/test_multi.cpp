@@ -84,7 +84,8 @@ TEST(CudaMultiProduct, Q8rEachPartEqualsItsOwnCall) {
                 rows, n_tok,
                 [&](std::vector<DeviceBuffer<float>>& y) {
                     std::vector<Q8rProduct> parts;
-                    for (size_t i = 0; i < rows.size(); ++i) parts.push_back({w[i].data(), rows[i], y[i].data(), rows[i]});
+                    for (size_t i = 0; i < rows.size(); ++i)
+                        parts.push_back({w[i].data(), rows[i], y[i].data(), rows[i]});
                     matmul_q8r_multi(parts, cols, dx.data(), cols, n_tok, nullptr);
                 },
                 [&](size_t i, DeviceBuffer<float>& y) {
