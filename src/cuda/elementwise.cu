@@ -4,7 +4,10 @@
 #include <cfloat>
 
 #include "cuda/check.h"
+#include "cuda/device_math.cuh"
+#include "cuda/forward_kernels.h"
 #include "cuda/kernels.h"
+#include "cuda/pdl.cuh"
 
 namespace ds4::cuda {
 namespace {
@@ -31,6 +34,7 @@ __device__ double block_sum(double v, double* shared) {
 
 __global__ void __launch_bounds__(1024) rms_norm_kernel(const float* x, const float* w, float* out, uint32_t n,
                                                         float eps) {
+    dev::pdl_wait_and_release();
     __shared__ double partial[32];
     const float* xr = x + uint64_t{blockIdx.x} * n;
     float* orow = out + uint64_t{blockIdx.x} * n;
@@ -45,6 +49,58 @@ __global__ void __launch_bounds__(1024) rms_norm_kernel(const float* x, const fl
     for (uint32_t i = threadIdx.x; i < n; i += blockDim.x) {
         const float v = xr[i] * r;
         orow[i] = w != nullptr ? w[i] * v : v;
+    }
+}
+
+// rms_norm_kernel's row (the same sums in the same order: same block size), then RoPE of
+// the row's last 2·half values (rope_tokens' arithmetic, position of token row / vec_per_tok)
+// and FP8 of its first fp8_len values in 64-blocks (fp8_rows' arithmetic): the three
+// launches of a head row in one, the same bits. The two regions do not overlap. Blocks
+// [0, a.n_rows) take rows of a, the rest rows of b (two independent buffers, one launch).
+__global__ void __launch_bounds__(1024) norm_rope_kernel(NormRope a, NormRope b, float eps, const uint64_t* positions) {
+    dev::pdl_wait_and_release();
+    __shared__ double partial[32];
+    __shared__ float amax_w[32];
+    const bool in_a = blockIdx.x < a.n_rows;
+    const NormRope& g = in_a ? a : b;
+    const uint32_t r_id = in_a ? blockIdx.x : blockIdx.x - a.n_rows, n = g.n;
+    float* row = g.x + uint64_t{r_id} * n;
+    const float* w = g.w;
+    double sum = 0;
+    for (uint32_t i = threadIdx.x; i < n; i += blockDim.x) {
+        const float sq = row[i] * row[i];
+        sum += sq;
+    }
+    sum = block_sum(sum, partial);
+    const auto mean = static_cast<float>(sum / static_cast<double>(n));
+    const float r = 1.0f / sqrtf(mean + eps);
+    for (uint32_t i = threadIdx.x; i < n; i += blockDim.x) {
+        const float v = row[i] * r;
+        row[i] = w != nullptr ? w[i] * v : v;
+    }
+    if (g.half == 0 && g.fp8_len == 0) return;  // rms_norm alone
+    __syncthreads();  // the normalized row, written by other threads, is read below
+    const float pos = static_cast<float>(positions[r_id / g.vec_per_tok]);
+    for (uint32_t j = threadIdx.x; j < g.half; j += blockDim.x) {
+        float c, sn;
+        dev::rope_cs(pos, g.omega[j], c, sn);
+        float* p = row + (n - 2 * g.half) + 2 * j;
+        const float re = p[0], im = p[1];
+        p[0] = __fsub_rn(__fmul_rn(re, c), __fmul_rn(im, sn));
+        p[1] = __fadd_rn(__fmul_rn(re, sn), __fmul_rn(im, c));
+    }
+    // FP8: warps 2k and 2k + 1 hold one 64-block (fp8_len and the step are multiples of 64)
+    const uint32_t warp = threadIdx.x / 32;
+    for (uint32_t b0 = 0; b0 < g.fp8_len; b0 += blockDim.x) {
+        const uint32_t i = b0 + threadIdx.x;
+        const float v = i < g.fp8_len ? row[i] : 0.0f;
+        const float wm = dev::warp_max(fabsf(v));
+        if (threadIdx.x % 32 == 0) amax_w[warp] = wm;
+        __syncthreads();
+        const float amax = fmaxf(fmaxf(amax_w[warp & ~1u], amax_w[warp | 1u]), static_cast<float>(1e-4));
+        const float sc = dev::pow2_ceil(amax * static_cast<float>(1.0 / 448.0));
+        if (i < g.fp8_len) row[i] = dev::e4m3_round(fminf(fmaxf(v / sc, -448.0f), 448.0f)) * sc;
+        __syncthreads();
     }
 }
 
@@ -116,6 +172,7 @@ __global__ void fp8_kernel(float* x, uint64_t n_blocks) {
 
 // One warp per 32-block.
 __global__ void fp4_kernel(float* x, uint64_t n_blocks) {
+    dev::pdl_wait_and_release();
     const uint64_t b = (uint64_t{blockIdx.x} * blockDim.x + threadIdx.x) / 32;
     if (b >= n_blocks) return;
     const int lane = threadIdx.x % 32;
@@ -128,6 +185,7 @@ __global__ void fp4_kernel(float* x, uint64_t n_blocks) {
 
 // One block per vector; butterflies in double in shared memory (exact x·H), as on the CPU.
 __global__ void hadamard_kernel(float* x, uint32_t n) {
+    dev::pdl_wait_and_release();
     __shared__ double buf[1024];
     float* p = x + uint64_t{blockIdx.x} * n;
     for (uint32_t i = threadIdx.x; i < n; i += blockDim.x) buf[i] = p[i];
@@ -143,6 +201,47 @@ __global__ void hadamard_kernel(float* x, uint32_t n) {
     }
     const auto scale = static_cast<float>(1.0 / sqrt(static_cast<double>(n)));
     for (uint32_t i = threadIdx.x; i < n; i += blockDim.x) p[i] = static_cast<float>(buf[i]) * scale;
+}
+
+// rope_tokens (last 2·half values), hadamard_kernel and fp4_kernel on one vector of n per
+// block, in one launch: each step is the same code on the same values (the same bits).
+// 256 threads as hadamard_kernel; n a multiple of 32, so each warp holds whole FP4 blocks.
+__global__ void rope_hadamard_fp4_kernel(float* x, uint32_t n, uint32_t n_vec, const float* omega, uint32_t half,
+                                         const uint64_t* positions) {
+    dev::pdl_wait_and_release();
+    __shared__ double buf[1024];
+    float* p = x + uint64_t{blockIdx.x} * n;
+    const float pos = static_cast<float>(positions[blockIdx.x / n_vec]);
+    for (uint32_t j = threadIdx.x; j < half; j += blockDim.x) {
+        float c, sn;
+        dev::rope_cs(pos, omega[j], c, sn);
+        float* q = p + (n - 2 * half) + 2 * j;
+        const float re = q[0], im = q[1];
+        q[0] = __fsub_rn(__fmul_rn(re, c), __fmul_rn(im, sn));
+        q[1] = __fadd_rn(__fmul_rn(re, sn), __fmul_rn(im, c));
+    }
+    __syncthreads();
+    for (uint32_t i = threadIdx.x; i < n; i += blockDim.x) buf[i] = p[i];
+    __syncthreads();
+    for (uint32_t len = 1; len < n; len <<= 1) {
+        for (uint32_t k = threadIdx.x; k < n / 2; k += blockDim.x) {
+            const uint32_t j = (k / len) * 2 * len + k % len;
+            const double a = buf[j], b = buf[j + len];
+            buf[j] = a + b;
+            buf[j + len] = a - b;
+        }
+        __syncthreads();
+    }
+    const auto scale = static_cast<float>(1.0 / sqrt(static_cast<double>(n)));
+    for (uint32_t i0 = 0; i0 < n; i0 += blockDim.x) {
+        const uint32_t i = i0 + threadIdx.x;
+        if (i >= n) break;  // whole warps (n is a multiple of 32)
+        // hadamard_kernel's store, then fp4_kernel on the stored value
+        const float v = static_cast<float>(buf[i]) * scale;
+        const float amax = fmaxf(warp_max(fabsf(v)), 6.0f * 0x1p-126f);
+        const float s = pow2_ceil(amax * static_cast<float>(1.0 / 6.0));
+        p[i] = e2m1_round(fminf(fmaxf(v / s, -6.0f), 6.0f)) * s;
+    }
 }
 
 // One thread per (small) matrix, in exactly cpu::sinkhorn's order.
@@ -179,6 +278,7 @@ __global__ void sinkhorn_kernel(float* c_all, uint32_t h, uint32_t iters, float 
 }
 
 __global__ void swiglu_kernel(const float* g, const float* u, float* out, uint64_t n, float limit) {
+    dev::pdl_wait_and_release();
     const uint64_t i = uint64_t{blockIdx.x} * blockDim.x + threadIdx.x;
     if (i >= n) return;
     float gv = g[i], uv = u[i];
@@ -231,8 +331,52 @@ void rms_norm(const float* x, const float* w, float* out, uint32_t n, uint32_t n
     // one block per row: at batch 1 a D-wide row is the whole launch, bound by load latency
     // (16 loads per thread at 256 threads), so long rows get 1024 threads
     const unsigned threads = n >= 2048 ? 1024 : kThreads;
-    rms_norm_kernel<<<n_rows, threads, 0, s>>>(x, w, out, n, eps);
-    DS4_CUDA_CHECK_LAUNCH("rms_norm_kernel");
+    launch_pdl("launch of rms_norm_kernel", rms_norm_kernel, dim3(n_rows), dim3(threads), 0, s, x, w, out, n, eps);
+}
+
+namespace {
+
+// rms_norm's block size for rows of n values (its sums' order)
+unsigned norm_threads(uint32_t n) { return n >= 2048 ? 1024 : kThreads; }
+
+void check_norm_rope(const NormRope& g) {
+    if (2 * g.half > g.n || g.fp8_len + 2 * g.half > g.n || g.fp8_len % 64 != 0 || g.vec_per_tok == 0 ||
+        (g.half != 0 && g.omega == nullptr))
+        fail("cuda norm_rope_rows: rope of ", 2 * g.half, " and fp8 of ", g.fp8_len, " values in rows of ", g.n);
+}
+
+}  // namespace
+
+void norm_rope_pair(const NormRope& a, const NormRope& b, float eps, const uint64_t* positions, cudaStream_t s) {
+    check_norm_rope(a);
+    check_norm_rope(b);
+    if (a.n_rows == 0 || b.n_rows == 0 || norm_threads(a.n) != norm_threads(b.n)) {
+        for (const NormRope* g : {&a, &b})
+            if (g->n_rows != 0)
+                launch_pdl("launch of norm_rope_kernel", norm_rope_kernel, dim3(g->n_rows), dim3(norm_threads(g->n)), 0,
+                           s, *g, NormRope{}, eps, positions);
+        return;
+    }
+    launch_pdl("launch of norm_rope_kernel", norm_rope_kernel, dim3(a.n_rows + b.n_rows), dim3(norm_threads(a.n)), 0, s,
+               a, b, eps, positions);
+}
+
+void norm_rope_rows(float* x, const float* w, uint32_t n, uint32_t n_rows, float eps, uint32_t vec_per_tok,
+                    const float* omega, uint32_t half, const uint64_t* positions, uint32_t fp8_len, cudaStream_t s) {
+    const NormRope g{x, w, omega, n, n_rows, vec_per_tok, half, fp8_len};
+    check_norm_rope(g);
+    if (n_rows == 0) return;
+    launch_pdl("launch of norm_rope_kernel", norm_rope_kernel, dim3(n_rows), dim3(norm_threads(n)), 0, s, g,
+               NormRope{}, eps, positions);
+}
+
+void rope_hadamard_fp4(float* x, uint32_t n_tok, uint32_t n_vec, uint32_t d, const float* omega, uint32_t half,
+                       const uint64_t* positions, cudaStream_t s) {
+    if (d == 0 || d > 1024 || (d & (d - 1)) != 0 || d % 32 != 0 || 2 * half > d)
+        fail("cuda rope_hadamard_fp4: vectors of ", d, " values (a power of two from 32 to 1024), rope of ", 2 * half);
+    if (n_tok == 0 || n_vec == 0) return;
+    launch_pdl("launch of rope_hadamard_fp4_kernel", rope_hadamard_fp4_kernel, dim3(n_tok * n_vec), dim3(256), 0, s, x,
+               d, n_vec, omega, half, positions);
 }
 
 void rope(float* x, uint32_t n_vec, uint64_t stride, const float* omega, uint32_t half, uint64_t pos,
@@ -254,16 +398,14 @@ void fp8_simulate(float* x, uint64_t n, cudaStream_t s) {
 void fp4_simulate(float* x, uint64_t n, cudaStream_t s) {
     if (n % 32 != 0) fail("cuda fp4_simulate: ", n, " values is not a multiple of 32");
     if (n == 0) return;
-    fp4_kernel<<<blocks_for(n), kThreads, 0, s>>>(x, n / 32);
-    DS4_CUDA_CHECK_LAUNCH("fp4_kernel");
+    launch_pdl("launch of fp4_kernel", fp4_kernel, dim3(blocks_for(n)), dim3(kThreads), 0, s, x, n / 32);
 }
 
 void hadamard_scaled(float* x, uint32_t n, uint32_t n_vec, cudaStream_t s) {
     if (n == 0 || (n & (n - 1)) != 0 || n > 1024)
         fail("cuda hadamard: size ", n, " is not a power of two ≤ 1024");
     if (n_vec == 0) return;
-    hadamard_kernel<<<n_vec, 256, 0, s>>>(x, n);
-    DS4_CUDA_CHECK_LAUNCH("hadamard_kernel");
+    launch_pdl("launch of hadamard_kernel", hadamard_kernel, dim3(n_vec), dim3(256), 0, s, x, n);
 }
 
 void sinkhorn(float* c, uint32_t h, uint32_t iters, float eps, uint32_t n_mat, cudaStream_t s) {
@@ -274,8 +416,7 @@ void sinkhorn(float* c, uint32_t h, uint32_t iters, float eps, uint32_t n_mat, c
 
 void swiglu_clamp(const float* g, const float* u, float* out, uint64_t n, float limit, cudaStream_t s) {
     if (n == 0) return;
-    swiglu_kernel<<<blocks_for(n), kThreads, 0, s>>>(g, u, out, n, limit);
-    DS4_CUDA_CHECK_LAUNCH("swiglu_kernel");
+    launch_pdl("launch of swiglu_kernel", swiglu_kernel, dim3(blocks_for(n)), dim3(kThreads), 0, s, g, u, out, n, limit);
 }
 
 void softmax_sinks(float* scores, const float* sinks, uint32_t n, uint32_t n_head, cudaStream_t s) {

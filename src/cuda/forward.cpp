@@ -131,6 +131,25 @@ uint32_t batch_attn_min_from_env() {
 
 constexpr uint64_t kIndexScoreFloats = uint64_t{32} << 20;  // batched indexer scores scratch (128 MiB)
 
+// (issue 8) products that read one input merged into few launches; DS4_CUDA_MULTI=0: one each.
+bool multi_from_env() {
+    const char* v = std::getenv("DS4_CUDA_MULTI");
+    return v == nullptr || std::string_view(v) != "0";
+}
+
+// (issue 8) small kernels fused (norm + RoPE + FP8 rows, the MoE sum into hc_post);
+// DS4_CUDA_FUSE=0: the separate launches.
+bool fuse_from_env() {
+    const char* v = std::getenv("DS4_CUDA_FUSE");
+    return v == nullptr || std::string_view(v) != "0";
+}
+
+// One product of a shared input (mm_shared_input): all of w's rows into y (stride w.out).
+struct MmPart {
+    const DMat* w = nullptr;
+    float* y = nullptr;
+};
+
 }  // namespace
 
 struct Forward::Impl {
@@ -241,6 +260,47 @@ struct Forward::Impl {
             matmul_any(w.type, base, w.row_bytes, rows, w.in, xin, xs, yout, ys, n, stream.get());
     }
 
+    // Products of one input x (n rows of xs), each all of its matrix's rows into its own
+    // output (stride = rows): the repacked Q8_0 ones of one width in one launch
+    // (matmul_q8r_multi), the others of one type and width in another (matmul_multi), the
+    // rest one mm() each. Every output has the bits of its own mm() call.
+    bool use_multi = multi_from_env();
+    bool use_fuse = fuse_from_env();
+    void mm_shared_input(std::span<const MmPart> parts, const float* xin, uint64_t xs, uint32_t n) {
+        std::vector<const MmPart*> q8, other;
+        const bool x_ok = reinterpret_cast<uintptr_t>(xin) % 16 == 0 && xs % 4 == 0;
+        for (const MmPart& p : parts) {
+            const DMat& w = *p.w;
+            if (w.data == nullptr || w.out == 0) continue;
+            if (use_multi && x_ok && w.q8r && (q8.empty() || w.in == q8[0]->w->in)) {
+                q8.push_back(&p);
+            } else if (use_multi && x_ok && !w.q8r && matmul_supported(w.type) && w.in % 256 == 0 &&
+                       reinterpret_cast<uintptr_t>(w.data) % 4 == 0 &&
+                       (other.empty() || (w.type == other[0]->w->type && w.in == other[0]->w->in))) {
+                other.push_back(&p);
+            } else {
+                mm(w, 0, w.out, xin, xs, p.y, w.out, n);
+            }
+        }
+        // a lone part: its own mm() (nothing to merge)
+        for (auto* list : {&q8, &other})
+            if (list->size() == 1) {
+                const DMat& w = *(*list)[0]->w;
+                mm(w, 0, w.out, xin, xs, (*list)[0]->y, w.out, n);
+                list->clear();
+            }
+        if (!q8.empty()) {
+            std::vector<Q8rProduct> prods;
+            for (const MmPart* p : q8) prods.push_back({p->w->data, p->w->out, p->y, p->w->out});
+            matmul_q8r_multi(prods, q8[0]->w->in, xin, xs, n, stream.get());
+        }
+        if (!other.empty()) {
+            std::vector<MatProduct> prods;
+            for (const MmPart* p : other) prods.push_back({p->w->data, p->w->out, p->y, p->w->out});
+            matmul_multi(other[0]->w->type, prods, other[0]->w->in, xin, xs, n, stream.get());
+        }
+    }
+
     // The fast int8 path (matmul_q8.h) applies to an expert matrix of a type it takes,
     // with 256-multiple rows and 4-byte aligned slabs.
     bool fast_ok(const DMat& w) const {
@@ -275,7 +335,7 @@ struct Forward::Impl {
     void check_chunk(const cpu::KvState& state, uint64_t pos, uint32_t n, std::span<const int32_t> tokens,
                      std::span<const uint32_t> logit_rows, std::span<float> logits) const;
     void embed(std::span<const int32_t> tokens);
-    void hc_site_pre(const DMat& fn, const float* scale, const float* base, uint32_t n);
+    void hc_site_pre(const DMat& fn, const float* scale, const float* base, const float* norm_w, uint32_t n);
     void attention(uint32_t il, uint32_t n);
     void attention_projections(const DLayer& L, uint32_t n);
     void attend(const DLayer& L, DevLayerKv& kv, uint32_t t);
@@ -562,11 +622,18 @@ void Forward::Impl::embed(std::span<const int32_t> tokens) {
                                    stream.get()));
 }
 
-void Forward::Impl::hc_site_pre(const DMat& fn, const float* scale, const float* base, uint32_t n) {
+// The site's mix and hc_pre, then nrm = rms_norm(u, norm_w) (fused into hc_pre's launch
+// unless DS4_CUDA_FUSE=0: the same bits).
+void Forward::Impl::hc_site_pre(const DMat& fn, const float* scale, const float* base, const float* norm_w,
+                                uint32_t n) {
     const uint32_t mixw = hp.hc_mix();
     mm(fn, 0, mixw, x.data(), hp.hc_dim(), mix.data(), mixw, n);
+    if (use_fuse)
+        return hc_pre_norm(hc_shape, x.data(), mix.data(), scale, base, pre.data(), post.data(), comb.data(),
+                           u.data(), norm_w, nrm.data(), hp.norm_eps, n, stream.get());
     hc_pre(hc_shape, x.data(), mix.data(), scale, base, pre.data(), post.data(), comb.data(), u.data(), n,
            stream.get());
+    rms_norm(u.data(), norm_w, nrm.data(), hp.n_embd, n, hp.norm_eps, stream.get());
 }
 
 // ---- attention sublayer (cpu attention.cpp) ----
@@ -576,33 +643,43 @@ void Forward::Impl::attention_projections(const DLayer& L, uint32_t n) {
     const uint64_t dim = hp.n_embd, hd = hp.head_dim, ql = hp.q_lora_rank, rd = hp.rope_dim;
     const uint64_t nope = hd - rd, qw = uint64_t{hp.n_head} * hd;
     const float* om = omega(L);
-    mm(L.q_a, 0, ql, nrm.data(), dim, qr.data(), ql, n);
-    rms_norm(qr.data(), L.q_a_norm, qr.data(), static_cast<uint32_t>(ql), n, hp.norm_eps, s);
-    mm(L.q_b, 0, qw, qr.data(), ql, q.data(), qw, n);
-    rms_norm(q.data(), nullptr, q.data(), hp.head_dim, n * hp.n_head, hp.norm_eps, s);
-    rope_tokens(q.data(), n, qw, hp.n_head, hd, nope, om, hp.rope_dim / 2, positions_dev.data(), false, s);
-
-    mm(L.kv, 0, hd, nrm.data(), dim, kvb.data(), hd, n);
-    rms_norm(kvb.data(), L.kv_norm, kvb.data(), hp.head_dim, n, hp.norm_eps, s);
-    rope_tokens(kvb.data(), n, hd, 1, hd, nope, om, hp.rope_dim / 2, positions_dev.data(), false, s);
-    fp8_rows(kvb.data(), n, hd, static_cast<uint32_t>(nope), s);
-
-    if (L.comp) {
-        const uint64_t cw = L.comp->kv.out;
-        mm(L.comp->kv, 0, cw, nrm.data(), dim, ckv.data(), cw, n);
-        mm(L.comp->gate, 0, cw, nrm.data(), dim, csc.data(), cw, n);
+    // everything that reads nrm first, merged (bitwise as one mm() each)
+    std::vector<MmPart> from_nrm{{&L.q_a, qr.data()}, {&L.kv, kvb.data()}};
+    if (L.comp) from_nrm.insert(from_nrm.end(), {{&L.comp->kv, ckv.data()}, {&L.comp->gate, csc.data()}});
+    if (L.icomp)
+        from_nrm.insert(from_nrm.end(),
+                        {{&L.icomp->kv, ikv.data()}, {&L.icomp->gate, isc.data()}, {&L.indexer_proj, iw.data()}});
+    mm_shared_input(from_nrm, nrm.data(), dim, n);
+    const uint32_t half = hp.rope_dim / 2;
+    if (use_fuse) {  // the same bits as the launches below: qr's norm beside kv's norm + RoPE + FP8
+        const NormRope qr_norm{qr.data(), L.q_a_norm, nullptr, static_cast<uint32_t>(ql), n, 1, 0, 0};
+        const NormRope kv_rows{kvb.data(), L.kv_norm, om, hp.head_dim, n, 1, half, static_cast<uint32_t>(nope)};
+        norm_rope_pair(qr_norm, kv_rows, hp.norm_eps, positions_dev.data(), s);
+        mm(L.q_b, 0, qw, qr.data(), ql, q.data(), qw, n);
+        norm_rope_rows(q.data(), nullptr, hp.head_dim, n * hp.n_head, hp.norm_eps, hp.n_head, om, half,
+                       positions_dev.data(), 0, s);
+    } else {
+        rms_norm(qr.data(), L.q_a_norm, qr.data(), static_cast<uint32_t>(ql), n, hp.norm_eps, s);
+        mm(L.q_b, 0, qw, qr.data(), ql, q.data(), qw, n);
+        rms_norm(q.data(), nullptr, q.data(), hp.head_dim, n * hp.n_head, hp.norm_eps, s);
+        rope_tokens(q.data(), n, qw, hp.n_head, hd, nope, om, hp.rope_dim / 2, positions_dev.data(), false, s);
+        rms_norm(kvb.data(), L.kv_norm, kvb.data(), hp.head_dim, n, hp.norm_eps, s);
+        rope_tokens(kvb.data(), n, hd, 1, hd, nope, om, hp.rope_dim / 2, positions_dev.data(), false, s);
+        fp8_rows(kvb.data(), n, hd, static_cast<uint32_t>(nope), s);
     }
+
     if (L.icomp) {
-        const uint64_t iwd = L.icomp->kv.out;
-        mm(L.icomp->kv, 0, iwd, nrm.data(), dim, ikv.data(), iwd, n);
-        mm(L.icomp->gate, 0, iwd, nrm.data(), dim, isc.data(), iwd, n);
         // indexer queries (§6): wq_b·qr, RoPE on the last rope_dim dims, Hadamard, FP4
         const uint64_t d = hp.idx_head_dim, nh = hp.idx_n_heads;
         mm(L.indexer_q_b, 0, nh * d, qr.data(), ql, iq.data(), nh * d, n);
-        rope_tokens(iq.data(), n, nh * d, hp.idx_n_heads, d, d - rd, omega_comp, hp.rope_dim / 2, positions_dev.data(), false, s);
-        hadamard_scaled(iq.data(), hp.idx_head_dim, n * hp.idx_n_heads, s);
-        fp4_simulate(iq.data(), n * nh * d, s);
-        mm(L.indexer_proj, 0, nh, nrm.data(), dim, iw.data(), nh, n);
+        if (use_fuse) {  // the same bits as the three launches below
+            rope_hadamard_fp4(iq.data(), n, hp.idx_n_heads, hp.idx_head_dim, omega_comp, half, positions_dev.data(), s);
+        } else {
+            rope_tokens(iq.data(), n, nh * d, hp.idx_n_heads, d, d - rd, omega_comp, half, positions_dev.data(), false,
+                        s);
+            hadamard_scaled(iq.data(), hp.idx_head_dim, n * hp.idx_n_heads, s);
+            fp4_simulate(iq.data(), n * nh * d, s);
+        }
         const auto scale = static_cast<float>(std::pow(static_cast<double>(d), -0.5) *
                                               std::pow(static_cast<double>(nh), -0.5));
         scale_values(iw.data(), n * nh, scale, s);
@@ -809,8 +886,7 @@ void Forward::Impl::attend_batch(uint32_t il, uint32_t n) {
 void Forward::Impl::attention(uint32_t il, uint32_t n) {
     const DLayer& L = layers[il];
     const cudaStream_t s = stream.get();
-    hc_site_pre(L.hc_attn_fn, L.hc_attn_scale, L.hc_attn_base, n);
-    rms_norm(u.data(), L.attn_norm, nrm.data(), hp.n_embd, n, hp.norm_eps, s);
+    hc_site_pre(L.hc_attn_fn, L.hc_attn_scale, L.hc_attn_base, L.attn_norm, n);
     attention_projections(L, n);
 
     // all tokens at once (attend_batch), or token by token in position order (§5.4): raw
@@ -1006,17 +1082,18 @@ void Forward::Impl::moe_layer(uint32_t il, uint32_t n) {
     const DLayer& L = layers[il];
     const cudaStream_t s = stream.get();
     const uint32_t dim = hp.n_embd, ff = hp.ff_exp, E = hp.n_expert;
-    hc_site_pre(L.hc_ffn_fn, L.hc_ffn_scale, L.hc_ffn_base, n);
-    rms_norm(u.data(), L.ffn_norm, nrm.data(), dim, n, hp.norm_eps, s);
-    mm(L.router, 0, E, nrm.data(), dim, probs.data(), E, n);
+    hc_site_pre(L.hc_ffn_fn, L.hc_ffn_scale, L.hc_ffn_base, L.ffn_norm, n);
+    // the router and the shared expert's gate + up read nrm: merged (bitwise as one mm() each)
+    const MmPart from_nrm[] = {{&L.router, probs.data()}, {&L.sh_gate, sh_g.data()}, {&L.sh_up, sh_u.data()}};
+    mm_shared_input(from_nrm, nrm.data(), dim, n);
     route(probs.data(), L.router_bias, L.tid2eid, tokens_dev.data(), n, E, hp.n_expert_used, hp.route_scale,
           hp.is_hash_layer(il), sel.data(), sel_w.data(), s);
     routed_experts(L, n);
-    // shared expert, added after the routed sum
-    mm(L.sh_gate, 0, ff, nrm.data(), dim, sh_g.data(), ff, n);
-    mm(L.sh_up, 0, ff, nrm.data(), dim, sh_u.data(), ff, n);
+    // shared expert (gate + up above), added after the routed sum
     swiglu_clamp(sh_g.data(), sh_u.data(), sh_g.data(), uint64_t{n} * ff, hp.swiglu_limit, s);
     mm(L.sh_down, 0, dim, sh_g.data(), ff, sh_out.data(), dim, n);
+    if (use_fuse && !steering)  // the sum inside hc_post: the same bits
+        return hc_post_add(hc_shape, x.data(), moe.data(), sh_out.data(), post.data(), comb.data(), n, s);
     add_values(moe.data(), sh_out.data(), y.data(), uint64_t{n} * dim, s);
     if (steering) steering->apply(il, cpu::SteeringSite::ffn, y.data(), n, dim, s);
     hc_post(hc_shape, x.data(), y.data(), post.data(), comb.data(), n, s);

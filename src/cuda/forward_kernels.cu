@@ -5,6 +5,7 @@
 #include "cuda/check.h"
 #include "cuda/device_math.cuh"
 #include "cuda/forward_kernels.h"
+#include "cuda/pdl.cuh"
 #include "ds4/error.h"
 
 namespace ds4::cuda {
@@ -82,7 +83,8 @@ constexpr int kHcThreads = 1024;
 
 __global__ void __launch_bounds__(kHcThreads)
     hc_pre_kernel(HcShape sh, const float* x, const float* mix, const float* scale, const float* base,
-                  float* pre, float* post, float* comb, float* u) {
+                  float* pre, float* post, float* comb, float* u, const float* norm_w, float* nrm, float eps) {
+    dev::pdl_wait_and_release();
     __shared__ double dshared[32];
     __shared__ float spre[kMaxH];
     const uint32_t H = sh.H, mixw = (2 + H) * H;
@@ -121,10 +123,33 @@ __global__ void __launch_bounds__(kHcThreads)
         for (uint32_t h = 1; h < H; ++h) s = __fadd_rn(s, __fmul_rn(spre[h], xt[uint64_t{h} * sh.dim + d]));
         ut[d] = s;
     }
+    if (nrm == nullptr) return;
+    // hc_pre_norm: rms_norm_kernel's row over u with rms_norm's per-thread sums (its block
+    // of T threads: 1024 from 2048 values on, else 256; the other threads add 0.0, which is
+    // what rms_norm's last warp adds for its missing warps), so the same bits
+    __syncthreads();
+    const uint32_t T = sh.dim >= 2048 ? 1024 : 256;
+    double sum = 0;
+    if (threadIdx.x < T)
+        for (uint32_t i = threadIdx.x; i < sh.dim; i += T) {
+            const float sq = ut[i] * ut[i];
+            sum += sq;
+        }
+    sum = dev::block_sum(sum, dshared);
+    const auto mean = static_cast<float>(sum / static_cast<double>(sh.dim));
+    const float rn = 1.0f / sqrtf(mean + eps);
+    float* o = nrm + t * sh.dim;
+    for (uint32_t i = threadIdx.x; i < sh.dim; i += blockDim.x) {
+        const float v = ut[i] * rn;
+        o[i] = norm_w != nullptr ? norm_w[i] * v : v;
+    }
 }
 
-// grid (ceil(dim / 256), n): one thread per (token, d), all streams.
-__global__ void hc_post_kernel(HcShape sh, float* x, const float* f, const float* post, const float* comb) {
+// grid (ceil(dim / 256), n): one thread per (token, d), all streams. fb non-null: the
+// sublayer output is fa + fb (the MoE's routed + shared sum, added here).
+__global__ void hc_post_kernel(HcShape sh, float* x, const float* fa, const float* fb, const float* post,
+                               const float* comb) {
+    dev::pdl_wait_and_release();
     const uint32_t d = blockIdx.x * blockDim.x + threadIdx.x, t = blockIdx.y, H = sh.H;
     if (d >= sh.dim) return;
     float* xt = x + uint64_t{t} * H * sh.dim;
@@ -132,7 +157,8 @@ __global__ void hc_post_kernel(HcShape sh, float* x, const float* f, const float
     const float* cb = comb + uint64_t{t} * H * H;
     float xin[kMaxH];
     for (uint32_t a = 0; a < H; ++a) xin[a] = xt[uint64_t{a} * sh.dim + d];
-    const float fv = f[uint64_t{t} * sh.dim + d];
+    const uint64_t fi = uint64_t{t} * sh.dim + d;
+    const float fv = fb != nullptr ? __fadd_rn(fa[fi], fb[fi]) : fa[fi];
     for (uint32_t b = 0; b < H; ++b) {
         float s = __fmul_rn(cb[b], xin[0]);
         for (uint32_t a = 1; a < H; ++a) s = __fadd_rn(s, __fmul_rn(cb[a * H + b], xin[a]));
@@ -143,6 +169,7 @@ __global__ void hc_post_kernel(HcShape sh, float* x, const float* f, const float
 __global__ void __launch_bounds__(kHcThreads)
     hc_collapse_kernel(HcShape sh, const float* x, const uint32_t* row_index, const float* mix,
                        const float* scale, const float* base, float* out) {
+    dev::pdl_wait_and_release();
     __shared__ double dshared[32];
     __shared__ float wts[kMaxH];
     const uint32_t H = sh.H;
@@ -166,6 +193,7 @@ __global__ void __launch_bounds__(kHcThreads)
 __global__ void rope_tokens_kernel(float* x, uint32_t n_tok, uint64_t tok_stride, uint32_t n_vec,
                                    uint64_t vec_stride, uint64_t offset, const float* omega, uint32_t half,
                                    const uint64_t* positions, bool inverse) {
+    dev::pdl_wait_and_release();
     const uint64_t i = uint64_t{blockIdx.x} * blockDim.x + threadIdx.x;
     if (i >= uint64_t{n_tok} * n_vec * half) return;
     const uint32_t j = static_cast<uint32_t>(i % half);
@@ -181,6 +209,7 @@ __global__ void rope_tokens_kernel(float* x, uint32_t n_tok, uint64_t tok_stride
 
 // grid (len / 64, n_rows), 64 threads: one FP8 block.
 __global__ void fp8_rows_kernel(float* x, uint64_t stride) {
+    dev::pdl_wait_and_release();
     __shared__ float sm[2];
     float* p = x + uint64_t{blockIdx.y} * stride + uint64_t{blockIdx.x} * 64;
     const float v = p[threadIdx.x];
@@ -193,11 +222,13 @@ __global__ void fp8_rows_kernel(float* x, uint64_t stride) {
 }
 
 __global__ void scale_kernel(float* x, uint64_t n, float k) {
+    dev::pdl_wait_and_release();
     const uint64_t i = uint64_t{blockIdx.x} * blockDim.x + threadIdx.x;
     if (i < n) x[i] *= k;
 }
 
 __global__ void add_kernel(const float* a, const float* b, float* y, uint64_t n) {
+    dev::pdl_wait_and_release();
     const uint64_t i = uint64_t{blockIdx.x} * blockDim.x + threadIdx.x;
     if (i < n) y[i] = a[i] + b[i];
 }
@@ -205,6 +236,7 @@ __global__ void add_kernel(const float* a, const float* b, float* y, uint64_t n)
 // One block per token.
 __global__ void route_kernel(float* probs, const float* bias, const int32_t* tid2eid, const int32_t* tokens,
                              uint32_t E, uint32_t K, float route_scale, bool hash, uint32_t* sel, float* sel_w) {
+    dev::pdl_wait_and_release();
     extern __shared__ float biased[];
     const uint32_t t = blockIdx.x;
     float* p = probs + uint64_t{t} * E;
@@ -236,6 +268,7 @@ __global__ void route_kernel(float* probs, const float* bias, const int32_t* tid
 }
 
 __global__ void gather_kernel(const float* x, const uint32_t* src, float* out, uint32_t dim, const uint32_t* m_dev) {
+    dev::pdl_wait_and_release();
     const uint32_t d = blockIdx.x * blockDim.x + threadIdx.x;
     if (m_dev != nullptr && blockIdx.y >= *m_dev) return;
     if (d < dim) out[uint64_t{blockIdx.y} * dim + d] = x[uint64_t{src[blockIdx.y]} * dim + d];
@@ -243,6 +276,7 @@ __global__ void gather_kernel(const float* x, const uint32_t* src, float* out, u
 
 __global__ void weighted_swiglu_kernel(float* g, const float* u, const float* w, const uint32_t* widx,
                                        uint32_t ff, float limit, const uint32_t* m_dev) {
+    dev::pdl_wait_and_release();
     const uint32_t j = blockIdx.x * blockDim.x + threadIdx.x;
     if (j >= ff || (m_dev != nullptr && blockIdx.y >= *m_dev)) return;
     const uint64_t i = uint64_t{blockIdx.y} * ff + j;
@@ -268,6 +302,7 @@ __global__ void scatter_sum_kernel(const float* rows, const uint32_t* pair_begin
 // expert in ascending id, tokens ascending within an expert; an expert listed twice for
 // one token counts once (its first k). Shared memory: count[E], offset[E].
 __global__ void moe_group_kernel(const uint32_t* sel, uint32_t n, uint32_t K, uint32_t E, MoeGroups g) {
+    dev::pdl_wait_and_release();
     extern __shared__ uint32_t sh[];
     uint32_t* count = sh;
     uint32_t* offset = sh + E;
@@ -364,6 +399,7 @@ __global__ void moe_group_kernel(const uint32_t* sel, uint32_t n, uint32_t K, ui
 // moe[t] = Σ_{j < tok_count[t]} ex[rows[t·K + j]], in that order (scatter_sum's order).
 __global__ void moe_sum_kernel(const float* ex, const uint32_t* rows, const uint32_t* tok_count, uint32_t K,
                                float* moe, uint32_t dim) {
+    dev::pdl_wait_and_release();
     const uint32_t d = blockIdx.x * blockDim.x + threadIdx.x, t = blockIdx.y;
     if (d >= dim) return;
     const uint32_t* r = rows + uint64_t{t} * K;
@@ -382,24 +418,42 @@ void hc_pre(const HcShape& sh, const float* x, const float* mix, const float* sc
             float* pre, float* post, float* comb, float* u, uint32_t n, cudaStream_t s) {
     check_h(sh);
     if (n == 0) return;
-    hc_pre_kernel<<<n, kHcThreads, 0, s>>>(sh, x, mix, scale, base, pre, post, comb, u);
-    DS4_CUDA_CHECK_LAUNCH("hc_pre_kernel");
+    launch_pdl("launch of hc_pre_kernel", hc_pre_kernel, dim3(n), dim3(kHcThreads), 0, s, sh, x, mix, scale, base,
+               pre, post, comb, u, nullptr, nullptr, 0.0f);
+}
+
+void hc_pre_norm(const HcShape& sh, const float* x, const float* mix, const float* scale, const float* base,
+                 float* pre, float* post, float* comb, float* u, const float* norm_w, float* nrm, float eps, uint32_t n,
+                 cudaStream_t s) {
+    check_h(sh);
+    static_assert(kHcThreads == 1024, "hc_pre_norm emulates rms_norm's blocks of up to 1024 threads");
+    if (n == 0) return;
+    launch_pdl("launch of hc_pre_kernel", hc_pre_kernel, dim3(n), dim3(kHcThreads), 0, s, sh, x, mix, scale, base,
+               pre, post, comb, u, norm_w, nrm, eps);
 }
 
 void hc_post(const HcShape& sh, float* x, const float* f, const float* post, const float* comb, uint32_t n,
              cudaStream_t s) {
     check_h(sh);
     if (n == 0) return;
-    hc_post_kernel<<<dim3(blocks_for(sh.dim), n), kThreads, 0, s>>>(sh, x, f, post, comb);
-    DS4_CUDA_CHECK_LAUNCH("hc_post_kernel");
+    launch_pdl("launch of hc_post_kernel", hc_post_kernel, dim3(blocks_for(sh.dim), n), dim3(kThreads), 0, s, sh, x,
+               f, nullptr, post, comb);
+}
+
+void hc_post_add(const HcShape& sh, float* x, const float* fa, const float* fb, const float* post, const float* comb,
+                 uint32_t n, cudaStream_t s) {
+    check_h(sh);
+    if (n == 0) return;
+    launch_pdl("launch of hc_post_kernel", hc_post_kernel, dim3(blocks_for(sh.dim), n), dim3(kThreads), 0, s, sh, x,
+               fa, fb, post, comb);
 }
 
 void hc_collapse(const HcShape& sh, const float* x, const uint32_t* row_index, const float* mix,
                  const float* scale, const float* base, float* out, uint32_t n, cudaStream_t s) {
     check_h(sh);
     if (n == 0) return;
-    hc_collapse_kernel<<<n, kHcThreads, 0, s>>>(sh, x, row_index, mix, scale, base, out);
-    DS4_CUDA_CHECK_LAUNCH("hc_collapse_kernel");
+    launch_pdl("launch of hc_collapse_kernel", hc_collapse_kernel, dim3(n), dim3(kHcThreads), 0, s,
+               sh, x, row_index, mix, scale, base, out);
 }
 
 void rope_tokens(float* x, uint32_t n_tok, uint64_t tok_stride, uint32_t n_vec, uint64_t vec_stride,
@@ -407,51 +461,47 @@ void rope_tokens(float* x, uint32_t n_tok, uint64_t tok_stride, uint32_t n_vec, 
                  cudaStream_t s) {
     const uint64_t n = uint64_t{n_tok} * n_vec * half;
     if (n == 0) return;
-    rope_tokens_kernel<<<blocks_for(n), kThreads, 0, s>>>(x, n_tok, tok_stride, n_vec, vec_stride, offset, omega,
-                                                          half, positions, inverse);
-    DS4_CUDA_CHECK_LAUNCH("rope_tokens_kernel");
+    launch_pdl("launch of rope_tokens_kernel", rope_tokens_kernel, dim3(blocks_for(n)),
+               dim3(kThreads), 0, s, x, n_tok, tok_stride, n_vec, vec_stride, offset, omega, half,
+               positions, inverse);
 }
 
 void fp8_rows(float* x, uint32_t n_rows, uint64_t stride, uint32_t len, cudaStream_t s) {
     if (len % 64 != 0) fail("cuda fp8_rows: ", len, " values is not a multiple of 64");
     if (n_rows == 0 || len == 0) return;
-    fp8_rows_kernel<<<dim3(len / 64, n_rows), 64, 0, s>>>(x, stride);
-    DS4_CUDA_CHECK_LAUNCH("fp8_rows_kernel");
+    launch_pdl("launch of fp8_rows_kernel", fp8_rows_kernel, dim3(len / 64, n_rows), dim3(64), 0, s, x, stride);
 }
 
 void scale_values(float* x, uint64_t n, float k, cudaStream_t s) {
     if (n == 0) return;
-    scale_kernel<<<blocks_for(n), kThreads, 0, s>>>(x, n, k);
-    DS4_CUDA_CHECK_LAUNCH("scale_kernel");
+    launch_pdl("launch of scale_kernel", scale_kernel, dim3(blocks_for(n)), dim3(kThreads), 0, s, x, n, k);
 }
 
 void add_values(const float* a, const float* b, float* y, uint64_t n, cudaStream_t s) {
     if (n == 0) return;
-    add_kernel<<<blocks_for(n), kThreads, 0, s>>>(a, b, y, n);
-    DS4_CUDA_CHECK_LAUNCH("add_kernel");
+    launch_pdl("launch of add_kernel", add_kernel, dim3(blocks_for(n)), dim3(kThreads), 0, s, a, b, y, n);
 }
 
 void route(float* probs, const float* bias, const int32_t* tid2eid, const int32_t* tokens, uint32_t n,
            uint32_t E, uint32_t K, float route_scale, bool hash, uint32_t* sel, float* sel_w, cudaStream_t s) {
     if (n == 0) return;
     if (K > kThreads) fail("cuda route: ", K, " experts per token, at most ", kThreads);
-    route_kernel<<<n, kThreads, E * sizeof(float), s>>>(probs, bias, tid2eid, tokens, E, K, route_scale, hash, sel,
-                                                        sel_w);
-    DS4_CUDA_CHECK_LAUNCH("route_kernel");
+    launch_pdl("launch of route_kernel", route_kernel, dim3(n), dim3(kThreads), E * sizeof(float),
+               s, probs, bias, tid2eid, tokens, E, K, route_scale, hash, sel, sel_w);
 }
 
 void gather_rows(const float* x, const uint32_t* src, float* out, uint32_t m, uint32_t dim, cudaStream_t s,
                  const uint32_t* m_dev) {
     if (m == 0) return;
-    gather_kernel<<<dim3(blocks_for(dim), m), kThreads, 0, s>>>(x, src, out, dim, m_dev);
-    DS4_CUDA_CHECK_LAUNCH("gather_kernel");
+    launch_pdl("launch of gather_kernel", gather_kernel, dim3(blocks_for(dim), m), dim3(kThreads),
+               0, s, x, src, out, dim, m_dev);
 }
 
 void weighted_swiglu(float* g, const float* u, const float* w, const uint32_t* widx, uint32_t m, uint32_t ff,
                      float limit, cudaStream_t s, const uint32_t* m_dev) {
     if (m == 0) return;
-    weighted_swiglu_kernel<<<dim3(blocks_for(ff), m), kThreads, 0, s>>>(g, u, w, widx, ff, limit, m_dev);
-    DS4_CUDA_CHECK_LAUNCH("weighted_swiglu_kernel");
+    launch_pdl("launch of weighted_swiglu_kernel", weighted_swiglu_kernel, dim3(blocks_for(ff), m),
+               dim3(kThreads), 0, s, g, u, w, widx, ff, limit, m_dev);
 }
 
 void scatter_sum(const float* rows, const uint32_t* pair_begin, const uint32_t* pair_rows, float* moe, uint32_t n,
@@ -463,15 +513,15 @@ void scatter_sum(const float* rows, const uint32_t* pair_begin, const uint32_t* 
 
 void moe_group(const uint32_t* sel, uint32_t n, uint32_t K, uint32_t E, const MoeGroups& g, cudaStream_t s) {
     if (n == 0) return;
-    moe_group_kernel<<<1, kThreads, 2 * E * sizeof(uint32_t), s>>>(sel, n, K, E, g);
-    DS4_CUDA_CHECK_LAUNCH("moe_group_kernel");
+    launch_pdl("launch of moe_group_kernel", moe_group_kernel, dim3(1), dim3(kThreads),
+               2 * E * sizeof(uint32_t), s, sel, n, K, E, g);
 }
 
 void moe_sum(const float* ex, const MoeGroups& g, uint32_t n, uint32_t K, float* moe, uint32_t dim,
              cudaStream_t s) {
     if (n == 0) return;
-    moe_sum_kernel<<<dim3(blocks_for(dim), n), kThreads, 0, s>>>(ex, g.rows, g.tok_count, K, moe, dim);
-    DS4_CUDA_CHECK_LAUNCH("moe_sum_kernel");
+    launch_pdl("launch of moe_sum_kernel", moe_sum_kernel, dim3(blocks_for(dim), n), dim3(kThreads),
+               0, s, ex, g.rows, g.tok_count, K, moe, dim);
 }
 
 }  // namespace ds4::cuda

@@ -32,9 +32,16 @@ struct HcShape {
 // Sinkhorn) and u = Σ_h pre[h]·X[h] (n × dim).
 void hc_pre(const HcShape& sh, const float* x, const float* mix, const float* scale, const float* base,
             float* pre, float* post, float* comb, float* u, uint32_t n, cudaStream_t s);
+// hc_pre, then rms_norm(u, norm_w, nrm, dim, n, eps) in the same launch, the same bits.
+void hc_pre_norm(const HcShape& sh, const float* x, const float* mix, const float* scale, const float* base,
+                 float* pre, float* post, float* comb, float* u, const float* norm_w, float* nrm, float eps, uint32_t n,
+                 cudaStream_t s);
 // x[b] ← post[b]·f + Σ_a comb[a][b]·x[a], in place, n tokens.
 void hc_post(const HcShape& sh, float* x, const float* f, const float* post, const float* comb, uint32_t n,
              cudaStream_t s);
+// hc_post with f = fa + fb (add_values then hc_post in one launch, the same bits).
+void hc_post_add(const HcShape& sh, float* x, const float* fa, const float* fb, const float* post, const float* comb,
+                 uint32_t n, cudaStream_t s);
 // The head's collapse of n rows: out = Σ_h (sigmoid(mix_h·rms_inv·scale0 + base_h) + eps)·X[h].
 // x rows at x + row_index[i]·H·dim; mix (n × H); out (n × dim).
 void hc_collapse(const HcShape& sh, const float* x, const uint32_t* row_index, const float* mix,
@@ -47,6 +54,26 @@ void hc_collapse(const HcShape& sh, const float* x, const uint32_t* row_index, c
 void rope_tokens(float* x, uint32_t n_tok, uint64_t tok_stride, uint32_t n_vec, uint64_t vec_stride,
                  uint64_t offset, const float* omega, uint32_t half, const uint64_t* positions, bool inverse,
                  cudaStream_t s);
+// (decode, issue 8) rms_norm(x, w, x, n, n_rows), then rope_tokens on the last 2·half values
+// of each row (row i of token i / vec_per_tok, forward rotation), then fp8_rows on the
+// first fp8_len (0: none) in one launch, bitwise equal to the three launches.
+void norm_rope_rows(float* x, const float* w, uint32_t n, uint32_t n_rows, float eps, uint32_t vec_per_tok,
+                    const float* omega, uint32_t half, const uint64_t* positions, uint32_t fp8_len, cudaStream_t s);
+// Two such buffers in one launch (same bits as two norm_rope_rows): half = 0 and
+// fp8_len = 0 make a segment rms_norm(x, w, x) alone. Two launches when rms_norm would
+// give the two rows different block sizes.
+struct NormRope {
+    float* x = nullptr;
+    const float* w = nullptr;
+    const float* omega = nullptr;
+    uint32_t n = 0, n_rows = 0, vec_per_tok = 1, half = 0, fp8_len = 0;
+};
+void norm_rope_pair(const NormRope& a, const NormRope& b, float eps, const uint64_t* positions, cudaStream_t s);
+// The indexer queries (§6), n_tok · n_vec vectors of d (≤ 1024, a power of two): RoPE of the
+// last 2·half values (rope_tokens), Hadamard (hadamard_scaled), FP4 (fp4_simulate) in one
+// launch, the same bits.
+void rope_hadamard_fp4(float* x, uint32_t n_tok, uint32_t n_vec, uint32_t d, const float* omega, uint32_t half,
+                       const uint64_t* positions, cudaStream_t s);
 // FP8 simulation of the first `len` values (a multiple of 64) of n_rows rows of `stride`.
 void fp8_rows(float* x, uint32_t n_rows, uint64_t stride, uint32_t len, cudaStream_t s);
 // x[i] *= k for i < n.

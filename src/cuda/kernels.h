@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <span>
 
 #include "gguf/ggml_types.h"
 
@@ -34,6 +35,19 @@ void matmul_groups(GgmlType type, const void* w, uint64_t rows, uint64_t cols, u
                    uint64_t x_stride, uint64_t x_group, float* y, uint64_t y_stride, uint64_t y_group,
                    uint32_t n_tok, cudaStream_t s);
 
+// Several matrices of one type and column count times the same activations X (n_tok rows of
+// x_stride), e.g. the projections that read one norm: the parts that take matmul()'s
+// few-rows (split) kernel share one launch per token chunk, the others get one matmul()
+// each; every part's Y (its own stride) is bitwise equal to its own matmul() call.
+struct MatProduct {
+    const void* w = nullptr;
+    uint64_t rows = 0;
+    float* y = nullptr;
+    uint64_t y_stride = 0;
+};
+void matmul_multi(GgmlType type, std::span<const MatProduct> parts, uint64_t cols, const float* x, uint64_t x_stride,
+                  uint32_t n_tok, cudaStream_t s);
+
 // ---- dense Q8_0 matrices in a GPU-friendly row layout (decode speed) ----
 
 // Q8_0 rows rewritten in place, same bytes per row (34 per 32 values, so row r still
@@ -55,6 +69,18 @@ void matmul_q8r(const void* w, uint64_t rows, uint64_t cols, const float* x, uin
 void matmul_q8r_groups(const void* w, uint64_t rows, uint64_t cols, uint32_t n_mat, const float* x,
                        uint64_t x_stride, uint64_t x_group, float* y, uint64_t y_stride, uint64_t y_group,
                        uint32_t n_tok, cudaStream_t s);
+// Several repacked matrices of `cols` columns times the same activations X (n_tok rows of
+// x_stride) in one launch per token chunk (decode: the projections that read one norm);
+// each part's Y (its own stride) bitwise equal to its own matmul_q8r call. Parts whose
+// shapes split rows differently (kernels.h's W) go to separate launches.
+struct Q8rProduct {
+    const void* w = nullptr;
+    uint64_t rows = 0;
+    float* y = nullptr;
+    uint64_t y_stride = 0;
+};
+void matmul_q8r_multi(std::span<const Q8rProduct> parts, uint64_t cols, const float* x, uint64_t x_stride,
+                      uint32_t n_tok, cudaStream_t s);
 
 // Routed experts grouped on the device (no host round trip): slot i < *n_active names
 // expert expert[i] and its activation rows [begin[i], begin[i] + count[i]). Filled by

@@ -14,6 +14,7 @@
 #include "cuda/check.h"
 #include "cuda/device_math.cuh"
 #include "cuda/kernels.h"
+#include "cuda/pdl.cuh"
 #include "cuda/token_chunks.h"
 #include "quant/blocks.h"
 #include "quant/iq2_tables.h"
@@ -275,6 +276,7 @@ template <class F, int NT, int R>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
     matmul_kernel(const uint8_t* __restrict__ w, uint64_t row_bytes, uint32_t rows, uint32_t n_groups, bool wide,
                   const float* __restrict__ x, uint64_t x_stride, float* __restrict__ y, uint64_t y_stride) {
+    dev::pdl_wait_and_release();
     // whole chunks (and hence every chunk start) stay 16-byte aligned for the wide path
     static_assert(F::kChunkGroups % F::kUnit == 0 && F::kUnit * F::kGroupBytes % 16 == 0);
     __shared__ __align__(16) uint8_t smem[kWarpsPerBlock][R][kChunkBytes<F>];
@@ -305,19 +307,17 @@ struct GroupStrides {
     uint64_t w = 0, x = 0, y = 0;
 };
 
+// One row of the split kernel (below): row `row` of w into y[t * y_stride + row]. Shared by
+// the single / grouped and the multi-product kernels, so a row's bits do not depend on which.
 template <class F, int NT, int W>
-__global__ void __launch_bounds__(W * 32)
-    matmul_split_kernel(const uint8_t* __restrict__ w, uint64_t row_bytes, uint32_t n_groups, bool wide,
-                        const float* __restrict__ x, uint64_t x_stride, float* __restrict__ y, uint64_t y_stride,
-                        GroupStrides gs) {
+__device__ __forceinline__ void split_row(const uint8_t* __restrict__ w, uint64_t row_bytes, uint32_t n_groups,
+                                          bool wide, const float* __restrict__ x, uint64_t x_stride,
+                                          float* __restrict__ y, uint64_t y_stride, uint32_t row) {
     __shared__ __align__(16) uint8_t smem[W][1][kChunkBytes<F>];
     __shared__ SharedTables<F> tables;
     __shared__ float part[W][NT];
     const Iq2Tables tab = tables.load();
-    const uint32_t lane = threadIdx.x % 32, warp = threadIdx.x / 32, row = blockIdx.x;
-    w += blockIdx.y * gs.w;
-    x += blockIdx.y * gs.x;
-    y += blockIdx.y * gs.y;
+    const uint32_t lane = threadIdx.x % 32, warp = threadIdx.x / 32;
     float acc[1][NT];
     zero(acc);
     dot_chunks<F, NT, 1>(w + row * row_bytes, row_bytes, 1, n_groups, warp, W, wide, x, x_stride, smem[warp], tab,
@@ -334,6 +334,44 @@ __global__ void __launch_bounds__(W * 32)
         for (int k = 1; k < W; ++k) s += part[k][threadIdx.x];
         y[threadIdx.x * y_stride + row] = s;
     }
+}
+
+template <class F, int NT, int W>
+__global__ void __launch_bounds__(W * 32)
+    matmul_split_kernel(const uint8_t* __restrict__ w, uint64_t row_bytes, uint32_t n_groups, bool wide,
+                        const float* __restrict__ x, uint64_t x_stride, float* __restrict__ y, uint64_t y_stride,
+                        GroupStrides gs) {
+    dev::pdl_wait_and_release();
+    split_row<F, NT, W>(w + blockIdx.y * gs.w, row_bytes, n_groups, wide, x + blockIdx.y * gs.x, x_stride,
+                        y + blockIdx.y * gs.y, y_stride, blockIdx.x);
+}
+
+// Several products of one input, type and column count in one grid (matmul_multi):
+// block b is row b - block0 of the last part whose block0 <= b (constant indices only,
+// so the table stays in parameter space).
+constexpr uint32_t kMaxParts = 8;
+struct SplitPart {
+    const uint8_t* w = nullptr;
+    float* y = nullptr;
+    uint64_t y_stride = 0;
+    uint32_t block0 = 0;
+    bool wide = false;
+};
+struct SplitTable {
+    SplitPart part[kMaxParts];
+    uint32_t n = 0;
+};
+
+template <class F, int NT, int W>
+__global__ void __launch_bounds__(W * 32)
+    matmul_split_multi_kernel(SplitTable tab, uint64_t row_bytes, uint32_t n_groups, const float* __restrict__ x,
+                              uint64_t x_stride) {
+    dev::pdl_wait_and_release();
+    SplitPart p = tab.part[0];
+#pragma unroll
+    for (uint32_t j = 1; j < kMaxParts; ++j)
+        if (j < tab.n && blockIdx.x >= tab.part[j].block0) p = tab.part[j];
+    split_row<F, NT, W>(p.w, row_bytes, n_groups, p.wide, x, x_stride, p.y, p.y_stride, blockIdx.x - p.block0);
 }
 
 // Routed experts without a host round trip: block (x, slot, m) computes rows of matrix m
@@ -402,6 +440,19 @@ void upload_iq2_tables() {
     });
 }
 
+// The split kernel's choice, by shape only (see launch_nt).
+template <class F>
+bool takes_split(uint64_t rows, uint64_t cols) {
+    const uint64_t chunks = (cols / 256 + F::kChunkGroups - 1) / F::kChunkGroups;
+    return rows < kSplitBelowRows || (rows < 4 * kSplitBelowRows && chunks >= 2);
+}
+// Its warps per row (launch_nt's rule).
+template <class F>
+int split_warps(uint64_t cols) {
+    const uint64_t chunks = (cols / 256 + F::kChunkGroups - 1) / F::kChunkGroups;
+    return chunks >= 32 ? 32 : chunks >= 8 ? 8 : 4;
+}
+
 template <class F, int NT>
 void launch_nt(const void* w, uint64_t rows, uint64_t cols, const float* x, uint64_t x_stride, float* y,
                uint64_t y_stride, cudaStream_t s, uint32_t n_mat = 1, GroupStrides gs = {}) {
@@ -415,26 +466,26 @@ void launch_nt(const void* w, uint64_t rows, uint64_t cols, const float* x, uint
     // chunks serially (H200, batch 1: out_b 4096 x 8192 Q8_0 48 us = 0.74 TB/s, the shared
     // expert's 2048 x 4096 gate/up 24 us each).
     const uint64_t chunks = (n_groups + F::kChunkGroups - 1) / F::kChunkGroups;
-    if (rows < kSplitBelowRows || (rows < 4 * kSplitBelowRows && chunks >= 2)) {
+    if (takes_split<F>(rows, cols)) {
         const dim3 sgrid(static_cast<unsigned>(rows), n_mat);
         const auto* wb = static_cast<const uint8_t*>(w);
         const auto g32 = static_cast<uint32_t>(n_groups);
+        const auto go = [&](auto wc) {
+            constexpr int W = decltype(wc)::value;
+            launch_pdl("launch of matmul_split_kernel", matmul_split_kernel<F, NT, W>, sgrid, dim3(W * 32), 0, s, wb,
+                       row_bytes, g32, wide, x, x_stride, y, y_stride, gs);
+        };
         if (chunks >= 32)
-            matmul_split_kernel<F, NT, 32>
-                <<<sgrid, 32 * 32, 0, s>>>(wb, row_bytes, g32, wide, x, x_stride, y, y_stride, gs);
+            go(std::integral_constant<int, 32>{});
         else if (chunks >= 8)
-            matmul_split_kernel<F, NT, 8>
-                <<<sgrid, 8 * 32, 0, s>>>(wb, row_bytes, g32, wide, x, x_stride, y, y_stride, gs);
+            go(std::integral_constant<int, 8>{});
         else
-            matmul_split_kernel<F, NT, 4>
-                <<<sgrid, 4 * 32, 0, s>>>(wb, row_bytes, g32, wide, x, x_stride, y, y_stride, gs);
-        DS4_CUDA_CHECK_LAUNCH("matmul_split_kernel");
+            go(std::integral_constant<int, 4>{});
         return;
     }
-    matmul_kernel<F, NT, R><<<grid, kWarpsPerBlock * 32, 0, s>>>(
-        static_cast<const uint8_t*>(w), row_bytes, static_cast<uint32_t>(rows), static_cast<uint32_t>(n_groups),
-        wide, x, x_stride, y, y_stride);
-    DS4_CUDA_CHECK_LAUNCH("matmul_kernel");
+    launch_pdl("launch of matmul_kernel", matmul_kernel<F, NT, R>, dim3(grid), dim3(kWarpsPerBlock * 32), 0, s,
+               static_cast<const uint8_t*>(w), row_bytes, static_cast<uint32_t>(rows), static_cast<uint32_t>(n_groups),
+               wide, x, x_stride, y, y_stride);
 }
 
 template <class F>
@@ -569,6 +620,78 @@ void matmul(GgmlType type, const void* w, uint64_t rows, uint64_t cols, const fl
             upload_iq2_tables();
             launch<IQ2XXSFormat>(w, rows, cols, x, x_stride, y, y_stride, n_tok, s);
             break;
+        default: fail("cuda matmul: weight type ", ggml_type_name(type), " is not supported");
+    }
+}
+
+namespace {
+
+// matmul_multi for format F: the parts that take the split kernel, up to kMaxParts per
+// launch per token chunk; the others one matmul() each.
+template <class F>
+void launch_multi(GgmlType type, std::span<const MatProduct> parts, uint64_t cols, const float* x, uint64_t x_stride,
+                  uint32_t n_tok, cudaStream_t s) {
+    const uint64_t n_groups = cols / 256, row_bytes = n_groups * F::kGroupBytes;
+    SplitTable tab;
+    uint32_t blocks = 0;
+    const auto flush = [&] {
+        if (tab.n == 0) return;
+        for_token_chunks(n_tok, [&](uint32_t t0, auto nt) {
+            constexpr int NT = decltype(nt)::value;
+            SplitTable at = tab;
+            for (uint32_t i = 0; i < at.n; ++i) at.part[i].y += t0 * at.part[i].y_stride;
+            const auto g32 = static_cast<uint32_t>(n_groups);
+            const float* xt = x + t0 * x_stride;
+            switch (split_warps<F>(cols)) {
+                case 32:
+                    launch_pdl("launch of matmul_split_multi_kernel", matmul_split_multi_kernel<F, NT, 32>,
+                               dim3(blocks), dim3(32 * 32), 0, s, at, row_bytes, g32, xt, x_stride);
+                    break;
+                case 8:
+                    launch_pdl("launch of matmul_split_multi_kernel", matmul_split_multi_kernel<F, NT, 8>,
+                               dim3(blocks), dim3(8 * 32), 0, s, at, row_bytes, g32, xt, x_stride);
+                    break;
+                default:
+                    launch_pdl("launch of matmul_split_multi_kernel", matmul_split_multi_kernel<F, NT, 4>,
+                               dim3(blocks), dim3(4 * 32), 0, s, at, row_bytes, g32, xt, x_stride);
+                    break;
+            }
+        });
+        tab.n = 0;
+        blocks = 0;
+    };
+    for (const MatProduct& p : parts) {
+        if (p.rows == 0) continue;
+        if (!takes_split<F>(p.rows, cols) || p.rows > 0x7fffffffu - blocks) {
+            matmul(type, p.w, p.rows, cols, x, x_stride, p.y, p.y_stride, n_tok, s);
+            continue;
+        }
+        if (reinterpret_cast<uintptr_t>(p.w) % 4 != 0) fail("cuda matmul: weight pointer is not 4-byte aligned");
+        const bool wide = row_bytes % 16 == 0 && reinterpret_cast<uintptr_t>(p.w) % 16 == 0;
+        tab.part[tab.n++] = SplitPart{static_cast<const uint8_t*>(p.w), p.y, p.y_stride, blocks, wide};
+        blocks += static_cast<uint32_t>(p.rows);
+        if (tab.n == kMaxParts) flush();
+    }
+    flush();
+}
+
+}  // namespace
+
+void matmul_multi(GgmlType type, std::span<const MatProduct> parts, uint64_t cols, const float* x, uint64_t x_stride,
+                  uint32_t n_tok, cudaStream_t s) {
+    if (n_tok == 0 || parts.empty()) return;
+    if (cols % 256 != 0) fail("cuda matmul: ", cols, " columns is not a multiple of 256");
+    if (reinterpret_cast<uintptr_t>(x) % 16 != 0 || x_stride % 4 != 0)
+        fail("cuda matmul: activations must be 16-byte aligned with a stride multiple of 4");
+    switch (type) {
+        case GgmlType::F32: return launch_multi<F32Format>(type, parts, cols, x, x_stride, n_tok, s);
+        case GgmlType::F16: return launch_multi<F16Format>(type, parts, cols, x, x_stride, n_tok, s);
+        case GgmlType::Q8_0: return launch_multi<Q8_0Format>(type, parts, cols, x, x_stride, n_tok, s);
+        case GgmlType::Q2_K: return launch_multi<Q2KFormat>(type, parts, cols, x, x_stride, n_tok, s);
+        case GgmlType::Q4_K: return launch_multi<Q4KFormat>(type, parts, cols, x, x_stride, n_tok, s);
+        case GgmlType::IQ2_XXS:
+            upload_iq2_tables();
+            return launch_multi<IQ2XXSFormat>(type, parts, cols, x, x_stride, n_tok, s);
         default: fail("cuda matmul: weight type ", ggml_type_name(type), " is not supported");
     }
 }

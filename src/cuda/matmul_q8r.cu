@@ -10,11 +10,14 @@
 #include <cuda_fp16.h>
 
 #include <cstdlib>
+#include <span>
 #include <string_view>
+#include <type_traits>
 
 #include "cuda/check.h"
 #include "cuda/device_math.cuh"
 #include "cuda/kernels.h"
+#include "cuda/pdl.cuh"
 #include "cuda/token_chunks.h"
 #include "ds4/error.h"
 
@@ -60,21 +63,19 @@ struct Strides {
 // p + W, ...), so a block covers R · kBlockWarps / W rows. Per (row, token) the sums run
 // over the same spans in the same order whatever NT and R are, the lanes reduce by a
 // fixed butterfly and the W partial sums add in warp order: a token's bits depend on
-// the matrix shape only, not on the batch. blockIdx.y selects one of several same-shape
-// products (Strides).
+// the matrix shape only, not on the batch. q8r_kernel's blockIdx.y selects one of several
+// same-shape products (Strides).
+// bx: the block's index within its product. One body for the single, grouped and
+// multi-product kernels, so each product's bits are those of its own launch.
 template <int K, int NT, int R, int W>
-__global__ void __launch_bounds__(kBlockWarps * 32)
-    q8r_kernel(const uint8_t* __restrict__ w, uint64_t row_bytes, uint32_t rows, uint32_t n_spans,
-               const float* __restrict__ x, uint64_t x_stride, float* __restrict__ y, uint64_t y_stride,
-               Strides gs) {
+__device__ __forceinline__ void q8r_rows(const uint8_t* __restrict__ w, uint64_t row_bytes, uint32_t rows,
+                                         uint32_t n_spans, const float* __restrict__ x, uint64_t x_stride,
+                                         float* __restrict__ y, uint64_t y_stride, uint32_t bx) {
     constexpr uint32_t kSpan = 128 * K, kGroups = kBlockWarps / W;
     __shared__ float part[W > 1 ? kBlockWarps : 1][R][NT];
     const uint32_t lane = threadIdx.x % 32, warp = threadIdx.x / 32;
     const uint32_t piece = warp % W;
-    w += blockIdx.y * gs.w;
-    x += blockIdx.y * gs.x;
-    y += blockIdx.y * gs.y;
-    const uint32_t row0 = (blockIdx.x * kGroups + warp / W) * R;
+    const uint32_t row0 = (bx * kGroups + warp / W) * R;
     const uint32_t n_rows = row0 < rows ? min(static_cast<uint32_t>(R), rows - row0) : 0;
     const uint64_t cols = uint64_t{n_spans} * kSpan;
     const uint8_t* wr = w + uint64_t{row0} * row_bytes;
@@ -153,7 +154,7 @@ __global__ void __launch_bounds__(kBlockWarps * 32)
         __syncthreads();
         for (uint32_t i = threadIdx.x; i < kGroups * R * NT; i += blockDim.x) {
             const uint32_t g = i / (R * NT), r = i / NT % R, t = i % NT;
-            const uint32_t row = (blockIdx.x * kGroups + g) * R + r;
+            const uint32_t row = (bx * kGroups + g) * R + r;
             if (row >= rows) continue;
             float sum = part[g * W][r][t];
 #pragma unroll
@@ -161,6 +162,43 @@ __global__ void __launch_bounds__(kBlockWarps * 32)
             y[t * y_stride + row] = sum;
         }
     }
+}
+
+template <int K, int NT, int R, int W>
+__global__ void __launch_bounds__(kBlockWarps * 32)
+    q8r_kernel(const uint8_t* __restrict__ w, uint64_t row_bytes, uint32_t rows, uint32_t n_spans,
+               const float* __restrict__ x, uint64_t x_stride, float* __restrict__ y, uint64_t y_stride,
+               Strides gs) {
+    dev::pdl_wait_and_release();
+    q8r_rows<K, NT, R, W>(w + blockIdx.y * gs.w, row_bytes, rows, n_spans, x + blockIdx.y * gs.x, x_stride,
+                          y + blockIdx.y * gs.y, y_stride, blockIdx.x);
+}
+
+// Several products of one input and one column count in one grid (matmul_q8r_multi):
+// block b belongs to the last part whose first block is <= b. Constant indices only,
+// so the table stays in parameter space.
+constexpr uint32_t kMaxParts = 8;
+struct Part {
+    const uint8_t* w = nullptr;
+    float* y = nullptr;
+    uint64_t y_stride = 0;
+    uint32_t rows = 0, block0 = 0;
+};
+struct PartTable {
+    Part part[kMaxParts];
+    uint32_t n = 0;
+};
+
+template <int K, int NT, int R, int W>
+__global__ void __launch_bounds__(kBlockWarps * 32)
+    q8r_multi_kernel(PartTable tab, uint64_t row_bytes, uint32_t n_spans, const float* __restrict__ x,
+                     uint64_t x_stride) {
+    dev::pdl_wait_and_release();
+    Part p = tab.part[0];
+#pragma unroll
+    for (uint32_t j = 1; j < kMaxParts; ++j)
+        if (j < tab.n && blockIdx.x >= tab.part[j].block0) p = tab.part[j];
+    q8r_rows<K, NT, R, W>(p.w, row_bytes, p.rows, n_spans, x, x_stride, p.y, p.y_stride, blockIdx.x - p.block0);
 }
 
 // One block per row: the GGUF row into shared memory, then written back in place.
@@ -198,37 +236,36 @@ int warps_per_row(uint64_t rows, uint64_t n_spans) {
     return w;
 }
 
+// Calls f(std::integral_constant<int, W>{}) for W = wpr (1, 2, 4 or 8).
+template <class F>
+void with_wpr(int wpr, F&& f) {
+    switch (wpr) {
+        case 1: f(std::integral_constant<int, 1>{}); break;
+        case 2: f(std::integral_constant<int, 2>{}); break;
+        case 4: f(std::integral_constant<int, 4>{}); break;
+        default: f(std::integral_constant<int, 8>{}); break;
+    }
+}
+
+// Rows per warp: 1 at one token (more warps in flight; H200, ncu: out_b 21.0 -> 16.1 µs at 2
+// rows, all dense Q8_0 of a decode step 510 -> 468 µs, less again at 1), 4 at 2-4 tokens,
+// 2 at 5-8 (registers).
+template <int NT>
+constexpr int kRowsPerWarp = NT == 1 ? 1 : NT <= 4 ? 4 : 2;
+
 template <int K, int NT>
 void launch_nt(const uint8_t* w, uint64_t rows, uint64_t cols, uint32_t n_mat, const float* x, uint64_t x_stride,
                float* y, uint64_t y_stride, const Strides& gs, cudaStream_t s) {
-    // Rows per warp: 1 at one token (more warps in flight; H200, ncu: out_b 21.0 -> 16.1 µs at 2
-    // rows, all dense Q8_0 of a decode step 510 -> 468 µs, less again at 1), 4 at 2-4 tokens,
-    // 2 at 5-8 (registers).
-    constexpr int R = NT == 1 ? 1 : NT <= 4 ? 4 : 2;
+    constexpr int R = kRowsPerWarp<NT>;
     const uint64_t n_spans = cols / (128 * K), row_bytes = cols / 32 * 34;
     const int wpr = warps_per_row(rows, n_spans);
     const uint64_t rows_per_block = R * kBlockWarps / wpr;
     const dim3 grid(static_cast<unsigned>((rows + rows_per_block - 1) / rows_per_block), n_mat);
     const auto r32 = static_cast<uint32_t>(rows), s32 = static_cast<uint32_t>(n_spans);
-    switch (wpr) {
-        case 1:
-            q8r_kernel<K, NT, R, 1><<<grid, kBlockWarps * 32, 0, s>>>(w, row_bytes, r32, s32, x, x_stride, y,
-                                                                       y_stride, gs);
-            break;
-        case 2:
-            q8r_kernel<K, NT, R, 2><<<grid, kBlockWarps * 32, 0, s>>>(w, row_bytes, r32, s32, x, x_stride, y,
-                                                                       y_stride, gs);
-            break;
-        case 4:
-            q8r_kernel<K, NT, R, 4><<<grid, kBlockWarps * 32, 0, s>>>(w, row_bytes, r32, s32, x, x_stride, y,
-                                                                       y_stride, gs);
-            break;
-        default:
-            q8r_kernel<K, NT, R, 8><<<grid, kBlockWarps * 32, 0, s>>>(w, row_bytes, r32, s32, x, x_stride, y,
-                                                                       y_stride, gs);
-            break;
-    }
-    DS4_CUDA_CHECK_LAUNCH("q8r_kernel");
+    with_wpr(wpr, [&](auto wc) {
+        launch_pdl("launch of q8r_kernel", q8r_kernel<K, NT, R, decltype(wc)::value>, grid, dim3(kBlockWarps * 32),
+                   0, s, w, row_bytes, r32, s32, x, x_stride, y, y_stride, gs);
+    });
 }
 
 template <int K>
@@ -237,6 +274,24 @@ void launch(const uint8_t* w, uint64_t rows, uint64_t cols, uint32_t n_mat, cons
     for_token_chunks(n_tok, [&](uint32_t t0, auto nt) {
         launch_nt<K, decltype(nt)::value>(w, rows, cols, n_mat, x + t0 * x_stride, x_stride, y + t0 * y_stride,
                                           y_stride, gs, s);
+    });
+}
+
+// One launch per token chunk over the parts of `tab` (all of one W), token chunk t0..t0+NT.
+template <int K, int NT>
+void launch_multi_nt(PartTable tab, int wpr, uint64_t cols, const float* x, uint64_t x_stride, cudaStream_t s) {
+    constexpr int R = kRowsPerWarp<NT>;
+    const uint64_t n_spans = cols / (128 * K), row_bytes = cols / 32 * 34;
+    const uint32_t rows_per_block = R * kBlockWarps / static_cast<uint32_t>(wpr);
+    uint32_t blocks = 0;
+    for (uint32_t i = 0; i < tab.n; ++i) {
+        tab.part[i].block0 = blocks;
+        blocks += (tab.part[i].rows + rows_per_block - 1) / rows_per_block;
+    }
+    const auto s32 = static_cast<uint32_t>(n_spans);
+    with_wpr(wpr, [&](auto wc) {
+        launch_pdl("launch of q8r_multi_kernel", q8r_multi_kernel<K, NT, R, decltype(wc)::value>, dim3(blocks),
+                   dim3(kBlockWarps * 32), 0, s, tab, row_bytes, s32, x, x_stride);
     });
 }
 
@@ -288,6 +343,40 @@ void matmul_q8r_groups(const void* w, uint64_t rows, uint64_t cols, uint32_t n_m
         launch<4>(wb, rows, cols, n_mat, x, x_stride, y, y_stride, n_tok, gs, s);
     else
         launch<2>(wb, rows, cols, n_mat, x, x_stride, y, y_stride, n_tok, gs, s);
+}
+
+// Parts grouped by their split W (a part's bits depend on its W, which comes from its own
+// shape); each group of up to kMaxParts parts is one launch per token chunk.
+void matmul_q8r_multi(std::span<const Q8rProduct> parts, uint64_t cols, const float* x, uint64_t x_stride,
+                      uint32_t n_tok, cudaStream_t s) {
+    if (n_tok == 0 || parts.empty()) return;
+    for (const Q8rProduct& p : parts) {
+        check_args(p.w, cols, x, x_stride);
+        if (p.rows > 0x7fffffffu) fail("cuda matmul_q8r_multi: ", p.rows, " rows, at most 2^31 - 1");
+    }
+    const uint64_t span = span_of(cols), spans = cols / span;
+    for (const int wpr : {1, 2, 4, 8}) {
+        PartTable tab;
+        const auto flush = [&] {
+            if (tab.n == 0) return;
+            for_token_chunks(n_tok, [&](uint32_t t0, auto nt) {
+                PartTable at = tab;
+                for (uint32_t i = 0; i < at.n; ++i) at.part[i].y += t0 * at.part[i].y_stride;
+                if (span == 512)
+                    launch_multi_nt<4, decltype(nt)::value>(at, wpr, cols, x + t0 * x_stride, x_stride, s);
+                else
+                    launch_multi_nt<2, decltype(nt)::value>(at, wpr, cols, x + t0 * x_stride, x_stride, s);
+            });
+            tab.n = 0;
+        };
+        for (const Q8rProduct& p : parts) {
+            if (p.rows == 0 || warps_per_row(p.rows, spans) != wpr) continue;
+            tab.part[tab.n++] = Part{static_cast<const uint8_t*>(p.w), p.y, p.y_stride,
+                                     static_cast<uint32_t>(p.rows), 0};
+            if (tab.n == kMaxParts) flush();
+        }
+        flush();
+    }
 }
 
 }  // namespace ds4::cuda
