@@ -17,6 +17,7 @@
 #include "cuda/device.h"
 #include "cuda/forward_kernels.h"
 #include "cuda/kernels.h"
+#include "cuda/matmul_mma.h"
 #include "cuda/matmul_q8.h"
 #include "cuda/steering.h"
 #include "ds4/error.h"
@@ -139,6 +140,8 @@ struct Forward::Impl {
     DeviceBuffer<float> scores, index_scores, head_mix, collapsed, head_nrm, logits_dev;
     DeviceBuffer<uint32_t> sel, index_sel, moe_idx, head_rows;
     DeviceBuffer<uint8_t> ex_q;  // the experts' int8 activations (fast path)
+    DeviceBuffer<uint8_t> mm_q;  // mm()'s int8 activations for the tensor-core path (matmul_mma.h)
+    uint64_t q8r_max_in = 0;     // the widest repacked matrix: sizes mm_q
     bool fast_experts = false;
     std::unique_ptr<DeviceSteering> steering;  // null: off
     const float* input_x = nullptr;             // eval_from_hc: device input HC rows
@@ -195,6 +198,7 @@ struct Forward::Impl {
             return;
         q8r_repack(const_cast<uint8_t*>(m.data), m.out, m.in, stream.get());
         m.q8r = true;
+        q8r_max_in = std::max(q8r_max_in, m.in);
     }
 
     // ---- matrix products ----
@@ -203,7 +207,10 @@ struct Forward::Impl {
         const uint8_t* base = w.row(row0);
         const bool aligned = reinterpret_cast<uintptr_t>(xin) % 16 == 0 && xs % 4 == 0 &&
                              reinterpret_cast<uintptr_t>(base) % 4 == 0;
-        if (w.q8r)
+        if (w.q8r && aligned && mma_applies(n)) {  // (issue 8) tensor cores for multi-token passes
+            quantize_q8_activations(xin, xs, w.in, n, mm_q.data(), stream.get());
+            matmul_q8r_mma(base, rows, w.in, mm_q.data(), n, yout, ys, stream.get());
+        } else if (w.q8r)
             matmul_q8r(base, rows, w.in, xin, xs, yout, ys, n, stream.get());
         else if (matmul_supported(w.type) && w.in % 256 == 0 && aligned)
             matmul(w.type, base, rows, w.in, xin, xs, yout, ys, n, stream.get());
@@ -470,6 +477,7 @@ void Forward::Impl::reserve(uint32_t n, uint64_t ctx) {
         grow(sh_out, n * dim);
         grow(moe_idx, std::max<uint64_t>(3 * n * K + n + 1, 5 * n * K + n + 3 * uint64_t{hp.n_expert} + 2));
         grow(ex_q, q8_activation_bytes(std::max<uint64_t>(dim, ff), n * K));
+        if (q8r_max_in > 0) grow(mm_q, q8_activation_bytes(q8r_max_in, n));
         grow(tokens_dev, n);
         grow(positions_dev, n);
         grow(head_rows, n);
@@ -686,7 +694,7 @@ void Forward::Impl::attention(uint32_t il, uint32_t n) {
     const uint64_t group_in = hp.n_head / G * hd;
     const bool fused = matmul_groups_fused(L.out_a.type, R, L.out_a.in) && group_in % 4 == 0 &&
                        reinterpret_cast<uintptr_t>(L.out_a.data) % 4 == 0;
-    if (L.out_a.q8r)  // (issue 8) one launch, the same bits as the loop below
+    if (L.out_a.q8r && !mma_applies(n))  // (issue 8) one launch, the same bits as the loop below
         matmul_q8r_groups(L.out_a.data, R, L.out_a.in, static_cast<uint32_t>(G), o.data(), qw, group_in, z.data(),
                           G * R, R, n, s);
     else if (fused)  // one launch for the G groups, the same bits as the loop below
@@ -967,6 +975,7 @@ Forward::Forward(const cpu::CpuModel& model) : impl_(std::make_unique<Impl>(requ
     }
     ensure_fits(bytes, "cuda forward: model weights");
     impl_->upload_weights();
+    if (impl_->q8r_max_in > 0 && mma_applies(kMmaMinTokens)) mma_init();
     const char* fast = std::getenv("DS4_CUDA_FAST_EXPERTS");
     impl_->fast_experts = fast != nullptr && std::string_view(fast) == "1";
 }
