@@ -159,17 +159,17 @@ void mma_shapes(cudaStream_t s) {
         q8r_repack(w.data(), sh.rows, sh.cols, s);
         constexpr uint32_t kMaxTok = 2048;
         DeviceBuffer<float> x = to_device<float>(pseudo_random(kMaxTok * sh.cols, 3)), y(kMaxTok * sh.rows);
-        DeviceBuffer<uint8_t> xq(q8_activation_bytes(sh.cols, kMaxTok));
+        DeviceBuffer<uint8_t> xq(mma_activation_bytes(sh.cols, kMaxTok));
         for (const uint32_t n : {16u, 32u, 64u, 128u, 512u, 2048u}) {
             const double ops = 2.0 * static_cast<double>(sh.rows * sh.cols) * n;
             const float ms_v = median_ms(
                 [&] { matmul_q8r(w.data(), sh.rows, sh.cols, x.data(), sh.cols, y.data(), sh.rows, n, s); }, s);
-            quantize_q8_activations(x.data(), sh.cols, sh.cols, n, xq.data(), s);
+            quantize_mma_activations(x.data(), sh.cols, sh.cols, n, xq.data(), s);
             const float ms_m =
                 median_ms([&] { matmul_q8r_mma(w.data(), sh.rows, sh.cols, xq.data(), n, y.data(), sh.rows, s); }, s);
             const float ms_q = median_ms(
                 [&] {
-                    quantize_q8_activations(x.data(), sh.cols, sh.cols, n, xq.data(), s);
+                    quantize_mma_activations(x.data(), sh.cols, sh.cols, n, xq.data(), s);
                     matmul_q8r_mma(w.data(), sh.rows, sh.cols, xq.data(), n, y.data(), sh.rows, s);
                 },
                 s);

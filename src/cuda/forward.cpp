@@ -208,7 +208,7 @@ struct Forward::Impl {
         const bool aligned = reinterpret_cast<uintptr_t>(xin) % 16 == 0 && xs % 4 == 0 &&
                              reinterpret_cast<uintptr_t>(base) % 4 == 0;
         if (w.q8r && aligned && mma_applies(n)) {  // (issue 8) tensor cores for multi-token passes
-            quantize_q8_activations(xin, xs, w.in, n, mm_q.data(), stream.get());
+            quantize_mma_activations(xin, xs, w.in, n, mm_q.data(), stream.get());
             matmul_q8r_mma(base, rows, w.in, mm_q.data(), n, yout, ys, stream.get());
         } else if (w.q8r)
             matmul_q8r(base, rows, w.in, xin, xs, yout, ys, n, stream.get());
@@ -477,7 +477,7 @@ void Forward::Impl::reserve(uint32_t n, uint64_t ctx) {
         grow(sh_out, n * dim);
         grow(moe_idx, std::max<uint64_t>(3 * n * K + n + 1, 5 * n * K + n + 3 * uint64_t{hp.n_expert} + 2));
         grow(ex_q, q8_activation_bytes(std::max<uint64_t>(dim, ff), n * K));
-        if (q8r_max_in > 0) grow(mm_q, q8_activation_bytes(q8r_max_in, n));
+        if (q8r_max_in > 0) grow(mm_q, mma_activation_bytes(q8r_max_in, n));
         grow(tokens_dev, n);
         grow(positions_dev, n);
         grow(head_rows, n);

@@ -1,170 +1,196 @@
 // Tensor-core (int8 mma.sync) products of repacked Q8_0 weights with int8 activations;
 // contract and numerics in matmul_mma.h.
 //
-// Block: 4 warps, a tile of kBM = 64 weight rows (16 per warp: one m16 fragment) by BN
-// tokens (BN / 8 n8 fragments per warp), walking the columns one q8r span (512 or 256
-// columns) at a time. Each span's codes go through shared memory, de-interleaved to
-// [row][column] order with rows kPad words apart (stride = 4 mod 32 banks, so the
-// fragment reads of 8 rows x 4 words hit 32 distinct banks); the activations' codes are
-// in [token][column] order already. Per 32-column block, one mma per n8 fragment gives
-// the exact s32 dot, scaled into f32 by d_w · d_x.
+// Block: 8 warps, a tile of kBM = 128 weight rows (16 per warp: one m16 fragment) by BN
+// tokens (BN / 8 n8 fragments per warp). The columns go by stages of 256 bytes of a q8r
+// row (8 Q8_0 blocks: half a 512-column span, or a whole 256-column one), copied with
+// cp.async into a kStages-deep ring of shared-memory buffers, so the loads of the next
+// stages overlap the mma of this one. The activations are quantized into the weights'
+// q8r order (quantize_mma_activations), so both operands keep the layout they have in
+// global memory: a lane's 4K-byte chunk holds word k (k < K) of the blocks 4k + g, and one
+// 16-byte (K = 4) or 8-byte (K = 2) shared load gives a fragment register for K blocks.
+// Rows are padded by 16K bytes so that those loads of 8 rows hit distinct banks.
 #include <cuda_fp16.h>
 
 #include <cstdlib>
-#include <string>
 #include <string_view>
 
 #include "cuda/check.h"
 #include "cuda/matmul_mma.h"
-#include "cuda/matmul_q8.h"
 #include "ds4/error.h"
 
 namespace ds4::cuda {
 namespace {
 
-constexpr uint32_t kWarps = 4;
+constexpr uint32_t kWarps = 8;
+constexpr uint32_t kThreads = 32 * kWarps;
 constexpr uint32_t kBM = 16 * kWarps;
-constexpr uint32_t kPad = 4;  // words after each smem row: stride ≡ 4 (mod 32) banks
-constexpr uint32_t kMetaBytes = 8;  // per-block record of the activations (matmul_q8.h)
+constexpr uint32_t kStageBytes = 256;  // bytes of a row per stage: 8 blocks of 32 codes
+constexpr uint32_t kStages = 3;
+constexpr uint32_t kTokAlign = 64;     // token padding of the activations (the largest BN)
 
-// D = A · B + 0, A 16x32 s8 (4 regs), B 32x8 s8 (2 regs), D 16x8 s32 (PTX ISA fragment
-// layouts: a0/a2 rows g, a1/a3 rows g + 8; a0/a1 columns 4t..4t+3, a2/a3 16 + 4t..).
-__device__ __forceinline__ void mma_s8(const uint32_t (&a)[4], uint32_t b0, uint32_t b1, int (&d)[4]) {
+uint32_t k_words(uint64_t cols) { return cols % 512 == 0 ? 4 : 2; }  // q8r: span 512 or 256
+uint64_t padded_tokens(uint32_t n_tok) { return (uint64_t{n_tok} + kTokAlign - 1) / kTokAlign * kTokAlign; }
+
+// D = A · B, A 16x32 s8 (4 regs), B 32x8 s8 (2 regs), D 16x8 s32 (PTX ISA fragment
+// layouts: a0/a2 rows g, a1/a3 rows g + 8; a0/a1 k = 4t..4t+3, a2/a3 16 + 4t..; b0 k =
+// 4t.., b1 16 + 4t.., column g; d0/d1 row g, d2/d3 row g + 8, columns 2t, 2t + 1).
+__device__ __forceinline__ void mma_s8(uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0, uint32_t b1,
+                                       int (&d)[4]) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
     asm volatile(
         "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
         "{%10, %10, %10, %10};"
         : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "r"(0));
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1), "r"(0));
 #else
-    (void)a, (void)b0, (void)b1;
+    (void)a0, (void)a1, (void)a2, (void)a3, (void)b0, (void)b1;
     d[0] = d[1] = d[2] = d[3] = 0;  // never launched below sm_80 (matmul_q8r_mma checks)
 #endif
 }
 
-// f32 of an s32 block dot (|v| <= 32·127·128 < 2^22): placed in the mantissa of 1.5·2^23,
+// 16 bytes global -> shared, asynchronously; src_bytes 0 fills zeros (rows past the end).
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, uint32_t src_bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    const auto d = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(d), "l"(src), "r"(src_bytes));
+#else
+    (void)dst, (void)src, (void)src_bytes;
+#endif
+}
+__device__ __forceinline__ void cp_async_commit() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.commit_group;");
+#endif
+}
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.wait_group %0;" ::"n"(N));
+#endif
+}
+
+// f32 of an s32 block dot (|v| <= 32·128·127 < 2^22): placed in the mantissa of 1.5·2^23,
 // exact; an integer add and a float add instead of the quarter-rate int-to-float convert.
 __device__ __forceinline__ float s32_to_f32(int v) { return __int_as_float(0x4B400000 + v) - 12582912.0f; }
 
 template <int K, int BN>
-struct Smem {
-    static constexpr uint32_t kSpan = 128 * K, kBlocks = kSpan / 32, kRow = kSpan / 4 + kPad;
-    uint32_t a[kBM][kRow];
-    uint32_t b[BN][kRow];
-    float da[kBlocks][kBM];  // scales by block first: a fragment's rows / token pairs are adjacent
-    float db[kBlocks][BN];
+struct Stage {
+    static constexpr uint32_t kRow = kStageBytes + 16 * K;  // ≡ 64 (K = 4) / 32 (K = 2) mod 128 bytes
+    alignas(16) uint8_t a[kBM][kRow];
+    alignas(16) uint8_t b[BN][kRow];
+    alignas(16) __half da[kBM][8];  // the stage's 8 weight scales per row, q8r order
+    alignas(16) float db[8][BN];    // the activation scales, same order, by token
 };
 
-// One span of weights into shared memory. Lane-chunk l of a q8r span holds word k of
-// columns 128k + 4l.. (kernels.h), i.e. word l % 8 of the span's 32-block 4k + l / 8:
-// smem word 32k + l in [row][column] order. Rows past the matrix read as zeros.
 template <int K, int BN>
-__device__ __forceinline__ void load_weights(Smem<K, BN>& sm, const uint8_t* __restrict__ w, uint64_t row_bytes,
-                                             uint32_t n_rows, uint32_t cols, uint32_t span) {
-    constexpr uint32_t kPer = kBM * 32 / (kWarps * 32);  // chunks per thread
-    uint32_t q[kPer][K];
-#pragma unroll
-    for (uint32_t i = 0; i < kPer; ++i) {
-        const uint32_t c = threadIdx.x + i * kWarps * 32, r = c / 32, l = c % 32;
-        const uint8_t* p = w + r * row_bytes + span * (128 * K) + 4 * K * l;
-        if (r < n_rows) {
-            if constexpr (K == 4) {
-                const uint4 v = __ldg(reinterpret_cast<const uint4*>(p));
-                q[i][0] = v.x, q[i][1] = v.y, q[i][2] = v.z, q[i][3] = v.w;
-            } else {
-                const uint2 v = __ldg(reinterpret_cast<const uint2*>(p));
-                q[i][0] = v.x, q[i][1] = v.y;
-            }
-        } else {
-#pragma unroll
-            for (int k = 0; k < K; ++k) q[i][k] = 0;
-        }
+__device__ __forceinline__ void load_stage(Stage<K, BN>& st, const uint8_t* __restrict__ w, uint64_t row_bytes,
+                                           uint32_t n_rows, uint32_t cols, const uint8_t* __restrict__ xq,
+                                           const float* __restrict__ xs, uint64_t n_pad, uint32_t i) {
+    constexpr uint32_t kChunks = kStageBytes / 16;
+    for (uint32_t c = threadIdx.x; c < kBM * kChunks; c += kThreads) {
+        const uint32_t r = c / kChunks, j = c % kChunks;
+        const bool in = r < n_rows;
+        cp_async16(&st.a[r][16 * j], w + (in ? r * row_bytes + i * kStageBytes + 16 * j : 0), in ? 16 : 0);
     }
-#pragma unroll
-    for (uint32_t i = 0; i < kPer; ++i) {
-        const uint32_t c = threadIdx.x + i * kWarps * 32, r = c / 32, l = c % 32;
-#pragma unroll
-        for (int k = 0; k < K; ++k) sm.a[r][32 * k + l] = q[i][k];
+    for (uint32_t r = threadIdx.x; r < kBM; r += kThreads) {
+        const bool in = r < n_rows;
+        cp_async16(&st.da[r][0], w + (in ? r * row_bytes + cols + 16 * i : 0), in ? 16 : 0);
     }
-    // scales: half h = g·K + k of the span is block 4k + g
-    for (uint32_t i = threadIdx.x; i < kBM * 4 * K; i += kWarps * 32) {
-        const uint32_t r = i / (4 * K), h = i % (4 * K);
-        float d = 0.f;
-        if (r < n_rows)
-            d = __half2float(__ldg(reinterpret_cast<const __half*>(w + r * row_bytes + cols) + span * 4 * K + h));
-        sm.da[4 * (h % K) + h / K][r] = d;
+    for (uint32_t c = threadIdx.x; c < BN * kChunks; c += kThreads) {
+        const uint32_t t = c / kChunks, j = c % kChunks;
+        cp_async16(&st.b[t][16 * j], xq + t * uint64_t{cols} + i * kStageBytes + 16 * j, 16);
+    }
+    for (uint32_t c = threadIdx.x; c < 8 * BN / 4; c += kThreads) {
+        const uint32_t q = c / (BN / 4), j = c % (BN / 4);
+        cp_async16(&st.db[q][4 * j], xs + (uint64_t{i} * 8 + q) * n_pad + 4 * j, 16);
     }
 }
 
-// One span of activations (tokens past n_tok read as zeros).
-template <int K, int BN>
-__device__ __forceinline__ void load_acts(Smem<K, BN>& sm, const uint8_t* __restrict__ xq, uint64_t tok_bytes,
-                                          uint32_t n_tok, uint32_t cols, uint32_t span) {
-    constexpr uint32_t kChunks = 128 * K / 16, kPer = BN * kChunks / (kWarps * 32);
-    uint4 v[kPer];
-#pragma unroll
-    for (uint32_t i = 0; i < kPer; ++i) {
-        const uint32_t c = threadIdx.x + i * kWarps * 32, t = c / kChunks, j = c % kChunks;
-        v[i] = t < n_tok ? __ldg(reinterpret_cast<const uint4*>(xq + t * tok_bytes + span * (128 * K)) + j)
-                         : make_uint4(0, 0, 0, 0);
+template <int K>
+struct Chunk;
+template <>
+struct Chunk<4> {
+    using T = uint4;
+    static __device__ __forceinline__ uint32_t word(const uint4& v, int k) {
+        return k == 0 ? v.x : k == 1 ? v.y : k == 2 ? v.z : v.w;
     }
-#pragma unroll
-    for (uint32_t i = 0; i < kPer; ++i) {
-        const uint32_t c = threadIdx.x + i * kWarps * 32, t = c / kChunks, j = c % kChunks;
-        *reinterpret_cast<uint4*>(&sm.b[t][4 * j]) = v[i];
-    }
-    constexpr uint32_t kBlocks = Smem<K, BN>::kBlocks;
-    for (uint32_t i = threadIdx.x; i < BN * kBlocks; i += kWarps * 32) {
-        const uint32_t t = i / kBlocks, b = i % kBlocks;
-        sm.db[b][t] = t < n_tok ? __ldg(reinterpret_cast<const float*>(xq + t * tok_bytes + cols +
-                                                                       (span * kBlocks + b) * kMetaBytes))
-                                : 0.f;
-    }
-}
+};
+template <>
+struct Chunk<2> {
+    using T = uint2;
+    static __device__ __forceinline__ uint32_t word(const uint2& v, int k) { return k == 0 ? v.x : v.y; }
+};
 
+// xq: the padded activations' codes (n_pad tokens from the tile's first), xs: their
+// scales [block (q8r order)][n_pad] from the tile's first token.
 template <int K, int BN>
-__global__ void __launch_bounds__(kWarps * 32)
+__global__ void __launch_bounds__(kThreads, 1)
     q8r_mma_kernel(const uint8_t* __restrict__ w, uint64_t row_bytes, uint32_t rows, uint32_t cols,
-                   const uint8_t* __restrict__ xq, uint64_t tok_bytes, uint32_t n_tok, float* __restrict__ y,
-                   uint64_t y_stride) {
-    using S = Smem<K, BN>;
+                   const uint8_t* __restrict__ xq, const float* __restrict__ xs, uint64_t n_pad, uint32_t n_tok,
+                   float* __restrict__ y, uint64_t y_stride) {
+    using S = Stage<K, BN>;
+    using C = Chunk<K>;
+    using CT = typename C::T;
     constexpr int NF = BN / 8;
     extern __shared__ __align__(16) uint8_t raw[];
-    S& sm = *reinterpret_cast<S*>(raw);
+    S* st = reinterpret_cast<S*>(raw);
     const uint32_t warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t4 = lane % 4;
     const uint32_t row0 = blockIdx.x * kBM, tok0 = blockIdx.y * BN;
     const uint32_t n_rows = min(kBM, rows - row0), n_here = min(static_cast<uint32_t>(BN), n_tok - tok0);
     w += uint64_t{row0} * row_bytes;
-    xq += uint64_t{tok0} * tok_bytes;
+    xq += uint64_t{tok0} * cols;
+    xs += tok0;
 
     float acc[NF][4];
 #pragma unroll
     for (int f = 0; f < NF; ++f) acc[f][0] = acc[f][1] = acc[f][2] = acc[f][3] = 0.f;
 
-    const uint32_t n_spans = cols / S::kSpan, ra = 16 * warp + g;
-    for (uint32_t span = 0; span < n_spans; ++span) {
-        load_weights<K, BN>(sm, w, row_bytes, n_rows, cols, span);
-        load_acts<K, BN>(sm, xq, tok_bytes, n_here, cols, span);
+    const uint32_t n_st = cols / kStageBytes, ra = 16 * warp + g;
+#pragma unroll
+    for (uint32_t i = 0; i < kStages - 1; ++i) {
+        if (i < n_st) load_stage<K, BN>(st[i], w, row_bytes, n_rows, cols, xq, xs, n_pad, i);
+        cp_async_commit();
+    }
+    for (uint32_t i = 0; i < n_st; ++i) {
+        cp_async_wait<kStages - 2>();
         __syncthreads();
-#pragma unroll 2
-        for (uint32_t b = 0; b < S::kBlocks; ++b) {
-            const uint32_t c = 8 * b + t4;
-            const uint32_t a[4] = {sm.a[ra][c], sm.a[ra + 8][c], sm.a[ra][c + 4], sm.a[ra + 8][c + 4]};
-            const float d0 = sm.da[b][ra], d1 = sm.da[b][ra + 8];
+        const S& s = st[i % kStages];
+        const uint4 h0 = *reinterpret_cast<const uint4*>(&s.da[ra][0]);
+        const uint4 h1 = *reinterpret_cast<const uint4*>(&s.da[ra + 8][0]);
+        const __half* dw0 = reinterpret_cast<const __half*>(&h0);
+        const __half* dw1 = reinterpret_cast<const __half*>(&h1);
+#pragma unroll
+        for (uint32_t gq = 0; gq < 8 / K; ++gq) {
+            const uint32_t c0 = 4 * K * (8 * gq + t4), c1 = c0 + 16 * K;  // chunks 8gq + t4, + 4
+            const CT a0 = *reinterpret_cast<const CT*>(&s.a[ra][c0]);
+            const CT a1 = *reinterpret_cast<const CT*>(&s.a[ra + 8][c0]);
+            const CT a2 = *reinterpret_cast<const CT*>(&s.a[ra][c1]);
+            const CT a3 = *reinterpret_cast<const CT*>(&s.a[ra + 8][c1]);
 #pragma unroll
             for (int f = 0; f < NF; ++f) {
-                int d[4];
-                mma_s8(a, sm.b[8 * f + g][c], sm.b[8 * f + g][c + 4], d);
-                const float2 e = *reinterpret_cast<const float2*>(&sm.db[b][8 * f + 2 * t4]);
-                const float e0 = e.x, e1 = e.y;
-                acc[f][0] = fmaf(s32_to_f32(d[0]), d0 * e0, acc[f][0]);
-                acc[f][1] = fmaf(s32_to_f32(d[1]), d0 * e1, acc[f][1]);
-                acc[f][2] = fmaf(s32_to_f32(d[2]), d1 * e0, acc[f][2]);
-                acc[f][3] = fmaf(s32_to_f32(d[3]), d1 * e1, acc[f][3]);
+                const CT b0 = *reinterpret_cast<const CT*>(&s.b[8 * f + g][c0]);
+                const CT b1 = *reinterpret_cast<const CT*>(&s.b[8 * f + g][c1]);
+#pragma unroll
+                for (int k = 0; k < K; ++k) {
+                    const uint32_t q = gq * K + k;
+                    int d[4];
+                    mma_s8(C::word(a0, k), C::word(a1, k), C::word(a2, k), C::word(a3, k), C::word(b0, k),
+                           C::word(b1, k), d);
+                    const float2 e = *reinterpret_cast<const float2*>(&s.db[q][8 * f + 2 * t4]);
+                    const float w0 = __half2float(dw0[q]), w1 = __half2float(dw1[q]);
+                    acc[f][0] = fmaf(s32_to_f32(d[0]), w0 * e.x, acc[f][0]);
+                    acc[f][1] = fmaf(s32_to_f32(d[1]), w0 * e.y, acc[f][1]);
+                    acc[f][2] = fmaf(s32_to_f32(d[2]), w1 * e.x, acc[f][2]);
+                    acc[f][3] = fmaf(s32_to_f32(d[3]), w1 * e.y, acc[f][3]);
+                }
             }
         }
-        __syncthreads();
+        const uint32_t next = i + kStages - 1;  // into the buffer all warps left at the barrier above
+        if (next < n_st) load_stage<K, BN>(st[next % kStages], w, row_bytes, n_rows, cols, xq, xs, n_pad, next);
+        cp_async_commit();
     }
+    cp_async_wait<0>();
 
 #pragma unroll
     for (int f = 0; f < NF; ++f) {
@@ -176,30 +202,70 @@ __global__ void __launch_bounds__(kWarps * 32)
     }
 }
 
+// One thread per (token, 32-block), tokens up to n_pad (zeros past n_tok): d = amax/127,
+// q = round-to-nearest-even(x · (1/d)) clamped to ±127 (quantize_q8_activations' rule);
+// the codes go where q8r_repack puts a weight row's, the scale to [q8r block][n_pad].
+__global__ void quantize_mma_kernel(const float* __restrict__ x, uint64_t x_stride, uint32_t cols, uint32_t n_tok,
+                                    uint32_t n_pad, uint32_t K, uint8_t* __restrict__ xq, float* __restrict__ xs) {
+    const uint32_t blocks = cols / 32;
+    const uint64_t id = uint64_t{blockIdx.x} * blockDim.x + threadIdx.x;
+    if (id >= uint64_t{blocks} * n_pad) return;
+    const auto t = static_cast<uint32_t>(id / blocks), b = static_cast<uint32_t>(id % blocks);
+    float v[32];
+    float amax = 0.f;
+    if (t < n_tok) {
+        const float4* src = reinterpret_cast<const float4*>(x + t * x_stride + 32 * uint64_t{b});
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+            const float4 f = src[i];
+            v[4 * i] = f.x, v[4 * i + 1] = f.y, v[4 * i + 2] = f.z, v[4 * i + 3] = f.w;
+        }
+#pragma unroll
+        for (float f : v) amax = fmaxf(amax, fabsf(f));
+    } else {
+#pragma unroll
+        for (float& f : v) f = 0.f;
+    }
+    const float d = amax / 127.f;
+    const float inv = d > 0.f ? 1.f / d : 0.f;
+    const uint32_t span_blocks = 4 * K, s = b / span_blocks, in = b % span_blocks, k = in / 4, g = in % 4;
+    uint8_t* dst = xq + uint64_t{t} * cols + s * (128 * K) + 4 * k;
+#pragma unroll
+    for (uint32_t j = 0; j < 8; ++j) {
+        uint32_t word = 0;
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            const int q = max(-127, min(127, __float2int_rn(v[4 * j + e] * inv)));
+            word |= (static_cast<uint32_t>(q) & 0xffu) << (8 * e);
+        }
+        *reinterpret_cast<uint32_t*>(dst + 4 * K * (8 * g + j)) = word;
+    }
+    xs[(uint64_t{s} * span_blocks + g * K + k) * n_pad + t] = d;
+}
+
 template <int K, int BN>
-void launch(const uint8_t* w, uint64_t rows, uint64_t cols, const uint8_t* xq, uint32_t n_tok, float* y,
-            uint64_t y_stride, cudaStream_t s) {
-    constexpr size_t kSmem = sizeof(Smem<K, BN>);
+void launch(const uint8_t* w, uint64_t rows, uint64_t cols, const uint8_t* xq, const float* xs, uint64_t n_pad,
+            uint32_t n_tok, float* y, uint64_t y_stride, cudaStream_t s) {
     const dim3 grid(static_cast<unsigned>((rows + kBM - 1) / kBM), (n_tok + BN - 1) / BN);
-    q8r_mma_kernel<K, BN><<<grid, kWarps * 32, kSmem, s>>>(w, cols / 32 * 34, static_cast<uint32_t>(rows),
-                                                          static_cast<uint32_t>(cols), xq, q8_token_bytes(cols),
-                                                          n_tok, y, y_stride);
+    q8r_mma_kernel<K, BN><<<grid, kThreads, kStages * sizeof(Stage<K, BN>), s>>>(
+        w, cols / 32 * 34, static_cast<uint32_t>(rows), static_cast<uint32_t>(cols), xq, xs, n_pad, n_tok, y,
+        y_stride);
     DS4_CUDA_CHECK_LAUNCH("q8r_mma_kernel");
+}
+
+template <int K>
+void launch_k(const uint8_t* w, uint64_t rows, uint64_t cols, const uint8_t* xq, const float* xs, uint64_t n_pad,
+              uint32_t n_tok, float* y, uint64_t y_stride, cudaStream_t s) {
+    if (n_tok <= 32)
+        launch<K, 32>(w, rows, cols, xq, xs, n_pad, n_tok, y, y_stride, s);
+    else
+        launch<K, 64>(w, rows, cols, xq, xs, n_pad, n_tok, y, y_stride, s);
 }
 
 template <int K, int BN>
 void allow_smem() {
     DS4_CUDA_CHECK(cudaFuncSetAttribute(q8r_mma_kernel<K, BN>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        static_cast<int>(sizeof(Smem<K, BN>))));
-}
-
-template <int K>
-void launch_k(const uint8_t* w, uint64_t rows, uint64_t cols, const uint8_t* xq, uint32_t n_tok, float* y,
-              uint64_t y_stride, cudaStream_t s) {
-    if (n_tok <= 32)
-        launch<K, 32>(w, rows, cols, xq, n_tok, y, y_stride, s);
-    else
-        launch<K, 64>(w, rows, cols, xq, n_tok, y, y_stride, s);
+                                        static_cast<int>(kStages * sizeof(Stage<K, BN>))));
 }
 
 bool device_has_mma() {
@@ -210,6 +276,11 @@ bool device_has_mma() {
         return major >= 8;
     }();
     return ok;
+}
+
+void check_cols(uint64_t cols) {
+    if (cols % 256 != 0 || cols == 0 || cols > 32768)
+        fail("cuda matmul_mma: ", cols, " columns, expected a multiple of 256 up to 32768");
 }
 
 }  // namespace
@@ -239,22 +310,40 @@ bool mma_applies(uint32_t n_tok) {
     return !off && n_tok >= min_tok && device_has_mma();
 }
 
+uint64_t mma_activation_bytes(uint64_t cols, uint32_t n_tok) { return padded_tokens(n_tok) * cols / 32 * 36; }
+
+void quantize_mma_activations(const float* x, uint64_t x_stride, uint64_t cols, uint32_t n_tok, void* xq,
+                              cudaStream_t s) {
+    check_cols(cols);
+    if (n_tok == 0) return;
+    if (reinterpret_cast<uintptr_t>(x) % 16 != 0 || x_stride % 4 != 0)
+        fail("cuda quantize_mma_activations: activations must be 16-byte aligned with a stride multiple of 4");
+    if (reinterpret_cast<uintptr_t>(xq) % 16 != 0) fail("cuda quantize_mma_activations: xq is not 16-byte aligned");
+    const uint64_t n_pad = padded_tokens(n_tok), threads = n_pad * (cols / 32);
+    auto* codes = static_cast<uint8_t*>(xq);
+    quantize_mma_kernel<<<static_cast<unsigned>((threads + 127) / 128), 128, 0, s>>>(
+        x, x_stride, static_cast<uint32_t>(cols), n_tok, static_cast<uint32_t>(n_pad), k_words(cols), codes,
+        reinterpret_cast<float*>(codes + n_pad * cols));
+    DS4_CUDA_CHECK_LAUNCH("quantize_mma_kernel");
+}
+
 void matmul_q8r_mma(const void* w, uint64_t rows, uint64_t cols, const void* xq, uint32_t n_tok, float* y,
                     uint64_t y_stride, cudaStream_t s) {
     if (rows == 0 || n_tok == 0) return;
-    if (cols % 256 != 0 || cols == 0 || cols > 32768)
-        fail("cuda matmul_q8r_mma: ", cols, " columns, expected a multiple of 256 up to 32768");
+    check_cols(cols);
     if (rows > 0x7fffffffu) fail("cuda matmul_q8r_mma: ", rows, " rows, at most 2^31 - 1");
     if (reinterpret_cast<uintptr_t>(w) % 16 != 0 || reinterpret_cast<uintptr_t>(xq) % 16 != 0)
         fail("cuda matmul_q8r_mma: weights and activations must be 16-byte aligned");
     if (!device_has_mma()) fail("cuda matmul_q8r_mma: needs compute capability 8.0 or newer");
     mma_init();
     const auto* wb = static_cast<const uint8_t*>(w);
-    const auto* xb = static_cast<const uint8_t*>(xq);
-    if (cols % 512 == 0)
-        launch_k<4>(wb, rows, cols, xb, n_tok, y, y_stride, s);
+    const auto* codes = static_cast<const uint8_t*>(xq);
+    const uint64_t n_pad = padded_tokens(n_tok);
+    const auto* xs = reinterpret_cast<const float*>(codes + n_pad * cols);
+    if (k_words(cols) == 4)
+        launch_k<4>(wb, rows, cols, codes, xs, n_pad, n_tok, y, y_stride, s);
     else
-        launch_k<2>(wb, rows, cols, xb, n_tok, y, y_stride, s);
+        launch_k<2>(wb, rows, cols, codes, xs, n_pad, n_tok, y, y_stride, s);
 }
 
 }  // namespace ds4::cuda

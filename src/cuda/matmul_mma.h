@@ -1,11 +1,11 @@
 // Tensor-core products for multi-token passes (issue 8: prefill and large batches). The
 // matvec kernels (kernels.h, matmul_q8.h) re-read the weights once per <= 8 tokens and
-// multiply on CUDA cores; here a block multiplies a 64-row tile of the weights by up to
+// multiply on CUDA cores; here a block multiplies a 128-row tile of the weights by up to
 // 64 tokens with int8 mma.sync (m16n8k32, sm_80+), so each weight is read once per 64
 // tokens and the dot products run on the tensor cores.
 //
-// Numerics (the fast path's, matmul_q8.h): the activations are the int8 blocks of
-// quantize_q8_activations (d_x = amax/127 per 32 values), the weights their own Q8_0
+// Numerics (the fast path's, matmul_q8.h): the activations are int8 blocks quantized by
+// quantize_q8_activations' rule (d_x = amax/127 per 32 values), the weights their own Q8_0
 // codes; each 32-block's integer dot is exact in s32 and is added to an f32 sum as
 // s32 · d_w · d_x. Hence the bound of matmul_q8.h against the exact f32 path:
 //     |y_mma − y_exact| ≤ Σ_i |w_i| · d_x(i) / 2  (+ f32 rounding).
@@ -30,10 +30,20 @@ bool mma_applies(uint32_t n_tok);
 // calls it at load so that no such call lands inside a captured graph.
 void mma_init();
 
+// The activations for matmul_q8r_mma: n_tok rows of cols f32 values (x 16-byte aligned,
+// x_stride a multiple of 4, cols a multiple of 256 up to 32768) quantized per block of 32
+// as quantize_q8_activations does (d = amax/127, q = round-to-nearest-even(x / d)), laid
+// out for the kernel: tokens padded to a multiple of 64 (zeros), each token's codes in the
+// order q8r_repack gives a weight row of cols values, then the f32 scales by (block in
+// q8r scale order, token). xq: mma_activation_bytes(cols, n_tok) bytes, 16-byte aligned.
+uint64_t mma_activation_bytes(uint64_t cols, uint32_t n_tok);
+void quantize_mma_activations(const float* x, uint64_t x_stride, uint64_t cols, uint32_t n_tok, void* xq,
+                              cudaStream_t s);
+
 // Y[t][r] = W[r] · dequant(XQ[t]) for r < rows, t < n_tok: W repacked Q8_0 rows
 // (q8r_repack, kernels.h; 16-byte aligned, cols a multiple of 256 up to 32768), XQ from
-// quantize_q8_activations over the same cols (matmul_q8.h). A (row, token) result does
-// not depend on the other tokens or on n_tok (fixed per-block order of the sums).
+// quantize_mma_activations over the same cols and n_tok. A (row, token) result does not
+// depend on the other tokens or on n_tok (fixed per-block order of the sums).
 void matmul_q8r_mma(const void* w, uint64_t rows, uint64_t cols, const void* xq, uint32_t n_tok, float* y,
                     uint64_t y_stride, cudaStream_t s);
 

@@ -4,7 +4,7 @@
 //     and summing differ (1e-5 of Σ|w·x̂|);
 //  2. the f32 activations (the exact path's input) and the exact kernel matmul_q8r: the
 //     bound of matmul_q8.h, Σ_i |w_i| · d_x(i)/2, plus f32 rounding;
-// for rows and token counts that are not multiples of the tiles (64 rows, 32/64 tokens),
+// for rows and token counts that are not multiples of the tiles (128 rows, 32/64 tokens),
 // both spans (512 and 256 columns); and a token's bits alone equal its bits in a batch.
 #include <gtest/gtest.h>
 
@@ -41,39 +41,56 @@ Q8Rows make_rows(uint64_t rows, uint64_t cols, uint32_t seed) {
     return m;
 }
 
-// The device's int8 activations as values d·q and per-value steps d (matmul_q8.h layout).
+// The device's int8 activations as values d·q and per-value steps d, read from the
+// layout matmul_mma.h documents (codes in q8r order, scales by q8r block then token), and
+// checked against quantize_q8_activations' output (the same rule, its own layout).
 struct HostActs {
     std::vector<double> xhat, d;
 };
-HostActs unpack(const std::vector<uint8_t>& raw, uint64_t cols, uint32_t n_tok) {
-    const uint64_t tb = q8_token_bytes(cols);
+HostActs unpack(const std::vector<uint8_t>& raw, const std::vector<uint8_t>& q8, uint64_t cols, uint32_t n_tok) {
+    const uint64_t n_pad = (n_tok + 63) / 64 * 64, S = cols % 512 == 0 ? 512 : 256, K = S / 128;
+    EXPECT_EQ(raw.size(), n_pad * cols / 32 * 36);
     HostActs h{std::vector<double>(n_tok * cols), std::vector<double>(n_tok * cols)};
-    for (uint32_t t = 0; t < n_tok; ++t) {
-        const uint8_t* tok = raw.data() + t * tb;
+    const uint64_t tb = q8_token_bytes(cols);
+    int mismatched = 0;
+    for (uint32_t t = 0; t < n_pad; ++t) {
         for (uint64_t c = 0; c < cols; ++c) {
+            const uint64_t s = c / S, in = c % S, k = in / 128, l = in % 128 / 4, j = in % 4;
+            const uint64_t b = in / 32, bk = b / 4, bg = b % 4;
+            const auto q = static_cast<int8_t>(raw[t * cols + s * S + 4 * K * l + 4 * k + j]);
             float d = 0;
-            std::memcpy(&d, tok + cols + 8 * (c / 32), 4);
+            std::memcpy(&d, raw.data() + n_pad * cols + 4 * ((s * 4 * K + bg * K + bk) * n_pad + t), 4);
+            if (t >= n_tok) {  // padding: zeros
+                mismatched += q != 0 || d != 0.f;
+                continue;
+            }
             h.d[t * cols + c] = d;
-            h.xhat[t * cols + c] = d * static_cast<int8_t>(tok[c]);
+            h.xhat[t * cols + c] = static_cast<double>(d) * q;
+            float d8 = 0;
+            std::memcpy(&d8, q8.data() + t * tb + cols + 8 * (c / 32), 4);
+            mismatched += q != static_cast<int8_t>(q8[t * tb + c]) || d != d8;
         }
     }
+    EXPECT_EQ(mismatched, 0) << "the mma activations differ from quantize_q8_activations'";
     return h;
 }
 
 struct Run {
     std::vector<float> y;
-    std::vector<uint8_t> xq;
+    std::vector<uint8_t> xq, q8;  // the kernel's activations, quantize_q8_activations' (same rule)
 };
 Run run_mma(const DeviceBuffer<uint8_t>& w, uint64_t rows, uint64_t cols, const std::vector<float>& x,
             uint32_t n_tok) {
     DeviceBuffer<float> dx = to_device<float>(x);
-    DeviceBuffer<uint8_t> dq(q8_activation_bytes(cols, n_tok));
+    DeviceBuffer<uint8_t> dq(mma_activation_bytes(cols, n_tok)), d8(q8_activation_bytes(cols, n_tok));
     DeviceBuffer<float> dy(n_tok * rows);
     dy.fill_bytes(0xff);  // NaN poison: every output must be written
-    quantize_q8_activations(dx.data(), cols, cols, n_tok, dq.data(), nullptr);
+    dq.fill_bytes(0x55);  // the padding tokens must be written too
+    quantize_mma_activations(dx.data(), cols, cols, n_tok, dq.data(), nullptr);
+    quantize_q8_activations(dx.data(), cols, cols, n_tok, d8.data(), nullptr);
     matmul_q8r_mma(w.data(), rows, cols, dq.data(), n_tok, dy.data(), rows, nullptr);
     DS4_CUDA_CHECK(cudaDeviceSynchronize());
-    return {dy.download(), dq.download()};
+    return {dy.download(), dq.download(), d8.download()};
 }
 
 void check_shape(uint64_t rows, uint64_t cols, uint32_t n_tok, uint32_t seed) {
@@ -83,7 +100,7 @@ void check_shape(uint64_t rows, uint64_t cols, uint32_t n_tok, uint32_t seed) {
     DeviceBuffer<uint8_t> w = to_device<uint8_t>(m.bytes);
     q8r_repack(w.data(), rows, cols, nullptr);
     const Run got = run_mma(w, rows, cols, x, n_tok);
-    const HostActs h = unpack(got.xq, cols, n_tok);
+    const HostActs h = unpack(got.xq, got.q8, cols, n_tok);
 
     DeviceBuffer<float> dx = to_device<float>(x), dy(n_tok * rows);
     matmul_q8r(w.data(), rows, cols, dx.data(), cols, dy.data(), rows, n_tok, nullptr);
@@ -125,8 +142,8 @@ TEST(CudaMatmulMma, MatchesReferencesWithinActivationRounding) {
     uint32_t seed = 300;
     for (uint32_t n_tok : {1u, 16u, 17u, 31u, 32u, 33u, 64u, 65u, 130u}) check_shape(67, 1024, n_tok, seed++);
     check_shape(1, 256, 5, seed++);      // one 256-column span, one row
-    check_shape(130, 768, 40, seed++);   // 3 spans of 256, two row tiles and a partial one
-    check_shape(64, 1536, 64, seed++);   // 3 spans of 512, exact tiles
+    check_shape(300, 768, 40, seed++);   // 3 spans of 256, two row tiles and a partial one
+    check_shape(128, 1536, 64, seed++);  // 3 spans of 512, exact tiles
     check_shape(200, 4096, 19, seed++);  // the model's width
     check_shape(3, 8192, 70, seed++);
 }
