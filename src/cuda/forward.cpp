@@ -141,6 +141,8 @@ struct Forward::Impl {
     DeviceBuffer<uint32_t> sel, index_sel, moe_idx, head_rows;
     DeviceBuffer<uint8_t> ex_q;  // the experts' int8 activations (fast path)
     DeviceBuffer<uint8_t> mm_q;  // mm()'s int8 activations for the tensor-core path (matmul_mma.h)
+    bool mma = true;
+    uint64_t mma_min_work = kMmaMinWork;
     uint64_t q8r_max_in = 0;     // the widest repacked matrix: sizes mm_q
     bool fast_experts = false;
     std::unique_ptr<DeviceSteering> steering;  // null: off
@@ -207,7 +209,7 @@ struct Forward::Impl {
         const uint8_t* base = w.row(row0);
         const bool aligned = reinterpret_cast<uintptr_t>(xin) % 16 == 0 && xs % 4 == 0 &&
                              reinterpret_cast<uintptr_t>(base) % 4 == 0;
-        if (w.q8r && aligned && mma_applies(n)) {  // (issue 8) tensor cores for multi-token passes
+        if (w.q8r && aligned && mma && mma_applies(rows, n, mma_min_work)) {  // (issue 8) tensor cores for multi-token passes
             quantize_mma_activations(xin, xs, w.in, n, mm_q.data(), stream.get());
             matmul_q8r_mma(base, rows, w.in, mm_q.data(), n, yout, ys, stream.get());
         } else if (w.q8r)
@@ -694,10 +696,10 @@ void Forward::Impl::attention(uint32_t il, uint32_t n) {
     const uint64_t group_in = hp.n_head / G * hd;
     const bool fused = matmul_groups_fused(L.out_a.type, R, L.out_a.in) && group_in % 4 == 0 &&
                        reinterpret_cast<uintptr_t>(L.out_a.data) % 4 == 0;
-    if (L.out_a.q8r && !mma_applies(n))  // (issue 8) one launch, the same bits as the loop below
+    if (L.out_a.q8r && !(mma && mma_applies(R, n, mma_min_work)))  // (issue 8) one launch, the same bits as the loop below
         matmul_q8r_groups(L.out_a.data, R, L.out_a.in, static_cast<uint32_t>(G), o.data(), qw, group_in, z.data(),
                           G * R, R, n, s);
-    else if (fused)  // one launch for the G groups, the same bits as the loop below
+    else if (fused && !L.out_a.q8r)  // (the loop's mm() takes repacked rows to the tensor cores)  // one launch for the G groups, the same bits as the loop below
         matmul_groups(L.out_a.type, L.out_a.data, R, L.out_a.in, static_cast<uint32_t>(G), o.data(), qw, group_in,
                       z.data(), G * R, R, n, s);
     else
@@ -975,7 +977,9 @@ Forward::Forward(const cpu::CpuModel& model) : impl_(std::make_unique<Impl>(requ
     }
     ensure_fits(bytes, "cuda forward: model weights");
     impl_->upload_weights();
-    if (impl_->q8r_max_in > 0 && mma_applies(kMmaMinTokens)) mma_init();
+    const char* mma_env = std::getenv("DS4_CUDA_MMA");
+    impl_->mma = mma_env == nullptr || std::string_view(mma_env) != "0";
+    if (impl_->q8r_max_in > 0 && mma_applies(uint64_t{1} << 20, kMmaMinTokens, kMmaMinWork)) mma_init();
     const char* fast = std::getenv("DS4_CUDA_FAST_EXPERTS");
     impl_->fast_experts = fast != nullptr && std::string_view(fast) == "1";
 }
@@ -987,6 +991,13 @@ void Forward::set_fast_experts(bool on) {
     impl_->clear_graphs();
 }
 bool Forward::fast_experts() const { return impl_->fast_experts; }
+
+void Forward::set_mma(bool on, uint64_t min_work) {
+    impl_->mma = on;
+    impl_->mma_min_work = min_work;
+    impl_->clear_graphs();
+}
+bool Forward::mma() const { return impl_->mma; }
 
 void Forward::eval(cpu::KvState& state, uint64_t pos, std::span<const int32_t> tokens,
                    std::span<const uint32_t> logit_rows, std::span<float> logits) {

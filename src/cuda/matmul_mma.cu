@@ -13,7 +13,6 @@
 #include <cuda_fp16.h>
 
 #include <cstdlib>
-#include <string_view>
 
 #include "cuda/check.h"
 #include "cuda/matmul_mma.h"
@@ -297,17 +296,13 @@ void mma_init() {
     (void)done;
 }
 
-bool mma_applies(uint32_t n_tok) {
-    static const bool off = [] {
-        const char* v = std::getenv("DS4_CUDA_MMA");
-        return v != nullptr && std::string_view(v) == "0";
-    }();
+bool mma_applies(uint64_t rows, uint32_t n_tok, uint64_t min_work) {
     static const uint32_t min_tok = [] {
         const char* v = std::getenv("DS4_CUDA_MMA_MIN");
         const unsigned long m = v != nullptr ? std::strtoul(v, nullptr, 10) : 0;
         return m >= kMmaMinTokens ? static_cast<uint32_t>(m) : kMmaMinTokens;
     }();
-    return !off && n_tok >= min_tok && device_has_mma();
+    return n_tok >= min_tok && rows * n_tok >= min_work && device_has_mma();
 }
 
 uint64_t mma_activation_bytes(uint64_t cols, uint32_t n_tok) { return padded_tokens(n_tok) * cols / 32 * 36; }

@@ -20,12 +20,16 @@
 
 namespace ds4::cuda {
 
-// True when the forward should run an n-token product through matmul_q8r_mma: n at
-// least the threshold (DS4_CUDA_MMA_MIN, default kMmaMinTokens) and DS4_CUDA_MMA is not
-// "0" (the switch back to the matvec kernels). Below the threshold (decode, small
-// batches) the matvec path keeps its batch-independent bits.
+// True when the forward should run a product of `rows` rows by n_tok tokens through
+// matmul_q8r_mma (the Forward also has its own switch, $DS4_CUDA_MMA=0 or set_mma): n_tok
+// is at least the threshold (DS4_CUDA_MMA_MIN, default kMmaMinTokens: decode and small
+// batches keep the matvec path and its batch-independent bits) and rows · n_tok at least
+// min_work, by default kMmaMinWork: below that the grid has under ~32 blocks of 128 x 32 and the matvec
+// kernel, which spreads over every SM, is as fast (H200, ds4-bench-cuda: 4096 x 4096 at
+// 16 tokens 0.9x, 1024 x 4096 at 64 tokens 0.9x, 1024 x 4096 at 128 tokens 1.7x).
 inline constexpr uint32_t kMmaMinTokens = 16;
-bool mma_applies(uint32_t n_tok);
+inline constexpr uint64_t kMmaMinWork = 131072;
+bool mma_applies(uint64_t rows, uint32_t n_tok, uint64_t min_work);
 // Sets the kernels' shared-memory limits once (matmul_q8r_mma calls it too); the forward
 // calls it at load so that no such call lands inside a captured graph.
 void mma_init();

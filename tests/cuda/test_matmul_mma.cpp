@@ -10,7 +10,6 @@
 
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -138,7 +137,7 @@ void check_shape(uint64_t rows, uint64_t cols, uint32_t n_tok, uint32_t seed) {
 
 TEST(CudaMatmulMma, MatchesReferencesWithinActivationRounding) {
     DS4_REQUIRE_GPU();
-    if (!mma_applies(1u << 20) && std::getenv("DS4_CUDA_MMA") == nullptr) GTEST_SKIP() << "no int8 mma (sm < 80)";
+    if (!mma_applies(uint64_t{1} << 20, 1u << 20, 0)) GTEST_SKIP() << "no int8 mma (sm < 80)";
     uint32_t seed = 300;
     for (uint32_t n_tok : {1u, 16u, 17u, 31u, 32u, 33u, 64u, 65u, 130u}) check_shape(67, 1024, n_tok, seed++);
     check_shape(1, 256, 5, seed++);      // one 256-column span, one row
@@ -152,7 +151,7 @@ TEST(CudaMatmulMma, MatchesReferencesWithinActivationRounding) {
 // gives the same bits as inside a batch of 97 (two token tiles and a partial one).
 TEST(CudaMatmulMma, TokenResultsDoNotDependOnTheBatch) {
     DS4_REQUIRE_GPU();
-    if (!mma_applies(1u << 20) && std::getenv("DS4_CUDA_MMA") == nullptr) GTEST_SKIP() << "no int8 mma (sm < 80)";
+    if (!mma_applies(uint64_t{1} << 20, 1u << 20, 0)) GTEST_SKIP() << "no int8 mma (sm < 80)";
     for (const auto& [rows, cols] : {std::pair<uint64_t, uint64_t>{300, 4096}, {70, 768}}) {
         SCOPED_TRACE(cat("rows=", rows, " cols=", cols));
         const Q8Rows m = make_rows(rows, cols, static_cast<uint32_t>(rows + cols));
@@ -169,11 +168,14 @@ TEST(CudaMatmulMma, TokenResultsDoNotDependOnTheBatch) {
     }
 }
 
-// Decode-sized passes keep the matvec kernels (their batch-of-4 == one-by-one bits).
+// Decode-sized passes keep the matvec kernels (their batch-of-4 == one-by-one bits),
+// whatever the rows; so do small products.
 TEST(CudaMatmulMma, ThresholdKeepsSmallPassesOnTheMatvecPath) {
-    EXPECT_FALSE(mma_applies(kMmaMinTokens - 1));
-    EXPECT_FALSE(mma_applies(8));
-    EXPECT_FALSE(mma_applies(1));
+    const uint64_t many = uint64_t{1} << 30;
+    EXPECT_FALSE(mma_applies(many, kMmaMinTokens - 1, 0));
+    EXPECT_FALSE(mma_applies(many, 8, 0));
+    EXPECT_FALSE(mma_applies(many, 1, 0));
+    EXPECT_FALSE(mma_applies(1024, 64, kMmaMinWork));
 }
 
 }  // namespace
