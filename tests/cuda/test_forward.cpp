@@ -406,9 +406,11 @@ TEST(CudaFastExperts, GreedyTokensMatchTheExactPath) {
 // the exact path; the decode steps (1 token) run the matvec kernels on both sides, so
 // they only carry the prompt's state differences. The demo model amplifies any
 // perturbation (see CudaFastExperts above: the same int8 rounding on the experts gives
-// max |dlogit| 2-3.5): bounds as that test's, with the greedy prefix at 4 (a near-tie
-// flip is chaotic). A wrong tile, scale or layout gives O(1) differences on most rows and
-// a prompt argmax near chance (seen: 0/150 when a grouped launch read repacked rows).
+// max |dlogit| 2-3.5). Measured on an H200 (2026-11-27): max |dlogit| 2.86 (max |logit|
+// 18.2), prompt argmax 141/150, greedy tokens identical for all 32 steps. Bounds: dlogit
+// as CudaFastExperts (5), argmax 135/150 and a greedy prefix of 4 (near-tie flips are
+// chaotic). A wrong tile, scale or layout gives O(1) differences on most rows and a
+// prompt argmax near chance (seen: 0/150 when a grouped launch read repacked rows).
 TEST(CudaMma, GreedyTokensMatchTheExactPath) {
     DS4_REQUIRE_GPU();
     if (!std::filesystem::exists(demo_path())) GTEST_SKIP() << "no demo model at " << demo_path();
@@ -451,7 +453,7 @@ TEST(CudaMma, GreedyTokensMatchTheExactPath) {
               << same_prefix << " of 32\n";
     EXPECT_GT(worst, 0.0f) << "the mma path did not run";
     EXPECT_LE(worst, 5.0f);
-    EXPECT_GE(agree, 140u);
+    EXPECT_GE(agree, 135u);
     EXPECT_GE(same_prefix, 4u);
 }
 
