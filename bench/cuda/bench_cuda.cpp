@@ -2,7 +2,9 @@
 // read + written; (2) each weight type's matmul at decode shape (n_tok 1) and small
 // batches, over a weight matrix far larger than L2, in GB/s of weight bytes read, and
 // the ratio to the ceiling, for the exact path and (types matmul_q8 supports) the fast
-// int8-activation path. Prints one table; times are medians of CUDA-event timings.
+// int8-activation path; (3) dense Q8_0 products of 16-2048 tokens, matvec against the
+// int8 tensor-core kernel (matmul_mma.h), in TOP/s (`ds4-bench-cuda MIB mma`: this table
+// only). Prints tables; times are medians of CUDA-event timings.
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
