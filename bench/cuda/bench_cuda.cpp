@@ -2,7 +2,9 @@
 // read + written; (2) each weight type's matmul at decode shape (n_tok 1) and small
 // batches, over a weight matrix far larger than L2, in GB/s of weight bytes read, and
 // the ratio to the ceiling, for the exact path and (types matmul_q8 supports) the fast
-// int8-activation path. Prints one table; times are medians of CUDA-event timings.
+// int8-activation path; (3) dense Q8_0 products of 16-2048 tokens, matvec against the
+// int8 tensor-core kernel (matmul_mma.h), in TOP/s (`ds4-bench-cuda MIB mma`: this table
+// only). Prints tables; times are medians of CUDA-event timings.
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
@@ -11,6 +13,7 @@
 
 #include "cuda/device.h"
 #include "cuda/kernels.h"
+#include "cuda/matmul_mma.h"
 #include "cuda/matmul_q8.h"
 #include "gguf/ggml_types.h"
 #include "quant/reference.h"
@@ -139,6 +142,48 @@ void expert_shapes(cudaStream_t s, double ceiling) {
     }
 }
 
+// Multi-token dense Q8_0 products (prefill, large batches): the matvec kernel on repacked
+// rows (matmul_q8r, 8 tokens per pass over the weights) against the int8 tensor-core
+// kernel (matmul_q8r_mma; activations quantized beforehand, "+q" with the quantization
+// timed in), in TOP/s of 2·rows·cols·n_tok and as a share of the card's dense int8
+// peak (H100/H200 SXM: 1979 TOP/s, the datasheet figure for wgmma; mma.sync reaches less).
+void mma_shapes(cudaStream_t s) {
+    constexpr double kPeakTops = 1979;
+    std::printf("\ndense Q8_0, many tokens: matvec (matmul_q8r) vs int8 mma (matmul_q8r_mma); TOP/s, %% of %.0f\n",
+                kPeakTops);
+    std::printf("%6s %6s %5s %10s %8s %10s %8s %7s %10s %8s\n", "rows", "cols", "ntok", "matvec_us", "TOP/s", "mma_us",
+                "TOP/s", "peak", "mma+q_us", "speedup");
+    struct Shape {
+        uint64_t rows, cols;
+    };
+    for (const Shape sh : {Shape{4096, 4096}, Shape{1024, 4096}, Shape{4096, 8192}, Shape{32768, 1024}}) {
+        DeviceBuffer<uint8_t> w = tiled_weights(GgmlType::Q8_0, sh.cols, sh.rows);
+        q8r_repack(w.data(), sh.rows, sh.cols, s);
+        constexpr uint32_t kMaxTok = 2048;
+        DeviceBuffer<float> x = to_device<float>(pseudo_random(kMaxTok * sh.cols, 3)), y(kMaxTok * sh.rows);
+        DeviceBuffer<uint8_t> xq(mma_activation_bytes(sh.cols, kMaxTok));
+        for (const uint32_t n : {16u, 32u, 64u, 128u, 512u, 2048u}) {
+            const double ops = 2.0 * static_cast<double>(sh.rows * sh.cols) * n;
+            const float ms_v = median_ms(
+                [&] { matmul_q8r(w.data(), sh.rows, sh.cols, x.data(), sh.cols, y.data(), sh.rows, n, s); }, s);
+            quantize_mma_activations(x.data(), sh.cols, sh.cols, n, xq.data(), s);
+            const float ms_m =
+                median_ms([&] { matmul_q8r_mma(w.data(), sh.rows, sh.cols, xq.data(), n, y.data(), sh.rows, s); }, s);
+            const float ms_q = median_ms(
+                [&] {
+                    quantize_mma_activations(x.data(), sh.cols, sh.cols, n, xq.data(), s);
+                    matmul_q8r_mma(w.data(), sh.rows, sh.cols, xq.data(), n, y.data(), sh.rows, s);
+                },
+                s);
+            const auto tops = [&](float ms) { return ops / (ms * 1e9); };
+            std::printf("%6llu %6llu %5u %10.1f %8.1f %10.1f %8.1f %6.1f%% %10.1f %7.1fx\n",
+                        static_cast<unsigned long long>(sh.rows), static_cast<unsigned long long>(sh.cols), n,
+                        ms_v * 1e3, tops(ms_v), ms_m * 1e3, tops(ms_m), 100 * tops(ms_m) / kPeakTops, ms_q * 1e3,
+                        ms_v / ms_q);
+        }
+    }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -152,6 +197,10 @@ int main(int argc, char** argv) {
         std::printf("card: %s, %d SMs, %.1f GiB, L2 %zu MB\n", info.name.c_str(), info.sm_count,
                     static_cast<double>(info.total_bytes) / (1 << 30), info.l2_bytes >> 20);
         Stream stream;
+        if (argc > 2 && std::string(argv[2]) == "mma") {  // ds4-bench-cuda MiB mma: the tensor-core table only
+            mma_shapes(stream.get());
+            return 0;
+        }
         const double ceiling = copy_bandwidth_gbs(stream.get());
         std::printf("device-to-device copy (read+write): %.0f GB/s\n\n", ceiling);
         std::printf("exact: f32 activations (cuda::matmul); fast: int8 activations + dp4a (matmul_q8, the\n"
@@ -197,6 +246,7 @@ int main(int argc, char** argv) {
             }
         }
         expert_shapes(stream.get(), ceiling);
+        mma_shapes(stream.get());
         return 0;
     } catch (const std::exception& e) {
         std::fprintf(stderr, "ds4-bench-cuda: %s\n", e.what());

@@ -18,6 +18,7 @@
 #include "cuda/device.h"
 #include "cuda/forward_kernels.h"
 #include "cuda/kernels.h"
+#include "cuda/matmul_mma.h"
 #include "cuda/matmul_q8.h"
 #include "cuda/steering.h"
 #include "ds4/error.h"
@@ -175,6 +176,10 @@ struct Forward::Impl {
     DeviceBuffer<float> scores, index_scores, head_mix, collapsed, head_nrm, logits_dev;
     DeviceBuffer<uint32_t> sel, index_sel, moe_idx, head_rows;
     DeviceBuffer<uint8_t> ex_q;  // the experts' int8 activations (fast path)
+    DeviceBuffer<uint8_t> mm_q;  // mm()'s int8 activations for the tensor-core path (matmul_mma.h)
+    bool mma = true;
+    uint64_t mma_min_work = kMmaMinWork;
+    uint64_t q8r_max_in = 0;     // the widest repacked matrix: sizes mm_q
     bool fast_experts = false;
     std::unique_ptr<DeviceSteering> steering;  // null: off
     const float* input_x = nullptr;             // eval_from_hc: device input HC rows
@@ -244,6 +249,7 @@ struct Forward::Impl {
             return;
         q8r_repack(const_cast<uint8_t*>(m.data), m.out, m.in, stream.get());
         m.q8r = true;
+        q8r_max_in = std::max(q8r_max_in, m.in);
     }
 
     // ---- matrix products ----
@@ -252,7 +258,10 @@ struct Forward::Impl {
         const uint8_t* base = w.row(row0);
         const bool aligned = reinterpret_cast<uintptr_t>(xin) % 16 == 0 && xs % 4 == 0 &&
                              reinterpret_cast<uintptr_t>(base) % 4 == 0;
-        if (w.q8r)
+        if (w.q8r && aligned && mma && mma_applies(rows, n, mma_min_work)) {  // (issue 8) tensor cores for multi-token passes
+            quantize_mma_activations(xin, xs, w.in, n, mm_q.data(), stream.get());
+            matmul_q8r_mma(base, rows, w.in, mm_q.data(), n, yout, ys, stream.get());
+        } else if (w.q8r)
             matmul_q8r(base, rows, w.in, xin, xs, yout, ys, n, stream.get());
         else if (matmul_supported(w.type) && w.in % 256 == 0 && aligned)
             matmul(w.type, base, rows, w.in, xin, xs, yout, ys, n, stream.get());
@@ -263,7 +272,8 @@ struct Forward::Impl {
     // Products of one input x (n rows of xs), each all of its matrix's rows into its own
     // output (stride = rows): the repacked Q8_0 ones of one width in one launch
     // (matmul_q8r_multi), the others of one type and width in another (matmul_multi), the
-    // rest one mm() each. Every output has the bits of its own mm() call.
+    // rest (and the products mm() puts on the tensor cores) one mm() each. Every output has
+    // the bits of its own mm() call.
     bool use_multi = multi_from_env();
     bool use_fuse = fuse_from_env();
     void mm_shared_input(std::span<const MmPart> parts, const float* xin, uint64_t xs, uint32_t n) {
@@ -272,7 +282,9 @@ struct Forward::Impl {
         for (const MmPart& p : parts) {
             const DMat& w = *p.w;
             if (w.data == nullptr || w.out == 0) continue;
-            if (use_multi && x_ok && w.q8r && (q8.empty() || w.in == q8[0]->w->in)) {
+            // (a product the tensor cores take in this pass goes to mm(): the merged launch is a matvec)
+            const bool to_mma = w.q8r && mma && mma_applies(w.out, n, mma_min_work);
+            if (use_multi && x_ok && w.q8r && !to_mma && (q8.empty() || w.in == q8[0]->w->in)) {
                 q8.push_back(&p);
             } else if (use_multi && x_ok && !w.q8r && matmul_supported(w.type) && w.in % 256 == 0 &&
                        reinterpret_cast<uintptr_t>(w.data) % 4 == 0 &&
@@ -563,6 +575,7 @@ void Forward::Impl::reserve(uint32_t n, uint64_t ctx) {
         grow(sh_out, n * dim);
         grow(moe_idx, std::max<uint64_t>(3 * n * K + n + 1, 5 * n * K + n + 3 * uint64_t{hp.n_expert} + 2));
         grow(ex_q, q8_activation_bytes(std::max<uint64_t>(dim, ff), n * K));
+        if (q8r_max_in > 0) grow(mm_q, mma_activation_bytes(q8r_max_in, n));
         grow(tokens_dev, n);
         grow(positions_dev, n);
         grow(head_rows, n);
@@ -934,10 +947,10 @@ void Forward::Impl::attention(uint32_t il, uint32_t n) {
     const uint64_t group_in = hp.n_head / G * hd;
     const bool fused = matmul_groups_fused(L.out_a.type, R, L.out_a.in) && group_in % 4 == 0 &&
                        reinterpret_cast<uintptr_t>(L.out_a.data) % 4 == 0;
-    if (L.out_a.q8r)  // (issue 8) one launch, the same bits as the loop below
+    if (L.out_a.q8r && !(mma && mma_applies(R, n, mma_min_work)))  // (issue 8) one launch, the same bits as the loop below
         matmul_q8r_groups(L.out_a.data, R, L.out_a.in, static_cast<uint32_t>(G), o.data(), qw, group_in, z.data(),
                           G * R, R, n, s);
-    else if (fused)  // one launch for the G groups, the same bits as the loop below
+    else if (fused && !L.out_a.q8r)  // (the loop's mm() takes repacked rows to the tensor cores)  // one launch for the G groups, the same bits as the loop below
         matmul_groups(L.out_a.type, L.out_a.data, R, L.out_a.in, static_cast<uint32_t>(G), o.data(), qw, group_in,
                       z.data(), G * R, R, n, s);
     else
@@ -1216,6 +1229,9 @@ Forward::Forward(const cpu::CpuModel& model) : impl_(std::make_unique<Impl>(requ
     }
     ensure_fits(bytes, "cuda forward: model weights");
     impl_->upload_weights();
+    const char* mma_env = std::getenv("DS4_CUDA_MMA");
+    impl_->mma = mma_env == nullptr || std::string_view(mma_env) != "0";
+    if (impl_->q8r_max_in > 0 && mma_applies(uint64_t{1} << 20, kMmaMinTokens, kMmaMinWork)) mma_init();
     const char* fast = std::getenv("DS4_CUDA_FAST_EXPERTS");
     impl_->fast_experts = fast != nullptr && std::string_view(fast) == "1";
 }
@@ -1227,6 +1243,13 @@ void Forward::set_fast_experts(bool on) {
     impl_->clear_graphs();
 }
 bool Forward::fast_experts() const { return impl_->fast_experts; }
+
+void Forward::set_mma(bool on, uint64_t min_work) {
+    impl_->mma = on;
+    impl_->mma_min_work = min_work;
+    impl_->clear_graphs();
+}
+bool Forward::mma() const { return impl_->mma; }
 
 void Forward::eval(cpu::KvState& state, uint64_t pos, std::span<const int32_t> tokens,
                    std::span<const uint32_t> logit_rows, std::span<float> logits) {

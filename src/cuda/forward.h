@@ -107,6 +107,15 @@ public:
     void set_batch_attn(bool on, uint32_t min_tokens = 2);
     bool batch_attn() const;
 
+    // Dense Q8_0 products of multi-token passes on the tensor cores (cuda/matmul_mma.h:
+    // activations rounded to int8 per block of 32) where mma_applies(rows, n, min_work)
+    // says so; decode and small batches keep the exact matvec path. On by default unless
+    // $DS4_CUDA_MMA=0 when the Forward is made. min_work (rows · tokens) below the default
+    // forces the path onto small products (tests). Measured against the exact path in
+    // tests/cuda/test_forward.cpp (CudaMma).
+    void set_mma(bool on, uint64_t min_work);
+    bool mma() const;
+
     // Graph capture of small passes (see above); on unless $DS4_CUDA_GRAPH=0 when the
     // Forward is made. Fast experts (a host round trip per layer) always run eagerly.
     void set_graphs(bool on);

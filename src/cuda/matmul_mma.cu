@@ -1,0 +1,344 @@
+// Tensor-core (int8 mma.sync) products of repacked Q8_0 weights with int8 activations;
+// contract and numerics in matmul_mma.h.
+//
+// Block: 8 warps, a tile of kBM = 128 weight rows (16 per warp: one m16 fragment) by BN
+// tokens (BN / 8 n8 fragments per warp). The columns go by stages of 256 bytes of a q8r
+// row (8 Q8_0 blocks: half a 512-column span, or a whole 256-column one), copied with
+// cp.async into a kStages-deep ring of shared-memory buffers, so the loads of the next
+// stages overlap the mma of this one. The activations are quantized into the weights'
+// q8r order (quantize_mma_activations), so both operands keep the layout they have in
+// global memory: a lane's 4K-byte chunk holds word k (k < K) of the blocks 4k + g, and one
+// 16-byte (K = 4) or 8-byte (K = 2) shared load gives a fragment register for K blocks.
+// Rows are padded by 16K bytes so that those loads of 8 rows hit distinct banks.
+#include <cuda_fp16.h>
+
+#include <cstdlib>
+
+#include "cuda/check.h"
+#include "cuda/matmul_mma.h"
+#include "ds4/error.h"
+
+namespace ds4::cuda {
+namespace {
+
+constexpr uint32_t kWarps = 8;
+constexpr uint32_t kThreads = 32 * kWarps;
+constexpr uint32_t kBM = 16 * kWarps;
+constexpr uint32_t kStageBytes = 256;  // bytes of a row per stage: 8 blocks of 32 codes
+constexpr uint32_t kStages = 3;
+constexpr uint32_t kTokAlign = 64;     // token padding of the activations (the largest BN)
+
+uint32_t k_words(uint64_t cols) { return cols % 512 == 0 ? 4 : 2; }  // q8r: span 512 or 256
+uint64_t padded_tokens(uint32_t n_tok) { return (uint64_t{n_tok} + kTokAlign - 1) / kTokAlign * kTokAlign; }
+
+// D = A · B, A 16x32 s8 (4 regs), B 32x8 s8 (2 regs), D 16x8 s32 (PTX ISA fragment
+// layouts: a0/a2 rows g, a1/a3 rows g + 8; a0/a1 k = 4t..4t+3, a2/a3 16 + 4t..; b0 k =
+// 4t.., b1 16 + 4t.., column g; d0/d1 row g, d2/d3 row g + 8, columns 2t, 2t + 1).
+__device__ __forceinline__ void mma_s8(uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0, uint32_t b1,
+                                       int (&d)[4]) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile(
+        "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+        "{%10, %10, %10, %10};"
+        : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1), "r"(0));
+#else
+    (void)a0, (void)a1, (void)a2, (void)a3, (void)b0, (void)b1;
+    d[0] = d[1] = d[2] = d[3] = 0;  // never launched below sm_80 (matmul_q8r_mma checks)
+#endif
+}
+
+// 16 bytes global -> shared, asynchronously; src_bytes 0 fills zeros (rows past the end).
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, uint32_t src_bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    const auto d = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(d), "l"(src), "r"(src_bytes));
+#else
+    (void)dst, (void)src, (void)src_bytes;
+#endif
+}
+__device__ __forceinline__ void cp_async_commit() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.commit_group;");
+#endif
+}
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.wait_group %0;" ::"n"(N));
+#endif
+}
+
+// f32 of an s32 block dot (|v| <= 32·128·127 < 2^22): placed in the mantissa of 1.5·2^23,
+// exact; an integer add and a float add instead of the quarter-rate int-to-float convert.
+__device__ __forceinline__ float s32_to_f32(int v) { return __int_as_float(0x4B400000 + v) - 12582912.0f; }
+
+template <int K, int BN>
+struct Stage {
+    static constexpr uint32_t kRow = kStageBytes + 16 * K;  // ≡ 64 (K = 4) / 32 (K = 2) mod 128 bytes
+    alignas(16) uint8_t a[kBM][kRow];
+    alignas(16) uint8_t b[BN][kRow];
+    alignas(16) __half da[kBM][8];  // the stage's 8 weight scales per row, q8r order
+    alignas(16) float db[8][BN];    // the activation scales, same order, by token
+};
+
+template <int K, int BN>
+__device__ __forceinline__ void load_stage(Stage<K, BN>& st, const uint8_t* __restrict__ w, uint64_t row_bytes,
+                                           uint32_t n_rows, uint32_t cols, const uint8_t* __restrict__ xq,
+                                           const float* __restrict__ xs, uint64_t n_pad, uint32_t i) {
+    constexpr uint32_t kChunks = kStageBytes / 16;
+    for (uint32_t c = threadIdx.x; c < kBM * kChunks; c += kThreads) {
+        const uint32_t r = c / kChunks, j = c % kChunks;
+        const bool in = r < n_rows;
+        cp_async16(&st.a[r][16 * j], w + (in ? r * row_bytes + i * kStageBytes + 16 * j : 0), in ? 16 : 0);
+    }
+    for (uint32_t r = threadIdx.x; r < kBM; r += kThreads) {
+        const bool in = r < n_rows;
+        cp_async16(&st.da[r][0], w + (in ? r * row_bytes + cols + 16 * i : 0), in ? 16 : 0);
+    }
+    for (uint32_t c = threadIdx.x; c < BN * kChunks; c += kThreads) {
+        const uint32_t t = c / kChunks, j = c % kChunks;
+        cp_async16(&st.b[t][16 * j], xq + t * uint64_t{cols} + i * kStageBytes + 16 * j, 16);
+    }
+    for (uint32_t c = threadIdx.x; c < 8 * BN / 4; c += kThreads) {
+        const uint32_t q = c / (BN / 4), j = c % (BN / 4);
+        cp_async16(&st.db[q][4 * j], xs + (uint64_t{i} * 8 + q) * n_pad + 4 * j, 16);
+    }
+}
+
+template <int K>
+struct Chunk;
+template <>
+struct Chunk<4> {
+    using T = uint4;
+    static __device__ __forceinline__ uint32_t word(const uint4& v, int k) {
+        return k == 0 ? v.x : k == 1 ? v.y : k == 2 ? v.z : v.w;
+    }
+};
+template <>
+struct Chunk<2> {
+    using T = uint2;
+    static __device__ __forceinline__ uint32_t word(const uint2& v, int k) { return k == 0 ? v.x : v.y; }
+};
+
+// xq: the padded activations' codes (n_pad tokens from the tile's first), xs: their
+// scales [block (q8r order)][n_pad] from the tile's first token.
+template <int K, int BN>
+__global__ void __launch_bounds__(kThreads, 1)
+    q8r_mma_kernel(const uint8_t* __restrict__ w, uint64_t row_bytes, uint32_t rows, uint32_t cols,
+                   const uint8_t* __restrict__ xq, const float* __restrict__ xs, uint64_t n_pad, uint32_t n_tok,
+                   float* __restrict__ y, uint64_t y_stride) {
+    using S = Stage<K, BN>;
+    using C = Chunk<K>;
+    using CT = typename C::T;
+    constexpr int NF = BN / 8;
+    extern __shared__ __align__(16) uint8_t raw[];
+    S* st = reinterpret_cast<S*>(raw);
+    const uint32_t warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t4 = lane % 4;
+    const uint32_t row0 = blockIdx.x * kBM, tok0 = blockIdx.y * BN;
+    const uint32_t n_rows = min(kBM, rows - row0), n_here = min(static_cast<uint32_t>(BN), n_tok - tok0);
+    w += uint64_t{row0} * row_bytes;
+    xq += uint64_t{tok0} * cols;
+    xs += tok0;
+
+    float acc[NF][4];
+#pragma unroll
+    for (int f = 0; f < NF; ++f) acc[f][0] = acc[f][1] = acc[f][2] = acc[f][3] = 0.f;
+
+    const uint32_t n_st = cols / kStageBytes, ra = 16 * warp + g;
+#pragma unroll
+    for (uint32_t i = 0; i < kStages - 1; ++i) {
+        if (i < n_st) load_stage<K, BN>(st[i], w, row_bytes, n_rows, cols, xq, xs, n_pad, i);
+        cp_async_commit();
+    }
+    for (uint32_t i = 0; i < n_st; ++i) {
+        cp_async_wait<kStages - 2>();
+        __syncthreads();
+        const S& s = st[i % kStages];
+        const uint4 h0 = *reinterpret_cast<const uint4*>(&s.da[ra][0]);
+        const uint4 h1 = *reinterpret_cast<const uint4*>(&s.da[ra + 8][0]);
+        const __half* dw0 = reinterpret_cast<const __half*>(&h0);
+        const __half* dw1 = reinterpret_cast<const __half*>(&h1);
+#pragma unroll
+        for (uint32_t gq = 0; gq < 8 / K; ++gq) {
+            const uint32_t c0 = 4 * K * (8 * gq + t4), c1 = c0 + 16 * K;  // chunks 8gq + t4, + 4
+            const CT a0 = *reinterpret_cast<const CT*>(&s.a[ra][c0]);
+            const CT a1 = *reinterpret_cast<const CT*>(&s.a[ra + 8][c0]);
+            const CT a2 = *reinterpret_cast<const CT*>(&s.a[ra][c1]);
+            const CT a3 = *reinterpret_cast<const CT*>(&s.a[ra + 8][c1]);
+#pragma unroll
+            for (int f = 0; f < NF; ++f) {
+                const CT b0 = *reinterpret_cast<const CT*>(&s.b[8 * f + g][c0]);
+                const CT b1 = *reinterpret_cast<const CT*>(&s.b[8 * f + g][c1]);
+#pragma unroll
+                for (int k = 0; k < K; ++k) {
+                    const uint32_t q = gq * K + k;
+                    int d[4];
+                    mma_s8(C::word(a0, k), C::word(a1, k), C::word(a2, k), C::word(a3, k), C::word(b0, k),
+                           C::word(b1, k), d);
+                    const float2 e = *reinterpret_cast<const float2*>(&s.db[q][8 * f + 2 * t4]);
+                    const float w0 = __half2float(dw0[q]), w1 = __half2float(dw1[q]);
+                    acc[f][0] = fmaf(s32_to_f32(d[0]), w0 * e.x, acc[f][0]);
+                    acc[f][1] = fmaf(s32_to_f32(d[1]), w0 * e.y, acc[f][1]);
+                    acc[f][2] = fmaf(s32_to_f32(d[2]), w1 * e.x, acc[f][2]);
+                    acc[f][3] = fmaf(s32_to_f32(d[3]), w1 * e.y, acc[f][3]);
+                }
+            }
+        }
+        const uint32_t next = i + kStages - 1;  // into the buffer all warps left at the barrier above
+        if (next < n_st) load_stage<K, BN>(st[next % kStages], w, row_bytes, n_rows, cols, xq, xs, n_pad, next);
+        cp_async_commit();
+    }
+    cp_async_wait<0>();
+
+#pragma unroll
+    for (int f = 0; f < NF; ++f) {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            const uint32_t r = ra + (i >= 2 ? 8 : 0), t = 8 * f + 2 * t4 + i % 2;
+            if (r < n_rows && t < n_here) y[uint64_t{tok0 + t} * y_stride + row0 + r] = acc[f][i];
+        }
+    }
+}
+
+// One thread per (token, 32-block), tokens up to n_pad (zeros past n_tok): d = amax/127,
+// q = round-to-nearest-even(x · (1/d)) clamped to ±127 (quantize_q8_activations' rule);
+// the codes go where q8r_repack puts a weight row's, the scale to [q8r block][n_pad].
+__global__ void quantize_mma_kernel(const float* __restrict__ x, uint64_t x_stride, uint32_t cols, uint32_t n_tok,
+                                    uint32_t n_pad, uint32_t K, uint8_t* __restrict__ xq, float* __restrict__ xs) {
+    const uint32_t blocks = cols / 32;
+    const uint64_t id = uint64_t{blockIdx.x} * blockDim.x + threadIdx.x;
+    if (id >= uint64_t{blocks} * n_pad) return;
+    const auto t = static_cast<uint32_t>(id / blocks), b = static_cast<uint32_t>(id % blocks);
+    float v[32];
+    float amax = 0.f;
+    if (t < n_tok) {
+        const float4* src = reinterpret_cast<const float4*>(x + t * x_stride + 32 * uint64_t{b});
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+            const float4 f = src[i];
+            v[4 * i] = f.x, v[4 * i + 1] = f.y, v[4 * i + 2] = f.z, v[4 * i + 3] = f.w;
+        }
+#pragma unroll
+        for (float f : v) amax = fmaxf(amax, fabsf(f));
+    } else {
+#pragma unroll
+        for (float& f : v) f = 0.f;
+    }
+    const float d = amax / 127.f;
+    const float inv = d > 0.f ? 1.f / d : 0.f;
+    const uint32_t span_blocks = 4 * K, s = b / span_blocks, in = b % span_blocks, k = in / 4, g = in % 4;
+    uint8_t* dst = xq + uint64_t{t} * cols + s * (128 * K) + 4 * k;
+#pragma unroll
+    for (uint32_t j = 0; j < 8; ++j) {
+        uint32_t word = 0;
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            const int q = max(-127, min(127, __float2int_rn(v[4 * j + e] * inv)));
+            word |= (static_cast<uint32_t>(q) & 0xffu) << (8 * e);
+        }
+        *reinterpret_cast<uint32_t*>(dst + 4 * K * (8 * g + j)) = word;
+    }
+    xs[(uint64_t{s} * span_blocks + g * K + k) * n_pad + t] = d;
+}
+
+template <int K, int BN>
+void launch(const uint8_t* w, uint64_t rows, uint64_t cols, const uint8_t* xq, const float* xs, uint64_t n_pad,
+            uint32_t n_tok, float* y, uint64_t y_stride, cudaStream_t s) {
+    const dim3 grid(static_cast<unsigned>((rows + kBM - 1) / kBM), (n_tok + BN - 1) / BN);
+    q8r_mma_kernel<K, BN><<<grid, kThreads, kStages * sizeof(Stage<K, BN>), s>>>(
+        w, cols / 32 * 34, static_cast<uint32_t>(rows), static_cast<uint32_t>(cols), xq, xs, n_pad, n_tok, y,
+        y_stride);
+    DS4_CUDA_CHECK_LAUNCH("q8r_mma_kernel");
+}
+
+template <int K>
+void launch_k(const uint8_t* w, uint64_t rows, uint64_t cols, const uint8_t* xq, const float* xs, uint64_t n_pad,
+              uint32_t n_tok, float* y, uint64_t y_stride, cudaStream_t s) {
+    if (n_tok <= 32)
+        launch<K, 32>(w, rows, cols, xq, xs, n_pad, n_tok, y, y_stride, s);
+    else
+        launch<K, 64>(w, rows, cols, xq, xs, n_pad, n_tok, y, y_stride, s);
+}
+
+template <int K, int BN>
+void allow_smem() {
+    DS4_CUDA_CHECK(cudaFuncSetAttribute(q8r_mma_kernel<K, BN>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        static_cast<int>(kStages * sizeof(Stage<K, BN>))));
+}
+
+bool device_has_mma() {
+    static const bool ok = [] {
+        int dev = 0, major = 0;
+        DS4_CUDA_CHECK(cudaGetDevice(&dev));
+        DS4_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+        return major >= 8;
+    }();
+    return ok;
+}
+
+void check_cols(uint64_t cols) {
+    if (cols % 256 != 0 || cols == 0 || cols > 32768)
+        fail("cuda matmul_mma: ", cols, " columns, expected a multiple of 256 up to 32768");
+}
+
+}  // namespace
+
+void mma_init() {
+    static const bool done = [] {
+        if (!device_has_mma()) return false;
+        allow_smem<4, 32>();
+        allow_smem<4, 64>();
+        allow_smem<2, 32>();
+        allow_smem<2, 64>();
+        return true;
+    }();
+    (void)done;
+}
+
+bool mma_applies(uint64_t rows, uint32_t n_tok, uint64_t min_work) {
+    static const uint32_t min_tok = [] {
+        const char* v = std::getenv("DS4_CUDA_MMA_MIN");
+        const unsigned long m = v != nullptr ? std::strtoul(v, nullptr, 10) : 0;
+        return m >= kMmaMinTokens ? static_cast<uint32_t>(m) : kMmaMinTokens;
+    }();
+    return n_tok >= min_tok && rows * n_tok >= min_work && device_has_mma();
+}
+
+uint64_t mma_activation_bytes(uint64_t cols, uint32_t n_tok) { return padded_tokens(n_tok) * cols / 32 * 36; }
+
+void quantize_mma_activations(const float* x, uint64_t x_stride, uint64_t cols, uint32_t n_tok, void* xq,
+                              cudaStream_t s) {
+    check_cols(cols);
+    if (n_tok == 0) return;
+    if (reinterpret_cast<uintptr_t>(x) % 16 != 0 || x_stride % 4 != 0)
+        fail("cuda quantize_mma_activations: activations must be 16-byte aligned with a stride multiple of 4");
+    if (reinterpret_cast<uintptr_t>(xq) % 16 != 0) fail("cuda quantize_mma_activations: xq is not 16-byte aligned");
+    const uint64_t n_pad = padded_tokens(n_tok), threads = n_pad * (cols / 32);
+    auto* codes = static_cast<uint8_t*>(xq);
+    quantize_mma_kernel<<<static_cast<unsigned>((threads + 127) / 128), 128, 0, s>>>(
+        x, x_stride, static_cast<uint32_t>(cols), n_tok, static_cast<uint32_t>(n_pad), k_words(cols), codes,
+        reinterpret_cast<float*>(codes + n_pad * cols));
+    DS4_CUDA_CHECK_LAUNCH("quantize_mma_kernel");
+}
+
+void matmul_q8r_mma(const void* w, uint64_t rows, uint64_t cols, const void* xq, uint32_t n_tok, float* y,
+                    uint64_t y_stride, cudaStream_t s) {
+    if (rows == 0 || n_tok == 0) return;
+    check_cols(cols);
+    if (rows > 0x7fffffffu) fail("cuda matmul_q8r_mma: ", rows, " rows, at most 2^31 - 1");
+    if (reinterpret_cast<uintptr_t>(w) % 16 != 0 || reinterpret_cast<uintptr_t>(xq) % 16 != 0)
+        fail("cuda matmul_q8r_mma: weights and activations must be 16-byte aligned");
+    if (!device_has_mma()) fail("cuda matmul_q8r_mma: needs compute capability 8.0 or newer");
+    mma_init();
+    const auto* wb = static_cast<const uint8_t*>(w);
+    const auto* codes = static_cast<const uint8_t*>(xq);
+    const uint64_t n_pad = padded_tokens(n_tok);
+    const auto* xs = reinterpret_cast<const float*>(codes + n_pad * cols);
+    if (k_words(cols) == 4)
+        launch_k<4>(wb, rows, cols, codes, xs, n_pad, n_tok, y, y_stride, s);
+    else
+        launch_k<2>(wb, rows, cols, codes, xs, n_pad, n_tok, y, y_stride, s);
+}
+
+}  // namespace ds4::cuda

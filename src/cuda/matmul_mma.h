@@ -1,0 +1,54 @@
+// Tensor-core products for multi-token passes (issue 8: prefill and large batches). The
+// matvec kernels (kernels.h, matmul_q8.h) re-read the weights once per <= 8 tokens and
+// multiply on CUDA cores; here a block multiplies a 128-row tile of the weights by up to
+// 64 tokens with int8 mma.sync (m16n8k32, sm_80+), so each weight is read once per 64
+// tokens and the dot products run on the tensor cores.
+//
+// Numerics (the fast path's, matmul_q8.h): the activations are int8 blocks quantized by
+// quantize_q8_activations' rule (d_x = amax/127 per 32 values), the weights their own Q8_0
+// codes; each 32-block's integer dot is exact in s32 and is added to an f32 sum as
+// s32 · d_w · d_x. Hence the bound of matmul_q8.h against the exact f32 path:
+//     |y_mma − y_exact| ≤ Σ_i |w_i| · d_x(i) / 2  (+ f32 rounding).
+// Why int8 and not f16 mma: Q8_0 codes are int8 already (no dequantization into tiles),
+// int8 mma has twice the f16 rate, and the activation rounding is the one the routed
+// experts' fast path already accepts.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace ds4::cuda {
+
+// True when the forward should run a product of `rows` rows by n_tok tokens through
+// matmul_q8r_mma (the Forward also has its own switch, $DS4_CUDA_MMA=0 or set_mma): n_tok
+// is at least the threshold (DS4_CUDA_MMA_MIN, default kMmaMinTokens: decode and small
+// batches keep the matvec path and its batch-independent bits) and rows · n_tok at least
+// min_work, by default kMmaMinWork: below that the grid has under ~32 blocks of 128 x 32 and the matvec
+// kernel, which spreads over every SM, is as fast (H200, ds4-bench-cuda: 4096 x 4096 at
+// 16 tokens 0.9x, 1024 x 4096 at 64 tokens 0.9x, 1024 x 4096 at 128 tokens 1.7x).
+inline constexpr uint32_t kMmaMinTokens = 16;
+inline constexpr uint64_t kMmaMinWork = 131072;
+bool mma_applies(uint64_t rows, uint32_t n_tok, uint64_t min_work);
+// Sets the kernels' shared-memory limits once (matmul_q8r_mma calls it too); the forward
+// calls it at load so that no such call lands inside a captured graph.
+void mma_init();
+
+// The activations for matmul_q8r_mma: n_tok rows of cols f32 values (x 16-byte aligned,
+// x_stride a multiple of 4, cols a multiple of 256 up to 32768) quantized per block of 32
+// as quantize_q8_activations does (d = amax/127, q = round-to-nearest-even(x / d)), laid
+// out for the kernel: tokens padded to a multiple of 64 (zeros), each token's codes in the
+// order q8r_repack gives a weight row of cols values, then the f32 scales by (block in
+// q8r scale order, token). xq: mma_activation_bytes(cols, n_tok) bytes, 16-byte aligned.
+uint64_t mma_activation_bytes(uint64_t cols, uint32_t n_tok);
+void quantize_mma_activations(const float* x, uint64_t x_stride, uint64_t cols, uint32_t n_tok, void* xq,
+                              cudaStream_t s);
+
+// Y[t][r] = W[r] · dequant(XQ[t]) for r < rows, t < n_tok: W repacked Q8_0 rows
+// (q8r_repack, kernels.h; 16-byte aligned, cols a multiple of 256 up to 32768), XQ from
+// quantize_mma_activations over the same cols and n_tok. A (row, token) result does not
+// depend on the other tokens or on n_tok (fixed per-block order of the sums).
+void matmul_q8r_mma(const void* w, uint64_t rows, uint64_t cols, const void* xq, uint32_t n_tok, float* y,
+                    uint64_t y_stride, cudaStream_t s);
+
+}  // namespace ds4::cuda
