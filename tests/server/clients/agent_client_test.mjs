@@ -10,11 +10,11 @@
 // parsed the streamed tool call, ran the command, sent its output back in a follow-up
 // request that reused the live KV session, and printed the final answer.
 import { spawn } from 'node:child_process';
-import { createServer } from 'node:net';
 import { mkdtempSync, mkdirSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import assert from 'node:assert/strict';
+import { freePort, spawnServer, waitHealthy } from '../server_process.mjs';
 
 const [client, bin, model, exe] = process.argv.slice(2);
 if (!client || !bin || !model || !exe) {
@@ -33,15 +33,6 @@ const dsmlCall = (tool, params) =>
   `<｜DSML｜invoke name="${tool}">\n` +
   Object.entries(params).map(([k, v]) => dsmlParam(k, v)).join('\n') +
   '\n</｜DSML｜invoke>\n</｜DSML｜tool_calls>';
-
-const freePort = () =>
-  new Promise((resolve) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
 
 const home = mkdtempSync(join(tmpdir(), `ds4-${client}-home-`));
 const work = mkdtempSync(join(tmpdir(), `ds4-${client}-work-`));
@@ -130,10 +121,9 @@ const scriptPath = join(home, 'script.json');
 const tracePath = join(home, 'trace.jsonl');
 writeFileSync(scriptPath, JSON.stringify(script));
 
-const server = spawn(bin, ['-m', model, '--ctx', '65536', '--threads', '2', '--parallel', '2', '-n', '256',
-                           '--port', String(port), '--test-script', scriptPath, '--trace', tracePath],
-                     { stdio: ['ignore', 'inherit', 'inherit'] });
-const serverExit = new Promise((resolve) => server.on('exit', (c) => resolve(c)));
+const { proc: server, exit: serverExit } = spawnServer(bin, [
+  '-m', model, '--ctx', '65536', '--threads', '2', '--parallel', '2', '-n', '256', '--port', String(port),
+  '--test-script', scriptPath, '--trace', tracePath]);
 const run = (cmd, args, timeoutMs) =>
   new Promise((resolve) => {
     let out = '';
@@ -146,13 +136,7 @@ const run = (cmd, args, timeoutMs) =>
 
 let failure;
 try {
-  for (let i = 0; ; ++i) {
-    try {
-      if ((await fetch(`${base}/health`)).ok) break;
-    } catch {}
-    if (i > 1200) throw new Error('ds4-server did not start');
-    await new Promise((r) => setTimeout(r, 100));
-  }
+  await waitHealthy(base);
   const { code, out } = await run(exe, spec.args, 600000);
   console.log(`${client} exited with ${code}`);
   assert.equal(code, 0, `${client} failed`);

@@ -2,11 +2,10 @@
 // port, runs each check, stops the server with SIGTERM and expects exit status 0.
 //   node sdk_test.mjs <ds4-server binary> <model.gguf>
 // The demo model has random weights: checks are about protocol shapes, not words.
-import { spawn } from 'node:child_process';
-import { createServer } from 'node:net';
 import assert from 'node:assert/strict';
 import OpenAI from 'openai';
 import Anthropic from '@anthropic-ai/sdk';
+import { freePort, spawnServer, waitHealthy } from '../server_process.mjs';
 
 const [bin, model] = process.argv.slice(2);
 if (!bin || !model) {
@@ -14,28 +13,10 @@ if (!bin || !model) {
   process.exit(2);
 }
 
-const freePort = () =>
-  new Promise((resolve) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-
 const port = await freePort();
-const server = spawn(bin, ['-m', model, '--ctx', '2048', '--threads', '2', '--port', String(port)], {
-  stdio: ['ignore', 'inherit', 'inherit'],
-});
+const server = spawnServer(bin, ['-m', model, '--ctx', '2048', '--threads', '2', '--port', String(port)]);
 const base = `http://127.0.0.1:${port}`;
-for (let i = 0; ; ++i) {
-  try {
-    const r = await fetch(`${base}/health`);
-    if (r.ok) break;
-  } catch {}
-  if (i > 1200) throw new Error('ds4-server did not start');
-  await new Promise((r) => setTimeout(r, 100));
-}
+await waitHealthy(base);
 
 const openai = new OpenAI({ baseURL: `${base}/v1`, apiKey: 'unused' });
 const anthropic = new Anthropic({ baseURL: base, apiKey: 'unused' });
@@ -152,8 +133,8 @@ for (const [name, fn] of checks) {
     console.log(`FAIL ${name}: ${e.stack || e}`);
   }
 }
-server.kill('SIGTERM');
-const code = await new Promise((r) => server.on('exit', (c) => r(c)));
+server.proc.kill('SIGTERM');
+const code = await server.exit;
 if (code !== 0) {
   console.log(`FAIL server exit status ${code}`);
   ++failed;
