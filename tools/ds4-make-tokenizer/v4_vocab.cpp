@@ -50,7 +50,11 @@ V4Vocab make_v4_vocab(const nlohmann::json& tj, const std::string& source) {
         const auto id = a.at("id").get<int64_t>();
         if (id < 0 || id >= kV4VocabSize) fail(source, ": added token id ", id, " out of range");
         v.tokens[id] = a.at("content").get<std::string>();
-        v.types[id] = a.value("special", false) ? 3 : 4;
+        // (not json::value: g++ -O3 -Wnull-dereference flags its inlined type test)
+        const auto special = a.find("special");
+        if (special != a.end() && !special->is_boolean())
+            fail(source, ": added token id ", id, " has a non-boolean \"special\"");
+        v.types[id] = special != a.end() && special->get<bool>() ? 3 : 4;
     }
     for (const V4Special& s : kV4Specials) {
         v.tokens[s.id] = s.text;
