@@ -461,9 +461,9 @@ TEST(CudaMma, GreedyTokensMatchTheExactPath) {
 // The routed experts of the prompt on the tensor cores (matmul_mma_experts.h), the dense
 // products on their exact path (min_work beyond any product), against the exact path.
 // The experts' int8 activations are CudaFastExperts' (the same records and integer
-// dots, another f32 order of the block sums), so its bounds apply; the greedy prefix
-// bound is CudaMma's (decode steps run the exact kernels on both sides and only carry
-// the prompt's state differences; near-tie flips are chaotic).
+// dots, another f32 order of the block sums), so its bounds apply. Measured on an H200
+// (2026-11-27): max |dlogit| 3.48 (max |logit| 18.2), prompt argmax 147/150, greedy
+// tokens identical for the first 11 of 32 — CudaFastExperts' figures in the same call.
 TEST(CudaMmaExperts, GreedyTokensMatchTheExactPath) {
     DS4_REQUIRE_GPU();
     if (!std::filesystem::exists(demo_path())) GTEST_SKIP() << "no demo model at " << demo_path();
@@ -507,8 +507,8 @@ TEST(CudaMmaExperts, GreedyTokensMatchTheExactPath) {
               << ", greedy tokens identical for the first " << same_prefix << " of 32\n";
     EXPECT_GT(worst, 0.0f) << "the expert mma path did not run";
     EXPECT_LE(worst, 5.0f);
-    EXPECT_GE(agree, 135u);
-    EXPECT_GE(same_prefix, 4u);
+    EXPECT_GE(agree, 140u);
+    EXPECT_GE(same_prefix, 8u);
 }
 
 }  // namespace
