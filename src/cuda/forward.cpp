@@ -19,6 +19,7 @@
 #include "cuda/forward_kernels.h"
 #include "cuda/kernels.h"
 #include "cuda/matmul_mma.h"
+#include "cuda/matmul_mma_experts.h"
 #include "cuda/matmul_q8.h"
 #include "cuda/steering.h"
 #include "ds4/error.h"
@@ -181,6 +182,9 @@ struct Forward::Impl {
     uint64_t mma_min_work = kMmaMinWork;
     uint64_t q8r_max_in = 0;     // the widest repacked matrix: sizes mm_q
     bool fast_experts = false;
+    bool mma_experts = true;            // routed experts on the tensor cores (matmul_mma_experts.h)
+    uint64_t mx_min_values = kMmaExpertsMinValues;
+    DeviceBuffer<uint32_t> mx_tiles;    // their tile list
     std::unique_ptr<DeviceSteering> steering;  // null: off
     const float* input_x = nullptr;             // eval_from_hc: device input HC rows
     DeviceBuffer<int32_t> tokens_dev;
@@ -358,6 +362,7 @@ struct Forward::Impl {
     void routed_experts(const DLayer& L, uint32_t n);
     bool device_dispatch_ok(const DLayer& L) const;
     void routed_experts_device(const DLayer& L, uint32_t n);
+    bool mma_experts_ok(const DMat& w, uint32_t n) const;
     void head(std::span<const uint32_t> rows);
     void upload_head_rows(std::span<const uint32_t> rows);
     const float* omega(const DLayer& L) const { return L.ratio != 0 ? omega_comp : omega_dense; }
@@ -575,6 +580,8 @@ void Forward::Impl::reserve(uint32_t n, uint64_t ctx) {
         grow(sh_out, n * dim);
         grow(moe_idx, std::max<uint64_t>(3 * n * K + n + 1, 5 * n * K + n + 3 * uint64_t{hp.n_expert} + 2));
         grow(ex_q, q8_activation_bytes(std::max<uint64_t>(dim, ff), n * K));
+        grow(mx_tiles, mma_experts_tile_words(static_cast<uint32_t>(n * K),
+                                              static_cast<uint32_t>(std::min<uint64_t>(hp.n_expert, n * K))));
         if (q8r_max_in > 0) grow(mm_q, mma_activation_bytes(q8r_max_in, n));
         grow(tokens_dev, n);
         grow(positions_dev, n);
@@ -1083,12 +1090,32 @@ void Forward::Impl::routed_experts_device(const DLayer& L, uint32_t n) {
     const ExpertGroups eg{g.expert, g.begin, g.count, g.n_active};
     gather_rows(nrm.data(), g.src, ex_in.data(), M, dim, s, g.n_pairs);
     // a token lists an expert at most once: no expert has more than n tokens
-    matmul_experts(L.exp_gate.type, L.exp_gate.data, L.exp_up.data, ff, E, dim, ex_in.data(), dim, ex_g.data(),
-                   ex_u.data(), ff, eg, slots, n, s);
+    if (mma_experts_ok(L.exp_gate, n) && mma_experts_ok(L.exp_up, n)) {
+        quantize_q8_activations(ex_in.data(), dim, dim, M, ex_q.data(), s);
+        matmul_experts_mma(L.exp_gate.type, L.exp_gate.data, L.exp_up.data, ff, dim, ex_q.data(), ex_g.data(),
+                           ex_u.data(), ff, eg, slots, M, mx_tiles.data(), s);
+    } else {
+        matmul_experts(L.exp_gate.type, L.exp_gate.data, L.exp_up.data, ff, E, dim, ex_in.data(), dim, ex_g.data(),
+                       ex_u.data(), ff, eg, slots, n, s);
+    }
     weighted_swiglu(ex_g.data(), ex_u.data(), sel_w.data(), g.widx, M, ff, hp.swiglu_limit, s, g.n_pairs);
-    matmul_experts(L.exp_down.type, L.exp_down.data, nullptr, dim, E, ff, ex_g.data(), ff, ex_out.data(), nullptr,
-                   dim, eg, slots, n, s);
+    if (mma_experts_ok(L.exp_down, n)) {
+        quantize_q8_activations(ex_g.data(), ff, ff, M, ex_q.data(), s);
+        matmul_experts_mma(L.exp_down.type, L.exp_down.data, nullptr, dim, ff, ex_q.data(), ex_out.data(), nullptr,
+                           dim, eg, slots, M, mx_tiles.data(), s);
+    } else {
+        matmul_experts(L.exp_down.type, L.exp_down.data, nullptr, dim, E, ff, ex_g.data(), ff, ex_out.data(),
+                       nullptr, dim, eg, slots, n, s);
+    }
     moe_sum(ex_out.data(), g, n, K, moe.data(), dim, s);
+}
+
+// The expert mma path (matmul_mma_experts.h) for passes of at least
+// mma_experts_min_tokens() tokens and slabs of at least mx_min_values weights: smaller
+// ones keep the exact kernels and their bits.
+bool Forward::Impl::mma_experts_ok(const DMat& w, uint32_t n) const {
+    return mma && mma_experts && n >= mma_experts_min_tokens() && w.in * w.out >= mx_min_values &&
+           matmul_experts_mma_supported(w.type, w.in, w.row_bytes, w.data);
 }
 
 void Forward::Impl::moe_layer(uint32_t il, uint32_t n) {
@@ -1232,6 +1259,8 @@ Forward::Forward(const cpu::CpuModel& model) : impl_(std::make_unique<Impl>(requ
     const char* mma_env = std::getenv("DS4_CUDA_MMA");
     impl_->mma = mma_env == nullptr || std::string_view(mma_env) != "0";
     if (impl_->q8r_max_in > 0 && mma_applies(uint64_t{1} << 20, kMmaMinTokens, kMmaMinWork)) mma_init();
+    const char* mx_env = std::getenv("DS4_CUDA_MMA_EXPERTS");
+    impl_->mma_experts = mx_env == nullptr || std::string_view(mx_env) != "0";
     const char* fast = std::getenv("DS4_CUDA_FAST_EXPERTS");
     impl_->fast_experts = fast != nullptr && std::string_view(fast) == "1";
 }
@@ -1243,6 +1272,13 @@ void Forward::set_fast_experts(bool on) {
     impl_->clear_graphs();
 }
 bool Forward::fast_experts() const { return impl_->fast_experts; }
+
+void Forward::set_mma_experts(bool on, uint64_t min_values) {
+    impl_->mma_experts = on;
+    impl_->mx_min_values = min_values;
+    impl_->clear_graphs();
+}
+bool Forward::mma_experts() const { return impl_->mma_experts; }
 
 void Forward::set_mma(bool on, uint64_t min_work) {
     impl_->mma = on;

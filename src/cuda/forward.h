@@ -115,6 +115,15 @@ public:
     // tests/cuda/test_forward.cpp (CudaMma).
     void set_mma(bool on, uint64_t min_work);
     bool mma() const;
+    // The routed experts of passes of at least kMmaExpertsMinTokens tokens (or
+    // $DS4_CUDA_MMA_EXPERTS_MIN) on the tensor cores too (cuda/matmul_mma_experts.h:
+    // IQ2_XXS, Q2_K, Q4_K; int8 activations as above), under the same set_mma switch, for
+    // expert matrices of at least min_values weights (default kMmaExpertsMinValues; 0
+    // forces the demo model's onto it: tests). On by default unless
+    // $DS4_CUDA_MMA_EXPERTS=0 when the Forward is made. Measured against the exact path in
+    // tests/cuda/test_forward.cpp (CudaMmaExperts).
+    void set_mma_experts(bool on, uint64_t min_values);
+    bool mma_experts() const;
 
     // Graph capture of small passes (see above); on unless $DS4_CUDA_GRAPH=0 when the
     // Forward is made. Fast experts (a host round trip per layer) always run eagerly.

@@ -1,0 +1,418 @@
+// Grouped tensor-core products of the routed experts; contract and numerics in
+// matmul_mma_experts.h.
+//
+// Block: 8 warps, a tile of kBM = 128 rows of one expert's matrix (16 per warp: one m16
+// fragment) by BN of that expert's tokens (BN / 8 n8 fragments per warp). The columns
+// go by stages of one 256-value super-block: its raw bytes for the 128 rows (a 16-byte
+// aligned window around each, copied with cp.async) and the tokens' int8 codes and
+// records, in a kStages-deep shared ring, so the loads of the next stages overlap this
+// one's work. A lane decodes its own A-fragment words (row g / g + 8, values 4t..4t+3
+// and 16 + 4t.. of each 32-block) straight from the raw bytes: no int8 weight tile, no
+// second barrier. The grid is (row tiles [of w0, then w1], token tiles): the tile list
+// (slot, first token) is made on the device from the group counts, blocks past its
+// length return at once.
+#include <cuda_fp16.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <mutex>
+
+#include "cuda/check.h"
+#include "cuda/matmul_mma_experts.h"
+#include "cuda/matmul_q8.h"
+#include "ds4/error.h"
+#include "quant/iq2_tables.h"
+
+namespace ds4::cuda {
+namespace {
+
+constexpr uint32_t kWarps = 8;
+constexpr uint32_t kThreads = 32 * kWarps;
+constexpr uint32_t kBM = 16 * kWarps;
+constexpr uint32_t kStages = 3;
+constexpr uint32_t kSB = 256;         // values per stage: one super-block
+constexpr uint32_t kXPitch = 272;     // a token's 256 codes + 16: rows g hit banks 4g + t
+constexpr uint32_t kRecPitch = 80;    // 8 records of 8 bytes + 16: tokens 2t, 2t + 1 apart
+constexpr uint32_t kRecBytes = 8;     // per 32 activations: f32 d, int16 Σ lo | Σ hi << 16
+constexpr uint32_t kMinBN = 16;
+
+__device__ uint32_t g_mx_grid[512];   // IQ2_XXS grid: entry e's magnitude bytes, 2 words
+__device__ uint32_t g_mx_signs[256];  // sign index s, half h: 0xff in each negated byte
+
+__device__ __forceinline__ float f16(uint32_t bits) {
+    return __half2float(__ushort_as_half(static_cast<unsigned short>(bits)));
+}
+__device__ __forceinline__ uint32_t u16(const uint8_t* p) { return *reinterpret_cast<const uint16_t*>(p); }
+__device__ __forceinline__ uint32_t u32(const uint8_t* p) { return *reinterpret_cast<const uint32_t*>(p); }
+// f32 of an s32 (|v| < 2^22): in the mantissa of 1.5·2^23, exact (matmul_mma.cu's trick).
+__device__ __forceinline__ float s32_to_f32(int v) { return __int_as_float(0x4B400000 + v) - 12582912.0f; }
+
+__device__ __forceinline__ void mma_s8(uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0, uint32_t b1,
+                                       int (&d)[4]) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile(
+        "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+        "{%10, %10, %10, %10};"
+        : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1), "r"(0));
+#else
+    (void)a0, (void)a1, (void)a2, (void)a3, (void)b0, (void)b1;
+    d[0] = d[1] = d[2] = d[3] = 0;  // never launched below sm_80 (the launcher checks)
+#endif
+}
+
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, uint32_t src_bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    const auto d = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(d), "l"(src), "r"(src_bytes));
+#else
+    (void)dst, (void)src, (void)src_bytes;
+#endif
+}
+__device__ __forceinline__ void cp_async_commit() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.commit_group;");
+#endif
+}
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.wait_group %0;" ::"n"(N));
+#endif
+}
+
+// A lane's view of one 32-block of one row: the A words for values 4t..4t+3 (lo) and
+// 16 + 4t.. (hi), and the block's value = s1·code − s2·m (m = mlo for the first 16
+// values, mhi for the last 16; kMin false: no min term).
+struct Frag {
+    uint32_t lo, hi;
+    float s1, s2;
+    int mlo, mhi;
+};
+struct Tables {
+    const uint32_t* grid;
+    const uint32_t* signs;
+};
+
+struct Iq2xxsDec {
+    static constexpr uint32_t kBytes = 66, kChunks = 5, kPitch = 80;  // 80 B = 20 words: 8 rows, 8 banks
+    static constexpr bool kMin = false, kTables = true;
+    __device__ static uint32_t word(const Tables& tb, uint32_t idx, uint32_t aux, uint32_t l, uint32_t h) {
+        const uint32_t mag = tb.grid[2 * ((idx >> (8 * l)) & 0xff) + h];
+        const uint32_t m = tb.signs[2 * ((aux >> (7 * l)) & 127) + h];
+        return (mag ^ m) + (m & 0x01010101u);  // bytes ≤ 43: negation without carries
+    }
+    __device__ static Frag frag(const uint8_t* p, uint32_t b, uint32_t t, const Tables& tb) {
+        const uint8_t* q = p + 2 + 8 * b;
+        const uint32_t idx = u16(q) | (u16(q + 2) << 16), aux = u16(q + 4) | (u16(q + 6) << 16);
+        Frag f;
+        f.lo = word(tb, idx, aux, t / 2, t % 2);
+        f.hi = word(tb, idx, aux, 2 + t / 2, t % 2);
+        f.s1 = f16(u16(p)) * (0.5f + static_cast<float>(aux >> 28)) * 0.25f;
+        f.s2 = 0.f, f.mlo = f.mhi = 0;
+        return f;
+    }
+};
+
+struct Q2KDec {  // scales[16], qs[64], d, dmin
+    static constexpr uint32_t kBytes = 84, kChunks = 6, kPitch = 112;  // 28 words
+    static constexpr bool kMin = true, kTables = false;
+    __device__ static Frag frag(const uint8_t* p, uint32_t b, uint32_t t, const Tables&) {
+        const uint8_t* qs = p + 16 + 32 * (b / 4) + 4 * t;
+        const uint32_t shift = 2 * (b % 4), sc = u16(p + 2 * b), dd = u32(p + 80);
+        Frag f;
+        // codes ≤ 3 times a 4-bit scale ≤ 45 per byte: one integer multiply, no carries
+        f.lo = ((u32(qs) >> shift) & 0x03030303u) * (sc & 15);
+        f.hi = ((u32(qs + 16) >> shift) & 0x03030303u) * ((sc >> 8) & 15);
+        f.s1 = f16(dd & 0xffff);
+        f.s2 = f16(dd >> 16);
+        f.mlo = static_cast<int>((sc >> 4) & 15), f.mhi = static_cast<int>(sc >> 12);
+        return f;
+    }
+};
+
+struct Q4KDec {  // d, dmin, scales[12], qs[128]
+    static constexpr uint32_t kBytes = 144, kChunks = 9, kPitch = 144;  // 36 words
+    static constexpr bool kMin = true, kTables = false;
+    __device__ static Frag frag(const uint8_t* p, uint32_t b, uint32_t t, const Tables&) {
+        const uint8_t* qs = p + 16 + 32 * (b / 2) + 4 * t;
+        const uint32_t shift = 4 * (b % 2), dd = u32(p);
+        const uint8_t* sc = p + 4;
+        int scale = 0, min = 0;
+        if (b < 4) {
+            scale = sc[b] & 63;
+            min = sc[b + 4] & 63;
+        } else {
+            scale = (sc[b + 4] & 0x0F) | ((sc[b - 4] >> 6) << 4);
+            min = (sc[b + 4] >> 4) | ((sc[b] >> 6) << 4);
+        }
+        Frag f;
+        f.lo = (u32(qs) >> shift) & 0x0F0F0F0Fu;
+        f.hi = (u32(qs + 16) >> shift) & 0x0F0F0F0Fu;
+        f.s1 = f16(dd & 0xffff) * static_cast<float>(scale);
+        f.s2 = f16(dd >> 16) * static_cast<float>(min);
+        f.mlo = f.mhi = 1;
+        return f;
+    }
+};
+
+template <class F, int BN>
+struct Stage {
+    alignas(16) uint8_t w[kBM][F::kPitch];
+    alignas(16) uint8_t x[BN][kXPitch];
+    alignas(16) uint8_t r[BN][kRecPitch];
+};
+
+struct Args {
+    const uint8_t *w0, *w1;
+    uint64_t slab_bytes, row_bytes;
+    uint32_t rows, row_tiles, cols;
+    const uint8_t* xq;
+    uint64_t tok_bytes;
+    float *y0, *y1;
+    uint64_t y_stride;
+    const uint32_t *expert, *begin, *count, *n_active;
+    uint32_t* tiles;
+};
+
+// Stage i: the rows' super-block i (a window of 16-byte chunks from its 16-byte floor;
+// chunks past its end zero-filled, so a read never leaves the 16-byte granules of the
+// tensor) and the tokens' codes and records (tokens past the tile's zero-filled).
+template <class F, int BN>
+__device__ __forceinline__ void load_stage(Stage<F, BN>& st, const uint8_t* w, uint64_t row_bytes, uint32_t n_rows,
+                                           const uint8_t* x, uint64_t tok_bytes, uint32_t cols, uint32_t n_tok,
+                                           uint32_t i) {
+    for (uint32_t c = threadIdx.x; c < kBM * F::kChunks; c += kThreads) {
+        const uint32_t r = c / F::kChunks, j = c % F::kChunks;
+        const uintptr_t start = reinterpret_cast<uintptr_t>(w + r * row_bytes) + uint64_t{i} * F::kBytes;
+        const uintptr_t chunk = (start & ~uintptr_t{15}) + 16 * j;
+        const bool in = r < n_rows && chunk < start + F::kBytes;
+        cp_async16(&st.w[r][16 * j], in ? reinterpret_cast<const uint8_t*>(chunk) : w, in ? 16 : 0);
+    }
+    for (uint32_t c = threadIdx.x; c < BN * 20; c += kThreads) {
+        const uint32_t t = c / 20, j = c % 20;
+        const bool in = t < n_tok;
+        const uint64_t off = j < 16 ? uint64_t{i} * kSB + 16 * j : cols + uint64_t{i} * 8 * kRecBytes + 16 * (j - 16);
+        uint8_t* dst = j < 16 ? &st.x[t][16 * j] : &st.r[t][16 * (j - 16)];
+        cp_async16(dst, x + (in ? t * tok_bytes + off : 0), in ? 16 : 0);
+    }
+}
+
+template <class F, int BN>
+__global__ void __launch_bounds__(kThreads, 2) experts_mma_kernel(Args a) {
+    using S = Stage<F, BN>;
+    constexpr int NF = BN / 8;
+    extern __shared__ __align__(16) uint8_t raw[];
+    const uint32_t n_tiles = a.tiles[0];
+    if (blockIdx.y >= n_tiles) return;
+    const uint32_t slot = a.tiles[2 + 2 * blockIdx.y], tok0 = a.tiles[3 + 2 * blockIdx.y];
+    const uint32_t which = blockIdx.x / a.row_tiles, row0 = (blockIdx.x % a.row_tiles) * kBM;
+    const uint32_t e = a.expert[slot], p0 = a.begin[slot] + tok0;
+    const uint32_t n_tok = min(static_cast<uint32_t>(BN), a.count[slot] - tok0), n_rows = min(kBM, a.rows - row0);
+    const uint8_t* w = (which ? a.w1 : a.w0) + e * a.slab_bytes + uint64_t{row0} * a.row_bytes;
+    float* y = which ? a.y1 : a.y0;
+    const uint8_t* x = a.xq + uint64_t{p0} * a.tok_bytes;
+
+    S* st = reinterpret_cast<S*>(raw);
+    Tables tb{nullptr, nullptr};
+    if constexpr (F::kTables) {
+        auto* t = reinterpret_cast<uint32_t*>(raw + kStages * sizeof(S));
+        for (uint32_t k = threadIdx.x; k < 512; k += kThreads) t[k] = g_mx_grid[k];
+        for (uint32_t k = threadIdx.x; k < 256; k += kThreads) t[512 + k] = g_mx_signs[k];
+        tb = {t, t + 512};  // visible after the first barrier below
+    }
+    const uint32_t warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t4 = lane % 4;
+    const uint32_t ra = 16 * warp + g, n_st = a.cols / kSB;
+    // a row's super-blocks sit at any 2- (IQ2_XXS) or 4-byte (Q2_K) offset from 16 bytes
+    const auto off_a = static_cast<uint32_t>(reinterpret_cast<uintptr_t>(w + ra * a.row_bytes) % 16);
+    const auto off_b = static_cast<uint32_t>(reinterpret_cast<uintptr_t>(w + (ra + 8) * a.row_bytes) % 16);
+
+    float acc[NF][4];
+#pragma unroll
+    for (int f = 0; f < NF; ++f) acc[f][0] = acc[f][1] = acc[f][2] = acc[f][3] = 0.f;
+
+#pragma unroll
+    for (uint32_t i = 0; i < kStages - 1; ++i) {
+        if (i < n_st) load_stage<F, BN>(st[i], w, a.row_bytes, n_rows, x, a.tok_bytes, a.cols, n_tok, i);
+        cp_async_commit();
+    }
+    for (uint32_t i = 0; i < n_st; ++i) {
+        cp_async_wait<kStages - 2>();
+        __syncthreads();
+        const S& s = st[i % kStages];
+        const uint8_t* pa = &s.w[ra][(off_a + i * F::kBytes) % 16];
+        const uint8_t* pb = &s.w[ra + 8][(off_b + i * F::kBytes) % 16];
+#pragma unroll 2
+        for (uint32_t b = 0; b < 8; ++b) {
+            const Frag fa = F::frag(pa, b, t4, tb), fb = F::frag(pb, b, t4, tb);
+#pragma unroll
+            for (int f = 0; f < NF; ++f) {
+                const uint8_t* xt = &s.x[8 * f + g][32 * b + 4 * t4];
+                int d[4];
+                mma_s8(fa.lo, fb.lo, fa.hi, fb.hi, u32(xt), u32(xt + 16), d);
+#pragma unroll
+                for (int c = 0; c < 2; ++c) {  // columns 2t4 + c: tokens 8f + 2t4 + c
+                    const int2 m = *reinterpret_cast<const int2*>(&s.r[8 * f + 2 * t4 + c][kRecBytes * b]);
+                    const float dx = __int_as_float(m.x);
+                    if constexpr (F::kMin) {
+                        const int lo = static_cast<int16_t>(m.y & 0xffff), hi = m.y >> 16;
+                        const int ma = fa.mlo * lo + fa.mhi * hi, mb = fb.mlo * lo + fb.mhi * hi;
+                        acc[f][c] += dx * (fa.s1 * s32_to_f32(d[c]) - fa.s2 * static_cast<float>(ma));
+                        acc[f][2 + c] += dx * (fb.s1 * s32_to_f32(d[2 + c]) - fb.s2 * static_cast<float>(mb));
+                    } else {
+                        acc[f][c] += dx * fa.s1 * s32_to_f32(d[c]);
+                        acc[f][2 + c] += dx * fb.s1 * s32_to_f32(d[2 + c]);
+                    }
+                }
+            }
+        }
+        const uint32_t next = i + kStages - 1;  // into the buffer all warps left at the barrier above
+        if (next < n_st) load_stage<F, BN>(st[next % kStages], w, a.row_bytes, n_rows, x, a.tok_bytes, a.cols, n_tok, next);
+        cp_async_commit();
+    }
+    cp_async_wait<0>();
+
+#pragma unroll
+    for (int f = 0; f < NF; ++f) {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            const uint32_t r = ra + (i >= 2 ? 8 : 0), t = 8 * f + 2 * t4 + i % 2;
+            if (r < n_rows && t < n_tok) y[uint64_t{p0 + t} * a.y_stride + row0 + r] = acc[f][i];
+        }
+    }
+}
+
+// tiles[0] ← the tile count, tiles[2 + 2k], [3 + 2k] ← (slot, first token) of tile k:
+// ceil(count / bn) tiles per active slot, in slot order. One block; smem: max_slots words.
+__global__ void experts_tiles_kernel(const uint32_t* __restrict__ count, const uint32_t* __restrict__ n_active,
+                                     uint32_t max_slots, uint32_t bn, uint32_t* __restrict__ tiles) {
+    extern __shared__ uint32_t first[];
+    const uint32_t n = min(*n_active, max_slots);
+    if (threadIdx.x == 0) {
+        uint32_t at = 0;
+        for (uint32_t j = 0; j < n; ++j) {
+            first[j] = at;
+            at += (count[j] + bn - 1) / bn;
+        }
+        tiles[0] = at;
+    }
+    __syncthreads();
+    for (uint32_t j = threadIdx.x; j < n; j += blockDim.x) {
+        const uint32_t k_end = (count[j] + bn - 1) / bn;
+        for (uint32_t k = 0; k < k_end; ++k) {
+            tiles[2 + 2 * (first[j] + k)] = j;
+            tiles[3 + 2 * (first[j] + k)] = k * bn;
+        }
+    }
+}
+
+template <class F, int BN>
+constexpr uint32_t smem_bytes() {
+    return kStages * sizeof(Stage<F, BN>) + (F::kTables ? 768 * 4 : 0);
+}
+
+template <class F, int BN>
+void launch(Args a, uint32_t max_slots, uint32_t max_pairs, cudaStream_t s) {
+    static std::once_flag once;
+    std::call_once(once, [] {  // first use: in the forward's first (eager) pass, never in a capture
+        DS4_CUDA_CHECK(cudaFuncSetAttribute(experts_mma_kernel<F, BN>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            static_cast<int>(smem_bytes<F, BN>())));
+    });
+    const uint32_t max_tiles = (max_pairs + BN - 1) / BN + max_slots;
+    experts_tiles_kernel<<<1, 256, max_slots * sizeof(uint32_t), s>>>(a.count, a.n_active, max_slots, BN, a.tiles);
+    DS4_CUDA_CHECK_LAUNCH("experts_tiles_kernel");
+    const dim3 grid(a.row_tiles * (a.w1 != nullptr ? 2 : 1), max_tiles);
+    experts_mma_kernel<F, BN><<<grid, kThreads, smem_bytes<F, BN>(), s>>>(a);
+    DS4_CUDA_CHECK_LAUNCH("experts_mma_kernel");
+}
+
+template <class F>
+void launch_bn(Args a, uint32_t max_slots, uint32_t max_pairs, cudaStream_t s) {
+    // tokens per active expert on average (the pass's shape, not its routing: the choice,
+    // which never changes a result, stays the same for a graph's replays)
+    const uint32_t avg = max_pairs / std::max(1u, max_slots);
+    if (avg >= 40)
+        launch<F, 64>(a, max_slots, max_pairs, s);
+    else if (avg >= 12)
+        launch<F, 32>(a, max_slots, max_pairs, s);
+    else
+        launch<F, 16>(a, max_slots, max_pairs, s);
+}
+
+bool device_has_mma() {
+    static const bool ok = [] {
+        int dev = 0, major = 0;
+        DS4_CUDA_CHECK(cudaGetDevice(&dev));
+        DS4_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+        return major >= 8;
+    }();
+    return ok;
+}
+
+void upload_tables() {
+    static std::once_flag once;
+    std::call_once(once, [] {
+        uint32_t grid[512], signs[256];
+        for (int e = 0; e < 256; ++e) {
+            grid[2 * e] = static_cast<uint32_t>(quant::kIq2Grid[e]);
+            grid[2 * e + 1] = static_cast<uint32_t>(quant::kIq2Grid[e] >> 32);
+        }
+        for (int s = 0; s < 128; ++s)
+            for (int h = 0; h < 2; ++h) {
+                uint32_t m = 0;
+                for (int i = 0; i < 4; ++i)
+                    if ((quant::kIq2Signs[s] >> (4 * h + i)) & 1) m |= 0xffu << (8 * i);
+                signs[2 * s + h] = m;
+            }
+        DS4_CUDA_CHECK(cudaMemcpyToSymbol(g_mx_grid, grid, sizeof(grid)));
+        DS4_CUDA_CHECK(cudaMemcpyToSymbol(g_mx_signs, signs, sizeof(signs)));
+    });
+}
+
+}  // namespace
+
+uint32_t mma_experts_min_tokens() {
+    static const uint32_t min_tok = [] {
+        const char* v = std::getenv("DS4_CUDA_MMA_EXPERTS_MIN");
+        const unsigned long m = v != nullptr ? std::strtoul(v, nullptr, 10) : 0;
+        return m >= kMmaExpertsMinTokens ? static_cast<uint32_t>(std::min(m, 1ul << 30)) : kMmaExpertsMinTokens;
+    }();
+    return min_tok;
+}
+
+bool matmul_experts_mma_supported(GgmlType t, uint64_t cols, uint64_t row_bytes, const void* w) {
+    // the decoders' shared loads: u16 (IQ2_XXS), u32 (Q2_K); Q4_K's window of 9 chunks
+    // holds a super-block only from a 16-byte boundary
+    const uint64_t align = t == GgmlType::IQ2_XXS ? 2 : t == GgmlType::Q2_K ? 4 : t == GgmlType::Q4_K ? 16 : 0;
+    if (align == 0 || cols % 256 != 0 || cols == 0) return false;
+    return row_bytes % align == 0 && reinterpret_cast<uintptr_t>(w) % align == 0 && device_has_mma();
+}
+
+uint64_t mma_experts_tile_words(uint32_t max_pairs, uint32_t max_slots) {
+    return 2 + 2 * ((uint64_t{max_pairs} + kMinBN - 1) / kMinBN + max_slots);
+}
+
+void matmul_experts_mma(GgmlType type, const void* w0, const void* w1, uint64_t slab_rows, uint64_t cols,
+                        const void* xq, float* y0, float* y1, uint64_t y_stride, const ExpertGroups& g,
+                        uint32_t max_slots, uint32_t max_pairs, uint32_t* tiles, cudaStream_t s) {
+    if (slab_rows == 0 || max_slots == 0 || max_pairs == 0) return;
+    const uint64_t row_bytes = cols / 256 * (type == GgmlType::IQ2_XXS ? 66 : type == GgmlType::Q2_K ? 84 : 144);
+    if (!matmul_experts_mma_supported(type, cols, row_bytes, w0) ||
+        (w1 != nullptr && !matmul_experts_mma_supported(type, cols, row_bytes, w1)))
+        fail("cuda matmul_experts_mma: unsupported type, shape or alignment");
+    if (slab_rows > 0x7fffffffu) fail("cuda matmul_experts_mma: ", slab_rows, " rows, at most 2^31 - 1");
+    if (reinterpret_cast<uintptr_t>(xq) % 16 != 0) fail("cuda matmul_experts_mma: xq is not 16-byte aligned");
+    const auto rows = static_cast<uint32_t>(slab_rows);
+    Args a{static_cast<const uint8_t*>(w0), static_cast<const uint8_t*>(w1), slab_rows * row_bytes, row_bytes, rows,
+           (rows + kBM - 1) / kBM, static_cast<uint32_t>(cols), static_cast<const uint8_t*>(xq),
+           q8_token_bytes(cols), y0, y1, y_stride, g.expert, g.begin, g.count, g.n_active, tiles};
+    switch (type) {
+        case GgmlType::IQ2_XXS:
+            upload_tables();
+            return launch_bn<Iq2xxsDec>(a, max_slots, max_pairs, s);
+        case GgmlType::Q2_K: return launch_bn<Q2KDec>(a, max_slots, max_pairs, s);
+        default: return launch_bn<Q4KDec>(a, max_slots, max_pairs, s);
+    }
+}
+
+}  // namespace ds4::cuda

@@ -1,0 +1,59 @@
+// Routed experts on the tensor cores for multi-token passes (issue 8). The expert matvec
+// kernels (matmul_experts, matmul_q8) re-read an expert's weights once per <= 8 of its
+// tokens; here one grouped launch covers every active expert of a layer: a block takes
+// a 128-row tile of one expert's matrix by up to BN of that expert's tokens, decodes
+// the weight super-blocks into int8 mma fragments in registers and multiplies with
+// mma.sync m16n8k32 (as matmul_mma.h), so each weight is read once per BN tokens.
+//
+// Weight types (each value of a 32-block as an int8 code times f32 scales):
+//   IQ2_XXS: grid magnitudes {8, 25, 43} with their signs (exact in int8), scale
+//            d·(0.5 + s)/4 per 32 values;
+//   Q2_K:    code·sc (0..45) per 16 values with scale d, minus dmin·m per 16 values:
+//            the min term needs Σx per 16 values, which the activation records hold;
+//   Q4_K:    code (0..15) with d·sc per 32 values, minus dmin·m times Σx of the block.
+// Numerics: the activations are quantize_q8_activations' records (matmul_q8.h), each
+// block's integer dots (and the min sums) are exact in s32 and scaled per block as
+// matmul_q8's fast kernels do; only the f32 order of the block sums differs. So the
+// bound against the exact f32 path is matmul_q8.h's, Σ_i |w_i|·d_x(i)/2 + f32 rounding,
+// and a (row, token) result depends neither on the other tokens nor on the grouping.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "cuda/kernels.h"
+#include "gguf/ggml_types.h"
+
+namespace ds4::cuda {
+
+// The forward's default least pass size (tokens) for the expert mma path; decode and
+// batches below it keep the exact expert kernels and their bits. $DS4_CUDA_MMA_EXPERTS_MIN
+// raises it (never below kMmaExpertsMinTokens).
+inline constexpr uint32_t kMmaExpertsMinTokens = 16;
+uint32_t mma_experts_min_tokens();
+// ... and expert matrices of at least this many weights (the published shape's are 8M;
+// the demo model's 64K, too small to be measured here, keep the exact kernels, and with
+// them the golden tests' bounds).
+inline constexpr uint64_t kMmaExpertsMinValues = uint64_t{1} << 20;
+
+// True when matmul_experts_mma takes slabs of this type with `cols` columns (a multiple
+// of 256), row_bytes per row, at `w` (IQ2_XXS: 2-byte aligned, Q2_K: 4, Q4_K: 16, rows
+// too) on this device (sm_80+).
+bool matmul_experts_mma_supported(GgmlType t, uint64_t cols, uint64_t row_bytes, const void* w);
+
+// uint32 words of tile scratch matmul_experts_mma needs for up to max_pairs (token,
+// expert) pairs over at most max_slots active experts.
+uint64_t mma_experts_tile_words(uint32_t max_pairs, uint32_t max_slots);
+
+// For each active slot j < *g.n_active (expert e = g.expert[j], pairs g.begin[j] ..
+// + g.count[j]): Y0[p] = W0[e] · x̂[p] (and Y1[p] = W1[e] · x̂[p] when w1 is not null),
+// W[e] the e-th slab of slab_rows rows, x̂[p] the dequantized record p of xq (from
+// quantize_q8_activations over cols, at least max_pairs records). max_slots bounds
+// *g.n_active and max_pairs Σ count (the grid). tiles: mma_experts_tile_words(max_pairs,
+// max_slots) device words (scratch, overwritten). No host round trip: capturable.
+void matmul_experts_mma(GgmlType type, const void* w0, const void* w1, uint64_t slab_rows, uint64_t cols,
+                        const void* xq, float* y0, float* y1, uint64_t y_stride, const ExpertGroups& g,
+                        uint32_t max_slots, uint32_t max_pairs, uint32_t* tiles, cudaStream_t s);
+
+}  // namespace ds4::cuda

@@ -1,0 +1,190 @@
+// Grouped expert products on the tensor cores (cuda/matmul_mma_experts.h), for IQ2_XXS,
+// Q2_K and Q4_K slabs (random blocks: every code, sign and scale pattern), against
+//  1. the device's own int8 activations (quantize_q8_activations) dequantized and
+//     dotted in double with the reference dequantized weights: each block's integer
+//     dots are exact, so only f32 scaling and summing differ (1e-5 of Σ|w·x̂|);
+//  2. the f32 activations and the exact kernel cuda::matmul per expert: matmul_q8.h's
+//     bound Σ_i |w_i| · d_x(i)/2, plus f32 rounding;
+// with odd token counts per expert, an active slot of 0 tokens, an expert not listed,
+// rows not a multiple of the 128-row tile, gate + up in one launch, and the three token
+// tile widths (16/32/64, chosen from the bounds), which must give the same bits.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "cuda/device.h"
+#include "cuda/kernels.h"
+#include "cuda/matmul_mma_experts.h"
+#include "cuda/matmul_q8.h"
+#include "cuda_test_util.h"
+#include "quant/reference.h"
+
+namespace ds4::cuda {
+namespace {
+
+struct Slabs {
+    std::vector<uint8_t> bytes;  // GGUF rows, all slabs
+    std::vector<float> dequant;  // reference values
+    uint64_t row_bytes = 0;
+};
+
+// Random super-blocks with small positive f16 scales (random bytes elsewhere: any
+// pattern is a valid block of these types).
+Slabs make_slabs(GgmlType type, uint64_t rows, uint64_t cols, uint32_t seed) {
+    const uint64_t sb = type == GgmlType::IQ2_XXS ? 66 : type == GgmlType::Q2_K ? 84 : 144, n_sb = rows * cols / 256;
+    Slabs m{std::vector<uint8_t>(n_sb * sb), std::vector<float>(rows * cols), cols / 256 * sb};
+    std::mt19937 rng(seed);
+    for (uint8_t& b : m.bytes) b = static_cast<uint8_t>(rng());
+    const auto put_f16 = [&](uint8_t* p) {
+        const auto h = static_cast<uint16_t>(0x2000 + rng() % 0x400);  // [2^-7, 2^-6)
+        std::memcpy(p, &h, 2);
+    };
+    for (uint64_t i = 0; i < n_sb; ++i) {
+        uint8_t* p = m.bytes.data() + i * sb;
+        if (type == GgmlType::IQ2_XXS) put_f16(p);
+        if (type == GgmlType::Q2_K) put_f16(p + 80), put_f16(p + 82);
+        if (type == GgmlType::Q4_K) put_f16(p), put_f16(p + 2);
+    }
+    const auto n = static_cast<int64_t>(rows * cols);
+    if (type == GgmlType::IQ2_XXS)
+        quant::ref::dequant_iq2_xxs(reinterpret_cast<const quant::BlockIQ2XXS*>(m.bytes.data()), m.dequant.data(), n);
+    else if (type == GgmlType::Q2_K)
+        quant::ref::dequant_q2_K(reinterpret_cast<const quant::BlockQ2K*>(m.bytes.data()), m.dequant.data(), n);
+    else
+        quant::ref::dequant_q4_K(reinterpret_cast<const quant::BlockQ4K*>(m.bytes.data()), m.dequant.data(), n);
+    return m;
+}
+
+struct Group {
+    uint32_t expert, count;
+};
+
+void check_type(GgmlType type, uint32_t seed) {
+    constexpr uint64_t kRows = 200, kCols = 768;  // rows of 198 / 252 / 432 bytes
+    constexpr uint32_t kExperts = 5;
+    // slot order as moe_group makes it would be ascending; any order must work
+    const std::vector<Group> groups = {{3, 37}, {0, 0}, {4, 1}, {1, 70}};
+    std::vector<uint32_t> expert, begin, count;
+    uint32_t M = 0;
+    for (const Group& g : groups) expert.push_back(g.expert), begin.push_back(M), count.push_back(g.count), M += g.count;
+    SCOPED_TRACE(cat("type=", static_cast<int>(type), " pairs=", M));
+
+    const Slabs w0 = make_slabs(type, kExperts * kRows, kCols, seed), w1 = make_slabs(type, kExperts * kRows, kCols, seed + 7);
+    std::vector<float> x = test::random_floats(M * kCols, seed + 1, -2.f, 2.f);
+    for (uint32_t p = 0; p < M; ++p) x[p * kCols + (p * 97) % kCols] = 9.f;  // uneven block steps
+    // + 16 bytes: the kernel reads whole 16-byte granules (never past the last one)
+    DeviceBuffer<uint8_t> dw0(w0.bytes.size() + 16), dw1(w1.bytes.size() + 16);
+    dw0.upload(w0.bytes), dw1.upload(w1.bytes);
+    ASSERT_TRUE(matmul_experts_mma_supported(type, kCols, w0.row_bytes, dw0.data()));
+    DeviceBuffer<float> dx = to_device<float>(x);
+    DeviceBuffer<uint8_t> xq(q8_activation_bytes(kCols, M));
+    quantize_q8_activations(dx.data(), kCols, kCols, M, xq.data(), nullptr);
+    DeviceBuffer<uint32_t> d_exp = to_device<uint32_t>(expert), d_beg = to_device<uint32_t>(begin),
+                           d_cnt = to_device<uint32_t>(count);
+    const std::vector<uint32_t> active = {static_cast<uint32_t>(groups.size())};
+    DeviceBuffer<uint32_t> d_act = to_device<uint32_t>(active);
+    const ExpertGroups eg{d_exp.data(), d_beg.data(), d_cnt.data(), d_act.data()};
+
+    // bounds (max_slots, max_pairs) picking token tiles of 32, 16 and 64
+    const uint32_t bounds[][2] = {{4, M}, {16, M}, {4, 256}};
+    std::vector<float> y0, y1;
+    for (const auto& b : bounds) {
+        DeviceBuffer<uint32_t> tiles(mma_experts_tile_words(b[1], b[0]));
+        DeviceBuffer<float> dy0(M * kRows), dy1(M * kRows);
+        dy0.fill_bytes(0xff), dy1.fill_bytes(0xff);  // NaN poison: every output must be written
+        matmul_experts_mma(type, dw0.data(), dw1.data(), kRows, kCols, xq.data(), dy0.data(), dy1.data(), kRows, eg,
+                           b[0], b[1], tiles.data(), nullptr);
+        DS4_CUDA_CHECK(cudaDeviceSynchronize());
+        if (y0.empty()) {
+            y0 = dy0.download(), y1 = dy1.download();
+            continue;
+        }
+        const std::vector<float> z0 = dy0.download(), z1 = dy1.download();
+        EXPECT_EQ(std::memcmp(z0.data(), y0.data(), y0.size() * 4), 0) << "tile width " << b[1] / b[0];
+        EXPECT_EQ(std::memcmp(z1.data(), y1.data(), y1.size() * 4), 0) << "tile width " << b[1] / b[0];
+    }
+
+    // the exact kernel per expert, f32 activations
+    DeviceBuffer<float> de0(M * kRows), de1(M * kRows);
+    for (size_t j = 0; j < groups.size(); ++j) {
+        if (count[j] == 0) continue;
+        const uint64_t at = uint64_t{expert[j]} * kRows * w0.row_bytes;
+        matmul(type, dw0.data() + at, kRows, kCols, dx.data() + begin[j] * kCols, kCols, de0.data() + begin[j] * kRows,
+               kRows, count[j], nullptr);
+        matmul(type, dw1.data() + at, kRows, kCols, dx.data() + begin[j] * kCols, kCols, de1.data() + begin[j] * kRows,
+               kRows, count[j], nullptr);
+    }
+    DS4_CUDA_CHECK(cudaDeviceSynchronize());
+    const std::vector<float> e0 = de0.download(), e1 = de1.download();
+
+    // the device's int8 activations as values and steps
+    const std::vector<uint8_t> q = xq.download();
+    const uint64_t tb = q8_token_bytes(kCols);
+    std::vector<double> xhat(M * kCols), step(M * kCols);
+    for (uint32_t p = 0; p < M; ++p)
+        for (uint64_t c = 0; c < kCols; ++c) {
+            float d = 0;
+            std::memcpy(&d, q.data() + p * tb + kCols + 8 * (c / 32), 4);
+            xhat[p * kCols + c] = static_cast<double>(d) * static_cast<int8_t>(q[p * tb + c]);
+            step[p * kCols + c] = d;
+        }
+
+    int bad = 0;
+    double worst = 0;
+    for (size_t j = 0; j < groups.size(); ++j)
+        for (uint32_t t = 0; t < count[j]; ++t)
+            for (int m = 0; m < 2; ++m)
+                for (uint64_t r = 0; r < kRows; ++r) {
+                    const uint32_t p = begin[j] + t;
+                    const float* wr = (m == 0 ? w0 : w1).dequant.data() + (uint64_t{expert[j]} * kRows + r) * kCols;
+                    double ref_q = 0, mag_q = 0, ref_f = 0, mag_f = 0, st = 0;
+                    for (uint64_t c = 0; c < kCols; ++c) {
+                        const double wv = wr[c], pq = wv * xhat[p * kCols + c], pf = wv * x[p * kCols + c];
+                        ref_q += pq, mag_q += std::fabs(pq), ref_f += pf, mag_f += std::fabs(pf);
+                        st += std::fabs(wv) * step[p * kCols + c] / 2;
+                    }
+                    const double y = (m == 0 ? y0 : y1)[p * kRows + r], ye = (m == 0 ? e0 : e1)[p * kRows + r];
+                    const double tol_q = 1e-5 * mag_q + 1e-6, bound = st + 1e-5 * (mag_q + mag_f) + 1e-6;
+                    worst = std::max(worst, std::fabs(y - ref_f) / bound);
+                    const bool ok = std::fabs(y - ref_q) <= tol_q && std::fabs(y - ref_f) <= bound &&
+                                    std::fabs(y - ye) <= bound;
+                    if (!ok && bad++ < 5)
+                        ADD_FAILURE() << "slot " << j << " tok " << t << " mat " << m << " row " << r << ": mma " << y
+                                      << ", int8-activation ref " << ref_q << " (tol " << tol_q << "), f32 ref "
+                                      << ref_f << ", exact kernel " << ye << " (bound " << bound << ")";
+                }
+    EXPECT_EQ(bad, 0);
+    EXPECT_GT(worst, 0.0);
+    std::printf("experts mma type %d: %u pairs, worst |mma - f32 ref| / bound = %.3f\n", static_cast<int>(type), M,
+                worst);
+}
+
+bool have_mma() {
+    DeviceBuffer<uint8_t> p(16);
+    return matmul_experts_mma_supported(GgmlType::Q4_K, 256, 144, p.data());
+}
+
+TEST(CudaMatmulMmaExperts, Iq2xxsMatchesReferences) {
+    DS4_REQUIRE_GPU();
+    if (!have_mma()) GTEST_SKIP() << "no int8 mma (sm < 80)";
+    check_type(GgmlType::IQ2_XXS, 11);
+}
+
+TEST(CudaMatmulMmaExperts, Q2KMatchesReferences) {
+    DS4_REQUIRE_GPU();
+    if (!have_mma()) GTEST_SKIP() << "no int8 mma (sm < 80)";
+    check_type(GgmlType::Q2_K, 21);
+}
+
+TEST(CudaMatmulMmaExperts, Q4KMatchesReferences) {
+    DS4_REQUIRE_GPU();
+    if (!have_mma()) GTEST_SKIP() << "no int8 mma (sm < 80)";
+    check_type(GgmlType::Q4_K, 31);
+}
+
+}  // namespace
+}  // namespace ds4::cuda
