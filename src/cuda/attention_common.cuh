@@ -65,16 +65,8 @@ __device__ inline void compressor_finish(float* row, const FinishParams& c, uint
     if (c.indexer) {
         for (uint32_t j = threadIdx.x; j < d; j += blockDim.x) hbuf[j] = row[j];
         __syncthreads();
-        for (uint32_t len = 1; len < d; len <<= 1) {
-            for (uint32_t k = threadIdx.x; k < d / 2; k += blockDim.x) {
-                const uint32_t j = (k / len) * 2 * len + k % len;
-                const double a = hbuf[j], b = hbuf[j + len];
-                hbuf[j] = a + b;
-                hbuf[j + len] = a - b;
-            }
-            __syncthreads();
-        }
-        const auto scale = static_cast<float>(1.0 / sqrt(static_cast<double>(d)));
+        dev::block_hadamard(hbuf, d);
+        const float scale = dev::hadamard_scale(d);
         for (uint32_t j = threadIdx.x; j < d; j += blockDim.x) row[j] = static_cast<float>(hbuf[j]) * scale;
         __syncthreads();
     }

@@ -110,4 +110,20 @@ __device__ inline void rope_cs(float pos, float omega, float& c, float& s) {
     s = static_cast<float>(sin(static_cast<double>(theta)));
 }
 
+// x·H in place on buf[0..n) (n a power of two), by the whole block: the butterflies in
+// double and in the CPU's order (the same sums), the 1/sqrt(n) scale left to the caller's
+// store. Ends synchronized.
+__device__ inline void block_hadamard(double* buf, uint32_t n) {
+    for (uint32_t len = 1; len < n; len <<= 1) {
+        for (uint32_t k = threadIdx.x; k < n / 2; k += blockDim.x) {
+            const uint32_t j = (k / len) * 2 * len + k % len;
+            const double a = buf[j], b = buf[j + len];
+            buf[j] = a + b;
+            buf[j + len] = a - b;
+        }
+        __syncthreads();
+    }
+}
+__device__ inline float hadamard_scale(uint32_t n) { return static_cast<float>(1.0 / sqrt(static_cast<double>(n))); }
+
 }  // namespace ds4::cuda::dev

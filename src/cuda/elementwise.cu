@@ -190,16 +190,8 @@ __global__ void hadamard_kernel(float* x, uint32_t n) {
     float* p = x + uint64_t{blockIdx.x} * n;
     for (uint32_t i = threadIdx.x; i < n; i += blockDim.x) buf[i] = p[i];
     __syncthreads();
-    for (uint32_t len = 1; len < n; len <<= 1) {
-        for (uint32_t k = threadIdx.x; k < n / 2; k += blockDim.x) {
-            const uint32_t j = (k / len) * 2 * len + k % len;
-            const double a = buf[j], b = buf[j + len];
-            buf[j] = a + b;
-            buf[j + len] = a - b;
-        }
-        __syncthreads();
-    }
-    const auto scale = static_cast<float>(1.0 / sqrt(static_cast<double>(n)));
+    dev::block_hadamard(buf, n);
+    const float scale = dev::hadamard_scale(n);
     for (uint32_t i = threadIdx.x; i < n; i += blockDim.x) p[i] = static_cast<float>(buf[i]) * scale;
 }
 
@@ -223,16 +215,8 @@ __global__ void rope_hadamard_fp4_kernel(float* x, uint32_t n, uint32_t n_vec, c
     __syncthreads();
     for (uint32_t i = threadIdx.x; i < n; i += blockDim.x) buf[i] = p[i];
     __syncthreads();
-    for (uint32_t len = 1; len < n; len <<= 1) {
-        for (uint32_t k = threadIdx.x; k < n / 2; k += blockDim.x) {
-            const uint32_t j = (k / len) * 2 * len + k % len;
-            const double a = buf[j], b = buf[j + len];
-            buf[j] = a + b;
-            buf[j + len] = a - b;
-        }
-        __syncthreads();
-    }
-    const auto scale = static_cast<float>(1.0 / sqrt(static_cast<double>(n)));
+    dev::block_hadamard(buf, n);
+    const float scale = dev::hadamard_scale(n);
     for (uint32_t i0 = 0; i0 < n; i0 += blockDim.x) {
         const uint32_t i = i0 + threadIdx.x;
         if (i >= n) break;  // whole warps (n is a multiple of 32)
