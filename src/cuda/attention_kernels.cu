@@ -8,6 +8,7 @@
 #include "cuda/check.h"
 #include "cuda/device_math.cuh"
 #include "cuda/forward_kernels.h"
+#include "cuda/indexer_fast.h"
 #include "ds4/error.h"
 
 namespace ds4::cuda {
@@ -117,6 +118,8 @@ void compressor_step(const CompressorStep& c, cudaStream_t s) {
 void indexer_topk(const float* q, const float* w, const float* rows, const uint32_t* n_rows, uint32_t max_rows,
                   uint32_t d, uint32_t n_heads, uint32_t k, float* scores, uint32_t* sel, cudaStream_t s) {
     if (max_rows <= k) return;
+    if (indexer_fast_applies(max_rows, d, n_heads, k))  // (issue 8) the same bits, not n² at long context
+        return indexer_topk_fast(q, w, rows, n_rows, max_rows, d, n_heads, k, scores, sel, s);
     constexpr unsigned kThreads = 256;
     const uint64_t warps = uint64_t{max_rows} * 32;
     indexer_scores_kernel<<<static_cast<unsigned>((warps + kThreads - 1) / kThreads), kThreads, 0, s>>>(
