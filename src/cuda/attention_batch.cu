@@ -4,6 +4,8 @@
 #include "cuda/attention_batch.h"
 #include "cuda/attention_common.cuh"
 #include "cuda/check.h"
+#include "cuda/indexer_fast.h"
+#include "cuda/indexer_select.cuh"
 #include "ds4/error.h"
 
 #include <cstdlib>
@@ -100,6 +102,29 @@ __global__ void batch_topk_kernel(BatchPass p, BatchIndexer ix, uint32_t t0) {
     if (n <= ix.k || c >= n) return;
     const uint32_t rank = attn::topk_rank(ix.scores + blockIdx.y * ix.score_stride, n, ix.k, c);
     if (rank < ix.k) ix.sel[uint64_t{t} * ix.k + rank] = c;
+}
+
+// indexer_select.cuh's scores and top k per token (grid.y): the same bits as the two
+// kernels above (issue 8: they read every row n times per token at long context).
+template <uint32_t G>
+__global__ void __launch_bounds__(ixf::kScoreWarps * 32)
+    batch_index_scores_fast_kernel(BatchPass p, BatchIndexer ix, uint32_t t0) {
+    extern __shared__ float qs[];
+    const uint32_t t = t0 + blockIdx.y;
+    const TokSeg ts = p.tok[t];
+    const uint32_t n = index_rows(p, ix.ratio, ts, t);
+    if (n <= ix.k || blockIdx.x * ixf::kScoreWarps >= n) return;  // uniform over the block
+    ixf::score_rows<G>(qs, ix.q + uint64_t{t} * ix.n_heads * ix.d, ix.w + uint64_t{t} * ix.n_heads,
+                       p.seg[ts.seg].index.rows, n, ix.d, ix.n_heads, ix.scores + blockIdx.y * ix.score_stride,
+                       blockIdx.x, gridDim.x);
+}
+
+__global__ void __launch_bounds__(ixf::kSelectThreads) batch_select_kernel(BatchPass p, BatchIndexer ix, uint32_t t0) {
+    __shared__ ixf::SelectShared sh;
+    const uint32_t t = t0 + blockIdx.y;
+    const TokSeg ts = p.tok[t];
+    const uint32_t n = index_rows(p, ix.ratio, ts, t);
+    if (n > ix.k) ixf::select_topk(sh, ix.scores + blockIdx.y * ix.score_stride, n, ix.k, ix.sel + uint64_t{t} * ix.k);
 }
 
 // The rows token t attends, in order, as batch_attend_kernel finds them (below): the raw
@@ -397,6 +422,17 @@ void batch_compressor_emit(const BatchPass& p, const BatchComp& c, cudaStream_t 
 
 void batch_indexer_topk(const BatchPass& p, const BatchIndexer& ix, uint32_t t0, uint32_t count, cudaStream_t s) {
     if (ix.max_rows <= ix.k || count == 0) return;
+    if (indexer_fast_applies(ix.max_rows, ix.d, ix.n_heads, ix.k)) {
+        ixf::with_head_group(ix.n_heads, [&](auto g) {
+            batch_index_scores_fast_kernel<g()>
+                <<<dim3(indexer_score_blocks(ix.max_rows, count), count), ixf::kScoreWarps * 32,
+                   indexer_score_bytes(ix.d, ix.n_heads), s>>>(p, ix, t0);
+            DS4_CUDA_CHECK_LAUNCH("batch_index_scores_fast_kernel");
+        });
+        batch_select_kernel<<<dim3(1, count), ixf::kSelectThreads, 0, s>>>(p, ix, t0);
+        DS4_CUDA_CHECK_LAUNCH("batch_select_kernel");
+        return;
+    }
     constexpr unsigned kThreads = 256;
     const uint64_t warps = uint64_t{ix.max_rows} * 32;
     batch_index_scores_kernel<<<dim3(static_cast<unsigned>((warps + kThreads - 1) / kThreads), count), kThreads, 0,

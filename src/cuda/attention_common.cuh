@@ -96,12 +96,12 @@ struct HeadParams {
     const float* omega = nullptr;
 };
 
-// One head of one token (one block): scores q·row(i)/sqrt(hd) for i < n_rows into s,
-// softmax with the sink in the denominator, the weighted row sum, inverse RoPE at `pos`
-// on the last rope_dim values, written to out. qs: kMaxD shared floats; fshared: 32.
+// Scores q·row(i)/sqrt(hd) for i < n_rows into s (q staged in qs), then s[i] ← exp(s[i] − m)
+// with m their max; returns the softmax denominator (the sink included). Every thread of
+// the block calls it; qs: kMaxD shared floats; fshared: 32.
 template <class Row>
-__device__ void attend_head(const float* qh, float* s, uint32_t n_rows, Row row, const HeadParams& a, uint64_t pos,
-                            float* out, float* qs, float* fshared) {
+__device__ float head_softmax(const float* qh, float* s, uint32_t n_rows, Row row, const HeadParams& a, float* qs,
+                              float* fshared) {
     const uint32_t hd = a.hd;
     for (uint32_t j = threadIdx.x; j < hd; j += blockDim.x) qs[j] = qh[j];
     __syncthreads();
@@ -126,6 +126,16 @@ __device__ void attend_head(const float* qh, float* s, uint32_t n_rows, Row row,
     }
     den = dev::block_sum(den, fshared);  // also orders the writes of s before the reads below
     den += expf(a.sink - m);
+    return den;
+}
+
+// One head of one token (one block): head_softmax, the weighted row sum, inverse RoPE at
+// `pos` on the last rope_dim values, written to out. qs: kMaxD shared floats; fshared: 32.
+template <class Row>
+__device__ void attend_head(const float* qh, float* s, uint32_t n_rows, Row row, const HeadParams& a, uint64_t pos,
+                            float* out, float* qs, float* fshared) {
+    const uint32_t hd = a.hd;
+    const float den = head_softmax(qh, s, n_rows, row, a, qs, fshared);
     for (uint32_t j = threadIdx.x; j < hd; j += blockDim.x) {
         float acc = 0.0f;
         for (uint32_t i = 0; i < n_rows; ++i) acc = fmaf(s[i], row(i)[j], acc);

@@ -8,7 +8,11 @@
 #include "cuda/check.h"
 #include "cuda/device_math.cuh"
 #include "cuda/forward_kernels.h"
+#include "cuda/indexer_fast.h"
 #include "ds4/error.h"
+
+#include <cstdlib>
+#include <string_view>
 
 namespace ds4::cuda {
 namespace {
@@ -105,6 +109,76 @@ __global__ void attend_kernel(AttendToken a) {
         qs, fshared);
 }
 
+// (issue 8) attend_kernel's bits with the rows' pointers found once (shared memory) and
+// each head's columns split over kAttendSplit blocks (64 heads fill only half of an
+// H200's SMs): every block repeats the head's scores and softmax (the same code, so the
+// same s and den) and sums its columns, each column's fma chain over the rows in the same
+// order, kAttendUnroll loads issued ahead of the chain. Dynamic shared memory: cap_rows
+// pointers, then cap_rows scores.
+constexpr uint32_t kAttendSplit = 2, kAttendUnroll = 16, kAttendThreads = 256;
+
+__global__ void __launch_bounds__(kAttendThreads) attend_split_kernel(AttendToken a) {
+    extern __shared__ __align__(16) unsigned char attend_smem[];
+    __shared__ float qs[kMaxD];
+    __shared__ float fshared[32];
+    const auto** rp = reinterpret_cast<const float**>(attend_smem);
+    float* s = reinterpret_cast<float*>(attend_smem + a.cap_rows * sizeof(const float*));
+    const uint32_t h = blockIdx.x, hd = a.hd;
+    const uint64_t pos = *a.pos;
+    uint32_t n_comp = a.n_comp != nullptr ? *a.n_comp : 0;
+    const uint32_t* sel = nullptr;
+    if (a.comp_sel != nullptr && n_comp > a.topk) {
+        sel = a.comp_sel;
+        n_comp = a.topk;
+    }
+    const uint32_t n_raw = static_cast<uint32_t>(pos + 1 < a.window ? pos + 1 : a.window);
+    const auto first_slot = static_cast<uint32_t>((pos + 1 - n_raw) % a.window);
+    const uint32_t n = n_raw + n_comp;
+    for (uint32_t i = threadIdx.x; i < n; i += blockDim.x) rp[i] = attended_row(a, sel, n_raw, first_slot, i);
+    __syncthreads();
+    const attn::HeadParams hp{hd, a.rope_dim, a.sinks[h], a.omega};
+    const float den =
+        attn::head_softmax(a.q + uint64_t{h} * hd, s, n, [&](uint32_t i) { return rp[i]; }, hp, qs, fshared);
+    const uint32_t per = hd / kAttendSplit, c0 = blockIdx.y * per, c1 = c0 + per;
+    for (uint32_t j = c0 + threadIdx.x; j < c1; j += blockDim.x) {
+        float acc = 0.0f;
+        uint32_t i = 0;
+        for (; i + kAttendUnroll <= n; i += kAttendUnroll) {
+            float v[kAttendUnroll];
+#pragma unroll
+            for (uint32_t u = 0; u < kAttendUnroll; ++u) v[u] = rp[i + u][j];
+#pragma unroll
+            for (uint32_t u = 0; u < kAttendUnroll; ++u) acc = fmaf(s[i + u], v[u], acc);
+        }
+        for (; i < n; ++i) acc = fmaf(s[i], rp[i][j], acc);
+        qs[j] = acc / den;
+    }
+    __syncthreads();
+    const uint32_t rd = a.rope_dim;
+    if (threadIdx.x < rd / 2) {  // [TRAP] §13.4, as attn::attend_head
+        const uint32_t col = hd - rd + 2 * threadIdx.x;
+        if (col >= c0 && col + 1 < c1) {
+            float cs, sn;
+            dev::rope_cs(static_cast<float>(pos), a.omega[threadIdx.x], cs, sn);
+            sn = -sn;
+            float* p = qs + col;
+            const float re = p[0], im = p[1];
+            p[0] = __fsub_rn(__fmul_rn(re, cs), __fmul_rn(im, sn));
+            p[1] = __fadd_rn(__fmul_rn(re, sn), __fmul_rn(im, cs));
+        }
+    }
+    __syncthreads();
+    for (uint32_t j = c0 + threadIdx.x; j < c1; j += blockDim.x) a.out[uint64_t{h} * hd + j] = qs[j];
+}
+
+constexpr uint64_t kAttendSplitMaxBytes = 160 * 1024;
+
+bool attend_split_from_env() {
+    const char* v = std::getenv("DS4_CUDA_ATTEND_SPLIT");
+    return !(v != nullptr && std::string_view(v) == "0");
+}
+bool g_attend_split = attend_split_from_env();
+
 }  // namespace
 
 void compressor_step(const CompressorStep& c, cudaStream_t s) {
@@ -117,6 +191,8 @@ void compressor_step(const CompressorStep& c, cudaStream_t s) {
 void indexer_topk(const float* q, const float* w, const float* rows, const uint32_t* n_rows, uint32_t max_rows,
                   uint32_t d, uint32_t n_heads, uint32_t k, float* scores, uint32_t* sel, cudaStream_t s) {
     if (max_rows <= k) return;
+    if (indexer_fast_applies(max_rows, d, n_heads, k))  // (issue 8) the same bits, not n² at long context
+        return indexer_topk_fast(q, w, rows, n_rows, max_rows, d, n_heads, k, scores, sel, s);
     constexpr unsigned kThreads = 256;
     const uint64_t warps = uint64_t{max_rows} * 32;
     indexer_scores_kernel<<<static_cast<unsigned>((warps + kThreads - 1) / kThreads), kThreads, 0, s>>>(
@@ -140,8 +216,21 @@ void store_raw_row(float* raw, const float* row, uint32_t hd, uint32_t window, c
     DS4_CUDA_CHECK_LAUNCH("store_raw_kernel");
 }
 
+void set_attend_split(bool on) { g_attend_split = on; }
+
 void attend_token(const AttendToken& a, cudaStream_t s) {
     if (a.hd > kMaxD) fail("cuda attention: head_dim ", a.hd, " > ", kMaxD);
+    const uint64_t bytes = a.cap_rows * (sizeof(const float*) + sizeof(float));
+    // even halves whose rope pairs do not straddle the split
+    if (g_attend_split && a.hd % (2 * kAttendSplit) == 0 && a.rope_dim <= a.hd / kAttendSplit &&
+        bytes <= kAttendSplitMaxBytes) {
+        if (bytes > 32 * 1024)
+            DS4_CUDA_CHECK(cudaFuncSetAttribute(attend_split_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                static_cast<int>(kAttendSplitMaxBytes)));
+        attend_split_kernel<<<dim3(a.n_head, kAttendSplit), kAttendThreads, bytes, s>>>(a);
+        DS4_CUDA_CHECK_LAUNCH("attend_split_kernel");
+        return;
+    }
     attend_kernel<<<a.n_head, 256, 0, s>>>(a);
     DS4_CUDA_CHECK_LAUNCH("attend_kernel");
 }

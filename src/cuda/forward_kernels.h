@@ -133,6 +133,8 @@ struct AttendToken {
     const uint64_t* pos = nullptr;  // device position of the token
 };
 void attend_token(const AttendToken& a, cudaStream_t s);
+// (issue 8) attend_token's column-split kernel, the same bits (DS4_CUDA_ATTEND_SPLIT=0: off).
+void set_attend_split(bool on);
 
 // ---- MoE (§4.6) ----
 // probs ← sqrt(softplus(probs)) (n × E); then per token the K experts (hash: tid2eid
