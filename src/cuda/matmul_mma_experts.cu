@@ -20,11 +20,15 @@
 #include "cuda/check.h"
 #include "cuda/matmul_mma_experts.h"
 #include "cuda/matmul_q8.h"
+#include "cuda/mma_s8.cuh"
 #include "ds4/error.h"
 #include "quant/iq2_tables.h"
 
 namespace ds4::cuda {
 namespace {
+
+using mma::cp_async16, mma::cp_async_commit, mma::cp_async_wait, mma::device_has_mma, mma::mma_s8,
+    mma::s32_to_f32;
 
 constexpr uint32_t kWarps = 8;
 constexpr uint32_t kThreads = 32 * kWarps;
@@ -44,42 +48,6 @@ __device__ __forceinline__ float f16(uint32_t bits) {
 }
 __device__ __forceinline__ uint32_t u16(const uint8_t* p) { return *reinterpret_cast<const uint16_t*>(p); }
 __device__ __forceinline__ uint32_t u32(const uint8_t* p) { return *reinterpret_cast<const uint32_t*>(p); }
-// f32 of an s32 (|v| < 2^22): in the mantissa of 1.5·2^23, exact (matmul_mma.cu's trick).
-__device__ __forceinline__ float s32_to_f32(int v) { return __int_as_float(0x4B400000 + v) - 12582912.0f; }
-
-__device__ __forceinline__ void mma_s8(uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0, uint32_t b1,
-                                       int (&d)[4]) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    asm volatile(
-        "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-        "{%10, %10, %10, %10};"
-        : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3])
-        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1), "r"(0));
-#else
-    (void)a0, (void)a1, (void)a2, (void)a3, (void)b0, (void)b1;
-    d[0] = d[1] = d[2] = d[3] = 0;  // never launched below sm_80 (the launcher checks)
-#endif
-}
-
-__device__ __forceinline__ void cp_async16(void* dst, const void* src, uint32_t src_bytes) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    const auto d = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(d), "l"(src), "r"(src_bytes));
-#else
-    (void)dst, (void)src, (void)src_bytes;
-#endif
-}
-__device__ __forceinline__ void cp_async_commit() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    asm volatile("cp.async.commit_group;");
-#endif
-}
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    asm volatile("cp.async.wait_group %0;" ::"n"(N));
-#endif
-}
 
 // A lane's view of one 32-block of one row: the A words for values 4t..4t+3 (lo) and
 // 16 + 4t.. (hi), and the block's value = s1·code − s2·m (m = mlo for the first 16
@@ -337,16 +305,6 @@ void launch_bn(Args a, uint32_t max_slots, uint32_t max_pairs, cudaStream_t s) {
         launch<F, 32>(a, max_slots, max_pairs, s);
     else
         launch<F, 16>(a, max_slots, max_pairs, s);
-}
-
-bool device_has_mma() {
-    static const bool ok = [] {
-        int dev = 0, major = 0;
-        DS4_CUDA_CHECK(cudaGetDevice(&dev));
-        DS4_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
-        return major >= 8;
-    }();
-    return ok;
 }
 
 void upload_tables() {
