@@ -4,12 +4,11 @@
 #include "cuda/attention_batch.h"
 #include "cuda/attention_common.cuh"
 #include "cuda/check.h"
+#include "cuda/env_switch.h"
 #include "cuda/indexer_fast.h"
 #include "cuda/indexer_select.cuh"
 #include "ds4/error.h"
 
-#include <cstdlib>
-#include <string_view>
 
 namespace ds4::cuda {
 namespace {
@@ -446,10 +445,7 @@ namespace {
 constexpr uint64_t kMaxScoreBytes = 160 * 1024;  // dynamic shared memory for one head's scores
 constexpr uint64_t kMaxTileBytes = 200 * 1024;   // the tile kernel's (sm_90 allows 227 KiB)
 
-TileConfig tile_from_env() {
-    const char* v = std::getenv("DS4_CUDA_ATTN_TILE");
-    return TileConfig{v != nullptr && std::string_view(v) == "0" ? 0u : 8u, kTileAuto};
-}
+TileConfig tile_from_env() { return TileConfig{env_switch_on("DS4_CUDA_ATTN_TILE") ? 8u : 0u, kTileAuto}; }
 TileConfig g_tile = tile_from_env();
 
 uint64_t tile_bytes(uint32_t heads, uint32_t hd, uint64_t cap_rows) {

@@ -7,12 +7,11 @@
 #include "cuda/attention_common.cuh"
 #include "cuda/check.h"
 #include "cuda/device_math.cuh"
+#include "cuda/env_switch.h"
 #include "cuda/forward_kernels.h"
 #include "cuda/indexer_fast.h"
 #include "ds4/error.h"
 
-#include <cstdlib>
-#include <string_view>
 
 namespace ds4::cuda {
 namespace {
@@ -173,11 +172,7 @@ __global__ void __launch_bounds__(kAttendThreads) attend_split_kernel(AttendToke
 
 constexpr uint64_t kAttendSplitMaxBytes = 160 * 1024;
 
-bool attend_split_from_env() {
-    const char* v = std::getenv("DS4_CUDA_ATTEND_SPLIT");
-    return !(v != nullptr && std::string_view(v) == "0");
-}
-bool g_attend_split = attend_split_from_env();
+bool g_attend_split = env_switch_on("DS4_CUDA_ATTEND_SPLIT");
 
 }  // namespace
 

@@ -16,6 +16,7 @@
 #include "cpu/numerics.h"
 #include "cuda/attention_batch.h"
 #include "cuda/device.h"
+#include "cuda/env_switch.h"
 #include "cuda/forward_kernels.h"
 #include "cuda/kernels.h"
 #include "cuda/matmul_mma.h"
@@ -112,20 +113,14 @@ constexpr size_t kSeenKeys = 4;              // eager keys remembered (a server 
 constexpr uint32_t kMaxGraphTokens = 64;     // larger passes are not launch bound
 constexpr uint32_t kIndexGrain = 1024;       // indexer grids grow in steps of this many rows
 
-bool graphs_from_env() {
-    const char* v = std::getenv("DS4_CUDA_GRAPH");
-    return v == nullptr || std::string_view(v) != "0";
-}
+bool graphs_from_env() { return env_switch_on("DS4_CUDA_GRAPH"); }
 
 // (issue 8) the stateful attention part batched over a pass's tokens (attention_batch.h)
 // for passes of at least this many tokens; DS4_CUDA_BATCH_ATTN=0: token by token always,
 // =all: batched from one token (a single-token pass gains nothing: the same launch count;
 // on an H200 batch-1 decode measured slower batched, see bench/RESULTS.md).
 constexpr uint32_t kBatchAttnMinTokens = 2;
-bool batch_attn_from_env() {
-    const char* v = std::getenv("DS4_CUDA_BATCH_ATTN");
-    return v == nullptr || std::string_view(v) != "0";
-}
+bool batch_attn_from_env() { return env_switch_on("DS4_CUDA_BATCH_ATTN"); }
 uint32_t batch_attn_min_from_env() {
     const char* v = std::getenv("DS4_CUDA_BATCH_ATTN");
     return v != nullptr && std::string_view(v) == "all" ? 1 : kBatchAttnMinTokens;
@@ -134,17 +129,11 @@ uint32_t batch_attn_min_from_env() {
 constexpr uint64_t kIndexScoreFloats = uint64_t{32} << 20;  // batched indexer scores scratch (128 MiB)
 
 // (issue 8) products that read one input merged into few launches; DS4_CUDA_MULTI=0: one each.
-bool multi_from_env() {
-    const char* v = std::getenv("DS4_CUDA_MULTI");
-    return v == nullptr || std::string_view(v) != "0";
-}
+bool multi_from_env() { return env_switch_on("DS4_CUDA_MULTI"); }
 
 // (issue 8) small kernels fused (norm + RoPE + FP8 rows, the MoE sum into hc_post);
 // DS4_CUDA_FUSE=0: the separate launches.
-bool fuse_from_env() {
-    const char* v = std::getenv("DS4_CUDA_FUSE");
-    return v == nullptr || std::string_view(v) != "0";
-}
+bool fuse_from_env() { return env_switch_on("DS4_CUDA_FUSE"); }
 
 // One product of a shared input (mm_shared_input): all of w's rows into y (stride w.out).
 struct MmPart {
@@ -1256,11 +1245,9 @@ Forward::Forward(const cpu::CpuModel& model) : impl_(std::make_unique<Impl>(requ
     }
     ensure_fits(bytes, "cuda forward: model weights");
     impl_->upload_weights();
-    const char* mma_env = std::getenv("DS4_CUDA_MMA");
-    impl_->mma = mma_env == nullptr || std::string_view(mma_env) != "0";
+    impl_->mma = env_switch_on("DS4_CUDA_MMA");
     if (impl_->q8r_max_in > 0 && mma_applies(uint64_t{1} << 20, kMmaMinTokens, kMmaMinWork)) mma_init();
-    const char* mx_env = std::getenv("DS4_CUDA_MMA_EXPERTS");
-    impl_->mma_experts = mx_env == nullptr || std::string_view(mx_env) != "0";
+    impl_->mma_experts = env_switch_on("DS4_CUDA_MMA_EXPERTS");
     const char* fast = std::getenv("DS4_CUDA_FAST_EXPERTS");
     impl_->fast_experts = fast != nullptr && std::string_view(fast) == "1";
 }

@@ -4,9 +4,9 @@
 
 #include <algorithm>
 #include <cstdlib>
-#include <string_view>
 
 #include "cuda/check.h"
+#include "cuda/env_switch.h"
 #include "cuda/indexer_fast.h"
 #include "cuda/indexer_select.cuh"
 
@@ -34,11 +34,7 @@ __global__ void __launch_bounds__(kSelectThreads)
 
 int g_sms = 0;
 
-bool fast_from_env() {
-    const char* v = std::getenv("DS4_CUDA_INDEXER_FAST");
-    return !(v != nullptr && std::string_view(v) == "0");
-}
-bool g_fast = fast_from_env();
+bool g_fast = env_switch_on("DS4_CUDA_INDEXER_FAST");
 
 }  // namespace
 

@@ -12,9 +12,9 @@
 // Rows are padded by 16K bytes so that those loads of 8 rows hit distinct banks.
 #include <cuda_fp16.h>
 
-#include <cstdlib>
 
 #include "cuda/check.h"
+#include "cuda/env_switch.h"
 #include "cuda/matmul_mma.h"
 #include "cuda/mma_s8.cuh"
 #include "ds4/error.h"
@@ -249,11 +249,7 @@ void mma_init() {
 }
 
 bool mma_applies(uint64_t rows, uint32_t n_tok, uint64_t min_work) {
-    static const uint32_t min_tok = [] {
-        const char* v = std::getenv("DS4_CUDA_MMA_MIN");
-        const unsigned long m = v != nullptr ? std::strtoul(v, nullptr, 10) : 0;
-        return m >= kMmaMinTokens ? static_cast<uint32_t>(m) : kMmaMinTokens;
-    }();
+    static const uint32_t min_tok = env_min_tokens("DS4_CUDA_MMA_MIN", kMmaMinTokens);
     return n_tok >= min_tok && rows * n_tok >= min_work && device_has_mma();
 }
 

@@ -14,10 +14,10 @@
 #include <cuda_fp16.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <mutex>
 
 #include "cuda/check.h"
+#include "cuda/env_switch.h"
 #include "cuda/matmul_mma_experts.h"
 #include "cuda/matmul_q8.h"
 #include "cuda/mma_s8.cuh"
@@ -330,11 +330,7 @@ void upload_tables() {
 }  // namespace
 
 uint32_t mma_experts_min_tokens() {
-    static const uint32_t min_tok = [] {
-        const char* v = std::getenv("DS4_CUDA_MMA_EXPERTS_MIN");
-        const unsigned long m = v != nullptr ? std::strtoul(v, nullptr, 10) : 0;
-        return m >= kMmaExpertsMinTokens ? static_cast<uint32_t>(std::min(m, 1ul << 30)) : kMmaExpertsMinTokens;
-    }();
+    static const uint32_t min_tok = env_min_tokens("DS4_CUDA_MMA_EXPERTS_MIN", kMmaExpertsMinTokens);
     return min_tok;
 }
 

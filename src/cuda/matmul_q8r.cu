@@ -9,13 +9,12 @@
 // as quant/reference does), f32 activations, f32 fused multiply-adds.
 #include <cuda_fp16.h>
 
-#include <cstdlib>
 #include <span>
-#include <string_view>
 #include <type_traits>
 
 #include "cuda/check.h"
 #include "cuda/device_math.cuh"
+#include "cuda/env_switch.h"
 #include "cuda/kernels.h"
 #include "cuda/pdl.cuh"
 #include "cuda/token_chunks.h"
@@ -306,11 +305,8 @@ void check_args(const void* w, uint64_t cols, const float* x, uint64_t x_stride)
 }  // namespace
 
 bool q8r_applies(GgmlType t, uint64_t cols) {
-    static const bool off = [] {
-        const char* v = std::getenv("DS4_CUDA_Q8R");
-        return v != nullptr && std::string_view(v) == "0";
-    }();
-    return !off && t == GgmlType::Q8_0 && cols % 256 == 0 && cols > 0 && cols <= kMaxCols;
+    static const bool on = env_switch_on("DS4_CUDA_Q8R");
+    return on && t == GgmlType::Q8_0 && cols % 256 == 0 && cols > 0 && cols <= kMaxCols;
 }
 
 void q8r_repack(void* w, uint64_t rows, uint64_t cols, cudaStream_t s) {

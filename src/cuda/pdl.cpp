@@ -1,11 +1,10 @@
 // pdl.cuh's switch: DS4_CUDA_PDL=0 or a GPU below sm_90 turns programmatic launches off.
 #include <atomic>
-#include <cstdlib>
-#include <string_view>
 
 #include <cuda_runtime.h>
 
 #include "cuda/pdl.h"
+#include "cuda/env_switch.h"
 
 namespace ds4::cuda {
 namespace {
@@ -13,8 +12,7 @@ namespace {
 std::atomic<int> g_pdl{-1};  // -1: not decided yet
 
 bool pdl_from_env_and_device() {
-    const char* v = std::getenv("DS4_CUDA_PDL");
-    if (v != nullptr && std::string_view(v) == "0") return false;
+    if (!env_switch_on("DS4_CUDA_PDL")) return false;
     int dev = 0, major = 0;
     if (cudaGetDevice(&dev) != cudaSuccess ||
         cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
