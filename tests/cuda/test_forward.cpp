@@ -193,6 +193,56 @@ float max_abs_diff(std::span<const float> a, std::span<const float> b) {
     return m;
 }
 
+// The exact path against another configuration of the same demo model, as the int8
+// tests below measure it: a 150-token prompt, then 32 greedy tokens with each side
+// feeding its own choice. worst: max |dlogit| over the prompt and the greedy steps where
+// both sides chose the same token; scale: max |logit| of the exact prompt; agree: prompt
+// rows with the same argmax; same_prefix: greedy tokens equal from the first on.
+struct PathDiff {
+    float worst = 0.0f, scale = 0.0f;
+    uint32_t prompt = 0, agree = 0, same_prefix = 0;
+};
+PathDiff diff_from_exact(const cpu::CpuModel& model, Forward& exact, Forward& other, uint64_t ctx) {
+    const uint32_t V = model.hparams().n_vocab;
+    cpu::KvState se(model.hparams(), ctx), so(model.hparams(), ctx);
+    std::vector<int32_t> toks(150);
+    for (uint32_t i = 0; i < toks.size(); ++i) toks[i] = static_cast<int32_t>((i * 37u + 11u) % V);
+    std::vector<uint32_t> rows(toks.size());
+    std::iota(rows.begin(), rows.end(), 0u);
+    std::vector<float> le(rows.size() * uint64_t{V}), lo(le.size());
+    exact.eval(se, 0, toks, rows, le);
+    other.eval(so, 0, toks, rows, lo);
+    PathDiff d;
+    d.prompt = static_cast<uint32_t>(toks.size());
+    d.worst = max_abs_diff(lo, le);
+    for (float v : le) d.scale = std::max(d.scale, std::fabs(v));
+    for (size_t r = 0; r < rows.size(); ++r)
+        d.agree += argmax({lo.data() + r * V, V}) == argmax({le.data() + r * V, V}) ? 1 : 0;
+    int32_t ne = argmax({le.data() + (rows.size() - 1) * V, V}), no = argmax({lo.data() + (rows.size() - 1) * V, V});
+    std::vector<int32_t> seq_e, seq_o;
+    const uint32_t row0[] = {0};
+    std::vector<float> ve(V), vo(V);
+    for (int i = 0; i < 32; ++i) {
+        seq_e.push_back(ne);
+        seq_o.push_back(no);
+        exact.eval(se, se.n_tokens(), {&ne, 1}, row0, ve);
+        other.eval(so, so.n_tokens(), {&no, 1}, row0, vo);
+        if (ne == no) d.worst = std::max(d.worst, max_abs_diff(vo, ve));
+        ne = argmax(ve);
+        no = argmax(vo);
+    }
+    while (d.same_prefix < seq_e.size() && seq_e[d.same_prefix] == seq_o[d.same_prefix]) ++d.same_prefix;
+    return d;
+}
+
+// "[tag] prompt of N + 32 greedy: max |dlogit| ..., prompt argmax A/N, greedy tokens
+// identical for the first P of 32"
+void report_diff(const char* tag, const PathDiff& d) {
+    std::cout << "[" << tag << "] prompt of " << d.prompt << " + 32 greedy: max |dlogit| " << d.worst
+              << " (max |logit| " << d.scale << "), prompt argmax " << d.agree << "/" << d.prompt
+              << ", greedy tokens identical for the first " << d.same_prefix << " of 32\n";
+}
+
 class CudaEngine : public ::testing::Test {
 protected:
     void SetUp() override {
@@ -357,47 +407,16 @@ TEST(CudaFastExperts, GreedyTokensMatchTheExactPath) {
     if (!std::filesystem::exists(demo_path())) GTEST_SKIP() << "no demo model at " << demo_path();
     constexpr uint64_t kCtx = 512;
     CpuReference host(demo_path(), kCtx);  // its model and weights, shared by both sides
-    const uint32_t V = host.model->hparams().n_vocab;
     Forward exact(*host.model), fast(*host.model);
     exact.set_fast_experts(false);
     fast.set_fast_experts(true);
     ASSERT_TRUE(fast.fast_experts());
-    cpu::KvState se(host.model->hparams(), kCtx), sf(host.model->hparams(), kCtx);
-    std::vector<int32_t> toks(150);
-    for (uint32_t i = 0; i < toks.size(); ++i) toks[i] = static_cast<int32_t>((i * 37u + 11u) % V);
-    std::vector<uint32_t> rows(toks.size());
-    std::iota(rows.begin(), rows.end(), 0u);
-    std::vector<float> le(rows.size() * uint64_t{V}), lf(le.size());
-    exact.eval(se, 0, toks, rows, le);
-    fast.eval(sf, 0, toks, rows, lf);
-    float worst = max_abs_diff(lf, le), scale = 0.0f;
-    for (float v : le) scale = std::max(scale, std::fabs(v));
-    uint32_t agree = 0;
-    for (size_t r = 0; r < rows.size(); ++r)
-        agree += argmax({lf.data() + r * V, V}) == argmax({le.data() + r * V, V}) ? 1 : 0;
-    int32_t ne = argmax({le.data() + (rows.size() - 1) * V, V}), nf = argmax({lf.data() + (rows.size() - 1) * V, V});
-    std::vector<int32_t> seq_e, seq_f;
-    const uint32_t row0[] = {0};
-    std::vector<float> ve(V), vf(V);
-    for (int i = 0; i < 32; ++i) {
-        seq_e.push_back(ne);
-        seq_f.push_back(nf);
-        exact.eval(se, se.n_tokens(), {&ne, 1}, row0, ve);
-        fast.eval(sf, sf.n_tokens(), {&nf, 1}, row0, vf);
-        if (ne == nf) worst = std::max(worst, max_abs_diff(vf, ve));
-        ne = argmax(ve);
-        nf = argmax(vf);
-    }
-    std::cout << "[cuda fast experts] prompt of " << toks.size() << " + 32 greedy: max |dlogit| " << worst
-              << " (max |logit| " << scale << "), prompt argmax " << agree << "/" << toks.size() << ", greedy "
-              << (seq_e == seq_f ? "identical" : "differ") << "\n";
-    EXPECT_GT(worst, 0.0f) << "the fast path did not run";
-    EXPECT_LE(worst, 5.0f);
-    EXPECT_GE(agree, 140u);
-    uint32_t same_prefix = 0;
-    while (same_prefix < seq_e.size() && seq_e[same_prefix] == seq_f[same_prefix]) ++same_prefix;
-    std::cout << "[cuda fast experts] greedy tokens identical for the first " << same_prefix << " of 32\n";
-    EXPECT_GE(same_prefix, 8u);
+    const PathDiff d = diff_from_exact(*host.model, exact, fast, kCtx);
+    report_diff("cuda fast experts", d);
+    EXPECT_GT(d.worst, 0.0f) << "the fast path did not run";
+    EXPECT_LE(d.worst, 5.0f);
+    EXPECT_GE(d.agree, 140u);
+    EXPECT_GE(d.same_prefix, 8u);
 }
 
 // The tensor-core path for dense Q8_0 (Forward::set_mma, cuda/matmul_mma.h: activations
@@ -416,46 +435,16 @@ TEST(CudaMma, GreedyTokensMatchTheExactPath) {
     if (!std::filesystem::exists(demo_path())) GTEST_SKIP() << "no demo model at " << demo_path();
     constexpr uint64_t kCtx = 512;
     CpuReference host(demo_path(), kCtx);
-    const uint32_t V = host.model->hparams().n_vocab;
     Forward exact(*host.model), mma(*host.model);
     exact.set_mma(false, kMmaMinWork);
     mma.set_mma(true, 0);
     mma.set_mma_experts(false, 0);  // the dense products alone, as measured (CudaMmaExperts below)
-    cpu::KvState se(host.model->hparams(), kCtx), sm(host.model->hparams(), kCtx);
-    std::vector<int32_t> toks(150);
-    for (uint32_t i = 0; i < toks.size(); ++i) toks[i] = static_cast<int32_t>((i * 37u + 11u) % V);
-    std::vector<uint32_t> rows(toks.size());
-    std::iota(rows.begin(), rows.end(), 0u);
-    std::vector<float> le(rows.size() * uint64_t{V}), lm(le.size());
-    exact.eval(se, 0, toks, rows, le);
-    mma.eval(sm, 0, toks, rows, lm);
-    float worst = max_abs_diff(lm, le), scale = 0.0f;
-    for (float v : le) scale = std::max(scale, std::fabs(v));
-    uint32_t agree = 0;
-    for (size_t r = 0; r < rows.size(); ++r)
-        agree += argmax({lm.data() + r * V, V}) == argmax({le.data() + r * V, V}) ? 1 : 0;
-    int32_t ne = argmax({le.data() + (rows.size() - 1) * V, V}), nm = argmax({lm.data() + (rows.size() - 1) * V, V});
-    std::vector<int32_t> seq_e, seq_m;
-    const uint32_t row0[] = {0};
-    std::vector<float> ve(V), vm(V);
-    for (int i = 0; i < 32; ++i) {
-        seq_e.push_back(ne);
-        seq_m.push_back(nm);
-        exact.eval(se, se.n_tokens(), {&ne, 1}, row0, ve);
-        mma.eval(sm, sm.n_tokens(), {&nm, 1}, row0, vm);
-        if (ne == nm) worst = std::max(worst, max_abs_diff(vm, ve));
-        ne = argmax(ve);
-        nm = argmax(vm);
-    }
-    uint32_t same_prefix = 0;
-    while (same_prefix < seq_e.size() && seq_e[same_prefix] == seq_m[same_prefix]) ++same_prefix;
-    std::cout << "[cuda mma] prompt of " << toks.size() << " + 32 greedy: max |dlogit| " << worst << " (max |logit| "
-              << scale << "), prompt argmax " << agree << "/" << toks.size() << ", greedy tokens identical for the first "
-              << same_prefix << " of 32\n";
-    EXPECT_GT(worst, 0.0f) << "the mma path did not run";
-    EXPECT_LE(worst, 5.0f);
-    EXPECT_GE(agree, 135u);
-    EXPECT_GE(same_prefix, 4u);
+    const PathDiff d = diff_from_exact(*host.model, exact, mma, kCtx);
+    report_diff("cuda mma", d);
+    EXPECT_GT(d.worst, 0.0f) << "the mma path did not run";
+    EXPECT_LE(d.worst, 5.0f);
+    EXPECT_GE(d.agree, 135u);
+    EXPECT_GE(d.same_prefix, 4u);
 }
 
 // The routed experts of the prompt on the tensor cores (matmul_mma_experts.h), the dense
@@ -469,46 +458,16 @@ TEST(CudaMmaExperts, GreedyTokensMatchTheExactPath) {
     if (!std::filesystem::exists(demo_path())) GTEST_SKIP() << "no demo model at " << demo_path();
     constexpr uint64_t kCtx = 512;
     CpuReference host(demo_path(), kCtx);
-    const uint32_t V = host.model->hparams().n_vocab;
     Forward exact(*host.model), mx(*host.model);
     exact.set_mma(false, kMmaMinWork);
     mx.set_mma(true, ~uint64_t{0});
     mx.set_mma_experts(true, 0);  // the demo's 256 x 256 slabs
-    cpu::KvState se(host.model->hparams(), kCtx), sm(host.model->hparams(), kCtx);
-    std::vector<int32_t> toks(150);
-    for (uint32_t i = 0; i < toks.size(); ++i) toks[i] = static_cast<int32_t>((i * 37u + 11u) % V);
-    std::vector<uint32_t> rows(toks.size());
-    std::iota(rows.begin(), rows.end(), 0u);
-    std::vector<float> le(rows.size() * uint64_t{V}), lm(le.size());
-    exact.eval(se, 0, toks, rows, le);
-    mx.eval(sm, 0, toks, rows, lm);
-    float worst = max_abs_diff(lm, le), scale = 0.0f;
-    for (float v : le) scale = std::max(scale, std::fabs(v));
-    uint32_t agree = 0;
-    for (size_t r = 0; r < rows.size(); ++r)
-        agree += argmax({lm.data() + r * V, V}) == argmax({le.data() + r * V, V}) ? 1 : 0;
-    int32_t ne = argmax({le.data() + (rows.size() - 1) * V, V}), nm = argmax({lm.data() + (rows.size() - 1) * V, V});
-    std::vector<int32_t> seq_e, seq_m;
-    const uint32_t row0[] = {0};
-    std::vector<float> ve(V), vm(V);
-    for (int i = 0; i < 32; ++i) {
-        seq_e.push_back(ne);
-        seq_m.push_back(nm);
-        exact.eval(se, se.n_tokens(), {&ne, 1}, row0, ve);
-        mx.eval(sm, sm.n_tokens(), {&nm, 1}, row0, vm);
-        if (ne == nm) worst = std::max(worst, max_abs_diff(vm, ve));
-        ne = argmax(ve);
-        nm = argmax(vm);
-    }
-    uint32_t same_prefix = 0;
-    while (same_prefix < seq_e.size() && seq_e[same_prefix] == seq_m[same_prefix]) ++same_prefix;
-    std::cout << "[cuda mma experts] prompt of " << toks.size() << " + 32 greedy: max |dlogit| " << worst
-              << " (max |logit| " << scale << "), prompt argmax " << agree << "/" << toks.size()
-              << ", greedy tokens identical for the first " << same_prefix << " of 32\n";
-    EXPECT_GT(worst, 0.0f) << "the expert mma path did not run";
-    EXPECT_LE(worst, 5.0f);
-    EXPECT_GE(agree, 140u);
-    EXPECT_GE(same_prefix, 8u);
+    const PathDiff d = diff_from_exact(*host.model, exact, mx, kCtx);
+    report_diff("cuda mma experts", d);
+    EXPECT_GT(d.worst, 0.0f) << "the expert mma path did not run";
+    EXPECT_LE(d.worst, 5.0f);
+    EXPECT_GE(d.agree, 140u);
+    EXPECT_GE(d.same_prefix, 8u);
 }
 
 }  // namespace
