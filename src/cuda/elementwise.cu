@@ -18,34 +18,13 @@ unsigned blocks_for(uint64_t n, int threads = kThreads) {
     return static_cast<unsigned>((n + threads - 1) / threads);
 }
 
-__device__ double block_sum(double v, double* shared) {
-    for (int off = 16; off > 0; off /= 2) v += __shfl_xor_sync(0xffffffffu, v, off);
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    if (lane == 0) shared[warp] = v;
-    __syncthreads();
-    if (warp == 0) {
-        v = lane < blockDim.x / 32 ? shared[lane] : 0.0;
-        for (int off = 16; off > 0; off /= 2) v += __shfl_xor_sync(0xffffffffu, v, off);
-        if (lane == 0) shared[0] = v;
-    }
-    __syncthreads();
-    return shared[0];
-}
-
 __global__ void __launch_bounds__(1024) rms_norm_kernel(const float* x, const float* w, float* out, uint32_t n,
                                                         float eps) {
     dev::pdl_wait_and_release();
     __shared__ double partial[32];
     const float* xr = x + uint64_t{blockIdx.x} * n;
     float* orow = out + uint64_t{blockIdx.x} * n;
-    double sum = 0;
-    for (uint32_t i = threadIdx.x; i < n; i += blockDim.x) {
-        const float sq = xr[i] * xr[i];  // the f32 square, summed in double (exact mean)
-        sum += sq;
-    }
-    sum = block_sum(sum, partial);
-    const auto mean = static_cast<float>(sum / static_cast<double>(n));
-    const float r = 1.0f / sqrtf(mean + eps);
+    const float r = dev::block_rms_inv(xr, n, eps, partial);
     for (uint32_t i = threadIdx.x; i < n; i += blockDim.x) {
         const float v = xr[i] * r;
         orow[i] = w != nullptr ? w[i] * v : v;
@@ -66,14 +45,7 @@ __global__ void __launch_bounds__(1024) norm_rope_kernel(NormRope a, NormRope b,
     const uint32_t r_id = in_a ? blockIdx.x : blockIdx.x - a.n_rows, n = g.n;
     float* row = g.x + uint64_t{r_id} * n;
     const float* w = g.w;
-    double sum = 0;
-    for (uint32_t i = threadIdx.x; i < n; i += blockDim.x) {
-        const float sq = row[i] * row[i];
-        sum += sq;
-    }
-    sum = block_sum(sum, partial);
-    const auto mean = static_cast<float>(sum / static_cast<double>(n));
-    const float r = 1.0f / sqrtf(mean + eps);
+    const float r = dev::block_rms_inv(row, n, eps, partial);
     for (uint32_t i = threadIdx.x; i < n; i += blockDim.x) {
         const float v = row[i] * r;
         row[i] = w != nullptr ? w[i] * v : v;
@@ -152,11 +124,6 @@ __device__ float e2m1_round(float v) {
     return v < 0 ? -g : g;
 }
 
-__device__ float warp_max(float v) {
-    for (int off = 16; off > 0; off /= 2) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, off));
-    return v;
-}
-
 // One warp per 64-block, 2 values per lane.
 __global__ void fp8_kernel(float* x, uint64_t n_blocks) {
     const uint64_t b = (uint64_t{blockIdx.x} * blockDim.x + threadIdx.x) / 32;
@@ -164,7 +131,7 @@ __global__ void fp8_kernel(float* x, uint64_t n_blocks) {
     const int lane = threadIdx.x % 32;
     float* p = x + 64 * b;
     const float v0 = p[lane], v1 = p[lane + 32];
-    const float amax = fmaxf(warp_max(fmaxf(fabsf(v0), fabsf(v1))), static_cast<float>(1e-4));
+    const float amax = fmaxf(dev::warp_max(fmaxf(fabsf(v0), fabsf(v1))), static_cast<float>(1e-4));
     const float s = pow2_ceil(amax * static_cast<float>(1.0 / 448.0));
     p[lane] = e4m3_round(fminf(fmaxf(v0 / s, -448.0f), 448.0f)) * s;
     p[lane + 32] = e4m3_round(fminf(fmaxf(v1 / s, -448.0f), 448.0f)) * s;
@@ -178,7 +145,7 @@ __global__ void fp4_kernel(float* x, uint64_t n_blocks) {
     const int lane = threadIdx.x % 32;
     float* p = x + 32 * b;
     const float v = p[lane];
-    const float amax = fmaxf(warp_max(fabsf(v)), 6.0f * 0x1p-126f);
+    const float amax = fmaxf(dev::warp_max(fabsf(v)), 6.0f * 0x1p-126f);
     const float s = pow2_ceil(amax * static_cast<float>(1.0 / 6.0));
     p[lane] = e2m1_round(fminf(fmaxf(v / s, -6.0f), 6.0f)) * s;
 }
@@ -222,7 +189,7 @@ __global__ void rope_hadamard_fp4_kernel(float* x, uint32_t n, uint32_t n_vec, c
         if (i >= n) break;  // whole warps (n is a multiple of 32)
         // hadamard_kernel's store, then fp4_kernel on the stored value
         const float v = static_cast<float>(buf[i]) * scale;
-        const float amax = fmaxf(warp_max(fabsf(v)), 6.0f * 0x1p-126f);
+        const float amax = fmaxf(dev::warp_max(fabsf(v)), 6.0f * 0x1p-126f);
         const float s = pow2_ceil(amax * static_cast<float>(1.0 / 6.0));
         p[i] = e2m1_round(fminf(fmaxf(v / s, -6.0f), 6.0f)) * s;
     }
@@ -273,14 +240,16 @@ __global__ void swiglu_kernel(const float* g, const float* u, float* out, uint64
     out[i] = gv / (1.0f + expf(-gv)) * uv;
 }
 
+// (not dev::block_max: the missing warps are -FLT_MAX here, -INFINITY there, which
+// differ for a row of -inf scores)
 __device__ float block_max(float v, float* shared) {
-    v = warp_max(v);
+    v = dev::warp_max(v);
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     if (lane == 0) shared[warp] = v;
     __syncthreads();
     if (warp == 0) {
         v = lane < blockDim.x / 32 ? shared[lane] : -FLT_MAX;
-        v = warp_max(v);
+        v = dev::warp_max(v);
         if (lane == 0) shared[0] = v;
     }
     __syncthreads();
@@ -302,7 +271,7 @@ __global__ void softmax_sinks_kernel(float* scores, const float* sinks, uint32_t
         s[i] = e;
         den += e;
     }
-    den = block_sum(den, dshared);
+    den = dev::block_sum(den, dshared);
     const float total = static_cast<float>(den) + expf(sinks[blockIdx.x] - m);
     for (uint32_t i = threadIdx.x; i < n; i += blockDim.x) s[i] /= total;
 }
