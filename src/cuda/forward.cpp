@@ -4,9 +4,12 @@
 #include "cuda/forward.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <limits>
+#include <map>
 #include <optional>
 #include <string_view>
 #include <unordered_map>
@@ -143,6 +146,23 @@ struct MmPart {
 
 }  // namespace
 
+// DS4_CUDA_HOST_TIMING=1: where a pass's wall time goes on the host (preparation,
+// launching, waiting for the GPU and the logits), per pass size; printed at exit.
+struct PassTimes {
+    struct Sum {
+        uint64_t passes = 0;
+        double prep = 0, launch = 0, wait = 0;
+    };
+    bool on = std::getenv("DS4_CUDA_HOST_TIMING") != nullptr;
+    std::map<uint32_t, Sum> by_n;
+    ~PassTimes() {
+        for (const auto& [n, t] : by_n)
+            std::fprintf(stderr, "cuda host timing: %u tokens x %llu passes: prep %.3f, launch %.3f, wait %.3f ms/pass\n",
+                         n, static_cast<unsigned long long>(t.passes), 1e3 * t.prep / t.passes,
+                         1e3 * t.launch / t.passes, 1e3 * t.wait / t.passes);
+    }
+};
+
 struct Forward::Impl {
     const cpu::CpuModel& model;
     const model::Hparams& hp;
@@ -194,6 +214,7 @@ struct Forward::Impl {
     std::vector<GraphKey> seen;  // keys of the last few eager passes: captured when one comes again
     uint64_t graph_clock = 0;
     Forward::GraphStats graph_stats;
+    PassTimes pass_times;
 
     // batched attention: per token its segment (a run of one sequence's tokens), per
     // layer and segment the sequence's KV pointers; the indexer's per-token scratch
@@ -1303,6 +1324,8 @@ void Forward::set_steering(const cpu::SteeringDirections& dirs, float attn_scale
 
 void Forward::eval_batch(std::span<const Chunk> chunks) {
     Impl& m = *impl_;
+    using Clock = std::chrono::steady_clock;
+    const Clock::time_point t_start = m.pass_times.on ? Clock::now() : Clock::time_point{};
     uint64_t total = 0, ctx = 0;
     for (size_t i = 0; i < chunks.size(); ++i) {
         const Chunk& c = chunks[i];
@@ -1343,7 +1366,9 @@ void Forward::eval_batch(std::span<const Chunk> chunks) {
     m.advance_row_counts();
     m.embed(m.host_tokens);
     m.upload_head_rows(m.host_rows);
+    const Clock::time_point t_prep = m.pass_times.on ? Clock::now() : Clock::time_point{};
     m.run_pass(n, m.graphable(n));
+    const Clock::time_point t_launch = m.pass_times.on ? Clock::now() : Clock::time_point{};
     const uint64_t V = m.hp.n_vocab;
     uint64_t row = 0;
     for (const Chunk& c : chunks) {
@@ -1354,6 +1379,14 @@ void Forward::eval_batch(std::span<const Chunk> chunks) {
         row += k;
     }
     m.stream.sync();
+    if (m.pass_times.on) {
+        PassTimes::Sum& t = m.pass_times.by_n[n];
+        const auto sec = [](Clock::duration d) { return std::chrono::duration<double>(d).count(); };
+        ++t.passes;
+        t.prep += sec(t_prep - t_start);
+        t.launch += sec(t_launch - t_prep);
+        t.wait += sec(Clock::now() - t_launch);
+    }
     for (const Chunk& c : chunks) {
         DevState& ds = *m.states.at(c.state);
         ds.n_tokens = c.state->n_tokens() + c.tokens.size();

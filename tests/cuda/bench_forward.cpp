@@ -62,9 +62,13 @@ int run(int argc, char** argv) {
         b.clear();
     }
     b.add(seq, prompt);
+    // DS4_PROFILE_PREFILL=1: the profiler sees the prefill step.
+    const bool prof_prefill = std::getenv("DS4_PROFILE_PREFILL") != nullptr;
+    if (prof_prefill) cudaProfilerStart();
     t0 = std::chrono::steady_clock::now();
     ds4::Logits out = eng.step(b);
     const double prefill_s = seconds_since(t0);
+    if (prof_prefill) cudaProfilerStop();
     int32_t next = out.argmax(0);
     // DS4_PROFILE_DECODE=N: the profiler (ncu --profile-from-start off) sees only the
     // last N decode steps at batch 1.
@@ -85,6 +89,9 @@ int run(int argc, char** argv) {
                 1e3 * decode_s / n_decode, n_decode / decode_s, 1e3 * decode_s / n_decode / m.n_layer);
     eng.free_sequence(seq);
 
+    // DS4_PROFILE_BATCH=N: the profiler sees the last N decode steps of each BATCH.
+    const char* prof_b = std::getenv("DS4_PROFILE_BATCH");
+    const uint32_t n_prof_b = prof_b != nullptr ? static_cast<uint32_t>(std::stoul(prof_b)) : 0;
     for (int a = 4; a < argc; ++a) {
         const auto batch = static_cast<uint32_t>(std::stoul(argv[a]));
         std::vector<ds4::SequenceId> seqs(batch);
@@ -98,17 +105,22 @@ int run(int argc, char** argv) {
         const double batch_prefill_s = seconds_since(t0);
         std::vector<int32_t> next_tokens(batch);
         for (uint32_t i = 0; i < batch; ++i) next_tokens[i] = out.argmax(i);
+        double argmax_s = 0;
         t0 = std::chrono::steady_clock::now();
         for (uint32_t step = 0; step < n_decode; ++step) {
+            if (n_prof_b != 0 && step + n_prof_b == n_decode) cudaProfilerStart();
             b.clear();
             for (uint32_t i = 0; i < batch; ++i) b.add_token(seqs[i], next_tokens[i]);
             eng.step(b, out);
+            const auto ta = std::chrono::steady_clock::now();
             for (uint32_t i = 0; i < batch; ++i) next_tokens[i] = out.argmax(i);
+            argmax_s += seconds_since(ta);
         }
         const double s = seconds_since(t0);
-        std::printf("batch %u: prefill %u x %u tokens %.3f s; decode %.2f ms/step, aggregate %.1f t/s (%.1f t/s per sequence)\n",
+        if (n_prof_b != 0) cudaProfilerStop();
+        std::printf("batch %u: prefill %u x %u tokens %.3f s; decode %.2f ms/step, aggregate %.1f t/s (%.1f t/s per sequence); host argmax %.2f ms/step\n",
                     batch, batch, std::min<uint32_t>(n_prompt, 64), batch_prefill_s, 1e3 * s / n_decode,
-                    batch * n_decode / s, n_decode / s);
+                    batch * n_decode / s, n_decode / s, 1e3 * argmax_s / n_decode);
         for (ds4::SequenceId q : seqs) eng.free_sequence(q);
     }
     return 0;
