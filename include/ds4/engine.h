@@ -99,6 +99,7 @@ struct MemoryEstimate {
     uint64_t kv_frontier = 0;      // compressor frontiers (kv + score)
     uint64_t scratch = 0;          // evaluation scratch for one decode token at ctx
     uint64_t scratch_per_chunk_token = 0;  // extra scratch per token of a prefill chunk
+    uint32_t prefill_chunk = 0;    // most tokens of one entry the backend takes per pass
     uint64_t raw_kv_rows = 0;      // rows per layer
     uint64_t compressed_kv_rows = 0;  // attention rows over all compressed layers
     // Backend::Cuda: the weights are uploaded to VRAM once and every sequence's KV state

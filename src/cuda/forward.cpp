@@ -179,6 +179,7 @@ struct Forward::Impl {
 
     // scratch
     uint32_t cap_tokens = 0;
+    uint32_t cap_logit_rows = 0;
     uint64_t cap_rows = 0, cap_index_rows = 0;
     uint32_t last_n = 0;
     DeviceBuffer<float> x, mix, pre, post, comb, u, nrm, y, qr, q, kvb, ckv, csc, ikv, isc, iq, iw, o, z;
@@ -349,7 +350,7 @@ struct Forward::Impl {
     void download_state(cpu::KvState& host, DevState& ds);
 
     // ---- forward ----
-    void reserve(uint32_t n, uint64_t ctx);
+    void reserve(uint32_t n, uint32_t logit_rows, uint64_t ctx);
     void clear_graphs() {
         graphs.clear();
         seen.clear();
@@ -542,7 +543,7 @@ void Forward::Impl::download_state(cpu::KvState& host, DevState& ds) {
 
 // ---- scratch ----
 
-void Forward::Impl::reserve(uint32_t n, uint64_t ctx) {
+void Forward::Impl::reserve(uint32_t n, uint32_t logit_rows, uint64_t ctx) {
     uint64_t comp = 0;
     for (uint32_t il = 0; il < hp.n_layer; ++il) {
         const uint32_t r = hp.ratio(il);
@@ -595,11 +596,18 @@ void Forward::Impl::reserve(uint32_t n, uint64_t ctx) {
         if (q8r_max_in > 0) grow(mm_q, mma_activation_bytes(q8r_max_in, n));
         grow(tokens_dev, n);
         grow(positions_dev, n);
-        grow(head_rows, n);
-        grow(head_mix, n * H);
-        grow(collapsed, n * dim);
-        grow(head_nrm, n * dim);
-        grow(logits_dev, n * uint64_t{hp.n_vocab});
+    }
+    // the head's buffers by logit rows: a long prefill pass wants one row, not n (at
+    // 2048 tokens, n rows of logits would be 1 GiB)
+    if (logit_rows > cap_logit_rows) {
+        clear_graphs();
+        cap_logit_rows = logit_rows;
+        const uint64_t dim = hp.n_embd;
+        grow(head_rows, logit_rows);
+        grow(head_mix, logit_rows * uint64_t{hp.hc_mult});
+        grow(collapsed, logit_rows * dim);
+        grow(head_nrm, logit_rows * dim);
+        grow(logits_dev, logit_rows * uint64_t{hp.n_vocab});
     }
     if (need_rows > cap_rows) {
         cap_rows = need_rows;
@@ -1357,7 +1365,7 @@ void Forward::eval_batch(std::span<const Chunk> chunks) {
         }
         rows_total += c.logit_rows.size();
     }
-    m.reserve(std::max<uint32_t>(n, static_cast<uint32_t>(rows_total)), ctx);
+    m.reserve(n, static_cast<uint32_t>(rows_total), ctx);
     m.last_n = 0;
     for (DevState* ds : m.tok_state) {
         ds->host_valid = false;

@@ -175,7 +175,7 @@ struct Engine::Impl {
     bool cuda_batchable(const Batch& batch) const {
         if (!cuda_forward || batch.size() < 2) return false;
         for (size_t i = 0; i < batch.size(); ++i)
-            if (batch[i].tokens.size() > runtime::kPrefillChunk || states[i]->mtp) return false;
+            if (batch[i].tokens.size() > runtime::kCudaPrefillChunk || states[i]->mtp) return false;
         return true;
     }
 #endif
@@ -215,6 +215,13 @@ struct Engine::Impl {
         if (cuda_forward) return cuda_forward->eval(kv, pos, tokens, rows, out);
 #endif
         forward->eval(kv, pos, tokens, rows, out);
+    }
+    // Most tokens of one sequence per backend pass (MTP tracking keeps the CPU's chunk).
+    uint32_t pass_chunk([[maybe_unused]] const Sequence& s) const {
+#ifdef DS4_HAVE_CUDA
+        if (cuda_forward && !s.mtp) return runtime::kCudaPrefillChunk;
+#endif
+        return runtime::kPrefillChunk;
     }
     std::span<const float> final_hc(uint32_t t) const {
 #ifdef DS4_HAVE_CUDA
@@ -294,7 +301,7 @@ void Engine::Impl::validate(const Batch& batch) {
     }
 }
 
-// Feeds one entry in chunks of at most kPrefillChunk tokens (any split gives the same
+// Feeds one entry in chunks of at most pass_chunk() tokens (any split gives the same
 // logits, model.md §8) so the scratch stays bounded whatever the prompt length.
 void Engine::Impl::evaluate(const Batch::Entry& e, Sequence& s, std::span<float> out) {
     cpu::KvState& kv = s.kv;
@@ -303,8 +310,9 @@ void Engine::Impl::evaluate(const Batch::Entry& e, Sequence& s, std::span<float>
     const cpu::NumericsScope numerics(cpu::default_numerics(model->weights()));
     const uint64_t V = hp.n_vocab;
     size_t next_row = 0;
-    for (size_t begin = 0; begin < e.tokens.size(); begin += runtime::kPrefillChunk) {
-        const size_t n = std::min<size_t>(runtime::kPrefillChunk, e.tokens.size() - begin);
+    const uint32_t chunk = pass_chunk(s);
+    for (size_t begin = 0; begin < e.tokens.size(); begin += chunk) {
+        const size_t n = std::min<size_t>(chunk, e.tokens.size() - begin);
         chunk_rows.clear();
         const size_t first_row = next_row;
         while (next_row < e.logits_at.size() && e.logits_at[next_row] < begin + n)
@@ -413,6 +421,7 @@ MemoryEstimate Engine::memory_estimate(uint64_t ctx) const {
     if (impl_->cuda_forward) {
         const cuda::DeviceMemory d = cuda::device_memory();
         m.backend = "cuda";
+        m.prefill_chunk = runtime::kCudaPrefillChunk;
         m.device_name = d.name;
         m.device_weights = impl_->cuda_forward->weight_bytes();
         m.device_free = d.free_bytes;

@@ -26,7 +26,7 @@ std::string MemoryEstimate::report() const {
                    "  VRAM free            ", mib(device_free), " of ", mib(device_total), " (",
                    device_name, ")\n");
     return cat("context buffers ", mib(buffers), " (ctx=", ctx, ", backend=", backend, ", prefill_chunk=",
-               runtime::kPrefillChunk, ", raw_kv_rows=", raw_kv_rows,
+               prefill_chunk, ", raw_kv_rows=", raw_kv_rows,
                ", compressed_kv_rows=", compressed_kv_rows, ")\n",
                "  weights (mapped)     ", mib(weights), "\n",
                "  kv per sequence      ", mib(kv_per_sequence()), " (raw ", mib(kv_raw),
@@ -67,6 +67,7 @@ uint64_t floats_per_chunk_token(const model::Hparams& hp) {
 MemoryEstimate estimate_memory(const model::Hparams& hp, uint64_t ctx) {
     MemoryEstimate m;
     m.ctx = ctx;
+    m.prefill_chunk = kPrefillChunk;
     m.raw_kv_rows = hp.window;
     m.kv_raw = uint64_t{hp.n_layer} * hp.window * hp.head_dim * kF32;
     uint64_t attended = 0;  // compressed rows one query can attend (CpuForward::reserve)

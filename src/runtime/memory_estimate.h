@@ -13,6 +13,10 @@ namespace ds4::runtime {
 // The largest chunk the engine hands the backend at once; longer entries are split
 // (which gives the same results, model.md §8), so scratch stays bounded.
 inline constexpr uint32_t kPrefillChunk = 256;
+// The CUDA backend's chunk: a pass reads every routed expert it touches once, so a long
+// prompt in 2048-token passes gives each expert ~48 tokens per read instead of ~6, and
+// the tensor-core tiles fill (bench/RESULTS.md, issue 8). Scratch ~0.9 MB per token.
+inline constexpr uint32_t kCudaPrefillChunk = 2048;
 
 // Fills every field but `weights`.
 MemoryEstimate estimate_memory(const model::Hparams& hp, uint64_t ctx);

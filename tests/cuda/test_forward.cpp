@@ -348,6 +348,37 @@ TEST_F(CudaEngine, SplitsCheckpointsAndForksAgree) {
     EXPECT_EQ(eng.sequence_length(f), 142u);
 }
 
+// The CUDA backend takes a long entry in passes of up to kCudaPrefillChunk tokens (one
+// pass here) instead of the CPU's 256: with the exact kernels (tensor cores off, as the
+// demo's experts are anyway) a token's logits do not depend on the pass it ran in, so
+// 700 tokens in one step equal the same prompt fed 256 at a time, bit for bit.
+TEST_F(CudaEngine, LongPassMatchesSmallChunksBitwise) {
+    setenv("DS4_CUDA_MMA", "0", 1);
+    Engine one = open_cuda(1024), chunked = open_cuda(1024);
+    unsetenv("DS4_CUDA_MMA");
+    const uint32_t V = one.model().n_vocab;
+    const auto toks = prompt(700, V);
+    std::vector<uint32_t> rows(toks.size());
+    std::iota(rows.begin(), rows.end(), 0u);
+    const SequenceId a = one.create_sequence(), b = chunked.create_sequence();
+    Batch batch;
+    batch.add(a, toks, rows);
+    const Logits whole = one.step(batch);
+    float worst = 0.0f;
+    for (size_t at = 0; at < toks.size(); at += 256) {
+        const size_t n = std::min<size_t>(256, toks.size() - at);
+        std::vector<uint32_t> r(n);
+        std::iota(r.begin(), r.end(), 0u);
+        batch.clear();
+        batch.add(b, std::span<const int32_t>(toks).subspan(at, n), r);
+        const Logits part = chunked.step(batch);
+        for (size_t i = 0; i < n; ++i) worst = std::max(worst, max_abs_diff(whole.row(at + i), part.row(i)));
+    }
+    std::cout << "[cuda engine] 700 tokens in one pass vs 256-token steps: max |dlogit| " << worst << "\n";
+    EXPECT_EQ(worst, 0.0f);
+    EXPECT_EQ(one.memory_estimate(1024).prefill_chunk, 2048u);
+}
+
 // Several sequences in one step (the batched CUDA pass: prefill chunks of different
 // lengths, then decode tokens) give each sequence the logits it gets stepped alone.
 TEST_F(CudaEngine, BatchOfSequencesMatchesOneByOne) {
