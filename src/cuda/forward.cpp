@@ -590,7 +590,8 @@ void Forward::Impl::reserve(uint32_t n, uint32_t logit_rows, uint64_t ctx) {
         grow(sh_u, n * ff);
         grow(sh_out, n * dim);
         grow(moe_idx, std::max<uint64_t>(3 * n * K + n + 1, 5 * n * K + n + 3 * uint64_t{hp.n_expert} + 2));
-        grow(ex_q, q8_activation_bytes(std::max<uint64_t>(dim, ff), n * K));
+        grow(ex_q, std::max(q8_activation_bytes(std::max<uint64_t>(dim, ff), n * K),
+                            q8k_token_bytes(std::max<uint64_t>(dim, ff)) * n * K));
         grow(mx_tiles, mma_experts_tile_words(static_cast<uint32_t>(n * K),
                                               static_cast<uint32_t>(std::min<uint64_t>(hp.n_expert, n * K))));
         if (q8r_max_in > 0) grow(mm_q, mma_activation_bytes(q8r_max_in, n));
@@ -1109,7 +1110,7 @@ void Forward::Impl::routed_experts_device(const DLayer& L, uint32_t n) {
     gather_rows(nrm.data(), g.src, ex_in.data(), M, dim, s, g.n_pairs);
     // a token lists an expert at most once: no expert has more than n tokens
     if (mma_experts_ok(L.exp_gate, n) && mma_experts_ok(L.exp_up, n)) {
-        quantize_q8_activations(ex_in.data(), dim, dim, M, ex_q.data(), s);
+        quantize_q8k_activations(ex_in.data(), dim, dim, M, ex_q.data(), s);
         matmul_experts_mma(L.exp_gate.type, L.exp_gate.data, L.exp_up.data, ff, dim, ex_q.data(), ex_g.data(),
                            ex_u.data(), ff, eg, slots, M, mx_tiles.data(), s);
     } else {
@@ -1118,7 +1119,7 @@ void Forward::Impl::routed_experts_device(const DLayer& L, uint32_t n) {
     }
     weighted_swiglu(ex_g.data(), ex_u.data(), sel_w.data(), g.widx, M, ff, hp.swiglu_limit, s, g.n_pairs);
     if (mma_experts_ok(L.exp_down, n)) {
-        quantize_q8_activations(ex_g.data(), ff, ff, M, ex_q.data(), s);
+        quantize_q8k_activations(ex_g.data(), ff, ff, M, ex_q.data(), s);
         matmul_experts_mma(L.exp_down.type, L.exp_down.data, nullptr, dim, ff, ex_q.data(), ex_out.data(), nullptr,
                            dim, eg, slots, M, mx_tiles.data(), s);
     } else {

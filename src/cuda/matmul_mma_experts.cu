@@ -4,13 +4,16 @@
 // Block: 8 warps, a tile of kBM = 128 rows of one expert's matrix (16 per warp: one m16
 // fragment) by BN of that expert's tokens (BN / 8 n8 fragments per warp). The columns
 // go by stages of one 256-value super-block: its raw bytes for the 128 rows (a 16-byte
-// aligned window around each, copied with cp.async) and the tokens' int8 codes and
-// records, in a kStages-deep shared ring, so the loads of the next stages overlap this
+// aligned window around each, copied with cp.async) and the tokens' Q8_K codes and
+// scales, in a kStages-deep shared ring, so the loads of the next stages overlap this
 // one's work. A lane decodes its own A-fragment words (row g / g + 8, values 4t..4t+3
 // and 16 + 4t.. of each 32-block) straight from the raw bytes: no int8 weight tile, no
-// second barrier. The grid is (row tiles [of w0, then w1], token tiles): the tile list
-// (slot, first token) is made on the device from the group counts, blocks past its
-// length return at once.
+// second barrier. Within a super-block everything stays integer, as in ggml's
+// vec_dot_*_q8_K: the 32-block dots times their integer sub-scales (or, for Q2_K, codes
+// pre-multiplied by them, accumulated by the mma itself), and the K-quants' min sums as
+// a second mma against the min scales; one f32 block value per super-block. The grid is
+// (row tiles [of w0, then w1], token tiles): the tile list (slot, first token) is made
+// on the device from the group counts, blocks past its length return at once.
 #include <cuda_fp16.h>
 
 #include <algorithm>
@@ -19,7 +22,6 @@
 #include "cuda/check.h"
 #include "cuda/env_switch.h"
 #include "cuda/matmul_mma_experts.h"
-#include "cuda/matmul_q8.h"
 #include "cuda/mma_s8.cuh"
 #include "ds4/error.h"
 #include "quant/iq2_tables.h"
@@ -28,7 +30,7 @@ namespace ds4::cuda {
 namespace {
 
 using mma::cp_async16, mma::cp_async_commit, mma::cp_async_wait, mma::device_has_mma, mma::mma_s8,
-    mma::s32_to_f32;
+    mma::mma_s8_acc;
 
 constexpr uint32_t kWarps = 8;
 constexpr uint32_t kThreads = 32 * kWarps;
@@ -36,8 +38,8 @@ constexpr uint32_t kBM = 16 * kWarps;
 constexpr uint32_t kStages = 3;
 constexpr uint32_t kSB = 256;         // values per stage: one super-block
 constexpr uint32_t kXPitch = 272;     // a token's 256 codes + 16: rows g hit banks 4g + t
-constexpr uint32_t kRecPitch = 80;    // 8 records of 8 bytes + 16: tokens 2t, 2t + 1 apart
-constexpr uint32_t kRecBytes = 8;     // per 32 activations: f32 d, int16 Σ lo | Σ hi << 16
+constexpr uint32_t kRecPitch = 16;    // the staged head of a token's super-block record (its d)
+constexpr uint32_t kQ8kRec = 48;      // per 256 activations: f32 d, int16 bsums[16], 12 spare bytes
 constexpr uint32_t kMinBN = 16;
 
 __device__ uint32_t g_mx_grid[512];   // IQ2_XXS grid: entry e's magnitude bytes, 2 words
@@ -50,21 +52,24 @@ __device__ __forceinline__ uint32_t u16(const uint8_t* p) { return *reinterpret_
 __device__ __forceinline__ uint32_t u32(const uint8_t* p) { return *reinterpret_cast<const uint32_t*>(p); }
 
 // A lane's view of one 32-block of one row: the A words for values 4t..4t+3 (lo) and
-// 16 + 4t.. (hi), and the block's value = s1·code − s2·m (m = mlo for the first 16
-// values, mhi for the last 16; kMin false: no min term).
+// 16 + 4t.. (hi), the block's integer sub-scale (kPremul: already in the words), and the
+// min scales replicated per byte (kMin: m of values 4t.. / 16 + 4t..).
 struct Frag {
     uint32_t lo, hi;
-    float s1, s2;
-    int mlo, mhi;
+    int isc;
+    uint32_t mlo, mhi;
 };
 struct Tables {
     const uint32_t* grid;
     const uint32_t* signs;
 };
 
+__device__ __forceinline__ uint32_t bytes4(uint32_t v) { return v * 0x01010101u; }
+
+// value = d·(2s + 1)/8 · (±grid byte): block value d·dx·Σ (2s + 1)·dot, times 1/8 per row
 struct Iq2xxsDec {
     static constexpr uint32_t kBytes = 66, kChunks = 5, kPitch = 80;  // 80 B = 20 words: 8 rows, 8 banks
-    static constexpr bool kMin = false, kTables = true;
+    static constexpr bool kMin = false, kPremul = false, kTables = true;
     __device__ static uint32_t word(const Tables& tb, uint32_t idx, uint32_t aux, uint32_t l, uint32_t h) {
         const uint32_t mag = tb.grid[2 * ((idx >> (8 * l)) & 0xff) + h];
         const uint32_t m = tb.signs[2 * ((aux >> (7 * l)) & 127) + h];
@@ -73,40 +78,38 @@ struct Iq2xxsDec {
     __device__ static Frag frag(const uint8_t* p, uint32_t b, uint32_t t, const Tables& tb) {
         const uint8_t* q = p + 2 + 8 * b;
         const uint32_t idx = u16(q) | (u16(q + 2) << 16), aux = u16(q + 4) | (u16(q + 6) << 16);
-        Frag f;
-        f.lo = word(tb, idx, aux, t / 2, t % 2);
-        f.hi = word(tb, idx, aux, 2 + t / 2, t % 2);
-        f.s1 = f16(u16(p)) * (0.5f + static_cast<float>(aux >> 28)) * 0.25f;
-        f.s2 = 0.f, f.mlo = f.mhi = 0;
-        return f;
+        return {word(tb, idx, aux, t / 2, t % 2), word(tb, idx, aux, 2 + t / 2, t % 2),
+                static_cast<int>(2 * (aux >> 28) + 1), 0, 0};
     }
+    __device__ static float2 scales(const uint8_t* p) { return {f16(u16(p)), 0.f}; }
 };
 
+// value = d·sc·code − dmin·m per 16 values; code·sc ≤ 45 fits the int8 words
 struct Q2KDec {  // scales[16], qs[64], d, dmin
     static constexpr uint32_t kBytes = 84, kChunks = 6, kPitch = 112;  // 28 words
-    static constexpr bool kMin = true, kTables = false;
+    static constexpr bool kMin = true, kPremul = true, kTables = false;
     __device__ static Frag frag(const uint8_t* p, uint32_t b, uint32_t t, const Tables&) {
         const uint8_t* qs = p + 16 + 32 * (b / 4) + 4 * t;
-        const uint32_t shift = 2 * (b % 4), sc = u16(p + 2 * b), dd = u32(p + 80);
-        Frag f;
+        const uint32_t shift = 2 * (b % 4), sc = u16(p + 2 * b);
         // codes ≤ 3 times a 4-bit scale ≤ 45 per byte: one integer multiply, no carries
-        f.lo = ((u32(qs) >> shift) & 0x03030303u) * (sc & 15);
-        f.hi = ((u32(qs + 16) >> shift) & 0x03030303u) * ((sc >> 8) & 15);
-        f.s1 = f16(dd & 0xffff);
-        f.s2 = f16(dd >> 16);
-        f.mlo = static_cast<int>((sc >> 4) & 15), f.mhi = static_cast<int>(sc >> 12);
-        return f;
+        return {((u32(qs) >> shift) & 0x03030303u) * (sc & 15), ((u32(qs + 16) >> shift) & 0x03030303u) * ((sc >> 8) & 15),
+                1, bytes4((sc >> 4) & 15), bytes4(sc >> 12)};
+    }
+    __device__ static float2 scales(const uint8_t* p) {
+        const uint32_t dd = u32(p + 80);
+        return {f16(dd & 0xffff), f16(dd >> 16)};
     }
 };
 
+// value = d·sc·code − dmin·m per 32 values (sc, m ≤ 63)
 struct Q4KDec {  // d, dmin, scales[12], qs[128]
     static constexpr uint32_t kBytes = 144, kChunks = 9, kPitch = 144;  // 36 words
-    static constexpr bool kMin = true, kTables = false;
+    static constexpr bool kMin = true, kPremul = false, kTables = false;
     __device__ static Frag frag(const uint8_t* p, uint32_t b, uint32_t t, const Tables&) {
         const uint8_t* qs = p + 16 + 32 * (b / 2) + 4 * t;
-        const uint32_t shift = 4 * (b % 2), dd = u32(p);
+        const uint32_t shift = 4 * (b % 2);
         const uint8_t* sc = p + 4;
-        int scale = 0, min = 0;
+        uint32_t scale = 0, min = 0;
         if (b < 4) {
             scale = sc[b] & 63;
             min = sc[b + 4] & 63;
@@ -114,13 +117,12 @@ struct Q4KDec {  // d, dmin, scales[12], qs[128]
             scale = (sc[b + 4] & 0x0F) | ((sc[b - 4] >> 6) << 4);
             min = (sc[b + 4] >> 4) | ((sc[b] >> 6) << 4);
         }
-        Frag f;
-        f.lo = (u32(qs) >> shift) & 0x0F0F0F0Fu;
-        f.hi = (u32(qs + 16) >> shift) & 0x0F0F0F0Fu;
-        f.s1 = f16(dd & 0xffff) * static_cast<float>(scale);
-        f.s2 = f16(dd >> 16) * static_cast<float>(min);
-        f.mlo = f.mhi = 1;
-        return f;
+        const uint32_t m = bytes4(min);
+        return {(u32(qs) >> shift) & 0x0F0F0F0Fu, (u32(qs + 16) >> shift) & 0x0F0F0F0Fu, static_cast<int>(scale), m, m};
+    }
+    __device__ static float2 scales(const uint8_t* p) {
+        const uint32_t dd = u32(p);
+        return {f16(dd & 0xffff), f16(dd >> 16)};
     }
 };
 
@@ -157,11 +159,11 @@ __device__ __forceinline__ void load_stage(Stage<F, BN>& st, const uint8_t* w, u
         const bool in = r < n_rows && chunk < start + F::kBytes;
         cp_async16(&st.w[r][16 * j], in ? reinterpret_cast<const uint8_t*>(chunk) : w, in ? 16 : 0);
     }
-    for (uint32_t c = threadIdx.x; c < BN * 20; c += kThreads) {
-        const uint32_t t = c / 20, j = c % 20;
+    for (uint32_t c = threadIdx.x; c < BN * 17; c += kThreads) {
+        const uint32_t t = c / 17, j = c % 17;
         const bool in = t < n_tok;
-        const uint64_t off = j < 16 ? uint64_t{i} * kSB + 16 * j : cols + uint64_t{i} * 8 * kRecBytes + 16 * (j - 16);
-        uint8_t* dst = j < 16 ? &st.x[t][16 * j] : &st.r[t][16 * (j - 16)];
+        const uint64_t off = j < 16 ? uint64_t{i} * kSB + 16 * j : cols + uint64_t{i} * kQ8kRec;
+        uint8_t* dst = j < 16 ? &st.x[t][16 * j] : &st.r[t][0];
         cp_async16(dst, x + (in ? t * tok_bytes + off : 0), in ? 16 : 0);
     }
 }
@@ -210,28 +212,46 @@ __global__ void __launch_bounds__(kThreads, 2) experts_mma_kernel(Args a) {
         const S& s = st[i % kStages];
         const uint8_t* pa = &s.w[ra][(off_a + i * F::kBytes) % 16];
         const uint8_t* pb = &s.w[ra + 8][(off_b + i * F::kBytes) % 16];
+        int isum[NF][4], msum[NF][4];
+#pragma unroll
+        for (int f = 0; f < NF; ++f)
+#pragma unroll
+            for (int c = 0; c < 4; ++c) isum[f][c] = msum[f][c] = 0;
 #pragma unroll 2
         for (uint32_t b = 0; b < 8; ++b) {
             const Frag fa = F::frag(pa, b, t4, tb), fb = F::frag(pb, b, t4, tb);
 #pragma unroll
             for (int f = 0; f < NF; ++f) {
                 const uint8_t* xt = &s.x[8 * f + g][32 * b + 4 * t4];
-                int d[4];
-                mma_s8(fa.lo, fb.lo, fa.hi, fb.hi, u32(xt), u32(xt + 16), d);
-#pragma unroll
-                for (int c = 0; c < 2; ++c) {  // columns 2t4 + c: tokens 8f + 2t4 + c
-                    const int2 m = *reinterpret_cast<const int2*>(&s.r[8 * f + 2 * t4 + c][kRecBytes * b]);
-                    const float dx = __int_as_float(m.x);
-                    if constexpr (F::kMin) {
-                        const int lo = static_cast<int16_t>(m.y & 0xffff), hi = m.y >> 16;
-                        const int ma = fa.mlo * lo + fa.mhi * hi, mb = fb.mlo * lo + fb.mhi * hi;
-                        acc[f][c] += dx * (fa.s1 * s32_to_f32(d[c]) - fa.s2 * static_cast<float>(ma));
-                        acc[f][2 + c] += dx * (fb.s1 * s32_to_f32(d[2 + c]) - fb.s2 * static_cast<float>(mb));
-                    } else {
-                        acc[f][c] += dx * fa.s1 * s32_to_f32(d[c]);
-                        acc[f][2 + c] += dx * fb.s1 * s32_to_f32(d[2 + c]);
-                    }
+                const uint32_t x0 = u32(xt), x1 = u32(xt + 16);
+                if constexpr (F::kPremul) {
+                    mma_s8_acc(fa.lo, fb.lo, fa.hi, fb.hi, x0, x1, isum[f]);
+                } else {
+                    int d[4];
+                    mma_s8(fa.lo, fb.lo, fa.hi, fb.hi, x0, x1, d);
+                    isum[f][0] += fa.isc * d[0], isum[f][1] += fa.isc * d[1];
+                    isum[f][2] += fb.isc * d[2], isum[f][3] += fb.isc * d[3];
                 }
+                if constexpr (F::kMin) mma_s8_acc(fa.mlo, fb.mlo, fa.mhi, fb.mhi, x0, x1, msum[f]);
+            }
+        }
+        // the super-block's value per (row, token), as quant's kquant_block_value /
+        // iq2_xxs_block_value: separate roundings, no contraction
+        const float2 sa = F::scales(pa), sb = F::scales(pb);
+#pragma unroll
+        for (int f = 0; f < NF; ++f) {
+#pragma unroll
+            for (int c = 0; c < 4; ++c) {
+                const float dx = *reinterpret_cast<const float*>(&s.r[8 * f + 2 * t4 + c % 2][0]);
+                const float2 sw = c < 2 ? sa : sb;
+                const float is = __int2float_rn(isum[f][c]);
+                float v;
+                if constexpr (F::kMin)
+                    v = __fsub_rn(__fmul_rn(__fmul_rn(dx, sw.x), is),
+                                  __fmul_rn(__fmul_rn(dx, sw.y), __int2float_rn(msum[f][c])));
+                else
+                    v = __fmul_rn(__fmul_rn(sw.x, dx), is);
+                acc[f][c] = __fadd_rn(acc[f][c], v);
             }
         }
         const uint32_t next = i + kStages - 1;  // into the buffer all warps left at the barrier above
@@ -245,9 +265,55 @@ __global__ void __launch_bounds__(kThreads, 2) experts_mma_kernel(Args a) {
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
             const uint32_t r = ra + (i >= 2 ? 8 : 0), t = 8 * f + 2 * t4 + i % 2;
-            if (r < n_rows && t < n_tok) y[uint64_t{p0 + t} * a.y_stride + row0 + r] = acc[f][i];
+            if (r < n_rows && t < n_tok)
+                y[uint64_t{p0 + t} * a.y_stride + row0 + r] = F::kTables ? acc[f][i] * 0.125f : acc[f][i];
         }
     }
+}
+
+// One warp per (token, 256 values), lane l holding values 8l..8l+7: quant::ref's
+// quantize_q8_K exactly (the signed value of largest magnitude, first on ties; iscale =
+// −127/max; codes round half to even, saturated, NaN → 0; bsums per 16 values).
+__global__ void quantize_q8k_kernel(const float* __restrict__ x, uint64_t x_stride, uint32_t cols, uint32_t n_tok,
+                                    uint8_t* __restrict__ xq, uint64_t tok_bytes) {
+    const uint32_t lane = threadIdx.x % 32;
+    const uint64_t warp_id = (uint64_t{blockIdx.x} * blockDim.x + threadIdx.x) / 32;
+    const uint32_t groups = cols / 256;
+    if (warp_id >= uint64_t{groups} * n_tok) return;  // whole warps only
+    const auto t = static_cast<uint32_t>(warp_id / groups), g = static_cast<uint32_t>(warp_id % groups);
+    const float* src = x + t * x_stride + uint64_t{g} * 256 + 8 * lane;
+    const float4 a = *reinterpret_cast<const float4*>(src), b = *reinterpret_cast<const float4*>(src + 4);
+    const float v[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+    float amax = 0.f, max = 0.f;
+    uint32_t at = 0xffffffffu;
+#pragma unroll
+    for (int i = 0; i < 8; ++i)
+        if (fabsf(v[i]) > amax) amax = fabsf(v[i]), max = v[i], at = 8 * lane + i;
+#pragma unroll
+    for (int o = 16; o > 0; o /= 2) {  // larger magnitude wins, the lower index on ties
+        const float am = __shfl_xor_sync(0xffffffffu, amax, o), mx = __shfl_xor_sync(0xffffffffu, max, o);
+        const uint32_t ao = __shfl_xor_sync(0xffffffffu, at, o);
+        if (am > amax || (am == amax && ao < at)) amax = am, max = mx, at = ao;
+    }
+    uint8_t* tok = xq + t * tok_bytes;
+    float* d = reinterpret_cast<float*>(tok + cols + uint64_t{g} * kQ8kRec);
+    const float iscale = amax == 0.f ? 0.f : __fdiv_rn(-127.f, max);
+    const bool ok = amax != 0.f && isfinite(iscale);
+    uint32_t packed[2] = {0, 0};
+    int sum = 0;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+        const float p = __fmul_rn(iscale, v[i]);
+        const int q = !ok || isnan(p) ? 0 : __float2int_rn(fminf(fmaxf(p, -128.f), 127.f));
+        sum += q;
+        packed[i / 4] |= (static_cast<uint32_t>(q) & 0xff) << (8 * (i % 4));
+    }
+    *reinterpret_cast<uint2*>(tok + uint64_t{g} * 256 + 8 * lane) = make_uint2(packed[0], packed[1]);
+    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+    auto* bsums = reinterpret_cast<int16_t*>(d + 1);
+    if (lane % 2 == 0) bsums[lane / 2] = static_cast<int16_t>(sum);
+    // all zero: d 0; a max too small for a finite iscale: d = 1/iscale (±0), as the CPU
+    if (lane == 0) *d = amax == 0.f ? 0.f : __fdiv_rn(1.f, iscale);
 }
 
 // tiles[0] ← the tile count, tiles[2 + 2k], [3 + 2k] ← (slot, first token) of tile k:
@@ -297,11 +363,13 @@ void launch(Args a, uint32_t max_slots, uint32_t max_pairs, cudaStream_t s) {
 template <class F>
 void launch_bn(Args a, uint32_t max_slots, uint32_t max_pairs, cudaStream_t s) {
     // tokens per active expert on average (the pass's shape, not its routing: the choice,
-    // which never changes a result, stays the same for a graph's replays)
+    // which never changes a result, stays the same for a graph's replays); the K-quants
+    // keep a second set of s32 sums (the mins), so at most 32 tokens per block
     const uint32_t avg = max_pairs / std::max(1u, max_slots);
-    if (avg >= 40)
-        launch<F, 64>(a, max_slots, max_pairs, s);
-    else if (avg >= 12)
+    if constexpr (!F::kMin) {
+        if (avg >= 40) return launch<F, 64>(a, max_slots, max_pairs, s);
+    }
+    if (avg >= 12)
         launch<F, 32>(a, max_slots, max_pairs, s);
     else
         launch<F, 16>(a, max_slots, max_pairs, s);
@@ -328,6 +396,23 @@ void upload_tables() {
 }
 
 }  // namespace
+
+uint64_t q8k_token_bytes(uint64_t cols) { return cols + cols / 256 * kQ8kRec; }
+
+void quantize_q8k_activations(const float* x, uint64_t x_stride, uint64_t cols, uint32_t n_tok, void* xq,
+                              cudaStream_t s) {
+    if (cols == 0 || cols % 256 != 0 || cols > (uint64_t{1} << 30))
+        fail("cuda quantize_q8k_activations: ", cols, " columns is not a positive multiple of 256 up to 2^30");
+    if (n_tok == 0) return;
+    if (reinterpret_cast<uintptr_t>(x) % 16 != 0 || x_stride % 4 != 0)
+        fail("cuda quantize_q8k_activations: activations must be 16-byte aligned with a stride multiple of 4");
+    if (reinterpret_cast<uintptr_t>(xq) % 16 != 0) fail("cuda quantize_q8k_activations: xq is not 16-byte aligned");
+    const uint64_t warps = cols / 256 * n_tok;
+    const auto grid = static_cast<unsigned>((warps + kWarps - 1) / kWarps);
+    quantize_q8k_kernel<<<grid, kThreads, 0, s>>>(x, x_stride, static_cast<uint32_t>(cols), n_tok,
+                                                   static_cast<uint8_t*>(xq), q8k_token_bytes(cols));
+    DS4_CUDA_CHECK_LAUNCH("quantize_q8k_kernel");
+}
 
 uint32_t mma_experts_min_tokens() {
     static const uint32_t min_tok = env_min_tokens("DS4_CUDA_MMA_EXPERTS_MIN", kMmaExpertsMinTokens);
@@ -359,7 +444,7 @@ void matmul_experts_mma(GgmlType type, const void* w0, const void* w1, uint64_t 
     const auto rows = static_cast<uint32_t>(slab_rows);
     Args a{static_cast<const uint8_t*>(w0), static_cast<const uint8_t*>(w1), slab_rows * row_bytes, row_bytes, rows,
            (rows + kBM - 1) / kBM, static_cast<uint32_t>(cols), static_cast<const uint8_t*>(xq),
-           q8_token_bytes(cols), y0, y1, y_stride, g.expert, g.begin, g.count, g.n_active, tiles};
+           q8k_token_bytes(cols), y0, y1, y_stride, g.expert, g.begin, g.count, g.n_active, tiles};
     switch (type) {
         case GgmlType::IQ2_XXS:
             upload_tables();

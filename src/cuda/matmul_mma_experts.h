@@ -5,17 +5,16 @@
 // the weight super-blocks into int8 mma fragments in registers and multiplies with
 // mma.sync m16n8k32 (as matmul_mma.h), so each weight is read once per BN tokens.
 //
-// Weight types (each value of a 32-block as an int8 code times f32 scales):
-//   IQ2_XXS: grid magnitudes {8, 25, 43} with their signs (exact in int8), scale
-//            d·(0.5 + s)/4 per 32 values;
-//   Q2_K:    code·sc (0..45) per 16 values with scale d, minus dmin·m per 16 values:
-//            the min term needs Σx per 16 values, which the activation records hold;
-//   Q4_K:    code (0..15) with d·sc per 32 values, minus dmin·m times Σx of the block.
-// Numerics: the activations are quantize_q8_activations' records (matmul_q8.h), each
-// block's integer dots (and the min sums) are exact in s32 and scaled per block as
-// matmul_q8's fast kernels do; only the f32 order of the block sums differs. So the
-// bound against the exact f32 path is matmul_q8.h's, Σ_i |w_i|·d_x(i)/2 + f32 rounding,
-// and a (row, token) result depends neither on the other tokens nor on the grouping.
+// Numerics: ds4's (model.md §11.2): the activations are quantized to Q8_K (per 256
+// values: d = max/−127 of the signed value of largest magnitude, int8 codes, 16-value
+// sums; quantize_q8k_activations, the bits of quant::ref::quantize_q8_K) and each weight
+// super-block is dotted with them as ggml's vec_dot_*_q8_K defines: integer sums of
+// code × integer sub-scale (IQ2_XXS: 2s + 1 per 32 values, times 1/8 per row; Q2_K: sc
+// per 16; Q4_K: sc per 32) and of the K-quants' min × activation, exact in s32, then one
+// f32 value per super-block, d·dx·isum − dmin·dx·msum. Only the f32 order of the
+// super-block sums differs from the CPU's quant::dot_*_q8_K. The bound against the exact
+// f32 path: Σ_i |w_i|·d_x(i)/2 + f32 rounding, d_x(i) the step of x_i's 256-block; a
+// (row, token) result depends neither on the other tokens nor on the grouping.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -42,6 +41,13 @@ inline constexpr uint64_t kMmaExpertsMinValues = uint64_t{1} << 20;
 // too) on this device (sm_80+).
 bool matmul_experts_mma_supported(GgmlType t, uint64_t cols, uint64_t row_bytes, const void* w);
 
+// Q8_K activations, one record per token, q8k_token_bytes(cols) apart: cols int8 codes,
+// then per 256 values 48 bytes {f32 d, int16 bsums[16], 12 unused}. cols a multiple of
+// 256; x 16-byte aligned, x_stride a multiple of 4; xq 16-byte aligned.
+uint64_t q8k_token_bytes(uint64_t cols);
+void quantize_q8k_activations(const float* x, uint64_t x_stride, uint64_t cols, uint32_t n_tok, void* xq,
+                              cudaStream_t s);
+
 // uint32 words of tile scratch matmul_experts_mma needs for up to max_pairs (token,
 // expert) pairs over at most max_slots active experts.
 uint64_t mma_experts_tile_words(uint32_t max_pairs, uint32_t max_slots);
@@ -49,7 +55,7 @@ uint64_t mma_experts_tile_words(uint32_t max_pairs, uint32_t max_slots);
 // For each active slot j < *g.n_active (expert e = g.expert[j], pairs g.begin[j] ..
 // + g.count[j]): Y0[p] = W0[e] · x̂[p] (and Y1[p] = W1[e] · x̂[p] when w1 is not null),
 // W[e] the e-th slab of slab_rows rows, x̂[p] the dequantized record p of xq (from
-// quantize_q8_activations over cols, at least max_pairs records). max_slots bounds
+// quantize_q8k_activations over cols, at least max_pairs records). max_slots bounds
 // *g.n_active and max_pairs Σ count (the grid). tiles: mma_experts_tile_words(max_pairs,
 // max_slots) device words (scratch, overwritten). No host round trip: capturable.
 void matmul_experts_mma(GgmlType type, const void* w0, const void* w1, uint64_t slab_rows, uint64_t cols,

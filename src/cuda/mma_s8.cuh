@@ -30,6 +30,20 @@ __device__ __forceinline__ void mma_s8(uint32_t a0, uint32_t a1, uint32_t a2, ui
 #endif
 }
 
+// c += A · B (same fragments as mma_s8; the s32 accumulator is exact while it fits).
+__device__ __forceinline__ void mma_s8_acc(uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
+                                           uint32_t b1, int (&c)[4]) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile(
+        "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+        "{%0, %1, %2, %3};"
+        : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+#else
+    (void)a0, (void)a1, (void)a2, (void)a3, (void)b0, (void)b1, (void)c;
+#endif
+}
+
 // 16 bytes global -> shared, asynchronously; src_bytes 0 fills zeros (rows past the end).
 __device__ __forceinline__ void cp_async16(void* dst, const void* src, uint32_t src_bytes) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800

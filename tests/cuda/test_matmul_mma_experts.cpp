@@ -1,10 +1,11 @@
 // Grouped expert products on the tensor cores (cuda/matmul_mma_experts.h), for IQ2_XXS,
-// Q2_K and Q4_K slabs (random blocks: every code, sign and scale pattern), against
-//  1. the device's own int8 activations (quantize_q8_activations) dequantized and
-//     dotted in double with the reference dequantized weights: each block's integer
-//     dots are exact, so only f32 scaling and summing differ (1e-5 of Σ|w·x̂|);
-//  2. the f32 activations and the exact kernel cuda::matmul per expert: matmul_q8.h's
-//     bound Σ_i |w_i| · d_x(i)/2, plus f32 rounding;
+// Q2_K and Q4_K slabs (random blocks: every code, sign and scale pattern). The device's
+// Q8_K activations must be quant::ref::quantize_q8_K's bytes, and the products match
+//  1. the CPU's quant::dot_q8_K on those activations (ds4's numerics; the integer sums
+//     are exact, only the f32 order of the super-block values differs: 1e-5 of Σ|w·x̂|),
+//     and the same activations dequantized and dotted in double;
+//  2. the f32 activations and the exact kernel cuda::matmul per expert: the bound
+//     Σ_i |w_i| · d_x(i)/2 (d_x the step of x_i's 256-block), plus f32 rounding;
 // with odd token counts per expert, an active slot of 0 tokens, an expert not listed,
 // rows not a multiple of the 128-row tile, gate + up in one launch, and the three token
 // tile widths (16/32/64, chosen from the bounds), which must give the same bits.
@@ -21,6 +22,8 @@
 #include "cuda/matmul_mma_experts.h"
 #include "cuda/matmul_q8.h"
 #include "cuda_test_util.h"
+#include "quant/blocks.h"
+#include "quant/quant.h"
 #include "quant/reference.h"
 
 namespace ds4::cuda {
@@ -81,8 +84,8 @@ void check_type(GgmlType type, uint32_t seed) {
     dw0.upload(w0.bytes), dw1.upload(w1.bytes);
     ASSERT_TRUE(matmul_experts_mma_supported(type, kCols, w0.row_bytes, dw0.data()));
     DeviceBuffer<float> dx = to_device<float>(x);
-    DeviceBuffer<uint8_t> xq(q8_activation_bytes(kCols, M));
-    quantize_q8_activations(dx.data(), kCols, kCols, M, xq.data(), nullptr);
+    DeviceBuffer<uint8_t> xq(q8k_token_bytes(kCols) * M);
+    quantize_q8k_activations(dx.data(), kCols, kCols, M, xq.data(), nullptr);
     DeviceBuffer<uint32_t> d_exp = to_device<uint32_t>(expert), d_beg = to_device<uint32_t>(begin),
                            d_cnt = to_device<uint32_t>(count);
     const std::vector<uint32_t> active = {static_cast<uint32_t>(groups.size())};
@@ -121,17 +124,27 @@ void check_type(GgmlType type, uint32_t seed) {
     DS4_CUDA_CHECK(cudaDeviceSynchronize());
     const std::vector<float> e0 = de0.download(), e1 = de1.download();
 
-    // the device's int8 activations as values and steps
+    // the device's Q8_K activations: quantize_q8_K's bytes; as values and steps
     const std::vector<uint8_t> q = xq.download();
-    const uint64_t tb = q8_token_bytes(kCols);
+    const uint64_t tb = q8k_token_bytes(kCols), nsb = kCols / 256;
+    std::vector<quant::BlockQ8K> xk(M * nsb);
     std::vector<double> xhat(M * kCols), step(M * kCols);
-    for (uint32_t p = 0; p < M; ++p)
-        for (uint64_t c = 0; c < kCols; ++c) {
-            float d = 0;
-            std::memcpy(&d, q.data() + p * tb + kCols + 8 * (c / 32), 4);
-            xhat[p * kCols + c] = static_cast<double>(d) * static_cast<int8_t>(q[p * tb + c]);
-            step[p * kCols + c] = d;
+    for (uint32_t p = 0; p < M; ++p) {
+        std::vector<quant::BlockQ8K> want(nsb);
+        quant::ref::quantize_q8_K(x.data() + p * kCols, want.data(), static_cast<int64_t>(kCols));
+        for (uint64_t k = 0; k < nsb; ++k) {
+            quant::BlockQ8K& got = xk[p * nsb + k];
+            std::memcpy(got.qs, q.data() + p * tb + 256 * k, 256);
+            std::memcpy(&got.d, q.data() + p * tb + kCols + 48 * k, 4);
+            std::memcpy(got.bsums, q.data() + p * tb + kCols + 48 * k + 4, 32);
+            ASSERT_EQ(std::memcmp(&got, &want[k], sizeof(got)), 0) << "Q8_K block " << k << " of token " << p;
         }
+        for (uint64_t c = 0; c < kCols; ++c) {
+            const float d = xk[p * nsb + c / 256].d;
+            xhat[p * kCols + c] = static_cast<double>(d) * xk[p * nsb + c / 256].qs[c % 256];
+            step[p * kCols + c] = std::fabs(d);
+        }
+    }
 
     int bad = 0;
     double worst = 0;
@@ -148,13 +161,15 @@ void check_type(GgmlType type, uint32_t seed) {
                         st += std::fabs(wv) * step[p * kCols + c] / 2;
                     }
                     const double y = (m == 0 ? y0 : y1)[p * kRows + r], ye = (m == 0 ? e0 : e1)[p * kRows + r];
+                    const uint8_t* wb = (m == 0 ? w0 : w1).bytes.data() + (uint64_t{expert[j]} * kRows + r) * w0.row_bytes;
+                    const double cpu = quant::dot_q8_K(type, wb, xk.data() + p * nsb, static_cast<int64_t>(kCols));
                     const double tol_q = 1e-5 * mag_q + 1e-6, bound = st + 1e-5 * (mag_q + mag_f) + 1e-6;
                     worst = std::max(worst, std::fabs(y - ref_f) / bound);
-                    const bool ok = std::fabs(y - ref_q) <= tol_q && std::fabs(y - ref_f) <= bound &&
-                                    std::fabs(y - ye) <= bound;
+                    const bool ok = std::fabs(y - ref_q) <= tol_q && std::fabs(y - cpu) <= tol_q &&
+                                    std::fabs(y - ref_f) <= bound && std::fabs(y - ye) <= bound;
                     if (!ok && bad++ < 5)
                         ADD_FAILURE() << "slot " << j << " tok " << t << " mat " << m << " row " << r << ": mma " << y
-                                      << ", int8-activation ref " << ref_q << " (tol " << tol_q << "), f32 ref "
+                                      << ", Q8_K ref " << ref_q << ", cpu dot " << cpu << " (tol " << tol_q << "), f32 ref "
                                       << ref_f << ", exact kernel " << ye << " (bound " << bound << ")";
                 }
     EXPECT_EQ(bad, 0);
