@@ -484,7 +484,9 @@ TEST(CudaMmaExperts, GreedyTokensMatchTheExactPath) {
 // (matmul_q8_experts.h), forced onto the demo's 256 x 256 slabs, against the exact
 // path: the prompt in passes of 10 tokens (the q8 path's batches), then 32 greedy decode
 // steps (its batch 1). The dense products and the expert mma stay exact on both sides.
-// Same int8 activations and integer dots as CudaFastExperts, so its bounds apply.
+// Same int8 activations and integer dots as CudaFastExperts, so its bounds apply (the
+// greedy prefix as loose as CudaMma's: near-tie flips are chaotic). Not yet measured on
+// a GPU: the figures it prints belong in this comment.
 TEST(CudaQ8Experts, GreedyTokensMatchTheExactPath) {
     DS4_REQUIRE_GPU();
     if (!std::filesystem::exists(demo_path())) GTEST_SKIP() << "no demo model at " << demo_path();
@@ -500,7 +502,7 @@ TEST(CudaQ8Experts, GreedyTokensMatchTheExactPath) {
     EXPECT_GT(d.worst, 0.0f) << "the q8 expert path did not run";
     EXPECT_LE(d.worst, 5.0f);
     EXPECT_GE(d.agree, 140u);
-    EXPECT_GE(d.same_prefix, 8u);
+    EXPECT_GE(d.same_prefix, 4u);
 }
 
 }  // namespace

@@ -12,9 +12,11 @@
 // result may not depend on the other tokens of the pass.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include "cuda/device.h"
