@@ -25,6 +25,7 @@
 #include "cuda/matmul_mma.h"
 #include "cuda/matmul_mma_experts.h"
 #include "cuda/matmul_q8.h"
+#include "cuda/matmul_q8_experts.h"
 #include "cuda/steering.h"
 #include "ds4/error.h"
 
@@ -195,6 +196,8 @@ struct Forward::Impl {
     bool mma_experts = true;            // routed experts on the tensor cores (matmul_mma_experts.h)
     uint64_t mx_min_values = kMmaExpertsMinValues;
     DeviceBuffer<uint32_t> mx_tiles;    // their tile list
+    bool q8_experts = true;             // smaller passes' experts on matmul_q8_experts.h
+    uint64_t q8_min_values = kQ8ExpertsMinValues;
     std::unique_ptr<DeviceSteering> steering;  // null: off
     const float* input_x = nullptr;             // eval_from_hc: device input HC rows
     DeviceBuffer<int32_t> tokens_dev;
@@ -374,6 +377,7 @@ struct Forward::Impl {
     bool device_dispatch_ok(const DLayer& L) const;
     void routed_experts_device(const DLayer& L, uint32_t n);
     bool mma_experts_ok(const DMat& w, uint32_t n) const;
+    bool q8_experts_ok(const DMat& w, uint32_t n) const;
     void head(std::span<const uint32_t> rows);
     void upload_head_rows(std::span<const uint32_t> rows);
     const float* omega(const DLayer& L) const { return L.ratio != 0 ? omega_comp : omega_dense; }
@@ -1113,6 +1117,10 @@ void Forward::Impl::routed_experts_device(const DLayer& L, uint32_t n) {
         quantize_q8k_activations(ex_in.data(), dim, dim, M, ex_q.data(), s);
         matmul_experts_mma(L.exp_gate.type, L.exp_gate.data, L.exp_up.data, ff, dim, ex_q.data(), ex_g.data(),
                            ex_u.data(), ff, eg, slots, M, mx_tiles.data(), s);
+    } else if (q8_experts_ok(L.exp_gate, n) && q8_experts_ok(L.exp_up, n)) {
+        quantize_q8_activations(ex_in.data(), dim, dim, M, ex_q.data(), s);
+        matmul_experts_q8(L.exp_gate.type, L.exp_gate.data, L.exp_up.data, ff, dim, ex_q.data(), ex_g.data(),
+                          ex_u.data(), ff, eg, slots, n, s);
     } else {
         matmul_experts(L.exp_gate.type, L.exp_gate.data, L.exp_up.data, ff, E, dim, ex_in.data(), dim, ex_g.data(),
                        ex_u.data(), ff, eg, slots, n, s);
@@ -1122,6 +1130,10 @@ void Forward::Impl::routed_experts_device(const DLayer& L, uint32_t n) {
         quantize_q8k_activations(ex_g.data(), ff, ff, M, ex_q.data(), s);
         matmul_experts_mma(L.exp_down.type, L.exp_down.data, nullptr, dim, ff, ex_q.data(), ex_out.data(), nullptr,
                            dim, eg, slots, M, mx_tiles.data(), s);
+    } else if (q8_experts_ok(L.exp_down, n)) {
+        quantize_q8_activations(ex_g.data(), ff, ff, M, ex_q.data(), s);
+        matmul_experts_q8(L.exp_down.type, L.exp_down.data, nullptr, dim, ff, ex_q.data(), ex_out.data(), nullptr,
+                          dim, eg, slots, n, s);
     } else {
         matmul_experts(L.exp_down.type, L.exp_down.data, nullptr, dim, E, ff, ex_g.data(), ff, ex_out.data(),
                        nullptr, dim, eg, slots, n, s);
@@ -1131,10 +1143,18 @@ void Forward::Impl::routed_experts_device(const DLayer& L, uint32_t n) {
 
 // The expert mma path (matmul_mma_experts.h) for passes of at least
 // mma_experts_min_tokens() tokens and slabs of at least mx_min_values weights: smaller
-// ones keep the exact kernels and their bits.
+// ones go to q8_experts_ok or the exact kernels.
 bool Forward::Impl::mma_experts_ok(const DMat& w, uint32_t n) const {
     return mma && mma_experts && n >= mma_experts_min_tokens() && w.in * w.out >= mx_min_values &&
            matmul_experts_mma_supported(w.type, w.in, w.row_bytes, w.data);
+}
+
+// The grouped int8 matvec (matmul_q8_experts.h) for the passes below the mma path's
+// token threshold, slabs of at least q8_min_values weights: per token, the result does
+// not depend on the pass (a batch's tokens get the bits they get stepped alone).
+bool Forward::Impl::q8_experts_ok(const DMat& w, uint32_t n) const {
+    return q8_experts && n < mma_experts_min_tokens() && w.in * w.out >= q8_min_values &&
+           matmul_experts_q8_supported(w.type, w.in, w.data);
 }
 
 void Forward::Impl::moe_layer(uint32_t il, uint32_t n) {
@@ -1278,6 +1298,7 @@ Forward::Forward(const cpu::CpuModel& model) : impl_(std::make_unique<Impl>(requ
     impl_->mma = env_switch_on("DS4_CUDA_MMA");
     if (impl_->q8r_max_in > 0 && mma_applies(uint64_t{1} << 20, kMmaMinTokens, kMmaMinWork)) mma_init();
     impl_->mma_experts = env_switch_on("DS4_CUDA_MMA_EXPERTS");
+    impl_->q8_experts = env_switch_on("DS4_CUDA_Q8_EXPERTS");
     const char* fast = std::getenv("DS4_CUDA_FAST_EXPERTS");
     impl_->fast_experts = fast != nullptr && std::string_view(fast) == "1";
 }
@@ -1296,6 +1317,13 @@ void Forward::set_mma_experts(bool on, uint64_t min_values) {
     impl_->clear_graphs();
 }
 bool Forward::mma_experts() const { return impl_->mma_experts; }
+
+void Forward::set_q8_experts(bool on, uint64_t min_values) {
+    impl_->q8_experts = on;
+    impl_->q8_min_values = min_values;
+    impl_->clear_graphs();
+}
+bool Forward::q8_experts() const { return impl_->q8_experts; }
 
 void Forward::set_mma(bool on, uint64_t min_work) {
     impl_->mma = on;

@@ -124,6 +124,14 @@ public:
     // tests/cuda/test_forward.cpp (CudaMmaExperts).
     void set_mma_experts(bool on, uint64_t min_values);
     bool mma_experts() const;
+    // The routed experts of the passes below that threshold (decode, small batches) on
+    // the grouped int8-activation matvec (cuda/matmul_q8_experts.h: IQ2_XXS, Q2_K, Q4_K;
+    // the same int8 activations), for expert matrices of at least min_values weights
+    // (default kQ8ExpertsMinValues; 0 forces the demo model's onto it: tests). On by
+    // default unless $DS4_CUDA_Q8_EXPERTS=0 when the Forward is made. Measured against the
+    // exact path in tests/cuda/test_forward.cpp (CudaQ8Experts).
+    void set_q8_experts(bool on, uint64_t min_values);
+    bool q8_experts() const;
 
     // Graph capture of small passes (see above); on unless $DS4_CUDA_GRAPH=0 when the
     // Forward is made. Fast experts (a host round trip per layer) always run eagerly.

@@ -27,7 +27,7 @@
 namespace ds4::cuda {
 
 // The forward's default least pass size (tokens) for the expert mma path; decode and
-// batches below it keep the exact expert kernels and their bits. $DS4_CUDA_MMA_EXPERTS_MIN
+// batches below it take matmul_q8_experts.h (or the exact kernels). $DS4_CUDA_MMA_EXPERTS_MIN
 // raises it (never below kMmaExpertsMinTokens).
 inline constexpr uint32_t kMmaExpertsMinTokens = 16;
 uint32_t mma_experts_min_tokens();
