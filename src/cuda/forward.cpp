@@ -139,6 +139,13 @@ bool multi_from_env() { return env_switch_on("DS4_CUDA_MULTI"); }
 // DS4_CUDA_FUSE=0: the separate launches.
 bool fuse_from_env() { return env_switch_on("DS4_CUDA_FUSE"); }
 
+// (issue 8) DS4_CUDA_MMA_MIN_WORK=N: the rows x tokens from which dense Q8_0 products take
+// the tensor cores (default kMmaMinWork).
+uint64_t mma_min_work_from_env() {
+    const char* v = std::getenv("DS4_CUDA_MMA_MIN_WORK");
+    return v != nullptr ? std::strtoull(v, nullptr, 10) : kMmaMinWork;
+}
+
 // One product of a shared input (mm_shared_input): all of w's rows into y (stride w.out).
 struct MmPart {
     const DMat* w = nullptr;
@@ -189,8 +196,9 @@ struct Forward::Impl {
     DeviceBuffer<uint32_t> sel, index_sel, moe_idx, head_rows;
     DeviceBuffer<uint8_t> ex_q;  // the experts' int8 activations (fast path)
     DeviceBuffer<uint8_t> mm_q;  // mm()'s int8 activations for the tensor-core path (matmul_mma.h)
+    DeviceBuffer<float> mm_part;  // its split-K scratch (kMmaSplitScratchFloats)
     bool mma = true;
-    uint64_t mma_min_work = kMmaMinWork;
+    uint64_t mma_min_work = mma_min_work_from_env();
     uint64_t q8r_max_in = 0;     // the widest repacked matrix: sizes mm_q
     bool fast_experts = false;
     bool mma_experts = true;            // routed experts on the tensor cores (matmul_mma_experts.h)
@@ -278,7 +286,7 @@ struct Forward::Impl {
                              reinterpret_cast<uintptr_t>(base) % 4 == 0;
         if (w.q8r && aligned && mma && mma_applies(rows, n, mma_min_work)) {  // (issue 8) tensor cores for multi-token passes
             quantize_mma_activations(xin, xs, w.in, n, mm_q.data(), stream.get());
-            matmul_q8r_mma(base, rows, w.in, mm_q.data(), n, yout, ys, stream.get());
+            matmul_q8r_mma(base, rows, w.in, mm_q.data(), n, yout, ys, stream.get(), MmaExtra{mm_part.data()});
         } else if (w.q8r)
             matmul_q8r(base, rows, w.in, xin, xs, yout, ys, n, stream.get());
         else if (matmul_supported(w.type) && w.in % 256 == 0 && aligned)
@@ -598,7 +606,10 @@ void Forward::Impl::reserve(uint32_t n, uint32_t logit_rows, uint64_t ctx) {
                             q8k_token_bytes(std::max<uint64_t>(dim, ff)) * n * K));
         grow(mx_tiles, mma_experts_tile_words(static_cast<uint32_t>(n * K),
                                               static_cast<uint32_t>(std::min<uint64_t>(hp.n_expert, n * K))));
-        if (q8r_max_in > 0) grow(mm_q, mma_activation_bytes(q8r_max_in, n));
+        if (q8r_max_in > 0) {
+            grow(mm_q, mma_activation_bytes(std::max(q8r_max_in, uint64_t{hp.n_head} * hp.head_dim), n));
+            grow(mm_part, kMmaSplitScratchFloats);
+        }
         grow(tokens_dev, n);
         grow(positions_dev, n);
     }
@@ -977,7 +988,17 @@ void Forward::Impl::attention(uint32_t il, uint32_t n) {
     const uint64_t group_in = hp.n_head / G * hd;
     const bool fused = matmul_groups_fused(L.out_a.type, R, L.out_a.in) && group_in % 4 == 0 &&
                        reinterpret_cast<uintptr_t>(L.out_a.data) % 4 == 0;
-    if (L.out_a.q8r && !(mma && mma_applies(R, n, mma_min_work)))  // (issue 8) one launch, the same bits as the loop below
+    const bool out_a_mma = L.out_a.q8r && mma && mma_applies(G * R, n, mma_min_work);  // one grid of G x R rows
+    if (out_a_mma && G * group_in == qw && qw <= 32768 && group_in % 512 == 0 && qw % 512 == 0 &&
+        L.out_a.row_bytes * R % 16 == 0) {  // (issue 8) the G groups in one tensor-core launch, bits of the loop below
+        quantize_mma_activations(o.data(), qw, qw, n, mm_q.data(), s);
+        MmaExtra ex{mm_part.data()};
+        ex.groups = static_cast<uint32_t>(G);
+        ex.w_group = L.out_a.row_bytes * R;
+        ex.y_group = R;
+        ex.xq_cols = qw;
+        matmul_q8r_mma(L.out_a.data, R, group_in, mm_q.data(), n, z.data(), G * R, s, ex);
+    } else if (L.out_a.q8r && !(mma && mma_applies(R, n, mma_min_work)))  // (issue 8) one launch, the same bits as the loop below
         matmul_q8r_groups(L.out_a.data, R, L.out_a.in, static_cast<uint32_t>(G), o.data(), qw, group_in, z.data(),
                           G * R, R, n, s);
     else if (fused && !L.out_a.q8r)  // (the loop's mm() takes repacked rows to the tensor cores)  // one launch for the G groups, the same bits as the loop below

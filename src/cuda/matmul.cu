@@ -12,6 +12,7 @@
 #include <type_traits>
 
 #include "cuda/check.h"
+#include "cuda/env_switch.h"
 #include "cuda/device_math.cuh"
 #include "cuda/kernels.h"
 #include "cuda/pdl.cuh"
@@ -356,6 +357,7 @@ struct SplitPart {
     uint64_t y_stride = 0;
     uint32_t block0 = 0;
     bool wide = false;
+    uint32_t rows = 0;  // matmul_split_batch_kernel's clamp
 };
 struct SplitTable {
     SplitPart part[kMaxParts];
@@ -372,6 +374,57 @@ __global__ void __launch_bounds__(W * 32)
     for (uint32_t j = 1; j < kMaxParts; ++j)
         if (j < tab.n && blockIdx.x >= tab.part[j].block0) p = tab.part[j];
     split_row<F, NT, W>(p.w, row_bytes, n_groups, p.wide, x, x_stride, p.y, p.y_stride, blockIdx.x - p.block0);
+}
+
+// (issue 8) The split kernel's products for passes of 16+ tokens in one launch instead of
+// one per 8 tokens: block (b, c) takes kBatchRows rows of one part (b - block0 in row
+// blocks) and tokens 8c .. 8c + 7, so the 8 tokens' activations, loaded once per group, serve
+// 4 rows (the split kernel's blocks each read them for one row: the L2 traffic of these
+// few-row products) and all token chunks run side by side. Per (row, token) it is
+// split_row's arithmetic: logical warp k (of W, the shape's) walks chunks k, k + W, ...
+// with dot_chunks, is summed over its lanes by warp_sum and the W sums are added in k order;
+// P <= 8 physical warps take the logical ones in turn (registers), which changes no sum.
+constexpr uint32_t kBatchRows = 4;
+template <class F, int W, int P>
+__global__ void __launch_bounds__(P * 32)
+    matmul_split_batch_kernel(SplitTable tab, uint64_t row_bytes, uint32_t n_groups, const float* __restrict__ x,
+                              uint64_t x_stride) {
+    dev::pdl_wait_and_release();
+    constexpr int NT = 8, R = kBatchRows;
+    __shared__ __align__(16) uint8_t smem[P][R][kChunkBytes<F>];
+    __shared__ SharedTables<F> tables;
+    __shared__ float part[W][R][NT];
+    const Iq2Tables iq = tables.load();
+    SplitPart p = tab.part[0];
+#pragma unroll
+    for (uint32_t j = 1; j < kMaxParts; ++j)
+        if (j < tab.n && blockIdx.x >= tab.part[j].block0) p = tab.part[j];
+    const uint32_t row0 = (blockIdx.x - p.block0) * R, n_rows = min(static_cast<uint32_t>(R), p.rows - row0);
+    const uint32_t lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    const float* xt = x + uint64_t{blockIdx.y} * NT * x_stride;
+    for (uint32_t k = warp; k < W; k += P) {
+        float acc[R][NT];
+        zero(acc);
+        dot_chunks<F, NT, R>(p.w + row0 * row_bytes, row_bytes, n_rows, n_groups, k, W, p.wide, xt, x_stride,
+                             smem[warp], iq, lane, acc);
+#pragma unroll
+        for (int r = 0; r < R; ++r)
+#pragma unroll
+            for (int t = 0; t < NT; ++t) {
+                const float a = dev::warp_sum(acc[r][t]);
+                if (lane == 0) part[k][r][t] = a;
+            }
+    }
+    __syncthreads();
+    if (threadIdx.x < R * NT) {
+        const uint32_t r = threadIdx.x / NT, t = threadIdx.x % NT;
+        if (r < n_rows) {
+            float s = part[0][r][t];
+#pragma unroll
+            for (int k = 1; k < W; ++k) s += part[k][r][t];
+            p.y[(uint64_t{blockIdx.y} * NT + t) * p.y_stride + row0 + r] = s;
+        }
+    }
 }
 
 // Routed experts without a host round trip: block (x, slot, m) computes rows of matrix m
@@ -453,6 +506,43 @@ int split_warps(uint64_t cols) {
     return chunks >= 32 ? 32 : chunks >= 8 ? 8 : 4;
 }
 
+// (issue 8) Whether matmul_split_batch_kernel takes the first n_tok / 8 · 8 tokens of a
+// split product: the exact float formats (F16: compressors, indexer, HC mixes; F32), passes
+// of 16+ tokens (batch 8 and decode keep their launches; the bits are the same anyway);
+// DS4_CUDA_SPLIT_BATCH=0: one launch per 8 tokens.
+template <class F>
+uint32_t batch_tokens(uint32_t n_tok) {
+    static const bool on = env_switch_on("DS4_CUDA_SPLIT_BATCH");
+    constexpr bool exact = std::is_same_v<F, F16Format> || std::is_same_v<F, F32Format>;
+    return exact && on && n_tok >= 16 ? n_tok / 8 * 8 : 0;
+}
+// tab's parts (block0 in rows of the split kernel, rows set) through
+// matmul_split_batch_kernel for tokens [0, n_full).
+template <class F>
+void launch_split_batch(SplitTable tab, uint64_t row_bytes, uint32_t n_groups, uint64_t cols, const float* x,
+                        uint64_t x_stride, uint32_t n_full, cudaStream_t s) {
+    if constexpr (std::is_same_v<F, F16Format> || std::is_same_v<F, F32Format>) {
+        uint32_t blocks = 0;
+        for (uint32_t i = 0; i < tab.n; ++i) {
+            tab.part[i].block0 = blocks;
+            blocks += (tab.part[i].rows + kBatchRows - 1) / kBatchRows;
+        }
+        const dim3 grid(blocks, n_full / 8);
+        const auto go = [&](auto kernel, int warps) {
+            launch_pdl("launch of matmul_split_batch_kernel", kernel, grid, dim3(warps * 32), 0, s, tab, row_bytes,
+                       n_groups, x, x_stride);
+        };
+        switch (split_warps<F>(cols)) {
+            case 32: go(matmul_split_batch_kernel<F, 32, 8>, 8); break;
+            case 8: go(matmul_split_batch_kernel<F, 8, 8>, 8); break;
+            default: go(matmul_split_batch_kernel<F, 4, 4>, 4); break;
+        }
+    } else {
+        (void)tab, (void)row_bytes, (void)n_groups, (void)cols, (void)x, (void)x_stride, (void)n_full, (void)s;
+        fail("cuda matmul: no batched split kernel for this format");
+    }
+}
+
 template <class F, int NT>
 void launch_nt(const void* w, uint64_t rows, uint64_t cols, const float* x, uint64_t x_stride, float* y,
                uint64_t y_stride, cudaStream_t s, uint32_t n_mat = 1, GroupStrides gs = {}) {
@@ -496,7 +586,18 @@ void launch(const void* w, uint64_t rows, uint64_t cols, const float* x, uint64_
     if (reinterpret_cast<uintptr_t>(x) % 16 != 0 || x_stride % 4 != 0)
         fail("cuda matmul: activations must be 16-byte aligned with a stride multiple of 4");
     static_assert(kMaxTok == 8, "for_token_chunks makes chunks of up to 8 tokens");
-    for_token_chunks(n_tok, [&](uint32_t t0, auto nt) {
+    uint32_t done = 0;
+    if (n_mat == 1 && takes_split<F>(rows, cols) && rows <= 0x7fffffffu && (done = batch_tokens<F>(n_tok)) > 0) {
+        const uint64_t row_bytes = cols / 256 * F::kGroupBytes;
+        SplitTable tab;
+        tab.part[0] = SplitPart{static_cast<const uint8_t*>(w), y, y_stride, 0,
+                                row_bytes % 16 == 0 && reinterpret_cast<uintptr_t>(w) % 16 == 0,
+                                static_cast<uint32_t>(rows)};
+        tab.n = 1;
+        launch_split_batch<F>(tab, row_bytes, static_cast<uint32_t>(cols / 256), cols, x, x_stride, done, s);
+    }
+    for_token_chunks(n_tok - done, [&](uint32_t t0, auto nt) {
+        t0 += done;
         launch_nt<F, decltype(nt)::value>(w, rows, cols, x + t0 * x_stride, x_stride, y + t0 * y_stride, y_stride,
                                           s, n_mat, gs);
     });
@@ -636,7 +737,11 @@ void launch_multi(GgmlType type, std::span<const MatProduct> parts, uint64_t col
     uint32_t blocks = 0;
     const auto flush = [&] {
         if (tab.n == 0) return;
-        for_token_chunks(n_tok, [&](uint32_t t0, auto nt) {
+        const uint32_t done = batch_tokens<F>(n_tok);
+        if (done > 0)
+            launch_split_batch<F>(tab, row_bytes, static_cast<uint32_t>(n_groups), cols, x, x_stride, done, s);
+        for_token_chunks(n_tok - done, [&](uint32_t t0, auto nt) {
+            t0 += done;
             constexpr int NT = decltype(nt)::value;
             SplitTable at = tab;
             for (uint32_t i = 0; i < at.n; ++i) at.part[i].y += t0 * at.part[i].y_stride;
@@ -668,7 +773,8 @@ void launch_multi(GgmlType type, std::span<const MatProduct> parts, uint64_t col
         }
         if (reinterpret_cast<uintptr_t>(p.w) % 4 != 0) fail("cuda matmul: weight pointer is not 4-byte aligned");
         const bool wide = row_bytes % 16 == 0 && reinterpret_cast<uintptr_t>(p.w) % 16 == 0;
-        tab.part[tab.n++] = SplitPart{static_cast<const uint8_t*>(p.w), p.y, p.y_stride, blocks, wide};
+        tab.part[tab.n++] =
+            SplitPart{static_cast<const uint8_t*>(p.w), p.y, p.y_stride, blocks, wide, static_cast<uint32_t>(p.rows)};
         blocks += static_cast<uint32_t>(p.rows);
         if (tab.n == kMaxParts) flush();
     }

@@ -10,8 +10,16 @@
 // global memory: a lane's 4K-byte chunk holds word k (k < K) of the blocks 4k + g, and one
 // 16-byte (K = 4) or 8-byte (K = 2) shared load gives a fragment register for K blocks.
 // Rows are padded by 16K bytes so that those loads of 8 rows hit distinct banks.
+//
+// Split-K (issue 8, batches of 16-128 tokens): a row's stages fall into mma_chunks(cols)
+// chunks of a fixed length (a function of cols only); a (row, token) result is
+// ((0 + c_0) + c_1) + ... where c_j is the chunk's own fmaf chain from zero. A block
+// either walks all chunks itself (large grids: prefill) or does one chunk (blockIdx.z)
+// and writes c_j to a scratch that reduce_split_kernel adds in the same order: the bits
+// are the same either way, so the launcher may pick by grid size.
 #include <cuda_fp16.h>
 
+#include <algorithm>
 
 #include "cuda/check.h"
 #include "cuda/env_switch.h"
@@ -32,7 +40,25 @@ constexpr uint32_t kStageBytes = 256;  // bytes of a row per stage: 8 blocks of 
 constexpr uint32_t kStages = 3;
 constexpr uint32_t kTokAlign = 64;     // token padding of the activations (the largest BN)
 
+constexpr uint32_t kMaxChunks = 8;   // split-K chunks of a row at most
+constexpr uint32_t kMinChunkStages = 4;
+constexpr uint32_t kSplitMaxBlocks = 160;  // split when the 32-token grid has at most this many blocks
+
+static_assert(kMmaSplitScratchFloats >= uint64_t{kMaxChunks} * kSplitMaxBlocks * kBM * 32,
+              "the split scratch holds every chunk of the largest grid that splits");
+
 uint32_t k_words(uint64_t cols) { return cols % 512 == 0 ? 4 : 2; }  // q8r: span 512 or 256
+// Stages per chunk: the row cut into up to kMaxChunks chunks of at least kMinChunkStages
+// stages (cols only: the summation order never depends on the pass).
+uint32_t chunk_stages(uint64_t cols) {
+    const auto n_st = static_cast<uint32_t>(cols / kStageBytes);
+    const uint32_t want = std::clamp(n_st / kMinChunkStages, 1u, kMaxChunks);
+    return (n_st + want - 1) / want;
+}
+uint32_t n_chunks(uint64_t cols) {
+    const auto n_st = static_cast<uint32_t>(cols / kStageBytes);
+    return (n_st + chunk_stages(cols) - 1) / chunk_stages(cols);
+}
 uint64_t padded_tokens(uint32_t n_tok) { return (uint64_t{n_tok} + kTokAlign - 1) / kTokAlign * kTokAlign; }
 
 template <int K, int BN>
@@ -47,7 +73,7 @@ struct Stage {
 template <int K, int BN>
 __device__ __forceinline__ void load_stage(Stage<K, BN>& st, const uint8_t* __restrict__ w, uint64_t row_bytes,
                                            uint32_t n_rows, uint32_t cols, const uint8_t* __restrict__ xq,
-                                           const float* __restrict__ xs, uint64_t n_pad, uint32_t i) {
+                                           uint64_t xq_tok, const float* __restrict__ xs, uint64_t n_pad, uint32_t i) {
     constexpr uint32_t kChunks = kStageBytes / 16;
     for (uint32_t c = threadIdx.x; c < kBM * kChunks; c += kThreads) {
         const uint32_t r = c / kChunks, j = c % kChunks;
@@ -60,7 +86,7 @@ __device__ __forceinline__ void load_stage(Stage<K, BN>& st, const uint8_t* __re
     }
     for (uint32_t c = threadIdx.x; c < BN * kChunks; c += kThreads) {
         const uint32_t t = c / kChunks, j = c % kChunks;
-        cp_async16(&st.b[t][16 * j], xq + t * uint64_t{cols} + i * kStageBytes + 16 * j, 16);
+        cp_async16(&st.b[t][16 * j], xq + t * xq_tok + i * kStageBytes + 16 * j, 16);
     }
     for (uint32_t c = threadIdx.x; c < 8 * BN / 4; c += kThreads) {
         const uint32_t q = c / (BN / 4), j = c % (BN / 4);
@@ -83,13 +109,29 @@ struct Chunk<2> {
     static __device__ __forceinline__ uint32_t word(const uint2& v, int k) { return k == 0 ? v.x : v.y; }
 };
 
-// xq: the padded activations' codes (n_pad tokens from the tile's first), xs: their
-// scales [block (q8r order)][n_pad] from the tile's first token.
+// The kernel's arguments. xq: the padded activations' codes (n_pad tokens, xq_tok bytes
+// apart), xs: their scales [block (q8r order)][n_pad]. blockIdx.z = group · n_split +
+// split: group g (of several products of one shape, matmul_q8r_mma's MmaExtra) reads
+// weights w_group bytes, codes cols bytes and scales cols/32 · n_pad floats further and
+// writes y_group floats further. n_split > 1: the block does chunk `split` into part.
+struct MmaArgs {
+    const uint8_t* w;
+    uint64_t row_bytes;
+    uint32_t rows, cols;
+    const uint8_t* xq;
+    uint64_t xq_tok;
+    const float* xs;
+    uint64_t n_pad;
+    uint32_t n_tok;
+    float* y;
+    uint64_t y_stride;
+    uint64_t w_group, y_group;
+    uint32_t chunk_stages, n_split;
+    float* part;  // [z][n_tok][rows]
+};
+
 template <int K, int BN>
-__global__ void __launch_bounds__(kThreads, 1)
-    q8r_mma_kernel(const uint8_t* __restrict__ w, uint64_t row_bytes, uint32_t rows, uint32_t cols,
-                   const uint8_t* __restrict__ xq, const float* __restrict__ xs, uint64_t n_pad, uint32_t n_tok,
-                   float* __restrict__ y, uint64_t y_stride) {
+__global__ void __launch_bounds__(kThreads, 1) q8r_mma_kernel(MmaArgs p) {
     using S = Stage<K, BN>;
     using C = Chunk<K>;
     using CT = typename C::T;
@@ -98,25 +140,31 @@ __global__ void __launch_bounds__(kThreads, 1)
     S* st = reinterpret_cast<S*>(raw);
     const uint32_t warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t4 = lane % 4;
     const uint32_t row0 = blockIdx.x * kBM, tok0 = blockIdx.y * BN;
-    const uint32_t n_rows = min(kBM, rows - row0), n_here = min(static_cast<uint32_t>(BN), n_tok - tok0);
-    w += uint64_t{row0} * row_bytes;
-    xq += uint64_t{tok0} * cols;
-    xs += tok0;
+    const uint32_t group = blockIdx.z / p.n_split, split = blockIdx.z % p.n_split;
+    const uint32_t rows = p.rows, cols = p.cols;
+    const uint32_t n_rows = min(kBM, rows - row0), n_here = min(static_cast<uint32_t>(BN), p.n_tok - tok0);
+    const uint8_t* w = p.w + group * p.w_group + uint64_t{row0} * p.row_bytes;
+    const uint8_t* xq = p.xq + uint64_t{group} * cols + uint64_t{tok0} * p.xq_tok;
+    const float* xs = p.xs + uint64_t{group} * (cols / 32) * p.n_pad + tok0;
+    const uint64_t row_bytes = p.row_bytes, n_pad = p.n_pad, xq_tok = p.xq_tok;
 
-    float acc[NF][4];
+    float acc[NF][4], total[NF][4];
 #pragma unroll
-    for (int f = 0; f < NF; ++f) acc[f][0] = acc[f][1] = acc[f][2] = acc[f][3] = 0.f;
+    for (int f = 0; f < NF; ++f)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) acc[f][i] = total[f][i] = 0.f;
 
-    const uint32_t n_st = cols / kStageBytes, ra = 16 * warp + g;
+    const uint32_t n_st = cols / kStageBytes, ra = 16 * warp + g, cs = p.chunk_stages;
+    const uint32_t s0 = p.n_split > 1 ? split * cs : 0, s1 = p.n_split > 1 ? min(s0 + cs, n_st) : n_st;
 #pragma unroll
     for (uint32_t i = 0; i < kStages - 1; ++i) {
-        if (i < n_st) load_stage<K, BN>(st[i], w, row_bytes, n_rows, cols, xq, xs, n_pad, i);
+        if (s0 + i < s1) load_stage<K, BN>(st[i], w, row_bytes, n_rows, cols, xq, xq_tok, xs, n_pad, s0 + i);
         cp_async_commit();
     }
-    for (uint32_t i = 0; i < n_st; ++i) {
+    for (uint32_t i = s0; i < s1; ++i) {
         cp_async_wait<kStages - 2>();
         __syncthreads();
-        const S& s = st[i % kStages];
+        const S& s = st[(i - s0) % kStages];
         const uint4 h0 = *reinterpret_cast<const uint4*>(&s.da[ra][0]);
         const uint4 h1 = *reinterpret_cast<const uint4*>(&s.da[ra + 8][0]);
         const __half* dw0 = reinterpret_cast<const __half*>(&h0);
@@ -147,20 +195,41 @@ __global__ void __launch_bounds__(kThreads, 1)
                 }
             }
         }
+        if ((i + 1) % cs == 0 || i + 1 == s1) {  // a chunk ends: into the total in chunk order
+#pragma unroll
+            for (int f = 0; f < NF; ++f)
+#pragma unroll
+                for (int j = 0; j < 4; ++j) total[f][j] += acc[f][j], acc[f][j] = 0.f;
+        }
         const uint32_t next = i + kStages - 1;  // into the buffer all warps left at the barrier above
-        if (next < n_st) load_stage<K, BN>(st[next % kStages], w, row_bytes, n_rows, cols, xq, xs, n_pad, next);
+        if (next < s1)
+            load_stage<K, BN>(st[(next - s0) % kStages], w, row_bytes, n_rows, cols, xq, xq_tok, xs, n_pad, next);
         cp_async_commit();
     }
     cp_async_wait<0>();
 
+    float* y = p.n_split > 1 ? p.part + uint64_t{blockIdx.z} * p.n_tok * rows : p.y + group * p.y_group;
+    const uint64_t y_stride = p.n_split > 1 ? rows : p.y_stride;
 #pragma unroll
     for (int f = 0; f < NF; ++f) {
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
             const uint32_t r = ra + (i >= 2 ? 8 : 0), t = 8 * f + 2 * t4 + i % 2;
-            if (r < n_rows && t < n_here) y[uint64_t{tok0 + t} * y_stride + row0 + r] = acc[f][i];
+            if (r < n_rows && t < n_here) y[uint64_t{tok0 + t} * y_stride + row0 + r] = total[f][i];
         }
     }
+}
+
+// y[g][t][r] = ((0 + part[g, 0]) + part[g, 1]) + ...: the in-block order of the kernel above.
+__global__ void reduce_split_kernel(const float* __restrict__ part, uint32_t rows, uint32_t n_tok, uint32_t n_split,
+                                    uint32_t groups, float* __restrict__ y, uint64_t y_stride, uint64_t y_group) {
+    const uint64_t per = uint64_t{n_tok} * rows, id = uint64_t{blockIdx.x} * blockDim.x + threadIdx.x;
+    if (id >= per * groups) return;
+    const uint64_t g = id / per, tr = id % per;
+    const float* src = part + g * n_split * per + tr;
+    float s = 0.f;
+    for (uint32_t j = 0; j < n_split; ++j) s += src[j * per];
+    y[g * y_group + (tr / rows) * y_stride + tr % rows] = s;
 }
 
 // One thread per (token, 32-block), tokens up to n_pad (zeros past n_tok): d = amax/127,
@@ -205,22 +274,32 @@ __global__ void quantize_mma_kernel(const float* __restrict__ x, uint64_t x_stri
 }
 
 template <int K, int BN>
-void launch(const uint8_t* w, uint64_t rows, uint64_t cols, const uint8_t* xq, const float* xs, uint64_t n_pad,
-            uint32_t n_tok, float* y, uint64_t y_stride, cudaStream_t s) {
-    const dim3 grid(static_cast<unsigned>((rows + kBM - 1) / kBM), (n_tok + BN - 1) / BN);
-    q8r_mma_kernel<K, BN><<<grid, kThreads, kStages * sizeof(Stage<K, BN>), s>>>(
-        w, cols / 32 * 34, static_cast<uint32_t>(rows), static_cast<uint32_t>(cols), xq, xs, n_pad, n_tok, y,
-        y_stride);
+void launch(const MmaArgs& a, uint32_t groups, cudaStream_t s) {
+    const dim3 grid((a.rows + kBM - 1) / kBM, (a.n_tok + BN - 1) / BN, groups * a.n_split);
+    q8r_mma_kernel<K, BN><<<grid, kThreads, kStages * sizeof(Stage<K, BN>), s>>>(a);
     DS4_CUDA_CHECK_LAUNCH("q8r_mma_kernel");
 }
 
+// Split-K when the grid of 32-token tiles is small (batches): one chunk per block, BN 32.
 template <int K>
-void launch_k(const uint8_t* w, uint64_t rows, uint64_t cols, const uint8_t* xq, const float* xs, uint64_t n_pad,
-              uint32_t n_tok, float* y, uint64_t y_stride, cudaStream_t s) {
-    if (n_tok <= 32)
-        launch<K, 32>(w, rows, cols, xq, xs, n_pad, n_tok, y, y_stride, s);
-    else
-        launch<K, 64>(w, rows, cols, xq, xs, n_pad, n_tok, y, y_stride, s);
+void launch_k(MmaArgs a, uint32_t groups, uint64_t scratch_floats, cudaStream_t s) {
+    static const bool split_on = env_switch_on("DS4_CUDA_MMA_SPLIT");
+    const uint64_t blocks32 = uint64_t{(a.rows + kBM - 1) / kBM} * ((a.n_tok + 31) / 32) * groups;
+    const uint32_t chunks = n_chunks(a.cols);
+    const bool split = split_on && a.part != nullptr && chunks > 1 && blocks32 <= kSplitMaxBlocks &&
+                       uint64_t{chunks} * groups * a.n_tok * a.rows <= scratch_floats;
+    if (split) {
+        a.n_split = chunks;
+        launch<K, 32>(a, groups, s);
+        const uint64_t outs = uint64_t{a.n_tok} * a.rows * groups;
+        reduce_split_kernel<<<static_cast<unsigned>((outs + 255) / 256), 256, 0, s>>>(
+            a.part, a.rows, a.n_tok, chunks, groups, a.y, a.y_stride, a.y_group);
+        DS4_CUDA_CHECK_LAUNCH("reduce_split_kernel");
+    } else if (a.n_tok <= 32) {
+        launch<K, 32>(a, groups, s);
+    } else {
+        launch<K, 64>(a, groups, s);
+    }
 }
 
 template <int K, int BN>
@@ -271,22 +350,42 @@ void quantize_mma_activations(const float* x, uint64_t x_stride, uint64_t cols, 
 }
 
 void matmul_q8r_mma(const void* w, uint64_t rows, uint64_t cols, const void* xq, uint32_t n_tok, float* y,
-                    uint64_t y_stride, cudaStream_t s) {
-    if (rows == 0 || n_tok == 0) return;
+                    uint64_t y_stride, cudaStream_t s, const MmaExtra& ex) {
+    if (rows == 0 || n_tok == 0 || ex.groups == 0) return;
     check_cols(cols);
+    const uint64_t xq_cols = ex.xq_cols == 0 ? cols : ex.xq_cols;
+    check_cols(xq_cols);
+    if (xq_cols < cols * ex.groups || k_words(xq_cols) != k_words(cols))
+        fail("cuda matmul_q8r_mma: activations of ", xq_cols, " columns for ", ex.groups, " groups of ", cols);
     if (rows > 0x7fffffffu) fail("cuda matmul_q8r_mma: ", rows, " rows, at most 2^31 - 1");
-    if (reinterpret_cast<uintptr_t>(w) % 16 != 0 || reinterpret_cast<uintptr_t>(xq) % 16 != 0)
+    if (ex.groups * uint64_t{n_chunks(cols)} > 65535) fail("cuda matmul_q8r_mma: ", ex.groups, " groups");
+    if (reinterpret_cast<uintptr_t>(w) % 16 != 0 || reinterpret_cast<uintptr_t>(xq) % 16 != 0 ||
+        ex.w_group % 16 != 0)
         fail("cuda matmul_q8r_mma: weights and activations must be 16-byte aligned");
     if (!device_has_mma()) fail("cuda matmul_q8r_mma: needs compute capability 8.0 or newer");
     mma_init();
-    const auto* wb = static_cast<const uint8_t*>(w);
     const auto* codes = static_cast<const uint8_t*>(xq);
     const uint64_t n_pad = padded_tokens(n_tok);
-    const auto* xs = reinterpret_cast<const float*>(codes + n_pad * cols);
+    const MmaArgs a{static_cast<const uint8_t*>(w),
+                    cols / 32 * 34,
+                    static_cast<uint32_t>(rows),
+                    static_cast<uint32_t>(cols),
+                    codes,
+                    xq_cols,
+                    reinterpret_cast<const float*>(codes + n_pad * xq_cols),
+                    n_pad,
+                    n_tok,
+                    y,
+                    y_stride,
+                    ex.w_group,
+                    ex.y_group,
+                    chunk_stages(cols),
+                    1,
+                    ex.scratch};
     if (k_words(cols) == 4)
-        launch_k<4>(wb, rows, cols, codes, xs, n_pad, n_tok, y, y_stride, s);
+        launch_k<4>(a, ex.groups, ex.scratch_floats, s);
     else
-        launch_k<2>(wb, rows, cols, codes, xs, n_pad, n_tok, y, y_stride, s);
+        launch_k<2>(a, ex.groups, ex.scratch_floats, s);
 }
 
 }  // namespace ds4::cuda

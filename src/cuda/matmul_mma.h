@@ -24,9 +24,15 @@ namespace ds4::cuda {
 // matmul_q8r_mma (the Forward also has its own switch, $DS4_CUDA_MMA=0 or set_mma): n_tok
 // is at least the threshold (DS4_CUDA_MMA_MIN, default kMmaMinTokens: decode and small
 // batches keep the matvec path and its batch-independent bits) and rows · n_tok at least
-// min_work, by default kMmaMinWork: below that the grid has under ~32 blocks of 128 x 32 and the matvec
-// kernel, which spreads over every SM, is as fast (H200, ds4-bench-cuda: 4096 x 4096 at
-// 16 tokens 0.9x, 1024 x 4096 at 64 tokens 0.9x, 1024 x 4096 at 128 tokens 1.7x).
+// min_work, by default kMmaMinWork (DS4_CUDA_MMA_MIN_WORK=N in the forward): below that the
+// grid had under ~32 blocks of 128 x 32 and the matvec kernel, which spreads over every SM,
+// was as fast (H200, ds4-bench-cuda: 4096 x 4096 at 16 tokens 0.9x, 1024 x 4096 at 64
+// tokens 0.9x). With split-K smaller products gain too (bench/RESULTS.md, cuda-dense-batch:
+// 32768 takes q_a and kv at 64 tokens), but the default stays: at 32768 the demo model's
+// CudaEngine tests, which compare passes of up to ~220 tokens with the exact path or with
+// other pass sizes at 1e-4 / 2e-2, failed (max |dlogit| 0.19-1.8: more of their products
+// on the int8 path). A grouped launch (the output projection's G groups) counts the rows
+// of all its groups: it is one grid.
 inline constexpr uint32_t kMmaMinTokens = 16;
 inline constexpr uint64_t kMmaMinWork = 131072;
 bool mma_applies(uint64_t rows, uint32_t n_tok, uint64_t min_work);
@@ -44,11 +50,31 @@ uint64_t mma_activation_bytes(uint64_t cols, uint32_t n_tok);
 void quantize_mma_activations(const float* x, uint64_t x_stride, uint64_t cols, uint32_t n_tok, void* xq,
                               cudaStream_t s);
 
+// Optional parts of matmul_q8r_mma.
+//  - groups: several products of one shape in one launch (the grouped low-rank output
+//    projection): product g has weights w + g · w_group (bytes), activations the columns
+//    [g · cols, (g + 1) · cols) of XQ quantized over xq_cols >= groups · cols columns (one
+//    quantize_mma_activations over the whole row: the 32-blocks quantize alone, so the
+//    codes are those of each slice quantized by itself), output y + g · y_group.
+//  - scratch: kMmaSplitScratchFloats floats (16-byte aligned) that let small grids (batches
+//    of 16-128 tokens) split each row into its chunks across blocks (split-K) and add the
+//    chunk sums in a second kernel; null: never split. The result's bits are the same
+//    either way (fixed chunks of a row, by cols only, added in order), so the choice, made
+//    by grid size, never changes a token's bits; $DS4_CUDA_MMA_SPLIT=0 turns it off.
+inline constexpr uint64_t kMmaSplitScratchFloats = uint64_t{8} * 160 * 128 * 32;
+struct MmaExtra {
+    float* scratch = nullptr;
+    uint64_t scratch_floats = kMmaSplitScratchFloats;
+    uint32_t groups = 1;
+    uint64_t w_group = 0, y_group = 0, xq_cols = 0;  // xq_cols 0: cols
+};
+
 // Y[t][r] = W[r] · dequant(XQ[t]) for r < rows, t < n_tok: W repacked Q8_0 rows
 // (q8r_repack, kernels.h; 16-byte aligned, cols a multiple of 256 up to 32768), XQ from
 // quantize_mma_activations over the same cols and n_tok. A (row, token) result does not
-// depend on the other tokens or on n_tok (fixed per-block order of the sums).
+// depend on the other tokens, on n_tok or on the split (per row: fixed chunks of up to
+// 8 x 1024 columns, each a fixed per-block fmaf chain from zero, added in order).
 void matmul_q8r_mma(const void* w, uint64_t rows, uint64_t cols, const void* xq, uint32_t n_tok, float* y,
-                    uint64_t y_stride, cudaStream_t s);
+                    uint64_t y_stride, cudaStream_t s, const MmaExtra& ex = {});
 
 }  // namespace ds4::cuda
