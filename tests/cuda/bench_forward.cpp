@@ -92,13 +92,25 @@ int run(int argc, char** argv) {
     // DS4_PROFILE_BATCH=N: the profiler sees the last N decode steps of each BATCH.
     const char* prof_b = std::getenv("DS4_PROFILE_BATCH");
     const uint32_t n_prof_b = prof_b != nullptr ? static_cast<uint32_t>(std::stoul(prof_b)) : 0;
+    // DS4_BENCH_DISTINCT_PROMPTS=1: each sequence of a BATCH gets its own prompt (its tokens
+    // shifted by the sequence index), so their routing spreads over the experts as unrelated
+    // requests do; by default they share one prompt and mostly one set of experts.
+    const bool distinct = std::getenv("DS4_BENCH_DISTINCT_PROMPTS") != nullptr;
     for (int a = 4; a < argc; ++a) {
         const auto batch = static_cast<uint32_t>(std::stoul(argv[a]));
         std::vector<ds4::SequenceId> seqs(batch);
+        std::vector<std::vector<int32_t>> own(batch);  // distinct prompts (the Batch holds spans)
         b.clear();
         for (uint32_t i = 0; i < batch; ++i) {
             seqs[i] = eng.create_sequence();
-            b.add(seqs[i], std::span<const int32_t>(prompt).first(std::min<uint32_t>(n_prompt, 64)));
+            if (distinct) {
+                std::vector<int32_t>& p = own[i];
+                p.assign(prompt.begin(), prompt.begin() + std::min<uint32_t>(n_prompt, 64));
+                for (int32_t& t : p) t = static_cast<int32_t>((static_cast<uint32_t>(t) + 7907u * (i + 1)) % m.n_vocab);
+                b.add(seqs[i], p);
+            } else {
+                b.add(seqs[i], std::span<const int32_t>(prompt).first(std::min<uint32_t>(n_prompt, 64)));
+            }
         }
         t0 = std::chrono::steady_clock::now();
         eng.step(b, out);

@@ -1,0 +1,194 @@
+// The FFN sublayer of the CUDA forward pass (cpu moe.cpp): router, routed experts
+// (grouped on the device: tensor cores, int8 matvec or exact kernels) and shared expert.
+#include "cuda/forward_impl.h"
+
+namespace ds4::cuda {
+
+// ---- FFN sublayer (cpu moe.cpp) ----
+
+// Routed experts grouped by expert (each expert's weights read once per chunk), in
+// ascending expert id; each token's outputs are then summed in that order, as the CPU
+// does. The selection comes back to the host to form the groups: one small download
+// per layer.
+void Forward::Impl::routed_experts(const DLayer& L, uint32_t n) {
+    if (device_dispatch_ok(L)) return routed_experts_device(L, n);
+    const cudaStream_t s = stream.get();
+    const uint32_t E = hp.n_expert, K = hp.n_expert_used, dim = hp.n_embd, ff = hp.ff_exp;
+    host_sel.resize(uint64_t{n} * K);
+    DS4_CUDA_CHECK(cudaMemcpyAsync(host_sel.data(), sel.data(), host_sel.size() * sizeof(uint32_t),
+                                   cudaMemcpyDeviceToHost, s));
+    stream.sync();
+    // host_idx: src[M] | widx[M] | pair_rows[M] | pair_begin[n + 1]
+    struct Group {
+        uint32_t expert, begin, count;
+    };
+    std::vector<Group> groups;
+    std::vector<uint32_t> src, widx;
+    std::vector<std::vector<uint32_t>> per_token(n);
+    for (uint32_t e = 0; e < E; ++e) {
+        const auto begin = static_cast<uint32_t>(src.size());
+        for (uint32_t t = 0; t < n; ++t)
+            for (uint32_t k = 0; k < K; ++k)
+                if (host_sel[uint64_t{t} * K + k] == e) {
+                    per_token[t].push_back(static_cast<uint32_t>(src.size()));
+                    src.push_back(t);
+                    widx.push_back(t * K + k);
+                    break;  // an expert listed twice for one token counts once
+                }
+        if (src.size() > begin) groups.push_back({e, begin, static_cast<uint32_t>(src.size()) - begin});
+    }
+    for (uint32_t v : src)
+        if (v >= n) fail("cuda forward: bad routing");
+    for (const Group& g : groups)
+        if (g.expert >= E) fail("cuda forward: expert id ", g.expert, " out of range");
+    const auto M = static_cast<uint32_t>(src.size());
+    host_idx.assign(src.begin(), src.end());
+    host_idx.insert(host_idx.end(), widx.begin(), widx.end());
+    const uint64_t rows_at = host_idx.size();
+    host_idx.resize(rows_at + M);
+    const uint64_t begin_at = host_idx.size();
+    host_idx.resize(begin_at + n + 1);
+    uint32_t at = 0;
+    for (uint32_t t = 0; t < n; ++t) {
+        host_idx[begin_at + t] = at;
+        for (uint32_t i : per_token[t]) host_idx[rows_at + at++] = i;
+    }
+    host_idx[begin_at + n] = at;
+    DS4_CUDA_CHECK(cudaMemcpyAsync(moe_idx.data(), host_idx.data(), host_idx.size() * sizeof(uint32_t),
+                                   cudaMemcpyHostToDevice, s));
+    const uint32_t* d_src = moe_idx.data();
+    const uint32_t* d_widx = d_src + M;
+    const uint32_t* d_rows = d_src + rows_at;
+    const uint32_t* d_begin = d_src + begin_at;
+
+    gather_rows(nrm.data(), d_src, ex_in.data(), M, dim, s);
+    // Fast path: each pair's activation quantized once, shared by gate and up.
+    const uint64_t qd = q8_token_bytes(dim), qf = q8_token_bytes(ff);
+    const bool fast_in = fast_ok(L.exp_gate) && fast_ok(L.exp_up), fast_down = fast_ok(L.exp_down);
+    if (fast_in) quantize_q8_activations(ex_in.data(), dim, dim, M, ex_q.data(), s);
+    for (const Group& g : groups) {
+        const uint64_t b = g.begin;
+        const uint8_t* xq = fast_in ? ex_q.data() + b * qd : nullptr;
+        mm_expert(L.exp_gate, uint64_t{g.expert} * ff, ff, ex_in.data() + b * dim, xq, ex_g.data() + b * ff, ff,
+                  g.count);
+        mm_expert(L.exp_up, uint64_t{g.expert} * ff, ff, ex_in.data() + b * dim, xq, ex_u.data() + b * ff, ff,
+                  g.count);
+    }
+    weighted_swiglu(ex_g.data(), ex_u.data(), sel_w.data(), d_widx, M, ff, hp.swiglu_limit, s);
+    if (fast_down) quantize_q8_activations(ex_g.data(), ff, ff, M, ex_q.data(), s);
+    for (const Group& g : groups) {
+        const uint64_t b = g.begin;
+        const uint8_t* xq = fast_down ? ex_q.data() + b * qf : nullptr;
+        mm_expert(L.exp_down, uint64_t{g.expert} * dim, dim, ex_g.data() + b * ff, xq, ex_out.data() + b * dim,
+                  dim, g.count);
+    }
+    scatter_sum(ex_out.data(), d_begin, d_rows, moe.data(), n, dim, s);
+}
+
+// The exact path's expert matrices in a shape matmul_experts takes (the fast int8 path
+// keeps the host grouping above).
+bool Forward::Impl::device_dispatch_ok(const DLayer& L) const {
+    if (fast_experts) return false;
+    const uint32_t dim = hp.n_embd, ff = hp.ff_exp;
+    return L.exp_gate.type == L.exp_up.type && matmul_experts_supported(L.exp_gate.type, dim, ff) &&
+           matmul_experts_supported(L.exp_down.type, ff, dim) && L.exp_gate.in == dim && L.exp_down.in == ff &&
+           uint64_t{ff} % 4 == 0 && uint64_t{dim} % 4 == 0;
+}
+
+// Routed experts with the grouping made on the device (moe_group): same groups, same
+// per-token arithmetic and the same ascending-expert sum as routed_experts, but no host
+// round trip, and gate + up in one launch. Grids are sized for the worst case (n·K
+// pairs, min(E, n·K) experts); blocks past the device counts return at once.
+void Forward::Impl::routed_experts_device(const DLayer& L, uint32_t n) {
+    const cudaStream_t s = stream.get();
+    const uint32_t E = hp.n_expert, K = hp.n_expert_used, dim = hp.n_embd, ff = hp.ff_exp;
+    const uint64_t nk = uint64_t{n} * K;
+    uint32_t* at = moe_idx.data();
+    const auto take = [&](uint64_t count) {
+        uint32_t* p = at;
+        at += count;
+        return p;
+    };
+    MoeGroups g;
+    g.src = take(nk);
+    g.widx = take(nk);
+    g.pos_of = take(nk);
+    g.rows = take(nk);
+    g.tok_count = take(n);
+    g.expert = take(E);
+    g.begin = take(E);
+    g.count = take(E);
+    g.n_active = take(1);
+    g.n_pairs = take(1);
+    moe_group(sel.data(), n, K, E, g, s);
+    const auto M = static_cast<uint32_t>(nk);
+    const auto slots = static_cast<uint32_t>(std::min<uint64_t>(E, nk));
+    const ExpertGroups eg{g.expert, g.begin, g.count, g.n_active};
+    gather_rows(nrm.data(), g.src, ex_in.data(), M, dim, s, g.n_pairs);
+    // a token lists an expert at most once: no expert has more than n tokens
+    if (mma_experts_ok(L.exp_gate, n) && mma_experts_ok(L.exp_up, n)) {
+        quantize_q8k_activations(ex_in.data(), dim, dim, M, ex_q.data(), s);
+        matmul_experts_mma(L.exp_gate.type, L.exp_gate.data, L.exp_up.data, ff, dim, ex_q.data(), ex_g.data(),
+                           ex_u.data(), ff, eg, slots, M, mx_tiles.data(), s);
+    } else if (q8_experts_ok(L.exp_gate, n) && q8_experts_ok(L.exp_up, n)) {
+        quantize_q8_activations(ex_in.data(), dim, dim, M, ex_q.data(), s);
+        matmul_experts_q8(L.exp_gate.type, L.exp_gate.data, L.exp_up.data, ff, dim, ex_q.data(), ex_g.data(),
+                          ex_u.data(), ff, eg, slots, n, s);
+    } else {
+        matmul_experts(L.exp_gate.type, L.exp_gate.data, L.exp_up.data, ff, E, dim, ex_in.data(), dim, ex_g.data(),
+                       ex_u.data(), ff, eg, slots, n, s);
+    }
+    weighted_swiglu(ex_g.data(), ex_u.data(), sel_w.data(), g.widx, M, ff, hp.swiglu_limit, s, g.n_pairs);
+    if (mma_experts_ok(L.exp_down, n)) {
+        quantize_q8k_activations(ex_g.data(), ff, ff, M, ex_q.data(), s);
+        matmul_experts_mma(L.exp_down.type, L.exp_down.data, nullptr, dim, ff, ex_q.data(), ex_out.data(), nullptr,
+                           dim, eg, slots, M, mx_tiles.data(), s);
+    } else if (q8_experts_ok(L.exp_down, n)) {
+        quantize_q8_activations(ex_g.data(), ff, ff, M, ex_q.data(), s);
+        matmul_experts_q8(L.exp_down.type, L.exp_down.data, nullptr, dim, ff, ex_q.data(), ex_out.data(), nullptr,
+                          dim, eg, slots, n, s);
+    } else {
+        matmul_experts(L.exp_down.type, L.exp_down.data, nullptr, dim, E, ff, ex_g.data(), ff, ex_out.data(),
+                       nullptr, dim, eg, slots, n, s);
+    }
+    moe_sum(ex_out.data(), g, n, K, moe.data(), dim, s);
+}
+
+// The expert mma path (matmul_mma_experts.h) for passes of at least
+// mma_experts_min_tokens() tokens and slabs of at least mx_min_values weights: smaller
+// ones go to q8_experts_ok or the exact kernels.
+bool Forward::Impl::mma_experts_ok(const DMat& w, uint32_t n) const {
+    return mma && mma_experts && n >= mma_experts_min_tokens() && w.in * w.out >= mx_min_values &&
+           matmul_experts_mma_supported(w.type, w.in, w.row_bytes, w.data);
+}
+
+// The grouped int8 matvec (matmul_q8_experts.h) for the passes below the mma path's
+// token threshold, slabs of at least q8_min_values weights: per token, the result does
+// not depend on the pass (a batch's tokens get the bits they get stepped alone).
+bool Forward::Impl::q8_experts_ok(const DMat& w, uint32_t n) const {
+    return q8_experts && n < mma_experts_min_tokens() && w.in * w.out >= q8_min_values &&
+           matmul_experts_q8_supported(w.type, w.in, w.data);
+}
+
+void Forward::Impl::moe_layer(uint32_t il, uint32_t n) {
+    const DLayer& L = layers[il];
+    const cudaStream_t s = stream.get();
+    const uint32_t dim = hp.n_embd, ff = hp.ff_exp, E = hp.n_expert;
+    hc_site_pre(L.hc_ffn_fn, L.hc_ffn_scale, L.hc_ffn_base, L.ffn_norm, n);
+    // the router and the shared expert's gate + up read nrm: merged (bitwise as one mm() each)
+    const MmPart from_nrm[] = {{&L.router, probs.data()}, {&L.sh_gate, sh_g.data()}, {&L.sh_up, sh_u.data()}};
+    mm_shared_input(from_nrm, nrm.data(), dim, n);
+    route(probs.data(), L.router_bias, L.tid2eid, tokens_dev.data(), n, E, hp.n_expert_used, hp.route_scale,
+          hp.is_hash_layer(il), sel.data(), sel_w.data(), s);
+    routed_experts(L, n);
+    // shared expert (gate + up above), added after the routed sum
+    swiglu_clamp(sh_g.data(), sh_u.data(), sh_g.data(), uint64_t{n} * ff, hp.swiglu_limit, s);
+    mm(L.sh_down, 0, dim, sh_g.data(), ff, sh_out.data(), dim, n);
+    if (use_fuse && !steering)  // the sum inside hc_post: the same bits
+        return hc_post_add(hc_shape, x.data(), moe.data(), sh_out.data(), post.data(), comb.data(), n, s);
+    add_values(moe.data(), sh_out.data(), y.data(), uint64_t{n} * dim, s);
+    if (steering) steering->apply(il, cpu::SteeringSite::ffn, y.data(), n, dim, s);
+    hc_post(hc_shape, x.data(), y.data(), post.data(), comb.data(), n, s);
+}
+
+}  // namespace ds4::cuda
