@@ -171,7 +171,7 @@ public:
     uint32_t vocab() const { return vocab_; }
     std::span<const float> row(size_t i) const;
     const RowInfo& info(size_t i) const { return info_.at(i); }
-    // Index of the largest logit of row i (lowest id on ties).
+    // Index of the largest finite logit of row i (lowest id on ties; 0 if none is finite).
     int32_t argmax(size_t i) const;
 
 private:

@@ -3,6 +3,7 @@
 
 #include "ds4/engine.h"
 #include "ds4/error.h"
+#include "ds4/sampler.h"
 
 namespace ds4 {
 
@@ -36,9 +37,6 @@ std::span<const float> Logits::row(size_t i) const {
     return std::span<const float>(values_).subspan(i * vocab_, vocab_);
 }
 
-int32_t Logits::argmax(size_t i) const {
-    const std::span<const float> r = row(i);
-    return static_cast<int32_t>(std::max_element(r.begin(), r.end()) - r.begin());
-}
+int32_t Logits::argmax(size_t i) const { return std::max(ds4::argmax(row(i)), 0); }
 
 }  // namespace ds4

@@ -89,6 +89,23 @@ TEST(Sampler, NonFiniteLogitsAreNeverChosen) {
     for (int i = 0; i < 1000; ++i) EXPECT_GE(sorted.sample(z), 2);
 }
 
+// The two-pass argmax against the literal scan (first largest finite value), on rows
+// of every length around its 16-value lanes, with NaN/inf, ties and signed zeros.
+TEST(Sampler, ArgmaxMatchesTheLiteralScan) {
+    std::mt19937 rng(5);
+    const float specials[] = {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
+                              -std::numeric_limits<float>::infinity(), 0.0f, -0.0f, 3.0f};
+    for (int trial = 0; trial < 2000; ++trial) {
+        std::vector<float> z(rng() % 70);
+        for (float& v : z) v = rng() % 4 == 0 ? specials[rng() % 6] : static_cast<float>(static_cast<int>(rng() % 7) - 3);
+        std::int32_t want = -1;
+        for (std::size_t i = 0; i < z.size(); ++i)
+            if (std::isfinite(z[i]) && (want < 0 || z[i] > z[static_cast<std::size_t>(want)]))
+                want = static_cast<std::int32_t>(i);
+        ASSERT_EQ(argmax(z), want) << "trial " << trial;
+    }
+}
+
 TEST(Sampler, AllNonFiniteLogitsThrow) {
     Sampler s;
     const std::vector<float> z = {kNaN, -kInf};

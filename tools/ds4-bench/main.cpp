@@ -53,6 +53,7 @@
 #include "ceilings.h"
 #include "ds4/engine.h"
 #include "ds4/error.h"
+#include "ds4/sampler.h"
 #include "ds4/tokenizer.h"
 #include "gguf/gguf.h"
 #include "maker.h"
@@ -273,11 +274,15 @@ int32_t ranked_non_eos(std::span<const float> row, int32_t eos, uint32_t rank) {
     return best.at(std::min<size_t>(rank, best.size() - 1));
 }
 
+// The largest finite logit's id, EOS excluded, lowest id on ties (ds4::argmax on both
+// sides of EOS: its vectorized scan, since a 64-sequence step does 64 of these rows).
 int32_t argmax_non_eos(std::span<const float> row, int32_t eos) {
-    int32_t best = eos == 0 ? 1 : 0;
-    for (int32_t i = 0; i < int32_t(row.size()); ++i)
-        if (i != eos && row[size_t(i)] > row[size_t(best)]) best = i;
-    return best;
+    if (eos < 0 || size_t(eos) >= row.size()) return std::max(ds4::argmax(row), 0);
+    const auto cut = size_t(eos);
+    const int32_t a = ds4::argmax(row.first(cut)), b = ds4::argmax(row.subspan(cut + 1));
+    if (b < 0) return a >= 0 ? a : (eos == 0 ? 1 : 0);
+    const int32_t bi = b + eos + 1;
+    return a >= 0 && row[size_t(a)] >= row[size_t(bi)] ? a : bi;
 }
 
 struct Walk {
