@@ -60,7 +60,7 @@ run() {
         timeout 240 "$N/ds4-bench" --cuda --synthetic q2 --layers 43 --ctx-start 512 --ctx-max 8192 --step-mul 16 \
             --gen-tokens 16 2>&1 | tail -4 | tee "$L/b43.txt"
         if [ "${B64:-0}" = 1 ]; then
-            timeout 240 "$N/ds4-bench" --cuda --synthetic q2 --layers 43 --ctx-start 512 --ctx-max 512 --batch 64 \
+            timeout 240 "$N/ds4-bench" --cuda --synthetic q2 --layers 43 --ctx-start 512 --ctx-max 512 --batch 64 --gen-warmup 2 \
                 --gen-tokens 32 2>&1 | tail -3 | tee "$L/b43-64.txt"
         fi
     fi

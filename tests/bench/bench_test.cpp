@@ -334,6 +334,23 @@ TEST(BenchBinary, GeometricFrontiersPrefillOnlyTheNewInterval) {
     }
 }
 
+// --gen-warmup K: K more (untimed) decode steps, counted in the context room and the
+// header, not in the gen_tokens column; ctx-alloc must hold them.
+TEST(BenchBinary, GenWarmupStepsAreUntimedButNeedRoom) {
+    const auto r = run("-m " + demo() + " --ctx-start 16 --ctx-max 16 --gen-tokens 2 --gen-warmup 3 --batch 2 "
+                       "--bw-mib 8 -t 2", false);
+    ASSERT_EQ(r.code, 0) << r.out;
+    EXPECT_NE(r.out.find(" gen_tokens=2 gen_warmup=3 "), std::string::npos) << r.out;
+    const Csv c = parse_csv(r.out);
+    ASSERT_EQ(c.rows.size(), 1u);
+    EXPECT_EQ(std::stoull(c.rows[0][3]), 2u);
+    const auto tight = run("-m " + demo() + " --ctx-start 16 --ctx-max 16 --gen-tokens 2 --gen-warmup 3 "
+                           "--ctx-alloc 20 --bw-mib 8 -t 2");
+    EXPECT_NE(tight.code, 0);
+    EXPECT_NE(tight.out.find("must be larger than ctx-max + gen-warmup + gen-tokens = 21"), std::string::npos)
+        << tight.out;
+}
+
 TEST(BenchBinary, BadFlagsGiveOneErrorLineAndNonZeroExit) {
     const std::vector<std::string> cases{"--no-such-flag",
                                          "--ctx-start abc",

@@ -12,6 +12,9 @@
 // the N sequences decode in lockstep, one step() per token for all of them. Sequence i
 // starts from the (i+1)-th best non-EOS token of the frontier logits, so the N greedy
 // paths differ and route to different experts, as independent requests would.
+// --gen-warmup K (default 0) decodes K untimed steps first, so that one-time costs of a
+// frontier's first steps (a GPU backend uploading the forked states, capturing the step
+// as a graph) stay out of a short run's rate; those K tokens are not counted.
 //
 // Weight bytes per decode step (the "weights read" column): every 2-D/3-D tensor in full,
 // except routed experts — min(n_expert, n_expert_used × batch) experts' slabs per layer
@@ -88,6 +91,7 @@ struct Options {
     uint64_t ctx_start = 2048, ctx_max = 32768, ctx_alloc = 0, step_incr = 2048;
     double step_mul = 1.0;
     uint64_t gen_tokens = 128;
+    uint64_t gen_warmup = 0;
     uint32_t batch = 1;
     uint64_t prefill_chunk = 2048;
     uint64_t bw_mib = 1024;
@@ -130,6 +134,9 @@ std::optional<int> parse(int argc, char** argv, Options& o) {
     app.add_option("--step-mul", o.step_mul, "geometric frontier factor (>= 1)")
         ->capture_default_str();
     app.add_option("-n,--gen-tokens,--tokens", o.gen_tokens, "greedy tokens decoded per frontier")
+        ->capture_default_str();
+    app.add_option("--gen-warmup", o.gen_warmup,
+                   "untimed decode steps before the --gen-tokens timed ones")
         ->capture_default_str();
     app.add_option("--batch,--concurrency", o.batch,
                    "sequences decoding together through one step()")
@@ -175,10 +182,11 @@ std::optional<int> parse(int argc, char** argv, Options& o) {
     if (o.batch == 0) fail("--batch must be at least 1");
     if (o.prefill_chunk == 0) fail("--prefill-chunk must be at least 1");
     if (o.layers == 0) fail("--layers must be at least 1");
-    if (o.ctx_alloc == 0) o.ctx_alloc = o.ctx_max + o.gen_tokens + 1;
-    if (o.ctx_alloc <= o.ctx_max + o.gen_tokens)
-        fail(cat("--ctx-alloc ", o.ctx_alloc,
-                 " must be larger than ctx-max + gen-tokens = ", o.ctx_max + o.gen_tokens));
+    const uint64_t decoded = o.gen_warmup + o.gen_tokens;
+    if (o.ctx_alloc == 0) o.ctx_alloc = o.ctx_max + decoded + 1;
+    if (o.ctx_alloc <= o.ctx_max + decoded)
+        fail(cat("--ctx-alloc ", o.ctx_alloc, " must be larger than ctx-max + gen-warmup + gen-tokens = ",
+                 o.ctx_max + decoded));
     return std::nullopt;
 }
 
@@ -317,13 +325,14 @@ std::vector<float> prefill(Engine& engine, SequenceId seq, std::span<const int32
 
 // Decodes gen_tokens greedy tokens on `seqs` in lockstep; returns the seconds taken.
 double decode(Engine& engine, std::span<const SequenceId> seqs, std::span<const float> first_logits,
-              int32_t eos, uint64_t gen_tokens) {
+              int32_t eos, uint64_t warmup, uint64_t gen_tokens) {
     std::vector<int32_t> next(seqs.size());
     for (uint32_t i = 0; i < seqs.size(); ++i) next[i] = ranked_non_eos(first_logits, eos, i);
     Batch batch;
     Logits logits;
-    const auto t0 = Clock::now();
-    for (uint64_t step = 0; step < gen_tokens; ++step) {
+    auto t0 = Clock::now();
+    for (uint64_t step = 0; step < warmup + gen_tokens; ++step) {
+        if (step == warmup) t0 = Clock::now();
         batch.clear();
         for (size_t i = 0; i < seqs.size(); ++i) batch.add_token(seqs[i], next[i]);
         engine.step(batch, logits);
@@ -348,7 +357,7 @@ bench::Row frontier_row(Walk& w, SequenceId seq, uint64_t from, uint64_t to) {
     const SequenceCheckpoint cp = w.engine.checkpoint(seq);
     std::vector<SequenceId> seqs{seq};
     for (uint32_t i = 1; i < w.o.batch; ++i) seqs.push_back(w.engine.fork_sequence(seq));
-    const double s = decode(w.engine, seqs, logits, w.eos, w.o.gen_tokens);
+    const double s = decode(w.engine, seqs, logits, w.eos, w.o.gen_warmup, w.o.gen_tokens);
     for (size_t i = 1; i < seqs.size(); ++i) w.engine.free_sequence(seqs[i]);
     w.engine.restore(seq, cp);
 
@@ -463,7 +472,7 @@ int run(const Options& o) {
             " file_bytes=", m.file_bytes),
         cat("backend=", o.cuda ? cat("cuda device=", ceil.device) : std::string("cpu"),
             " threads=", threads, " ctx_alloc=", o.ctx_alloc, " batch=", o.batch,
-            " gen_tokens=", o.gen_tokens, " prefill_chunk=", o.prefill_chunk),
+            " gen_tokens=", o.gen_tokens, " gen_warmup=", o.gen_warmup, " prefill_chunk=", o.prefill_chunk),
         cat("prompt=", o.prompt_file, " tokens=", tokens.size(), " tokenized_with=", tok_how),
         ceil.read_line,
         ceil.gemm_line,
