@@ -172,6 +172,8 @@ struct Engine::Impl {
     std::vector<cuda::Forward::Chunk> cuda_chunks;
     // Several sequences, each chunk within one prefill chunk and no MTP recording: one
     // batched CUDA pass (shared projections and grouped experts) instead of one per entry.
+    // Batched passes when no entry needs splitting (step() groups the entries into passes of
+    // at most kCudaMaxPassTokens: a pass's scratch is ~0.9 MB of VRAM per token).
     bool cuda_batchable(const Batch& batch) const {
         if (!cuda_forward || batch.size() < 2) return false;
         for (size_t i = 0; i < batch.size(); ++i)
@@ -484,7 +486,14 @@ void Engine::step(const Batch& batch, Logits& out) {
             row += e.logits_at.size();
         }
         try {
-            m.cuda_forward->eval_batch(m.cuda_chunks);
+            const std::span<const cuda::Forward::Chunk> all(m.cuda_chunks);
+            for (size_t first = 0; first < all.size();) {
+                size_t end = first, tokens = 0;
+                while (end < all.size() && (end == first || tokens + all[end].tokens.size() <= runtime::kCudaMaxPassTokens))
+                    tokens += all[end++].tokens.size();
+                m.cuda_forward->eval_batch(all.subspan(first, end - first));
+                first = end;
+            }
         } catch (...) {
             for (Sequence* s : m.states) s->reset();  // as below: half-evaluated states are unusable
             throw;

@@ -17,6 +17,9 @@ inline constexpr uint32_t kPrefillChunk = 256;
 // prompt in 2048-token passes gives each expert ~48 tokens per read instead of ~6, and
 // the tensor-core tiles fill (bench/RESULTS.md, issue 8). Scratch ~0.9 MB per token.
 inline constexpr uint32_t kCudaPrefillChunk = 2048;
+// ... and the most tokens of a multi-sequence CUDA pass (the server's steps stay at or
+// under 2048): step() evaluates a larger batch in several passes of whole entries.
+inline constexpr uint32_t kCudaMaxPassTokens = 4096;
 
 // Fills every field but `weights`.
 MemoryEstimate estimate_memory(const model::Hparams& hp, uint64_t ctx);

@@ -389,6 +389,33 @@ TEST_F(CudaEngine, LongPassMatchesSmallChunksBitwise) {
     EXPECT_EQ(one.memory_estimate(1024).prefill_chunk, 2048u);
 }
 
+// A batch of more tokens than one CUDA pass takes (runtime::kCudaMaxPassTokens) runs as
+// several passes of whole entries; each sequence still gets its one-by-one logits.
+TEST_F(CudaEngine, LargeBatchRunsInSeveralPasses) {
+    Engine batched = open_cuda(2048), single = open_cuda(2048);
+    const uint32_t V = batched.model().n_vocab;
+    Batch b;
+    std::vector<std::vector<int32_t>> prompts;
+    std::vector<SequenceId> bs, ss;
+    for (uint32_t i = 0; i < 3; ++i) {
+        prompts.push_back(prompt(1800 + 13 * i, V));
+        bs.push_back(batched.create_sequence());
+        ss.push_back(single.create_sequence());
+    }
+    for (uint32_t i = 0; i < 3; ++i) b.add(bs[i], prompts[i]);  // 5439 tokens: passes of 2 and 1 entries
+    const Logits got = batched.step(b);
+    float worst = 0.0f;
+    for (uint32_t i = 0; i < 3; ++i) {
+        Batch one;
+        one.add(ss[i], prompts[i]);
+        const Logits want = single.step(one);
+        worst = std::max(worst, max_abs_diff(got.row(i), want.row(0)));
+        EXPECT_EQ(batched.sequence_length(bs[i]), prompts[i].size());
+    }
+    std::cout << "[cuda engine] 3 x ~1800 tokens in one step vs one by one: max |dlogit| " << worst << "\n";
+    EXPECT_LE(worst, 1e-4);
+}
+
 // Several sequences in one step (the batched CUDA pass: prefill chunks of different
 // lengths, then decode tokens) give each sequence the logits it gets stepped alone.
 TEST_F(CudaEngine, BatchOfSequencesMatchesOneByOne) {
