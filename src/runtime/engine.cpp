@@ -170,10 +170,10 @@ struct Engine::Impl {
 #ifdef DS4_HAVE_CUDA
     std::unique_ptr<cuda::Forward> cuda_forward;  // Backend::Cuda: evaluates instead of `forward`
     std::vector<cuda::Forward::Chunk> cuda_chunks;
-    // Several sequences, each chunk within one prefill chunk and no MTP recording: one
-    // batched CUDA pass (shared projections and grouped experts) instead of one per entry.
-    // Batched passes when no entry needs splitting (step() groups the entries into passes of
-    // at most kCudaMaxPassTokens: a pass's scratch is ~0.9 MB of VRAM per token).
+    // Several sequences, each chunk within one CUDA prefill chunk and no MTP recording:
+    // batched CUDA passes (shared projections and grouped experts) instead of one per entry;
+    // step() groups the entries into passes of at most kCudaMaxPassTokens (a pass's scratch
+    // is ~0.9 MB of VRAM per token).
     bool cuda_batchable(const Batch& batch) const {
         if (!cuda_forward || batch.size() < 2) return false;
         for (size_t i = 0; i < batch.size(); ++i)

@@ -2,6 +2,7 @@
 // matmul_q8_experts.h): GGUF rows of IQ2_XXS, Q2_K or Q4_K and their reference values.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <random>
@@ -43,6 +44,22 @@ inline Slabs make_slabs(GgmlType type, uint64_t rows, uint64_t cols, uint32_t se
     else
         quant::ref::dequant_q4_K(reinterpret_cast<const quant::BlockQ4K*>(m.bytes.data()), m.dequant.data(), n);
     return m;
+}
+
+// One weight row against one token, in double: the dot with the quantized activations
+// (xhat, and Σ|w·x̂| for its tolerance), with the f32 activations (and Σ|w·x|), and the
+// activation-rounding bound Σ|w|·step/2 (step: each value's quantization step).
+struct RowRef {
+    double q = 0, mag_q = 0, f = 0, mag_f = 0, bound = 0;
+};
+inline RowRef row_ref(const float* w, const double* xhat, const float* x, const double* step, uint64_t cols) {
+    RowRef r;
+    for (uint64_t c = 0; c < cols; ++c) {
+        const double wv = w[c], pq = wv * xhat[c], pf = wv * x[c];
+        r.q += pq, r.mag_q += std::fabs(pq), r.f += pf, r.mag_f += std::fabs(pf);
+        r.bound += std::fabs(wv) * step[c] / 2;
+    }
+    return r;
 }
 
 }  // namespace ds4::cuda::test

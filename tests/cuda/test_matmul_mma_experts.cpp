@@ -124,23 +124,19 @@ void check_type(GgmlType type, uint32_t seed) {
                 for (uint64_t r = 0; r < kRows; ++r) {
                     const uint32_t p = begin[j] + t;
                     const float* wr = (m == 0 ? w0 : w1).dequant.data() + (uint64_t{expert[j]} * kRows + r) * kCols;
-                    double ref_q = 0, mag_q = 0, ref_f = 0, mag_f = 0, st = 0;
-                    for (uint64_t c = 0; c < kCols; ++c) {
-                        const double wv = wr[c], pq = wv * xhat[p * kCols + c], pf = wv * x[p * kCols + c];
-                        ref_q += pq, mag_q += std::fabs(pq), ref_f += pf, mag_f += std::fabs(pf);
-                        st += std::fabs(wv) * step[p * kCols + c] / 2;
-                    }
+                    const test::RowRef ref = test::row_ref(wr, xhat.data() + p * kCols, x.data() + p * kCols,
+                                                           step.data() + p * kCols, kCols);
                     const double y = (m == 0 ? y0 : y1)[p * kRows + r], ye = (m == 0 ? e0 : e1)[p * kRows + r];
                     const uint8_t* wb = (m == 0 ? w0 : w1).bytes.data() + (uint64_t{expert[j]} * kRows + r) * w0.row_bytes;
                     const double cpu = quant::dot_q8_K(type, wb, xk.data() + p * nsb, static_cast<int64_t>(kCols));
-                    const double tol_q = 1e-5 * mag_q + 1e-6, bound = st + 1e-5 * (mag_q + mag_f) + 1e-6;
-                    worst = std::max(worst, std::fabs(y - ref_f) / bound);
-                    const bool ok = std::fabs(y - ref_q) <= tol_q && std::fabs(y - cpu) <= tol_q &&
-                                    std::fabs(y - ref_f) <= bound && std::fabs(y - ye) <= bound;
+                    const double tol_q = 1e-5 * ref.mag_q + 1e-6, bound = ref.bound + 1e-5 * (ref.mag_q + ref.mag_f) + 1e-6;
+                    worst = std::max(worst, std::fabs(y - ref.f) / bound);
+                    const bool ok = std::fabs(y - ref.q) <= tol_q && std::fabs(y - cpu) <= tol_q &&
+                                    std::fabs(y - ref.f) <= bound && std::fabs(y - ye) <= bound;
                     if (!ok && bad++ < 5)
                         ADD_FAILURE() << "slot " << j << " tok " << t << " mat " << m << " row " << r << ": mma " << y
-                                      << ", Q8_K ref " << ref_q << ", cpu dot " << cpu << " (tol " << tol_q << "), f32 ref "
-                                      << ref_f << ", exact kernel " << ye << " (bound " << bound << ")";
+                                      << ", Q8_K ref " << ref.q << ", cpu dot " << cpu << " (tol " << tol_q << "), f32 ref "
+                                      << ref.f << ", exact kernel " << ye << " (bound " << bound << ")";
                 }
     EXPECT_EQ(bad, 0);
     EXPECT_GT(worst, 0.0);
