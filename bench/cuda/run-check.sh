@@ -8,7 +8,10 @@
 #          the checkout and git-ignored (.gpu-bin*), then run with
 #          carry [DIR/new.tar.xz, DIR/base.tar.xz] and command `bench/cuda/run-check.sh run DIR`
 #   device: bench/cuda/run-check.sh run DIR   (needs_h200 for the 43-layer model; logs in
-#          $OUT/check.tgz; LAYERS43=0 skips the 43-layer runs, B64=1 adds one at 64 sequences)
+#          $OUT/check.tgz). PARTS picks what runs (default "tests bench4 ncu l43"; b64 adds the
+#          43-layer run at 64 sequences); a call has 600 s, so tests+bench4+ncu and l43+b64 are two
+#          calls on the warm machine. NCU_ROWS=N longer ncu tables; NCU_DETAIL=REGEX full ncu
+#          sections of the first NCU_DETAIL_COUNT (4) matching batch-1 launches
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 mode=${1:-run}
@@ -34,6 +37,8 @@ run() {
     "$N/ds4-make-model-static" -o /tmp/demo.gguf --shape demo --quant q2 --seed 4 --fast-random-blocks --quiet &
     "$N/ds4-make-model-static" -o $M --shape published --quant q2 --layers 4 --fast-random-blocks --quiet &
     wait
+    has() { [[ " ${PARTS:-tests bench4 ncu l43} " == *" $1 "* ]]; }
+    if has tests; then
     echo "== tests (new)"
     ("$N/test_cuda_kernels" --gtest_brief=1 > "$L/kernels.txt" 2>&1; echo "kernels rc=$?" >> "$L/kernels.txt") &
     (timeout 200 compute-sanitizer --tool memcheck --error-exitcode 9 "$N/test_cuda_kernels" --gtest_brief=1 \
@@ -43,6 +48,8 @@ run() {
     wait
     for f in kernels forward memcheck; do tail -1 "$L/$f.txt"; done
     grep -hE "FAILED|^\[cuda" "$L/kernels.txt" "$L/forward.txt" | head -20
+    fi
+    if has bench4; then
     echo "== 4 layers: prefill 2048, decode, batch 8 / 64 (base, new)"
     for s in base new; do
         [ -x "$DIR/$s/ds4-bench-cuda-forward" ] || continue
@@ -50,16 +57,25 @@ run() {
     done | tee "$L/bench4.txt"
     echo "-- new, 64 distinct prompts"
     DS4_BENCH_DISTINCT_PROMPTS=1 "$N/ds4-bench-cuda-forward" $M 64 16 64 2>&1 | grep -E "^batch" | tee -a "$L/bench4.txt"
+    fi
     local P="$NCU --profile-from-start off --clock-control none --cache-control none --metrics gpu__time_duration.sum,launch__grid_size --csv --page raw"
+    if has ncu; then
     DS4_PROFILE_DECODE=1 timeout 90 $P "$N/ds4-bench-cuda-forward" $M 64 3 > "$L/ncu-b1.csv" 2>/dev/null
     DS4_PROFILE_PREFILL=1 timeout 90 $P "$N/ds4-bench-cuda-forward" $M 2048 1 > "$L/ncu-prefill.csv" 2>/dev/null
     DS4_BENCH_DISTINCT_PROMPTS=1 DS4_PROFILE_BATCH=1 timeout 90 $P "$N/ds4-bench-cuda-forward" $M 64 2 64 > "$L/ncu-b64.csv" 2>/dev/null
-    for p in b1 prefill b64; do echo "== ncu $p (new)"; bench/cuda/run-decode.sh ncu-table "$L/ncu-$p.csv" 2>/dev/null | head -12; done
-    if [ "${LAYERS43:-1}" != 0 ]; then
+    for p in b1 prefill b64; do echo "== ncu $p (new)"; bench/cuda/run-decode.sh ncu-table "$L/ncu-$p.csv" 2>/dev/null | head -"${NCU_ROWS:-12}"; done
+    if [ -n "${NCU_DETAIL:-}" ]; then  # a kernel-name regex: full sections of its first batch-1 launches
+        DS4_PROFILE_DECODE=1 timeout 120 $NCU --profile-from-start off -k "regex:$NCU_DETAIL" -c "${NCU_DETAIL_COUNT:-4}" \
+            --section SpeedOfLight --section WarpStateStats --section LaunchStats --section Occupancy \
+            --section MemoryWorkloadAnalysis "$N/ds4-bench-cuda-forward" $M 64 3 > "$L/ncu-detail.txt" 2>&1
+        echo "== ncu detail: $NCU_DETAIL"; grep -E "^  [a-z_]+.*\(|Duration|Throughput|Stall|Warp Cycles|Registers|Achieved Occ|Block Size|Grid Size" "$L/ncu-detail.txt" | head -80
+    fi
+    fi
+    if has l43 || has b64; then
         echo "== 43 layers (new): prefill to 8k, decode at 512 and 8192"
-        timeout 240 "$N/ds4-bench" --cuda --synthetic q2 --layers 43 --ctx-start 512 --ctx-max 8192 --step-mul 16 \
+        has l43 && timeout 240 "$N/ds4-bench" --cuda --synthetic q2 --layers 43 --ctx-start 512 --ctx-max 8192 --step-mul 16 \
             --gen-tokens 16 2>&1 | tail -4 | tee "$L/b43.txt"
-        if [ "${B64:-0}" = 1 ]; then
+        if has b64; then
             timeout 240 "$N/ds4-bench" --cuda --synthetic q2 --layers 43 --ctx-start 512 --ctx-max 512 --batch 64 --gen-warmup 2 \
                 --gen-tokens 32 2>&1 | tail -3 | tee "$L/b43-64.txt"
         fi

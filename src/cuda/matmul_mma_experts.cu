@@ -7,8 +7,8 @@
 // aligned window around each, copied with cp.async) and the tokens' Q8_K codes and
 // scales, in a kStages-deep shared ring, so the loads of the next stages overlap this
 // one's work. A lane decodes its own A-fragment words (row g / g + 8, values 4t..4t+3
-// and 16 + 4t.. of each 32-block) straight from the raw bytes: no int8 weight tile, no
-// second barrier. Within a super-block everything stays integer, as in ggml's
+// and 16 + 4t.. of each 32-block; IQ2_XXS: 8t..8t+7, see Iq2xxsDec) straight from the
+// raw bytes: no int8 weight tile, no second barrier. Within a super-block everything stays integer, as in ggml's
 // vec_dot_*_q8_K: the 32-block dots times their integer sub-scales (or, for Q2_K, codes
 // pre-multiplied by them, accumulated by the mma itself), and the K-quants' min sums as
 // a second mma against the min scales; one f32 block value per super-block. The grid is
@@ -17,6 +17,7 @@
 #include <cuda_fp16.h>
 
 #include <algorithm>
+#include <bit>
 #include <mutex>
 
 #include "cuda/check.h"
@@ -37,13 +38,15 @@ constexpr uint32_t kThreads = 32 * kWarps;
 constexpr uint32_t kBM = 16 * kWarps;
 constexpr uint32_t kStages = 3;
 constexpr uint32_t kSB = 256;         // values per stage: one super-block
-constexpr uint32_t kXPitch = 272;     // a token's 256 codes + 16: rows g hit banks 4g + t
+// a token's 256 codes + 16: 4-byte loads of rows g hit banks 4g + t; K-permuted 8-byte
+// loads (+32) of a half-warp's rows g < 4 hit banks 8g + 2t, 8g + 2t + 1
+template <class F>
+constexpr uint32_t kXPitch = F::kPermK ? 288 : 272;
 constexpr uint32_t kRecPitch = 16;    // the staged head of a token's super-block record (its d)
 constexpr uint32_t kQ8kRec = 48;      // per 256 activations: f32 d, int16 bsums[16], 12 spare bytes
 constexpr uint32_t kMinBN = 16;
 
-__device__ uint32_t g_mx_grid[512];   // IQ2_XXS grid: entry e's magnitude bytes, 2 words
-__device__ uint32_t g_mx_signs[256];  // sign index s, half h: 0xff in each negated byte
+__device__ uint2 g_mx_grid[256];      // IQ2_XXS grid: entry e's magnitude bytes
 
 __device__ __forceinline__ float f16(uint32_t bits) {
     return __half2float(__ushort_as_half(static_cast<unsigned short>(bits)));
@@ -59,26 +62,31 @@ struct Frag {
     int isc;
     uint32_t mlo, mhi;
 };
-struct Tables {
-    const uint32_t* grid;
-    const uint32_t* signs;
-};
 
 __device__ __forceinline__ uint32_t bytes4(uint32_t v) { return v * 0x01010101u; }
 
-// value = d·(2s + 1)/8 · (±grid byte): block value d·dx·Σ (2s + 1)·dot, times 1/8 per row
+// value = d·(2s + 1)/8 · (±grid byte): block value d·dx·Σ (2s + 1)·dot, times 1/8 per row.
+// K-permuted fragments (kPermK): lane t takes grid entry t of each 32-block, i.e. values
+// 8t..8t+7, into its two A words (k slots 4t.. and 16 + 4t..), and its B words are the
+// same activations 8t..8t+7; a dot is a sum over k, so a permutation shared by A and B
+// gives the same integer. One 8-byte grid lookup per lane and row instead of four 4-byte
+// grid and sign lookups (the tile decode was bound by those shared-memory wavefronts);
+// the signs are computed: the 7 stored bits and their parity, spread to bytes by a
+// multiply. (16 bank-private copies of the grid, 32 KB, measured no faster at 64
+// sequences and slower in prefill, where they halve the blocks per SM.)
 struct Iq2xxsDec {
     static constexpr uint32_t kBytes = 66, kChunks = 5, kPitch = 80;  // 80 B = 20 words: 8 rows, 8 banks
-    static constexpr bool kMin = false, kPremul = false, kTables = true;
-    __device__ static uint32_t word(const Tables& tb, uint32_t idx, uint32_t aux, uint32_t l, uint32_t h) {
-        const uint32_t mag = tb.grid[2 * ((idx >> (8 * l)) & 0xff) + h];
-        const uint32_t m = tb.signs[2 * ((aux >> (7 * l)) & 127) + h];
-        return (mag ^ m) + (m & 0x01010101u);  // bytes ≤ 43: negation without carries
-    }
-    __device__ static Frag frag(const uint8_t* p, uint32_t b, uint32_t t, const Tables& tb) {
+    static constexpr bool kMin = false, kPremul = false, kTables = true, kPermK = true;
+    __device__ static Frag frag(const uint8_t* p, uint32_t b, uint32_t t, const uint2* grid) {
         const uint8_t* q = p + 2 + 8 * b;
-        const uint32_t idx = u16(q) | (u16(q + 2) << 16), aux = u16(q + 4) | (u16(q + 6) << 16);
-        return {word(tb, idx, aux, t / 2, t % 2), word(tb, idx, aux, 2 + t / 2, t % 2),
+        const uint32_t aux = u16(q + 4) | (u16(q + 6) << 16);
+        const uint2 mag = grid[q[t]];
+        const uint32_t s7 = (aux >> (7 * t)) & 127, s8 = s7 | ((__popc(s7) & 1) << 7);
+        // bit j of a nibble to bit 8j (j < 4: the shifted copies never overlap)
+        const uint32_t neg_lo = ((s8 & 15) * 0x00204081u) & 0x01010101u;
+        const uint32_t neg_hi = ((s8 >> 4) * 0x00204081u) & 0x01010101u;
+        // bytes ≤ 43: (m ^ 0xff) + 1 = −m in each byte, no carries
+        return {(mag.x ^ (neg_lo * 255)) + neg_lo, (mag.y ^ (neg_hi * 255)) + neg_hi,
                 static_cast<int>(2 * (aux >> 28) + 1), 0, 0};
     }
     __device__ static float2 scales(const uint8_t* p) { return {f16(u16(p)), 0.f}; }
@@ -87,8 +95,8 @@ struct Iq2xxsDec {
 // value = d·sc·code − dmin·m per 16 values; code·sc ≤ 45 fits the int8 words
 struct Q2KDec {  // scales[16], qs[64], d, dmin
     static constexpr uint32_t kBytes = 84, kChunks = 6, kPitch = 112;  // 28 words
-    static constexpr bool kMin = true, kPremul = true, kTables = false;
-    __device__ static Frag frag(const uint8_t* p, uint32_t b, uint32_t t, const Tables&) {
+    static constexpr bool kMin = true, kPremul = true, kTables = false, kPermK = false;
+    __device__ static Frag frag(const uint8_t* p, uint32_t b, uint32_t t, const uint2*) {
         const uint8_t* qs = p + 16 + 32 * (b / 4) + 4 * t;
         const uint32_t shift = 2 * (b % 4), sc = u16(p + 2 * b);
         // codes ≤ 3 times a 4-bit scale ≤ 45 per byte: one integer multiply, no carries
@@ -104,8 +112,8 @@ struct Q2KDec {  // scales[16], qs[64], d, dmin
 // value = d·sc·code − dmin·m per 32 values (sc, m ≤ 63)
 struct Q4KDec {  // d, dmin, scales[12], qs[128]
     static constexpr uint32_t kBytes = 144, kChunks = 9, kPitch = 144;  // 36 words
-    static constexpr bool kMin = true, kPremul = false, kTables = false;
-    __device__ static Frag frag(const uint8_t* p, uint32_t b, uint32_t t, const Tables&) {
+    static constexpr bool kMin = true, kPremul = false, kTables = false, kPermK = false;
+    __device__ static Frag frag(const uint8_t* p, uint32_t b, uint32_t t, const uint2*) {
         const uint8_t* qs = p + 16 + 32 * (b / 2) + 4 * t;
         const uint32_t shift = 4 * (b % 2);
         const uint8_t* sc = p + 4;
@@ -129,7 +137,7 @@ struct Q4KDec {  // d, dmin, scales[12], qs[128]
 template <class F, int BN>
 struct Stage {
     alignas(16) uint8_t w[kBM][F::kPitch];
-    alignas(16) uint8_t x[BN][kXPitch];
+    alignas(16) uint8_t x[BN][kXPitch<F>];
     alignas(16) uint8_t r[BN][kRecPitch];
 };
 
@@ -184,12 +192,11 @@ __global__ void __launch_bounds__(kThreads, 2) experts_mma_kernel(Args a) {
     const uint8_t* x = a.xq + uint64_t{p0} * a.tok_bytes;
 
     S* st = reinterpret_cast<S*>(raw);
-    Tables tb{nullptr, nullptr};
+    const uint2* grid = nullptr;
     if constexpr (F::kTables) {
-        auto* t = reinterpret_cast<uint32_t*>(raw + kStages * sizeof(S));
-        for (uint32_t k = threadIdx.x; k < 512; k += kThreads) t[k] = g_mx_grid[k];
-        for (uint32_t k = threadIdx.x; k < 256; k += kThreads) t[512 + k] = g_mx_signs[k];
-        tb = {t, t + 512};  // visible after the first barrier below
+        auto* t = reinterpret_cast<uint2*>(raw + kStages * sizeof(S));
+        for (uint32_t k = threadIdx.x; k < 256; k += kThreads) t[k] = g_mx_grid[k];
+        grid = t;  // visible after the first barrier below
     }
     const uint32_t warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t4 = lane % 4;
     const uint32_t ra = 16 * warp + g, n_st = a.cols / kSB;
@@ -219,11 +226,17 @@ __global__ void __launch_bounds__(kThreads, 2) experts_mma_kernel(Args a) {
             for (int c = 0; c < 4; ++c) isum[f][c] = msum[f][c] = 0;
 #pragma unroll 2
         for (uint32_t b = 0; b < 8; ++b) {
-            const Frag fa = F::frag(pa, b, t4, tb), fb = F::frag(pb, b, t4, tb);
+            const Frag fa = F::frag(pa, b, t4, grid), fb = F::frag(pb, b, t4, grid);
 #pragma unroll
             for (int f = 0; f < NF; ++f) {
-                const uint8_t* xt = &s.x[8 * f + g][32 * b + 4 * t4];
-                const uint32_t x0 = u32(xt), x1 = u32(xt + 16);
+                uint32_t x0, x1;
+                if constexpr (F::kPermK) {
+                    const uint2 xv = *reinterpret_cast<const uint2*>(&s.x[8 * f + g][32 * b + 8 * t4]);
+                    x0 = xv.x, x1 = xv.y;
+                } else {
+                    const uint8_t* xt = &s.x[8 * f + g][32 * b + 4 * t4];
+                    x0 = u32(xt), x1 = u32(xt + 16);
+                }
                 if constexpr (F::kPremul) {
                     mma_s8_acc(fa.lo, fb.lo, fa.hi, fb.hi, x0, x1, isum[f]);
                 } else {
@@ -342,7 +355,7 @@ __global__ void experts_tiles_kernel(const uint32_t* __restrict__ count, const u
 
 template <class F, int BN>
 constexpr uint32_t smem_bytes() {
-    return kStages * sizeof(Stage<F, BN>) + (F::kTables ? 768 * 4 : 0);
+    return kStages * sizeof(Stage<F, BN>) + (F::kTables ? 256 * sizeof(uint2) : 0);
 }
 
 template <class F, int BN>
@@ -378,20 +391,14 @@ void launch_bn(Args a, uint32_t max_slots, uint32_t max_pairs, cudaStream_t s) {
 void upload_tables() {
     static std::once_flag once;
     std::call_once(once, [] {
-        uint32_t grid[512], signs[256];
-        for (int e = 0; e < 256; ++e) {
-            grid[2 * e] = static_cast<uint32_t>(quant::kIq2Grid[e]);
-            grid[2 * e + 1] = static_cast<uint32_t>(quant::kIq2Grid[e] >> 32);
-        }
-        for (int s = 0; s < 128; ++s)
-            for (int h = 0; h < 2; ++h) {
-                uint32_t m = 0;
-                for (int i = 0; i < 4; ++i)
-                    if ((quant::kIq2Signs[s] >> (4 * h + i)) & 1) m |= 0xffu << (8 * i);
-                signs[2 * s + h] = m;
-            }
+        uint2 grid[256];
+        for (int e = 0; e < 256; ++e)
+            grid[e] = make_uint2(static_cast<uint32_t>(quant::kIq2Grid[e]), static_cast<uint32_t>(quant::kIq2Grid[e] >> 32));
+        // the kernel computes the signs: kIq2Signs[s] must be s and its parity
+        for (uint32_t s = 0; s < 128; ++s)
+            if (quant::kIq2Signs[s] != (s | (static_cast<uint32_t>(std::popcount(s)) & 1) << 7))
+                fail("cuda matmul_experts_mma: kIq2Signs is not s | parity(s) << 7 at ", s);
         DS4_CUDA_CHECK(cudaMemcpyToSymbol(g_mx_grid, grid, sizeof(grid)));
-        DS4_CUDA_CHECK(cudaMemcpyToSymbol(g_mx_signs, signs, sizeof(signs)));
     });
 }
 

@@ -24,8 +24,10 @@
 #include "cuda_test_util.h"
 #include "expert_slabs.h"
 #include "quant/blocks.h"
+#include "quant/iq2_tables.h"
 #include "quant/quant.h"
 #include "quant/reference.h"
+#include "quant/scalars.h"
 
 namespace ds4::cuda {
 namespace {
@@ -35,6 +37,35 @@ using test::make_slabs, test::Slabs;
 struct Group {
     uint32_t expert, count;
 };
+
+// One IQ2_XXS row against Q8_K activations as experts_mma_kernel computes it.
+float iq2xxs_kernel_dot(const uint8_t* row, const quant::BlockQ8K* x, uint64_t nsb) {
+    float acc = 0.f;
+    for (uint64_t k = 0; k < nsb; ++k) {
+        const uint8_t* sb = row + 66 * k;
+        uint16_t dh = 0;
+        std::memcpy(&dh, sb, 2);
+        int64_t isum = 0;
+        for (int b = 0; b < 8; ++b) {
+            uint32_t aux = 0;
+            std::memcpy(&aux, sb + 2 + 8 * b + 4, 4);
+            int64_t dot = 0;
+            for (int l = 0; l < 4; ++l) {
+                const uint64_t grid = quant::kIq2Grid[sb[2 + 8 * b + l]];
+                const uint8_t signs = quant::kIq2Signs[(aux >> (7 * l)) & 127];
+                for (int v = 0; v < 8; ++v) {
+                    const int mag = static_cast<int>((grid >> (8 * v)) & 0xff);
+                    dot += ((signs >> v) & 1 ? -mag : mag) * x[k].qs[32 * b + 8 * l + v];
+                }
+            }
+            isum += (2 * (aux >> 28) + 1) * dot;
+        }
+        const volatile float v = quant::f16_to_f32(dh) * x[k].d;  // separate roundings, as the kernel
+        const volatile float w = v * static_cast<float>(isum);
+        acc = acc + w;
+    }
+    return acc * 0.125f;
+}
 
 void check_type(GgmlType type, uint32_t seed) {
     constexpr uint64_t kRows = 200, kCols = 768;  // rows of 198 / 252 / 432 bytes
@@ -114,6 +145,27 @@ void check_type(GgmlType type, uint32_t seed) {
             xhat[p * kCols + c] = static_cast<double>(d) * xk[p * nsb + c / 256].qs[c % 256];
             step[p * kCols + c] = std::fabs(d);
         }
+    }
+
+    // IQ2_XXS: the kernel's arithmetic exactly (integer sums per super-block, then its f32
+    // products and sums in super-block order, 1/8 at the end): the same bits, whatever
+    // order of k the fragments use
+    if (type == GgmlType::IQ2_XXS) {
+        int diff = 0;
+        for (size_t j = 0; j < groups.size(); ++j)
+            for (uint32_t t = 0; t < count[j]; ++t)
+                for (int m = 0; m < 2; ++m)
+                    for (uint64_t r = 0; r < kRows; ++r) {
+                        const uint32_t p = begin[j] + t;
+                        const uint8_t* wb =
+                            (m == 0 ? w0 : w1).bytes.data() + (uint64_t{expert[j]} * kRows + r) * w0.row_bytes;
+                        const float want = iq2xxs_kernel_dot(wb, xk.data() + p * nsb, nsb);
+                        const float got = (m == 0 ? y0 : y1)[p * kRows + r];
+                        if (std::memcmp(&got, &want, 4) != 0 && diff++ < 5)
+                            ADD_FAILURE() << "slot " << j << " tok " << t << " mat " << m << " row " << r << ": "
+                                          << got << " != emulated " << want;
+                    }
+        EXPECT_EQ(diff, 0);
     }
 
     int bad = 0;
