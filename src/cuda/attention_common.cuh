@@ -107,12 +107,26 @@ __device__ float head_softmax(const float* qh, float* s, uint32_t n_rows, Row ro
     __syncthreads();
     const auto scale = static_cast<float>(1.0 / sqrt(static_cast<double>(hd)));
     const uint32_t warp = threadIdx.x / 32, lane = threadIdx.x % 32, n_warps = blockDim.x / 32;
-    for (uint32_t i = warp; i < n_rows; i += n_warps) {
-        const float* r = row(i);
-        float dot = 0.0f;
-        for (uint32_t j = lane; j < hd; j += 32) dot = fmaf(qs[j], r[j], dot);
-        dot = dev::warp_sum(dot);
-        if (lane == 0) s[i] = dot * scale;
+    // kRows rows per warp at a time: their loads go out together (one row per warp left
+    // the scores a chain of n_rows / n_warps memory round trips, most of a decode step's
+    // attention at long context); each row's dot is the same chain as one at a time
+    constexpr uint32_t kRows = 4;
+    for (uint32_t i0 = warp * kRows; i0 < n_rows; i0 += n_warps * kRows) {
+        const float* r[kRows];
+        float dot[kRows];
+#pragma unroll
+        for (uint32_t u = 0; u < kRows; ++u) r[u] = row(min(i0 + u, n_rows - 1)), dot[u] = 0.0f;
+#pragma unroll 4
+        for (uint32_t j = lane; j < hd; j += 32) {
+            const float qj = qs[j];
+#pragma unroll
+            for (uint32_t u = 0; u < kRows; ++u) dot[u] = fmaf(qj, r[u][j], dot[u]);
+        }
+#pragma unroll
+        for (uint32_t u = 0; u < kRows; ++u) {
+            const float d = dev::warp_sum(dot[u]);
+            if (lane == 0 && i0 + u < n_rows) s[i0 + u] = d * scale;
+        }
     }
     __syncthreads();
     float m = -INFINITY;

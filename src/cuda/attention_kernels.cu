@@ -114,7 +114,7 @@ __global__ void attend_kernel(AttendToken a) {
 // same s and den) and sums its columns, each column's fma chain over the rows in the same
 // order, kAttendUnroll loads issued ahead of the chain. Dynamic shared memory: cap_rows
 // pointers, then cap_rows scores.
-constexpr uint32_t kAttendSplit = 2, kAttendUnroll = 16, kAttendThreads = 256;
+constexpr uint32_t kAttendSplit = 2, kAttendUnroll = 32, kAttendThreads = 256;
 
 __global__ void __launch_bounds__(kAttendThreads) attend_split_kernel(AttendToken a) {
     extern __shared__ __align__(16) unsigned char attend_smem[];

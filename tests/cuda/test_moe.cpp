@@ -7,6 +7,7 @@
 #include <utility>
 #include <cmath>
 #include <cstring>
+#include <random>
 #include <vector>
 
 #include "cuda/device.h"
@@ -162,6 +163,84 @@ TEST(CudaMoe, GroupMatchesTheHostGroupingAndSumsInExpertOrder) {
             for (uint32_t r : want[t]) s += ex[r * dim + d];
             EXPECT_EQ(got[t * dim + d], s) << "token " << t << " d " << d;
         }
+    }
+}
+
+// A full-size pass (n tokens of K = 6 of E = 256 experts, some repeated within a token,
+// some ids past E): every output of moe_group equals the host's serial grouping.
+TEST(CudaMoe, GroupOfALongPassMatchesTheSerialGrouping) {
+    DS4_REQUIRE_GPU();
+    const uint32_t K = 6, E = 256;
+    for (const uint32_t n : {1u, 31u, 1500u, 2048u}) {
+        SCOPED_TRACE(cat("n=", n));
+        const uint64_t nk = uint64_t{n} * K;
+        std::mt19937 rng(n);
+        std::vector<uint32_t> sel(nk);
+        for (uint64_t i = 0; i < nk; ++i) {
+            const uint32_t r = rng() % 100;
+            // mostly a few popular experts (long groups), some repeats, a few invalid ids
+            sel[i] = r < 40 ? rng() % 8 : r < 45 && i % K > 0 ? sel[i - 1] : r < 47 ? E + rng() % 5 : rng() % E;
+        }
+        // the serial grouping
+        std::vector<uint32_t> src, widx, pos_of(nk, 0xeeeeeeeeu), expert, begin, count, rows(nk, 0xeeeeeeeeu),
+            tok_count(n, 0);
+        const auto first = [&](uint64_t i) {
+            const uint64_t k = i % K;
+            bool f = sel[i] < E;
+            for (uint64_t j = 0; j < k && f; ++j) f = sel[i - k + j] != sel[i];
+            return f;
+        };
+        for (uint32_t e = 0; e < E; ++e) {
+            const auto at = static_cast<uint32_t>(src.size());
+            for (uint64_t i = 0; i < nk; ++i)
+                if (sel[i] == e && first(i)) {
+                    pos_of[i] = static_cast<uint32_t>(src.size());
+                    src.push_back(static_cast<uint32_t>(i / K));
+                    widx.push_back(static_cast<uint32_t>(i));
+                }
+            if (src.size() > at) expert.push_back(e), begin.push_back(at), count.push_back(static_cast<uint32_t>(src.size() - at));
+        }
+        for (uint32_t t = 0; t < n; ++t) {
+            std::vector<uint32_t> r;
+            for (uint32_t k = 0; k < K; ++k)
+                if (first(uint64_t{t} * K + k)) r.push_back(pos_of[uint64_t{t} * K + k]);
+            std::sort(r.begin(), r.end());
+            std::copy(r.begin(), r.end(), rows.begin() + uint64_t{t} * K);
+            tok_count[t] = static_cast<uint32_t>(r.size());
+        }
+
+        DeviceBuffer<uint32_t> dsel = to_device<uint32_t>(sel);
+        DeviceBuffer<uint32_t> buf(5 * nk + n + 3 * E + 2);
+        buf.fill_bytes(0xee);
+        MoeGroups g;
+        uint32_t* at = buf.data();
+        for (uint32_t** p : {&g.src, &g.widx, &g.pos_of, &g.rows}) *p = std::exchange(at, at + nk);
+        g.tok_count = std::exchange(at, at + n);
+        for (uint32_t** p : {&g.expert, &g.begin, &g.count}) *p = std::exchange(at, at + E);
+        g.n_active = at++;
+        g.n_pairs = at;
+        moe_group(dsel.data(), n, K, E, g, nullptr);
+        DS4_CUDA_CHECK(cudaDeviceSynchronize());
+        const std::vector<uint32_t> h = buf.download();
+        const auto part = [&](const uint32_t* p, size_t len) {
+            const auto off = static_cast<size_t>(p - buf.data());
+            return std::vector<uint32_t>(h.begin() + off, h.begin() + off + len);
+        };
+        const size_t M = src.size(), A = expert.size();
+        EXPECT_EQ(part(g.n_pairs, 1), std::vector<uint32_t>{static_cast<uint32_t>(M)});
+        EXPECT_EQ(part(g.n_active, 1), std::vector<uint32_t>{static_cast<uint32_t>(A)});
+        EXPECT_EQ(part(g.src, M), src);
+        EXPECT_EQ(part(g.widx, M), widx);
+        EXPECT_EQ(part(g.pos_of, nk), pos_of);
+        EXPECT_EQ(part(g.expert, A), expert);
+        EXPECT_EQ(part(g.begin, A), begin);
+        EXPECT_EQ(part(g.count, A), count);
+        EXPECT_EQ(part(g.tok_count, n), tok_count);
+        const std::vector<uint32_t> got_rows = part(g.rows, nk);
+        for (uint32_t t = 0; t < n; ++t)
+            ASSERT_TRUE(std::equal(rows.begin() + uint64_t{t} * K, rows.begin() + uint64_t{t} * K + tok_count[t],
+                                   got_rows.begin() + uint64_t{t} * K))
+                << "rows of token " << t;
     }
 }
 
