@@ -76,9 +76,9 @@ __device__ float sinkhorn_warp(float v, uint32_t h, uint32_t iters, float eps) {
     return v;
 }
 
-// One block of kHcThreads per token: at batch 1 that one block is the whole launch, and
-// its loops over the H·dim stream values are load-latency bound (256 threads: ~24 us at
-// dim 4096 on an H200; 1024 threads cut the round trips per thread four-fold).
+// One block of kHcThreads per token, any shape: the reference hc_pre_regs_kernel is tested
+// against, and the kernel of the shapes that one has no instance for. At batch 1 its loops
+// over the H·dim stream values are load-latency bound (17.5 us at 4 × 4096 on an H200).
 constexpr int kHcThreads = 1024;
 
 __global__ void __launch_bounds__(kHcThreads)
@@ -142,6 +142,92 @@ __global__ void __launch_bounds__(kHcThreads)
     for (uint32_t i = threadIdx.x; i < sh.dim; i += blockDim.x) {
         const float v = ut[i] * rn;
         o[i] = norm_w != nullptr ? norm_w[i] * v : v;
+    }
+}
+
+// hc_pre_kernel's arithmetic for H streams of PS·kHcThreads values (the model: 4 × 4096),
+// the bits unchanged, without its serial latency (17.5 -> 6.0 us per launch at batch-1
+// decode on an H200). Thread i loads x[i + kHcThreads·k] for every k at once: these are the values
+// block_rms_inv's thread i sums, in its order; as dim is a multiple of kHcThreads they are
+// also all x[h][d] that u[d] needs for the PS d ≡ i (mod kHcThreads), and those u[d] are
+// rms_norm's thread i's values (1024 threads from 2048 values on). One pass over x, no
+// reloads. grid (n, roles): with 2 roles a second block per token recomputes r (the same
+// bits) and runs the Sinkhorn chain, overlapping pre/post/u/nrm of block 0; with 1 role
+// one block does both (many tokens already fill the GPU).
+template <uint32_t H, uint32_t PS>
+__global__ void __launch_bounds__(kHcThreads)
+    hc_pre_regs_kernel(HcShape sh, const float* x, const float* mix, const float* scale, const float* base,
+                       float* pre, float* post, float* comb, float* u, const float* norm_w, float* nrm, float eps) {
+    static_assert(H * H <= 32 && PS * kHcThreads >= 2048, "sinkhorn_warp; rms_norm's 1024 threads");
+    constexpr uint32_t K = H * PS, dim = PS * kHcThreads, mixw = (2 + H) * H;
+    dev::pdl_wait_and_release();
+    __shared__ double dshared[32];
+    __shared__ float spre[H];
+    const uint32_t tid = threadIdx.x;
+    const uint64_t t = blockIdx.x;
+    const bool sinkhorn_role = gridDim.y == 1 || blockIdx.y == 1, u_role = gridDim.y == 1 || blockIdx.y == 0;
+    const float* xt = x + t * K * kHcThreads;
+    const float* m = mix + t * mixw;
+    float v[K];
+#pragma unroll
+    for (uint32_t k = 0; k < K; ++k) v[k] = xt[tid + k * kHcThreads];
+    // this thread's mix, base, scale and norm weights, loaded before the reduction waits
+    float mp = 0, mq = 0, bp = 0, bq = 0, mc = 0, bc = 0, w[PS];
+    if (u_role && tid < H) {
+        mp = m[tid];
+        mq = m[H + tid];
+        bp = base[tid];
+        bq = base[H + tid];
+    }
+    if (sinkhorn_role && tid < H * H) {
+        mc = m[2 * H + tid];
+        bc = base[2 * H + tid];
+    }
+    const float s0 = scale[0], s1 = scale[1], s2 = scale[2];
+#pragma unroll
+    for (uint32_t j = 0; j < PS; ++j) w[j] = u_role && norm_w != nullptr ? norm_w[tid + j * kHcThreads] : 1.0f;
+    double sum = 0;  // block_rms_inv
+#pragma unroll
+    for (uint32_t k = 0; k < K; ++k) {
+        const float sq = v[k] * v[k];
+        sum += sq;
+    }
+    sum = dev::block_sum(sum, dshared);
+    const float r = 1.0f / sqrtf(static_cast<float>(sum / static_cast<double>(K * kHcThreads)) + sh.norm_eps);
+    if (sinkhorn_role && tid < 32) {
+        const float c = __fadd_rn(__fmul_rn(__fmul_rn(mc, r), s2), bc);
+        const float cv = sinkhorn_warp(tid < H * H ? c : 1.0f, H, sh.iters, sh.hc_eps);
+        if (tid < H * H) comb[t * H * H + tid] = cv;
+    }
+    if (!u_role) return;
+    if (tid < H) {
+        const float pr = dev::sigmoid(__fadd_rn(__fmul_rn(__fmul_rn(mp, r), s0), bp)) + sh.hc_eps;
+        pre[t * H + tid] = pr;
+        post[t * H + tid] = 2.0f * dev::sigmoid(__fadd_rn(__fmul_rn(__fmul_rn(mq, r), s1), bq));
+        spre[tid] = pr;
+    }
+    __syncthreads();
+    float* ut = u + t * dim;
+    float uv[PS];
+    double usum = 0;  // rms_norm's thread tid
+#pragma unroll
+    for (uint32_t j = 0; j < PS; ++j) {
+        float s = __fmul_rn(spre[0], v[j]);
+#pragma unroll
+        for (uint32_t h = 1; h < H; ++h) s = __fadd_rn(s, __fmul_rn(spre[h], v[h * PS + j]));
+        uv[j] = s;
+        ut[tid + j * kHcThreads] = s;
+        const float sq = s * s;
+        usum += sq;
+    }
+    if (nrm == nullptr) return;
+    usum = dev::block_sum(usum, dshared);
+    const float rn = 1.0f / sqrtf(static_cast<float>(usum / static_cast<double>(dim)) + eps);
+    float* o = nrm + t * dim;
+#pragma unroll
+    for (uint32_t j = 0; j < PS; ++j) {
+        const float nv = uv[j] * rn;
+        o[tid + j * kHcThreads] = norm_w != nullptr ? w[j] * nv : nv;
     }
 }
 
@@ -443,22 +529,52 @@ void check_h(const HcShape& sh) {
     if (sh.H == 0 || sh.H > kMaxH) fail("cuda hc: ", sh.H, " streams, at most ", kMaxH);
 }
 
+// Up to this many tokens hc_pre_regs_kernel runs 2 blocks per token (Sinkhorn in the
+// second); beyond, one block per token, as 2n blocks of 1024 threads would outgrow the GPU.
+constexpr uint32_t kHcSplitMaxTokens = 64;
+
+// hc_pre_regs_kernel for the shapes it is instantiated for (4 streams of 2048, 3072 or 4096
+// values); false for the others, which take hc_pre_kernel.
+bool launch_hc_pre_regs(const HcShape& sh, const float* x, const float* mix, const float* scale, const float* base,
+                        float* pre, float* post, float* comb, float* u, const float* norm_w, float* nrm, float eps,
+                        uint32_t n, cudaStream_t s) {
+    if (sh.H != 4 || sh.dim % kHcThreads != 0) return false;
+    const dim3 grid(n, n <= kHcSplitMaxTokens ? 2 : 1);
+    const auto go = [&](auto kernel) {
+        launch_pdl("launch of hc_pre_regs_kernel", kernel, grid, dim3(kHcThreads), 0, s, sh, x, mix, scale, base, pre,
+                   post, comb, u, norm_w, nrm, eps);
+        return true;
+    };
+    switch (sh.dim / kHcThreads) {
+        case 2: return go(hc_pre_regs_kernel<4, 2>);
+        case 3: return go(hc_pre_regs_kernel<4, 3>);
+        case 4: return go(hc_pre_regs_kernel<4, 4>);
+        default: return false;
+    }
+}
+
 }  // namespace
 
 void hc_pre(const HcShape& sh, const float* x, const float* mix, const float* scale, const float* base,
-            float* pre, float* post, float* comb, float* u, uint32_t n, cudaStream_t s) {
+            float* pre, float* post, float* comb, float* u, uint32_t n, cudaStream_t s, HcPrePath path) {
     check_h(sh);
     if (n == 0) return;
+    if (path == HcPrePath::automatic && launch_hc_pre_regs(sh, x, mix, scale, base, pre, post, comb, u, nullptr,
+                                                           nullptr, 0.0f, n, s))
+        return;
     launch_pdl("launch of hc_pre_kernel", hc_pre_kernel, dim3(n), dim3(kHcThreads), 0, s, sh, x, mix, scale, base,
                pre, post, comb, u, nullptr, nullptr, 0.0f);
 }
 
 void hc_pre_norm(const HcShape& sh, const float* x, const float* mix, const float* scale, const float* base,
                  float* pre, float* post, float* comb, float* u, const float* norm_w, float* nrm, float eps, uint32_t n,
-                 cudaStream_t s) {
+                 cudaStream_t s, HcPrePath path) {
     check_h(sh);
     static_assert(kHcThreads == 1024, "hc_pre_norm emulates rms_norm's blocks of up to 1024 threads");
     if (n == 0) return;
+    if (path == HcPrePath::automatic &&
+        launch_hc_pre_regs(sh, x, mix, scale, base, pre, post, comb, u, norm_w, nrm, eps, n, s))
+        return;
     launch_pdl("launch of hc_pre_kernel", hc_pre_kernel, dim3(n), dim3(kHcThreads), 0, s, sh, x, mix, scale, base,
                pre, post, comb, u, norm_w, nrm, eps);
 }

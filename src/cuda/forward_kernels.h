@@ -28,14 +28,19 @@ struct HcShape {
     uint32_t iters = 20;  // Sinkhorn
     float norm_eps = 1e-6f, hc_eps = 1e-6f;
 };
+// hc_pre's kernels: automatic takes the register kernel where the shape has one (4 streams
+// of 2048-4096 values: the model), one_block the plain one-block-per-token kernel (the
+// reference the tests compare the other with: the same bits).
+enum class HcPrePath { automatic, one_block };
 // From mix (n × (2+H)·H, = fn·x), x (n × H·dim): pre/post (n × H), comb (n × H·H, after
-// Sinkhorn) and u = Σ_h pre[h]·X[h] (n × dim).
+// Sinkhorn) and u = Σ_h pre[h]·X[h] (n × dim). x must not overlap the outputs.
 void hc_pre(const HcShape& sh, const float* x, const float* mix, const float* scale, const float* base,
-            float* pre, float* post, float* comb, float* u, uint32_t n, cudaStream_t s);
+            float* pre, float* post, float* comb, float* u, uint32_t n, cudaStream_t s,
+            HcPrePath path = HcPrePath::automatic);
 // hc_pre, then rms_norm(u, norm_w, nrm, dim, n, eps) in the same launch, the same bits.
 void hc_pre_norm(const HcShape& sh, const float* x, const float* mix, const float* scale, const float* base,
                  float* pre, float* post, float* comb, float* u, const float* norm_w, float* nrm, float eps, uint32_t n,
-                 cudaStream_t s);
+                 cudaStream_t s, HcPrePath path = HcPrePath::automatic);
 // x[b] ← post[b]·f + Σ_a comb[a][b]·x[a], in place, n tokens.
 void hc_post(const HcShape& sh, float* x, const float* f, const float* post, const float* comb, uint32_t n,
              cudaStream_t s);

@@ -320,6 +320,56 @@ TEST(CudaFusedKernels, HcPreNormEqualsPreThenNorm) {
         }
 }
 
+// hc_pre's register kernel (4 streams of 2048-4096 values; Sinkhorn in a second block up
+// to 64 tokens, one block per token from 65 on) == the one-block kernel, bit for bit, for
+// all five outputs, hc_pre and hc_pre_norm, with and without a norm weight; 512 values
+// take the one-block kernel either way.
+TEST(CudaFusedKernels, HcPreRegisterKernelEqualsOneBlock) {
+    DS4_REQUIRE_GPU();
+    for (const uint32_t dim : {4096u, 3072u, 2048u, 512u})
+        for (const uint32_t n : {1u, 3u, 64u, 80u}) {
+            SCOPED_TRACE(cat("dim=", dim, " n=", n));
+            const HcShape sh{4, dim, 20, 1e-6f, 1e-6f};
+            const uint32_t H = sh.H, mixw = (2 + H) * H;
+            const std::vector<float> x0 = test::random_floats(uint64_t{n} * H * dim, 3 * dim + n, -2.f, 2.f);
+            const std::vector<float> mix = test::random_floats(n * mixw, 21), scale = test::random_floats(3, 22),
+                                     base = test::random_floats(mixw, 23), nw = test::random_floats(dim, 24, 0.5f, 1.5f);
+            DeviceBuffer<float> dx = to_device<float>(x0), dm = to_device<float>(mix), ds = to_device<float>(scale),
+                                db = to_device<float>(base), dw = to_device<float>(nw);
+            std::vector<float> ref[2][3][5];  // [path][no norm, norm, weighted norm][output]
+            for (const HcPrePath path : {HcPrePath::one_block, HcPrePath::automatic})
+                for (const int mode : {0, 1, 2}) {
+                    const uint32_t sizes[5] = {n * H, n * H, n * H * H, n * dim, n * dim};
+                    std::vector<DeviceBuffer<float>> o;
+                    for (const uint32_t size : sizes) o.emplace_back(size);
+                    for (auto& b : o) DS4_CUDA_CHECK(cudaMemset(b.data(), 0xff, b.size() * sizeof(float)));
+                    if (mode == 0)
+                        hc_pre(sh, dx.data(), dm.data(), ds.data(), db.data(), o[0].data(), o[1].data(), o[2].data(),
+                               o[3].data(), n, nullptr, path);
+                    else
+                        hc_pre_norm(sh, dx.data(), dm.data(), ds.data(), db.data(), o[0].data(), o[1].data(),
+                                    o[2].data(), o[3].data(), mode == 2 ? dw.data() : nullptr, o[4].data(), 1e-6f, n,
+                                    nullptr, path);
+                    DS4_CUDA_CHECK(cudaDeviceSynchronize());
+                    for (int k = 0; k < 5; ++k) ref[path == HcPrePath::automatic][mode][k] = o[k].download();
+                }
+            for (int mode = 0; mode < 3; ++mode)
+                for (int k = 0; k < (mode == 0 ? 4 : 5); ++k) {
+                    const std::vector<float>& a = ref[0][mode][k];
+                    const std::vector<float>& b = ref[1][mode][k];
+                    ASSERT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float))) << mode << " " << k;
+                    for (const float v : a) ASSERT_TRUE(std::isfinite(v)) << mode << " " << k;  // all written
+                }
+            // comb is doubly stochastic after Sinkhorn: each column sums to ~1
+            const std::vector<float>& comb = ref[1][1][2];
+            for (uint32_t b = 0; b < H; ++b) {
+                float c = 0;
+                for (uint32_t a = 0; a < H; ++a) c += comb[a * H + b];
+                EXPECT_NEAR(1.0f, c, 1e-4f);
+            }
+        }
+}
+
 // hc_post_add == add_values then hc_post (4 streams of 4096, 1 and 5 tokens).
 TEST(CudaFusedKernels, HcPostAddEqualsAddThenPost) {
     DS4_REQUIRE_GPU();
