@@ -12,6 +12,7 @@
 #include "cuda/indexer_fast.h"
 #include "ds4/error.h"
 
+#include <mutex>
 
 namespace ds4::cuda {
 namespace {
@@ -172,7 +173,166 @@ __global__ void __launch_bounds__(kAttendThreads) attend_split_kernel(AttendToke
 
 constexpr uint64_t kAttendSplitMaxBytes = 160 * 1024;
 
-bool g_attend_split = env_switch_on("DS4_CUDA_ATTEND_SPLIT");
+// (issue 8) attend_kernel's bits by head groups: every head reads the same rows (K = V is
+// one head), and one block per head (or two, attend_split_kernel) read them 64 or 128
+// times from L2, ~150 us per layer at 640 rows on an H200. Two launches instead:
+// attend_group_scores_kernel, block (16 rows, 8 heads): warp w scores head w's rows with
+// head_softmax's chains, 4 rows' values (all of a lane's, hd ≤ 512) loaded before the
+// chains; attend_group_sum_kernel, block (32 columns, 8 heads): the softmax of
+// head_softmax (the same per-thread rows and block reductions, for 8 heads at once), then
+// warp g's lanes the fmaf chains of head g over the rows in order, 32 row values ahead;
+// the 8 warps load the same values (one L1 line). Dynamic shared memory of the second: n
+// row pointers, [8][n] probabilities. The latency of dependent loads is the cost here
+// (a few rows per step), so both keep many loads in flight.
+constexpr uint32_t kGroupHeads = 8, kGroupRows = 16, kGroupCols = 32, kGroupThreads = 256, kGroupMaxHd = 512;
+constexpr uint64_t kGroupMaxBytes = 160 * 1024;
+
+struct AttendRows {  // the rows a token attends: n_raw ring rows, then compressed (or selected) rows
+    const uint32_t* sel;
+    uint32_t n_raw, first_slot, n;
+};
+__device__ AttendRows attend_rows(const AttendToken& a) {
+    const uint64_t pos = *a.pos;
+    uint32_t n_comp = a.n_comp != nullptr ? *a.n_comp : 0;
+    const uint32_t* sel = nullptr;
+    if (a.comp_sel != nullptr && n_comp > a.topk) {
+        sel = a.comp_sel;
+        n_comp = a.topk;
+    }
+    const uint32_t n_raw = static_cast<uint32_t>(pos + 1 < a.window ? pos + 1 : a.window);
+    return {sel, n_raw, static_cast<uint32_t>((pos + 1 - n_raw) % a.window), n_raw + n_comp};
+}
+
+__global__ void __launch_bounds__(kGroupThreads) attend_group_scores_kernel(AttendToken a) {
+    __shared__ float qs[kGroupHeads][kMaxD];
+    const AttendRows ar = attend_rows(a);
+    const uint32_t i0 = blockIdx.x * kGroupRows, h0 = blockIdx.y * kGroupHeads, hd = a.hd;
+    if (i0 >= ar.n) return;  // the grid covers cap_rows
+    for (uint32_t k = threadIdx.x; k < kGroupHeads * hd; k += blockDim.x) qs[k / hd][k % hd] = a.q[uint64_t{h0} * hd + k];
+    __syncthreads();
+    const auto scale = static_cast<float>(1.0 / sqrt(static_cast<double>(hd)));
+    const uint32_t warp = threadIdx.x / 32, lane = threadIdx.x % 32, i_end = min(ar.n, i0 + kGroupRows);
+    float* s = a.scores + uint64_t{h0 + warp} * a.cap_rows;
+    constexpr uint32_t kRows = 4;
+    constexpr uint32_t kJ = kGroupMaxHd / 32;  // a lane's values per row
+    for (uint32_t i = i0; i < i_end; i += kRows) {
+        float v[kRows][kJ], dot[kRows];
+#pragma unroll
+        for (uint32_t u = 0; u < kRows; ++u) {
+            const float* r = attended_row(a, ar.sel, ar.n_raw, ar.first_slot, min(i + u, i_end - 1));
+            dot[u] = 0.0f;
+#pragma unroll
+            for (uint32_t k = 0; k < kJ; ++k) v[u][k] = lane + 32 * k < hd ? r[lane + 32 * k] : 0.0f;
+        }
+#pragma unroll
+        for (uint32_t k = 0; k < kJ; ++k) {
+            if (lane + 32 * k >= hd) break;  // the chain stops where head_softmax's loop does
+            const float qj = qs[warp][lane + 32 * k];
+#pragma unroll
+            for (uint32_t u = 0; u < kRows; ++u) dot[u] = fmaf(qj, v[u][k], dot[u]);
+        }
+#pragma unroll
+        for (uint32_t u = 0; u < kRows; ++u) {
+            const float d = dev::warp_sum(dot[u]);
+            if (lane == 0 && i + u < i_end) s[i + u] = d * scale;
+        }
+    }
+}
+
+// block_max / block_sum of G values per thread at once: each value the same tree as alone
+template <uint32_t G, bool kMax>
+__device__ void block_reduce(float (&v)[G], float (*sh)[32]) {
+    const uint32_t warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+#pragma unroll
+    for (uint32_t g = 0; g < G; ++g) v[g] = kMax ? dev::warp_max(v[g]) : dev::warp_sum(v[g]);
+    __syncthreads();
+    if (lane == 0)
+#pragma unroll
+        for (uint32_t g = 0; g < G; ++g) sh[g][warp] = v[g];
+    __syncthreads();
+    if (warp == 0)
+#pragma unroll
+        for (uint32_t g = 0; g < G; ++g) {
+            float x = lane < blockDim.x / 32 ? sh[g][lane] : (kMax ? -INFINITY : 0.0f);
+            x = kMax ? dev::warp_max(x) : dev::warp_sum(x);
+            if (lane == 0) sh[g][0] = x;
+        }
+    __syncthreads();
+#pragma unroll
+    for (uint32_t g = 0; g < G; ++g) v[g] = sh[g][0];
+    __syncthreads();
+}
+
+__global__ void __launch_bounds__(kGroupThreads) attend_group_sum_kernel(AttendToken a) {
+    extern __shared__ __align__(16) unsigned char group_smem[];
+    __shared__ float red[kGroupHeads][32];
+    __shared__ float o[kGroupHeads][kGroupCols];
+    constexpr uint32_t G = kGroupHeads;
+    const AttendRows ar = attend_rows(a);
+    const uint32_t n = ar.n, h0 = blockIdx.y * G, c0 = blockIdx.x * kGroupCols;
+    const auto** rp = reinterpret_cast<const float**>(group_smem);
+    float* p = reinterpret_cast<float*>(group_smem + a.cap_rows * sizeof(const float*));  // [G][n]
+    for (uint32_t i = threadIdx.x; i < n; i += blockDim.x) rp[i] = attended_row(a, ar.sel, ar.n_raw, ar.first_slot, i);
+    const float* sc = a.scores + uint64_t{h0} * a.cap_rows;
+    float m[G], den[G];
+#pragma unroll
+    for (uint32_t g = 0; g < G; ++g) m[g] = -INFINITY, den[g] = 0.0f;
+    for (uint32_t i = threadIdx.x; i < n; i += blockDim.x)
+#pragma unroll
+        for (uint32_t g = 0; g < G; ++g) m[g] = fmaxf(m[g], sc[uint64_t{g} * a.cap_rows + i]);
+    block_reduce<G, true>(m, red);
+    for (uint32_t i = threadIdx.x; i < n; i += blockDim.x)
+#pragma unroll
+        for (uint32_t g = 0; g < G; ++g) {
+            const float e = expf(sc[uint64_t{g} * a.cap_rows + i] - m[g]);
+            p[g * n + i] = e;
+            den[g] += e;
+        }
+    block_reduce<G, false>(den, red);  // its barriers also order p and rp before the reads below
+#pragma unroll
+    for (uint32_t g = 0; g < G; ++g) den[g] += expf(a.sinks[h0 + g] - m[g]);
+    // warp g = head g, lane = column: the fmaf chain over the rows in order
+    const uint32_t c = threadIdx.x % 32, hg = threadIdx.x / 32, j = c0 + c;
+    const float* ph = p + hg * n;
+    float acc = 0.0f;
+    uint32_t i = 0;
+    constexpr uint32_t U = 32;
+    for (; i + U <= n; i += U) {
+        float v[U];
+#pragma unroll
+        for (uint32_t u = 0; u < U; ++u) v[u] = rp[i + u][j];
+#pragma unroll
+        for (uint32_t u = 0; u < U; ++u) acc = fmaf(ph[i + u], v[u], acc);
+    }
+    for (; i < n; ++i) acc = fmaf(ph[i], rp[i][j], acc);
+    float dh = den[0];  // den[hg] without a local-memory array
+#pragma unroll
+    for (uint32_t g = 1; g < G; ++g) dh = g == hg ? den[g] : dh;
+    o[hg][c] = acc / dh;
+    __syncthreads();
+    // [TRAP] §13.4, as attn::attend_head: pair k of the last rope_dim columns
+    const uint32_t hd = a.hd, rd = a.rope_dim, pairs = kGroupCols / 2;
+    const uint64_t pos = *a.pos;
+    for (uint32_t t = threadIdx.x; t < G * pairs; t += blockDim.x) {
+        const uint32_t g = t / pairs, col = c0 + 2 * (t % pairs);
+        if (col < hd - rd) continue;
+        const uint32_t k = (col - (hd - rd)) / 2;
+        float cs, sn;
+        dev::rope_cs(static_cast<float>(pos), a.omega[k], cs, sn);
+        sn = -sn;
+        float* pr = &o[g][col - c0];
+        const float re = pr[0], im = pr[1];
+        pr[0] = __fsub_rn(__fmul_rn(re, cs), __fmul_rn(im, sn));
+        pr[1] = __fadd_rn(__fmul_rn(re, sn), __fmul_rn(im, cs));
+    }
+    __syncthreads();
+    for (uint32_t t = threadIdx.x; t < G * kGroupCols; t += blockDim.x)
+        a.out[uint64_t{h0 + t / kGroupCols} * hd + c0 + t % kGroupCols] = o[t / kGroupCols][t % kGroupCols];
+}
+
+AttendMode g_attend_mode = !env_switch_on("DS4_CUDA_ATTEND_SPLIT") ? AttendMode::OneBlock
+                           : !env_switch_on("DS4_CUDA_ATTEND_GROUP") ? AttendMode::Split
+                                                                     : AttendMode::Group;
 
 }  // namespace
 
@@ -211,13 +371,30 @@ void store_raw_row(float* raw, const float* row, uint32_t hd, uint32_t window, c
     DS4_CUDA_CHECK_LAUNCH("store_raw_kernel");
 }
 
-void set_attend_split(bool on) { g_attend_split = on; }
+void set_attend_mode(AttendMode m) { g_attend_mode = m; }
 
 void attend_token(const AttendToken& a, cudaStream_t s) {
     if (a.hd > kMaxD) fail("cuda attention: head_dim ", a.hd, " > ", kMaxD);
+    const uint64_t group_bytes = a.cap_rows * (sizeof(const float*) + kGroupHeads * sizeof(float));
+    static_assert(kGroupThreads == 32 * kGroupHeads && kGroupCols == 32, "attend_group_sum_kernel: warp = head, lane = column");
+    if (g_attend_mode == AttendMode::Group && a.n_head % kGroupHeads == 0 && a.hd % kGroupCols == 0 &&
+        a.hd <= kGroupMaxHd &&
+        a.rope_dim % 2 == 0 && a.rope_dim <= a.hd && a.cap_rows > 0 && group_bytes <= kGroupMaxBytes) {
+        static std::once_flag once;  // first use: in the forward's first (eager) pass, never in a capture
+        std::call_once(once, [] {
+            DS4_CUDA_CHECK(cudaFuncSetAttribute(attend_group_sum_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                static_cast<int>(kGroupMaxBytes)));
+        });
+        const auto row_blocks = static_cast<unsigned>((a.cap_rows + kGroupRows - 1) / kGroupRows);
+        attend_group_scores_kernel<<<dim3(row_blocks, a.n_head / kGroupHeads), kGroupThreads, 0, s>>>(a);
+        DS4_CUDA_CHECK_LAUNCH("attend_group_scores_kernel");
+        attend_group_sum_kernel<<<dim3(a.hd / kGroupCols, a.n_head / kGroupHeads), kGroupThreads, group_bytes, s>>>(a);
+        DS4_CUDA_CHECK_LAUNCH("attend_group_sum_kernel");
+        return;
+    }
     const uint64_t bytes = a.cap_rows * (sizeof(const float*) + sizeof(float));
     // even halves whose rope pairs do not straddle the split
-    if (g_attend_split && a.hd % (2 * kAttendSplit) == 0 && a.rope_dim <= a.hd / kAttendSplit &&
+    if (g_attend_mode != AttendMode::OneBlock && a.hd % (2 * kAttendSplit) == 0 && a.rope_dim <= a.hd / kAttendSplit &&
         bytes <= kAttendSplitMaxBytes) {
         if (bytes > 32 * 1024)
             DS4_CUDA_CHECK(cudaFuncSetAttribute(attend_split_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,

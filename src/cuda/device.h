@@ -62,9 +62,15 @@ public:
     size_t size() const { return count_; }
     size_t bytes() const { return count_ * sizeof(T); }
 
+    // Complete on return, also for kernels on non-blocking streams: a cudaMemcpy from
+    // pageable memory may return before its DMA lands and cudaMemset is asynchronous; both
+    // run on the legacy stream, which non-blocking streams do not wait for (the likely
+    // cause of one failure of CudaMultiProduct.PdlChainMatchesPlainLaunches, whose
+    // chains start on a Stream right after x.upload).
     void upload(std::span<const T> host) {
         if (host.size() > count_) fail("cuda upload: ", host.size(), " elements into a buffer of ", count_);
         DS4_CUDA_CHECK(cudaMemcpy(ptr_, host.data(), host.size_bytes(), cudaMemcpyHostToDevice));
+        DS4_CUDA_CHECK(cudaStreamSynchronize(nullptr));
     }
     std::vector<T> download() const {
         std::vector<T> host(count_);
@@ -72,7 +78,10 @@ public:
         return host;
     }
     // Byte-pattern fill (tests poison outputs with 0xff = NaN before a kernel runs).
-    void fill_bytes(int byte) { DS4_CUDA_CHECK(cudaMemset(ptr_, byte, bytes())); }
+    void fill_bytes(int byte) {
+        DS4_CUDA_CHECK(cudaMemset(ptr_, byte, bytes()));
+        DS4_CUDA_CHECK(cudaStreamSynchronize(nullptr));
+    }
 
 private:
     T* ptr_ = nullptr;

@@ -138,8 +138,12 @@ struct AttendToken {
     const uint64_t* pos = nullptr;  // device position of the token
 };
 void attend_token(const AttendToken& a, cudaStream_t s);
-// (issue 8) attend_token's column-split kernel, the same bits (DS4_CUDA_ATTEND_SPLIT=0: off).
-void set_attend_split(bool on);
+// (issue 8) attend_token's kernels, all with the same bits: one block per head, two per
+// head (columns split), or head groups (scores by row blocks, then the weighted sums by
+// column blocks; the default). DS4_CUDA_ATTEND_SPLIT=0: one block per head;
+// DS4_CUDA_ATTEND_GROUP=0: the column split.
+enum class AttendMode { OneBlock, Split, Group };
+void set_attend_mode(AttendMode m);
 
 // ---- MoE (§4.6) ----
 // probs ← sqrt(softplus(probs)) (n × E); then per token the K experts (hash: tid2eid

@@ -1,5 +1,5 @@
-// attend_token's column-split kernel (set_attend_split) against the one-block-per-head
-// kernel on random data: bitwise the same output for the raw window alone (a ring not yet
+// attend_token's column-split and head-group kernels (set_attend_mode) against the
+// one-block-per-head kernel on random data: bitwise the same output for the raw window alone (a ring not yet
 // full and a wrapped one), all compressed rows (no indexer), and the indexer's selection
 // of 512 of 1250 rows.
 #include <gtest/gtest.h>
@@ -19,7 +19,7 @@ namespace {
 
 constexpr uint32_t kHeads = 64, kHd = 512, kRope = 64, kWindow = 128, kTop = 512;
 
-std::vector<float> attend(bool split, uint64_t pos, uint32_t n_comp, bool with_sel) {
+std::vector<float> attend(AttendMode mode, uint64_t pos, uint32_t n_comp, bool with_sel) {
     const std::vector<float> q = test::random_floats(kHeads * kHd, 1),
                              raw = test::random_floats(kWindow * kHd, 2);
     const std::vector<float> comp = test::random_floats(uint64_t{std::max(n_comp, 1u)} * kHd, 3);
@@ -55,23 +55,25 @@ std::vector<float> attend(bool split, uint64_t pos, uint32_t n_comp, bool with_s
     a.rope_dim = kRope;
     a.window = kWindow;
     a.pos = dpos.data();
-    set_attend_split(split);
+    set_attend_mode(mode);
     Stream s;
     attend_token(a, s.get());
     s.sync();
-    set_attend_split(true);
+    set_attend_mode(AttendMode::Group);
     return out.download();
 }
 
 void expect_same(uint64_t pos, uint32_t n_comp, bool with_sel) {
-    const std::vector<float> one = attend(false, pos, n_comp, with_sel),
-                             split = attend(true, pos, n_comp, with_sel);
-    size_t differ = 0;
-    for (size_t i = 0; i < one.size(); ++i)
-        differ += std::memcmp(&one[i], &split[i], sizeof(float)) != 0;
-    EXPECT_EQ(differ, 0u) << "pos " << pos << ", " << n_comp << " compressed rows"
-                          << (with_sel ? ", top k" : "");
-    EXPECT_TRUE(std::none_of(split.begin(), split.end(), [](float v) { return std::isnan(v); }));
+    const std::vector<float> one = attend(AttendMode::OneBlock, pos, n_comp, with_sel);
+    for (const AttendMode m : {AttendMode::Split, AttendMode::Group}) {
+        const std::vector<float> other = attend(m, pos, n_comp, with_sel);
+        size_t differ = 0;
+        for (size_t i = 0; i < one.size(); ++i)
+            differ += std::memcmp(&one[i], &other[i], sizeof(float)) != 0;
+        EXPECT_EQ(differ, 0u) << (m == AttendMode::Split ? "split" : "group") << ": pos " << pos << ", " << n_comp
+                              << " compressed rows" << (with_sel ? ", top k" : "");
+        EXPECT_TRUE(std::none_of(other.begin(), other.end(), [](float v) { return std::isnan(v); }));
+    }
 }
 
 TEST(CudaAttendSplit, SameBitsAsOneBlockPerHead) {
@@ -81,6 +83,8 @@ TEST(CudaAttendSplit, SameBitsAsOneBlockPerHead) {
     expect_same(8191, 64, false);   // every compressed row
     expect_same(5003, 1250, true);  // the indexer's 512 of 1250
     expect_same(5003, 300, true);   // n ≤ top k: every row
+    expect_same(0, 0, false);       // one row
+    expect_same(130, 37, false);    // rows not a multiple of the kernels' blocks
 }
 
 }  // namespace
