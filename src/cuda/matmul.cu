@@ -15,6 +15,7 @@
 #include "cuda/env_switch.h"
 #include "cuda/device_math.cuh"
 #include "cuda/kernels.h"
+#include "cuda/matmul_f16_mma.h"
 #include "cuda/pdl.cuh"
 #include "cuda/token_chunks.h"
 #include "quant/blocks.h"
@@ -586,6 +587,10 @@ void launch(const void* w, uint64_t rows, uint64_t cols, const float* x, uint64_
     if (reinterpret_cast<uintptr_t>(x) % 16 != 0 || x_stride % 4 != 0)
         fail("cuda matmul: activations must be 16-byte aligned with a stride multiple of 4");
     static_assert(kMaxTok == 8, "for_token_chunks makes chunks of up to 8 tokens");
+    if constexpr (std::is_same_v<F, F16Format>) {  // passes of 16+ tokens: the tensor cores, by shape only
+        if (f16_mma_takes(n_tok) && reinterpret_cast<uintptr_t>(w) % 16 == 0 && gs.w % 16 == 0 && gs.x % 4 == 0)
+            return matmul_f16_mma(w, rows, cols, x, x_stride, y, y_stride, n_tok, s, n_mat, gs.w, gs.x, gs.y);
+    }
     uint32_t done = 0;
     if (n_mat == 1 && takes_split<F>(rows, cols) && rows <= 0x7fffffffu && (done = batch_tokens<F>(n_tok)) > 0) {
         const uint64_t row_bytes = cols / 256 * F::kGroupBytes;
@@ -732,6 +737,12 @@ namespace {
 template <class F>
 void launch_multi(GgmlType type, std::span<const MatProduct> parts, uint64_t cols, const float* x, uint64_t x_stride,
                   uint32_t n_tok, cudaStream_t s) {
+    if constexpr (std::is_same_v<F, F16Format>) {
+        if (f16_mma_takes(n_tok)) {  // each part one tensor-core launch (matmul_f16_mma.h)
+            for (const MatProduct& p : parts) matmul(type, p.w, p.rows, cols, x, x_stride, p.y, p.y_stride, n_tok, s);
+            return;
+        }
+    }
     const uint64_t n_groups = cols / 256, row_bytes = n_groups * F::kGroupBytes;
     SplitTable tab;
     uint32_t blocks = 0;

@@ -1,0 +1,39 @@
+// Tensor-core products of F16 weights with f32 activations (issue 8: prefill). The F16
+// matrices (router, hyper-connection mixes, compressors, indexer) ran on CUDA cores at
+// ~7 TFLOPS in a 2048-token pass (~24 % of it, H200); here mma.sync m16n8k8 TF32 tiles
+// multiply them for passes of kF16MmaMinTokens or more tokens (matmul() and its grouped
+// and merged forms route F16 there; decode and small batches keep the matvec kernels).
+//
+// Numerics: an f16 weight is exact in TF32. Each activation is split into hi = tf32(x)
+// (round to nearest) and lo = tf32(x - hi) (x - hi is exact), and both are multiplied
+// (w·lo + w·hi), so a product is w·x to a relative 2^-22 instead of TF32's 2^-11. A
+// warp's 32-column slice starts from zero in the mma accumulator (8 mma, whose additions
+// may truncate) and is then added to the f32 sum with a rounded add; slices add in column
+// order (and, for few rows, the K-split warps' sums in warp order). Bound, tested against
+// an f64 reference (tests/cuda/test_f16_mma.cpp):
+//     |y − Σ w·x| ≤ 2^-20 · Σ |w·x|   (the exact kernel's own rounding is of this size).
+// Not bitwise the matvec kernels; a (row, token) result depends only on the row, the
+// token's activations and the shape (rows, cols): never on the other tokens of the pass.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace ds4::cuda {
+
+inline constexpr uint32_t kF16MmaMinTokens = 16;
+
+// True when an F16 product of n_tok tokens goes to matmul_f16_mma: n_tok at least
+// kF16MmaMinTokens, an sm_80+ device and $DS4_CUDA_F16_MMA not "0".
+bool f16_mma_takes(uint32_t n_tok);
+
+// Y[t][r] = Σ_c W[r][c] · x[t][c], r < rows, t < n_tok, for n_mat products of one shape:
+// product g reads W + g · w_group bytes and x + g · x_group floats, writes y + g · y_group.
+// W: f16 rows of cols values (cols a multiple of 256; W and w_group 16-byte aligned);
+// x: 16-byte aligned, x_stride and x_group multiples of 4 floats.
+void matmul_f16_mma(const void* w, uint64_t rows, uint64_t cols, const float* x, uint64_t x_stride, float* y,
+                    uint64_t y_stride, uint32_t n_tok, cudaStream_t s, uint32_t n_mat = 1, uint64_t w_group = 0,
+                    uint64_t x_group = 0, uint64_t y_group = 0);
+
+}  // namespace ds4::cuda
