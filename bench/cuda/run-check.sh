@@ -42,7 +42,8 @@ run() {
     echo "== tests (new)"
     ("$N/test_cuda_kernels" --gtest_brief=1 > "$L/kernels.txt" 2>&1; echo "kernels rc=$?" >> "$L/kernels.txt") &
     (timeout 200 compute-sanitizer --tool memcheck --error-exitcode 9 "$N/test_cuda_kernels" --gtest_brief=1 \
-        --gtest_filter='CudaMatmul*:CudaDenseBatch.*:CudaMultiProduct.*:CudaFusedKernels.*' > "$L/memcheck.txt" 2>&1
+        --gtest_filter='CudaMatmul*:CudaDenseBatch.*:CudaMultiProduct.*:CudaFusedKernels.*:CudaF16Mma.*:CudaAttendSplit.*:CudaMoe.*' \
+        > "$L/memcheck.txt" 2>&1
      echo "memcheck rc=$?" >> "$L/memcheck.txt") &
     "$N/test_cuda_forward" --gtest_brief=1 > "$L/forward.txt" 2>&1; echo "forward rc=$?" >> "$L/forward.txt"
     wait
@@ -50,10 +51,11 @@ run() {
     grep -hE "FAILED|^\[cuda" "$L/kernels.txt" "$L/forward.txt" | head -20
     fi
     if has bench4; then
-    echo "== 4 layers: prefill 2048, decode, batch 8 / 64 (base, new)"
+    echo "== 4 layers: prefill 2048, decode, batch 8 / 64; prefill 8192, decode (base, new)"
     for s in base new; do
         [ -x "$DIR/$s/ds4-bench-cuda-forward" ] || continue
         echo "-- $s"; "$DIR/$s/ds4-bench-cuda-forward" $M 2048 32 8 64 2>&1 | grep -E "^prefill|^decode|^batch"
+        "$DIR/$s/ds4-bench-cuda-forward" $M 8192 32 2>&1 | grep -E "^prefill|^decode"
     done | tee "$L/bench4.txt"
     echo "-- new, 64 distinct prompts"
     DS4_BENCH_DISTINCT_PROMPTS=1 "$N/ds4-bench-cuda-forward" $M 64 16 64 2>&1 | grep -E "^batch" | tee -a "$L/bench4.txt"

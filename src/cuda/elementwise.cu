@@ -76,6 +76,68 @@ __global__ void __launch_bounds__(1024) norm_rope_kernel(NormRope a, NormRope b,
     }
 }
 
+// norm_rope_kernel's rows of fewer than 2048 values (its blocks of 256 threads), one warp
+// per row, the same bits: lane l keeps the double sums of the block's threads l + 32w
+// (w < 8), reduces each with warp_sum as block_sum's warp w did, then the 8 totals as its
+// first warp did; RoPE and FP8 are per value / per 64-block maximum. A block per row made
+// the prefill's 64 q heads per token ~0.8 ms per layer at 2048 tokens (block barriers and
+// reductions for 512 values).
+// From 1024 rows (prefill, 16+ sequences' q heads); fewer rows are a few warps whose
+// serial sums are slower than a block's (batch-1 decode: 12 vs 5-6 us per launch).
+constexpr uint32_t kNormWarpRows = 8, kNormVirtual = 256, kNormWarpMinRows = 1024;
+__global__ void __launch_bounds__(32 * kNormWarpRows)
+    norm_rope_warp_kernel(NormRope a, NormRope b, float eps, const uint64_t* positions) {
+    dev::pdl_wait_and_release();
+    const uint32_t lane = threadIdx.x % 32, id = blockIdx.x * kNormWarpRows + threadIdx.x / 32;
+    if (id >= a.n_rows + b.n_rows) return;  // whole warps
+    const bool in_a = id < a.n_rows;
+    const NormRope& g = in_a ? a : b;
+    const uint32_t r_id = in_a ? id : id - a.n_rows, n = g.n;
+    float* row = g.x + uint64_t{r_id} * n;
+    constexpr uint32_t W = kNormVirtual / 32;
+    double part[W];
+#pragma unroll
+    for (uint32_t w = 0; w < W; ++w) {
+        part[w] = 0;
+        for (uint32_t i = 32 * w + lane; i < n; i += kNormVirtual) {
+            const float sq = row[i] * row[i];
+            part[w] += sq;
+        }
+    }
+    double tot = 0;
+#pragma unroll
+    for (uint32_t w = 0; w < W; ++w) {
+        const double t = dev::warp_sum(part[w]);
+        tot = lane == w ? t : tot;  // lanes >= W add 0.0, as block_sum's first warp
+    }
+    const double sum = dev::warp_sum(tot);
+    const auto mean = static_cast<float>(sum / static_cast<double>(n));
+    const float r = 1.0f / sqrtf(mean + eps);
+    for (uint32_t i = lane; i < n; i += 32) {
+        const float v = row[i] * r;
+        row[i] = g.w != nullptr ? g.w[i] * v : v;
+    }
+    if (g.half == 0 && g.fp8_len == 0) return;
+    __syncwarp();  // the normalized row, written by other lanes, is read below
+    const float pos = static_cast<float>(positions[r_id / g.vec_per_tok]);
+    for (uint32_t j = lane; j < g.half; j += 32) {
+        float c, sn;
+        dev::rope_cs(pos, g.omega[j], c, sn);
+        float* p = row + (n - 2 * g.half) + 2 * j;
+        const float re = p[0], im = p[1];
+        p[0] = __fsub_rn(__fmul_rn(re, c), __fmul_rn(im, sn));
+        p[1] = __fadd_rn(__fmul_rn(re, sn), __fmul_rn(im, c));
+    }
+    __syncwarp();
+    for (uint32_t b0 = 0; b0 < g.fp8_len; b0 += 64) {  // a 64-block: lanes hold values l and l + 32
+        const float v0 = row[b0 + lane], v1 = row[b0 + 32 + lane];
+        const float amax = fmaxf(dev::warp_max(fmaxf(fabsf(v0), fabsf(v1))), static_cast<float>(1e-4));
+        const float sc = dev::pow2_ceil(amax * static_cast<float>(1.0 / 448.0));
+        row[b0 + lane] = dev::e4m3_round(fminf(fmaxf(v0 / sc, -448.0f), 448.0f)) * sc;
+        row[b0 + 32 + lane] = dev::e4m3_round(fminf(fmaxf(v1 / sc, -448.0f), 448.0f)) * sc;
+    }
+}
+
 __global__ void rope_kernel(float* x, uint32_t n_vec, uint64_t stride, const float* omega, uint32_t half,
                             float pos, bool inverse) {
     const uint64_t i = uint64_t{blockIdx.x} * blockDim.x + threadIdx.x;
@@ -298,20 +360,33 @@ void check_norm_rope(const NormRope& g) {
         fail("cuda norm_rope_rows: rope of ", 2 * g.half, " and fp8 of ", g.fp8_len, " values in rows of ", g.n);
 }
 
+bool g_norm_warp = true;
+
+// rows [0, a.n_rows) of a, then b's: a warp per row below 2048 values, else a block
+void launch_norm_rope(const NormRope& a, const NormRope& b, float eps, const uint64_t* positions, cudaStream_t s) {
+    const uint32_t rows = a.n_rows + b.n_rows;
+    if (norm_threads(a.n) == kNormVirtual && g_norm_warp && rows >= kNormWarpMinRows)
+        launch_pdl("launch of norm_rope_warp_kernel", norm_rope_warp_kernel,
+                   dim3((rows + kNormWarpRows - 1) / kNormWarpRows), dim3(32 * kNormWarpRows), 0, s, a, b, eps,
+                   positions);
+    else
+        launch_pdl("launch of norm_rope_kernel", norm_rope_kernel, dim3(rows), dim3(norm_threads(a.n)), 0, s, a, b, eps,
+                   positions);
+}
+
 }  // namespace
+
+void set_norm_rope_warp(bool on) { g_norm_warp = on; }
 
 void norm_rope_pair(const NormRope& a, const NormRope& b, float eps, const uint64_t* positions, cudaStream_t s) {
     check_norm_rope(a);
     check_norm_rope(b);
     if (a.n_rows == 0 || b.n_rows == 0 || norm_threads(a.n) != norm_threads(b.n)) {
         for (const NormRope* g : {&a, &b})
-            if (g->n_rows != 0)
-                launch_pdl("launch of norm_rope_kernel", norm_rope_kernel, dim3(g->n_rows), dim3(norm_threads(g->n)), 0,
-                           s, *g, NormRope{}, eps, positions);
+            if (g->n_rows != 0) launch_norm_rope(*g, NormRope{}, eps, positions, s);
         return;
     }
-    launch_pdl("launch of norm_rope_kernel", norm_rope_kernel, dim3(a.n_rows + b.n_rows), dim3(norm_threads(a.n)), 0, s,
-               a, b, eps, positions);
+    launch_norm_rope(a, b, eps, positions, s);
 }
 
 void norm_rope_rows(float* x, const float* w, uint32_t n, uint32_t n_rows, float eps, uint32_t vec_per_tok,
@@ -319,8 +394,7 @@ void norm_rope_rows(float* x, const float* w, uint32_t n, uint32_t n_rows, float
     const NormRope g{x, w, omega, n, n_rows, vec_per_tok, half, fp8_len};
     check_norm_rope(g);
     if (n_rows == 0) return;
-    launch_pdl("launch of norm_rope_kernel", norm_rope_kernel, dim3(n_rows), dim3(norm_threads(n)), 0, s, g,
-               NormRope{}, eps, positions);
+    launch_norm_rope(g, NormRope{}, eps, positions, s);
 }
 
 void rope_hadamard_fp4(float* x, uint32_t n_tok, uint32_t n_vec, uint32_t d, const float* omega, uint32_t half,

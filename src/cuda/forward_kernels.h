@@ -74,6 +74,9 @@ struct NormRope {
     uint32_t n = 0, n_rows = 0, vec_per_tok = 1, half = 0, fp8_len = 0;
 };
 void norm_rope_pair(const NormRope& a, const NormRope& b, float eps, const uint64_t* positions, cudaStream_t s);
+// (issue 8) 1024+ rows below 2048 values take one warp each (the same bits as a block per
+// row, which off = false restores; for tests).
+void set_norm_rope_warp(bool on);
 // The indexer queries (§6), n_tok · n_vec vectors of d (≤ 1024, a power of two): RoPE of the
 // last 2·half values (rope_tokens), Hadamard (hadamard_scaled), FP4 (fp4_simulate) in one
 // launch, the same bits.

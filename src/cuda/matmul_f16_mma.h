@@ -22,7 +22,11 @@
 
 namespace ds4::cuda {
 
-inline constexpr uint32_t kF16MmaMinTokens = 16;
+// From 256 tokens: below, the grids of the few-row products (router, mixes: 4 to 16
+// blocks at 64 tokens) wait on memory, ~140 us a launch on an H200 against ~40 us for
+// the matvec kernels at 64 tokens (a 64-sequence decode step measured 2.4 ms of F16
+// products instead of 0.57).
+inline constexpr uint32_t kF16MmaMinTokens = 256;
 
 // True when an F16 product of n_tok tokens goes to matmul_f16_mma: n_tok at least
 // kF16MmaMinTokens, an sm_80+ device and $DS4_CUDA_F16_MMA not "0".

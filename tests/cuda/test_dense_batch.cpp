@@ -3,7 +3,7 @@
 //     output bits in a pass of n = 1..15 tokens are those of the token alone (the
 //     8-token launches and the batched one add in split_row's order), for the
 //     single-product and the merged (matmul_multi) entry points, with values checked
-//     against an f64 reference; from 16 tokens F16 goes to the tensor cores
+//     against an f64 reference; from kF16MmaMinTokens F16 goes to the tensor cores
 //     (matmul_f16_mma.h), whose bits are then those of the longest pass (test_f16_mma.cpp
 //     checks its values);
 //  2. split-K of the tensor-core product (matmul_mma.h, MmaExtra::scratch): the split

@@ -220,6 +220,34 @@ TEST(CudaFusedKernels, NormRopeRowsEqualsThreeLaunches) {
     EXPECT_THROW(norm_rope_rows(x.data(), nullptr, 512, 1, 1e-6f, 1, nullptr, 32, nullptr, 100, nullptr), Error);
 }
 
+// The warp-per-row kernel (from 1024 rows) == the block-per-row one, bitwise: widths that
+// leave some of the block's 256 threads short of values (200, 1000), the widest warp case
+// (1984), rows not a multiple of its 8 rows per block.
+TEST(CudaFusedKernels, NormRopeWarpRowsEqualBlockRows) {
+    DS4_REQUIRE_GPU();
+    for (const uint32_t n : {200u, 512u, 1000u, 1984u}) {
+        SCOPED_TRACE(cat("n=", n));
+        const uint32_t rows = 1100, half = 16, fp8 = n >= 512 ? 448 : 128;
+        const std::vector<float> x0 = test::random_floats(uint64_t{rows} * n, n, -3.f, 3.f);
+        const std::vector<float> w0 = test::random_floats(n, 3, 0.5f, 1.5f), om = test::random_floats(half, 4, 0.f, 1.f);
+        std::vector<uint64_t> pos(rows);
+        for (uint32_t t = 0; t < rows; ++t) pos[t] = 7919ull * (t + 1) % 50000;
+        DeviceBuffer<float> w = to_device<float>(w0), dom = to_device<float>(om);
+        DeviceBuffer<uint64_t> dpos = to_device<uint64_t>(pos);
+        std::vector<float> out[2];
+        for (const bool warp : {true, false}) {
+            DeviceBuffer<float> x = to_device<float>(x0);
+            set_norm_rope_warp(warp);
+            norm_rope_rows(x.data(), w.data(), n, rows, 1e-6f, 1, dom.data(), half, dpos.data(), fp8, nullptr);
+            DS4_CUDA_CHECK(cudaDeviceSynchronize());
+            out[warp ? 0 : 1] = x.download();
+        }
+        set_norm_rope_warp(true);
+        EXPECT_EQ(0, std::memcmp(out[0].data(), out[1].data(), out[0].size() * sizeof(float)));
+        EXPECT_NE(0, std::memcmp(out[0].data(), x0.data(), x0.size() * sizeof(float)));
+    }
+}
+
 // norm_rope_pair == rms_norm on the first buffer (qr: 1024 wide, a weight) and
 // norm_rope_rows on the second (kv: 512 wide, RoPE + FP8) in one launch; and with rows
 // whose rms_norm blocks differ (4096 wide: two launches).
