@@ -51,6 +51,7 @@
 #include <optional>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "ceilings.h"
@@ -293,6 +294,23 @@ int32_t argmax_non_eos(std::span<const float> row, int32_t eos) {
     return a >= 0 && row[size_t(a)] >= row[size_t(bi)] ? a : bi;
 }
 
+// next[i] = argmax_non_eos of row i, the rows spread over the host's threads: a
+// 64-sequence step's 64 rows of 129280 logits took 11-13 ms on one thread of the H200
+// host, ~12 % of a 43-layer step (the rows are independent: the same ids).
+void argmax_rows(const Logits& logits, int32_t eos, std::span<int32_t> next) {
+    const size_t n = next.size();
+    const size_t threads = std::min<size_t>(n / 4, std::max(1u, std::thread::hardware_concurrency()));
+    if (threads <= 1) {
+        for (size_t i = 0; i < n; ++i) next[i] = argmax_non_eos(logits.row(i), eos);
+        return;
+    }
+    std::vector<std::jthread> pool;
+    for (size_t k = 0; k < threads; ++k)
+        pool.emplace_back([&, k] {
+            for (size_t i = n * k / threads; i < n * (k + 1) / threads; ++i) next[i] = argmax_non_eos(logits.row(i), eos);
+        });
+}
+
 struct Walk {
     Engine& engine;
     const Options& o;
@@ -336,7 +354,7 @@ double decode(Engine& engine, std::span<const SequenceId> seqs, std::span<const 
         batch.clear();
         for (size_t i = 0; i < seqs.size(); ++i) batch.add_token(seqs[i], next[i]);
         engine.step(batch, logits);
-        for (size_t i = 0; i < seqs.size(); ++i) next[i] = argmax_non_eos(logits.row(i), eos);
+        argmax_rows(logits, eos, next);
     }
     return seconds_since(t0);
 }
