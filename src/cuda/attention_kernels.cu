@@ -88,11 +88,11 @@ __device__ const float* attended_row(const AttendToken& a, const uint32_t* sel, 
     return a.comp + uint64_t{sel != nullptr ? sel[c] : c} * a.hd;
 }
 
-// One block per head.
-__global__ void attend_kernel(AttendToken a) {
-    __shared__ float qs[kMaxD];
-    __shared__ float fshared[32];
-    const uint32_t h = blockIdx.x, hd = a.hd;
+struct AttendRows {  // the rows a token attends: n_raw ring rows, then compressed (or selected) rows
+    const uint32_t* sel;
+    uint32_t n_raw, first_slot, n;
+};
+__device__ AttendRows attend_rows(const AttendToken& a) {
     const uint64_t pos = *a.pos;
     uint32_t n_comp = a.n_comp != nullptr ? *a.n_comp : 0;
     const uint32_t* sel = nullptr;
@@ -101,12 +101,21 @@ __global__ void attend_kernel(AttendToken a) {
         n_comp = a.topk;
     }
     const uint32_t n_raw = static_cast<uint32_t>(pos + 1 < a.window ? pos + 1 : a.window);
-    const auto first_slot = static_cast<uint32_t>((pos + 1 - n_raw) % a.window);
+    return {sel, n_raw, static_cast<uint32_t>((pos + 1 - n_raw) % a.window), n_raw + n_comp};
+}
+
+// One block per head.
+__global__ void attend_kernel(AttendToken a) {
+    __shared__ float qs[kMaxD];
+    __shared__ float fshared[32];
+    const uint32_t h = blockIdx.x, hd = a.hd;
+    const uint64_t pos = *a.pos;
+    const AttendRows ar = attend_rows(a);
     const attn::HeadParams hp{hd, a.rope_dim, a.sinks[h], a.omega};
     attn::attend_head(
-        a.q + uint64_t{h} * hd, a.scores + uint64_t{h} * a.cap_rows, n_raw + n_comp,
-        [&](uint32_t i) { return attended_row(a, sel, n_raw, first_slot, i); }, hp, pos, a.out + uint64_t{h} * hd,
-        qs, fshared);
+        a.q + uint64_t{h} * hd, a.scores + uint64_t{h} * a.cap_rows, ar.n,
+        [&](uint32_t i) { return attended_row(a, ar.sel, ar.n_raw, ar.first_slot, i); }, hp, pos,
+        a.out + uint64_t{h} * hd, qs, fshared);
 }
 
 // (issue 8) attend_kernel's bits with the rows' pointers found once (shared memory) and
@@ -125,16 +134,9 @@ __global__ void __launch_bounds__(kAttendThreads) attend_split_kernel(AttendToke
     float* s = reinterpret_cast<float*>(attend_smem + a.cap_rows * sizeof(const float*));
     const uint32_t h = blockIdx.x, hd = a.hd;
     const uint64_t pos = *a.pos;
-    uint32_t n_comp = a.n_comp != nullptr ? *a.n_comp : 0;
-    const uint32_t* sel = nullptr;
-    if (a.comp_sel != nullptr && n_comp > a.topk) {
-        sel = a.comp_sel;
-        n_comp = a.topk;
-    }
-    const uint32_t n_raw = static_cast<uint32_t>(pos + 1 < a.window ? pos + 1 : a.window);
-    const auto first_slot = static_cast<uint32_t>((pos + 1 - n_raw) % a.window);
-    const uint32_t n = n_raw + n_comp;
-    for (uint32_t i = threadIdx.x; i < n; i += blockDim.x) rp[i] = attended_row(a, sel, n_raw, first_slot, i);
+    const AttendRows ar = attend_rows(a);
+    const uint32_t n = ar.n;
+    for (uint32_t i = threadIdx.x; i < n; i += blockDim.x) rp[i] = attended_row(a, ar.sel, ar.n_raw, ar.first_slot, i);
     __syncthreads();
     const attn::HeadParams hp{hd, a.rope_dim, a.sinks[h], a.omega};
     const float den =
@@ -186,22 +188,6 @@ constexpr uint64_t kAttendSplitMaxBytes = 160 * 1024;
 // (a few rows per step), so both keep many loads in flight.
 constexpr uint32_t kGroupHeads = 8, kGroupRows = 16, kGroupCols = 32, kGroupThreads = 256, kGroupMaxHd = 512;
 constexpr uint64_t kGroupMaxBytes = 160 * 1024;
-
-struct AttendRows {  // the rows a token attends: n_raw ring rows, then compressed (or selected) rows
-    const uint32_t* sel;
-    uint32_t n_raw, first_slot, n;
-};
-__device__ AttendRows attend_rows(const AttendToken& a) {
-    const uint64_t pos = *a.pos;
-    uint32_t n_comp = a.n_comp != nullptr ? *a.n_comp : 0;
-    const uint32_t* sel = nullptr;
-    if (a.comp_sel != nullptr && n_comp > a.topk) {
-        sel = a.comp_sel;
-        n_comp = a.topk;
-    }
-    const uint32_t n_raw = static_cast<uint32_t>(pos + 1 < a.window ? pos + 1 : a.window);
-    return {sel, n_raw, static_cast<uint32_t>((pos + 1 - n_raw) % a.window), n_raw + n_comp};
-}
 
 __global__ void __launch_bounds__(kGroupThreads) attend_group_scores_kernel(AttendToken a) {
     __shared__ float qs[kGroupHeads][kMaxD];

@@ -36,6 +36,19 @@ __global__ void __launch_bounds__(1024) rms_norm_kernel(const float* x, const fl
 // and FP8 of its first fp8_len values in 64-blocks (fp8_rows' arithmetic): the three
 // launches of a head row in one, the same bits. The two regions do not overlap. Blocks
 // [0, a.n_rows) take rows of a, the rest rows of b (two independent buffers, one launch).
+// rope_tokens' rotation of a row's last 2·half values at `pos`, pairs j ≡ first (mod step)
+__device__ void rope_row_tail(float* row, uint32_t n, uint32_t half, const float* omega, float pos, uint32_t first,
+                              uint32_t step) {
+    for (uint32_t j = first; j < half; j += step) {
+        float c, sn;
+        dev::rope_cs(pos, omega[j], c, sn);
+        float* p = row + (n - 2 * half) + 2 * j;
+        const float re = p[0], im = p[1];
+        p[0] = __fsub_rn(__fmul_rn(re, c), __fmul_rn(im, sn));
+        p[1] = __fadd_rn(__fmul_rn(re, sn), __fmul_rn(im, c));
+    }
+}
+
 __global__ void __launch_bounds__(1024) norm_rope_kernel(NormRope a, NormRope b, float eps, const uint64_t* positions) {
     dev::pdl_wait_and_release();
     __shared__ double partial[32];
@@ -52,15 +65,8 @@ __global__ void __launch_bounds__(1024) norm_rope_kernel(NormRope a, NormRope b,
     }
     if (g.half == 0 && g.fp8_len == 0) return;  // rms_norm alone
     __syncthreads();  // the normalized row, written by other threads, is read below
-    const float pos = static_cast<float>(positions[r_id / g.vec_per_tok]);
-    for (uint32_t j = threadIdx.x; j < g.half; j += blockDim.x) {
-        float c, sn;
-        dev::rope_cs(pos, g.omega[j], c, sn);
-        float* p = row + (n - 2 * g.half) + 2 * j;
-        const float re = p[0], im = p[1];
-        p[0] = __fsub_rn(__fmul_rn(re, c), __fmul_rn(im, sn));
-        p[1] = __fadd_rn(__fmul_rn(re, sn), __fmul_rn(im, c));
-    }
+    rope_row_tail(row, n, g.half, g.omega, static_cast<float>(positions[r_id / g.vec_per_tok]), threadIdx.x,
+                  blockDim.x);
     // FP8: warps 2k and 2k + 1 hold one 64-block (fp8_len and the step are multiples of 64)
     const uint32_t warp = threadIdx.x / 32;
     for (uint32_t b0 = 0; b0 < g.fp8_len; b0 += blockDim.x) {
@@ -119,15 +125,7 @@ __global__ void __launch_bounds__(32 * kNormWarpRows)
     }
     if (g.half == 0 && g.fp8_len == 0) return;
     __syncwarp();  // the normalized row, written by other lanes, is read below
-    const float pos = static_cast<float>(positions[r_id / g.vec_per_tok]);
-    for (uint32_t j = lane; j < g.half; j += 32) {
-        float c, sn;
-        dev::rope_cs(pos, g.omega[j], c, sn);
-        float* p = row + (n - 2 * g.half) + 2 * j;
-        const float re = p[0], im = p[1];
-        p[0] = __fsub_rn(__fmul_rn(re, c), __fmul_rn(im, sn));
-        p[1] = __fadd_rn(__fmul_rn(re, sn), __fmul_rn(im, c));
-    }
+    rope_row_tail(row, n, g.half, g.omega, static_cast<float>(positions[r_id / g.vec_per_tok]), lane, 32);
     __syncwarp();
     for (uint32_t b0 = 0; b0 < g.fp8_len; b0 += 64) {  // a 64-block: lanes hold values l and l + 32
         const float v0 = row[b0 + lane], v1 = row[b0 + 32 + lane];

@@ -117,6 +117,28 @@ TEST(CudaMoe, ExpertsKernelMatchesReferenceAndIgnoresGrouping) {
     }
 }
 
+// moe_group's outputs in one device buffer poisoned with 0xee, read back field by field.
+struct GroupOut {
+    DeviceBuffer<uint32_t> buf;
+    MoeGroups g;
+    std::vector<uint32_t> host;
+    GroupOut(uint32_t n, uint32_t K, uint32_t E) : buf(5 * uint64_t{n} * K + n + 3 * E + 2) {
+        buf.fill_bytes(0xee);
+        const uint64_t nk = uint64_t{n} * K;
+        uint32_t* at = buf.data();
+        for (uint32_t** p : {&g.src, &g.widx, &g.pos_of, &g.rows}) *p = std::exchange(at, at + nk);
+        g.tok_count = std::exchange(at, at + n);
+        for (uint32_t** p : {&g.expert, &g.begin, &g.count}) *p = std::exchange(at, at + E);
+        g.n_active = at++;
+        g.n_pairs = at;
+    }
+    void download() { host = buf.download(); }
+    std::vector<uint32_t> part(const uint32_t* p, size_t len) const {
+        const auto off = static_cast<size_t>(p - buf.data());
+        return std::vector<uint32_t>(host.begin() + off, host.begin() + off + len);
+    }
+};
+
 TEST(CudaMoe, GroupMatchesTheHostGroupingAndSumsInExpertOrder) {
     DS4_REQUIRE_GPU();
     const uint32_t n = 4, K = 3, E = 6, dim = 3;
@@ -124,15 +146,8 @@ TEST(CudaMoe, GroupMatchesTheHostGroupingAndSumsInExpertOrder) {
     const std::vector<uint32_t> sel = {4, 1, 3, 1, 0, 5, 5, 2, 5, 3, 4, 0};
     DeviceBuffer<uint32_t> dsel = to_device<uint32_t>(sel);
     const uint64_t nk = uint64_t{n} * K;
-    DeviceBuffer<uint32_t> buf(5 * nk + n + 3 * E + 2);
-    buf.fill_bytes(0xee);
-    MoeGroups g;
-    uint32_t* at = buf.data();
-    for (uint32_t** p : {&g.src, &g.widx, &g.pos_of, &g.rows}) *p = std::exchange(at, at + nk);
-    g.tok_count = std::exchange(at, at + n);
-    for (uint32_t** p : {&g.expert, &g.begin, &g.count}) *p = std::exchange(at, at + E);
-    g.n_active = at++;
-    g.n_pairs = at;
+    GroupOut out(n, K, E);
+    const MoeGroups& g = out.g;
     moe_group(dsel.data(), n, K, E, g, nullptr);
     // pairs: expert 0 (t1 k1, t3 k2), 1 (t0 k1, t1 k0), 2 (t2 k1), 3 (t0 k2, t3 k0),
     // 4 (t0 k0, t3 k1), 5 (t1 k2, t2 k0)
@@ -140,11 +155,8 @@ TEST(CudaMoe, GroupMatchesTheHostGroupingAndSumsInExpertOrder) {
     DeviceBuffer<float> dex = to_device<float>(ex), moe(n * dim);
     moe_sum(dex.data(), g, n, K, moe.data(), dim, nullptr);
     DS4_CUDA_CHECK(cudaDeviceSynchronize());
-    const std::vector<uint32_t> h = buf.download();
-    const auto part = [&](const uint32_t* p, size_t len) {
-        const auto off = static_cast<size_t>(p - buf.data());
-        return std::vector<uint32_t>(h.begin() + off, h.begin() + off + len);
-    };
+    out.download();
+    const auto part = [&](const uint32_t* p, size_t len) { return out.part(p, len); };
     EXPECT_EQ(part(g.n_pairs, 1), std::vector<uint32_t>{11});
     EXPECT_EQ(part(g.n_active, 1), std::vector<uint32_t>{6});
     EXPECT_EQ(part(g.src, 11), (std::vector<uint32_t>{1, 3, 0, 1, 2, 0, 3, 0, 3, 1, 2}));
@@ -210,22 +222,12 @@ TEST(CudaMoe, GroupOfALongPassMatchesTheSerialGrouping) {
         }
 
         DeviceBuffer<uint32_t> dsel = to_device<uint32_t>(sel);
-        DeviceBuffer<uint32_t> buf(5 * nk + n + 3 * E + 2);
-        buf.fill_bytes(0xee);
-        MoeGroups g;
-        uint32_t* at = buf.data();
-        for (uint32_t** p : {&g.src, &g.widx, &g.pos_of, &g.rows}) *p = std::exchange(at, at + nk);
-        g.tok_count = std::exchange(at, at + n);
-        for (uint32_t** p : {&g.expert, &g.begin, &g.count}) *p = std::exchange(at, at + E);
-        g.n_active = at++;
-        g.n_pairs = at;
+        GroupOut out(n, K, E);
+        const MoeGroups& g = out.g;
         moe_group(dsel.data(), n, K, E, g, nullptr);
         DS4_CUDA_CHECK(cudaDeviceSynchronize());
-        const std::vector<uint32_t> h = buf.download();
-        const auto part = [&](const uint32_t* p, size_t len) {
-            const auto off = static_cast<size_t>(p - buf.data());
-            return std::vector<uint32_t>(h.begin() + off, h.begin() + off + len);
-        };
+        out.download();
+        const auto part = [&](const uint32_t* p, size_t len) { return out.part(p, len); };
         const size_t M = src.size(), A = expert.size();
         EXPECT_EQ(part(g.n_pairs, 1), std::vector<uint32_t>{static_cast<uint32_t>(M)});
         EXPECT_EQ(part(g.n_active, 1), std::vector<uint32_t>{static_cast<uint32_t>(A)});
