@@ -4,6 +4,9 @@
 // (attend_token). Each is a plain, correct first version: one block per compressor step
 // or per head, no tiling. Positions and compressed-row counts are read from device
 // memory, so the launches do not change from step to step (CUDA graph capture).
+#include <algorithm>
+#include <mutex>
+
 #include "cuda/attention_common.cuh"
 #include "cuda/check.h"
 #include "cuda/device_math.cuh"
@@ -11,8 +14,6 @@
 #include "cuda/forward_kernels.h"
 #include "cuda/indexer_fast.h"
 #include "ds4/error.h"
-
-#include <mutex>
 
 namespace ds4::cuda {
 namespace {
@@ -194,7 +195,8 @@ __global__ void __launch_bounds__(kGroupThreads) attend_group_scores_kernel(Atte
     const AttendRows ar = attend_rows(a);
     const uint32_t i0 = blockIdx.x * kGroupRows, h0 = blockIdx.y * kGroupHeads, hd = a.hd;
     if (i0 >= ar.n) return;  // the grid covers cap_rows
-    for (uint32_t k = threadIdx.x; k < kGroupHeads * hd; k += blockDim.x) qs[k / hd][k % hd] = a.q[uint64_t{h0} * hd + k];
+    for (uint32_t k = threadIdx.x; k < kGroupHeads * hd; k += blockDim.x)
+        qs[k / hd][k % hd] = a.q[uint64_t{h0} * hd + k];
     __syncthreads();
     const auto scale = static_cast<float>(1.0 / sqrt(static_cast<double>(hd)));
     const uint32_t warp = threadIdx.x / 32, lane = threadIdx.x % 32, i_end = min(ar.n, i0 + kGroupRows);
@@ -359,17 +361,33 @@ void store_raw_row(float* raw, const float* row, uint32_t hd, uint32_t window, c
 
 void set_attend_mode(AttendMode m) { g_attend_mode = m; }
 
+namespace {
+// The dynamic shared memory a kernel of these may ask for: `want`, or less on cards whose
+// opt-in limit is lower (sm_89 / sm_120: 99 KB), keeping 8 KB for the kernels' static
+// arrays.
+uint64_t dyn_smem_cap(uint64_t want) {
+    static const uint64_t optin = [] {
+        int dev = 0, v = 0;
+        DS4_CUDA_CHECK(cudaGetDevice(&dev));
+        DS4_CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+        return static_cast<uint64_t>(v);
+    }();
+    return std::min(want, optin > 8 * 1024 ? optin - 8 * 1024 : 0);
+}
+}  // namespace
+
 void attend_token(const AttendToken& a, cudaStream_t s) {
     if (a.hd > kMaxD) fail("cuda attention: head_dim ", a.hd, " > ", kMaxD);
     const uint64_t group_bytes = a.cap_rows * (sizeof(const float*) + kGroupHeads * sizeof(float));
-    static_assert(kGroupThreads == 32 * kGroupHeads && kGroupCols == 32, "attend_group_sum_kernel: warp = head, lane = column");
+    static_assert(kGroupThreads == 32 * kGroupHeads && kGroupCols == 32,
+                  "attend_group_sum_kernel: warp = head, lane = column");
     if (g_attend_mode == AttendMode::Group && a.n_head % kGroupHeads == 0 && a.hd % kGroupCols == 0 &&
-        a.hd <= kGroupMaxHd &&
-        a.rope_dim % 2 == 0 && a.rope_dim <= a.hd && a.cap_rows > 0 && group_bytes <= kGroupMaxBytes) {
+        a.hd <= kGroupMaxHd && a.rope_dim % 2 == 0 && a.rope_dim <= a.hd && a.cap_rows > 0 &&
+        group_bytes <= dyn_smem_cap(kGroupMaxBytes)) {
         static std::once_flag once;  // first use: in the forward's first (eager) pass, never in a capture
         std::call_once(once, [] {
             DS4_CUDA_CHECK(cudaFuncSetAttribute(attend_group_sum_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                static_cast<int>(kGroupMaxBytes)));
+                                                static_cast<int>(dyn_smem_cap(kGroupMaxBytes))));
         });
         const auto row_blocks = static_cast<unsigned>((a.cap_rows + kGroupRows - 1) / kGroupRows);
         attend_group_scores_kernel<<<dim3(row_blocks, a.n_head / kGroupHeads), kGroupThreads, 0, s>>>(a);
@@ -381,10 +399,10 @@ void attend_token(const AttendToken& a, cudaStream_t s) {
     const uint64_t bytes = a.cap_rows * (sizeof(const float*) + sizeof(float));
     // even halves whose rope pairs do not straddle the split
     if (g_attend_mode != AttendMode::OneBlock && a.hd % (2 * kAttendSplit) == 0 && a.rope_dim <= a.hd / kAttendSplit &&
-        bytes <= kAttendSplitMaxBytes) {
+        bytes <= dyn_smem_cap(kAttendSplitMaxBytes)) {
         if (bytes > 32 * 1024)
             DS4_CUDA_CHECK(cudaFuncSetAttribute(attend_split_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                static_cast<int>(kAttendSplitMaxBytes)));
+                                                static_cast<int>(dyn_smem_cap(kAttendSplitMaxBytes))));
         attend_split_kernel<<<dim3(a.n_head, kAttendSplit), kAttendThreads, bytes, s>>>(a);
         DS4_CUDA_CHECK_LAUNCH("attend_split_kernel");
         return;

@@ -393,7 +393,8 @@ void upload_tables() {
     std::call_once(once, [] {
         uint2 grid[256];
         for (int e = 0; e < 256; ++e)
-            grid[e] = make_uint2(static_cast<uint32_t>(quant::kIq2Grid[e]), static_cast<uint32_t>(quant::kIq2Grid[e] >> 32));
+            grid[e] = make_uint2(static_cast<uint32_t>(quant::kIq2Grid[e]),
+                                 static_cast<uint32_t>(quant::kIq2Grid[e] >> 32));
         // the kernel computes the signs: kIq2Signs[s] must be s and its parity
         for (uint32_t s = 0; s < 128; ++s)
             if (quant::kIq2Signs[s] != (s | (static_cast<uint32_t>(std::popcount(s)) & 1) << 7))
