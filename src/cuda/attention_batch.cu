@@ -327,9 +327,7 @@ __global__ void __launch_bounds__(kTileThreads) batch_attend_tile_kernel(BatchPa
         dev::rope_cs(static_cast<float>(rows.pos), a.omega[k], cs, sn);
         sn = -sn;
         float* pr = qs + h * hd + (hd - a.rope_dim) + 2 * k;
-        const float re = pr[0], im = pr[1];
-        pr[0] = __fsub_rn(__fmul_rn(re, cs), __fmul_rn(im, sn));
-        pr[1] = __fadd_rn(__fmul_rn(re, sn), __fmul_rn(im, cs));
+        dev::rotate_pair(pr, cs, sn);
     }
     __syncthreads();
     for (uint32_t e = tid; e < H * hd; e += kTileThreads) a.out[qoff + e] = qs[e];

@@ -57,9 +57,7 @@ __device__ inline void compressor_finish(float* row, const FinishParams& c, uint
         float cs, sn;
         dev::rope_cs(static_cast<float>(pos + 1 - r), c.omega[threadIdx.x], cs, sn);
         float* p = row + (d - rd) + 2 * threadIdx.x;
-        const float re = p[0], im = p[1];
-        p[0] = __fsub_rn(__fmul_rn(re, cs), __fmul_rn(im, sn));
-        p[1] = __fadd_rn(__fmul_rn(re, sn), __fmul_rn(im, cs));
+        dev::rotate_pair(p, cs, sn);
     }
     __syncthreads();
     if (c.indexer) {
@@ -162,9 +160,7 @@ __device__ void attend_head(const float* qh, float* s, uint32_t n_rows, Row row,
         dev::rope_cs(static_cast<float>(pos), a.omega[threadIdx.x], cs, sn);
         sn = -sn;
         float* p = qs + (hd - rd) + 2 * threadIdx.x;
-        const float re = p[0], im = p[1];
-        p[0] = __fsub_rn(__fmul_rn(re, cs), __fmul_rn(im, sn));
-        p[1] = __fadd_rn(__fmul_rn(re, sn), __fmul_rn(im, cs));
+        dev::rotate_pair(p, cs, sn);
     }
     __syncthreads();
     for (uint32_t j = threadIdx.x; j < hd; j += blockDim.x) out[j] = qs[j];

@@ -119,6 +119,23 @@ __global__ void attend_kernel(AttendToken a) {
         a.out + uint64_t{h} * hd, qs, fshared);
 }
 
+// Σ_i p[i]·rows[i][j] as attn::attend_head's fmaf chain over the rows in order, kU row
+// values loaded ahead of the chain (the chain's latency is the loads').
+template <uint32_t kU>
+__device__ __forceinline__ float column_chain(const float* const* rows, const float* p, uint32_t n, uint32_t j) {
+    float acc = 0.0f;
+    uint32_t i = 0;
+    for (; i + kU <= n; i += kU) {
+        float v[kU];
+#pragma unroll
+        for (uint32_t u = 0; u < kU; ++u) v[u] = rows[i + u][j];
+#pragma unroll
+        for (uint32_t u = 0; u < kU; ++u) acc = fmaf(p[i + u], v[u], acc);
+    }
+    for (; i < n; ++i) acc = fmaf(p[i], rows[i][j], acc);
+    return acc;
+}
+
 // (issue 8) attend_kernel's bits with the rows' pointers found once (shared memory) and
 // each head's columns split over kAttendSplit blocks (64 heads fill only half of an
 // H200's SMs): every block repeats the head's scores and softmax (the same code, so the
@@ -143,19 +160,7 @@ __global__ void __launch_bounds__(kAttendThreads) attend_split_kernel(AttendToke
     const float den =
         attn::head_softmax(a.q + uint64_t{h} * hd, s, n, [&](uint32_t i) { return rp[i]; }, hp, qs, fshared);
     const uint32_t per = hd / kAttendSplit, c0 = blockIdx.y * per, c1 = c0 + per;
-    for (uint32_t j = c0 + threadIdx.x; j < c1; j += blockDim.x) {
-        float acc = 0.0f;
-        uint32_t i = 0;
-        for (; i + kAttendUnroll <= n; i += kAttendUnroll) {
-            float v[kAttendUnroll];
-#pragma unroll
-            for (uint32_t u = 0; u < kAttendUnroll; ++u) v[u] = rp[i + u][j];
-#pragma unroll
-            for (uint32_t u = 0; u < kAttendUnroll; ++u) acc = fmaf(s[i + u], v[u], acc);
-        }
-        for (; i < n; ++i) acc = fmaf(s[i], rp[i][j], acc);
-        qs[j] = acc / den;
-    }
+    for (uint32_t j = c0 + threadIdx.x; j < c1; j += blockDim.x) qs[j] = column_chain<kAttendUnroll>(rp, s, n, j) / den;
     __syncthreads();
     const uint32_t rd = a.rope_dim;
     if (threadIdx.x < rd / 2) {  // [TRAP] §13.4, as attn::attend_head
@@ -165,9 +170,7 @@ __global__ void __launch_bounds__(kAttendThreads) attend_split_kernel(AttendToke
             dev::rope_cs(static_cast<float>(pos), a.omega[threadIdx.x], cs, sn);
             sn = -sn;
             float* p = qs + col;
-            const float re = p[0], im = p[1];
-            p[0] = __fsub_rn(__fmul_rn(re, cs), __fmul_rn(im, sn));
-            p[1] = __fadd_rn(__fmul_rn(re, sn), __fmul_rn(im, cs));
+            dev::rotate_pair(p, cs, sn);
         }
     }
     __syncthreads();
@@ -281,18 +284,7 @@ __global__ void __launch_bounds__(kGroupThreads) attend_group_sum_kernel(AttendT
     for (uint32_t g = 0; g < G; ++g) den[g] += expf(a.sinks[h0 + g] - m[g]);
     // warp g = head g, lane = column: the fmaf chain over the rows in order
     const uint32_t c = threadIdx.x % 32, hg = threadIdx.x / 32, j = c0 + c;
-    const float* ph = p + hg * n;
-    float acc = 0.0f;
-    uint32_t i = 0;
-    constexpr uint32_t U = 32;
-    for (; i + U <= n; i += U) {
-        float v[U];
-#pragma unroll
-        for (uint32_t u = 0; u < U; ++u) v[u] = rp[i + u][j];
-#pragma unroll
-        for (uint32_t u = 0; u < U; ++u) acc = fmaf(ph[i + u], v[u], acc);
-    }
-    for (; i < n; ++i) acc = fmaf(ph[i], rp[i][j], acc);
+    const float acc = column_chain<kAttendUnroll>(rp, p + hg * n, n, j);
     float dh = den[0];  // den[hg] without a local-memory array
 #pragma unroll
     for (uint32_t g = 1; g < G; ++g) dh = g == hg ? den[g] : dh;
@@ -309,9 +301,7 @@ __global__ void __launch_bounds__(kGroupThreads) attend_group_sum_kernel(AttendT
         dev::rope_cs(static_cast<float>(pos), a.omega[k], cs, sn);
         sn = -sn;
         float* pr = &o[g][col - c0];
-        const float re = pr[0], im = pr[1];
-        pr[0] = __fsub_rn(__fmul_rn(re, cs), __fmul_rn(im, sn));
-        pr[1] = __fadd_rn(__fmul_rn(re, sn), __fmul_rn(im, cs));
+        dev::rotate_pair(pr, cs, sn);
     }
     __syncthreads();
     for (uint32_t t = threadIdx.x; t < G * kGroupCols; t += blockDim.x)

@@ -110,6 +110,14 @@ __device__ inline void rope_cs(float pos, float omega, float& c, float& s) {
     s = static_cast<float>(sin(static_cast<double>(theta)));
 }
 
+// Rotates the pair p[0], p[1] by the angle of cos c, sin s (RoPE; the inverse passes −s),
+// each product and sum rounded on its own as the CPU's rope.
+__device__ inline void rotate_pair(float* p, float c, float s) {
+    const float re = p[0], im = p[1];
+    p[0] = __fsub_rn(__fmul_rn(re, c), __fmul_rn(im, s));
+    p[1] = __fadd_rn(__fmul_rn(re, s), __fmul_rn(im, c));
+}
+
 // x·H in place on buf[0..n) (n a power of two), by the whole block: the butterflies in
 // double and in the CPU's order (the same sums), the 1/sqrt(n) scale left to the caller's
 // store. Ends synchronized.

@@ -31,11 +31,6 @@ __global__ void __launch_bounds__(1024) rms_norm_kernel(const float* x, const fl
     }
 }
 
-// rms_norm_kernel's row (the same sums in the same order: same block size), then RoPE of
-// the row's last 2·half values (rope_tokens' arithmetic, position of token row / vec_per_tok)
-// and FP8 of its first fp8_len values in 64-blocks (fp8_rows' arithmetic): the three
-// launches of a head row in one, the same bits. The two regions do not overlap. Blocks
-// [0, a.n_rows) take rows of a, the rest rows of b (two independent buffers, one launch).
 // rope_tokens' rotation of a row's last 2·half values at `pos`, pairs j ≡ first (mod step)
 __device__ void rope_row_tail(float* row, uint32_t n, uint32_t half, const float* omega, float pos, uint32_t first,
                               uint32_t step) {
@@ -43,12 +38,15 @@ __device__ void rope_row_tail(float* row, uint32_t n, uint32_t half, const float
         float c, sn;
         dev::rope_cs(pos, omega[j], c, sn);
         float* p = row + (n - 2 * half) + 2 * j;
-        const float re = p[0], im = p[1];
-        p[0] = __fsub_rn(__fmul_rn(re, c), __fmul_rn(im, sn));
-        p[1] = __fadd_rn(__fmul_rn(re, sn), __fmul_rn(im, c));
+        dev::rotate_pair(p, c, sn);
     }
 }
 
+// rms_norm_kernel's row (the same sums in the same order: same block size), then RoPE of
+// the row's last 2·half values (rope_tokens' arithmetic, position of token row / vec_per_tok)
+// and FP8 of its first fp8_len values in 64-blocks (fp8_rows' arithmetic): the three
+// launches of a head row in one, the same bits. The two regions do not overlap. Blocks
+// [0, a.n_rows) take rows of a, the rest rows of b (two independent buffers, one launch).
 __global__ void __launch_bounds__(1024) norm_rope_kernel(NormRope a, NormRope b, float eps, const uint64_t* positions) {
     dev::pdl_wait_and_release();
     __shared__ double partial[32];
@@ -230,15 +228,7 @@ __global__ void rope_hadamard_fp4_kernel(float* x, uint32_t n, uint32_t n_vec, c
     dev::pdl_wait_and_release();
     __shared__ double buf[1024];
     float* p = x + uint64_t{blockIdx.x} * n;
-    const float pos = static_cast<float>(positions[blockIdx.x / n_vec]);
-    for (uint32_t j = threadIdx.x; j < half; j += blockDim.x) {
-        float c, sn;
-        dev::rope_cs(pos, omega[j], c, sn);
-        float* q = p + (n - 2 * half) + 2 * j;
-        const float re = q[0], im = q[1];
-        q[0] = __fsub_rn(__fmul_rn(re, c), __fmul_rn(im, sn));
-        q[1] = __fadd_rn(__fmul_rn(re, sn), __fmul_rn(im, c));
-    }
+    rope_row_tail(p, n, half, omega, static_cast<float>(positions[blockIdx.x / n_vec]), threadIdx.x, blockDim.x);
     __syncthreads();
     for (uint32_t i = threadIdx.x; i < n; i += blockDim.x) buf[i] = p[i];
     __syncthreads();

@@ -288,9 +288,7 @@ __global__ void rope_tokens_kernel(float* x, uint32_t n_tok, uint64_t tok_stride
     dev::rope_cs(static_cast<float>(positions[t]), omega[j], c, sn);
     if (inverse) sn = -sn;
     float* p = x + t * tok_stride + v * vec_stride + offset + 2 * j;
-    const float re = p[0], im = p[1];
-    p[0] = __fsub_rn(__fmul_rn(re, c), __fmul_rn(im, sn));
-    p[1] = __fadd_rn(__fmul_rn(re, sn), __fmul_rn(im, c));
+    dev::rotate_pair(p, c, sn);
 }
 
 // grid (len / 64, n_rows), 64 threads: one FP8 block.
