@@ -11,7 +11,8 @@
 #          $OUT/check.tgz). PARTS picks what runs (default "tests bench4 ncu l43"; b64 adds the
 #          43-layer run at 64 sequences); a call has 600 s, so tests+bench4+ncu and l43+b64 are two
 #          calls on the warm machine. NCU_ROWS=N longer ncu tables; NCU_DETAIL=REGEX full ncu
-#          sections of the first NCU_DETAIL_COUNT (4) matching batch-1 launches
+#          sections of the first NCU_DETAIL_COUNT (4) matching launches of NCU_DETAIL_PASS
+#          (b1: a batch-1 step, the default; prefill: a 2048-token pass; b64: 64 sequences)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 mode=${1:-run}
@@ -66,12 +67,19 @@ run() {
     DS4_PROFILE_PREFILL=1 timeout 90 $P "$N/ds4-bench-cuda-forward" $M 2048 1 > "$L/ncu-prefill.csv" 2>/dev/null
     DS4_BENCH_DISTINCT_PROMPTS=1 DS4_PROFILE_BATCH=1 timeout 90 $P "$N/ds4-bench-cuda-forward" $M 64 2 64 > "$L/ncu-b64.csv" 2>/dev/null
     for p in b1 prefill b64; do echo "== ncu $p (new)"; bench/cuda/run-decode.sh ncu-table "$L/ncu-$p.csv" 2>/dev/null | head -"${NCU_ROWS:-12}"; done
-    if [ -n "${NCU_DETAIL:-}" ]; then  # a kernel-name regex: full sections of its first batch-1 launches
-        DS4_PROFILE_DECODE=1 timeout 120 $NCU --profile-from-start off -k "regex:$NCU_DETAIL" -c "${NCU_DETAIL_COUNT:-4}" \
-            --section SpeedOfLight --section WarpStateStats --section LaunchStats --section Occupancy \
-            --section MemoryWorkloadAnalysis "$N/ds4-bench-cuda-forward" $M 64 3 > "$L/ncu-detail.txt" 2>&1
-        echo "== ncu detail: $NCU_DETAIL"; grep -E "^  [a-z_]+.*\(|Duration|Throughput|Stall|Warp Cycles|Registers|Achieved Occ|Block Size|Grid Size" "$L/ncu-detail.txt" | head -80
     fi
+    if [ -n "${NCU_DETAIL:-}" ]; then  # a kernel-name regex: full sections of its first launches
+        local penv=DS4_PROFILE_DECODE pargs="64 3"
+        case "${NCU_DETAIL_PASS:-b1}" in
+            prefill) penv=DS4_PROFILE_PREFILL pargs="2048 1" ;;
+            b64) penv=DS4_PROFILE_BATCH pargs="64 2 64" ;;
+        esac
+        env $penv=1 DS4_BENCH_DISTINCT_PROMPTS=1 timeout 150 $NCU --profile-from-start off -k "regex:$NCU_DETAIL" \
+            -c "${NCU_DETAIL_COUNT:-4}" --section SpeedOfLight --section WarpStateStats --section LaunchStats \
+            --section Occupancy --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis \
+            --section SchedulerStats --section InstructionStats "$N/ds4-bench-cuda-forward" $M $pargs \
+            > "$L/ncu-detail.txt" 2>&1
+        echo "== ncu detail: $NCU_DETAIL"; grep -E "^  [a-z_]+.*\(|Duration|Throughput|Stall|Warp Cycles|Registers|Achieved Occ|Block Size|Grid Size|Issue|Eligible|Pipe|Executed Ipc" "$L/ncu-detail.txt" | head -${NCU_DETAIL_LINES:-80}
     fi
     if has l43 || has b64; then
         echo "== 43 layers (new): prefill to 8k, decode at 512 and 8192"

@@ -30,7 +30,7 @@
 namespace ds4::cuda {
 namespace {
 
-using mma::cp_async16, mma::cp_async_commit, mma::cp_async_wait, mma::device_has_mma, mma::mma_s8,
+using mma::cp_async16, mma::cp_async_commit, mma::cp_async_wait, mma::device_has_mma, mma::mma_f16_acc, mma::mma_s8,
     mma::s32_to_f32;
 
 constexpr uint32_t kWarps = 8;
@@ -114,6 +114,7 @@ struct Chunk<2> {
 // split: group g (of several products of one shape, matmul_q8r_mma's MmaExtra) reads
 // weights w_group bytes, codes cols bytes and scales cols/32 · n_pad floats further and
 // writes y_group floats further. n_split > 1: the block does chunk `split` into part.
+// The half kernel: xq the f16 values (a group 2·cols bytes further), xs the tokens' 2^−e.
 struct MmaArgs {
     const uint8_t* w;
     uint64_t row_bytes;
@@ -220,16 +221,244 @@ __global__ void __launch_bounds__(kThreads, 1) q8r_mma_kernel(MmaArgs p) {
     }
 }
 
+// ---- Half precision (matmul_mma.h): the same tiles and chunks, f16 mma m16n8k16 ----
+//
+// A stage is 128 bytes of a q8r row (one 32-code group gq of 32 lanes' chunks at K = 4,
+// two at K = 2), so the f16 activations (2 bytes a value, the codes' order) fit 4 stages
+// deep. An int8 mma (gq, k) above covers one Q8_0 block, the 32 codes of word k of the
+// chunks 8gq + t4 and + 4; here each of those two words is one m16n8k16 product: its
+// 4 codes c0..c3 are lane t4's k = 2t4, 2t4 + 1 (a0/a1) and 8 + 2t4, 9 + 2t4 (a2/a3), and
+// the activations' 4 f16 at the same place are b0 and b1 (any k order is a valid dot
+// product when A and B share it).
+constexpr uint32_t kHalfStageCodes = 128;
+constexpr uint32_t kHalfStages = 4;
+
+template <int K, int BN>
+struct HalfStage {
+    // bank-free 16-byte (K = 4) / 8-byte (K = 2) loads of 8 (4) rows, as Stage's rows
+    static constexpr uint32_t kARow = kHalfStageCodes + 16 * K;
+    static constexpr uint32_t kBRow = 2 * kHalfStageCodes + (K == 4 ? 16 : 64);
+    alignas(16) uint8_t a[kBM][kARow];
+    alignas(16) uint8_t b[BN][kBRow];
+    alignas(16) __half da[kBM][8];  // the 8 scales of the int8 stage this half stage is in
+};
+
+// Half stage j: bytes [128j, 128j + 128) of the rows' codes, their int8 stage's 8
+// scales, and the tokens' f16 values at the same places (xh: bytes, x_tok apart).
+template <int K, int BN>
+__device__ __forceinline__ void load_half_stage(HalfStage<K, BN>& st, const uint8_t* __restrict__ w,
+                                                uint64_t row_bytes, uint32_t n_rows, uint32_t cols,
+                                                const uint8_t* __restrict__ xh, uint64_t x_tok, uint32_t j) {
+    constexpr uint32_t kA = kHalfStageCodes / 16, kB = 2 * kHalfStageCodes / 16;
+    for (uint32_t c = threadIdx.x; c < kBM * kA; c += kThreads) {
+        const uint32_t r = c / kA, q = c % kA;
+        const bool in = r < n_rows;
+        cp_async16(&st.a[r][16 * q], w + (in ? r * row_bytes + j * kHalfStageCodes + 16 * q : 0), in ? 16 : 0);
+    }
+    for (uint32_t r = threadIdx.x; r < kBM; r += kThreads) {
+        const bool in = r < n_rows;
+        cp_async16(&st.da[r][0], w + (in ? r * row_bytes + cols + 16 * (j / 2) : 0), in ? 16 : 0);
+    }
+    for (uint32_t c = threadIdx.x; c < BN * kB; c += kThreads) {
+        const uint32_t t = c / kB, q = c % kB;
+        cp_async16(&st.b[t][16 * q], xh + t * x_tok + 2 * j * kHalfStageCodes + 16 * q, 16);
+    }
+}
+
+// 4 int8 codes → 2 half2 · d (lower codes in the low halves): biased to u = q + 128 and
+// placed in the mantissa of 1024 (f16 0x6400, ulp 1), 1024 + u − 1152 = q exactly, then
+// one rounding for q · d.
+__device__ __forceinline__ uint2 codes_to_half2(uint32_t w, __half2 d) {
+    const uint32_t u = w ^ 0x80808080u;
+    const uint32_t lo = __byte_perm(u, 0x64646464u, 0x5140), hi = __byte_perm(u, 0x64646464u, 0x5342);
+    const __half2 bias = __half2half2(__ushort_as_half(0x6480));  // 1152
+    __half2 l = *reinterpret_cast<const __half2*>(&lo), h = *reinterpret_cast<const __half2*>(&hi);
+    l = __hmul2(__hsub2(l, bias), d);
+    h = __hmul2(__hsub2(h, bias), d);
+    return {*reinterpret_cast<const uint32_t*>(&l), *reinterpret_cast<const uint32_t*>(&h)};
+}
+
+// (Measured on an H200, 2048-token prefill: 11.7 ms of q8h against 12.7 of q8r per 4
+// layers. Two warps per 16 rows, each with half the tokens, were slower: 13.0 ms.)
+template <int K, int BN>
+__global__ void __launch_bounds__(kThreads, 1) q8h_mma_kernel(MmaArgs p) {
+    using S = HalfStage<K, BN>;
+    using C = Chunk<K>;
+    using CT = typename C::T;
+    constexpr int NF = BN / 8;
+    constexpr uint32_t GQ = 4 / K;  // 32-code groups per half stage
+    extern __shared__ __align__(16) uint8_t raw[];
+    S* st = reinterpret_cast<S*>(raw);
+    const uint32_t warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t4 = lane % 4;
+    const uint32_t row0 = blockIdx.x * kBM, tok0 = blockIdx.y * BN;
+    const uint32_t group = blockIdx.z / p.n_split, split = blockIdx.z % p.n_split;
+    const uint32_t rows = p.rows, cols = p.cols;
+    const uint32_t n_rows = min(kBM, rows - row0), n_here = min(static_cast<uint32_t>(BN), p.n_tok - tok0);
+    const uint8_t* w = p.w + group * p.w_group + uint64_t{row0} * p.row_bytes;
+    const uint8_t* xh = p.xq + 2 * uint64_t{group} * cols + uint64_t{tok0} * p.xq_tok;
+    const uint64_t row_bytes = p.row_bytes, x_tok = p.xq_tok;
+
+    // two accumulators per output, one per chunk c0 / c1 of a block's words: 2·NF
+    // independent mma chains between the uses of one (each waits on the tensor core)
+    float acc[2][NF][4], total[NF][4];
+#pragma unroll
+    for (int f = 0; f < NF; ++f)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) acc[0][f][i] = acc[1][f][i] = total[f][i] = 0.f;
+
+    const uint32_t n_st = cols / kStageBytes, ra = 16 * warp + g, cs = p.chunk_stages;
+    const uint32_t s0 = p.n_split > 1 ? split * cs : 0, s1 = p.n_split > 1 ? min(s0 + cs, n_st) : n_st;
+    const uint32_t h0 = 2 * s0, h1 = 2 * s1;  // half stages
+#pragma unroll
+    for (uint32_t i = 0; i < kHalfStages - 1; ++i) {
+        if (h0 + i < h1) load_half_stage<K, BN>(st[i], w, row_bytes, n_rows, cols, xh, x_tok, h0 + i);
+        cp_async_commit();
+    }
+    for (uint32_t h = h0; h < h1; ++h) {
+        cp_async_wait<kHalfStages - 2>();
+        __syncthreads();
+        const S& s = st[(h - h0) % kHalfStages];
+        // this half's 4 of its int8 stage's 8 scales (q = gq·K + k there, gq = (h % 2)·GQ + gl)
+        const uint2 hs0 = *reinterpret_cast<const uint2*>(&s.da[ra][4 * (h % 2)]);
+        const uint2 hs1 = *reinterpret_cast<const uint2*>(&s.da[ra + 8][4 * (h % 2)]);
+        const __half* dw0 = reinterpret_cast<const __half*>(&hs0);
+        const __half* dw1 = reinterpret_cast<const __half*>(&hs1);
+#pragma unroll
+        for (uint32_t gl = 0; gl < GQ; ++gl) {
+            const uint32_t c0 = 4 * K * (8 * gl + t4), c1 = c0 + 16 * K;
+            const CT a0 = *reinterpret_cast<const CT*>(&s.a[ra][c0]);
+            const CT a1 = *reinterpret_cast<const CT*>(&s.a[ra + 8][c0]);
+            const CT a2 = *reinterpret_cast<const CT*>(&s.a[ra][c1]);
+            const CT a3 = *reinterpret_cast<const CT*>(&s.a[ra + 8][c1]);
+            uint32_t fa[K][2][4];  // [word k][chunk c0 / c1][a0..a3]
+#pragma unroll
+            for (int k = 0; k < K; ++k) {
+                const __half2 d0 = __half2half2(dw0[gl * K + k]), d1 = __half2half2(dw1[gl * K + k]);
+                const uint2 r0 = codes_to_half2(C::word(a0, k), d0), r1 = codes_to_half2(C::word(a1, k), d1);
+                const uint2 r2 = codes_to_half2(C::word(a2, k), d0), r3 = codes_to_half2(C::word(a3, k), d1);
+                fa[k][0][0] = r0.x, fa[k][0][1] = r1.x, fa[k][0][2] = r0.y, fa[k][0][3] = r1.y;
+                fa[k][1][0] = r2.x, fa[k][1][1] = r3.x, fa[k][1][2] = r2.y, fa[k][1][3] = r3.y;
+            }
+            // words k, k + 1 of both chunks for all NF token groups (one 16-byte load each),
+            // then the mmas with f innermost; per acc[c][f] the order is k0, k1, ...
+#pragma unroll
+            for (int k = 0; k < K; k += 2) {
+                uint4 bv[NF][2];
+#pragma unroll
+                for (int f = 0; f < NF; ++f)
+#pragma unroll
+                    for (int c = 0; c < 2; ++c)
+                        bv[f][c] = *reinterpret_cast<const uint4*>(&s.b[8 * f + g][2 * (c == 0 ? c0 : c1) + 8 * k]);
+#pragma unroll
+                for (int kk = 0; kk < 2; ++kk)
+#pragma unroll
+                    for (int c = 0; c < 2; ++c)
+#pragma unroll
+                        for (int f = 0; f < NF; ++f) {
+                            const uint32_t b0 = kk == 0 ? bv[f][c].x : bv[f][c].z;
+                            const uint32_t b1 = kk == 0 ? bv[f][c].y : bv[f][c].w;
+                            const uint32_t(&a)[4] = fa[k + kk][c];
+                            mma_f16_acc(a[0], a[1], a[2], a[3], b0, b1, acc[c][f]);
+                        }
+            }
+        }
+        const uint32_t si = h / 2;  // chunk ends after its last int8 stage's second half
+        if (h % 2 == 1 && ((si + 1) % cs == 0 || si + 1 == s1)) {
+#pragma unroll
+            for (int f = 0; f < NF; ++f)
+#pragma unroll
+                for (int j = 0; j < 4; ++j) {
+                    total[f][j] += acc[0][f][j] + acc[1][f][j];
+                    acc[0][f][j] = acc[1][f][j] = 0.f;
+                }
+        }
+        const uint32_t next = h + kHalfStages - 1;  // into the buffer all warps left at the barrier above
+        if (next < h1) load_half_stage<K, BN>(st[(next - h0) % kHalfStages], w, row_bytes, n_rows, cols, xh, x_tok, next);
+        cp_async_commit();
+    }
+    cp_async_wait<0>();
+
+    // the token's 2^−e: exact, so scaling each chunk's part (split) or the total is the same
+    const bool parts = p.n_split > 1;
+    float* y = parts ? p.part + uint64_t{blockIdx.z} * p.n_tok * rows : p.y + group * p.y_group;
+    const uint64_t y_stride = parts ? rows : p.y_stride;
+#pragma unroll
+    for (int f = 0; f < NF; ++f) {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            const uint32_t r = ra + (i >= 2 ? 8 : 0), t = 8 * f + 2 * t4 + i % 2;
+            if (r < n_rows && t < n_here)
+                y[uint64_t{tok0 + t} * y_stride + row0 + r] = parts ? total[f][i] : total[f][i] * p.xs[tok0 + t];
+        }
+    }
+}
+
 // y[g][t][r] = ((0 + part[g, 0]) + part[g, 1]) + ...: the in-block order of the kernel above.
+// tok_scale (the half path's 2^−e per token) or null: times it after the sum, as the kernel.
 __global__ void reduce_split_kernel(const float* __restrict__ part, uint32_t rows, uint32_t n_tok, uint32_t n_split,
-                                    uint32_t groups, float* __restrict__ y, uint64_t y_stride, uint64_t y_group) {
+                                    uint32_t groups, float* __restrict__ y, uint64_t y_stride, uint64_t y_group,
+                                    const float* __restrict__ tok_scale) {
     const uint64_t per = uint64_t{n_tok} * rows, id = uint64_t{blockIdx.x} * blockDim.x + threadIdx.x;
     if (id >= per * groups) return;
     const uint64_t g = id / per, tr = id % per;
     const float* src = part + g * n_split * per + tr;
     float s = 0.f;
     for (uint32_t j = 0; j < n_split; ++j) s += src[j * per];
-    y[g * y_group + (tr / rows) * y_stride + tr % rows] = s;
+    y[g * y_group + (tr / rows) * y_stride + tr % rows] = tok_scale != nullptr ? s * tok_scale[tr / rows] : s;
+}
+
+// One block per token up to n_pad: e such that the token's largest |x| lands in
+// [2^14, 2^15) (0, Inf or NaN: e = 0), f16(x · 2^e) into the q8r places of its codes,
+// 2^−e to xs[t]; padding tokens: zeros, scale 1. Rows up to kHalfCache float4 per
+// thread are read once (kept in registers between the max and the stores).
+constexpr uint32_t kHalfCache = 8;
+__global__ void __launch_bounds__(kThreads) quantize_half_kernel(const float* __restrict__ x, uint64_t x_stride,
+                                                                 uint32_t cols, uint32_t n_tok, uint32_t K,
+                                                                 __half* __restrict__ xh, float* __restrict__ xs) {
+    __shared__ float red[kThreads / 32];
+    const uint32_t t = blockIdx.x, tid = threadIdx.x, words = cols / 4;
+    const float4* src = reinterpret_cast<const float4*>(x + uint64_t{t} * x_stride);
+    const bool cached = words <= kHalfCache * kThreads;
+    float4 v[kHalfCache];
+    float amax = 0.f;
+#pragma unroll
+    for (uint32_t i = 0; i < kHalfCache; ++i) {
+        const uint32_t o = tid + i * kThreads;
+        v[i] = t < n_tok && o < words ? src[o] : make_float4(0.f, 0.f, 0.f, 0.f);
+        amax = fmaxf(amax, fmaxf(fmaxf(fabsf(v[i].x), fabsf(v[i].y)), fmaxf(fabsf(v[i].z), fabsf(v[i].w))));
+    }
+    if (t < n_tok)
+        for (uint32_t o = tid + kHalfCache * kThreads; o < words; o += kThreads) {
+            const float4 u = src[o];
+            amax = fmaxf(amax, fmaxf(fmaxf(fabsf(u.x), fabsf(u.y)), fmaxf(fabsf(u.z), fabsf(u.w))));
+        }
+    for (int off = 16; off > 0; off /= 2) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, off));
+    if (tid % 32 == 0) red[tid / 32] = amax;
+    __syncthreads();
+    amax = 0.f;
+    for (uint32_t i = 0; i < kThreads / 32; ++i) amax = fmaxf(amax, red[i]);
+    int e = 0;
+    if (amax > 0.f && amax <= 3.4e38f) {  // finite: frexp's exponent ex, amax < 2^ex
+        int ex = 0;
+        frexpf(amax, &ex);
+        e = min(15 - ex, 126);
+    }
+    const float scale = ldexpf(1.f, e);
+    const uint32_t span = 128 * K;
+    const auto store = [&](uint32_t o, float4 u) {
+        const uint32_t c = 4 * o, sp = c / span, in = c % span, k = in / 128, l = in % 128 / 4;
+        __half2 pair[2] = {__floats2half2_rn(u.x * scale, u.y * scale), __floats2half2_rn(u.z * scale, u.w * scale)};
+        *reinterpret_cast<uint2*>(xh + uint64_t{t} * cols + sp * span + 4 * K * l + 4 * k) =
+            *reinterpret_cast<const uint2*>(pair);
+    };
+    if (cached) {
+#pragma unroll
+        for (uint32_t i = 0; i < kHalfCache; ++i)
+            if (tid + i * kThreads < words) store(tid + i * kThreads, v[i]);
+    } else {
+        for (uint32_t o = tid; o < words; o += kThreads) store(o, t < n_tok ? src[o] : make_float4(0.f, 0.f, 0.f, 0.f));
+    }
+    if (tid == 0) xs[t] = ldexpf(1.f, -e);
 }
 
 // One thread per (token, 32-block), tokens up to n_pad (zeros past n_tok): d = amax/127,
@@ -273,15 +502,20 @@ __global__ void quantize_mma_kernel(const float* __restrict__ x, uint64_t x_stri
     xs[(uint64_t{s} * span_blocks + g * K + k) * n_pad + t] = d;
 }
 
-template <int K, int BN>
+template <int K, int BN, bool Half>
 void launch(const MmaArgs& a, uint32_t groups, cudaStream_t s) {
     const dim3 grid((a.rows + kBM - 1) / kBM, (a.n_tok + BN - 1) / BN, groups * a.n_split);
-    q8r_mma_kernel<K, BN><<<grid, kThreads, kStages * sizeof(Stage<K, BN>), s>>>(a);
-    DS4_CUDA_CHECK_LAUNCH("q8r_mma_kernel");
+    if constexpr (Half) {
+        q8h_mma_kernel<K, BN><<<grid, kThreads, kHalfStages * sizeof(HalfStage<K, BN>), s>>>(a);
+        DS4_CUDA_CHECK_LAUNCH("q8h_mma_kernel");
+    } else {
+        q8r_mma_kernel<K, BN><<<grid, kThreads, kStages * sizeof(Stage<K, BN>), s>>>(a);
+        DS4_CUDA_CHECK_LAUNCH("q8r_mma_kernel");
+    }
 }
 
 // Split-K when the grid of 32-token tiles is small (batches): one chunk per block, BN 32.
-template <int K>
+template <int K, bool Half>
 void launch_k(MmaArgs a, uint32_t groups, uint64_t scratch_floats, cudaStream_t s) {
     static const bool split_on = env_switch_on("DS4_CUDA_MMA_SPLIT");
     const uint64_t blocks32 = uint64_t{(a.rows + kBM - 1) / kBM} * ((a.n_tok + 31) / 32) * groups;
@@ -290,15 +524,15 @@ void launch_k(MmaArgs a, uint32_t groups, uint64_t scratch_floats, cudaStream_t 
                        uint64_t{chunks} * groups * a.n_tok * a.rows <= scratch_floats;
     if (split) {
         a.n_split = chunks;
-        launch<K, 32>(a, groups, s);
+        launch<K, 32, Half>(a, groups, s);
         const uint64_t outs = uint64_t{a.n_tok} * a.rows * groups;
         reduce_split_kernel<<<static_cast<unsigned>((outs + 255) / 256), 256, 0, s>>>(
-            a.part, a.rows, a.n_tok, chunks, groups, a.y, a.y_stride, a.y_group);
+            a.part, a.rows, a.n_tok, chunks, groups, a.y, a.y_stride, a.y_group, Half ? a.xs : nullptr);
         DS4_CUDA_CHECK_LAUNCH("reduce_split_kernel");
     } else if (a.n_tok <= 32) {
-        launch<K, 32>(a, groups, s);
+        launch<K, 32, Half>(a, groups, s);
     } else {
-        launch<K, 64>(a, groups, s);
+        launch<K, 64, Half>(a, groups, s);
     }
 }
 
@@ -306,6 +540,8 @@ template <int K, int BN>
 void allow_smem() {
     DS4_CUDA_CHECK(cudaFuncSetAttribute(q8r_mma_kernel<K, BN>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                         static_cast<int>(kStages * sizeof(Stage<K, BN>))));
+    DS4_CUDA_CHECK(cudaFuncSetAttribute(q8h_mma_kernel<K, BN>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        static_cast<int>(kHalfStages * sizeof(HalfStage<K, BN>))));
 }
 
 void check_cols(uint64_t cols) {
@@ -332,7 +568,15 @@ bool mma_applies(uint64_t rows, uint32_t n_tok, uint64_t min_work) {
     return n_tok >= min_tok && rows * n_tok >= min_work && device_has_mma();
 }
 
-uint64_t mma_activation_bytes(uint64_t cols, uint32_t n_tok) { return padded_tokens(n_tok) * cols / 32 * 36; }
+namespace {
+MmaPrecision g_precision = env_switch_on("DS4_CUDA_MMA_HALF") ? MmaPrecision::Half : MmaPrecision::Int8;
+}  // namespace
+
+void set_mma_precision(MmaPrecision p) { g_precision = p; }
+MmaPrecision mma_precision() { return g_precision; }
+
+// Either layout fits: int8 36 bytes per 32 values and token, half 2 per value + 4 per token.
+uint64_t mma_activation_bytes(uint64_t cols, uint32_t n_tok) { return padded_tokens(n_tok) * (2 * cols + 4); }
 
 void quantize_mma_activations(const float* x, uint64_t x_stride, uint64_t cols, uint32_t n_tok, void* xq,
                               cudaStream_t s) {
@@ -343,6 +587,13 @@ void quantize_mma_activations(const float* x, uint64_t x_stride, uint64_t cols, 
     if (reinterpret_cast<uintptr_t>(xq) % 16 != 0) fail("cuda quantize_mma_activations: xq is not 16-byte aligned");
     const uint64_t n_pad = padded_tokens(n_tok), threads = n_pad * (cols / 32);
     auto* codes = static_cast<uint8_t*>(xq);
+    if (g_precision == MmaPrecision::Half) {
+        quantize_half_kernel<<<static_cast<unsigned>(n_pad), kThreads, 0, s>>>(
+            x, x_stride, static_cast<uint32_t>(cols), n_tok, k_words(cols), reinterpret_cast<__half*>(codes),
+            reinterpret_cast<float*>(codes + 2 * n_pad * cols));
+        DS4_CUDA_CHECK_LAUNCH("quantize_half_kernel");
+        return;
+    }
     quantize_mma_kernel<<<static_cast<unsigned>((threads + 127) / 128), 128, 0, s>>>(
         x, x_stride, static_cast<uint32_t>(cols), n_tok, static_cast<uint32_t>(n_pad), k_words(cols), codes,
         reinterpret_cast<float*>(codes + n_pad * cols));
@@ -364,15 +615,16 @@ void matmul_q8r_mma(const void* w, uint64_t rows, uint64_t cols, const void* xq,
         fail("cuda matmul_q8r_mma: weights and activations must be 16-byte aligned");
     if (!device_has_mma()) fail("cuda matmul_q8r_mma: needs compute capability 8.0 or newer");
     mma_init();
+    const bool half = g_precision == MmaPrecision::Half;
     const auto* codes = static_cast<const uint8_t*>(xq);
-    const uint64_t n_pad = padded_tokens(n_tok);
+    const uint64_t n_pad = padded_tokens(n_tok), value_bytes = half ? 2 : 1;  // int8 codes or f16 values
     const MmaArgs a{static_cast<const uint8_t*>(w),
                     cols / 32 * 34,
                     static_cast<uint32_t>(rows),
                     static_cast<uint32_t>(cols),
                     codes,
-                    xq_cols,
-                    reinterpret_cast<const float*>(codes + n_pad * xq_cols),
+                    value_bytes * xq_cols,
+                    reinterpret_cast<const float*>(codes + n_pad * value_bytes * xq_cols),
                     n_pad,
                     n_tok,
                     y,
@@ -382,10 +634,12 @@ void matmul_q8r_mma(const void* w, uint64_t rows, uint64_t cols, const void* xq,
                     chunk_stages(cols),
                     1,
                     ex.scratch};
-    if (k_words(cols) == 4)
-        launch_k<4>(a, ex.groups, ex.scratch_floats, s);
+    if (half)
+        k_words(cols) == 4 ? launch_k<4, true>(a, ex.groups, ex.scratch_floats, s)
+                           : launch_k<2, true>(a, ex.groups, ex.scratch_floats, s);
     else
-        launch_k<2>(a, ex.groups, ex.scratch_floats, s);
+        k_words(cols) == 4 ? launch_k<4, false>(a, ex.groups, ex.scratch_floats, s)
+                           : launch_k<2, false>(a, ex.groups, ex.scratch_floats, s);
 }
 
 }  // namespace ds4::cuda

@@ -9,9 +9,23 @@
 // codes; each 32-block's integer dot is exact in s32 and is added to an f32 sum as
 // s32 · d_w · d_x. Hence the bound of matmul_q8.h against the exact f32 path:
 //     |y_mma − y_exact| ≤ Σ_i |w_i| · d_x(i) / 2  (+ f32 rounding).
-// Why int8 and not f16 mma: Q8_0 codes are int8 already (no dequantization into tiles),
-// int8 mma has twice the f16 rate, and the activation rounding is the one the routed
-// experts' fast path already accepts.
+//
+// Half precision (MmaPrecision::Half, the default; $DS4_CUDA_MMA_HALF=0 or
+// set_mma_precision(Int8) gives the int8 path above). The int8 kernel was issue bound:
+// each 32-block's s32 dot needs its own f32 scaling (convert, two multiplies, an add per
+// output), ~32 instructions per mma, 8 % of the int8 peak (H200 ncu). Here the weights
+// are dequantized in registers to f16(q · d_w) (one rounding of the exact Q8_0 value)
+// and the activations are f16(x · 2^e), e per token so that its largest |x| lands in
+// [2^14, 2^15) (no overflow; a power of two, so exact but for f16 rounding), and mma.sync
+// m16n8k16 accumulates in f32 across blocks: no per-block epilogue. The result is scaled
+// back by 2^−e, exactly. This is also what ds4's Metal prefill does (half tiles,
+// model.md §11.3). Per product the relative error is ~2^−11 (each operand's f16
+// rounding), far below the int8 path's d_x/2 step, so the bound of the int8 path holds:
+//     |y_half − y_exact| ≤ 2^−10 · Σ_i |w_i · x_i| (+ f32 accumulation, + values below
+//     2^−28 of the token's largest |x| and weights below 2^−24, flushed by f16).
+// The same properties as int8: a (row, token) result depends neither on other tokens
+// nor on n_tok nor on the split, and a grouped launch equals its groups' own calls
+// (the per-token power of two commutes with rounding: same bits outside f16's subnormals).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -36,16 +50,22 @@ namespace ds4::cuda {
 inline constexpr uint32_t kMmaMinTokens = 16;
 inline constexpr uint64_t kMmaMinWork = 131072;
 bool mma_applies(uint64_t rows, uint32_t n_tok, uint64_t min_work);
+// Which tensor-core path quantize_mma_activations and matmul_q8r_mma take (one setting
+// for both: the activations' layout depends on it). Not thread safe; set before passes.
+enum class MmaPrecision { Int8, Half };
+void set_mma_precision(MmaPrecision p);
+MmaPrecision mma_precision();
 // Sets the kernels' shared-memory limits once (matmul_q8r_mma calls it too); the forward
 // calls it at load so that no such call lands inside a captured graph.
 void mma_init();
 
 // The activations for matmul_q8r_mma: n_tok rows of cols f32 values (x 16-byte aligned,
-// x_stride a multiple of 4, cols a multiple of 256 up to 32768) quantized per block of 32
-// as quantize_q8_activations does (d = amax/127, q = round-to-nearest-even(x / d)), laid
-// out for the kernel: tokens padded to a multiple of 64 (zeros), each token's codes in the
-// order q8r_repack gives a weight row of cols values, then the f32 scales by (block in
-// q8r scale order, token). xq: mma_activation_bytes(cols, n_tok) bytes, 16-byte aligned.
+// x_stride a multiple of 4, cols a multiple of 256 up to 32768), tokens padded to a
+// multiple of 64 (zeros), each token's values in the order q8r_repack gives a weight row
+// of cols values. Int8: quantized per block of 32 as quantize_q8_activations does (d =
+// amax/127, q = round-to-nearest-even(x / d)), the codes, then the f32 scales by (block
+// in q8r scale order, token). Half: f16(x · 2^e) per value (2 bytes), then 2^−e per
+// token (f32). xq: mma_activation_bytes(cols, n_tok) bytes (either layout), 16-byte aligned.
 uint64_t mma_activation_bytes(uint64_t cols, uint32_t n_tok);
 void quantize_mma_activations(const float* x, uint64_t x_stride, uint64_t cols, uint32_t n_tok, void* xq,
                               cudaStream_t s);

@@ -1,5 +1,5 @@
-// The int8 tensor-core building blocks of matmul_mma.cu (dense Q8_0) and
-// matmul_mma_experts.cu (routed experts): the mma.sync instruction, cp.async copies into
+// The tensor-core building blocks of matmul_mma.cu (dense Q8_0) and
+// matmul_mma_experts.cu (routed experts): the mma.sync instructions (s8, f16), cp.async copies into
 // shared memory, the exact s32 -> f32 of a block dot, and the host's capability check.
 // Below sm_80 the device functions compile to placeholders: the launchers refuse such
 // cards (device_has_mma), so they never run there.
@@ -38,6 +38,22 @@ __device__ __forceinline__ void mma_s8_acc(uint32_t a0, uint32_t a1, uint32_t a2
         "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
         "{%0, %1, %2, %3};"
         : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+#else
+    (void)a0, (void)a1, (void)a2, (void)a3, (void)b0, (void)b1, (void)c;
+#endif
+}
+
+// c += A · B, A 16x16 f16 (4 regs of 2 values), B 16x8 f16 (2 regs), c 16x8 f32 (a0/a2
+// rows g, a1/a3 rows g + 8; a0/a1 k = 2t, 2t + 1, a2/a3 k = 8 + 2t, 9 + 2t; b0 k = 2t, 2t + 1,
+// b1 8 + 2t, 9 + 2t, column g; the low half of a register is the lower k). Not volatile:
+// a pure function of its operands, free to be scheduled.
+__device__ __forceinline__ void mma_f16_acc(uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
+                                            uint32_t b1, float (&c)[4]) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+        "{%0, %1, %2, %3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
         : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 #else
     (void)a0, (void)a1, (void)a2, (void)a3, (void)b0, (void)b1, (void)c;

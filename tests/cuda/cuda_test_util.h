@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "cuda/device.h"
+#include "cuda/matmul_mma.h"
 
 namespace ds4::cuda::test {
 
@@ -40,5 +41,18 @@ inline RefDot ref_dot(const float* w, const float* x, uint64_t n) {
     }
     return d;
 }
+
+// Sets the tensor-core path of matmul_q8r_mma for a scope (tests of either path).
+class MmaPrecisionScope {
+public:
+    explicit MmaPrecisionScope(MmaPrecision p) : old_(mma_precision()) { set_mma_precision(p); }
+    ~MmaPrecisionScope() { set_mma_precision(old_); }
+    MmaPrecisionScope(const MmaPrecisionScope&) = delete;
+    MmaPrecisionScope& operator=(const MmaPrecisionScope&) = delete;
+
+private:
+    MmaPrecision old_;
+};
+inline const char* precision_name(MmaPrecision p) { return p == MmaPrecision::Half ? "half" : "int8"; }
 
 }  // namespace ds4::cuda::test

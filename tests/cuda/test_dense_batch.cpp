@@ -151,8 +151,8 @@ std::vector<float> run_mma(const DeviceBuffer<uint8_t>& w, uint64_t rows, uint64
     return y.download();
 }
 
-// Split (scratch given, small grid) == one block per tile (no scratch), bit for bit; the
-// split run twice gives the same bits; both within the bound of matmul_mma.h against the
+// Split (scratch given, small grid) == one block per tile (no scratch), bit for bit, on
+// both precisions; the split run twice gives the same bits; both within the bound of matmul_mma.h against the
 // f64 product with the f32 activations (Σ|w| · d_x / 2 per row; d_x <= amax/127 is bounded
 // here by the row's largest |x| / 127, a looser form of the test_matmul_mma bound).
 TEST(CudaDenseBatch, MmaSplitKEqualsOneBlockBitwise) {
@@ -167,8 +167,10 @@ TEST(CudaDenseBatch, MmaSplitKEqualsOneBlockBitwise) {
     // of 5 and 4 stages; 1024: one chunk (no split); a partial row tile and token tile.
     const std::vector<Case> cases = {{1000, 8192, 64}, {300, 4096, 40}, {129, 3072, 17},
                                      {77, 2304, 70},   {64, 1024, 16},  {4096, 2048, 64}};
+    for (const MmaPrecision prec : {MmaPrecision::Int8, MmaPrecision::Half})
     for (const Case& c : cases) {
-        SCOPED_TRACE(cat("rows=", c.rows, " cols=", c.cols, " n_tok=", c.n_tok));
+        const test::MmaPrecisionScope scope(prec);
+        SCOPED_TRACE(cat(test::precision_name(prec), " rows=", c.rows, " cols=", c.cols, " n_tok=", c.n_tok));
         std::vector<float> wq;
         DeviceBuffer<uint8_t> w = to_device<uint8_t>(q8r_device_rows(c.rows, c.cols, 11, &wq));
         q8r_repack(w.data(), c.rows, c.cols, nullptr);
@@ -198,7 +200,8 @@ TEST(CudaDenseBatch, MmaSplitKEqualsOneBlockBitwise) {
 }
 
 // G groups of one shape in one launch (the grouped output projection: activations
-// quantized over the whole row) == each group's own quantize + product, split or not.
+// quantized over the whole row) == each group's own quantize + product, split or not;
+// both precisions (half: the row's power of two differs from a group's, the bits do not).
 TEST(CudaDenseBatch, MmaGroupsEqualEachGroupsOwnCall) {
     DS4_REQUIRE_GPU();
     if (!mma_applies(uint64_t{1} << 20, 1u << 20, 0)) GTEST_SKIP() << "no int8 mma (sm < 80)";
@@ -208,8 +211,10 @@ TEST(CudaDenseBatch, MmaGroupsEqualEachGroupsOwnCall) {
     DeviceBuffer<uint8_t> w = to_device<uint8_t>(q8r_device_rows(kGroups * kRows, kCols, 21, &wq));
     q8r_repack(w.data(), kGroups * kRows, kCols, nullptr);
     const uint64_t w_group = kRows * (kCols / 32 * 34);
+    for (const MmaPrecision prec : {MmaPrecision::Int8, MmaPrecision::Half})
     for (const uint32_t n : {16u, 64u, 300u}) {
-        SCOPED_TRACE(cat("n_tok=", n));
+        const test::MmaPrecisionScope scope(prec);
+        SCOPED_TRACE(cat(test::precision_name(prec), " n_tok=", n));
         const std::vector<float> x = test::random_floats(n * kWide, 22 + n);
         DeviceBuffer<float> dx = to_device<float>(x);
         for (float* sc : {static_cast<float*>(nullptr), scratch.data()}) {
