@@ -124,30 +124,34 @@ void Forward::Impl::routed_experts_device(const DLayer& L, uint32_t n) {
     const auto M = static_cast<uint32_t>(nk);
     const auto slots = static_cast<uint32_t>(std::min<uint64_t>(E, nk));
     const ExpertGroups eg{g.expert, g.begin, g.count, g.n_active};
-    gather_rows(nrm.data(), g.src, ex_in.data(), M, dim, s, g.n_pairs);
+    // the quantizers read the pairs' rows of nrm by index and the weighted SwiGLU on the
+    // way in (act_rows.h): no gathered copy, no written-back gate; the same records
+    const ActRows by_pair{g.src, g.n_pairs};
+    const ActRows swiglu{nullptr, g.n_pairs, ex_u.data(), sel_w.data(), g.widx, hp.swiglu_limit};
     // a token lists an expert at most once: no expert has more than n tokens
     if (mma_experts_ok(L.exp_gate, n) && mma_experts_ok(L.exp_up, n)) {
-        quantize_q8k_activations(ex_in.data(), dim, dim, M, ex_q.data(), s);
+        quantize_q8k_activations(nrm.data(), dim, dim, M, ex_q.data(), s, by_pair);
         matmul_experts_mma(L.exp_gate.type, L.exp_gate.data, L.exp_up.data, ff, dim, ex_q.data(), ex_g.data(),
                            ex_u.data(), ff, eg, slots, M, mx_tiles.data(), s);
     } else if (q8_experts_ok(L.exp_gate, n) && q8_experts_ok(L.exp_up, n)) {
-        quantize_q8_activations(ex_in.data(), dim, dim, M, ex_q.data(), s);
+        quantize_q8_activations(nrm.data(), dim, dim, M, ex_q.data(), s, by_pair);
         matmul_experts_q8(L.exp_gate.type, L.exp_gate.data, L.exp_up.data, ff, dim, ex_q.data(), ex_g.data(),
                           ex_u.data(), ff, eg, slots, n, s);
     } else {
+        gather_rows(nrm.data(), g.src, ex_in.data(), M, dim, s, g.n_pairs);
         matmul_experts(L.exp_gate.type, L.exp_gate.data, L.exp_up.data, ff, E, dim, ex_in.data(), dim, ex_g.data(),
                        ex_u.data(), ff, eg, slots, n, s);
     }
-    weighted_swiglu(ex_g.data(), ex_u.data(), sel_w.data(), g.widx, M, ff, hp.swiglu_limit, s, g.n_pairs);
     if (mma_experts_ok(L.exp_down, n)) {
-        quantize_q8k_activations(ex_g.data(), ff, ff, M, ex_q.data(), s);
+        quantize_q8k_activations(ex_g.data(), ff, ff, M, ex_q.data(), s, swiglu);
         matmul_experts_mma(L.exp_down.type, L.exp_down.data, nullptr, dim, ff, ex_q.data(), ex_out.data(), nullptr,
                            dim, eg, slots, M, mx_tiles.data(), s);
     } else if (q8_experts_ok(L.exp_down, n)) {
-        quantize_q8_activations(ex_g.data(), ff, ff, M, ex_q.data(), s);
+        quantize_q8_activations(ex_g.data(), ff, ff, M, ex_q.data(), s, swiglu);
         matmul_experts_q8(L.exp_down.type, L.exp_down.data, nullptr, dim, ff, ex_q.data(), ex_out.data(), nullptr,
                           dim, eg, slots, n, s);
     } else {
+        weighted_swiglu(ex_g.data(), ex_u.data(), sel_w.data(), g.widx, M, ff, hp.swiglu_limit, s, g.n_pairs);
         matmul_experts(L.exp_down.type, L.exp_down.data, nullptr, dim, E, ff, ex_g.data(), ff, ex_out.data(),
                        nullptr, dim, eg, slots, n, s);
     }

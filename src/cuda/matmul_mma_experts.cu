@@ -20,6 +20,7 @@
 #include <bit>
 #include <mutex>
 
+#include "cuda/act_rows.cuh"
 #include "cuda/check.h"
 #include "cuda/env_switch.h"
 #include "cuda/matmul_mma_experts.h"
@@ -288,15 +289,15 @@ __global__ void __launch_bounds__(kThreads, 2) experts_mma_kernel(Args a) {
 // quantize_q8_K exactly (the signed value of largest magnitude, first on ties; iscale =
 // −127/max; codes round half to even, saturated, NaN → 0; bsums per 16 values).
 __global__ void quantize_q8k_kernel(const float* __restrict__ x, uint64_t x_stride, uint32_t cols, uint32_t n_tok,
-                                    uint8_t* __restrict__ xq, uint64_t tok_bytes) {
+                                    uint8_t* __restrict__ xq, uint64_t tok_bytes, ActRows rs) {
     const uint32_t lane = threadIdx.x % 32;
     const uint64_t warp_id = (uint64_t{blockIdx.x} * blockDim.x + threadIdx.x) / 32;
     const uint32_t groups = cols / 256;
     if (warp_id >= uint64_t{groups} * n_tok) return;  // whole warps only
     const auto t = static_cast<uint32_t>(warp_id / groups), g = static_cast<uint32_t>(warp_id % groups);
-    const float* src = x + t * x_stride + uint64_t{g} * 256 + 8 * lane;
-    const float4 a = *reinterpret_cast<const float4*>(src), b = *reinterpret_cast<const float4*>(src + 4);
-    const float v[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+    if (!dev::act_row_live(rs, t)) return;
+    float v[8];
+    dev::load_act8(x, x_stride, rs, t, uint64_t{g} * 256 + 8 * lane, v);
     float amax = 0.f, max = 0.f;
     uint32_t at = 0xffffffffu;
 #pragma unroll
@@ -408,7 +409,7 @@ void upload_tables() {
 uint64_t q8k_token_bytes(uint64_t cols) { return cols + cols / 256 * kQ8kRec; }
 
 void quantize_q8k_activations(const float* x, uint64_t x_stride, uint64_t cols, uint32_t n_tok, void* xq,
-                              cudaStream_t s) {
+                              cudaStream_t s, const ActRows& rows) {
     if (cols == 0 || cols % 256 != 0 || cols > (uint64_t{1} << 30))
         fail("cuda quantize_q8k_activations: ", cols, " columns is not a positive multiple of 256 up to 2^30");
     if (n_tok == 0) return;
@@ -418,7 +419,7 @@ void quantize_q8k_activations(const float* x, uint64_t x_stride, uint64_t cols, 
     const uint64_t warps = cols / 256 * n_tok;
     const auto grid = static_cast<unsigned>((warps + kWarps - 1) / kWarps);
     quantize_q8k_kernel<<<grid, kThreads, 0, s>>>(x, x_stride, static_cast<uint32_t>(cols), n_tok,
-                                                   static_cast<uint8_t*>(xq), q8k_token_bytes(cols));
+                                                   static_cast<uint8_t*>(xq), q8k_token_bytes(cols), rows);
     DS4_CUDA_CHECK_LAUNCH("quantize_q8k_kernel");
 }
 

@@ -21,6 +21,7 @@
 
 #include <cstdint>
 
+#include "cuda/act_rows.h"
 #include "cuda/kernels.h"
 #include "gguf/ggml_types.h"
 
@@ -46,7 +47,7 @@ bool matmul_experts_mma_supported(GgmlType t, uint64_t cols, uint64_t row_bytes,
 // 256; x 16-byte aligned, x_stride a multiple of 4; xq 16-byte aligned.
 uint64_t q8k_token_bytes(uint64_t cols);
 void quantize_q8k_activations(const float* x, uint64_t x_stride, uint64_t cols, uint32_t n_tok, void* xq,
-                              cudaStream_t s);
+                              cudaStream_t s, const ActRows& rows = {});  // rows: act_rows.h
 
 // uint32 words of tile scratch matmul_experts_mma needs for up to max_pairs (token,
 // expert) pairs over at most max_slots active experts.

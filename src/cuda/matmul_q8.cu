@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <type_traits>
 
+#include "cuda/act_rows.cuh"
 #include "cuda/check.h"
 #include "cuda/device_math.cuh"
 #include "cuda/kernels.h"
@@ -33,15 +34,15 @@ using q8::IQ2XXSFast, q8::Iq2Tables, q8::kBlockMetaBytes, q8::kChunkBytes, q8::l
 // One warp per 256 values of one token; lane l quantizes values 8l .. 8l+7, so the four
 // lanes 4k .. 4k+3 form block k and reduce its amax / sums with two shuffles.
 __global__ void quantize_q8_kernel(const float* __restrict__ x, uint64_t x_stride, uint32_t cols, uint32_t n_tok,
-                                   uint8_t* __restrict__ xq, uint64_t tok_bytes) {
+                                   uint8_t* __restrict__ xq, uint64_t tok_bytes, ActRows rs) {
     const uint32_t lane = threadIdx.x % 32;
     const uint64_t warp_id = (uint64_t{blockIdx.x} * blockDim.x + threadIdx.x) / 32;
     const uint32_t groups = cols / 256;
     if (warp_id >= uint64_t{groups} * n_tok) return;  // whole warps only
     const auto t = static_cast<uint32_t>(warp_id / groups), g = static_cast<uint32_t>(warp_id % groups);
-    const float* src = x + t * x_stride + uint64_t{g} * 256 + 8 * lane;
-    const float4 a = *reinterpret_cast<const float4*>(src), b = *reinterpret_cast<const float4*>(src + 4);
-    const float v[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+    if (!dev::act_row_live(rs, t)) return;
+    float v[8];
+    dev::load_act8(x, x_stride, rs, t, uint64_t{g} * 256 + 8 * lane, v);
     float amax = 0.f;
 #pragma unroll
     for (float f : v) amax = fmaxf(amax, fabsf(f));
@@ -275,7 +276,7 @@ const uint32_t* q8_iq2_selectors() {
 uint64_t q8_token_bytes(uint64_t cols) { return cols + cols / 32 * kBlockMetaBytes; }
 
 void quantize_q8_activations(const float* x, uint64_t x_stride, uint64_t cols, uint32_t n_tok, void* xq,
-                             cudaStream_t s) {
+                             cudaStream_t s, const ActRows& rows) {
     check_cols(cols);
     if (n_tok == 0) return;
     if (reinterpret_cast<uintptr_t>(x) % 16 != 0 || x_stride % 4 != 0)
@@ -284,7 +285,7 @@ void quantize_q8_activations(const float* x, uint64_t x_stride, uint64_t cols, u
     const uint64_t warps = cols / 256 * n_tok;
     const auto grid = static_cast<unsigned>((warps + kWarps - 1) / kWarps);
     quantize_q8_kernel<<<grid, kWarps * 32, 0, s>>>(x, x_stride, static_cast<uint32_t>(cols), n_tok,
-                                                     static_cast<uint8_t*>(xq), q8_token_bytes(cols));
+                                                     static_cast<uint8_t*>(xq), q8_token_bytes(cols), rows);
     DS4_CUDA_CHECK_LAUNCH("quantize_q8_kernel");
 }
 

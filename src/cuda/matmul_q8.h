@@ -14,6 +14,7 @@
 
 #include <cstdint>
 
+#include "cuda/act_rows.h"
 #include "gguf/ggml_types.h"
 
 namespace ds4::cuda {
@@ -30,9 +31,10 @@ inline uint64_t q8_activation_bytes(uint64_t cols, uint32_t n_tok) { return q8_t
 
 // xq ← quantize(x) for n_tok rows of cols f32 values (x 16-byte aligned, x_stride a
 // multiple of 4): d = amax/127, q = round-to-nearest-even(x · (1/d)) per block of 32.
-// xq: q8_activation_bytes(cols, n_tok) device bytes, 16-byte aligned.
+// xq: q8_activation_bytes(cols, n_tok) device bytes, 16-byte aligned. rows: where row i
+// comes from (act_rows.h; default: row i of x).
 void quantize_q8_activations(const float* x, uint64_t x_stride, uint64_t cols, uint32_t n_tok, void* xq,
-                             cudaStream_t s);
+                             cudaStream_t s, const ActRows& rows = {});
 
 // True for the weight types matmul_q8 handles: Q8_0, Q2_K, Q4_K, IQ2_XXS.
 bool matmul_q8_supported(GgmlType t);

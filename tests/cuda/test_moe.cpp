@@ -13,6 +13,8 @@
 #include "cuda/device.h"
 #include "cuda/forward_kernels.h"
 #include "cuda/kernels.h"
+#include "cuda/matmul_mma_experts.h"
+#include "cuda/matmul_q8.h"
 #include "cuda_test_util.h"
 #include "gguf/ggml_types.h"
 #include "quant/reference.h"
@@ -183,7 +185,7 @@ TEST(CudaMoe, GroupMatchesTheHostGroupingAndSumsInExpertOrder) {
 TEST(CudaMoe, GroupOfALongPassMatchesTheSerialGrouping) {
     DS4_REQUIRE_GPU();
     const uint32_t K = 6, E = 256;
-    for (const uint32_t n : {1u, 31u, 1500u, 2048u}) {
+    for (const uint32_t n : {1u, 5u, 6u, 31u, 1500u, 2048u}) {  // 5: the one-warp kernel's last, 6: past it
         SCOPED_TRACE(cat("n=", n));
         const uint64_t nk = uint64_t{n} * K;
         std::mt19937 rng(n);
@@ -266,6 +268,68 @@ TEST(CudaMoe, GroupedProductsInOneLaunchEqualSeparateCalls) {
     const std::vector<float> ya = a.download(), yb = b.download();
     for (float v : ya) ASSERT_FALSE(std::isnan(v));
     EXPECT_EQ(0, std::memcmp(ya.data(), yb.data(), ya.size() * sizeof(float)));
+}
+
+}  // namespace
+}  // namespace ds4::cuda
+
+namespace ds4::cuda {
+namespace {
+
+// The quantizers' row sources (act_rows.h) against the copy passes they replace: rows by
+// index == gather_rows then quantize, the weighted SwiGLU on the way in ==
+// weighted_swiglu then quantize; bitwise, for both record formats (Q8_0 per 32, Q8_K per
+// 256); rows past *m_dev are left alone (poisoned bytes stay).
+TEST(CudaMoe, QuantizerRowSourcesEqualTheCopyPasses) {
+    DS4_REQUIRE_GPU();
+    constexpr uint32_t kRows = 7, kPairs = 40, kLive = 33, kCols = 768;
+    const std::vector<float> x = test::random_floats(kRows * kCols, 91, -3.f, 3.f);
+    const std::vector<float> g = test::random_floats(kPairs * kCols, 92, -12.f, 12.f);
+    const std::vector<float> u = test::random_floats(kPairs * kCols, 93, -12.f, 12.f);
+    const std::vector<float> w = test::random_floats(kPairs, 94, 0.f, 2.f);
+    std::vector<uint32_t> src(kPairs), widx(kPairs);
+    for (uint32_t i = 0; i < kPairs; ++i) src[i] = (i * 5 + 3) % kRows, widx[i] = (i * 7 + 1) % kPairs;
+    const std::vector<uint32_t> live{kLive};
+    DeviceBuffer<float> dx = to_device<float>(x), dg = to_device<float>(g), du = to_device<float>(u),
+                        dw = to_device<float>(w), tmp(kPairs * kCols);
+    DeviceBuffer<uint32_t> dsrc = to_device<uint32_t>(src), dwidx = to_device<uint32_t>(widx),
+                           dlive = to_device<uint32_t>(live);
+    using Quant = void (*)(const float*, uint64_t, uint64_t, uint32_t, void*, cudaStream_t, const ActRows&);
+    struct Format {
+        const char* name;
+        Quant quant;
+        uint64_t rec;
+    };
+    for (const Format& f : {Format{"q8", quantize_q8_activations, q8_token_bytes(kCols)},
+                            Format{"q8k", quantize_q8k_activations, q8k_token_bytes(kCols)}}) {
+        SCOPED_TRACE(f.name);
+        const uint64_t bytes = f.rec * kPairs, live_bytes = f.rec * kLive;
+        DeviceBuffer<uint8_t> want(bytes), got(bytes);
+        // rows by index
+        tmp.fill_bytes(0);
+        gather_rows(dx.data(), dsrc.data(), tmp.data(), kPairs, kCols, nullptr, dlive.data());
+        want.fill_bytes(0x5a);
+        f.quant(tmp.data(), kCols, kCols, kLive, want.data(), nullptr, {});
+        got.fill_bytes(0x5a);
+        f.quant(dx.data(), kCols, kCols, kPairs, got.data(), nullptr, ActRows{dsrc.data(), dlive.data()});
+        DS4_CUDA_CHECK(cudaDeviceSynchronize());
+        std::vector<uint8_t> a = want.download(), b = got.download();
+        EXPECT_EQ(0, std::memcmp(a.data(), b.data(), live_bytes)) << "rows by index";
+        EXPECT_TRUE(std::all_of(b.begin() + static_cast<std::ptrdiff_t>(live_bytes), b.end(),
+                                [](uint8_t v) { return v == 0x5a; }))
+            << "rows past m_dev were written";
+        // the weighted SwiGLU on the way in (and a limit of 0: no clamp)
+        for (const float limit : {7.f, 0.f}) {
+            DS4_CUDA_CHECK(cudaMemcpy(tmp.data(), dg.data(), kPairs * kCols * 4, cudaMemcpyDeviceToDevice));
+            weighted_swiglu(tmp.data(), du.data(), dw.data(), dwidx.data(), kPairs, kCols, limit, nullptr, dlive.data());
+            f.quant(tmp.data(), kCols, kCols, kLive, want.data(), nullptr, {});
+            f.quant(dg.data(), kCols, kCols, kPairs, got.data(), nullptr,
+                    ActRows{nullptr, dlive.data(), du.data(), dw.data(), dwidx.data(), limit});
+            DS4_CUDA_CHECK(cudaDeviceSynchronize());
+            a = want.download(), b = got.download();
+            EXPECT_EQ(0, std::memcmp(a.data(), b.data(), live_bytes)) << "swiglu, limit " << limit;
+        }
+    }
 }
 
 }  // namespace
