@@ -4,6 +4,7 @@
 #include "cuda/attention_batch.h"
 #include "cuda/attention_common.cuh"
 #include "cuda/check.h"
+#include "cuda/pdl.cuh"
 #include "cuda/env_switch.h"
 #include "cuda/indexer_fast.h"
 #include "cuda/indexer_select.cuh"
@@ -35,6 +36,7 @@ __device__ uint32_t index_rows(const BatchPass& p, uint32_t ratio, const TokSeg&
 // window (the previous window first when overlapping) is position q: a row of this pass
 // when q ≥ pos0, else a slot of the frontier as it stood before the pass.
 __global__ void __launch_bounds__(kMaxD) emit_kernel(BatchPass p, BatchComp c) {
+    dev::pdl_wait_and_release();
     __shared__ float row[kMaxD];
     __shared__ const float* skv[kBatchMaxSlots];
     __shared__ const float* ssc[kBatchMaxSlots];
@@ -84,6 +86,7 @@ __global__ void __launch_bounds__(kMaxD) emit_kernel(BatchPass p, BatchComp c) {
 
 // grid (row warps, tokens): one warp per (row, token).
 __global__ void batch_index_scores_kernel(BatchPass p, BatchIndexer ix, uint32_t t0) {
+    dev::pdl_wait_and_release();
     const uint32_t t = t0 + blockIdx.y;
     const uint32_t c = (blockIdx.x * blockDim.x + threadIdx.x) / 32, lane = threadIdx.x % 32;
     const TokSeg ts = p.tok[t];
@@ -95,6 +98,7 @@ __global__ void batch_index_scores_kernel(BatchPass p, BatchIndexer ix, uint32_t
 }
 
 __global__ void batch_topk_kernel(BatchPass p, BatchIndexer ix, uint32_t t0) {
+    dev::pdl_wait_and_release();
     const uint32_t t = t0 + blockIdx.y, c = blockIdx.x * blockDim.x + threadIdx.x;
     const TokSeg ts = p.tok[t];
     const uint32_t n = index_rows(p, ix.ratio, ts, t);
@@ -108,6 +112,7 @@ __global__ void batch_topk_kernel(BatchPass p, BatchIndexer ix, uint32_t t0) {
 template <uint32_t G>
 __global__ void __launch_bounds__(ixf::kScoreWarps * 32)
     batch_index_scores_fast_kernel(BatchPass p, BatchIndexer ix, uint32_t t0) {
+    dev::pdl_wait_and_release();
     extern __shared__ float qs[];
     const uint32_t t = t0 + blockIdx.y;
     const TokSeg ts = p.tok[t];
@@ -119,6 +124,7 @@ __global__ void __launch_bounds__(ixf::kScoreWarps * 32)
 }
 
 __global__ void __launch_bounds__(ixf::kSelectThreads) batch_select_kernel(BatchPass p, BatchIndexer ix, uint32_t t0) {
+    dev::pdl_wait_and_release();
     __shared__ ixf::SelectShared sh;
     const uint32_t t = t0 + blockIdx.y;
     const TokSeg ts = p.tok[t];
@@ -175,6 +181,7 @@ struct TokRows {
 // the ring's slot q % W before the pass (q < pos0: no row of this pass has overwritten
 // it, since every later one is ≥ q + W > pos), else the pass's row.
 __global__ void batch_attend_kernel(BatchPass p, BatchAttend a) {
+    dev::pdl_wait_and_release();
     extern __shared__ float sc[];
     __shared__ float qs[kMaxD];
     __shared__ float fshared[32];
@@ -227,6 +234,7 @@ constexpr uint32_t kTileThreads = 256;  // attend_head's block: the denominators
 // Shared memory: row pointers [n], q / output [H][hd], probabilities [n][H].
 template <uint32_t H, uint32_t C>
 __global__ void __launch_bounds__(kTileThreads) batch_attend_tile_kernel(BatchPass p, BatchAttend a) {
+    dev::pdl_wait_and_release();
     extern __shared__ float4 smem4[];
     __shared__ float fshared[32];
     const uint32_t h0 = blockIdx.x * H, t = blockIdx.y, hd = a.hd, tid = threadIdx.x;
@@ -375,6 +383,7 @@ __device__ void finish_comp(const BatchPass& p, const BatchComp& c, const TokSeg
 
 // grid (segments, 3): the ring, the attention compressor, the indexer's compressor.
 __global__ void __launch_bounds__(1024) finish_kernel(BatchPass p, BatchFinish f) {
+    dev::pdl_wait_and_release();
     const uint32_t sg = blockIdx.x;
     const SegKv& kv = p.seg[sg];
     // the segment's token range: found from any token of it (tokens are in segment order)
@@ -413,30 +422,27 @@ void batch_compressor_emit(const BatchPass& p, const BatchComp& c, cudaStream_t 
     if (c.coff * c.d > kMaxD || c.d == 0 || c.ratio == 0 || slots > kBatchMaxSlots)
         fail("cuda batched compressor: width ", c.coff * c.d, ", ", slots, " slots outside the kernel's limits");
     if (p.n == 0) return;
-    emit_kernel<<<p.n, kMaxD, 0, s>>>(p, c);
-    DS4_CUDA_CHECK_LAUNCH("emit_kernel");
+    launch_pdl("launch of emit_kernel", emit_kernel, dim3(p.n), dim3(kMaxD), 0, s, p, c);
 }
 
 void batch_indexer_topk(const BatchPass& p, const BatchIndexer& ix, uint32_t t0, uint32_t count, cudaStream_t s) {
     if (ix.max_rows <= ix.k || count == 0) return;
     if (indexer_fast_applies(ix.max_rows, ix.d, ix.n_heads, ix.k)) {
         ixf::with_head_group(ix.n_heads, [&](auto g) {
-            batch_index_scores_fast_kernel<g()>
-                <<<dim3(indexer_score_blocks(ix.max_rows, count), count), ixf::kScoreWarps * 32,
-                   indexer_score_bytes(ix.d, ix.n_heads), s>>>(p, ix, t0);
-            DS4_CUDA_CHECK_LAUNCH("batch_index_scores_fast_kernel");
+            launch_pdl("launch of batch_index_scores_fast_kernel", batch_index_scores_fast_kernel<g()>,
+                       dim3(indexer_score_blocks(ix.max_rows, count), count), dim3(ixf::kScoreWarps * 32),
+                       indexer_score_bytes(ix.d, ix.n_heads), s, p, ix, t0);
         });
-        batch_select_kernel<<<dim3(1, count), ixf::kSelectThreads, 0, s>>>(p, ix, t0);
-        DS4_CUDA_CHECK_LAUNCH("batch_select_kernel");
+        launch_pdl("launch of batch_select_kernel", batch_select_kernel, dim3(1, count), dim3(ixf::kSelectThreads), 0,
+                   s, p, ix, t0);
         return;
     }
     constexpr unsigned kThreads = 256;
     const uint64_t warps = uint64_t{ix.max_rows} * 32;
-    batch_index_scores_kernel<<<dim3(static_cast<unsigned>((warps + kThreads - 1) / kThreads), count), kThreads, 0,
-                                s>>>(p, ix, t0);
-    DS4_CUDA_CHECK_LAUNCH("batch_index_scores_kernel");
-    batch_topk_kernel<<<dim3((ix.max_rows + kThreads - 1) / kThreads, count), kThreads, 0, s>>>(p, ix, t0);
-    DS4_CUDA_CHECK_LAUNCH("batch_topk_kernel");
+    launch_pdl("launch of batch_index_scores_kernel", batch_index_scores_kernel,
+               dim3(static_cast<unsigned>((warps + kThreads - 1) / kThreads), count), dim3(kThreads), 0, s, p, ix, t0);
+    launch_pdl("launch of batch_topk_kernel", batch_topk_kernel, dim3((ix.max_rows + kThreads - 1) / kThreads, count),
+               dim3(kThreads), 0, s, p, ix, t0);
 }
 
 namespace {
@@ -476,8 +482,8 @@ void launch_tile(const BatchPass& p, const BatchAttend& a, cudaStream_t s) {
     if (bytes > 48 * 1024 - 128)  // beyond the default together with fshared
         DS4_CUDA_CHECK(
             cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kMaxTileBytes)));
-    kernel<<<dim3(a.n_head / H, p.n), kTileThreads, bytes, s>>>(p, a);
-    DS4_CUDA_CHECK_LAUNCH("batch_attend_tile_kernel");
+    launch_pdl("launch of batch_attend_tile_kernel", kernel, dim3(a.n_head / H, p.n), dim3(kTileThreads), bytes, s, p,
+               a);
 }
 
 template <uint32_t C>
@@ -506,15 +512,13 @@ void batch_attend(const BatchPass& p, const BatchAttend& a, cudaStream_t s) {
     if (bytes > 32 * 1024)  // beyond the default 48 KiB together with the static arrays
         DS4_CUDA_CHECK(cudaFuncSetAttribute(batch_attend_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                             static_cast<int>(kMaxScoreBytes)));
-    batch_attend_kernel<<<dim3(a.n_head, p.n), 256, bytes, s>>>(p, a);
-    DS4_CUDA_CHECK_LAUNCH("batch_attend_kernel");
+    launch_pdl("launch of batch_attend_kernel", batch_attend_kernel, dim3(a.n_head, p.n), dim3(256), bytes, s, p, a);
 }
 
 void batch_attn_finish(const BatchPass& p, const BatchFinish& f, cudaStream_t s) {
     if (f.window == 0) fail("cuda attention: raw window of 0 rows");
     if (p.n_seg == 0) return;
-    finish_kernel<<<dim3(p.n_seg, 3), 1024, 0, s>>>(p, f);
-    DS4_CUDA_CHECK_LAUNCH("finish_kernel");
+    launch_pdl("launch of finish_kernel", finish_kernel, dim3(p.n_seg, 3), dim3(1024), 0, s, p, f);
 }
 
 }  // namespace ds4::cuda

@@ -9,6 +9,7 @@
 
 #include "cuda/attention_common.cuh"
 #include "cuda/check.h"
+#include "cuda/pdl.cuh"
 #include "cuda/device_math.cuh"
 #include "cuda/env_switch.h"
 #include "cuda/forward_kernels.h"
@@ -22,6 +23,7 @@ using attn::kMaxD;
 
 // One block of 1024 threads (width ≤ 1024 values per slot).
 __global__ void __launch_bounds__(kMaxD) compressor_kernel(CompressorStep c) {
+    dev::pdl_wait_and_release();
     __shared__ float row[kMaxD];
     const uint32_t r = c.ratio, d = c.d, width = c.coff * d;
     const bool overlap = c.coff == 2;
@@ -61,6 +63,7 @@ __global__ void __launch_bounds__(kMaxD) compressor_kernel(CompressorStep c) {
 // Nothing when n ≤ k (the indexer is off: the attention takes every row).
 __global__ void indexer_scores_kernel(const float* q, const float* w, const float* rows, const uint32_t* n_rows,
                                       uint32_t k_top, uint32_t d, uint32_t n_heads, float* scores) {
+    dev::pdl_wait_and_release();
     const uint32_t c = (blockIdx.x * blockDim.x + threadIdx.x) / 32, lane = threadIdx.x % 32;
     const uint32_t n = *n_rows;
     if (n <= k_top || c >= n) return;
@@ -70,6 +73,7 @@ __global__ void indexer_scores_kernel(const float* q, const float* w, const floa
 
 // rank of row c in (score descending, row ascending); the first k go to sel[rank].
 __global__ void topk_rank_kernel(const float* scores, const uint32_t* n_rows, uint32_t k, uint32_t* sel) {
+    dev::pdl_wait_and_release();
     const uint32_t c = blockIdx.x * blockDim.x + threadIdx.x, n = *n_rows;
     if (n <= k || c >= n) return;
     const uint32_t rank = attn::topk_rank(scores, n, k, c);
@@ -107,6 +111,7 @@ __device__ AttendRows attend_rows(const AttendToken& a) {
 
 // One block per head.
 __global__ void attend_kernel(AttendToken a) {
+    dev::pdl_wait_and_release();
     __shared__ float qs[kMaxD];
     __shared__ float fshared[32];
     const uint32_t h = blockIdx.x, hd = a.hd;
@@ -145,6 +150,7 @@ __device__ __forceinline__ float column_chain(const float* const* rows, const fl
 constexpr uint32_t kAttendSplit = 2, kAttendUnroll = 32, kAttendThreads = 256;
 
 __global__ void __launch_bounds__(kAttendThreads) attend_split_kernel(AttendToken a) {
+    dev::pdl_wait_and_release();
     extern __shared__ __align__(16) unsigned char attend_smem[];
     __shared__ float qs[kMaxD];
     __shared__ float fshared[32];
@@ -194,6 +200,7 @@ constexpr uint32_t kGroupHeads = 8, kGroupRows = 16, kGroupCols = 32, kGroupThre
 constexpr uint64_t kGroupMaxBytes = 160 * 1024;
 
 __global__ void __launch_bounds__(kGroupThreads) attend_group_scores_kernel(AttendToken a) {
+    dev::pdl_wait_and_release();
     __shared__ float qs[kGroupHeads][kMaxD];
     const AttendRows ar = attend_rows(a);
     const uint32_t i0 = blockIdx.x * kGroupRows, h0 = blockIdx.y * kGroupHeads, hd = a.hd;
@@ -255,6 +262,7 @@ __device__ void block_reduce(float (&v)[G], float (*sh)[32]) {
 }
 
 __global__ void __launch_bounds__(kGroupThreads) attend_group_sum_kernel(AttendToken a) {
+    dev::pdl_wait_and_release();
     extern __shared__ __align__(16) unsigned char group_smem[];
     __shared__ float red[kGroupHeads][32];
     __shared__ float o[kGroupHeads][kGroupCols];
@@ -317,8 +325,7 @@ AttendMode g_attend_mode = !env_switch_on("DS4_CUDA_ATTEND_SPLIT") ? AttendMode:
 void compressor_step(const CompressorStep& c, cudaStream_t s) {
     if (c.coff * c.d > kMaxD || c.d == 0 || c.ratio == 0)
         fail("cuda compressor: row width ", c.coff * c.d, " (ratio ", c.ratio, ") outside (0, ", kMaxD, "]");
-    compressor_kernel<<<1, kMaxD, 0, s>>>(c);
-    DS4_CUDA_CHECK_LAUNCH("compressor_kernel");
+    launch_pdl("launch of compressor_kernel", compressor_kernel, dim3(1), dim3(kMaxD), 0, s, c);
 }
 
 void indexer_topk(const float* q, const float* w, const float* rows, const uint32_t* n_rows, uint32_t max_rows,
@@ -328,16 +335,17 @@ void indexer_topk(const float* q, const float* w, const float* rows, const uint3
         return indexer_topk_fast(q, w, rows, n_rows, max_rows, d, n_heads, k, scores, sel, s);
     constexpr unsigned kThreads = 256;
     const uint64_t warps = uint64_t{max_rows} * 32;
-    indexer_scores_kernel<<<static_cast<unsigned>((warps + kThreads - 1) / kThreads), kThreads, 0, s>>>(
-        q, w, rows, n_rows, k, d, n_heads, scores);
-    DS4_CUDA_CHECK_LAUNCH("indexer_scores_kernel");
-    topk_rank_kernel<<<(max_rows + kThreads - 1) / kThreads, kThreads, 0, s>>>(scores, n_rows, k, sel);
-    DS4_CUDA_CHECK_LAUNCH("topk_rank_kernel");
+    launch_pdl("launch of indexer_scores_kernel", indexer_scores_kernel,
+               dim3(static_cast<unsigned>((warps + kThreads - 1) / kThreads)), dim3(kThreads), 0, s, q, w, rows, n_rows,
+               k, d, n_heads, scores);
+    launch_pdl("launch of topk_rank_kernel", topk_rank_kernel, dim3((max_rows + kThreads - 1) / kThreads),
+               dim3(kThreads), 0, s, scores, n_rows, k, sel);
 }
 
 // A kernel, not a memcpy: the ring slot moves with the device position, which a memcpy
 // node of a captured graph cannot follow.
 __global__ void store_raw_kernel(float* raw, const float* row, uint32_t hd, uint32_t window, const uint64_t* pos) {
+    dev::pdl_wait_and_release();
     float* dst = raw + (*pos % window) * hd;
     for (uint32_t j = threadIdx.x; j < hd; j += blockDim.x) dst[j] = row[j];
 }
@@ -345,8 +353,7 @@ __global__ void store_raw_kernel(float* raw, const float* row, uint32_t hd, uint
 void store_raw_row(float* raw, const float* row, uint32_t hd, uint32_t window, const uint64_t* pos,
                    cudaStream_t s) {
     if (window == 0) fail("cuda attention: raw window of 0 rows");
-    store_raw_kernel<<<1, 256, 0, s>>>(raw, row, hd, window, pos);
-    DS4_CUDA_CHECK_LAUNCH("store_raw_kernel");
+    launch_pdl("launch of store_raw_kernel", store_raw_kernel, dim3(1), dim3(256), 0, s, raw, row, hd, window, pos);
 }
 
 void set_attend_mode(AttendMode m) { g_attend_mode = m; }
@@ -380,10 +387,10 @@ void attend_token(const AttendToken& a, cudaStream_t s) {
                                                 static_cast<int>(dyn_smem_cap(kGroupMaxBytes))));
         });
         const auto row_blocks = static_cast<unsigned>((a.cap_rows + kGroupRows - 1) / kGroupRows);
-        attend_group_scores_kernel<<<dim3(row_blocks, a.n_head / kGroupHeads), kGroupThreads, 0, s>>>(a);
-        DS4_CUDA_CHECK_LAUNCH("attend_group_scores_kernel");
-        attend_group_sum_kernel<<<dim3(a.hd / kGroupCols, a.n_head / kGroupHeads), kGroupThreads, group_bytes, s>>>(a);
-        DS4_CUDA_CHECK_LAUNCH("attend_group_sum_kernel");
+        launch_pdl("launch of attend_group_scores_kernel", attend_group_scores_kernel,
+                   dim3(row_blocks, a.n_head / kGroupHeads), dim3(kGroupThreads), 0, s, a);
+        launch_pdl("launch of attend_group_sum_kernel", attend_group_sum_kernel,
+                   dim3(a.hd / kGroupCols, a.n_head / kGroupHeads), dim3(kGroupThreads), group_bytes, s, a);
         return;
     }
     const uint64_t bytes = a.cap_rows * (sizeof(const float*) + sizeof(float));
@@ -393,12 +400,11 @@ void attend_token(const AttendToken& a, cudaStream_t s) {
         if (bytes > 32 * 1024)
             DS4_CUDA_CHECK(cudaFuncSetAttribute(attend_split_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                 static_cast<int>(dyn_smem_cap(kAttendSplitMaxBytes))));
-        attend_split_kernel<<<dim3(a.n_head, kAttendSplit), kAttendThreads, bytes, s>>>(a);
-        DS4_CUDA_CHECK_LAUNCH("attend_split_kernel");
+        launch_pdl("launch of attend_split_kernel", attend_split_kernel, dim3(a.n_head, kAttendSplit),
+                   dim3(kAttendThreads), bytes, s, a);
         return;
     }
-    attend_kernel<<<a.n_head, 256, 0, s>>>(a);
-    DS4_CUDA_CHECK_LAUNCH("attend_kernel");
+    launch_pdl("launch of attend_kernel", attend_kernel, dim3(a.n_head), dim3(256), 0, s, a);
 }
 
 }  // namespace ds4::cuda

@@ -388,7 +388,8 @@ struct Forward::Impl {
     void moe_layer(uint32_t il, uint32_t n);
     void routed_experts(const DLayer& L, uint32_t n);
     bool device_dispatch_ok(const DLayer& L) const;
-    void routed_experts_device(const DLayer& L, uint32_t n);
+    void routed_experts_device(const DLayer& L, uint32_t n, bool sum_in_hc_post);
+    MoeGroups device_groups(uint32_t n);
     bool mma_experts_ok(const DMat& w, uint32_t n) const;
     bool q8_experts_ok(const DMat& w, uint32_t n) const;
     void head(std::span<const uint32_t> rows);

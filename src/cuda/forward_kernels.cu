@@ -235,8 +235,9 @@ __global__ void __launch_bounds__(kHcThreads)
 
 // grid (ceil(dim / 256), n): one thread per (token, d), all streams. fb non-null: the
 // sublayer output is fa + fb (the MoE's routed + shared sum, added here).
+// fa: moe_sum_kernel's sum when ms.ex is set (the same loop, the same bits).
 __global__ void hc_post_kernel(HcShape sh, float* x, const float* fa, const float* fb, const float* post,
-                               const float* comb) {
+                               const float* comb, MoeSumRows ms) {
     dev::pdl_wait_and_release();
     const uint32_t d = blockIdx.x * blockDim.x + threadIdx.x, t = blockIdx.y, H = sh.H;
     if (d >= sh.dim) return;
@@ -246,7 +247,14 @@ __global__ void hc_post_kernel(HcShape sh, float* x, const float* fa, const floa
     float xin[kMaxH];
     for (uint32_t a = 0; a < H; ++a) xin[a] = xt[uint64_t{a} * sh.dim + d];
     const uint64_t fi = uint64_t{t} * sh.dim + d;
-    const float fv = fb != nullptr ? __fadd_rn(fa[fi], fb[fi]) : fa[fi];
+    float av = 0.0f;
+    if (ms.ex != nullptr) {
+        const uint32_t* r = ms.rows + uint64_t{t} * ms.K;
+        for (uint32_t j = 0; j < ms.tok_count[t]; ++j) av += ms.ex[uint64_t{r[j]} * sh.dim + d];
+    } else {
+        av = fa[fi];
+    }
+    const float fv = fb != nullptr ? __fadd_rn(av, fb[fi]) : av;
     for (uint32_t b = 0; b < H; ++b) {
         float s = __fmul_rn(cb[b], xin[0]);
         for (uint32_t a = 1; a < H; ++a) s = __fadd_rn(s, __fmul_rn(cb[a * H + b], xin[a]));
@@ -623,7 +631,7 @@ void hc_post(const HcShape& sh, float* x, const float* f, const float* post, con
     check_h(sh);
     if (n == 0) return;
     launch_pdl("launch of hc_post_kernel", hc_post_kernel, dim3(blocks_for(sh.dim), n), dim3(kThreads), 0, s, sh, x,
-               f, nullptr, post, comb);
+               f, nullptr, post, comb, MoeSumRows{});
 }
 
 void hc_post_add(const HcShape& sh, float* x, const float* fa, const float* fb, const float* post, const float* comb,
@@ -631,7 +639,16 @@ void hc_post_add(const HcShape& sh, float* x, const float* fa, const float* fb, 
     check_h(sh);
     if (n == 0) return;
     launch_pdl("launch of hc_post_kernel", hc_post_kernel, dim3(blocks_for(sh.dim), n), dim3(kThreads), 0, s, sh, x,
-               fa, fb, post, comb);
+               fa, fb, post, comb, MoeSumRows{});
+}
+
+void hc_post_moe_add(const HcShape& sh, float* x, const MoeSumRows& fa, const float* fb, const float* post,
+                     const float* comb, uint32_t n, cudaStream_t s) {
+    check_h(sh);
+    if (n == 0) return;
+    if (fa.ex == nullptr) fail("cuda hc_post_moe_add: no expert rows");
+    launch_pdl("launch of hc_post_kernel", hc_post_kernel, dim3(blocks_for(sh.dim), n), dim3(kThreads), 0, s, sh, x,
+               nullptr, fb, post, comb, fa);
 }
 
 void hc_collapse(const HcShape& sh, const float* x, const uint32_t* row_index, const float* mix,

@@ -47,6 +47,15 @@ void hc_post(const HcShape& sh, float* x, const float* f, const float* post, con
 // hc_post with f = fa + fb (add_values then hc_post in one launch, the same bits).
 void hc_post_add(const HcShape& sh, float* x, const float* fa, const float* fb, const float* post, const float* comb,
                  uint32_t n, cudaStream_t s);
+// The routed experts' per-token sum as moe_sum makes it: Σ_{j < tok_count[t]} ex[rows[t·K + j]].
+struct MoeSumRows {
+    const float* ex = nullptr;
+    const uint32_t *rows = nullptr, *tok_count = nullptr;
+    uint32_t K = 0;
+};
+// hc_post_add with fa = that sum (moe_sum then hc_post_add in one launch, the same bits).
+void hc_post_moe_add(const HcShape& sh, float* x, const MoeSumRows& fa, const float* fb, const float* post,
+                     const float* comb, uint32_t n, cudaStream_t s);
 // The head's collapse of n rows: out = Σ_h (sigmoid(mix_h·rms_inv·scale0 + base_h) + eps)·X[h].
 // x rows at x + row_index[i]·H·dim; mix (n × H); out (n × dim).
 void hc_collapse(const HcShape& sh, const float* x, const uint32_t* row_index, const float* mix,

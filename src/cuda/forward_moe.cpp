@@ -11,7 +11,7 @@ namespace ds4::cuda {
 // does. The selection comes back to the host to form the groups: one small download
 // per layer.
 void Forward::Impl::routed_experts(const DLayer& L, uint32_t n) {
-    if (device_dispatch_ok(L)) return routed_experts_device(L, n);
+    if (device_dispatch_ok(L)) return routed_experts_device(L, n, false);
     const cudaStream_t s = stream.get();
     const uint32_t E = hp.n_expert, K = hp.n_expert_used, dim = hp.n_embd, ff = hp.ff_exp;
     host_sel.resize(uint64_t{n} * K);
@@ -99,10 +99,10 @@ bool Forward::Impl::device_dispatch_ok(const DLayer& L) const {
 // per-token arithmetic and the same ascending-expert sum as routed_experts, but no host
 // round trip, and gate + up in one launch. Grids are sized for the worst case (n·K
 // pairs, min(E, n·K) experts); blocks past the device counts return at once.
-void Forward::Impl::routed_experts_device(const DLayer& L, uint32_t n) {
-    const cudaStream_t s = stream.get();
-    const uint32_t E = hp.n_expert, K = hp.n_expert_used, dim = hp.n_embd, ff = hp.ff_exp;
-    const uint64_t nk = uint64_t{n} * K;
+// The grouping's arrays in moe_idx for a pass of n tokens.
+MoeGroups Forward::Impl::device_groups(uint32_t n) {
+    const uint32_t E = hp.n_expert;
+    const uint64_t nk = uint64_t{n} * hp.n_expert_used;
     uint32_t* at = moe_idx.data();
     const auto take = [&](uint64_t count) {
         uint32_t* p = at;
@@ -120,6 +120,16 @@ void Forward::Impl::routed_experts_device(const DLayer& L, uint32_t n) {
     g.count = take(E);
     g.n_active = take(1);
     g.n_pairs = take(1);
+    return g;
+}
+
+// sum_in_hc_post: the caller adds the experts' rows inside hc_post (hc_post_moe_add)
+// instead of moe_sum into `moe` here.
+void Forward::Impl::routed_experts_device(const DLayer& L, uint32_t n, bool sum_in_hc_post) {
+    const cudaStream_t s = stream.get();
+    const uint32_t E = hp.n_expert, K = hp.n_expert_used, dim = hp.n_embd, ff = hp.ff_exp;
+    const uint64_t nk = uint64_t{n} * K;
+    const MoeGroups g = device_groups(n);
     moe_group(sel.data(), n, K, E, g, s);
     const auto M = static_cast<uint32_t>(nk);
     const auto slots = static_cast<uint32_t>(std::min<uint64_t>(E, nk));
@@ -155,7 +165,7 @@ void Forward::Impl::routed_experts_device(const DLayer& L, uint32_t n) {
         matmul_experts(L.exp_down.type, L.exp_down.data, nullptr, dim, E, ff, ex_g.data(), ff, ex_out.data(),
                        nullptr, dim, eg, slots, n, s);
     }
-    moe_sum(ex_out.data(), g, n, K, moe.data(), dim, s);
+    if (!sum_in_hc_post) moe_sum(ex_out.data(), g, n, K, moe.data(), dim, s);
 }
 
 // The expert mma path (matmul_mma_experts.h) for passes of at least
@@ -184,10 +194,20 @@ void Forward::Impl::moe_layer(uint32_t il, uint32_t n) {
     mm_shared_input(from_nrm, nrm.data(), dim, n);
     route(probs.data(), L.router_bias, L.tid2eid, tokens_dev.data(), n, E, hp.n_expert_used, hp.route_scale,
           hp.is_hash_layer(il), sel.data(), sel_w.data(), s);
-    routed_experts(L, n);
+    // the routed sum inside hc_post (device grouping, no steering): the same bits
+    const bool sum_in_post = use_fuse && !steering && device_dispatch_ok(L);
+    if (sum_in_post)
+        routed_experts_device(L, n, true);
+    else
+        routed_experts(L, n);
     // shared expert (gate + up above), added after the routed sum
     swiglu_clamp(sh_g.data(), sh_u.data(), sh_g.data(), uint64_t{n} * ff, hp.swiglu_limit, s);
     mm(L.sh_down, 0, dim, sh_g.data(), ff, sh_out.data(), dim, n);
+    if (sum_in_post) {
+        const MoeGroups g = device_groups(n);
+        const MoeSumRows rows{ex_out.data(), g.rows, g.tok_count, hp.n_expert_used};
+        return hc_post_moe_add(hc_shape, x.data(), rows, sh_out.data(), post.data(), comb.data(), n, s);
+    }
     if (use_fuse && !steering)  // the sum inside hc_post: the same bits
         return hc_post_add(hc_shape, x.data(), moe.data(), sh_out.data(), post.data(), comb.data(), n, s);
     add_values(moe.data(), sh_out.data(), y.data(), uint64_t{n} * dim, s);

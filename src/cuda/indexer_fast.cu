@@ -6,6 +6,7 @@
 #include <cstdlib>
 
 #include "cuda/check.h"
+#include "cuda/pdl.cuh"
 #include "cuda/env_switch.h"
 #include "cuda/indexer_fast.h"
 #include "cuda/indexer_select.cuh"
@@ -19,6 +20,7 @@ template <uint32_t G>
 __global__ void __launch_bounds__(kScoreWarps * 32)
     scores_kernel(const float* q, const float* w, const float* rows, const uint32_t* n_rows,
                   uint32_t k_top, uint32_t d, uint32_t n_heads, float* scores) {
+    dev::pdl_wait_and_release();
     extern __shared__ float qs[];
     const uint32_t n = *n_rows;
     if (n <= k_top || blockIdx.x * kScoreWarps >= n) return;  // uniform over the block
@@ -27,6 +29,7 @@ __global__ void __launch_bounds__(kScoreWarps * 32)
 
 __global__ void __launch_bounds__(kSelectThreads)
     select_kernel(const float* scores, const uint32_t* n_rows, uint32_t k, uint32_t* sel) {
+    dev::pdl_wait_and_release();
     __shared__ SelectShared sh;
     const uint32_t n = *n_rows;
     if (n > k) select_topk(sh, scores, n, k, sel);
@@ -71,13 +74,11 @@ void indexer_topk_fast(const float* q, const float* w, const float* rows, const 
                        uint32_t max_rows, uint32_t d, uint32_t n_heads, uint32_t k, float* scores,
                        uint32_t* sel, cudaStream_t s) {
     with_head_group(n_heads, [&](auto g) {
-        scores_kernel<g()>
-            <<<indexer_score_blocks(max_rows), kScoreWarps * 32, indexer_score_bytes(d, n_heads),
-               s>>>(q, w, rows, n_rows, k, d, n_heads, scores);
-        DS4_CUDA_CHECK_LAUNCH("indexer scores_kernel");
+        launch_pdl("launch of scores_kernel", scores_kernel<g()>, dim3(indexer_score_blocks(max_rows)),
+                   dim3(kScoreWarps * 32), indexer_score_bytes(d, n_heads), s, q, w, rows, n_rows, k, d, n_heads,
+                   scores);
     });
-    select_kernel<<<1, kSelectThreads, 0, s>>>(scores, n_rows, k, sel);
-    DS4_CUDA_CHECK_LAUNCH("indexer select_kernel");
+    launch_pdl("launch of select_kernel", select_kernel, dim3(1), dim3(kSelectThreads), 0, s, scores, n_rows, k, sel);
 }
 
 }  // namespace ds4::cuda

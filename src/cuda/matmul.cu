@@ -442,6 +442,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
                    uint32_t n_slabs, uint64_t row_bytes, uint32_t rows, uint32_t n_groups, bool wide,
                    const float* __restrict__ x, uint64_t x_stride, float* y0, float* y1, uint64_t y_stride,
                    ExpertGroups g) {
+    dev::pdl_wait_and_release();
     __shared__ __align__(16) uint8_t smem[kWarpsPerBlock][R][kChunkBytes<F>];
     __shared__ SharedTables<F> tables;
     const Iq2Tables tab = tables.load();
@@ -619,10 +620,10 @@ void launch_experts_r(const void* w0, const void* w1, uint64_t slab_rows, uint32
     constexpr uint64_t kRowsPerBlock = kWarpsPerBlock * R;
     const dim3 grid(static_cast<unsigned>((slab_rows + kRowsPerBlock - 1) / kRowsPerBlock), max_slots,
                     w1 != nullptr ? 2 : 1);
-    experts_kernel<F, kMaxNt, R><<<grid, kWarpsPerBlock * 32, 0, s>>>(
-        static_cast<const uint8_t*>(w0), static_cast<const uint8_t*>(w1), slab_bytes, n_slabs, row_bytes,
-        static_cast<uint32_t>(slab_rows), static_cast<uint32_t>(n_groups), wide, x, x_stride, y0, y1, y_stride, g);
-    DS4_CUDA_CHECK_LAUNCH("experts_kernel");
+    launch_pdl("launch of experts_kernel", experts_kernel<F, kMaxNt, R>, dim3(grid), dim3(kWarpsPerBlock * 32), 0, s,
+               static_cast<const uint8_t*>(w0), static_cast<const uint8_t*>(w1), slab_bytes, n_slabs, row_bytes,
+               static_cast<uint32_t>(slab_rows), static_cast<uint32_t>(n_groups), wide, x, x_stride, y0, y1, y_stride,
+               g);
 }
 
 template <class F>
@@ -764,12 +765,12 @@ void launch_multi(GgmlType type, std::span<const MatProduct> parts, uint64_t col
                                dim3(blocks), dim3(32 * 32), 0, s, at, row_bytes, g32, xt, x_stride);
                     break;
                 case 8:
-                    launch_pdl("launch of matmul_split_multi_kernel", matmul_split_multi_kernel<F, NT, 8>,
-                               dim3(blocks), dim3(8 * 32), 0, s, at, row_bytes, g32, xt, x_stride);
+                    launch_pdl("launch of matmul_split_multi_kernel", matmul_split_multi_kernel<F, NT, 8>, dim3(blocks),
+                               dim3(8 * 32), 0, s, at, row_bytes, g32, xt, x_stride);
                     break;
                 default:
-                    launch_pdl("launch of matmul_split_multi_kernel", matmul_split_multi_kernel<F, NT, 4>,
-                               dim3(blocks), dim3(4 * 32), 0, s, at, row_bytes, g32, xt, x_stride);
+                    launch_pdl("launch of matmul_split_multi_kernel", matmul_split_multi_kernel<F, NT, 4>, dim3(blocks),
+                               dim3(4 * 32), 0, s, at, row_bytes, g32, xt, x_stride);
                     break;
             }
         });

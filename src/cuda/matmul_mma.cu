@@ -22,6 +22,7 @@
 #include <algorithm>
 
 #include "cuda/check.h"
+#include "cuda/pdl.cuh"
 #include "cuda/env_switch.h"
 #include "cuda/matmul_mma.h"
 #include "cuda/mma_s8.cuh"
@@ -133,6 +134,7 @@ struct MmaArgs {
 
 template <int K, int BN>
 __global__ void __launch_bounds__(kThreads, 1) q8r_mma_kernel(MmaArgs p) {
+    dev::pdl_wait_and_release();
     using S = Stage<K, BN>;
     using C = Chunk<K>;
     using CT = typename C::T;
@@ -282,6 +284,7 @@ __device__ __forceinline__ uint2 codes_to_half2(uint32_t w, __half2 d) {
 // layers. Two warps per 16 rows, each with half the tokens, were slower: 13.0 ms.)
 template <int K, int BN>
 __global__ void __launch_bounds__(kThreads, 1) q8h_mma_kernel(MmaArgs p) {
+    dev::pdl_wait_and_release();
     using S = HalfStage<K, BN>;
     using C = Chunk<K>;
     using CT = typename C::T;
@@ -398,6 +401,7 @@ __global__ void __launch_bounds__(kThreads, 1) q8h_mma_kernel(MmaArgs p) {
 __global__ void reduce_split_kernel(const float* __restrict__ part, uint32_t rows, uint32_t n_tok, uint32_t n_split,
                                     uint32_t groups, float* __restrict__ y, uint64_t y_stride, uint64_t y_group,
                                     const float* __restrict__ tok_scale) {
+    dev::pdl_wait_and_release();
     const uint64_t per = uint64_t{n_tok} * rows, id = uint64_t{blockIdx.x} * blockDim.x + threadIdx.x;
     if (id >= per * groups) return;
     const uint64_t g = id / per, tr = id % per;
@@ -415,6 +419,7 @@ constexpr uint32_t kHalfCache = 8;
 __global__ void __launch_bounds__(kThreads) quantize_half_kernel(const float* __restrict__ x, uint64_t x_stride,
                                                                  uint32_t cols, uint32_t n_tok, uint32_t K,
                                                                  __half* __restrict__ xh, float* __restrict__ xs) {
+    dev::pdl_wait_and_release();
     __shared__ float red[kThreads / 32];
     const uint32_t t = blockIdx.x, tid = threadIdx.x, words = cols / 4;
     const float4* src = reinterpret_cast<const float4*>(x + uint64_t{t} * x_stride);
@@ -466,6 +471,7 @@ __global__ void __launch_bounds__(kThreads) quantize_half_kernel(const float* __
 // the codes go where q8r_repack puts a weight row's, the scale to [q8r block][n_pad].
 __global__ void quantize_mma_kernel(const float* __restrict__ x, uint64_t x_stride, uint32_t cols, uint32_t n_tok,
                                     uint32_t n_pad, uint32_t K, uint8_t* __restrict__ xq, float* __restrict__ xs) {
+    dev::pdl_wait_and_release();
     const uint32_t blocks = cols / 32;
     const uint64_t id = uint64_t{blockIdx.x} * blockDim.x + threadIdx.x;
     if (id >= uint64_t{blocks} * n_pad) return;
@@ -506,11 +512,11 @@ template <int K, int BN, bool Half>
 void launch(const MmaArgs& a, uint32_t groups, cudaStream_t s) {
     const dim3 grid((a.rows + kBM - 1) / kBM, (a.n_tok + BN - 1) / BN, groups * a.n_split);
     if constexpr (Half) {
-        q8h_mma_kernel<K, BN><<<grid, kThreads, kHalfStages * sizeof(HalfStage<K, BN>), s>>>(a);
-        DS4_CUDA_CHECK_LAUNCH("q8h_mma_kernel");
+        launch_pdl("launch of q8h_mma_kernel", q8h_mma_kernel<K, BN>, dim3(grid), dim3(kThreads),
+                   kHalfStages * sizeof(HalfStage<K, BN>), s, a);
     } else {
-        q8r_mma_kernel<K, BN><<<grid, kThreads, kStages * sizeof(Stage<K, BN>), s>>>(a);
-        DS4_CUDA_CHECK_LAUNCH("q8r_mma_kernel");
+        launch_pdl("launch of q8r_mma_kernel", q8r_mma_kernel<K, BN>, dim3(grid), dim3(kThreads),
+                   kStages * sizeof(Stage<K, BN>), s, a);
     }
 }
 
@@ -526,9 +532,9 @@ void launch_k(MmaArgs a, uint32_t groups, uint64_t scratch_floats, cudaStream_t 
         a.n_split = chunks;
         launch<K, 32, Half>(a, groups, s);
         const uint64_t outs = uint64_t{a.n_tok} * a.rows * groups;
-        reduce_split_kernel<<<static_cast<unsigned>((outs + 255) / 256), 256, 0, s>>>(
-            a.part, a.rows, a.n_tok, chunks, groups, a.y, a.y_stride, a.y_group, Half ? a.xs : nullptr);
-        DS4_CUDA_CHECK_LAUNCH("reduce_split_kernel");
+        launch_pdl("launch of reduce_split_kernel", reduce_split_kernel,
+                   dim3(static_cast<unsigned>((outs + 255) / 256)), dim3(256), 0, s, a.part, a.rows, a.n_tok, chunks,
+                   groups, a.y, a.y_stride, a.y_group, Half ? a.xs : nullptr);
     } else if (a.n_tok <= 32) {
         launch<K, 32, Half>(a, groups, s);
     } else {
@@ -588,16 +594,14 @@ void quantize_mma_activations(const float* x, uint64_t x_stride, uint64_t cols, 
     const uint64_t n_pad = padded_tokens(n_tok), threads = n_pad * (cols / 32);
     auto* codes = static_cast<uint8_t*>(xq);
     if (g_precision == MmaPrecision::Half) {
-        quantize_half_kernel<<<static_cast<unsigned>(n_pad), kThreads, 0, s>>>(
-            x, x_stride, static_cast<uint32_t>(cols), n_tok, k_words(cols), reinterpret_cast<__half*>(codes),
-            reinterpret_cast<float*>(codes + 2 * n_pad * cols));
-        DS4_CUDA_CHECK_LAUNCH("quantize_half_kernel");
+        launch_pdl("launch of quantize_half_kernel", quantize_half_kernel, dim3(static_cast<unsigned>(n_pad)),
+                   dim3(kThreads), 0, s, x, x_stride, static_cast<uint32_t>(cols), n_tok, k_words(cols),
+                   reinterpret_cast<__half*>(codes), reinterpret_cast<float*>(codes + 2 * n_pad * cols));
         return;
     }
-    quantize_mma_kernel<<<static_cast<unsigned>((threads + 127) / 128), 128, 0, s>>>(
-        x, x_stride, static_cast<uint32_t>(cols), n_tok, static_cast<uint32_t>(n_pad), k_words(cols), codes,
-        reinterpret_cast<float*>(codes + n_pad * cols));
-    DS4_CUDA_CHECK_LAUNCH("quantize_mma_kernel");
+    launch_pdl("launch of quantize_mma_kernel", quantize_mma_kernel, dim3(static_cast<unsigned>((threads + 127) / 128)),
+               dim3(128), 0, s, x, x_stride, static_cast<uint32_t>(cols), n_tok, static_cast<uint32_t>(n_pad),
+               k_words(cols), codes, reinterpret_cast<float*>(codes + n_pad * cols));
 }
 
 void matmul_q8r_mma(const void* w, uint64_t rows, uint64_t cols, const void* xq, uint32_t n_tok, float* y,

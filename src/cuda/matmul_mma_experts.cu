@@ -22,6 +22,7 @@
 
 #include "cuda/act_rows.cuh"
 #include "cuda/check.h"
+#include "cuda/pdl.cuh"
 #include "cuda/env_switch.h"
 #include "cuda/matmul_mma_experts.h"
 #include "cuda/mma_s8.cuh"
@@ -179,6 +180,7 @@ __device__ __forceinline__ void load_stage(Stage<F, BN>& st, const uint8_t* w, u
 
 template <class F, int BN>
 __global__ void __launch_bounds__(kThreads, 2) experts_mma_kernel(Args a) {
+    dev::pdl_wait_and_release();
     using S = Stage<F, BN>;
     constexpr int NF = BN / 8;
     extern __shared__ __align__(16) uint8_t raw[];
@@ -290,6 +292,7 @@ __global__ void __launch_bounds__(kThreads, 2) experts_mma_kernel(Args a) {
 // −127/max; codes round half to even, saturated, NaN → 0; bsums per 16 values).
 __global__ void quantize_q8k_kernel(const float* __restrict__ x, uint64_t x_stride, uint32_t cols, uint32_t n_tok,
                                     uint8_t* __restrict__ xq, uint64_t tok_bytes, ActRows rs) {
+    dev::pdl_wait_and_release();
     const uint32_t lane = threadIdx.x % 32;
     const uint64_t warp_id = (uint64_t{blockIdx.x} * blockDim.x + threadIdx.x) / 32;
     const uint32_t groups = cols / 256;
@@ -334,6 +337,7 @@ __global__ void quantize_q8k_kernel(const float* __restrict__ x, uint64_t x_stri
 // ceil(count / bn) tiles per active slot, in slot order. One block; smem: max_slots words.
 __global__ void experts_tiles_kernel(const uint32_t* __restrict__ count, const uint32_t* __restrict__ n_active,
                                      uint32_t max_slots, uint32_t bn, uint32_t* __restrict__ tiles) {
+    dev::pdl_wait_and_release();
     extern __shared__ uint32_t first[];
     const uint32_t n = min(*n_active, max_slots);
     if (threadIdx.x == 0) {
@@ -367,11 +371,11 @@ void launch(Args a, uint32_t max_slots, uint32_t max_pairs, cudaStream_t s) {
                                             static_cast<int>(smem_bytes<F, BN>())));
     });
     const uint32_t max_tiles = (max_pairs + BN - 1) / BN + max_slots;
-    experts_tiles_kernel<<<1, 256, max_slots * sizeof(uint32_t), s>>>(a.count, a.n_active, max_slots, BN, a.tiles);
-    DS4_CUDA_CHECK_LAUNCH("experts_tiles_kernel");
+    launch_pdl("launch of experts_tiles_kernel", experts_tiles_kernel, dim3(1), dim3(256), max_slots * sizeof(uint32_t),
+               s, a.count, a.n_active, max_slots, BN, a.tiles);
     const dim3 grid(a.row_tiles * (a.w1 != nullptr ? 2 : 1), max_tiles);
-    experts_mma_kernel<F, BN><<<grid, kThreads, smem_bytes<F, BN>(), s>>>(a);
-    DS4_CUDA_CHECK_LAUNCH("experts_mma_kernel");
+    launch_pdl("launch of experts_mma_kernel", experts_mma_kernel<F, BN>, dim3(grid), dim3(kThreads),
+               smem_bytes<F, BN>(), s, a);
 }
 
 template <class F>
@@ -418,9 +422,8 @@ void quantize_q8k_activations(const float* x, uint64_t x_stride, uint64_t cols, 
     if (reinterpret_cast<uintptr_t>(xq) % 16 != 0) fail("cuda quantize_q8k_activations: xq is not 16-byte aligned");
     const uint64_t warps = cols / 256 * n_tok;
     const auto grid = static_cast<unsigned>((warps + kWarps - 1) / kWarps);
-    quantize_q8k_kernel<<<grid, kThreads, 0, s>>>(x, x_stride, static_cast<uint32_t>(cols), n_tok,
-                                                   static_cast<uint8_t*>(xq), q8k_token_bytes(cols), rows);
-    DS4_CUDA_CHECK_LAUNCH("quantize_q8k_kernel");
+    launch_pdl("launch of quantize_q8k_kernel", quantize_q8k_kernel, dim3(grid), dim3(kThreads), 0, s, x, x_stride,
+               static_cast<uint32_t>(cols), n_tok, static_cast<uint8_t*>(xq), q8k_token_bytes(cols), rows);
 }
 
 uint32_t mma_experts_min_tokens() {

@@ -16,6 +16,7 @@
 
 #include "cuda/act_rows.cuh"
 #include "cuda/check.h"
+#include "cuda/pdl.cuh"
 #include "cuda/device_math.cuh"
 #include "cuda/kernels.h"
 #include "cuda/matmul_q8_formats.cuh"
@@ -35,6 +36,7 @@ using q8::IQ2XXSFast, q8::Iq2Tables, q8::kBlockMetaBytes, q8::kChunkBytes, q8::l
 // lanes 4k .. 4k+3 form block k and reduce its amax / sums with two shuffles.
 __global__ void quantize_q8_kernel(const float* __restrict__ x, uint64_t x_stride, uint32_t cols, uint32_t n_tok,
                                    uint8_t* __restrict__ xq, uint64_t tok_bytes, ActRows rs) {
+    dev::pdl_wait_and_release();
     const uint32_t lane = threadIdx.x % 32;
     const uint64_t warp_id = (uint64_t{blockIdx.x} * blockDim.x + threadIdx.x) / 32;
     const uint32_t groups = cols / 256;
@@ -89,6 +91,7 @@ struct Shape {  // one launch's geometry
 // bandwidth for IQ2_XXS, 68 % for Q2_K, whose chunks are the smallest.)
 template <class F, int NT, int R>
 __global__ void __launch_bounds__(kWarps * 32) q8_matmul_kernel(const Shape sh) {
+    dev::pdl_wait_and_release();
     static_assert(F::kChunkGroups % 4 == 0 && F::kChunkGroups % F::kUnit == 0 && F::kUnit * F::kGroupBytes % 16 == 0);
     // +16: Q8_0's unaligned blocks read one word past their end
     __shared__ __align__(16) uint8_t smem[kWarps][2][R][kChunkBytes<F> + 16];
@@ -208,8 +211,7 @@ void launch_nt(const uint8_t* w, uint64_t rows, uint64_t cols, const uint8_t* xq
     sh.y_stride = y_stride;
     const uint64_t wanted = (sh.n_rowgroups + kWarps - 1) / kWarps;
     const auto grid = static_cast<unsigned>(std::min<uint64_t>(wanted, resident_blocks<F, NT, R>()));
-    q8_matmul_kernel<F, NT, R><<<grid, kWarps * 32, 0, s>>>(sh);
-    DS4_CUDA_CHECK_LAUNCH("q8_matmul_kernel");
+    launch_pdl("launch of q8_matmul_kernel", q8_matmul_kernel<F, NT, R>, dim3(grid), dim3(kWarps * 32), 0, s, sh);
 }
 
 template <class F>
@@ -284,9 +286,8 @@ void quantize_q8_activations(const float* x, uint64_t x_stride, uint64_t cols, u
     if (reinterpret_cast<uintptr_t>(xq) % 16 != 0) fail("cuda quantize_q8_activations: xq is not 16-byte aligned");
     const uint64_t warps = cols / 256 * n_tok;
     const auto grid = static_cast<unsigned>((warps + kWarps - 1) / kWarps);
-    quantize_q8_kernel<<<grid, kWarps * 32, 0, s>>>(x, x_stride, static_cast<uint32_t>(cols), n_tok,
-                                                     static_cast<uint8_t*>(xq), q8_token_bytes(cols), rows);
-    DS4_CUDA_CHECK_LAUNCH("quantize_q8_kernel");
+    launch_pdl("launch of quantize_q8_kernel", quantize_q8_kernel, dim3(grid), dim3(kWarps * 32), 0, s, x, x_stride,
+               static_cast<uint32_t>(cols), n_tok, static_cast<uint8_t*>(xq), q8_token_bytes(cols), rows);
 }
 
 bool matmul_q8_supported(GgmlType t) {

@@ -12,6 +12,7 @@
 #include <type_traits>
 
 #include "cuda/check.h"
+#include "cuda/pdl.cuh"
 #include "cuda/device_math.cuh"
 #include "cuda/matmul_q8.h"
 #include "cuda/matmul_q8_formats.cuh"
@@ -72,6 +73,7 @@ __device__ Item find_item(const Args& a, uint32_t k, uint32_t stride, uint32_t t
 
 template <class F, int NT>
 __global__ void __launch_bounds__(kWarps * 32) q8_experts_kernel(const Args a) {
+    dev::pdl_wait_and_release();
     __shared__ __align__(16) uint8_t smem[kWarps][2][kR][kChunkBytes<F> + 16];
     constexpr bool kIq2 = std::is_same_v<F, IQ2XXSFast>;
     __shared__ uint32_t s_grid[kIq2 ? 256 : 1];
@@ -195,8 +197,7 @@ void launch_nt(Args a, cudaStream_t s) {
     if (worst >= (uint64_t{1} << 31)) fail("cuda matmul_experts_q8: ", worst, " warp items, too many");
     const uint64_t wanted = (worst + kWarps - 1) / kWarps;
     const auto grid = static_cast<unsigned>(std::min<uint64_t>(wanted, resident_blocks<F, NT>()));
-    q8_experts_kernel<F, NT><<<grid, kWarps * 32, 0, s>>>(a);
-    DS4_CUDA_CHECK_LAUNCH("q8_experts_kernel");
+    launch_pdl("launch of q8_experts_kernel", q8_experts_kernel<F, NT>, dim3(grid), dim3(kWarps * 32), 0, s, a);
 }
 
 // Token chunks of NT = 1, 2, 4 or 8 (from the bound, not the routing: a graph's replays

@@ -419,5 +419,39 @@ TEST(CudaFusedKernels, HcPostAddEqualsAddThenPost) {
     }
 }
 
+// hc_post_moe_add == moe_sum then hc_post_add: per token 0..K expert rows, in the
+// grouping's order (rows), tokens with none included.
+TEST(CudaFusedKernels, HcPostMoeAddEqualsSumThenPostAdd) {
+    DS4_REQUIRE_GPU();
+    const HcShape sh{4, 4096, 20, 1e-6f, 1e-6f};
+    constexpr uint32_t K = 6;
+    for (const uint32_t n : {1u, 5u}) {
+        const uint64_t hc = uint64_t{n} * sh.H * sh.dim, f = uint64_t{n} * sh.dim;
+        std::vector<uint32_t> rows(n * K), count(n);
+        uint32_t next = 0;
+        for (uint32_t t = 0; t < n; ++t) {
+            count[t] = t == 3 ? 0 : K - t % 3;  // token 3: no routed rows
+            for (uint32_t j = 0; j < count[t]; ++j) rows[t * K + j] = (next++ * 7) % (n * K);
+        }
+        const std::vector<float> x0 = test::random_floats(hc, 11 + n), ex = test::random_floats(n * K * sh.dim, 12),
+                                 fb = test::random_floats(f, 13 + n), post = test::random_floats(n * sh.H, 14, 0.f, 2.f),
+                                 comb = test::random_floats(n * sh.H * sh.H, 15, 0.f, 1.f);
+        DeviceBuffer<float> xa = to_device<float>(x0), xb = to_device<float>(x0), dex = to_device<float>(ex),
+                            db = to_device<float>(fb), dp = to_device<float>(post), dc = to_device<float>(comb), moe(f);
+        DeviceBuffer<uint32_t> drows = to_device<uint32_t>(rows), dcount = to_device<uint32_t>(count);
+        hc_post_moe_add(sh, xa.data(), MoeSumRows{dex.data(), drows.data(), dcount.data(), K}, db.data(), dp.data(),
+                        dc.data(), n, nullptr);
+        MoeGroups g;
+        g.rows = drows.data();
+        g.tok_count = dcount.data();
+        moe_sum(dex.data(), g, n, K, moe.data(), sh.dim, nullptr);
+        hc_post_add(sh, xb.data(), moe.data(), db.data(), dp.data(), dc.data(), n, nullptr);
+        DS4_CUDA_CHECK(cudaDeviceSynchronize());
+        const std::vector<float> ga = xa.download(), gb = xb.download();
+        ASSERT_EQ(0, std::memcmp(ga.data(), gb.data(), ga.size() * sizeof(float))) << n << " tokens";
+        ASSERT_NE(0, std::memcmp(ga.data(), x0.data(), ga.size() * sizeof(float)));
+    }
+}
+
 }  // namespace
 }  // namespace ds4::cuda
