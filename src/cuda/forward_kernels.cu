@@ -327,12 +327,10 @@ __global__ void add_kernel(const float* a, const float* b, float* y, uint64_t n)
     if (i < n) y[i] = a[i] + b[i];
 }
 
-// One block per token.
-__global__ void route_kernel(float* probs, const float* bias, const int32_t* tid2eid, const int32_t* tokens,
-                             uint32_t E, uint32_t K, float route_scale, bool hash, uint32_t* sel, float* sel_w) {
-    dev::pdl_wait_and_release();
-    extern __shared__ float biased[];
-    const uint32_t t = blockIdx.x;
+// Token t's routing by the whole block (biased: E floats of shared memory).
+__device__ void route_token(uint32_t t, float* probs, const float* bias, const int32_t* tid2eid,
+                            const int32_t* tokens, uint32_t E, uint32_t K, float route_scale, bool hash,
+                            uint32_t* sel, float* sel_w, float* biased) {
     float* p = probs + uint64_t{t} * E;
     for (uint32_t e = threadIdx.x; e < E; e += blockDim.x) {
         const float v = p[e];
@@ -359,6 +357,14 @@ __global__ void route_kernel(float* probs, const float* bias, const int32_t* tid
         for (uint32_t k = 0; k < K; ++k) sum += p[st[k]];
         for (uint32_t k = 0; k < K; ++k) sel_w[uint64_t{t} * K + k] = p[st[k]] / sum * route_scale;
     }
+}
+
+// One block per token.
+__global__ void route_kernel(float* probs, const float* bias, const int32_t* tid2eid, const int32_t* tokens,
+                             uint32_t E, uint32_t K, float route_scale, bool hash, uint32_t* sel, float* sel_w) {
+    dev::pdl_wait_and_release();
+    extern __shared__ float biased[];
+    route_token(blockIdx.x, probs, bias, tid2eid, tokens, E, K, route_scale, hash, sel, sel_w, biased);
 }
 
 __global__ void gather_kernel(const float* x, const uint32_t* src, float* out, uint32_t dim, const uint32_t* m_dev) {
@@ -519,9 +525,7 @@ __global__ void __launch_bounds__(kGroupWarps * 32)
 // warp: lane i holds pair i, and every position is a count over the other lanes (the
 // 1024-thread kernel took 7.5 µs at one token, H200). Same arrays, same values.
 constexpr uint32_t kSmallGroupPairs = 32;
-__global__ void __launch_bounds__(32)
-    moe_group_small_kernel(const uint32_t* sel, uint32_t n, uint32_t K, uint32_t E, MoeGroups g) {
-    dev::pdl_wait_and_release();
+__device__ void group_small(const uint32_t* sel, uint32_t n, uint32_t K, uint32_t E, const MoeGroups& g) {
     const uint32_t i = threadIdx.x, nk = n * K, t = i / K;
     const bool valid = i < nk && first_of_token(sel, i, K, E);
     const uint32_t e = valid ? sel[i] : 0xffffffffu;
@@ -558,6 +562,26 @@ __global__ void __launch_bounds__(32)
         g.n_pairs[0] = static_cast<uint32_t>(__popc(valid_mask));
         g.n_active[0] = static_cast<uint32_t>(__popc(leader_mask));
     }
+}
+
+__global__ void __launch_bounds__(32)
+    moe_group_small_kernel(const uint32_t* sel, uint32_t n, uint32_t K, uint32_t E, MoeGroups g) {
+    dev::pdl_wait_and_release();
+    group_small(sel, n, K, E, g);
+}
+
+// route then group_small for passes of at most kSmallGroupPairs pairs, one block: the
+// same selections and arrays in one launch instead of two.
+__global__ void route_group_small_kernel(float* probs, const float* bias, const int32_t* tid2eid,
+                                         const int32_t* tokens, uint32_t n, uint32_t E, uint32_t K, float route_scale,
+                                         bool hash, uint32_t* sel, float* sel_w, MoeGroups g) {
+    dev::pdl_wait_and_release();
+    extern __shared__ float biased[];
+    for (uint32_t t = 0; t < n; ++t) {
+        route_token(t, probs, bias, tid2eid, tokens, E, K, route_scale, hash, sel, sel_w, biased);
+        __syncthreads();  // biased is reused by the next token
+    }
+    if (threadIdx.x < 32) group_small(sel, n, K, E, g);
 }
 
 // moe[t] = Σ_{j < tok_count[t]} ex[rows[t·K + j]], in that order (scatter_sum's order).
@@ -691,6 +715,19 @@ void route(float* probs, const float* bias, const int32_t* tid2eid, const int32_
     if (K > kThreads) fail("cuda route: ", K, " experts per token, at most ", kThreads);
     launch_pdl("launch of route_kernel", route_kernel, dim3(n), dim3(kThreads), E * sizeof(float),
                s, probs, bias, tid2eid, tokens, E, K, route_scale, hash, sel, sel_w);
+}
+
+void route_group(float* probs, const float* bias, const int32_t* tid2eid, const int32_t* tokens, uint32_t n,
+                 uint32_t E, uint32_t K, float route_scale, bool hash, uint32_t* sel, float* sel_w, const MoeGroups& g,
+                 cudaStream_t s) {
+    if (n == 0) return;
+    static const bool small_on = env_switch_on("DS4_CUDA_SMALL_GROUP");
+    if (uint64_t{n} * K > kSmallGroupPairs || !small_on || K > kThreads) {
+        route(probs, bias, tid2eid, tokens, n, E, K, route_scale, hash, sel, sel_w, s);
+        return moe_group(sel, n, K, E, g, s);
+    }
+    launch_pdl("launch of route_group_small_kernel", route_group_small_kernel, dim3(1), dim3(kThreads),
+               E * sizeof(float), s, probs, bias, tid2eid, tokens, n, E, K, route_scale, hash, sel, sel_w, g);
 }
 
 void gather_rows(const float* x, const uint32_t* src, float* out, uint32_t m, uint32_t dim, cudaStream_t s,

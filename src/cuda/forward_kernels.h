@@ -182,6 +182,10 @@ struct MoeGroups {
     uint32_t *expert = nullptr, *begin = nullptr, *count = nullptr, *n_active = nullptr, *n_pairs = nullptr;
 };
 void moe_group(const uint32_t* sel, uint32_t n, uint32_t K, uint32_t E, const MoeGroups& g, cudaStream_t s);
+// route then moe_group (one launch for passes of at most 32 pairs; the same outputs).
+void route_group(float* probs, const float* bias, const int32_t* tid2eid, const int32_t* tokens, uint32_t n,
+                 uint32_t E, uint32_t K, float route_scale, bool hash, uint32_t* sel, float* sel_w, const MoeGroups& g,
+                 cudaStream_t s);
 // moe[t] = Σ ex[row] over token t's pair rows in ascending expert id (scatter_sum's order).
 void moe_sum(const float* ex, const MoeGroups& g, uint32_t n, uint32_t K, float* moe, uint32_t dim,
              cudaStream_t s);

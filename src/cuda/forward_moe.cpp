@@ -129,8 +129,7 @@ void Forward::Impl::routed_experts_device(const DLayer& L, uint32_t n, bool sum_
     const cudaStream_t s = stream.get();
     const uint32_t E = hp.n_expert, K = hp.n_expert_used, dim = hp.n_embd, ff = hp.ff_exp;
     const uint64_t nk = uint64_t{n} * K;
-    const MoeGroups g = device_groups(n);
-    moe_group(sel.data(), n, K, E, g, s);
+    const MoeGroups g = device_groups(n);  // made by route_group (moe_layer)
     const auto M = static_cast<uint32_t>(nk);
     const auto slots = static_cast<uint32_t>(std::min<uint64_t>(E, nk));
     const ExpertGroups eg{g.expert, g.begin, g.count, g.n_active};
@@ -192,8 +191,12 @@ void Forward::Impl::moe_layer(uint32_t il, uint32_t n) {
     // the router and the shared expert's gate + up read nrm: merged (bitwise as one mm() each)
     const MmPart from_nrm[] = {{&L.router, probs.data()}, {&L.sh_gate, sh_g.data()}, {&L.sh_up, sh_u.data()}};
     mm_shared_input(from_nrm, nrm.data(), dim, n);
-    route(probs.data(), L.router_bias, L.tid2eid, tokens_dev.data(), n, E, hp.n_expert_used, hp.route_scale,
-          hp.is_hash_layer(il), sel.data(), sel_w.data(), s);
+    if (device_dispatch_ok(L))  // the selection grouped on the device, in the same launch for small passes
+        route_group(probs.data(), L.router_bias, L.tid2eid, tokens_dev.data(), n, E, hp.n_expert_used,
+                    hp.route_scale, hp.is_hash_layer(il), sel.data(), sel_w.data(), device_groups(n), s);
+    else
+        route(probs.data(), L.router_bias, L.tid2eid, tokens_dev.data(), n, E, hp.n_expert_used, hp.route_scale,
+              hp.is_hash_layer(il), sel.data(), sel_w.data(), s);
     // the routed sum inside hc_post (device grouping, no steering): the same bits
     const bool sum_in_post = use_fuse && !steering && device_dispatch_ok(L);
     if (sum_in_post)

@@ -334,3 +334,46 @@ TEST(CudaMoe, QuantizerRowSourcesEqualTheCopyPasses) {
 
 }  // namespace
 }  // namespace ds4::cuda
+
+namespace ds4::cuda {
+namespace {
+
+// route_group == route then moe_group: the probabilities, selections, weights and every
+// grouping array, bitwise (one launch up to 32 pairs: n <= 5 at K = 6; n = 6 takes the
+// two launches), top-K and hash layers (random hash rows repeat experts).
+TEST(CudaMoe, RouteGroupEqualsRouteThenGroup) {
+    DS4_REQUIRE_GPU();
+    constexpr uint32_t K = 6, E = 256, kVocab = 50;
+    const std::vector<float> bias = test::random_floats(E, 71, -0.5f, 0.5f);
+    std::mt19937 rng(72);
+    std::vector<int32_t> tid2eid(kVocab * K);
+    for (int32_t& e : tid2eid) e = static_cast<int32_t>(rng() % E);
+    DeviceBuffer<float> dbias = to_device<float>(bias);
+    DeviceBuffer<int32_t> dhash = to_device<int32_t>(tid2eid);
+    for (const bool hash : {false, true})
+        for (const uint32_t n : {1u, 2u, 5u, 6u}) {
+            SCOPED_TRACE(cat(hash ? "hash" : "top-k", " n=", n));
+            const std::vector<float> probs = test::random_floats(n * E, 73 + n, -4.f, 4.f);
+            std::vector<int32_t> tokens(n);
+            for (int32_t& t : tokens) t = static_cast<int32_t>(rng() % kVocab);
+            DeviceBuffer<int32_t> dtok = to_device<int32_t>(tokens);
+            DeviceBuffer<float> pa = to_device<float>(probs), pb = to_device<float>(probs), wa(n * K), wb(n * K);
+            DeviceBuffer<uint32_t> sa(n * K), sb(n * K);
+            GroupOut ga(n, K, E), gb(n, K, E);
+            route(pa.data(), dbias.data(), dhash.data(), dtok.data(), n, E, K, 1.5f, hash, sa.data(), wa.data(), nullptr);
+            moe_group(sa.data(), n, K, E, ga.g, nullptr);
+            route_group(pb.data(), dbias.data(), dhash.data(), dtok.data(), n, E, K, 1.5f, hash, sb.data(), wb.data(),
+                        gb.g, nullptr);
+            DS4_CUDA_CHECK(cudaDeviceSynchronize());
+            ga.download();
+            gb.download();
+            EXPECT_EQ(pa.download(), pb.download());
+            EXPECT_EQ(sa.download(), sb.download());
+            const std::vector<float> a = wa.download(), b = wb.download();
+            EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float)));
+            EXPECT_EQ(ga.host, gb.host);
+        }
+}
+
+}  // namespace
+}  // namespace ds4::cuda
