@@ -555,11 +555,23 @@ void check_cols(uint64_t cols) {
         fail("cuda matmul_mma: ", cols, " columns, expected a multiple of 256 up to 32768");
 }
 
+// The tensor-core path needs mma.sync and the largest tiles' shared memory (both kernels:
+// the precision may change between passes).
+bool mma_device_ok() {
+    static const bool ok = [] {
+        if (!device_has_mma()) return false;
+        const uint64_t need = std::max({kStages * sizeof(Stage<4, 64>), kStages * sizeof(Stage<2, 64>),
+                                        kHalfStages * sizeof(HalfStage<4, 64>), kHalfStages * sizeof(HalfStage<2, 64>)});
+        return mma::device_smem_optin() >= need;
+    }();
+    return ok;
+}
+
 }  // namespace
 
 void mma_init() {
     static const bool done = [] {
-        if (!device_has_mma()) return false;
+        if (!mma_device_ok()) return false;
         allow_smem<4, 32>();
         allow_smem<4, 64>();
         allow_smem<2, 32>();
@@ -571,7 +583,7 @@ void mma_init() {
 
 bool mma_applies(uint64_t rows, uint32_t n_tok, uint64_t min_work) {
     static const uint32_t min_tok = env_min_tokens("DS4_CUDA_MMA_MIN", kMmaMinTokens);
-    return n_tok >= min_tok && rows * n_tok >= min_work && device_has_mma();
+    return n_tok >= min_tok && rows * n_tok >= min_work && mma_device_ok();
 }
 
 namespace {
@@ -617,7 +629,9 @@ void matmul_q8r_mma(const void* w, uint64_t rows, uint64_t cols, const void* xq,
     if (reinterpret_cast<uintptr_t>(w) % 16 != 0 || reinterpret_cast<uintptr_t>(xq) % 16 != 0 ||
         ex.w_group % 16 != 0)
         fail("cuda matmul_q8r_mma: weights and activations must be 16-byte aligned");
-    if (!device_has_mma()) fail("cuda matmul_q8r_mma: needs compute capability 8.0 or newer");
+    if (!mma_device_ok())
+        fail("cuda matmul_q8r_mma: needs compute capability 8.0 or newer and ", kStages * sizeof(Stage<4, 64>),
+             " bytes of shared memory per block (this card: ", mma::device_smem_optin(), ")");
     mma_init();
     const bool half = g_precision == MmaPrecision::Half;
     const auto* codes = static_cast<const uint8_t*>(xq);

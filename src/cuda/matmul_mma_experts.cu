@@ -436,7 +436,12 @@ bool matmul_experts_mma_supported(GgmlType t, uint64_t cols, uint64_t row_bytes,
     // holds a super-block only from a 16-byte boundary
     const uint64_t align = t == GgmlType::IQ2_XXS ? 2 : t == GgmlType::Q2_K ? 4 : t == GgmlType::Q4_K ? 16 : 0;
     if (align == 0 || cols % 256 != 0 || cols == 0) return false;
-    return row_bytes % align == 0 && reinterpret_cast<uintptr_t>(w) % align == 0 && device_has_mma();
+    // the largest tile this type can take (launch_bn) must fit the card's shared memory
+    const uint64_t smem = t == GgmlType::IQ2_XXS ? smem_bytes<Iq2xxsDec, 64>()
+                          : t == GgmlType::Q2_K  ? smem_bytes<Q2KDec, 32>()
+                                                 : smem_bytes<Q4KDec, 32>();
+    return row_bytes % align == 0 && reinterpret_cast<uintptr_t>(w) % align == 0 && device_has_mma() &&
+           mma::device_smem_optin() >= smem;
 }
 
 uint64_t mma_experts_tile_words(uint32_t max_pairs, uint32_t max_slots) {
