@@ -132,6 +132,48 @@ struct MmaArgs {
     float* part;  // [z][n_tok][rows]
 };
 
+// A block's tile: rows row0.. (n_rows of them) of product `group` by tokens tok0..
+// (n_here), its weights, and the int8 stages [s0, s1) it adds (all, or its split chunk).
+struct Tile {
+    uint32_t row0, tok0, group, n_rows, n_here, s0, s1;
+    const uint8_t* w;
+};
+template <int BN>
+__device__ __forceinline__ Tile tile_of(const MmaArgs& p) {
+    Tile t;
+    t.row0 = blockIdx.x * kBM;
+    t.tok0 = blockIdx.y * BN;
+    t.group = blockIdx.z / p.n_split;
+    const uint32_t split = blockIdx.z % p.n_split, n_st = p.cols / kStageBytes, cs = p.chunk_stages;
+    t.n_rows = min(kBM, p.rows - t.row0);
+    t.n_here = min(static_cast<uint32_t>(BN), p.n_tok - t.tok0);
+    t.s0 = p.n_split > 1 ? split * cs : 0;
+    t.s1 = p.n_split > 1 ? min(t.s0 + cs, n_st) : n_st;
+    t.w = p.w + t.group * p.w_group + uint64_t{t.row0} * p.row_bytes;
+    return t;
+}
+
+// The warp's outputs (rows ra, ra + 8 by its NF n8 token groups) into y, or into the
+// split's part; times tok_scale[token] (null: 1) unless it is a part.
+template <int NF>
+__device__ __forceinline__ void store_tile(const MmaArgs& p, const Tile& t, const float (&total)[NF][4], uint32_t ra,
+                                           uint32_t t4, const float* tok_scale) {
+    const bool parts = p.n_split > 1;
+    float* y = parts ? p.part + uint64_t{blockIdx.z} * p.n_tok * p.rows : p.y + t.group * p.y_group;
+    const uint64_t y_stride = parts ? p.rows : p.y_stride;
+#pragma unroll
+    for (int f = 0; f < NF; ++f) {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            const uint32_t r = ra + (i >= 2 ? 8 : 0), tk = 8 * f + 2 * t4 + i % 2;
+            if (r < t.n_rows && tk < t.n_here) {
+                const float v = parts || tok_scale == nullptr ? total[f][i] : total[f][i] * tok_scale[t.tok0 + tk];
+                y[uint64_t{t.tok0 + tk} * y_stride + t.row0 + r] = v;
+            }
+        }
+    }
+}
+
 template <int K, int BN>
 __global__ void __launch_bounds__(kThreads, 1) q8r_mma_kernel(MmaArgs p) {
     dev::pdl_wait_and_release();
@@ -142,13 +184,11 @@ __global__ void __launch_bounds__(kThreads, 1) q8r_mma_kernel(MmaArgs p) {
     extern __shared__ __align__(16) uint8_t raw[];
     S* st = reinterpret_cast<S*>(raw);
     const uint32_t warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t4 = lane % 4;
-    const uint32_t row0 = blockIdx.x * kBM, tok0 = blockIdx.y * BN;
-    const uint32_t group = blockIdx.z / p.n_split, split = blockIdx.z % p.n_split;
-    const uint32_t rows = p.rows, cols = p.cols;
-    const uint32_t n_rows = min(kBM, rows - row0), n_here = min(static_cast<uint32_t>(BN), p.n_tok - tok0);
-    const uint8_t* w = p.w + group * p.w_group + uint64_t{row0} * p.row_bytes;
-    const uint8_t* xq = p.xq + uint64_t{group} * cols + uint64_t{tok0} * p.xq_tok;
-    const float* xs = p.xs + uint64_t{group} * (cols / 32) * p.n_pad + tok0;
+    const Tile tile = tile_of<BN>(p);
+    const uint32_t cols = p.cols, n_rows = tile.n_rows, s0 = tile.s0, s1 = tile.s1, cs = p.chunk_stages;
+    const uint8_t* w = tile.w;
+    const uint8_t* xq = p.xq + uint64_t{tile.group} * cols + uint64_t{tile.tok0} * p.xq_tok;
+    const float* xs = p.xs + uint64_t{tile.group} * (cols / 32) * p.n_pad + tile.tok0;
     const uint64_t row_bytes = p.row_bytes, n_pad = p.n_pad, xq_tok = p.xq_tok;
 
     float acc[NF][4], total[NF][4];
@@ -157,8 +197,7 @@ __global__ void __launch_bounds__(kThreads, 1) q8r_mma_kernel(MmaArgs p) {
 #pragma unroll
         for (int i = 0; i < 4; ++i) acc[f][i] = total[f][i] = 0.f;
 
-    const uint32_t n_st = cols / kStageBytes, ra = 16 * warp + g, cs = p.chunk_stages;
-    const uint32_t s0 = p.n_split > 1 ? split * cs : 0, s1 = p.n_split > 1 ? min(s0 + cs, n_st) : n_st;
+    const uint32_t ra = 16 * warp + g;
 #pragma unroll
     for (uint32_t i = 0; i < kStages - 1; ++i) {
         if (s0 + i < s1) load_stage<K, BN>(st[i], w, row_bytes, n_rows, cols, xq, xq_tok, xs, n_pad, s0 + i);
@@ -210,17 +249,7 @@ __global__ void __launch_bounds__(kThreads, 1) q8r_mma_kernel(MmaArgs p) {
         cp_async_commit();
     }
     cp_async_wait<0>();
-
-    float* y = p.n_split > 1 ? p.part + uint64_t{blockIdx.z} * p.n_tok * rows : p.y + group * p.y_group;
-    const uint64_t y_stride = p.n_split > 1 ? rows : p.y_stride;
-#pragma unroll
-    for (int f = 0; f < NF; ++f) {
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-            const uint32_t r = ra + (i >= 2 ? 8 : 0), t = 8 * f + 2 * t4 + i % 2;
-            if (r < n_rows && t < n_here) y[uint64_t{tok0 + t} * y_stride + row0 + r] = total[f][i];
-        }
-    }
+    store_tile<NF>(p, tile, total, ra, t4, nullptr);
 }
 
 // ---- Half precision (matmul_mma.h): the same tiles and chunks, f16 mma m16n8k16 ----
@@ -293,12 +322,10 @@ __global__ void __launch_bounds__(kThreads, 1) q8h_mma_kernel(MmaArgs p) {
     extern __shared__ __align__(16) uint8_t raw[];
     S* st = reinterpret_cast<S*>(raw);
     const uint32_t warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t4 = lane % 4;
-    const uint32_t row0 = blockIdx.x * kBM, tok0 = blockIdx.y * BN;
-    const uint32_t group = blockIdx.z / p.n_split, split = blockIdx.z % p.n_split;
-    const uint32_t rows = p.rows, cols = p.cols;
-    const uint32_t n_rows = min(kBM, rows - row0), n_here = min(static_cast<uint32_t>(BN), p.n_tok - tok0);
-    const uint8_t* w = p.w + group * p.w_group + uint64_t{row0} * p.row_bytes;
-    const uint8_t* xh = p.xq + 2 * uint64_t{group} * cols + uint64_t{tok0} * p.xq_tok;
+    const Tile tile = tile_of<BN>(p);
+    const uint32_t cols = p.cols, n_rows = tile.n_rows, cs = p.chunk_stages;
+    const uint8_t* w = tile.w;
+    const uint8_t* xh = p.xq + 2 * uint64_t{tile.group} * cols + uint64_t{tile.tok0} * p.xq_tok;
     const uint64_t row_bytes = p.row_bytes, x_tok = p.xq_tok;
 
     // two accumulators per output, one per chunk c0 / c1 of a block's words: 2·NF
@@ -309,9 +336,8 @@ __global__ void __launch_bounds__(kThreads, 1) q8h_mma_kernel(MmaArgs p) {
 #pragma unroll
         for (int i = 0; i < 4; ++i) acc[0][f][i] = acc[1][f][i] = total[f][i] = 0.f;
 
-    const uint32_t n_st = cols / kStageBytes, ra = 16 * warp + g, cs = p.chunk_stages;
-    const uint32_t s0 = p.n_split > 1 ? split * cs : 0, s1 = p.n_split > 1 ? min(s0 + cs, n_st) : n_st;
-    const uint32_t h0 = 2 * s0, h1 = 2 * s1;  // half stages
+    const uint32_t ra = 16 * warp + g, s1 = tile.s1;
+    const uint32_t h0 = 2 * tile.s0, h1 = 2 * s1;  // half stages
 #pragma unroll
     for (uint32_t i = 0; i < kHalfStages - 1; ++i) {
         if (h0 + i < h1) load_half_stage<K, BN>(st[i], w, row_bytes, n_rows, cols, xh, x_tok, h0 + i);
@@ -380,20 +406,8 @@ __global__ void __launch_bounds__(kThreads, 1) q8h_mma_kernel(MmaArgs p) {
         cp_async_commit();
     }
     cp_async_wait<0>();
-
     // the token's 2^−e: exact, so scaling each chunk's part (split) or the total is the same
-    const bool parts = p.n_split > 1;
-    float* y = parts ? p.part + uint64_t{blockIdx.z} * p.n_tok * rows : p.y + group * p.y_group;
-    const uint64_t y_stride = parts ? rows : p.y_stride;
-#pragma unroll
-    for (int f = 0; f < NF; ++f) {
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-            const uint32_t r = ra + (i >= 2 ? 8 : 0), t = 8 * f + 2 * t4 + i % 2;
-            if (r < n_rows && t < n_here)
-                y[uint64_t{tok0 + t} * y_stride + row0 + r] = parts ? total[f][i] : total[f][i] * p.xs[tok0 + t];
-        }
-    }
+    store_tile<NF>(p, tile, total, ra, t4, p.xs);
 }
 
 // y[g][t][r] = ((0 + part[g, 0]) + part[g, 1]) + ...: the in-block order of the kernel above.
