@@ -5,10 +5,11 @@
 // stages of SK (32 per K-warp) copied with cp.async into an NS-deep ring of shared-memory
 // buffers, so the next stages load while this one multiplies. Each warp owns 32 rows x
 // 8·NF tokens (two m16 fragments by NF n8 fragments). Two shapes of block, by rows only:
-//  - Wide (rows > 32): 2 x 2 warps, 64 rows x 64 tokens, one 32-column slice per stage;
-//  - Few (rows <= 32: the hyper-connection mixes, 24 rows of 16384 columns): the 4 warps
-//    split each 128-column stage (K-split, warp k the slice k), 32 rows x 16 tokens per
-//    block so a 2048-token pass still has 128 blocks; the warps' sums add in warp order.
+//  - Wide (rows > 256): 2 x 2 warps, 64 rows x 64 tokens, one 32-column slice per stage;
+//  - Few (rows <= 32: the hyper-connection mixes, 24 rows of 16384 columns) and Mid (rows
+//    <= 256: router, indexer weights): the 4 warps split each 128-column stage (K-split,
+//    warp k the slice k), 32 rows x 8 (Few) or 16 (Mid) tokens per block so a 2048-token
+//    pass still has 256+ blocks; the warps' sums add in warp order.
 // Inside a 32-column slice, k-step s of lane (g, t) uses the columns 8t + 2s and
 // 8t + 2s + 1 (the same permutation for weights and activations, so the slice's dot is
 // unchanged): one 16-byte shared load gives a lane its weights and two its activations
@@ -69,8 +70,13 @@ struct Cfg {
     static_assert(KS == 1 || kThreads * 8 * NF * 4 <= kSmem, "the K-split sums fit the stage buffers");
 };
 using Wide = Cfg<2, 2, 1, 4, 3>;
-using Few = Cfg<1, 1, 4, 2, 2>;
-constexpr uint64_t kFewRows = 32;
+// K-split blocks, by rows (H200, ncu, 2048-token prefill, 4 layers: the F16 products 3.52 ->
+// 3.00 ms): up to 32 rows (the mixes) 8 tokens and 3 stages per block (twice the blocks of
+// 16 tokens), up to 256 rows (router, indexer weights) 16 tokens, whose 1024 / 256 blocks
+// took 102 / 36 µs against Wide's 128 / 32 blocks at 140 µs.
+using Few = Cfg<1, 1, 4, 1, 3>;
+using Mid = Cfg<1, 1, 4, 2, 2>;
+constexpr uint64_t kFewRows = 32, kMidRows = 256;
 
 struct Args {
     const uint8_t* w;
@@ -241,6 +247,8 @@ void matmul_f16_mma(const void* w, uint64_t rows, uint64_t cols, const float* x,
                  x, x_stride, n_tok, y, y_stride, w_group, x_group, y_group};
     if (rows <= kFewRows)
         launch_cfg<Few>(a, n_mat, s);
+    else if (rows <= kMidRows)
+        launch_cfg<Mid>(a, n_mat, s);
     else
         launch_cfg<Wide>(a, n_mat, s);
 }

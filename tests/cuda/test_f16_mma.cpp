@@ -103,7 +103,7 @@ TEST(CudaF16Mma, TokenBitsIndependentOfThePass) {
     DS4_REQUIRE_GPU();
     if (!f16_mma_takes(kF16MmaMinTokens)) GTEST_SKIP() << "no tensor-core path here";
     constexpr uint32_t kTok = 150;
-    for (const auto& [rows, cols] : std::vector<std::pair<uint64_t, uint64_t>>{{24, 4096}, {300, 1024}}) {
+    for (const auto& [rows, cols] : std::vector<std::pair<uint64_t, uint64_t>>{{24, 4096}, {200, 2048}, {300, 1024}}) {
         SCOPED_TRACE(cat("rows=", rows, " cols=", cols));
         DeviceBuffer<uint8_t> w = to_device<uint8_t>(half_rows(rows, cols, 3).bytes);
         DeviceBuffer<float> dx = to_device<float>(test::random_floats(kTok * cols, 9, -2.f, 2.f));
