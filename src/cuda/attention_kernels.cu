@@ -9,6 +9,7 @@
 
 #include "cuda/attention_common.cuh"
 #include "cuda/check.h"
+#include "cuda/device.h"
 #include "cuda/pdl.cuh"
 #include "cuda/device_math.cuh"
 #include "cuda/env_switch.h"
@@ -363,12 +364,7 @@ namespace {
 // opt-in limit is lower (sm_89 / sm_120: 99 KB), keeping 8 KB for the kernels' static
 // arrays.
 uint64_t dyn_smem_cap(uint64_t want) {
-    static const uint64_t optin = [] {
-        int dev = 0, v = 0;
-        DS4_CUDA_CHECK(cudaGetDevice(&dev));
-        DS4_CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-        return static_cast<uint64_t>(v);
-    }();
+    const uint64_t optin = device_smem_optin();
     return std::min(want, optin > 8 * 1024 ? optin - 8 * 1024 : 0);
 }
 }  // namespace

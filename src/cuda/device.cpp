@@ -16,6 +16,16 @@ int device_count() {
     return n;
 }
 
+uint64_t device_smem_optin() {
+    static const uint64_t bytes = [] {
+        int dev = 0, v = 0;
+        DS4_CUDA_CHECK(cudaGetDevice(&dev));
+        DS4_CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+        return static_cast<uint64_t>(v);
+    }();
+    return bytes;
+}
+
 DeviceInfo device_info(int ordinal) {
     cudaDeviceProp p{};
     DS4_CUDA_CHECK(cudaGetDeviceProperties(&p, ordinal));

@@ -28,6 +28,11 @@ struct DeviceInfo {
 
 int device_count();  // 0 when no driver / no GPU (never throws)
 DeviceInfo device_info(int ordinal = 0);
+// The current device's shared memory per block with the opt-in attribute (sm_80: 163 KB,
+// sm_90: 227 KB, sm_86 / 89 / 120: 99 KB), asked once: kernels that need more than the
+// default 48 KB check it, so that a smaller card takes another path (or a smaller tile)
+// instead of failing at cudaFuncSetAttribute.
+uint64_t device_smem_optin();
 
 // Throws a ds4::Error that says how much `what` needs and how much is free, before an
 // allocation that would fail with a bare "out of memory".

@@ -525,6 +525,11 @@ __global__ void __launch_bounds__(kGroupWarps * 32)
 // warp: lane i holds pair i, and every position is a count over the other lanes (the
 // 1024-thread kernel took 7.5 µs at one token, H200). Same arrays, same values.
 constexpr uint32_t kSmallGroupPairs = 32;
+// The one-warp grouping takes this pass ($DS4_CUDA_SMALL_GROUP=0: never).
+bool small_group(uint32_t n, uint32_t K) {
+    static const bool on = env_switch_on("DS4_CUDA_SMALL_GROUP");
+    return on && uint64_t{n} * K <= kSmallGroupPairs;
+}
 __device__ void group_small(const uint32_t* sel, uint32_t n, uint32_t K, uint32_t E, const MoeGroups& g) {
     const uint32_t i = threadIdx.x, nk = n * K, t = i / K;
     const bool valid = i < nk && first_of_token(sel, i, K, E);
@@ -721,8 +726,7 @@ void route_group(float* probs, const float* bias, const int32_t* tid2eid, const 
                  uint32_t E, uint32_t K, float route_scale, bool hash, uint32_t* sel, float* sel_w, const MoeGroups& g,
                  cudaStream_t s) {
     if (n == 0) return;
-    static const bool small_on = env_switch_on("DS4_CUDA_SMALL_GROUP");
-    if (uint64_t{n} * K > kSmallGroupPairs || !small_on || K > kThreads) {
+    if (!small_group(n, K) || K > kThreads) {
         route(probs, bias, tid2eid, tokens, n, E, K, route_scale, hash, sel, sel_w, s);
         return moe_group(sel, n, K, E, g, s);
     }
@@ -753,8 +757,7 @@ void scatter_sum(const float* rows, const uint32_t* pair_begin, const uint32_t* 
 
 void moe_group(const uint32_t* sel, uint32_t n, uint32_t K, uint32_t E, const MoeGroups& g, cudaStream_t s) {
     if (n == 0) return;
-    static const bool small_on = env_switch_on("DS4_CUDA_SMALL_GROUP");
-    if (uint64_t{n} * K <= kSmallGroupPairs && small_on)
+    if (small_group(n, K))
         return launch_pdl("launch of moe_group_small_kernel", moe_group_small_kernel, dim3(1), dim3(32), 0, s, sel,
                           n, K, E, g);
     const uint64_t smem = uint64_t{kGroupWarps + 2} * E * sizeof(uint32_t);

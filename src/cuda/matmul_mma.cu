@@ -22,6 +22,7 @@
 #include <algorithm>
 
 #include "cuda/check.h"
+#include "cuda/device.h"
 #include "cuda/pdl.cuh"
 #include "cuda/env_switch.h"
 #include "cuda/matmul_mma.h"
@@ -571,13 +572,11 @@ void check_cols(uint64_t cols) {
 
 // The tensor-core path needs mma.sync and the largest tiles' shared memory (both kernels:
 // the precision may change between passes).
+constexpr uint64_t kMmaSmemNeed = std::max({kStages * sizeof(Stage<4, 64>), kStages * sizeof(Stage<2, 64>),
+                                             kHalfStages * sizeof(HalfStage<4, 64>),
+                                             kHalfStages * sizeof(HalfStage<2, 64>)});
 bool mma_device_ok() {
-    static const bool ok = [] {
-        if (!device_has_mma()) return false;
-        const uint64_t need = std::max({kStages * sizeof(Stage<4, 64>), kStages * sizeof(Stage<2, 64>),
-                                        kHalfStages * sizeof(HalfStage<4, 64>), kHalfStages * sizeof(HalfStage<2, 64>)});
-        return mma::device_smem_optin() >= need;
-    }();
+    static const bool ok = device_has_mma() && device_smem_optin() >= kMmaSmemNeed;
     return ok;
 }
 
@@ -644,8 +643,8 @@ void matmul_q8r_mma(const void* w, uint64_t rows, uint64_t cols, const void* xq,
         ex.w_group % 16 != 0)
         fail("cuda matmul_q8r_mma: weights and activations must be 16-byte aligned");
     if (!mma_device_ok())
-        fail("cuda matmul_q8r_mma: needs compute capability 8.0 or newer and ", kStages * sizeof(Stage<4, 64>),
-             " bytes of shared memory per block (this card: ", mma::device_smem_optin(), ")");
+        fail("cuda matmul_q8r_mma: needs compute capability 8.0 or newer and ", kMmaSmemNeed,
+             " bytes of shared memory per block (this card: ", device_smem_optin(), ")");
     mma_init();
     const bool half = g_precision == MmaPrecision::Half;
     const auto* codes = static_cast<const uint8_t*>(xq);

@@ -22,6 +22,7 @@
 
 #include "cuda/act_rows.cuh"
 #include "cuda/check.h"
+#include "cuda/device.h"
 #include "cuda/pdl.cuh"
 #include "cuda/env_switch.h"
 #include "cuda/matmul_mma_experts.h"
@@ -441,7 +442,7 @@ bool matmul_experts_mma_supported(GgmlType t, uint64_t cols, uint64_t row_bytes,
                           : t == GgmlType::Q2_K  ? smem_bytes<Q2KDec, 32>()
                                                  : smem_bytes<Q4KDec, 32>();
     return row_bytes % align == 0 && reinterpret_cast<uintptr_t>(w) % align == 0 && device_has_mma() &&
-           mma::device_smem_optin() >= smem;
+           device_smem_optin() >= smem;
 }
 
 uint64_t mma_experts_tile_words(uint32_t max_pairs, uint32_t max_slots) {

@@ -85,20 +85,6 @@ __device__ __forceinline__ void cp_async_wait() {
 // integer add and a float add instead of the quarter-rate int-to-float convert.
 __device__ __forceinline__ float s32_to_f32(int v) { return __int_as_float(0x4B400000 + v) - 12582912.0f; }
 
-// The current device's shared memory per block with the opt-in attribute (sm_80: 163 KB,
-// sm_90: 227 KB, sm_86 / 89 / 120: 99 KB); asked once. The kernels that need more than
-// the default 48 KB check it, so that a smaller card keeps the matvec path instead of
-// failing at cudaFuncSetAttribute.
-inline uint64_t device_smem_optin() {
-    static const uint64_t bytes = [] {
-        int dev = 0, v = 0;
-        DS4_CUDA_CHECK(cudaGetDevice(&dev));
-        DS4_CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-        return static_cast<uint64_t>(v);
-    }();
-    return bytes;
-}
-
 // The current device runs mma.sync s8 (compute capability 8.0 or newer); asked once.
 inline bool device_has_mma() {
     static const bool ok = [] {
