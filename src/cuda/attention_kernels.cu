@@ -189,7 +189,7 @@ constexpr uint64_t kAttendSplitMaxBytes = 160 * 1024;
 // (issue 8) attend_kernel's bits by head groups: every head reads the same rows (K = V is
 // one head), and one block per head (or two, attend_split_kernel) read them 64 or 128
 // times from L2, ~150 us per layer at 640 rows on an H200. Two launches instead:
-// attend_group_scores_kernel, block (16 rows, 8 heads): warp w scores head w's rows with
+// attend_group_scores_kernel, block (4 or 16 rows, 8 heads): warp w scores head w's rows with
 // head_softmax's chains, 4 rows' values (all of a lane's, hd ≤ 512) loaded before the
 // chains; attend_group_sum_kernel, block (32 columns, 8 heads): the softmax of
 // head_softmax (the same per-thread rows and block reductions, for 8 heads at once), then
@@ -197,20 +197,24 @@ constexpr uint64_t kAttendSplitMaxBytes = 160 * 1024;
 // the 8 warps load the same values (one L1 line). Dynamic shared memory of the second: n
 // row pointers, [8][n] probabilities. The latency of dependent loads is the cost here
 // (a few rows per step), so both keep many loads in flight.
-constexpr uint32_t kGroupHeads = 8, kGroupRows = 16, kGroupCols = 32, kGroupThreads = 256, kGroupMaxHd = 512;
+constexpr uint32_t kGroupHeads = 8, kGroupCols = 32, kGroupThreads = 256, kGroupMaxHd = 512;
 constexpr uint64_t kGroupMaxBytes = 160 * 1024;
 
+// RB rows per block: a warp's rows go 4 at a time, each step a dependent L2 round trip,
+// so fewer rows per block (more blocks) shorten the launch; a (head, row) score is one
+// warp's chain whatever RB is (the same bits).
+template <uint32_t RB>
 __global__ void __launch_bounds__(kGroupThreads) attend_group_scores_kernel(AttendToken a) {
     dev::pdl_wait_and_release();
     __shared__ float qs[kGroupHeads][kMaxD];
     const AttendRows ar = attend_rows(a);
-    const uint32_t i0 = blockIdx.x * kGroupRows, h0 = blockIdx.y * kGroupHeads, hd = a.hd;
+    const uint32_t i0 = blockIdx.x * RB, h0 = blockIdx.y * kGroupHeads, hd = a.hd;
     if (i0 >= ar.n) return;  // the grid covers cap_rows
     for (uint32_t k = threadIdx.x; k < kGroupHeads * hd; k += blockDim.x)
         qs[k / hd][k % hd] = a.q[uint64_t{h0} * hd + k];
     __syncthreads();
     const auto scale = static_cast<float>(1.0 / sqrt(static_cast<double>(hd)));
-    const uint32_t warp = threadIdx.x / 32, lane = threadIdx.x % 32, i_end = min(ar.n, i0 + kGroupRows);
+    const uint32_t warp = threadIdx.x / 32, lane = threadIdx.x % 32, i_end = min(ar.n, i0 + RB);
     float* s = a.scores + uint64_t{h0 + warp} * a.cap_rows;
     constexpr uint32_t kRows = 4;
     constexpr uint32_t kJ = kGroupMaxHd / 32;  // a lane's values per row
@@ -382,9 +386,14 @@ void attend_token(const AttendToken& a, cudaStream_t s) {
             DS4_CUDA_CHECK(cudaFuncSetAttribute(attend_group_sum_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                 static_cast<int>(dyn_smem_cap(kGroupMaxBytes))));
         });
-        const auto row_blocks = static_cast<unsigned>((a.cap_rows + kGroupRows - 1) / kGroupRows);
-        launch_pdl("launch of attend_group_scores_kernel", attend_group_scores_kernel,
-                   dim3(row_blocks, a.n_head / kGroupHeads), dim3(kGroupThreads), 0, s, a);
+        // H200, ncu, 4 layers at ctx 64 (160 rows of capacity): 4 rows a block 31.7 µs
+        // against 16 rows 50.1; at 640 rows 4 rows a block is 5 waves of blocks (64.6 vs
+        // 62.8), so 16 there. From the capacity, not the live rows: a graph keeps its grid.
+        const uint32_t rb = a.cap_rows <= 256 ? 4 : 16;
+        const auto row_blocks = static_cast<unsigned>((a.cap_rows + rb - 1) / rb);
+        const auto kernel = rb == 4 ? attend_group_scores_kernel<4> : attend_group_scores_kernel<16>;
+        launch_pdl("launch of attend_group_scores_kernel", kernel, dim3(row_blocks, a.n_head / kGroupHeads),
+                   dim3(kGroupThreads), 0, s, a);
         launch_pdl("launch of attend_group_sum_kernel", attend_group_sum_kernel,
                    dim3(a.hd / kGroupCols, a.n_head / kGroupHeads), dim3(kGroupThreads), group_bytes, s, a);
         return;

@@ -77,6 +77,8 @@ void Forward::Impl::upload_weights() {
                 repack_q8((*c)->gate);
             }
     }
+    // the weights are final here: kernels may read them before their pdl wait (pdl.cuh)
+    DS4_CUDA_CHECK(cudaStreamSynchronize(stream.get()));
 }
 
 // ---- device KV state ----

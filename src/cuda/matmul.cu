@@ -179,6 +179,20 @@ struct IQ2XXSFormat {
 template <class F>
 constexpr int kChunkBytes = F::kGroupBytes * F::kChunkGroups;
 
+// Before the pdl wait (pdl.cuh: the weights are constants), the warp asks L2 for the
+// first chunk of its rows, so a block placed early has them near while the previous
+// kernel finishes; the staging after the wait then reads L2, not DRAM.
+template <class F>
+__device__ __forceinline__ void prefetch_first_chunk(const uint8_t* w, uint64_t row_bytes, uint32_t n_rows,
+                                                     uint32_t n_groups, uint32_t chunk0, uint32_t lane) {
+    const uint32_t g0 = chunk0 * F::kChunkGroups;
+    if (g0 >= n_groups) return;
+    const uint32_t bytes = min(static_cast<uint32_t>(F::kChunkGroups), n_groups - g0) * F::kGroupBytes;
+    for (uint32_t r = 0; r < n_rows; ++r)
+        for (uint32_t o = 128 * lane; o < bytes; o += 32 * 128)
+            asm volatile("prefetch.global.L2 [%0];" ::"l"(w + r * row_bytes + uint64_t{g0} * F::kGroupBytes + o));
+}
+
 // Copies `bytes` (even) from global to this warp's shared buffer; 16-byte loads when
 // both ends allow, issued before the stores so several are in flight per lane.
 __device__ __forceinline__ void stage(uint8_t* dst, const uint8_t* src, uint32_t bytes, bool wide, uint32_t lane) {
@@ -278,16 +292,17 @@ template <class F, int NT, int R>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
     matmul_kernel(const uint8_t* __restrict__ w, uint64_t row_bytes, uint32_t rows, uint32_t n_groups, bool wide,
                   const float* __restrict__ x, uint64_t x_stride, float* __restrict__ y, uint64_t y_stride) {
-    dev::pdl_wait_and_release();
     // whole chunks (and hence every chunk start) stay 16-byte aligned for the wide path
     static_assert(F::kChunkGroups % F::kUnit == 0 && F::kUnit * F::kGroupBytes % 16 == 0);
     __shared__ __align__(16) uint8_t smem[kWarpsPerBlock][R][kChunkBytes<F>];
     __shared__ SharedTables<F> tables;
-    const Iq2Tables tab = tables.load();  // before any warp returns
     const uint32_t lane = threadIdx.x % 32, warp = threadIdx.x / 32;
     const uint32_t row0 = (blockIdx.x * kWarpsPerBlock + warp) * R;
-    if (row0 >= rows) return;
-    const uint32_t n_rows = min(static_cast<uint32_t>(R), rows - row0);
+    const uint32_t n_rows = row0 < rows ? min(static_cast<uint32_t>(R), rows - row0) : 0;
+    prefetch_first_chunk<F>(w + uint64_t{row0} * row_bytes, row_bytes, n_rows, n_groups, 0, lane);
+    dev::pdl_wait_and_release();
+    const Iq2Tables tab = tables.load();  // before any warp returns
+    if (n_rows == 0) return;
     float acc[R][NT];
     zero(acc);
     dot_chunks<F, NT, R>(w + row0 * row_bytes, row_bytes, n_rows, n_groups, 0, 1, wide, x, x_stride, smem[warp], tab,
@@ -311,6 +326,7 @@ struct GroupStrides {
 
 // One row of the split kernel (below): row `row` of w into y[t * y_stride + row]. Shared by
 // the single / grouped and the multi-product kernels, so a row's bits do not depend on which.
+// It makes the pdl wait (after the prefetch).
 template <class F, int NT, int W>
 __device__ __forceinline__ void split_row(const uint8_t* __restrict__ w, uint64_t row_bytes, uint32_t n_groups,
                                           bool wide, const float* __restrict__ x, uint64_t x_stride,
@@ -318,8 +334,10 @@ __device__ __forceinline__ void split_row(const uint8_t* __restrict__ w, uint64_
     __shared__ __align__(16) uint8_t smem[W][1][kChunkBytes<F>];
     __shared__ SharedTables<F> tables;
     __shared__ float part[W][NT];
-    const Iq2Tables tab = tables.load();
     const uint32_t lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    prefetch_first_chunk<F>(w + uint64_t{row} * row_bytes, row_bytes, 1, n_groups, warp, lane);
+    dev::pdl_wait_and_release();
+    const Iq2Tables tab = tables.load();
     float acc[1][NT];
     zero(acc);
     dot_chunks<F, NT, 1>(w + row * row_bytes, row_bytes, 1, n_groups, warp, W, wide, x, x_stride, smem[warp], tab,
@@ -343,7 +361,6 @@ __global__ void __launch_bounds__(W * 32)
     matmul_split_kernel(const uint8_t* __restrict__ w, uint64_t row_bytes, uint32_t n_groups, bool wide,
                         const float* __restrict__ x, uint64_t x_stride, float* __restrict__ y, uint64_t y_stride,
                         GroupStrides gs) {
-    dev::pdl_wait_and_release();
     split_row<F, NT, W>(w + blockIdx.y * gs.w, row_bytes, n_groups, wide, x + blockIdx.y * gs.x, x_stride,
                         y + blockIdx.y * gs.y, y_stride, blockIdx.x);
 }
@@ -369,7 +386,6 @@ template <class F, int NT, int W>
 __global__ void __launch_bounds__(W * 32)
     matmul_split_multi_kernel(SplitTable tab, uint64_t row_bytes, uint32_t n_groups, const float* __restrict__ x,
                               uint64_t x_stride) {
-    dev::pdl_wait_and_release();
     SplitPart p = tab.part[0];
 #pragma unroll
     for (uint32_t j = 1; j < kMaxParts; ++j)

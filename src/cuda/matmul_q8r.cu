@@ -65,7 +65,8 @@ struct Strides {
 // the matrix shape only, not on the batch. q8r_kernel's blockIdx.y selects one of several
 // same-shape products (Strides).
 // bx: the block's index within its product. One body for the single, grouped and
-// multi-product kernels, so each product's bits are those of its own launch.
+// multi-product kernels, so each product's bits are those of its own launch. It makes
+// the pdl wait (after its first weight loads).
 template <int K, int NT, int R, int W>
 __device__ __forceinline__ void q8r_rows(const uint8_t* __restrict__ w, uint64_t row_bytes, uint32_t rows,
                                          uint32_t n_spans, const float* __restrict__ x, uint64_t x_stride,
@@ -84,10 +85,10 @@ __device__ __forceinline__ void q8r_rows(const uint8_t* __restrict__ w, uint64_t
 #pragma unroll
         for (int t = 0; t < NT; ++t) acc[r][t] = 0.f;
 
-    for (uint32_t s = piece; s < n_spans; s += 2 * W) {
+    uint32_t q[2][R][K];
+    uint32_t d[2][R][K / 2];
+    const auto load = [&](uint32_t s) {
         const bool two = s + W < n_spans;
-        uint32_t q[2][R][K];
-        uint32_t d[2][R][K / 2];
 #pragma unroll
         for (int u = 0; u < 2; ++u) {
             const uint64_t sp = s + u * W;
@@ -105,6 +106,15 @@ __device__ __forceinline__ void q8r_rows(const uint8_t* __restrict__ w, uint64_t
                 }
             }
         }
+    };
+    // The weights are constants (written at upload, before any forward launch): the first
+    // spans are loaded before waiting for the previous kernel (pdl.cuh), so a block placed
+    // early loads them while that kernel finishes; x and y only after the wait.
+    if (piece < n_spans) load(piece);
+    dev::pdl_wait_and_release();
+    for (uint32_t s = piece; s < n_spans; s += 2 * W) {
+        const bool two = s + W < n_spans;
+        if (s != piece) load(s);
 #pragma unroll
         for (int u = 0; u < 2; ++u) {
             if (u == 1 && !two) break;
@@ -168,7 +178,6 @@ __global__ void __launch_bounds__(kBlockWarps * 32)
     q8r_kernel(const uint8_t* __restrict__ w, uint64_t row_bytes, uint32_t rows, uint32_t n_spans,
                const float* __restrict__ x, uint64_t x_stride, float* __restrict__ y, uint64_t y_stride,
                Strides gs) {
-    dev::pdl_wait_and_release();
     q8r_rows<K, NT, R, W>(w + blockIdx.y * gs.w, row_bytes, rows, n_spans, x + blockIdx.y * gs.x, x_stride,
                           y + blockIdx.y * gs.y, y_stride, blockIdx.x);
 }
@@ -192,7 +201,6 @@ template <int K, int NT, int R, int W>
 __global__ void __launch_bounds__(kBlockWarps * 32)
     q8r_multi_kernel(PartTable tab, uint64_t row_bytes, uint32_t n_spans, const float* __restrict__ x,
                      uint64_t x_stride) {
-    dev::pdl_wait_and_release();
     Part p = tab.part[0];
 #pragma unroll
     for (uint32_t j = 1; j < kMaxParts; ++j)

@@ -3,7 +3,9 @@
 // and block placement overlap that kernel's tail instead of following it (~1 µs per
 // dependent graph node at batch-1 decode). Correctness rests on one rule: a kernel
 // launched through launch_pdl calls pdl_wait_and_release() before it touches global
-// memory. griddepcontrol.wait returns only once the previous grid has completed and its
+// memory, with one exception: the model's weights, constant from the end of the upload
+// (Forward's constructor waits for its stream), may be read before, so a matvec placed
+// early loads its first rows while the kernel before it finishes. griddepcontrol.wait returns only once the previous grid has completed and its
 // writes are visible, so that grid, and transitively everything before it, is done: the
 // kernel sees exactly what a plain launch would (the same bits). The release right after
 // lets the next launch_pdl kernel be scheduled early too. Stream capture takes these
