@@ -4,6 +4,7 @@
 #include "cuda/attention_batch.h"
 #include "cuda/attention_common.cuh"
 #include "cuda/check.h"
+#include "cuda/device.h"
 #include "cuda/pdl.cuh"
 #include "cuda/env_switch.h"
 #include "cuda/indexer_fast.h"
@@ -462,12 +463,7 @@ uint64_t tile_bytes(uint32_t heads, uint32_t hd, uint64_t cap_rows) {
 // run faster one block per head); 0: none.
 uint32_t tile_heads(const BatchPass& p, const BatchAttend& a) {
     uint64_t min_blocks = g_tile.min_blocks;
-    if (min_blocks == kTileAuto) {
-        int dev = 0, sms = 0;
-        DS4_CUDA_CHECK(cudaGetDevice(&dev));
-        DS4_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-        min_blocks = 2 * static_cast<uint64_t>(sms);
-    }
+    if (min_blocks == kTileAuto) min_blocks = 2 * uint64_t{device_sm_count()};
     for (uint32_t h : {8u, 4u, 2u})
         if (h <= g_tile.max_heads && a.n_head % h == 0 && tile_bytes(h, a.hd, a.cap_rows) <= kMaxTileBytes &&
             uint64_t{a.n_head / h} * p.n >= min_blocks)

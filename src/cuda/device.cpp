@@ -26,6 +26,16 @@ uint64_t device_smem_optin() {
     return bytes;
 }
 
+uint32_t device_sm_count() {
+    static const uint32_t n = [] {
+        int dev = 0, v = 0;
+        DS4_CUDA_CHECK(cudaGetDevice(&dev));
+        DS4_CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev));
+        return static_cast<uint32_t>(v);
+    }();
+    return n;
+}
+
 DeviceInfo device_info(int ordinal) {
     cudaDeviceProp p{};
     DS4_CUDA_CHECK(cudaGetDeviceProperties(&p, ordinal));

@@ -33,6 +33,8 @@ DeviceInfo device_info(int ordinal = 0);
 // default 48 KB check it, so that a smaller card takes another path (or a smaller tile)
 // instead of failing at cudaFuncSetAttribute.
 uint64_t device_smem_optin();
+// The current device's streaming multiprocessors, asked once (grid sizes by the card).
+uint32_t device_sm_count();
 
 // Throws a ds4::Error that says how much `what` needs and how much is free, before an
 // allocation that would fail with a bare "out of memory".

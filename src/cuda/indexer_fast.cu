@@ -6,6 +6,7 @@
 #include <cstdlib>
 
 #include "cuda/check.h"
+#include "cuda/device.h"
 #include "cuda/pdl.cuh"
 #include "cuda/env_switch.h"
 #include "cuda/indexer_fast.h"
@@ -35,23 +36,16 @@ __global__ void __launch_bounds__(kSelectThreads)
     if (n > k) select_topk(sh, scores, n, k, sel);
 }
 
-int g_sms = 0;
-
 bool g_fast = env_switch_on("DS4_CUDA_INDEXER_FAST");
 
 }  // namespace
 
 unsigned indexer_score_blocks(uint32_t max_rows, uint32_t tokens) {
-    if (g_sms == 0) {
-        int dev = 0;
-        DS4_CUDA_CHECK(cudaGetDevice(&dev));
-        DS4_CUDA_CHECK(cudaDeviceGetAttribute(&g_sms, cudaDevAttrMultiProcessorCount, dev));
-    }
     // blocks of all tokens: enough for every SM a few times over; more would reload q for
     // few rows each
     const uint64_t want = (uint64_t{max_rows} + kScoreWarps - 1) / kScoreWarps;
     const uint64_t fill =
-        (uint64_t{4} * static_cast<uint64_t>(g_sms) + tokens - 1) / std::max(tokens, 1u);
+        (uint64_t{4} * device_sm_count() + tokens - 1) / std::max(tokens, 1u);
     return static_cast<unsigned>(std::max<uint64_t>(std::min(want, fill), 1));
 }
 size_t indexer_score_bytes(uint32_t d, uint32_t n_heads) {

@@ -16,6 +16,7 @@
 
 #include "cuda/act_rows.cuh"
 #include "cuda/check.h"
+#include "cuda/device.h"
 #include "cuda/pdl.cuh"
 #include "cuda/device_math.cuh"
 #include "cuda/kernels.h"
@@ -181,11 +182,9 @@ __global__ void __launch_bounds__(kWarps * 32) q8_matmul_kernel(const Shape sh) 
 template <class F, int NT, int R>
 unsigned resident_blocks() {
     static const unsigned n = [] {
-        int dev = 0, sms = 0, per_sm = 0;
-        DS4_CUDA_CHECK(cudaGetDevice(&dev));
-        DS4_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+        int per_sm = 0;
         DS4_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, q8_matmul_kernel<F, NT, R>, kWarps * 32, 0));
-        return static_cast<unsigned>(std::max(1, sms * per_sm));
+        return static_cast<unsigned>(std::max(1u, device_sm_count() * static_cast<unsigned>(std::max(per_sm, 0))));
     }();
     return n;
 }
