@@ -386,7 +386,7 @@ struct Forward::Impl {
     bool batch_attn_ok(uint32_t il) const;
     void attend_batch(uint32_t il, uint32_t n);
     void moe_layer(uint32_t il, uint32_t n);
-    void routed_experts(const DLayer& L, uint32_t n);
+    void routed_experts_host(const DLayer& L, uint32_t n);
     bool device_dispatch_ok(const DLayer& L) const;
     void routed_experts_device(const DLayer& L, uint32_t n, bool sum_in_hc_post);
     MoeGroups device_groups(uint32_t n);

@@ -8,10 +8,9 @@ namespace ds4::cuda {
 
 // Routed experts grouped by expert (each expert's weights read once per chunk), in
 // ascending expert id; each token's outputs are then summed in that order, as the CPU
-// does. The selection comes back to the host to form the groups: one small download
-// per layer.
-void Forward::Impl::routed_experts(const DLayer& L, uint32_t n) {
-    if (device_dispatch_ok(L)) return routed_experts_device(L, n, false);
+// does. The selection (route's) comes back to the host to form the groups: one small
+// download per layer. The path of layers without device grouping (device_dispatch_ok).
+void Forward::Impl::routed_experts_host(const DLayer& L, uint32_t n) {
     const cudaStream_t s = stream.get();
     const uint32_t E = hp.n_expert, K = hp.n_expert_used, dim = hp.n_embd, ff = hp.ff_exp;
     host_sel.resize(uint64_t{n} * K);
@@ -123,6 +122,7 @@ MoeGroups Forward::Impl::device_groups(uint32_t n) {
     return g;
 }
 
+// The groups are route_group's, launched just before by moe_layer (device_dispatch_ok).
 // sum_in_hc_post: the caller adds the experts' rows inside hc_post (hc_post_moe_add)
 // instead of moe_sum into `moe` here.
 void Forward::Impl::routed_experts_device(const DLayer& L, uint32_t n, bool sum_in_hc_post) {
@@ -191,18 +191,19 @@ void Forward::Impl::moe_layer(uint32_t il, uint32_t n) {
     // the router and the shared expert's gate + up read nrm: merged (bitwise as one mm() each)
     const MmPart from_nrm[] = {{&L.router, probs.data()}, {&L.sh_gate, sh_g.data()}, {&L.sh_up, sh_u.data()}};
     mm_shared_input(from_nrm, nrm.data(), dim, n);
-    if (device_dispatch_ok(L))  // the selection grouped on the device, in the same launch for small passes
+    const bool on_device = device_dispatch_ok(L);
+    if (on_device)  // the selection grouped on the device, in the same launch for small passes
         route_group(probs.data(), L.router_bias, L.tid2eid, tokens_dev.data(), n, E, hp.n_expert_used,
                     hp.route_scale, hp.is_hash_layer(il), sel.data(), sel_w.data(), device_groups(n), s);
     else
         route(probs.data(), L.router_bias, L.tid2eid, tokens_dev.data(), n, E, hp.n_expert_used, hp.route_scale,
               hp.is_hash_layer(il), sel.data(), sel_w.data(), s);
     // the routed sum inside hc_post (device grouping, no steering): the same bits
-    const bool sum_in_post = use_fuse && !steering && device_dispatch_ok(L);
-    if (sum_in_post)
-        routed_experts_device(L, n, true);
+    const bool sum_in_post = use_fuse && !steering && on_device;
+    if (on_device)  // reads the groups route_group made above
+        routed_experts_device(L, n, sum_in_post);
     else
-        routed_experts(L, n);
+        routed_experts_host(L, n);
     // shared expert (gate + up above), added after the routed sum
     swiglu_clamp(sh_g.data(), sh_u.data(), sh_g.data(), uint64_t{n} * ff, hp.swiglu_limit, s);
     mm(L.sh_down, 0, dim, sh_g.data(), ff, sh_out.data(), dim, n);
