@@ -178,8 +178,9 @@ __global__ void __launch_bounds__(kBlockWarps * 32)
     q8r_kernel(const uint8_t* __restrict__ w, uint64_t row_bytes, uint32_t rows, uint32_t n_spans,
                const float* __restrict__ x, uint64_t x_stride, float* __restrict__ y, uint64_t y_stride,
                Strides gs) {
-    q8r_rows<K, NT, R, W>(w + blockIdx.y * gs.w, row_bytes, rows, n_spans, x + blockIdx.y * gs.x, x_stride,
-                          y + blockIdx.y * gs.y, y_stride, blockIdx.x);
+    const uint64_t t0 = uint64_t{blockIdx.z} * NT;  // the run's chunk (for_token_runs)
+    q8r_rows<K, NT, R, W>(w + blockIdx.y * gs.w, row_bytes, rows, n_spans, x + blockIdx.y * gs.x + t0 * x_stride,
+                          x_stride, y + blockIdx.y * gs.y + t0 * y_stride, y_stride, blockIdx.x);
 }
 
 // Several products of one input and one column count in one grid (matmul_q8r_multi):
@@ -205,7 +206,9 @@ __global__ void __launch_bounds__(kBlockWarps * 32)
 #pragma unroll
     for (uint32_t j = 1; j < kMaxParts; ++j)
         if (j < tab.n && blockIdx.x >= tab.part[j].block0) p = tab.part[j];
-    q8r_rows<K, NT, R, W>(p.w, row_bytes, p.rows, n_spans, x, x_stride, p.y, p.y_stride, blockIdx.x - p.block0);
+    const uint64_t t0 = uint64_t{blockIdx.z} * NT;  // the run's chunk (for_token_runs)
+    q8r_rows<K, NT, R, W>(p.w, row_bytes, p.rows, n_spans, x + t0 * x_stride, x_stride, p.y + t0 * p.y_stride,
+                          p.y_stride, blockIdx.x - p.block0);
 }
 
 // One block per row: the GGUF row into shared memory, then written back in place.
@@ -262,12 +265,12 @@ constexpr int kRowsPerWarp = NT == 1 ? 1 : NT <= 4 ? 4 : 2;
 
 template <int K, int NT>
 void launch_nt(const uint8_t* w, uint64_t rows, uint64_t cols, uint32_t n_mat, const float* x, uint64_t x_stride,
-               float* y, uint64_t y_stride, const Strides& gs, cudaStream_t s) {
+               float* y, uint64_t y_stride, const Strides& gs, uint32_t n_chunks, cudaStream_t s) {
     constexpr int R = kRowsPerWarp<NT>;
     const uint64_t n_spans = cols / (128 * K), row_bytes = cols / 32 * 34;
     const int wpr = warps_per_row(rows, n_spans);
     const uint64_t rows_per_block = R * kBlockWarps / wpr;
-    const dim3 grid(static_cast<unsigned>((rows + rows_per_block - 1) / rows_per_block), n_mat);
+    const dim3 grid(static_cast<unsigned>((rows + rows_per_block - 1) / rows_per_block), n_mat, n_chunks);
     const auto r32 = static_cast<uint32_t>(rows), s32 = static_cast<uint32_t>(n_spans);
     with_wpr(wpr, [&](auto wc) {
         launch_pdl("launch of q8r_kernel", q8r_kernel<K, NT, R, decltype(wc)::value>, grid, dim3(kBlockWarps * 32),
@@ -278,15 +281,16 @@ void launch_nt(const uint8_t* w, uint64_t rows, uint64_t cols, uint32_t n_mat, c
 template <int K>
 void launch(const uint8_t* w, uint64_t rows, uint64_t cols, uint32_t n_mat, const float* x, uint64_t x_stride,
             float* y, uint64_t y_stride, uint32_t n_tok, const Strides& gs, cudaStream_t s) {
-    for_token_chunks(n_tok, [&](uint32_t t0, auto nt) {
+    for_token_runs(n_tok, [&](uint32_t t0, uint32_t n_chunks, auto nt) {
         launch_nt<K, decltype(nt)::value>(w, rows, cols, n_mat, x + t0 * x_stride, x_stride, y + t0 * y_stride,
-                                          y_stride, gs, s);
+                                          y_stride, gs, n_chunks, s);
     });
 }
 
 // One launch per token chunk over the parts of `tab` (all of one W), token chunk t0..t0+NT.
 template <int K, int NT>
-void launch_multi_nt(PartTable tab, int wpr, uint64_t cols, const float* x, uint64_t x_stride, cudaStream_t s) {
+void launch_multi_nt(PartTable tab, int wpr, uint64_t cols, const float* x, uint64_t x_stride, uint32_t n_chunks,
+                     cudaStream_t s) {
     constexpr int R = kRowsPerWarp<NT>;
     const uint64_t n_spans = cols / (128 * K), row_bytes = cols / 32 * 34;
     const uint32_t rows_per_block = R * kBlockWarps / static_cast<uint32_t>(wpr);
@@ -297,8 +301,8 @@ void launch_multi_nt(PartTable tab, int wpr, uint64_t cols, const float* x, uint
     }
     const auto s32 = static_cast<uint32_t>(n_spans);
     with_wpr(wpr, [&](auto wc) {
-        launch_pdl("launch of q8r_multi_kernel", q8r_multi_kernel<K, NT, R, decltype(wc)::value>, dim3(blocks),
-                   dim3(kBlockWarps * 32), 0, s, tab, row_bytes, s32, x, x_stride);
+        launch_pdl("launch of q8r_multi_kernel", q8r_multi_kernel<K, NT, R, decltype(wc)::value>,
+                   dim3(blocks, 1, n_chunks), dim3(kBlockWarps * 32), 0, s, tab, row_bytes, s32, x, x_stride);
     });
 }
 
@@ -363,13 +367,13 @@ void matmul_q8r_multi(std::span<const Q8rProduct> parts, uint64_t cols, const fl
         PartTable tab;
         const auto flush = [&] {
             if (tab.n == 0) return;
-            for_token_chunks(n_tok, [&](uint32_t t0, auto nt) {
+            for_token_runs(n_tok, [&](uint32_t t0, uint32_t n_chunks, auto nt) {
                 PartTable at = tab;
                 for (uint32_t i = 0; i < at.n; ++i) at.part[i].y += t0 * at.part[i].y_stride;
                 if (span == 512)
-                    launch_multi_nt<4, decltype(nt)::value>(at, wpr, cols, x + t0 * x_stride, x_stride, s);
+                    launch_multi_nt<4, decltype(nt)::value>(at, wpr, cols, x + t0 * x_stride, x_stride, n_chunks, s);
                 else
-                    launch_multi_nt<2, decltype(nt)::value>(at, wpr, cols, x + t0 * x_stride, x_stride, s);
+                    launch_multi_nt<2, decltype(nt)::value>(at, wpr, cols, x + t0 * x_stride, x_stride, n_chunks, s);
             });
             tab.n = 0;
         };

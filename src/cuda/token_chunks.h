@@ -25,4 +25,17 @@ void for_token_chunks(uint32_t n_tok, Launch&& launch) {
     }
 }
 
+// The same chunks as runs: launch(t0, n_chunks, std::integral_constant<int, NT>{}) for
+// n_chunks consecutive chunks of NT tokens from t0 (all the 8s, then a 4, then the 1-3
+// left), so a launcher can put a run's chunks in one grid (blockIdx.z): the weights are
+// read by the chunks side by side instead of once per launch.
+template <class Launch>
+void for_token_runs(uint32_t n_tok, Launch&& launch) {
+    constexpr uint32_t kMaxRun = 65535;  // a grid's z extent
+    const uint32_t eights = n_tok / 8;
+    for (uint32_t c = 0; c < eights; c += kMaxRun)
+        launch(8 * c, eights - c < kMaxRun ? eights - c : kMaxRun, std::integral_constant<int, 8>{});
+    for_token_chunks(n_tok - 8 * eights, [&](uint32_t t0, auto nt) { launch(8 * eights + t0, 1u, nt); });
+}
+
 }  // namespace ds4::cuda
