@@ -335,21 +335,40 @@ __global__ void quantize_q8k_kernel(const float* __restrict__ x, uint64_t x_stri
 }
 
 // tiles[0] ← the tile count, tiles[2 + 2k], [3 + 2k] ← (slot, first token) of tile k:
-// ceil(count / bn) tiles per active slot, in slot order. One block; smem: max_slots words.
-__global__ void experts_tiles_kernel(const uint32_t* __restrict__ count, const uint32_t* __restrict__ n_active,
-                                     uint32_t max_slots, uint32_t bn, uint32_t* __restrict__ tiles) {
+// ceil(count / bn) tiles per active slot, in slot order. One block of 256 threads: the
+// slots' tile counts scanned 256 at a time (warp shuffles, then the 8 warp totals; one
+// thread walking every slot took ~10 us at 256 slots); smem: max_slots words.
+constexpr uint32_t kTilesThreads = 256;
+
+__global__ void __launch_bounds__(kTilesThreads)
+    experts_tiles_kernel(const uint32_t* __restrict__ count, const uint32_t* __restrict__ n_active,
+                         uint32_t max_slots, uint32_t bn, uint32_t* __restrict__ tiles) {
     dev::pdl_wait_and_release();
     extern __shared__ uint32_t first[];
-    const uint32_t n = min(*n_active, max_slots);
-    if (threadIdx.x == 0) {
-        uint32_t at = 0;
-        for (uint32_t j = 0; j < n; ++j) {
-            first[j] = at;
-            at += (count[j] + bn - 1) / bn;
-        }
-        tiles[0] = at;
-    }
+    __shared__ uint32_t warp_sum[kTilesThreads / 32];
+    __shared__ uint32_t carry;
+    const uint32_t n = min(*n_active, max_slots), lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    if (threadIdx.x == 0) carry = 0;
     __syncthreads();
+    for (uint32_t j0 = 0; j0 < n; j0 += kTilesThreads) {
+        const uint32_t j = j0 + threadIdx.x;
+        const uint32_t mine = j < n ? (count[j] + bn - 1) / bn : 0;
+        uint32_t incl = mine;  // inclusive scan within the warp
+#pragma unroll
+        for (uint32_t o = 1; o < 32; o *= 2) {
+            const uint32_t v = __shfl_up_sync(0xffffffffu, incl, o);
+            if (lane >= o) incl += v;
+        }
+        if (lane == 31) warp_sum[warp] = incl;
+        __syncthreads();
+        uint32_t before = carry;
+        for (uint32_t w = 0; w < warp; ++w) before += warp_sum[w];
+        if (j < n) first[j] = before + incl - mine;
+        __syncthreads();  // every thread has read carry and warp_sum
+        if (threadIdx.x == kTilesThreads - 1) carry = before + incl;
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) tiles[0] = carry;
     for (uint32_t j = threadIdx.x; j < n; j += blockDim.x) {
         const uint32_t k_end = (count[j] + bn - 1) / bn;
         for (uint32_t k = 0; k < k_end; ++k) {
@@ -372,8 +391,8 @@ void launch(Args a, uint32_t max_slots, uint32_t max_pairs, cudaStream_t s) {
                                             static_cast<int>(smem_bytes<F, BN>())));
     });
     const uint32_t max_tiles = (max_pairs + BN - 1) / BN + max_slots;
-    launch_pdl("launch of experts_tiles_kernel", experts_tiles_kernel, dim3(1), dim3(256), max_slots * sizeof(uint32_t),
-               s, a.count, a.n_active, max_slots, BN, a.tiles);
+    launch_pdl("launch of experts_tiles_kernel", experts_tiles_kernel, dim3(1), dim3(kTilesThreads),
+               max_slots * sizeof(uint32_t), s, a.count, a.n_active, max_slots, BN, a.tiles);
     const dim3 grid(a.row_tiles * (a.w1 != nullptr ? 2 : 1), max_tiles);
     launch_pdl("launch of experts_mma_kernel", experts_mma_kernel<F, BN>, dim3(grid), dim3(kThreads),
                smem_bytes<F, BN>(), s, a);
