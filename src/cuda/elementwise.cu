@@ -61,7 +61,7 @@ __global__ void __launch_bounds__(1024) norm_rope_kernel(NormRope a, NormRope b,
         const float v = row[i] * r;
         row[i] = w != nullptr ? w[i] * v : v;
     }
-    if (g.half == 0 && g.fp8_len == 0) return;  // rms_norm alone
+    if (g.half == 0 && g.fp8_len == 0 && g.ring == nullptr) return;  // rms_norm alone
     __syncthreads();  // the normalized row, written by other threads, is read below
     rope_row_tail(row, n, g.half, g.omega, static_cast<float>(positions[r_id / g.vec_per_tok]), threadIdx.x,
                   blockDim.x);
@@ -77,6 +77,11 @@ __global__ void __launch_bounds__(1024) norm_rope_kernel(NormRope a, NormRope b,
         const float sc = dev::pow2_ceil(amax * static_cast<float>(1.0 / 448.0));
         if (i < g.fp8_len) row[i] = dev::e4m3_round(fminf(fmaxf(v / sc, -448.0f), 448.0f)) * sc;
         __syncthreads();
+    }
+    if (g.ring != nullptr) {
+        __syncthreads();  // the RoPE pairs and FP8 blocks were written by other threads
+        float* dst = g.ring + (positions[0] % g.window) * n;
+        for (uint32_t i = threadIdx.x; i < n; i += blockDim.x) dst[i] = row[i];
     }
 }
 
@@ -346,6 +351,9 @@ void check_norm_rope(const NormRope& g) {
     if (2 * g.half > g.n || g.fp8_len + 2 * g.half > g.n || g.fp8_len % 64 != 0 || g.vec_per_tok == 0 ||
         (g.half != 0 && g.omega == nullptr))
         fail("cuda norm_rope_rows: rope of ", 2 * g.half, " and fp8 of ", g.fp8_len, " values in rows of ", g.n);
+    if (g.ring != nullptr && (g.n_rows != 1 || g.window == 0))
+        fail("cuda norm_rope_rows: a raw-ring copy takes one row and a window (", g.n_rows, " rows, window ",
+             g.window, ")");
 }
 
 bool g_norm_warp = true;
@@ -353,7 +361,8 @@ bool g_norm_warp = true;
 // rows [0, a.n_rows) of a, then b's: a warp per row below 2048 values, else a block
 void launch_norm_rope(const NormRope& a, const NormRope& b, float eps, const uint64_t* positions, cudaStream_t s) {
     const uint32_t rows = a.n_rows + b.n_rows;
-    if (norm_threads(a.n) == kNormVirtual && g_norm_warp && rows >= kNormWarpMinRows)
+    if (norm_threads(a.n) == kNormVirtual && g_norm_warp && rows >= kNormWarpMinRows && a.ring == nullptr &&
+        b.ring == nullptr)
         launch_pdl("launch of norm_rope_warp_kernel", norm_rope_warp_kernel,
                    dim3((rows + kNormWarpRows - 1) / kNormWarpRows), dim3(32 * kNormWarpRows), 0, s, a, b, eps,
                    positions);

@@ -6,7 +6,7 @@ namespace ds4::cuda {
 
 // ---- attention sublayer (cpu attention.cpp) ----
 
-void Forward::Impl::attention_projections(const DLayer& L, uint32_t n) {
+void Forward::Impl::attention_projections(const DLayer& L, uint32_t n, float* raw_ring) {
     const cudaStream_t s = stream.get();
     const uint64_t dim = hp.n_embd, hd = hp.head_dim, ql = hp.q_lora_rank, rd = hp.rope_dim;
     const uint64_t nope = hd - rd, qw = uint64_t{hp.n_head} * hd;
@@ -21,7 +21,9 @@ void Forward::Impl::attention_projections(const DLayer& L, uint32_t n) {
     const uint32_t half = hp.rope_dim / 2;
     if (use_fuse) {  // the same bits as the launches below: qr's norm beside kv's norm + RoPE + FP8
         const NormRope qr_norm{qr.data(), L.q_a_norm, nullptr, static_cast<uint32_t>(ql), n, 1, 0, 0};
-        const NormRope kv_rows{kvb.data(), L.kv_norm, om, hp.head_dim, n, 1, half, static_cast<uint32_t>(nope)};
+        NormRope kv_rows{kvb.data(), L.kv_norm, om, hp.head_dim, n, 1, half, static_cast<uint32_t>(nope)};
+        kv_rows.ring = raw_ring;
+        kv_rows.window = hp.window;
         norm_rope_pair(qr_norm, kv_rows, hp.norm_eps, positions_dev.data(), s);
         mm(L.q_b, 0, qw, qr.data(), ql, q.data(), qw, n);
         norm_rope_rows(q.data(), nullptr, hp.head_dim, n * hp.n_head, hp.norm_eps, hp.n_head, om, half,
@@ -255,11 +257,13 @@ void Forward::Impl::attention(uint32_t il, uint32_t n) {
     const DLayer& L = layers[il];
     const cudaStream_t s = stream.get();
     hc_site_pre(L.hc_attn_fn, L.hc_attn_scale, L.hc_attn_base, L.attn_norm, n);
-    attention_projections(L, n);
-
     // all tokens at once (attend_batch), or token by token in position order (§5.4): raw
-    // row, compressors, then attend
+    // row, compressors, then attend. One token's raw row is stored by the kv row's
+    // norm / RoPE / FP8 launch (fused; nothing between reads the ring)
     const bool batched = batch_attn_ok(il);
+    const bool raw_fused = use_fuse && !batched && n == 1;
+    attention_projections(L, n, raw_fused ? tok_state[0]->layers[il].raw.data() : nullptr);
+
     if (batched) attend_batch(il, n);
     const uint64_t hd = hp.head_dim;
     const auto step = [&](DevComp& c, const DComp& w, const float* kvp, const float* scp, uint32_t t,
@@ -286,7 +290,8 @@ void Forward::Impl::attention(uint32_t il, uint32_t n) {
     };
     for (uint32_t t = 0; t < n && !batched; ++t) {
         DevLayerKv& kv = tok_state[t]->layers[il];
-        store_raw_row(kv.raw.data(), kvb.data() + t * hd, hp.head_dim, hp.window, positions_dev.data() + t, s);
+        if (!raw_fused)
+            store_raw_row(kv.raw.data(), kvb.data() + t * hd, hp.head_dim, hp.window, positions_dev.data() + t, s);
         if (kv.attn) {
             const uint64_t cw = kv.attn->width();
             step(*kv.attn, *L.comp, ckv.data() + t * cw, csc.data() + t * cw, t, false);

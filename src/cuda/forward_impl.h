@@ -380,7 +380,8 @@ struct Forward::Impl {
     void embed(std::span<const int32_t> tokens);
     void hc_site_pre(const DMat& fn, const float* scale, const float* base, const float* norm_w, uint32_t n);
     void attention(uint32_t il, uint32_t n);
-    void attention_projections(const DLayer& L, uint32_t n);
+    // raw_ring: one token's raw ring, filled by the kv row's fused launch (nullptr: not)
+    void attention_projections(const DLayer& L, uint32_t n, float* raw_ring);
     void attend(const DLayer& L, DevLayerKv& kv, uint32_t t);
     void prepare_batch_attn();
     bool batch_attn_ok(uint32_t il) const;

@@ -81,6 +81,10 @@ struct NormRope {
     const float* w = nullptr;
     const float* omega = nullptr;
     uint32_t n = 0, n_rows = 0, vec_per_tok = 1, half = 0, fp8_len = 0;
+    // one row (n_rows 1) only: the finished row is also stored in this raw ring of
+    // `window` rows at slot positions[0] % window (store_raw_row's copy, one launch less)
+    float* ring = nullptr;
+    uint32_t window = 0;
 };
 void norm_rope_pair(const NormRope& a, const NormRope& b, float eps, const uint64_t* positions, cudaStream_t s);
 // (issue 8) 1024+ rows below 2048 values take one warp each (the same bits as a block per
