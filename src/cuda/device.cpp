@@ -16,23 +16,24 @@ int device_count() {
     return n;
 }
 
+namespace {
+int current_device_attribute(cudaDeviceAttr attr) {
+    int dev = 0, v = 0;
+    DS4_CUDA_CHECK(cudaGetDevice(&dev));
+    DS4_CUDA_CHECK(cudaDeviceGetAttribute(&v, attr, dev));
+    return v;
+}
+}  // namespace
+
 uint64_t device_smem_optin() {
-    static const uint64_t bytes = [] {
-        int dev = 0, v = 0;
-        DS4_CUDA_CHECK(cudaGetDevice(&dev));
-        DS4_CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-        return static_cast<uint64_t>(v);
-    }();
+    static const auto bytes =
+        static_cast<uint64_t>(current_device_attribute(cudaDevAttrMaxSharedMemoryPerBlockOptin));
     return bytes;
 }
 
 uint32_t device_sm_count() {
-    static const uint32_t n = [] {
-        int dev = 0, v = 0;
-        DS4_CUDA_CHECK(cudaGetDevice(&dev));
-        DS4_CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev));
-        return static_cast<uint32_t>(v);
-    }();
+    static const auto n =
+        static_cast<uint32_t>(current_device_attribute(cudaDevAttrMultiProcessorCount));
     return n;
 }
 

@@ -35,6 +35,14 @@ DeviceInfo device_info(int ordinal = 0);
 uint64_t device_smem_optin();
 // The current device's streaming multiprocessors, asked once (grid sizes by the card).
 uint32_t device_sm_count();
+// Blocks of `threads` threads of `kernel` that fit the current device at once (at least
+// 1): the grid of a persistent kernel. Asks the driver; callers keep the answer.
+template <class Kernel>
+unsigned device_resident_blocks(Kernel kernel, int threads) {
+    int per_sm = 0;
+    DS4_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, 0));
+    return per_sm > 0 ? device_sm_count() * static_cast<unsigned>(per_sm) : 1u;
+}
 
 // Throws a ds4::Error that says how much `what` needs and how much is free, before an
 // allocation that would fail with a bare "out of memory".

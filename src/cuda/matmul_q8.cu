@@ -181,11 +181,7 @@ __global__ void __launch_bounds__(kWarps * 32) q8_matmul_kernel(const Shape sh) 
 // Blocks that fit on the device at once: the persistent grid never exceeds it.
 template <class F, int NT, int R>
 unsigned resident_blocks() {
-    static const unsigned n = [] {
-        int per_sm = 0;
-        DS4_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, q8_matmul_kernel<F, NT, R>, kWarps * 32, 0));
-        return static_cast<unsigned>(std::max(1u, device_sm_count() * static_cast<unsigned>(std::max(per_sm, 0))));
-    }();
+    static const unsigned n = device_resident_blocks(q8_matmul_kernel<F, NT, R>, kWarps * 32);
     return n;
 }
 

@@ -181,11 +181,7 @@ __global__ void __launch_bounds__(kWarps * 32) q8_experts_kernel(const Args a) {
 // Blocks that fit on the device at once: the persistent grid never exceeds it.
 template <class F, int NT>
 unsigned resident_blocks() {
-    static const unsigned n = [] {
-        int per_sm = 0;
-        DS4_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, q8_experts_kernel<F, NT>, kWarps * 32, 0));
-        return static_cast<unsigned>(std::max(1u, device_sm_count() * static_cast<unsigned>(std::max(per_sm, 0))));
-    }();
+    static const unsigned n = device_resident_blocks(q8_experts_kernel<F, NT>, kWarps * 32);
     return n;
 }
 

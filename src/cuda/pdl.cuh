@@ -5,12 +5,13 @@
 // launched through launch_pdl calls pdl_wait_and_release() before it touches global
 // memory, with one exception: the model's weights, constant from the end of the upload
 // (Forward's constructor waits for its stream), may be read before, so a matvec placed
-// early loads its first rows while the kernel before it finishes. griddepcontrol.wait returns only once the previous grid has completed and its
-// writes are visible, so that grid, and transitively everything before it, is done: the
-// kernel sees exactly what a plain launch would (the same bits). The release right after
-// lets the next launch_pdl kernel be scheduled early too. Stream capture takes these
-// launches into the decode graphs (graph == eager bitwise: tests/cuda). DS4_CUDA_PDL=0, or a GPU below sm_90, launches plainly
-// (the wait / release then do nothing).
+// early loads its first rows while the kernel before it finishes. griddepcontrol.wait
+// returns only once the previous grid has completed and its writes are visible, so that
+// grid, and transitively everything before it, is done: the kernel sees exactly what a
+// plain launch would (the same bits). The release right after lets the next launch_pdl
+// kernel be scheduled early too. Stream capture takes these launches into the decode
+// graphs (graph == eager bitwise: tests/cuda). DS4_CUDA_PDL=0, or a GPU below sm_90,
+// launches plainly (the wait / release then do nothing).
 #pragma once
 
 #include <cuda_runtime.h>
