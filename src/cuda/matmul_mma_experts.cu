@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <bit>
 #include <mutex>
+#include <type_traits>
 
 #include "cuda/act_rows.cuh"
 #include "cuda/check.h"
@@ -26,6 +27,7 @@
 #include "cuda/pdl.cuh"
 #include "cuda/env_switch.h"
 #include "cuda/matmul_mma_experts.h"
+#include "cuda/matmul_q8_formats.cuh"
 #include "cuda/mma_s8.cuh"
 #include "ds4/error.h"
 #include "quant/iq2_tables.h"
@@ -47,7 +49,7 @@ template <class F>
 constexpr uint32_t kXPitch = F::kPermK ? 288 : 272;
 constexpr uint32_t kRecPitch = 16;    // the staged head of a token's super-block record (its d)
 constexpr uint32_t kQ8kRec = 48;      // per 256 activations: f32 d, int16 bsums[16], 12 spare bytes
-constexpr uint32_t kMinBN = 16;
+constexpr uint32_t kMinBN = 8;
 
 __device__ uint2 g_mx_grid[256];      // IQ2_XXS grid: entry e's magnitude bytes
 
@@ -79,11 +81,16 @@ __device__ __forceinline__ uint32_t bytes4(uint32_t v) { return v * 0x01010101u;
 // sequences and slower in prefill, where they halve the blocks per SM.)
 struct Iq2xxsDec {
     static constexpr uint32_t kBytes = 66, kChunks = 5, kPitch = 80;  // 80 B = 20 words: 8 rows, 8 banks
-    static constexpr bool kMin = false, kPremul = false, kTables = true, kPermK = true;
-    __device__ static Frag frag(const uint8_t* p, uint32_t b, uint32_t t, const uint2* grid) {
+    static constexpr bool kMin = false, kPremul = false, kPermK = true;
+    static constexpr uint32_t kTableBytes = 256 * sizeof(uint2);
+    __device__ static void fill(uint8_t* t, const uint32_t*) {
+        for (uint32_t k = threadIdx.x; k < 256; k += kThreads) reinterpret_cast<uint2*>(t)[k] = g_mx_grid[k];
+    }
+    __device__ static const uint8_t* lane_tables(const uint8_t* t, uint32_t) { return t; }
+    __device__ static Frag frag(const uint8_t* p, uint32_t b, uint32_t t, const uint8_t* tab) {
         const uint8_t* q = p + 2 + 8 * b;
         const uint32_t aux = u16(q + 4) | (u16(q + 6) << 16);
-        const uint2 mag = grid[q[t]];
+        const uint2 mag = reinterpret_cast<const uint2*>(tab)[q[t]];
         const uint32_t s7 = (aux >> (7 * t)) & 127, s8 = s7 | ((__popc(s7) & 1) << 7);
         // bit j of a nibble to bit 8j (j < 4: the shifted copies never overlap)
         const uint32_t neg_lo = ((s8 & 15) * 0x00204081u) & 0x01010101u;
@@ -95,11 +102,46 @@ struct Iq2xxsDec {
     __device__ static float2 scales(const uint8_t* p) { return {f16(u16(p)), 0.f}; }
 };
 
+// The same K-permuted fragments for tiles of at most 16 tokens (64 sequences: ~1.5 tokens
+// per expert), where each weight is decoded for one or two tokens and the decode alone
+// bounds the kernel: it was both issue bound (~36 instructions per lane and grid entry)
+// and shared-memory bound (the random 8-byte grid lookups: a third of the wavefronts
+// were bank conflicts). Here as matmul_q8's IQ2XXSFast: a byte-permute selector per
+// value from two 4-byte lookups (grid_sel[entry] | sign_sel[7 sign bits], parity
+// included), then two __byte_perm of the constant pair ({8, 25, 43}, their negations):
+// ~10 instructions instead of ~24. Each lane has its own copy of both tables (word
+// 32·i + lane, bank = lane: 48 KB, one wavefront a lookup); the tile's small stages
+// leave room for them at the same two blocks per SM. Same int8 words, same bits.
+struct Iq2xxsSelDec {
+    static constexpr uint32_t kBytes = 66, kChunks = 5, kPitch = 80;
+    static constexpr bool kMin = false, kPremul = false, kPermK = true;
+    static constexpr uint32_t kTableBytes = 384 * 32 * sizeof(uint32_t);
+    static constexpr uint32_t kPos = 0x002B1908u, kNeg = 0x00D5E7F8u;  // bytes 8, 25, 43 and their negations
+    // warp w copies entries w, w + 8, ...: one broadcast load, 32 lane copies stored
+    __device__ static void fill(uint8_t* t, const uint32_t* sel) {
+        auto* w = reinterpret_cast<uint32_t*>(t);
+        for (uint32_t i = threadIdx.x; i < 384 * 32; i += kThreads) w[i] = __ldg(sel + i / 32);
+    }
+    __device__ static const uint8_t* lane_tables(const uint8_t* t, uint32_t lane) { return t + 4 * lane; }
+    __device__ static Frag frag(const uint8_t* p, uint32_t b, uint32_t t, const uint8_t* tab) {
+        const uint8_t* q = p + 2 + 8 * b;
+        const uint32_t aux = u16(q + 4) | (u16(q + 6) << 16);
+        const auto* w = reinterpret_cast<const uint32_t*>(tab);
+        const uint32_t sel = w[32 * q[t]] | w[32 * (256 + ((aux >> (7 * t)) & 127))];
+        return {__byte_perm(kPos, kNeg, sel), __byte_perm(kPos, kNeg, sel >> 16), static_cast<int>(2 * (aux >> 28) + 1),
+                0, 0};
+    }
+    __device__ static float2 scales(const uint8_t* p) { return {f16(u16(p)), 0.f}; }
+};
+
 // value = d·sc·code − dmin·m per 16 values; code·sc ≤ 45 fits the int8 words
 struct Q2KDec {  // scales[16], qs[64], d, dmin
     static constexpr uint32_t kBytes = 84, kChunks = 6, kPitch = 112;  // 28 words
-    static constexpr bool kMin = true, kPremul = true, kTables = false, kPermK = false;
-    __device__ static Frag frag(const uint8_t* p, uint32_t b, uint32_t t, const uint2*) {
+    static constexpr bool kMin = true, kPremul = true, kPermK = false;
+    static constexpr uint32_t kTableBytes = 0;
+    __device__ static void fill(uint8_t*, const uint32_t*) {}
+    __device__ static const uint8_t* lane_tables(const uint8_t* t, uint32_t) { return t; }
+    __device__ static Frag frag(const uint8_t* p, uint32_t b, uint32_t t, const uint8_t*) {
         const uint8_t* qs = p + 16 + 32 * (b / 4) + 4 * t;
         const uint32_t shift = 2 * (b % 4), sc = u16(p + 2 * b);
         // codes ≤ 3 times a 4-bit scale ≤ 45 per byte: one integer multiply, no carries
@@ -115,8 +157,11 @@ struct Q2KDec {  // scales[16], qs[64], d, dmin
 // value = d·sc·code − dmin·m per 32 values (sc, m ≤ 63)
 struct Q4KDec {  // d, dmin, scales[12], qs[128]
     static constexpr uint32_t kBytes = 144, kChunks = 9, kPitch = 144;  // 36 words
-    static constexpr bool kMin = true, kPremul = false, kTables = false, kPermK = false;
-    __device__ static Frag frag(const uint8_t* p, uint32_t b, uint32_t t, const uint2*) {
+    static constexpr bool kMin = true, kPremul = false, kPermK = false;
+    static constexpr uint32_t kTableBytes = 0;
+    __device__ static void fill(uint8_t*, const uint32_t*) {}
+    __device__ static const uint8_t* lane_tables(const uint8_t* t, uint32_t) { return t; }
+    __device__ static Frag frag(const uint8_t* p, uint32_t b, uint32_t t, const uint8_t*) {
         const uint8_t* qs = p + 16 + 32 * (b / 2) + 4 * t;
         const uint32_t shift = 4 * (b % 2);
         const uint8_t* sc = p + 4;
@@ -154,6 +199,7 @@ struct Args {
     uint64_t y_stride;
     const uint32_t *expert, *begin, *count, *n_active;
     uint32_t* tiles;
+    const uint32_t* iq2_sel;  // q8_iq2_selectors() (Iq2xxsSelDec)
 };
 
 // Stage i: the rows' super-block i (a window of 16-byte chunks from its 16-byte floor;
@@ -196,13 +242,9 @@ __global__ void __launch_bounds__(kThreads, 2) experts_mma_kernel(Args a) {
     const uint8_t* x = a.xq + uint64_t{p0} * a.tok_bytes;
 
     S* st = reinterpret_cast<S*>(raw);
-    const uint2* grid = nullptr;
-    if constexpr (F::kTables) {
-        auto* t = reinterpret_cast<uint2*>(raw + kStages * sizeof(S));
-        for (uint32_t k = threadIdx.x; k < 256; k += kThreads) t[k] = g_mx_grid[k];
-        grid = t;  // visible after the first barrier below
-    }
+    F::fill(raw + kStages * sizeof(S), a.iq2_sel);  // visible after the first barrier below
     const uint32_t warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t4 = lane % 4;
+    const uint8_t* tab = F::lane_tables(raw + kStages * sizeof(S), lane);
     const uint32_t ra = 16 * warp + g, n_st = a.cols / kSB;
     // a row's super-blocks sit at any 2- (IQ2_XXS) or 4-byte (Q2_K) offset from 16 bytes
     const auto off_a = static_cast<uint32_t>(reinterpret_cast<uintptr_t>(w + ra * a.row_bytes) % 16);
@@ -230,7 +272,7 @@ __global__ void __launch_bounds__(kThreads, 2) experts_mma_kernel(Args a) {
             for (int c = 0; c < 4; ++c) isum[f][c] = msum[f][c] = 0;
 #pragma unroll 2
         for (uint32_t b = 0; b < 8; ++b) {
-            const Frag fa = F::frag(pa, b, t4, grid), fb = F::frag(pb, b, t4, grid);
+            const Frag fa = F::frag(pa, b, t4, tab), fb = F::frag(pb, b, t4, tab);
 #pragma unroll
             for (int f = 0; f < NF; ++f) {
                 uint32_t x0, x1;
@@ -283,7 +325,7 @@ __global__ void __launch_bounds__(kThreads, 2) experts_mma_kernel(Args a) {
         for (int i = 0; i < 4; ++i) {
             const uint32_t r = ra + (i >= 2 ? 8 : 0), t = 8 * f + 2 * t4 + i % 2;
             if (r < n_rows && t < n_tok)
-                y[uint64_t{p0 + t} * a.y_stride + row0 + r] = F::kTables ? acc[f][i] * 0.125f : acc[f][i];
+                y[uint64_t{p0 + t} * a.y_stride + row0 + r] = F::kPermK ? acc[f][i] * 0.125f : acc[f][i];
         }
     }
 }
@@ -380,7 +422,7 @@ __global__ void __launch_bounds__(kTilesThreads)
 
 template <class F, int BN>
 constexpr uint32_t smem_bytes() {
-    return kStages * sizeof(Stage<F, BN>) + (F::kTables ? 256 * sizeof(uint2) : 0);
+    return kStages * sizeof(Stage<F, BN>) + F::kTableBytes;
 }
 
 template <class F, int BN>
@@ -398,19 +440,33 @@ void launch(Args a, uint32_t max_slots, uint32_t max_pairs, cudaStream_t s) {
                smem_bytes<F, BN>(), s, a);
 }
 
+// IQ2_XXS tiles of at most 16 tokens decode with the lane-private selector tables
+// (Iq2xxsSelDec); wider tiles keep the 2 KB grid, since 48 KB of tables would cost them
+// a block per SM.
+template <class F, int BN>
+void launch_tile(Args a, uint32_t max_slots, uint32_t max_pairs, cudaStream_t s) {
+    if constexpr (std::is_same_v<F, Iq2xxsDec> && BN <= 16)
+        launch<Iq2xxsSelDec, BN>(a, max_slots, max_pairs, s);
+    else
+        launch<F, BN>(a, max_slots, max_pairs, s);
+}
+
 template <class F>
 void launch_bn(Args a, uint32_t max_slots, uint32_t max_pairs, cudaStream_t s) {
     // tokens per active expert on average (the pass's shape, not its routing: the choice,
     // which never changes a result, stays the same for a graph's replays); the K-quants
-    // keep a second set of s32 sums (the mins), so at most 32 tokens per block
+    // keep a second set of s32 sums (the mins), so at most 32 tokens per block. Under 4
+    // (up to ~128 tokens over 256 experts) tiles of 8: one n8 fragment per warp.
     const uint32_t avg = max_pairs / std::max(1u, max_slots);
     if constexpr (!F::kMin) {
-        if (avg >= 40) return launch<F, 64>(a, max_slots, max_pairs, s);
+        if (avg >= 40) return launch_tile<F, 64>(a, max_slots, max_pairs, s);
     }
     if (avg >= 12)
-        launch<F, 32>(a, max_slots, max_pairs, s);
+        launch_tile<F, 32>(a, max_slots, max_pairs, s);
+    else if (avg >= 4)
+        launch_tile<F, 16>(a, max_slots, max_pairs, s);
     else
-        launch<F, 16>(a, max_slots, max_pairs, s);
+        launch_tile<F, 8>(a, max_slots, max_pairs, s);
 }
 
 void upload_tables() {
@@ -457,7 +513,7 @@ bool matmul_experts_mma_supported(GgmlType t, uint64_t cols, uint64_t row_bytes,
     const uint64_t align = t == GgmlType::IQ2_XXS ? 2 : t == GgmlType::Q2_K ? 4 : t == GgmlType::Q4_K ? 16 : 0;
     if (align == 0 || cols % 256 != 0 || cols == 0) return false;
     // the largest tile this type can take (launch_bn) must fit the card's shared memory
-    const uint64_t smem = t == GgmlType::IQ2_XXS ? smem_bytes<Iq2xxsDec, 64>()
+    const uint64_t smem = t == GgmlType::IQ2_XXS ? std::max(smem_bytes<Iq2xxsDec, 64>(), smem_bytes<Iq2xxsSelDec, 16>())
                           : t == GgmlType::Q2_K  ? smem_bytes<Q2KDec, 32>()
                                                  : smem_bytes<Q4KDec, 32>();
     return row_bytes % align == 0 && reinterpret_cast<uintptr_t>(w) % align == 0 && device_has_mma() &&
@@ -481,7 +537,8 @@ void matmul_experts_mma(GgmlType type, const void* w0, const void* w1, uint64_t 
     const auto rows = static_cast<uint32_t>(slab_rows);
     Args a{static_cast<const uint8_t*>(w0), static_cast<const uint8_t*>(w1), slab_rows * row_bytes, row_bytes, rows,
            (rows + kBM - 1) / kBM, static_cast<uint32_t>(cols), static_cast<const uint8_t*>(xq),
-           q8k_token_bytes(cols), y0, y1, y_stride, g.expert, g.begin, g.count, g.n_active, tiles};
+           q8k_token_bytes(cols), y0, y1, y_stride, g.expert, g.begin, g.count, g.n_active, tiles,
+           type == GgmlType::IQ2_XXS ? q8_iq2_selectors() : nullptr};
     switch (type) {
         case GgmlType::IQ2_XXS:
             upload_tables();

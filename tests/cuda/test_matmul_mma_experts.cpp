@@ -8,7 +8,7 @@
 //     Σ_i |w_i| · d_x(i)/2 (d_x the step of x_i's 256-block), plus f32 rounding;
 // with odd token counts per expert, an active slot of 0 tokens, an expert not listed,
 // rows not a multiple of the 128-row tile, gate + up in one launch, and the three token
-// tile widths (16/32/64, chosen from the bounds), which must give the same bits.
+// tile widths (8/16/32/64, chosen from the bounds), which must give the same bits.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -93,8 +93,9 @@ void check_type(GgmlType type, uint32_t seed) {
     DeviceBuffer<uint32_t> d_act = to_device<uint32_t>(active);
     const ExpertGroups eg{d_exp.data(), d_beg.data(), d_cnt.data(), d_act.data()};
 
-    // bounds (max_slots, max_pairs) picking token tiles of 32, 16 and 64
-    const uint32_t bounds[][2] = {{4, M}, {16, M}, {4, 256}};
+    // bounds (max_slots, max_pairs) picking token tiles of 32, 16, 64 and 8 (IQ2_XXS: 16
+    // and 8 decode with the lane-private selector tables, 32 and 64 with the grid)
+    const uint32_t bounds[][2] = {{4, M}, {16, M}, {4, 256}, {32, M}};
     std::vector<float> y0, y1;
     for (const auto& b : bounds) {
         DeviceBuffer<uint32_t> tiles(mma_experts_tile_words(b[1], b[0]));
