@@ -18,7 +18,9 @@
 
 #include <algorithm>
 #include <bit>
+#include <cstdlib>
 #include <mutex>
+#include <string_view>
 #include <type_traits>
 
 #include "cuda/act_rows.cuh"
@@ -70,6 +72,12 @@ struct Frag {
 
 __device__ __forceinline__ uint32_t bytes4(uint32_t v) { return v * 0x01010101u; }
 
+// A lane's view of its decoder's shared tables (IQ2_XXS only).
+struct LaneTabs {
+    const uint8_t* grid;
+    const uint8_t* sign;
+};
+
 // value = d·(2s + 1)/8 · (±grid byte): block value d·dx·Σ (2s + 1)·dot, times 1/8 per row.
 // K-permuted fragments (kPermK): lane t takes grid entry t of each 32-block, i.e. values
 // 8t..8t+7, into its two A words (k slots 4t.. and 16 + 4t..), and its B words are the
@@ -86,11 +94,11 @@ struct Iq2xxsDec {
     __device__ static void fill(uint8_t* t, const uint32_t*) {
         for (uint32_t k = threadIdx.x; k < 256; k += kThreads) reinterpret_cast<uint2*>(t)[k] = g_mx_grid[k];
     }
-    __device__ static const uint8_t* lane_tables(const uint8_t* t, uint32_t) { return t; }
-    __device__ static Frag frag(const uint8_t* p, uint32_t b, uint32_t t, const uint8_t* tab) {
+    __device__ static LaneTabs lane_tables(const uint8_t* t, uint32_t) { return {t, t}; }
+    __device__ static Frag frag(const uint8_t* p, uint32_t b, uint32_t t, const LaneTabs& tab) {
         const uint8_t* q = p + 2 + 8 * b;
         const uint32_t aux = u16(q + 4) | (u16(q + 6) << 16);
-        const uint2 mag = reinterpret_cast<const uint2*>(tab)[q[t]];
+        const uint2 mag = reinterpret_cast<const uint2*>(tab.grid)[q[t]];
         const uint32_t s7 = (aux >> (7 * t)) & 127, s8 = s7 | ((__popc(s7) & 1) << 7);
         // bit j of a nibble to bit 8j (j < 4: the shifted copies never overlap)
         const uint32_t neg_lo = ((s8 & 15) * 0x00204081u) & 0x01010101u;
@@ -109,25 +117,33 @@ struct Iq2xxsDec {
 // were bank conflicts). Here as matmul_q8's IQ2XXSFast: a byte-permute selector per
 // value from two 4-byte lookups (grid_sel[entry] | sign_sel[7 sign bits], parity
 // included), then two __byte_perm of the constant pair ({8, 25, 43}, their negations):
-// ~10 instructions instead of ~24. Each lane has its own copy of both tables (word
-// 32·i + lane, bank = lane: 48 KB, one wavefront a lookup); the tile's small stages
-// leave room for them at the same two blocks per SM. Same int8 words, same bits.
+// ~10 instructions instead of ~24. Each lane has its own copy of grid_sel (word
+// 32·e + lane, bank = lane: 32 KB, one wavefront a lookup); sign_sel has kSignCopies
+// copies (word C·s + lane % C): 32 (16 KB) makes its lookups conflict-free too, 8 (4 KB)
+// costs ~2.3 wavefronts a lookup but leaves room for a third block per SM at 8 tokens
+// (DS4_CUDA_IQ2_SIGN_COPIES picks). Same int8 words, same bits.
+template <uint32_t kSignCopies>
 struct Iq2xxsSelDec {
     static constexpr uint32_t kBytes = 66, kChunks = 5, kPitch = 80;
     static constexpr bool kMin = false, kPremul = false, kPermK = true;
-    static constexpr uint32_t kTableBytes = 384 * 32 * sizeof(uint32_t);
+    static constexpr uint32_t kGridWords = 256 * 32, kSignWords = 128 * kSignCopies;
+    static constexpr uint32_t kTableBytes = (kGridWords + kSignWords) * sizeof(uint32_t);
     static constexpr uint32_t kPos = 0x002B1908u, kNeg = 0x00D5E7F8u;  // bytes 8, 25, 43 and their negations
-    // warp w copies entries w, w + 8, ...: one broadcast load, 32 lane copies stored
+    // consecutive threads store consecutive words: the same source word is a broadcast load
     __device__ static void fill(uint8_t* t, const uint32_t* sel) {
         auto* w = reinterpret_cast<uint32_t*>(t);
-        for (uint32_t i = threadIdx.x; i < 384 * 32; i += kThreads) w[i] = __ldg(sel + i / 32);
+        for (uint32_t i = threadIdx.x; i < kGridWords; i += kThreads) w[i] = __ldg(sel + i / 32);
+        for (uint32_t i = threadIdx.x; i < kSignWords; i += kThreads) w[kGridWords + i] = __ldg(sel + 256 + i / kSignCopies);
     }
-    __device__ static const uint8_t* lane_tables(const uint8_t* t, uint32_t lane) { return t + 4 * lane; }
-    __device__ static Frag frag(const uint8_t* p, uint32_t b, uint32_t t, const uint8_t* tab) {
+    __device__ static LaneTabs lane_tables(const uint8_t* t, uint32_t lane) {
+        return {t + 4 * lane, t + 4 * (kGridWords + lane % kSignCopies)};
+    }
+    __device__ static Frag frag(const uint8_t* p, uint32_t b, uint32_t t, const LaneTabs& tab) {
         const uint8_t* q = p + 2 + 8 * b;
         const uint32_t aux = u16(q + 4) | (u16(q + 6) << 16);
-        const auto* w = reinterpret_cast<const uint32_t*>(tab);
-        const uint32_t sel = w[32 * q[t]] | w[32 * (256 + ((aux >> (7 * t)) & 127))];
+        const auto* g = reinterpret_cast<const uint32_t*>(tab.grid);
+        const auto* sg = reinterpret_cast<const uint32_t*>(tab.sign);
+        const uint32_t sel = g[32 * q[t]] | sg[kSignCopies * ((aux >> (7 * t)) & 127)];
         return {__byte_perm(kPos, kNeg, sel), __byte_perm(kPos, kNeg, sel >> 16), static_cast<int>(2 * (aux >> 28) + 1),
                 0, 0};
     }
@@ -140,8 +156,8 @@ struct Q2KDec {  // scales[16], qs[64], d, dmin
     static constexpr bool kMin = true, kPremul = true, kPermK = false;
     static constexpr uint32_t kTableBytes = 0;
     __device__ static void fill(uint8_t*, const uint32_t*) {}
-    __device__ static const uint8_t* lane_tables(const uint8_t* t, uint32_t) { return t; }
-    __device__ static Frag frag(const uint8_t* p, uint32_t b, uint32_t t, const uint8_t*) {
+    __device__ static LaneTabs lane_tables(const uint8_t* t, uint32_t) { return {t, t}; }
+    __device__ static Frag frag(const uint8_t* p, uint32_t b, uint32_t t, const LaneTabs&) {
         const uint8_t* qs = p + 16 + 32 * (b / 4) + 4 * t;
         const uint32_t shift = 2 * (b % 4), sc = u16(p + 2 * b);
         // codes ≤ 3 times a 4-bit scale ≤ 45 per byte: one integer multiply, no carries
@@ -160,8 +176,8 @@ struct Q4KDec {  // d, dmin, scales[12], qs[128]
     static constexpr bool kMin = true, kPremul = false, kPermK = false;
     static constexpr uint32_t kTableBytes = 0;
     __device__ static void fill(uint8_t*, const uint32_t*) {}
-    __device__ static const uint8_t* lane_tables(const uint8_t* t, uint32_t) { return t; }
-    __device__ static Frag frag(const uint8_t* p, uint32_t b, uint32_t t, const uint8_t*) {
+    __device__ static LaneTabs lane_tables(const uint8_t* t, uint32_t) { return {t, t}; }
+    __device__ static Frag frag(const uint8_t* p, uint32_t b, uint32_t t, const LaneTabs&) {
         const uint8_t* qs = p + 16 + 32 * (b / 2) + 4 * t;
         const uint32_t shift = 4 * (b % 2);
         const uint8_t* sc = p + 4;
@@ -244,7 +260,7 @@ __global__ void __launch_bounds__(kThreads, 2) experts_mma_kernel(Args a) {
     S* st = reinterpret_cast<S*>(raw);
     F::fill(raw + kStages * sizeof(S), a.iq2_sel);  // visible after the first barrier below
     const uint32_t warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t4 = lane % 4;
-    const uint8_t* tab = F::lane_tables(raw + kStages * sizeof(S), lane);
+    const LaneTabs tab = F::lane_tables(raw + kStages * sizeof(S), lane);
     const uint32_t ra = 16 * warp + g, n_st = a.cols / kSB;
     // a row's super-blocks sit at any 2- (IQ2_XXS) or 4-byte (Q2_K) offset from 16 bytes
     const auto off_a = static_cast<uint32_t>(reinterpret_cast<uintptr_t>(w + ra * a.row_bytes) % 16);
@@ -431,6 +447,10 @@ void launch(Args a, uint32_t max_slots, uint32_t max_pairs, cudaStream_t s) {
     std::call_once(once, [] {  // first use: in the forward's first (eager) pass, never in a capture
         DS4_CUDA_CHECK(cudaFuncSetAttribute(experts_mma_kernel<F, BN>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                             static_cast<int>(smem_bytes<F, BN>())));
+        // all of L1 as shared memory where asked: 3 blocks of 73 KB (IQ2_XXS, 8 tokens) need
+        // it; the copies are cp.async.cg, which bypass L1 anyway
+        DS4_CUDA_CHECK(cudaFuncSetAttribute(experts_mma_kernel<F, BN>, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                            cudaSharedmemCarveoutMaxShared));
     });
     const uint32_t max_tiles = (max_pairs + BN - 1) / BN + max_slots;
     launch_pdl("launch of experts_tiles_kernel", experts_tiles_kernel, dim3(1), dim3(kTilesThreads),
@@ -441,14 +461,19 @@ void launch(Args a, uint32_t max_slots, uint32_t max_pairs, cudaStream_t s) {
 }
 
 // IQ2_XXS tiles of at most 16 tokens decode with the lane-private selector tables
-// (Iq2xxsSelDec); wider tiles keep the 2 KB grid, since 48 KB of tables would cost them
-// a block per SM.
+// (Iq2xxsSelDec); wider tiles keep the 2 KB grid, since the tables would cost them a
+// block per SM.
 template <class F, int BN>
 void launch_tile(Args a, uint32_t max_slots, uint32_t max_pairs, cudaStream_t s) {
-    if constexpr (std::is_same_v<F, Iq2xxsDec> && BN <= 16)
-        launch<Iq2xxsSelDec, BN>(a, max_slots, max_pairs, s);
-    else
-        launch<F, BN>(a, max_slots, max_pairs, s);
+    if constexpr (std::is_same_v<F, Iq2xxsDec> && BN <= 16) {
+        static const bool private_signs = [] {
+            const char* v = std::getenv("DS4_CUDA_IQ2_SIGN_COPIES");
+            return v != nullptr && std::string_view(v) == "32";
+        }();
+        if (private_signs) return launch<Iq2xxsSelDec<32>, BN>(a, max_slots, max_pairs, s);
+        return launch<Iq2xxsSelDec<8>, BN>(a, max_slots, max_pairs, s);
+    }
+    launch<F, BN>(a, max_slots, max_pairs, s);
 }
 
 template <class F>
@@ -513,7 +538,7 @@ bool matmul_experts_mma_supported(GgmlType t, uint64_t cols, uint64_t row_bytes,
     const uint64_t align = t == GgmlType::IQ2_XXS ? 2 : t == GgmlType::Q2_K ? 4 : t == GgmlType::Q4_K ? 16 : 0;
     if (align == 0 || cols % 256 != 0 || cols == 0) return false;
     // the largest tile this type can take (launch_bn) must fit the card's shared memory
-    const uint64_t smem = t == GgmlType::IQ2_XXS ? std::max(smem_bytes<Iq2xxsDec, 64>(), smem_bytes<Iq2xxsSelDec, 16>())
+    const uint64_t smem = t == GgmlType::IQ2_XXS ? std::max(smem_bytes<Iq2xxsDec, 64>(), smem_bytes<Iq2xxsSelDec<32>, 16>())
                           : t == GgmlType::Q2_K  ? smem_bytes<Q2KDec, 32>()
                                                  : smem_bytes<Q4KDec, 32>();
     return row_bytes % align == 0 && reinterpret_cast<uintptr_t>(w) % align == 0 && device_has_mma() &&
