@@ -471,9 +471,10 @@ void launch_tile(Args a, uint32_t max_slots, uint32_t max_pairs, cudaStream_t s)
             return v != nullptr && std::string_view(v) == "32";
         }();
         if (private_signs) return launch<Iq2xxsSelDec<32>, BN>(a, max_slots, max_pairs, s);
-        return launch<Iq2xxsSelDec<8>, BN>(a, max_slots, max_pairs, s);
+        launch<Iq2xxsSelDec<8>, BN>(a, max_slots, max_pairs, s);
+    } else {
+        launch<F, BN>(a, max_slots, max_pairs, s);
     }
-    launch<F, BN>(a, max_slots, max_pairs, s);
 }
 
 template <class F>
