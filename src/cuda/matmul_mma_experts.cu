@@ -17,6 +17,7 @@
 #include <cuda_fp16.h>
 
 #include <algorithm>
+#include <cstddef>
 #include <bit>
 #include <cstdlib>
 #include <mutex>
@@ -220,29 +221,65 @@ struct Args {
 
 // Stage i: the rows' super-block i (a window of 16-byte chunks from its 16-byte floor;
 // chunks past its end zero-filled, so a read never leaves the 16-byte granules of the
-// tensor) and the tokens' codes and records (tokens past the tile's zero-filled).
+// tensor) and the tokens' codes and records (tokens past the tile's zero-filled). A
+// thread's chunks are the same (row, chunk) pairs every stage, so their row addresses,
+// shared offsets and bounds are worked out once per block (StagePlan) and a stage only
+// adds its offset.
 template <class F, int BN>
-__device__ __forceinline__ void load_stage(Stage<F, BN>& st, const uint8_t* w, uint64_t row_bytes, uint32_t n_rows,
-                                           const uint8_t* x, uint64_t tok_bytes, uint32_t cols, uint32_t n_tok,
-                                           uint32_t i) {
-    for (uint32_t c = threadIdx.x; c < kBM * F::kChunks; c += kThreads) {
-        const uint32_t r = c / F::kChunks, j = c % F::kChunks;
-        const uintptr_t start = reinterpret_cast<uintptr_t>(w + r * row_bytes) + uint64_t{i} * F::kBytes;
-        const uintptr_t chunk = (start & ~uintptr_t{15}) + 16 * j;
-        const bool in = r < n_rows && chunk < start + F::kBytes;
-        cp_async16(&st.w[r][16 * j], in ? reinterpret_cast<const uint8_t*>(chunk) : w, in ? 16 : 0);
+struct StagePlan {
+    static constexpr uint32_t kW = (kBM * F::kChunks + kThreads - 1) / kThreads;  // weight chunks per thread
+    static constexpr uint32_t kX = (BN * 17 + kThreads - 1) / kThreads;           // activation chunks per thread
+    const uint8_t* wrow[kW];  // the chunk's row (nullptr: no chunk, or a row past the tile)
+    uint32_t wdst[kW];        // byte offset in Stage::w
+    uint32_t wj[kW];          // chunk index in the row's window
+    const uint8_t* xsrc[kX];  // stage 0's source (nullptr: no chunk, or a token past the tile)
+    uint32_t xdst[kX];        // byte offset in the Stage
+    uint32_t xstep[kX];       // source bytes per stage: 256 codes or one 48-byte record
+
+    __device__ StagePlan(const uint8_t* w, uint64_t row_bytes, uint32_t n_rows, const uint8_t* x, uint64_t tok_bytes,
+                         uint32_t cols, uint32_t n_tok) {
+        using S = Stage<F, BN>;
+#pragma unroll
+        for (uint32_t k = 0; k < kW; ++k) {
+            const uint32_t c = threadIdx.x + k * kThreads, r = c / F::kChunks, j = c % F::kChunks;
+            const bool on = c < kBM * F::kChunks && r < n_rows;
+            wrow[k] = on ? w + r * row_bytes : nullptr;
+            wdst[k] = c < kBM * F::kChunks ? static_cast<uint32_t>(offsetof(S, w) + r * F::kPitch + 16 * j) : ~0u;
+            wj[k] = j;
+        }
+#pragma unroll
+        for (uint32_t k = 0; k < kX; ++k) {
+            const uint32_t c = threadIdx.x + k * kThreads, t = c / 17, j = c % 17;
+            const bool on = c < BN * 17 && t < n_tok;
+            xsrc[k] = on ? x + t * tok_bytes + (j < 16 ? 16 * j : cols) : nullptr;
+            xdst[k] = c >= BN * 17 ? ~0u
+                      : j < 16     ? static_cast<uint32_t>(offsetof(S, x) + t * kXPitch<F> + 16 * j)
+                                   : static_cast<uint32_t>(offsetof(S, r) + t * kRecPitch);
+            xstep[k] = j < 16 ? kSB : kQ8kRec;
+        }
     }
-    for (uint32_t c = threadIdx.x; c < BN * 17; c += kThreads) {
-        const uint32_t t = c / 17, j = c % 17;
-        const bool in = t < n_tok;
-        const uint64_t off = j < 16 ? uint64_t{i} * kSB + 16 * j : cols + uint64_t{i} * kQ8kRec;
-        uint8_t* dst = j < 16 ? &st.x[t][16 * j] : &st.r[t][0];
-        cp_async16(dst, x + (in ? t * tok_bytes + off : 0), in ? 16 : 0);
+
+    __device__ void load(Stage<F, BN>& st, const uint8_t* w, const uint8_t* x, uint32_t i) const {
+        auto* base = reinterpret_cast<uint8_t*>(&st);
+#pragma unroll
+        for (uint32_t k = 0; k < kW; ++k) {
+            if (wdst[k] == ~0u) continue;
+            const uintptr_t start = reinterpret_cast<uintptr_t>(wrow[k]) + uint64_t{i} * F::kBytes;
+            const uintptr_t chunk = (start & ~uintptr_t{15}) + 16 * wj[k];
+            const bool in = wrow[k] != nullptr && chunk < start + F::kBytes;
+            cp_async16(base + wdst[k], in ? reinterpret_cast<const uint8_t*>(chunk) : w, in ? 16 : 0);
+        }
+#pragma unroll
+        for (uint32_t k = 0; k < kX; ++k) {
+            if (xdst[k] == ~0u) continue;
+            const bool in = xsrc[k] != nullptr;
+            cp_async16(base + xdst[k], in ? xsrc[k] + uint64_t{i} * xstep[k] : x, in ? 16 : 0);
+        }
     }
-}
+};
 
 template <class F, int BN>
-__global__ void __launch_bounds__(kThreads, 2) experts_mma_kernel(Args a) {
+__global__ void __launch_bounds__(kThreads, BN <= 8 ? 3 : 2) experts_mma_kernel(Args a) {
     dev::pdl_wait_and_release();
     using S = Stage<F, BN>;
     constexpr int NF = BN / 8;
@@ -270,9 +307,10 @@ __global__ void __launch_bounds__(kThreads, 2) experts_mma_kernel(Args a) {
 #pragma unroll
     for (int f = 0; f < NF; ++f) acc[f][0] = acc[f][1] = acc[f][2] = acc[f][3] = 0.f;
 
+    const StagePlan<F, BN> plan(w, a.row_bytes, n_rows, x, a.tok_bytes, a.cols, n_tok);
 #pragma unroll
     for (uint32_t i = 0; i < kStages - 1; ++i) {
-        if (i < n_st) load_stage<F, BN>(st[i], w, a.row_bytes, n_rows, x, a.tok_bytes, a.cols, n_tok, i);
+        if (i < n_st) plan.load(st[i], w, x, i);
         cp_async_commit();
     }
     for (uint32_t i = 0; i < n_st; ++i) {
@@ -286,7 +324,9 @@ __global__ void __launch_bounds__(kThreads, 2) experts_mma_kernel(Args a) {
         for (int f = 0; f < NF; ++f)
 #pragma unroll
             for (int c = 0; c < 4; ++c) isum[f][c] = msum[f][c] = 0;
-#pragma unroll 2
+        // one fragment column (8-token tiles): all 8 blocks unrolled, so the block and
+        // activation offsets are immediates of the shared loads
+#pragma unroll(NF == 1 ? 8 : 2)
         for (uint32_t b = 0; b < 8; ++b) {
             const Frag fa = F::frag(pa, b, t4, tab), fb = F::frag(pb, b, t4, tab);
 #pragma unroll
@@ -330,7 +370,7 @@ __global__ void __launch_bounds__(kThreads, 2) experts_mma_kernel(Args a) {
             }
         }
         const uint32_t next = i + kStages - 1;  // into the buffer all warps left at the barrier above
-        if (next < n_st) load_stage<F, BN>(st[next % kStages], w, a.row_bytes, n_rows, x, a.tok_bytes, a.cols, n_tok, next);
+        if (next < n_st) plan.load(st[next % kStages], w, x, next);
         cp_async_commit();
     }
     cp_async_wait<0>();
