@@ -487,10 +487,13 @@ void launch(Args a, uint32_t max_slots, uint32_t max_pairs, cudaStream_t s) {
     std::call_once(once, [] {  // first use: in the forward's first (eager) pass, never in a capture
         DS4_CUDA_CHECK(cudaFuncSetAttribute(experts_mma_kernel<F, BN>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                             static_cast<int>(smem_bytes<F, BN>())));
-        // all of L1 as shared memory where asked: 3 blocks of 73 KB (IQ2_XXS, 8 tokens) need
-        // it; the copies are cp.async.cg, which bypass L1 anyway
-        DS4_CUDA_CHECK(cudaFuncSetAttribute(experts_mma_kernel<F, BN>, cudaFuncAttributePreferredSharedMemoryCarveout,
-                                            cudaSharedmemCarveoutMaxShared));
+        // 8-token tiles: all of L1 as shared memory, which 3 blocks of 73 KB (IQ2_XXS) need;
+        // the copies are cp.async.cg, which bypass L1 anyway (the wider tiles, measured
+        // before this, keep the driver's choice)
+        if constexpr (BN <= 8)
+            DS4_CUDA_CHECK(cudaFuncSetAttribute(experts_mma_kernel<F, BN>,
+                                                cudaFuncAttributePreferredSharedMemoryCarveout,
+                                                cudaSharedmemCarveoutMaxShared));
     });
     const uint32_t max_tiles = (max_pairs + BN - 1) / BN + max_slots;
     launch_pdl("launch of experts_tiles_kernel", experts_tiles_kernel, dim3(1), dim3(kTilesThreads),
