@@ -15,6 +15,12 @@ inline bool env_switch_on(const char* name) {
     return v == nullptr || std::string_view(v) != "0";
 }
 
+// A switch with a value: true only when $name is exactly `value`.
+inline bool env_is(const char* name, std::string_view value) {
+    const char* v = std::getenv(name);
+    return v != nullptr && std::string_view(v) == value;
+}
+
 // A token threshold that may only be raised: $name in decimal when that is at least
 // `floor` (capped at 2^30, past any pass), else `floor`.
 inline uint32_t env_min_tokens(const char* name, uint32_t floor) {

@@ -19,9 +19,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <bit>
-#include <cstdlib>
 #include <mutex>
-#include <string_view>
 #include <type_traits>
 
 #include "cuda/act_rows.cuh"
@@ -79,6 +77,24 @@ struct LaneTabs {
     const uint8_t* sign;
 };
 
+// The K-quant decoders need no shared tables.
+struct NoTables {
+    static constexpr uint32_t kTableBytes = 0;
+    __device__ static void fill(uint8_t*, const uint32_t*) {}
+    __device__ static LaneTabs lane_tables(const uint8_t* t, uint32_t) { return {t, t}; }
+};
+
+// What both IQ2_XXS decoders share: the staging window, the K-permuted fragments, the
+// integer sub-scale 2s + 1 of a block's aux word (4 × 7 sign bits, then the 4-bit s) and
+// the super-block's scale d. (The aux word's two half-word loads stay written out in each
+// frag(): behind a shared helper ptxas allocated 2-9 more registers.)
+struct Iq2xxsLayout {
+    static constexpr uint32_t kBytes = 66, kChunks = 5, kPitch = 80;  // 80 B = 20 words: 8 rows, 8 banks
+    static constexpr bool kMin = false, kPremul = false, kPermK = true;
+    __device__ static int isc(uint32_t aux) { return static_cast<int>(2 * (aux >> 28) + 1); }
+    __device__ static float2 scales(const uint8_t* p) { return {f16(u16(p)), 0.f}; }
+};
+
 // value = d·(2s + 1)/8 · (±grid byte): block value d·dx·Σ (2s + 1)·dot, times 1/8 per row.
 // K-permuted fragments (kPermK): lane t takes grid entry t of each 32-block, i.e. values
 // 8t..8t+7, into its two A words (k slots 4t.. and 16 + 4t..), and its B words are the
@@ -88,9 +104,7 @@ struct LaneTabs {
 // the signs are computed: the 7 stored bits and their parity, spread to bytes by a
 // multiply. (16 bank-private copies of the grid, 32 KB, measured no faster at 64
 // sequences and slower in prefill, where they halve the blocks per SM.)
-struct Iq2xxsDec {
-    static constexpr uint32_t kBytes = 66, kChunks = 5, kPitch = 80;  // 80 B = 20 words: 8 rows, 8 banks
-    static constexpr bool kMin = false, kPremul = false, kPermK = true;
+struct Iq2xxsDec : Iq2xxsLayout {
     static constexpr uint32_t kTableBytes = 256 * sizeof(uint2);
     __device__ static void fill(uint8_t* t, const uint32_t*) {
         for (uint32_t k = threadIdx.x; k < 256; k += kThreads) reinterpret_cast<uint2*>(t)[k] = g_mx_grid[k];
@@ -105,10 +119,8 @@ struct Iq2xxsDec {
         const uint32_t neg_lo = ((s8 & 15) * 0x00204081u) & 0x01010101u;
         const uint32_t neg_hi = ((s8 >> 4) * 0x00204081u) & 0x01010101u;
         // bytes ≤ 43: (m ^ 0xff) + 1 = −m in each byte, no carries
-        return {(mag.x ^ (neg_lo * 255)) + neg_lo, (mag.y ^ (neg_hi * 255)) + neg_hi,
-                static_cast<int>(2 * (aux >> 28) + 1), 0, 0};
+        return {(mag.x ^ (neg_lo * 255)) + neg_lo, (mag.y ^ (neg_hi * 255)) + neg_hi, isc(aux), 0, 0};
     }
-    __device__ static float2 scales(const uint8_t* p) { return {f16(u16(p)), 0.f}; }
 };
 
 // The same K-permuted fragments for tiles of at most 16 tokens (64 sequences: ~1.5 tokens
@@ -124,12 +136,10 @@ struct Iq2xxsDec {
 // costs ~2.3 wavefronts a lookup but leaves room for a third block per SM at 8 tokens
 // (DS4_CUDA_IQ2_SIGN_COPIES picks). Same int8 words, same bits.
 template <uint32_t kSignCopies>
-struct Iq2xxsSelDec {
-    static constexpr uint32_t kBytes = 66, kChunks = 5, kPitch = 80;
-    static constexpr bool kMin = false, kPremul = false, kPermK = true;
+struct Iq2xxsSelDec : Iq2xxsLayout {
     static constexpr uint32_t kGridWords = 256 * 32, kSignWords = 128 * kSignCopies;
     static constexpr uint32_t kTableBytes = (kGridWords + kSignWords) * sizeof(uint32_t);
-    static constexpr uint32_t kPos = 0x002B1908u, kNeg = 0x00D5E7F8u;  // bytes 8, 25, 43 and their negations
+    static constexpr uint32_t kPos = q8::IQ2XXSFast::kPos, kNeg = q8::IQ2XXSFast::kNeg;
     // consecutive threads store consecutive words: the same source word is a broadcast load
     __device__ static void fill(uint8_t* t, const uint32_t* sel) {
         auto* w = reinterpret_cast<uint32_t*>(t);
@@ -145,19 +155,14 @@ struct Iq2xxsSelDec {
         const auto* g = reinterpret_cast<const uint32_t*>(tab.grid);
         const auto* sg = reinterpret_cast<const uint32_t*>(tab.sign);
         const uint32_t sel = g[32 * q[t]] | sg[kSignCopies * ((aux >> (7 * t)) & 127)];
-        return {__byte_perm(kPos, kNeg, sel), __byte_perm(kPos, kNeg, sel >> 16), static_cast<int>(2 * (aux >> 28) + 1),
-                0, 0};
+        return {__byte_perm(kPos, kNeg, sel), __byte_perm(kPos, kNeg, sel >> 16), isc(aux), 0, 0};
     }
-    __device__ static float2 scales(const uint8_t* p) { return {f16(u16(p)), 0.f}; }
 };
 
 // value = d·sc·code − dmin·m per 16 values; code·sc ≤ 45 fits the int8 words
-struct Q2KDec {  // scales[16], qs[64], d, dmin
+struct Q2KDec : NoTables {  // scales[16], qs[64], d, dmin
     static constexpr uint32_t kBytes = 84, kChunks = 6, kPitch = 112;  // 28 words
     static constexpr bool kMin = true, kPremul = true, kPermK = false;
-    static constexpr uint32_t kTableBytes = 0;
-    __device__ static void fill(uint8_t*, const uint32_t*) {}
-    __device__ static LaneTabs lane_tables(const uint8_t* t, uint32_t) { return {t, t}; }
     __device__ static Frag frag(const uint8_t* p, uint32_t b, uint32_t t, const LaneTabs&) {
         const uint8_t* qs = p + 16 + 32 * (b / 4) + 4 * t;
         const uint32_t shift = 2 * (b % 4), sc = u16(p + 2 * b);
@@ -172,12 +177,9 @@ struct Q2KDec {  // scales[16], qs[64], d, dmin
 };
 
 // value = d·sc·code − dmin·m per 32 values (sc, m ≤ 63)
-struct Q4KDec {  // d, dmin, scales[12], qs[128]
+struct Q4KDec : NoTables {  // d, dmin, scales[12], qs[128]
     static constexpr uint32_t kBytes = 144, kChunks = 9, kPitch = 144;  // 36 words
     static constexpr bool kMin = true, kPremul = false, kPermK = false;
-    static constexpr uint32_t kTableBytes = 0;
-    __device__ static void fill(uint8_t*, const uint32_t*) {}
-    __device__ static LaneTabs lane_tables(const uint8_t* t, uint32_t) { return {t, t}; }
     __device__ static Frag frag(const uint8_t* p, uint32_t b, uint32_t t, const LaneTabs&) {
         const uint8_t* qs = p + 16 + 32 * (b / 2) + 4 * t;
         const uint32_t shift = 4 * (b % 2);
@@ -509,10 +511,7 @@ void launch(Args a, uint32_t max_slots, uint32_t max_pairs, cudaStream_t s) {
 template <class F, int BN>
 void launch_tile(Args a, uint32_t max_slots, uint32_t max_pairs, cudaStream_t s) {
     if constexpr (std::is_same_v<F, Iq2xxsDec> && BN <= 16) {
-        static const bool private_signs = [] {
-            const char* v = std::getenv("DS4_CUDA_IQ2_SIGN_COPIES");
-            return v != nullptr && std::string_view(v) == "32";
-        }();
+        static const bool private_signs = env_is("DS4_CUDA_IQ2_SIGN_COPIES", "32");
         if (private_signs) return launch<Iq2xxsSelDec<32>, BN>(a, max_slots, max_pairs, s);
         launch<Iq2xxsSelDec<8>, BN>(a, max_slots, max_pairs, s);
     } else {

@@ -7,7 +7,7 @@
 //  2. the f32 activations and the exact kernel cuda::matmul per expert: the bound
 //     Σ_i |w_i| · d_x(i)/2 (d_x the step of x_i's 256-block), plus f32 rounding;
 // with odd token counts per expert, an active slot of 0 tokens, an expert not listed,
-// rows not a multiple of the 128-row tile, gate + up in one launch, and the three token
+// rows not a multiple of the 128-row tile, gate + up in one launch, and the four token
 // tile widths (8/16/32/64, chosen from the bounds), which must give the same bits.
 #include <gtest/gtest.h>
 
