@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -21,6 +22,13 @@ namespace {
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// FNV-1a over the bytes of v, from h.
+uint64_t fnv1a(std::span<const float> v, uint64_t h) {
+    const auto* p = reinterpret_cast<const unsigned char*>(v.data());
+    for (size_t i = 0; i < v.size_bytes(); ++i) h = (h ^ p[i]) * 1099511628211ull;
+    return h;
 }
 
 int run(int argc, char** argv) {
@@ -72,21 +80,29 @@ int run(int argc, char** argv) {
     int32_t next = out.argmax(0);
     // DS4_PROFILE_DECODE=N: the profiler (ncu --profile-from-start off) sees only the
     // last N decode steps at batch 1.
+    // DS4_BENCH_HASH=1: prints a hash of the batch-1 decode logits (two builds or switches
+    // that must agree bitwise print the same)
+    const bool hash_logits = std::getenv("DS4_BENCH_HASH") != nullptr;
     const char* prof = std::getenv("DS4_PROFILE_DECODE");
     const uint32_t n_prof = prof != nullptr ? static_cast<uint32_t>(std::stoul(prof)) : 0;
     t0 = std::chrono::steady_clock::now();
+    uint64_t fnv =
+        14695981039346656037ull;  // of every decode step's logit bits: equal runs, equal sums
     for (uint32_t i = 0; i < n_decode; ++i) {
         if (n_prof != 0 && i + n_prof == n_decode) cudaProfilerStart();
         b.clear();
         b.add_token(seq, next);
         eng.step(b, out);
         next = out.argmax(0);
+        if (hash_logits) fnv = fnv1a(out.row(0), fnv);
     }
     if (n_prof != 0) cudaProfilerStop();
     const double decode_s = seconds_since(t0);
     std::printf("prefill %u tokens: %.3f s, %.1f t/s\n", n_prompt, prefill_s, n_prompt / prefill_s);
     std::printf("decode %u tokens at batch 1: %.2f ms/token, %.1f t/s, %.3f ms per layer\n", n_decode,
                 1e3 * decode_s / n_decode, n_decode / decode_s, 1e3 * decode_s / n_decode / m.n_layer);
+    if (hash_logits)
+        std::printf("decode logits fnv1a %016llx\n", static_cast<unsigned long long>(fnv));
     eng.free_sequence(seq);
 
     // DS4_PROFILE_BATCH=N: the profiler sees the last N decode steps of each BATCH.
