@@ -53,11 +53,14 @@ test-release:
 	cd build-test && ctest -j $(JOBS) --output-on-failure
 
 # Tests labelled "slow" (long goldens) and ASAN_SKIP (pure arithmetic already covered by
-# the Release run) are left to test-release. (-O0: at -O1 g++ 12 warns maybe-uninitialized
-# inside libstdc++'s <regex>, which -Werror turns into a failed build.)
+# the Release run) are left to test-release. -O1: on the 2-core CI machine the build takes
+# ~60 s longer than at -O0 and the tests run in half the time (647 -> 314 s). At -O1 g++ 12
+# warns maybe-uninitialized inside libstdc++'s <regex> (a false positive that -Werror
+# would fail on), so that one warning is off here; the -O2 test-release build keeps it.
 ASAN_SKIP ?= Sampler.OptimisedPathsDrawExactlyLikeTheLiteralAlgorithm
 test-asan:
-	cmake -S . -B build-asan $(GEN) -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="$(TEST_DEBUG_INFO)" \
+	cmake -S . -B build-asan $(GEN) -DCMAKE_BUILD_TYPE=Debug \
+	    -DCMAKE_CXX_FLAGS_DEBUG="$(TEST_DEBUG_INFO) -O1 -Wno-maybe-uninitialized" \
 	    -DDS4_WERROR=ON -DDS4_SANITIZE=address,undefined -DDS4_BENCH=OFF $(CMAKE_FLAGS)
 	cmake --build build-asan -j $(JOBS)
 	cd build-asan && ASAN_OPTIONS=detect_leaks=1 ctest -j $(JOBS) --output-on-failure -LE slow \
