@@ -128,6 +128,8 @@ private:
 class Event {
 public:
     Event() { DS4_CUDA_CHECK(cudaEventCreate(&e_)); }
+    // flags: cudaEventDisableTiming for an event that only orders streams
+    explicit Event(unsigned flags) { DS4_CUDA_CHECK(cudaEventCreateWithFlags(&e_, flags)); }
     ~Event() {
         if (e_ != nullptr) cudaEventDestroy(e_);
     }
@@ -135,6 +137,7 @@ public:
     Event& operator=(const Event&) = delete;
     void record(cudaStream_t s) { DS4_CUDA_CHECK(cudaEventRecord(e_, s)); }
     void sync() const { DS4_CUDA_CHECK(cudaEventSynchronize(e_)); }
+    cudaEvent_t get() const { return e_; }
     // Milliseconds from `start` to this event (both recorded and complete).
     float ms_since(const Event& start) const {
         float ms = 0;

@@ -9,7 +9,7 @@ namespace ds4::cuda {
 void Forward::Impl::attention_projections(const DLayer& L, uint32_t n, float* raw_ring) {
     const cudaStream_t s = stream.get();
     const uint64_t dim = hp.n_embd, hd = hp.head_dim, ql = hp.q_lora_rank, rd = hp.rope_dim;
-    const uint64_t nope = hd - rd, qw = uint64_t{hp.n_head} * hd;
+    const uint64_t nope = hd - rd;
     const float* om = omega(L);
     // everything that reads nrm first, merged (bitwise as one mm() each)
     std::vector<MmPart> from_nrm{{&L.q_a, qr.data()}, {&L.kv, kvb.data()}};
@@ -25,35 +25,89 @@ void Forward::Impl::attention_projections(const DLayer& L, uint32_t n, float* ra
         kv_rows.ring = raw_ring;
         kv_rows.window = hp.window;
         norm_rope_pair(qr_norm, kv_rows, hp.norm_eps, positions_dev.data(), s);
-        mm(L.q_b, 0, qw, qr.data(), ql, q.data(), qw, n);
-        norm_rope_rows(q.data(), nullptr, hp.head_dim, n * hp.n_head, hp.norm_eps, hp.n_head, om, half,
-                       positions_dev.data(), 0, s);
     } else {
         rms_norm(qr.data(), L.q_a_norm, qr.data(), static_cast<uint32_t>(ql), n, hp.norm_eps, s);
-        mm(L.q_b, 0, qw, qr.data(), ql, q.data(), qw, n);
-        rms_norm(q.data(), nullptr, q.data(), hp.head_dim, n * hp.n_head, hp.norm_eps, s);
-        rope_tokens(q.data(), n, qw, hp.n_head, hd, nope, om, hp.rope_dim / 2, positions_dev.data(), false, s);
         rms_norm(kvb.data(), L.kv_norm, kvb.data(), hp.head_dim, n, hp.norm_eps, s);
         rope_tokens(kvb.data(), n, hd, 1, hd, nope, om, hp.rope_dim / 2, positions_dev.data(), false, s);
         fp8_rows(kvb.data(), n, hd, static_cast<uint32_t>(nope), s);
     }
+}
 
-    if (L.icomp) {
-        // indexer queries (§6): wq_b·qr, RoPE on the last rope_dim dims, Hadamard, FP4
-        const uint64_t d = hp.idx_head_dim, nh = hp.idx_n_heads;
-        mm(L.indexer_q_b, 0, nh * d, qr.data(), ql, iq.data(), nh * d, n);
-        if (use_fuse) {  // the same bits as the three launches below
-            rope_hadamard_fp4(iq.data(), n, hp.idx_n_heads, hp.idx_head_dim, omega_comp, half, positions_dev.data(), s);
-        } else {
-            rope_tokens(iq.data(), n, nh * d, hp.idx_n_heads, d, d - rd, omega_comp, half, positions_dev.data(), false,
-                        s);
-            hadamard_scaled(iq.data(), hp.idx_head_dim, n * hp.idx_n_heads, s);
-            fp4_simulate(iq.data(), n * nh * d, s);
-        }
-        const auto scale = static_cast<float>(std::pow(static_cast<double>(d), -0.5) *
-                                              std::pow(static_cast<double>(nh), -0.5));
-        scale_values(iw.data(), n * nh, scale, s);
+// The attention queries from the normed qr: q_b, then each head's norm and RoPE.
+void Forward::Impl::attention_queries(const DLayer& L, uint32_t n) {
+    const uint64_t hd = hp.head_dim, ql = hp.q_lora_rank, nope = hd - hp.rope_dim, qw = uint64_t{hp.n_head} * hd;
+    const float* om = omega(L);
+    mm(L.q_b, 0, qw, qr.data(), ql, q.data(), qw, n);
+    if (use_fuse) {  // the same bits as the two launches below
+        norm_rope_rows(q.data(), nullptr, hp.head_dim, n * hp.n_head, hp.norm_eps, hp.n_head, om, hp.rope_dim / 2,
+                       positions_dev.data(), 0, cur);
+    } else {
+        rms_norm(q.data(), nullptr, q.data(), hp.head_dim, n * hp.n_head, hp.norm_eps, cur);
+        rope_tokens(q.data(), n, qw, hp.n_head, hd, nope, om, hp.rope_dim / 2, positions_dev.data(), false, cur);
     }
+}
+
+// The indexer's queries (§6) from the normed qr: wq_b·qr, RoPE on the last rope_dim
+// dims, Hadamard, FP4; and its head weights' scale.
+void Forward::Impl::indexer_queries(const DLayer& L, uint32_t n) {
+    if (!L.icomp) return;
+    const uint64_t d = hp.idx_head_dim, nh = hp.idx_n_heads, ql = hp.q_lora_rank, rd = hp.rope_dim;
+    const uint32_t half = hp.rope_dim / 2;
+    mm(L.indexer_q_b, 0, nh * d, qr.data(), ql, iq.data(), nh * d, n);
+    if (use_fuse) {  // the same bits as the three launches below
+        rope_hadamard_fp4(iq.data(), n, hp.idx_n_heads, hp.idx_head_dim, omega_comp, half, positions_dev.data(), cur);
+    } else {
+        rope_tokens(iq.data(), n, nh * d, hp.idx_n_heads, d, d - rd, omega_comp, half, positions_dev.data(), false,
+                    cur);
+        hadamard_scaled(iq.data(), hp.idx_head_dim, n * hp.idx_n_heads, cur);
+        fp4_simulate(iq.data(), n * nh * d, cur);
+    }
+    const auto scale = static_cast<float>(std::pow(static_cast<double>(d), -0.5) *
+                                          std::pow(static_cast<double>(nh), -0.5));
+    scale_values(iw.data(), n * nh, scale, cur);
+}
+
+// One token's compressors (§5.4): its kv / score rows into each compressor's state,
+// emitting a row when its window fills.
+void Forward::Impl::compress_token(const DLayer& L, DevLayerKv& kv, uint32_t t) {
+    const auto step = [&](DevComp& c, const DComp& w, const float* kvp, const float* scp, bool indexer) {
+        CompressorStep cs;
+        cs.state_kv = c.kv.data();
+        cs.state_score = c.score.data();
+        cs.kv = kvp;
+        cs.score = scp;
+        cs.ape = w.ape;
+        cs.norm = w.norm;
+        cs.omega = omega_comp;
+        cs.rows = c.rows.data();
+        cs.n_rows = c.n_rows_dev.data();
+        cs.pos = positions_dev.data() + t;
+        cs.ratio = c.ratio;
+        cs.d = c.d;
+        cs.coff = c.coff;
+        cs.capacity = c.capacity;
+        cs.rope_dim = hp.rope_dim;
+        cs.eps = hp.norm_eps;
+        cs.indexer = indexer;
+        compressor_step(cs, cur);
+    };
+    if (kv.attn) {
+        const uint64_t cw = kv.attn->width();
+        step(*kv.attn, *L.comp, ckv.data() + t * cw, csc.data() + t * cw, false);
+    }
+    if (kv.index) {
+        const uint64_t iwd = kv.index->width();
+        step(*kv.index, *L.icomp, ikv.data() + t * iwd, isc.data() + t * iwd, true);
+    }
+}
+
+// One token's compressed rows to attend: the indexer's top k where it is on.
+void Forward::Impl::select_rows(DevLayerKv& kv, uint32_t t) {
+    if (!kv.index || tok_index_rows[t] == 0) return;
+    const uint64_t d = hp.idx_head_dim, nh = hp.idx_n_heads;
+    indexer_topk(iq.data() + t * nh * d, iw.data() + t * nh, kv.index->rows.data(), kv.index->n_rows_dev.data(),
+                 tok_index_rows[t], hp.idx_head_dim, hp.idx_n_heads, hp.idx_topk, index_scores.data(),
+                 index_sel.data(), cur);
 }
 
 // Everything position-dependent (ring slot, row counts, indexer on/off) is read on the
@@ -63,15 +117,9 @@ void Forward::Impl::attend(const DLayer& L, DevLayerKv& kv, uint32_t t) {
     AttendToken a;
     a.q = q.data() + t * qw;
     a.raw = kv.raw.data();
-    if (kv.index) {
+    if (kv.index) {  // select_rows() made its selection
         a.comp = kv.attn->rows.data();
         a.n_comp = kv.index->n_rows_dev.data();
-        if (tok_index_rows[t] != 0) {
-            const uint64_t d = hp.idx_head_dim, nh = hp.idx_n_heads;
-            indexer_topk(iq.data() + t * nh * d, iw.data() + t * nh, kv.index->rows.data(), a.n_comp,
-                         tok_index_rows[t], hp.idx_head_dim, hp.idx_n_heads, hp.idx_topk, index_scores.data(),
-                         index_sel.data(), stream.get());
-        }
         a.comp_sel = index_sel.data();
         a.topk = hp.idx_topk;
     } else if (kv.attn) {
@@ -263,42 +311,32 @@ void Forward::Impl::attention(uint32_t il, uint32_t n) {
     const bool batched = batch_attn_ok(il);
     const bool raw_fused = use_fuse && !batched && n == 1;
     attention_projections(L, n, raw_fused ? tok_state[0]->layers[il].raw.data() : nullptr);
+    // (issue 8) the indexer's queries (and, for a single token, its compressors and top k)
+    // on the side stream while the main stream makes the queries: nothing of the one
+    // reads the other's outputs before attend
+    const bool side_tok = !batched && n == 1;
+    const bool side_work = L.icomp || (side_tok && (tok_state[0]->layers[il].attn || tok_state[0]->layers[il].index));
+    {
+        Fork fork(*this, forks(n) && side_work);
+        indexer_queries(L, n);
+        if (side_tok) {
+            compress_token(L, tok_state[0]->layers[il], 0);
+            select_rows(tok_state[0]->layers[il], 0);
+        }
+        fork.main();
+        attention_queries(L, n);
+        fork.join();
+    }
 
     if (batched) attend_batch(il, n);
     const uint64_t hd = hp.head_dim;
-    const auto step = [&](DevComp& c, const DComp& w, const float* kvp, const float* scp, uint32_t t,
-                          bool indexer) {
-        CompressorStep cs;
-        cs.state_kv = c.kv.data();
-        cs.state_score = c.score.data();
-        cs.kv = kvp;
-        cs.score = scp;
-        cs.ape = w.ape;
-        cs.norm = w.norm;
-        cs.omega = omega_comp;
-        cs.rows = c.rows.data();
-        cs.n_rows = c.n_rows_dev.data();
-        cs.pos = positions_dev.data() + t;
-        cs.ratio = c.ratio;
-        cs.d = c.d;
-        cs.coff = c.coff;
-        cs.capacity = c.capacity;
-        cs.rope_dim = hp.rope_dim;
-        cs.eps = hp.norm_eps;
-        cs.indexer = indexer;
-        compressor_step(cs, s);
-    };
     for (uint32_t t = 0; t < n && !batched; ++t) {
         DevLayerKv& kv = tok_state[t]->layers[il];
         if (!raw_fused)
             store_raw_row(kv.raw.data(), kvb.data() + t * hd, hp.head_dim, hp.window, positions_dev.data() + t, s);
-        if (kv.attn) {
-            const uint64_t cw = kv.attn->width();
-            step(*kv.attn, *L.comp, ckv.data() + t * cw, csc.data() + t * cw, t, false);
-        }
-        if (kv.index) {
-            const uint64_t iwd = kv.index->width();
-            step(*kv.index, *L.icomp, ikv.data() + t * iwd, isc.data() + t * iwd, t, true);
+        if (!side_tok) {
+            compress_token(L, kv, t);
+            select_rows(kv, t);
         }
         attend(L, kv, t);
     }

@@ -141,6 +141,13 @@ inline bool multi_from_env() { return env_switch_on("DS4_CUDA_MULTI"); }
 // DS4_CUDA_FUSE=0: the separate launches.
 inline bool fuse_from_env() { return env_switch_on("DS4_CUDA_FUSE"); }
 
+// (issue 8) passes of up to this many tokens run their sublayers' independent chains on
+// two streams (Forward::Impl::Fork); DS4_CUDA_FORK=0: one stream. A batch-1 layer has
+// ~30 launches, a third of them short latency chains that leave DRAM idle: beside a
+// bandwidth-bound product they cost little. (Larger passes are not launch bound.)
+constexpr uint32_t kForkMaxTokens = 64;
+inline bool fork_from_env() { return env_switch_on("DS4_CUDA_FORK"); }
+
 // (issue 8) DS4_CUDA_MMA_MIN_WORK=N: the rows x tokens from which dense Q8_0 products take
 // the tensor cores (default kMmaMinWork).
 inline uint64_t mma_min_work_from_env() {
@@ -246,7 +253,56 @@ struct Forward::Impl {
     DeviceBuffer<float> batch_index_scores;
     DeviceBuffer<uint32_t> batch_index_sel;
 
-    explicit Impl(const cpu::CpuModel& m) : model(m), hp(m.hparams()) {}
+    // The side stream of a Fork, its two events, and where mm() and the sublayers' own
+    // launches go: the main stream, or the side stream inside a Fork's first part.
+    Stream side;
+    Event fork_ev{cudaEventDisableTiming}, join_ev{cudaEventDisableTiming};
+    cudaStream_t cur = nullptr;
+    bool use_fork = fork_from_env();
+    bool forks(uint32_t n) const { return use_fork && n <= kForkMaxTokens; }
+
+    explicit Impl(const cpu::CpuModel& m) : model(m), hp(m.hparams()), cur(stream.get()) {}
+
+    // (issue 8) Two independent launch chains of a sublayer on two streams. Launches made
+    // between the constructor and main() go to the side stream, after everything the main
+    // stream had; the next ones to the main stream; join() makes the main stream wait for
+    // the side's. Under a capture the events become graph edges. The same launches with
+    // the same inputs, so the same bits as one stream; off, everything stays on the main
+    // stream in the same order. The two chains must not share scratch (mm_q, mm_part,
+    // ex_q, ...): the callers keep the routed experts and the dense q8r products apart.
+    class Fork {
+    public:
+        Fork(Impl& f, bool on) : f_(f), on_(on) {
+            if (!on_) return;
+            f_.fork_ev.record(f_.stream.get());
+            DS4_CUDA_CHECK(cudaStreamWaitEvent(f_.side.get(), f_.fork_ev.get(), 0));
+            f_.cur = f_.side.get();
+        }
+        void main() {
+            if (!on_ || f_.cur == f_.stream.get()) return;
+            f_.join_ev.record(f_.side.get());
+            f_.cur = f_.stream.get();
+        }
+        void join() {
+            main();
+            if (on_) DS4_CUDA_CHECK(cudaStreamWaitEvent(f_.stream.get(), f_.join_ev.get(), 0));
+            on_ = false;
+        }
+        // left by an exception: back to the main stream, which still waits for the side's
+        // launches (unchecked: the error in flight is the one to report)
+        ~Fork() {
+            if (!on_) return;
+            if (f_.cur != f_.stream.get()) (void)cudaEventRecord(f_.join_ev.get(), f_.side.get());
+            f_.cur = f_.stream.get();
+            (void)cudaStreamWaitEvent(f_.stream.get(), f_.join_ev.get(), 0);
+        }
+        Fork(const Fork&) = delete;
+        Fork& operator=(const Fork&) = delete;
+
+    private:
+        Impl& f_;
+        bool on_;
+    };
 
     // ---- weights ----
     const uint8_t* upload_bytes(const void* host, uint64_t bytes) {
@@ -290,14 +346,14 @@ struct Forward::Impl {
         const bool aligned = reinterpret_cast<uintptr_t>(xin) % 16 == 0 && xs % 4 == 0 &&
                              reinterpret_cast<uintptr_t>(base) % 4 == 0;
         if (w.q8r && aligned && mma && mma_applies(rows, n, mma_min_work)) {  // (issue 8) tensor cores for multi-token passes
-            quantize_mma_activations(xin, xs, w.in, n, mm_q.data(), stream.get());
-            matmul_q8r_mma(base, rows, w.in, mm_q.data(), n, yout, ys, stream.get(), MmaExtra{mm_part.data()});
+            quantize_mma_activations(xin, xs, w.in, n, mm_q.data(), cur);
+            matmul_q8r_mma(base, rows, w.in, mm_q.data(), n, yout, ys, cur, MmaExtra{mm_part.data()});
         } else if (w.q8r)
-            matmul_q8r(base, rows, w.in, xin, xs, yout, ys, n, stream.get());
+            matmul_q8r(base, rows, w.in, xin, xs, yout, ys, n, cur);
         else if (matmul_supported(w.type) && w.in % 256 == 0 && aligned)
-            matmul(w.type, base, rows, w.in, xin, xs, yout, ys, n, stream.get());
+            matmul(w.type, base, rows, w.in, xin, xs, yout, ys, n, cur);
         else
-            matmul_any(w.type, base, w.row_bytes, rows, w.in, xin, xs, yout, ys, n, stream.get());
+            matmul_any(w.type, base, w.row_bytes, rows, w.in, xin, xs, yout, ys, n, cur);
     }
 
     // Products of one input x (n rows of xs), each all of its matrix's rows into its own
@@ -335,12 +391,12 @@ struct Forward::Impl {
         if (!q8.empty()) {
             std::vector<Q8rProduct> prods;
             for (const MmPart* p : q8) prods.push_back({p->w->data, p->w->out, p->y, p->w->out});
-            matmul_q8r_multi(prods, q8[0]->w->in, xin, xs, n, stream.get());
+            matmul_q8r_multi(prods, q8[0]->w->in, xin, xs, n, cur);
         }
         if (!other.empty()) {
             std::vector<MatProduct> prods;
             for (const MmPart* p : other) prods.push_back({p->w->data, p->w->out, p->y, p->w->out});
-            matmul_multi(other[0]->w->type, prods, other[0]->w->in, xin, xs, n, stream.get());
+            matmul_multi(other[0]->w->type, prods, other[0]->w->in, xin, xs, n, cur);
         }
     }
 
@@ -355,7 +411,7 @@ struct Forward::Impl {
     void mm_expert(const DMat& w, uint64_t row0, uint64_t rows, const float* xin, const uint8_t* xq, float* yout,
                    uint64_t ys, uint32_t count) {
         if (xq != nullptr)
-            matmul_q8(w.type, w.row(row0), rows, w.in, xq, count, yout, ys, stream.get());
+            matmul_q8(w.type, w.row(row0), rows, w.in, xq, count, yout, ys, cur);
         else
             mm(w, row0, rows, xin, w.in, yout, ys, count);
     }
@@ -382,11 +438,16 @@ struct Forward::Impl {
     void attention(uint32_t il, uint32_t n);
     // raw_ring: one token's raw ring, filled by the kv row's fused launch (nullptr: not)
     void attention_projections(const DLayer& L, uint32_t n, float* raw_ring);
+    void attention_queries(const DLayer& L, uint32_t n);
+    void indexer_queries(const DLayer& L, uint32_t n);
+    void compress_token(const DLayer& L, DevLayerKv& kv, uint32_t t);
+    void select_rows(DevLayerKv& kv, uint32_t t);
     void attend(const DLayer& L, DevLayerKv& kv, uint32_t t);
     void prepare_batch_attn();
     bool batch_attn_ok(uint32_t il) const;
     void attend_batch(uint32_t il, uint32_t n);
     void moe_layer(uint32_t il, uint32_t n);
+    void shared_expert(const DLayer& L, uint32_t n);
     void routed_experts_host(const DLayer& L, uint32_t n);
     bool device_dispatch_ok(const DLayer& L) const;
     void routed_experts_device(const DLayer& L, uint32_t n, bool sum_in_hc_post);

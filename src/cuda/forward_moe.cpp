@@ -183,14 +183,32 @@ bool Forward::Impl::q8_experts_ok(const DMat& w, uint32_t n) const {
            matmul_experts_q8_supported(w.type, w.in, w.data);
 }
 
+// The shared expert's SwiGLU and down product, from its gate + up in sh_g / sh_u.
+void Forward::Impl::shared_expert(const DLayer& L, uint32_t n) {
+    swiglu_clamp(sh_g.data(), sh_u.data(), sh_g.data(), uint64_t{n} * hp.ff_exp, hp.swiglu_limit, cur);
+    mm(L.sh_down, 0, hp.n_embd, sh_g.data(), hp.ff_exp, sh_out.data(), hp.n_embd, n);
+}
+
 void Forward::Impl::moe_layer(uint32_t il, uint32_t n) {
     const DLayer& L = layers[il];
     const cudaStream_t s = stream.get();
-    const uint32_t dim = hp.n_embd, ff = hp.ff_exp, E = hp.n_expert;
+    const uint32_t dim = hp.n_embd, E = hp.n_expert;
+    const bool forked = forks(n);
     hc_site_pre(L.hc_ffn_fn, L.hc_ffn_scale, L.hc_ffn_base, L.ffn_norm, n);
+    // (issue 8) the shared expert on the side stream while the main stream routes and runs
+    // the routed experts (their scratch is ex_q / mx_tiles, the shared expert's mm_q)
+    Fork fork(*this, forked);
     // the router and the shared expert's gate + up read nrm: merged (bitwise as one mm() each)
-    const MmPart from_nrm[] = {{&L.router, probs.data()}, {&L.sh_gate, sh_g.data()}, {&L.sh_up, sh_u.data()}};
-    mm_shared_input(from_nrm, nrm.data(), dim, n);
+    const MmPart shared_in[] = {{&L.sh_gate, sh_g.data()}, {&L.sh_up, sh_u.data()}};
+    const MmPart all_in[] = {{&L.router, probs.data()}, shared_in[0], shared_in[1]};
+    if (forked) {
+        mm_shared_input(shared_in, nrm.data(), dim, n);
+        shared_expert(L, n);
+        fork.main();
+        mm_shared_input(std::span(all_in, 1), nrm.data(), dim, n);
+    } else {
+        mm_shared_input(all_in, nrm.data(), dim, n);
+    }
     const bool on_device = device_dispatch_ok(L);
     if (on_device)  // the selection grouped on the device, in the same launch for small passes
         route_group(probs.data(), L.router_bias, L.tid2eid, tokens_dev.data(), n, E, hp.n_expert_used,
@@ -204,9 +222,9 @@ void Forward::Impl::moe_layer(uint32_t il, uint32_t n) {
         routed_experts_device(L, n, sum_in_post);
     else
         routed_experts_host(L, n);
-    // shared expert (gate + up above), added after the routed sum
-    swiglu_clamp(sh_g.data(), sh_u.data(), sh_g.data(), uint64_t{n} * ff, hp.swiglu_limit, s);
-    mm(L.sh_down, 0, dim, sh_g.data(), ff, sh_out.data(), dim, n);
+    // shared expert (gate + up above; on the side stream when forked), added after the routed sum
+    if (!forked) shared_expert(L, n);
+    fork.join();
     if (sum_in_post) {
         const MoeGroups g = device_groups(n);
         const MoeSumRows rows{ex_out.data(), g.rows, g.tok_count, hp.n_expert_used};

@@ -196,13 +196,15 @@ float max_abs_diff(std::span<const float> a, std::span<const float> b) {
 }
 
 // The exact path against another configuration of the same demo model, as the int8
-// tests below measure it: a 150-token prompt, then 32 greedy tokens with each side
-// feeding its own choice. worst: max |dlogit| over the prompt and the greedy steps where
-// both sides chose the same token; scale: max |logit| of the exact prompt; agree: prompt
-// rows with the same argmax; same_prefix: greedy tokens equal from the first on.
+// tests below measure it: a 150-token prompt, then 32 decode steps in which both sides
+// are fed the exact path's greedy token (so every step compares the two paths on the
+// same input; a free-running comparison stops comparing at the first near-tie flip,
+// which on this amplifying random model can be the prompt's last row). worst: max
+// |dlogit| over the prompt and the decode steps; scale: max |logit| of the exact prompt;
+// agree / decode_agree: prompt rows / decode steps with the same argmax.
 struct PathDiff {
     float worst = 0.0f, scale = 0.0f;
-    uint32_t prompt = 0, agree = 0, same_prefix = 0;
+    uint32_t prompt = 0, agree = 0, decode_agree = 0;
 };
 // chunk > 0: the prompt goes in passes of that many tokens (both sides).
 PathDiff diff_from_exact(const cpu::CpuModel& model, Forward& exact, Forward& other, uint64_t ctx,
@@ -228,29 +230,25 @@ PathDiff diff_from_exact(const cpu::CpuModel& model, Forward& exact, Forward& ot
     for (float v : le) d.scale = std::max(d.scale, std::fabs(v));
     for (size_t r = 0; r < rows.size(); ++r)
         d.agree += argmax({lo.data() + r * V, V}) == argmax({le.data() + r * V, V}) ? 1 : 0;
-    int32_t ne = argmax({le.data() + (rows.size() - 1) * V, V}), no = argmax({lo.data() + (rows.size() - 1) * V, V});
-    std::vector<int32_t> seq_e, seq_o;
+    int32_t tok = argmax({le.data() + (rows.size() - 1) * V, V});
     const uint32_t row0[] = {0};
     std::vector<float> ve(V), vo(V);
     for (int i = 0; i < 32; ++i) {
-        seq_e.push_back(ne);
-        seq_o.push_back(no);
-        exact.eval(se, se.n_tokens(), {&ne, 1}, row0, ve);
-        other.eval(so, so.n_tokens(), {&no, 1}, row0, vo);
-        if (ne == no) d.worst = std::max(d.worst, max_abs_diff(vo, ve));
-        ne = argmax(ve);
-        no = argmax(vo);
+        exact.eval(se, se.n_tokens(), {&tok, 1}, row0, ve);
+        other.eval(so, so.n_tokens(), {&tok, 1}, row0, vo);
+        d.worst = std::max(d.worst, max_abs_diff(vo, ve));
+        d.decode_agree += argmax(vo) == argmax(ve) ? 1 : 0;
+        tok = argmax(ve);
     }
-    while (d.same_prefix < seq_e.size() && seq_e[d.same_prefix] == seq_o[d.same_prefix]) ++d.same_prefix;
     return d;
 }
 
-// "[tag] prompt of N + 32 greedy: max |dlogit| ..., prompt argmax A/N, greedy tokens
-// identical for the first P of 32"
+// "[tag] prompt of N + 32 forced decode steps: max |dlogit| ..., prompt argmax A/N,
+// decode argmax D/32"
 void report_diff(const char* tag, const PathDiff& d) {
-    std::cout << "[" << tag << "] prompt of " << d.prompt << " + 32 greedy: max |dlogit| " << d.worst
+    std::cout << "[" << tag << "] prompt of " << d.prompt << " + 32 forced decode steps: max |dlogit| " << d.worst
               << " (max |logit| " << d.scale << "), prompt argmax " << d.agree << "/" << d.prompt
-              << ", greedy tokens identical for the first " << d.same_prefix << " of 32\n";
+              << ", decode argmax " << d.decode_agree << "/32\n";
 }
 
 class CudaEngine : public ::testing::Test {
@@ -462,16 +460,15 @@ TEST_F(CudaEngine, BatchOfSequencesMatchesOneByOne) {
 }
 
 // The fast int8 routed experts (Forward::set_fast_experts) against the exact path on the
-// demo model (q2 experts): a 150-token prompt, then 32 greedy tokens with each side
-// feeding its own choice. Measured on an H100 (2026-11-26): max |dlogit| 3.48 (max |logit|
-// 18.2) over the prompt and the agreeing greedy steps, prompt argmax 147/150, greedy
-// tokens identical for the first 11 steps, then a near-tie flips and the continuations
-// differ. That size is the demo model's, not the kernel's: its random RMS-preserving
-// layers amplify any perturbation (f32 rounding alone gives 1.5e-3 here), and the CPU's
-// own int8 numerics on the same shape (tests/cpu_fast/test_fast_model.cpp) give max
-// |dlogit| 2.14 and top-1 28/32. A wrong block, scale or expert shows up as O(1)
-// differences on most rows and a prompt argmax near chance. Bounds ≈ 1.5× the measure;
-// the fast path must really run (some logit differs).
+// demo model (q2 experts, V4 vocabulary): a 150-token prompt, then 32 decode steps fed
+// the exact path's greedy tokens (diff_from_exact). Measured on an H200 (2026-11-28):
+// max |dlogit| 4.28 (max |logit| 22.6), prompt argmax 142/150, decode argmax 27/32. That
+// size is the demo model's, not the kernel's: its random RMS-preserving layers amplify
+// any perturbation (f32 rounding alone gives 1.5e-3 here), and the CPU's own int8
+// numerics on the same shape (tests/cpu_fast/test_fast_model.cpp) give max |dlogit| 2.14
+// and top-1 28/32. A wrong block, scale or expert shows up as O(1) differences on most
+// rows and an argmax near chance. Bounds ≈ 1.5× the measure (misses included); the fast
+// path must really run (some logit differs).
 TEST(CudaFastExperts, GreedyTokensMatchTheExactPath) {
     DS4_REQUIRE_GPU();
     if (!std::filesystem::exists(demo_path())) GTEST_SKIP() << "no demo model at " << demo_path();
@@ -484,9 +481,9 @@ TEST(CudaFastExperts, GreedyTokensMatchTheExactPath) {
     const PathDiff d = diff_from_exact(*host.model, exact, fast, kCtx);
     report_diff("cuda fast experts", d);
     EXPECT_GT(d.worst, 0.0f) << "the fast path did not run";
-    EXPECT_LE(d.worst, 5.0f);
-    EXPECT_GE(d.agree, 140u);
-    EXPECT_GE(d.same_prefix, 8u);
+    EXPECT_LE(d.worst, 6.5f);
+    EXPECT_GE(d.agree, 138u);
+    EXPECT_GE(d.decode_agree, 24u);
 }
 
 // The tensor-core path for dense Q8_0 (Forward::set_mma, cuda/matmul_mma.h: activations
@@ -494,11 +491,9 @@ TEST(CudaFastExperts, GreedyTokensMatchTheExactPath) {
 // prompt (min_work 0: at the default threshold no demo-sized product takes it), against
 // the exact path; the decode steps (1 token) run the matvec kernels on both sides, so
 // they only carry the prompt's state differences. The demo model amplifies any
-// perturbation (see CudaFastExperts above: the same int8 rounding on the experts gives
-// max |dlogit| 2-3.5). Measured on an H200 (2026-11-27): max |dlogit| 2.86 (max |logit|
-// 18.2), prompt argmax 141/150, greedy tokens identical for all 32 steps. Bounds: dlogit
-// as CudaFastExperts (5), argmax 135/150 and a greedy prefix of 4 (near-tie flips are
-// chaotic). A wrong tile, scale or layout gives O(1) differences on most rows and a
+// perturbation (see CudaFastExperts above). Measured on an H200 (2026-11-28): max
+// |dlogit| 3.41 (max |logit| 22.6), prompt argmax 147/150, decode argmax 30/32. Bounds:
+// dlogit 5, argmax 135/150 and 28/32. A wrong tile, scale or layout gives O(1) differences on most rows and a
 // prompt argmax near chance (seen: 0/150 when a grouped launch read repacked rows).
 TEST(CudaMma, GreedyTokensMatchTheExactPath) {
     DS4_REQUIRE_GPU();
@@ -514,15 +509,15 @@ TEST(CudaMma, GreedyTokensMatchTheExactPath) {
     EXPECT_GT(d.worst, 0.0f) << "the mma path did not run";
     EXPECT_LE(d.worst, 5.0f);
     EXPECT_GE(d.agree, 135u);
-    EXPECT_GE(d.same_prefix, 4u);
+    EXPECT_GE(d.decode_agree, 28u);
 }
 
 // The routed experts of the prompt on the tensor cores (matmul_mma_experts.h), the dense
 // products on their exact path (min_work beyond any product), against the exact path.
 // The experts' int8 activations are CudaFastExperts' (the same records and integer
-// dots, another f32 order of the block sums), so its bounds apply. Measured on an H200
-// (2026-11-27): max |dlogit| 3.48 (max |logit| 18.2), prompt argmax 147/150, greedy
-// tokens identical for the first 11 of 32 — CudaFastExperts' figures in the same call.
+// dots, another f32 order of the block sums). Measured on an H200 (2026-11-28): max
+// |dlogit| 4.71 (max |logit| 22.6), prompt argmax 144/150, decode argmax 30/32 (the
+// decode steps' experts take the q8 path on both sides). Bounds ≈ 1.5× the measure.
 TEST(CudaMmaExperts, GreedyTokensMatchTheExactPath) {
     DS4_REQUIRE_GPU();
     if (!std::filesystem::exists(demo_path())) GTEST_SKIP() << "no demo model at " << demo_path();
@@ -535,18 +530,18 @@ TEST(CudaMmaExperts, GreedyTokensMatchTheExactPath) {
     const PathDiff d = diff_from_exact(*host.model, exact, mx, kCtx);
     report_diff("cuda mma experts", d);
     EXPECT_GT(d.worst, 0.0f) << "the expert mma path did not run";
-    EXPECT_LE(d.worst, 5.0f);
+    EXPECT_LE(d.worst, 7.0f);
     EXPECT_GE(d.agree, 140u);
-    EXPECT_GE(d.same_prefix, 8u);
+    EXPECT_GE(d.decode_agree, 28u);
 }
 
 // The routed experts of passes under 16 tokens on the grouped int8 matvec
 // (matmul_q8_experts.h), forced onto the demo's 256 x 256 slabs, against the exact
-// path: the prompt in passes of 10 tokens (the q8 path's batches), then 32 greedy decode
+// path: the prompt in passes of 10 tokens (the q8 path's batches), then 32 forced decode
 // steps (its batch 1). The dense products and the expert mma stay exact on both sides.
-// Same int8 activations and integer dots as CudaFastExperts, so its bounds apply (the
-// greedy prefix as loose as CudaMma's: near-tie flips are chaotic). Not yet measured on
-// a GPU: the figures it prints belong in this comment.
+// Same int8 activations and integer dots as CudaFastExperts, so its bounds apply.
+// Measured on an H200 (2026-11-28): max |dlogit| 4.28 (max |logit| 22.6), prompt argmax
+// 142/150, decode argmax 27/32: CudaFastExperts' figures.
 TEST(CudaQ8Experts, GreedyTokensMatchTheExactPath) {
     DS4_REQUIRE_GPU();
     if (!std::filesystem::exists(demo_path())) GTEST_SKIP() << "no demo model at " << demo_path();
@@ -560,9 +555,9 @@ TEST(CudaQ8Experts, GreedyTokensMatchTheExactPath) {
     const PathDiff d = diff_from_exact(*host.model, exact, q8, kCtx, 10);
     report_diff("cuda q8 experts", d);
     EXPECT_GT(d.worst, 0.0f) << "the q8 expert path did not run";
-    EXPECT_LE(d.worst, 5.0f);
-    EXPECT_GE(d.agree, 140u);
-    EXPECT_GE(d.same_prefix, 4u);
+    EXPECT_LE(d.worst, 6.5f);
+    EXPECT_GE(d.agree, 138u);
+    EXPECT_GE(d.decode_agree, 24u);
 }
 
 }  // namespace

@@ -220,9 +220,10 @@ TEST_F(CudaGraph, EngineGreedyWithRestoreMatchesEager) {
 }
 
 // The decode fast paths of issue 8 against the plain launches: a Forward made with the
-// merged shared-input products (DS4_CUDA_MULTI), the fused small kernels (DS4_CUDA_FUSE)
-// and programmatic dependent launch (DS4_CUDA_PDL), replaying graphs, gives bitwise the
-// logits of one made with all three off that launches every kernel itself, over decode
+// merged shared-input products (DS4_CUDA_MULTI), the fused small kernels (DS4_CUDA_FUSE),
+// the sublayers' side-stream chains (DS4_CUDA_FORK) and programmatic dependent launch
+// (DS4_CUDA_PDL), replaying graphs, gives bitwise the logits of one made with all four off
+// that launches every kernel itself on one stream, over decode
 // steps crossing compressor emits and the indexer switching on, and for a batch of 3.
 TEST_F(CudaGraph, MergedLaunchesAndPdlMatchPlainBitwise) {
     const Demo& d = *demo_;
@@ -231,9 +232,11 @@ TEST_F(CudaGraph, MergedLaunchesAndPdlMatchPlainBitwise) {
     Forward fast(*d.model);
     ::setenv("DS4_CUDA_MULTI", "0", 1);
     ::setenv("DS4_CUDA_FUSE", "0", 1);
+    ::setenv("DS4_CUDA_FORK", "0", 1);
     Forward plain(*d.model);
     ::unsetenv("DS4_CUDA_MULTI");
     ::unsetenv("DS4_CUDA_FUSE");
+    ::unsetenv("DS4_CUDA_FORK");
     fast.set_graphs(true);
     plain.set_graphs(false);
     const auto eval = [&](Forward& f, bool pdl, cpu::KvState& st, uint64_t pos, std::span<const int32_t> toks,
