@@ -71,10 +71,13 @@ struct Frag {
 
 __device__ __forceinline__ uint32_t bytes4(uint32_t v) { return v * 0x01010101u; }
 
-// A lane's view of its decoder's shared tables (IQ2_XXS only).
+// A lane's view of its decoder's shared tables (IQ2_XXS only). Iq2xxsSelDec: sign is the
+// sign table's base, sign_lane the lane's copy (byte offset), sign_rot the right
+// rotation that brings the lane's 7 sign bits to the copy stride's bit position.
 struct LaneTabs {
     const uint8_t* grid;
     const uint8_t* sign;
+    uint32_t sign_lane = 0, sign_rot = 0;
 };
 
 // The K-quant decoders need no shared tables.
@@ -146,16 +149,20 @@ struct Iq2xxsSelDec : Iq2xxsLayout {
         for (uint32_t i = threadIdx.x; i < kGridWords; i += kThreads) w[i] = __ldg(sel + i / 32);
         for (uint32_t i = threadIdx.x; i < kSignWords; i += kThreads) w[kGridWords + i] = __ldg(sel + 256 + i / kSignCopies);
     }
+    // sign word s of copy c at byte 4·(C·s + c): s shifted to bit log2(4C), the copy below it
+    static constexpr uint32_t kSignShift = std::countr_zero(4 * kSignCopies);
     __device__ static LaneTabs lane_tables(const uint8_t* t, uint32_t lane) {
-        return {t + 4 * lane, t + 4 * (kGridWords + lane % kSignCopies)};
+        return {t + 4 * lane, t + 4 * kGridWords, 4 * (lane % kSignCopies), (7 * (lane % 4) - kSignShift) & 31};
     }
+    // The sign word's offset from one rotation (bits 7t.. of aux to kSignShift..) and one
+    // and-or with the copy's offset, instead of shift, mask, scale and add.
     __device__ static Frag frag(const uint8_t* p, uint32_t b, uint32_t t, const LaneTabs& tab) {
         const uint8_t* q = p + 2 + 8 * b;
         const uint32_t aux = u16(q + 4) | (u16(q + 6) << 16);
         const auto* g = reinterpret_cast<const uint32_t*>(tab.grid);
-        const auto* sg = reinterpret_cast<const uint32_t*>(tab.sign);
-        const uint32_t sel = g[32 * q[t]] | sg[kSignCopies * ((aux >> (7 * t)) & 127)];
-        return {__byte_perm(kPos, kNeg, sel), __byte_perm(kPos, kNeg, sel >> 16), isc(aux), 0, 0};
+        const uint32_t s_off = (__funnelshift_r(aux, aux, tab.sign_rot) & (127u << kSignShift)) | tab.sign_lane;
+        const uint32_t sel = g[32 * q[t]] | *reinterpret_cast<const uint32_t*>(tab.sign + s_off);
+        return {q8::prmt_low_nibbles(kPos, kNeg, sel), q8::prmt_low_nibbles(kPos, kNeg, sel >> 16), isc(aux), 0, 0};
     }
 };
 

@@ -131,6 +131,17 @@ struct Q4KFast {
     }
 };
 
+// __byte_perm reads only the low 3 bits of each selector nibble, so nvcc masks the
+// selector with 0x7777 first (a LOP3 per call); PTX prmt's default mode takes bit 3 of a
+// nibble as "replicate the byte's sign". The IQ2_XXS selectors' nibbles are at most 6
+// (level 0..2 + 4·sign: bit 3 clear), where the two agree: prmt itself, one instruction
+// less per four decoded values. Only for such selectors.
+__device__ __forceinline__ uint32_t prmt_low_nibbles(uint32_t a, uint32_t b, uint32_t sel) {
+    uint32_t d;
+    asm("prmt.b32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(sel));
+    return d;
+}
+
 // IQ2_XXS block b: 8 bytes at 2 + 8b (4 grid indices, then 4 × 7 sign bits and a 4-bit
 // scale). A grid entry holds 8 magnitudes from {8, 25, 43}, i.e. 8 two-bit levels; the
 // tables hold them as byte-permute selectors (one nibble per value: level + 4·sign), so
@@ -147,8 +158,8 @@ struct IQ2XXSFast {
 #pragma unroll
         for (int k = 0; k < 4; ++k) {
             const uint32_t sel = tab.grid_sel[(idx >> (8 * k)) & 0xff] | tab.sign_sel[(aux >> (7 * k)) & 127];
-            w.v[2 * k] = static_cast<int>(__byte_perm(kPos, kNeg, sel & 0xffff));
-            w.v[2 * k + 1] = static_cast<int>(__byte_perm(kPos, kNeg, sel >> 16));
+            w.v[2 * k] = static_cast<int>(prmt_low_nibbles(kPos, kNeg, sel));  // prmt reads the low 16 bits
+            w.v[2 * k + 1] = static_cast<int>(prmt_low_nibbles(kPos, kNeg, sel >> 16));
         }
         w.a = f16(sm_u16(g)) * (0.5f + static_cast<float>(aux >> 28)) * 0.25f;
     }
