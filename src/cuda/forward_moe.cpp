@@ -199,13 +199,14 @@ void Forward::Impl::moe_layer(uint32_t il, uint32_t n) {
     // the routed experts (their scratch is ex_q / mx_tiles, the shared expert's mm_q)
     Fork fork(*this, forked);
     // the router and the shared expert's gate + up read nrm: merged (bitwise as one mm() each)
+    const MmPart router_in[] = {{&L.router, probs.data()}};
     const MmPart shared_in[] = {{&L.sh_gate, sh_g.data()}, {&L.sh_up, sh_u.data()}};
-    const MmPart all_in[] = {{&L.router, probs.data()}, shared_in[0], shared_in[1]};
+    const MmPart all_in[] = {router_in[0], shared_in[0], shared_in[1]};
     if (forked) {
         mm_shared_input(shared_in, nrm.data(), dim, n);
         shared_expert(L, n);
         fork.main();
-        mm_shared_input(std::span(all_in, 1), nrm.data(), dim, n);
+        mm_shared_input(router_in, nrm.data(), dim, n);
     } else {
         mm_shared_input(all_in, nrm.data(), dim, n);
     }

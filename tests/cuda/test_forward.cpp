@@ -493,8 +493,9 @@ TEST(CudaFastExperts, GreedyTokensMatchTheExactPath) {
 // they only carry the prompt's state differences. The demo model amplifies any
 // perturbation (see CudaFastExperts above). Measured on an H200 (2026-11-28): max
 // |dlogit| 3.41 (max |logit| 22.6), prompt argmax 147/150, decode argmax 30/32. Bounds:
-// dlogit 5, argmax 135/150 and 28/32. A wrong tile, scale or layout gives O(1) differences on most rows and a
-// prompt argmax near chance (seen: 0/150 when a grouped launch read repacked rows).
+// dlogit 5, argmax 135/150 and 28/32. A wrong tile, scale or layout gives O(1)
+// differences on most rows and a prompt argmax near chance (seen: 0/150 when a grouped
+// launch read repacked rows).
 TEST(CudaMma, GreedyTokensMatchTheExactPath) {
     DS4_REQUIRE_GPU();
     if (!std::filesystem::exists(demo_path())) GTEST_SKIP() << "no demo model at " << demo_path();
