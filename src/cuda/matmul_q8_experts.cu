@@ -9,6 +9,7 @@
 #include "cuda/matmul_q8_experts.h"
 
 #include <algorithm>
+#include <bit>
 #include <type_traits>
 
 #include "cuda/check.h"
@@ -25,8 +26,7 @@ namespace {
 using q8::IQ2XXSFast, q8::Iq2Tables, q8::kChunkBytes, q8::load_xblock, q8::Q2KFast, q8::Q4KFast, q8::stage_async,
     q8::WBlock, q8::XBlock;
 
-constexpr int kWarps = 4;  // warps per block
-constexpr int kR = 4;      // rows per warp item: one activation block serves 4 rows
+constexpr int kR = 4;  // rows per warp item: one activation block serves 4 rows
 constexpr uint32_t kNone = ~0u;
 
 struct Args {
@@ -34,11 +34,58 @@ struct Args {
     float* y[2];
     uint64_t slab_bytes, row_bytes, tok_bytes, y_stride;
     uint32_t rows, n_groups, n_chunks, n_rg, n_mat, cols, max_slots, n_tc;
+    uint32_t rg_shift, rg_live;  // log2(n_rg); the matrix's row groups (n_rg: that rounded up to a power of two)
     bool wide;
     const uint8_t* xq;
     const uint32_t *expert, *begin, *count, *n_active;
     const uint32_t* iq2;
 };
+
+// IQ2XXSFast's int8 words, its selector tables indexed directly as __shared__ arrays (an
+// address register plus the array's offset; through Iq2Tables' generic pointers each
+// lookup cost one add more), and the scale integer: 8 chained dp4a times 2s + 1, the
+// 1/8 folded into the f16 d (exact). Another order of f32 roundings than IQ2XXSFast's,
+// the same in every NT. (H200, ncu, batch 1: 13.3 → 11.8 M instructions a launch with
+// the row loop below; lane-private table copies, 48 KB a block of 32 warps, were slower:
+// 29.5 µs a launch against 25.2.)
+__shared__ uint32_t s_iq2_grid[256];
+__shared__ uint32_t s_iq2_sign[128];
+
+struct Iq2Sh {
+    static constexpr int kGroupBytes = 66, kChunkGroups = 8;
+    __device__ static void decode(const uint8_t* g, int blk, WBlock& w) {
+        const uint8_t* q = g + 2 + 8 * blk;
+        const uint32_t i0 = q8::sm_u16(q), i1 = q8::sm_u16(q + 2);
+        const uint32_t aux = q8::sm_u16(q + 4) | (q8::sm_u16(q + 6) << 16);
+        const uint32_t idx[4] = {i0 & 0xff, i0 >> 8, i1 & 0xff, i1 >> 8};
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+            const uint32_t sel = s_iq2_grid[idx[k]] | s_iq2_sign[(aux >> (7 * k)) & 127];
+            w.v[2 * k] = static_cast<int>(q8::prmt_low_nibbles(IQ2XXSFast::kPos, IQ2XXSFast::kNeg, sel));
+            w.v[2 * k + 1] = static_cast<int>(q8::prmt_low_nibbles(IQ2XXSFast::kPos, IQ2XXSFast::kNeg, sel >> 16));
+        }
+        w.s0 = static_cast<int>(2 * (aux >> 28) + 1);
+        w.a = q8::f16(q8::sm_u16(g)) * 0.125f;
+    }
+    __device__ static float dot(const WBlock& w, const XBlock& x) {
+        int s = 0;
+#pragma unroll
+        for (int k = 0; k < 8; ++k) s = __dp4a(w.v[k], x.q[k], s);
+        return x.d * w.a * static_cast<float>(s * w.s0);
+    }
+};
+
+constexpr int kWarps = 4;  // warps per block
+template <class F>
+constexpr uint32_t kStageOf = kChunkBytes<F> + 16;  // bytes a staged row
+
+template <class F>
+__device__ __forceinline__ void decode(const uint8_t* g, int blk, WBlock& w) {
+    if constexpr (std::is_same_v<F, Iq2Sh>)
+        Iq2Sh::decode(g, blk, w);
+    else
+        F::decode(g, blk, w, Iq2Tables{nullptr, nullptr});
+}
 
 struct Item {  // R rows of one expert matrix by up to NT of that expert's tokens
     uint32_t k = kNone;  // index in the launch's item list
@@ -49,13 +96,16 @@ struct Item {  // R rows of one expert matrix by up to NT of that expert's token
 };
 
 // The first valid item at k, k + stride, ... (uniform across the warp: every lane reads
-// the same group words).
+// the same group words). Item k = ((tc · slots + slot) · n_mat + mat) · n_rg + rg, n_rg
+// a power of two (items past the live row groups are skipped) and n_mat 1 or 2: shifts,
+// so an item costs one division, and none for a single token chunk.
 template <int NT>
 __device__ Item find_item(const Args& a, uint32_t k, uint32_t stride, uint32_t total, uint32_t per_tc) {
-    const uint32_t per_slot = a.n_mat * a.n_rg;
     for (; k < total; k += stride) {
-        const uint32_t tc = k / per_tc, rem = k % per_tc;
-        const uint32_t slot = rem / per_slot, mat = rem % per_slot / a.n_rg, rg = rem % a.n_rg;
+        const uint32_t tc = a.n_tc == 1 ? 0 : k / per_tc, rem = k - tc * per_tc;
+        const uint32_t rg = rem & (a.n_rg - 1), sm = rem >> a.rg_shift;
+        const uint32_t mat = sm & (a.n_mat - 1), slot = sm >> (a.n_mat - 1);
+        if (rg >= a.rg_live) continue;  // n_rg is rounded up to a power of two
         const uint32_t count = a.count[slot], t0 = tc * NT;
         if (t0 >= count) continue;
         Item it;
@@ -72,19 +122,19 @@ __device__ Item find_item(const Args& a, uint32_t k, uint32_t stride, uint32_t t
     return Item{};
 }
 
+// Every row of an item is decoded and dotted, also rows past the matrix in the last row
+// group (their shared buffer holds stale bytes; their sums are never stored): no branch
+// per row, so the four rows' shared-memory chains interleave.
 template <class F, int NT>
 __global__ void __launch_bounds__(kWarps * 32) q8_experts_kernel(const Args a) {
     dev::pdl_wait_and_release();
-    __shared__ __align__(16) uint8_t smem[kWarps][2][kR][kChunkBytes<F> + 16];
-    constexpr bool kIq2 = std::is_same_v<F, IQ2XXSFast>;
-    __shared__ uint32_t s_grid[kIq2 ? 256 : 1];
-    __shared__ uint32_t s_sign[kIq2 ? 128 : 1];
-    if constexpr (kIq2) {  // before any warp returns: every thread reaches the barrier
-        q8::load_iq2_selectors(a.iq2, s_grid, s_sign);
+    __shared__ __align__(16) uint8_t stages[kWarps][2][kR][kStageOf<F>];
+    if constexpr (std::is_same_v<F, Iq2Sh>) {  // before any warp returns: every thread reaches the barrier
+        q8::load_iq2_selectors(a.iq2, s_iq2_grid, s_iq2_sign);
         __syncthreads();
     }
-    const Iq2Tables tab{s_grid, s_sign};
     const uint32_t lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    uint8_t* const stage = stages[warp][0][0];  // this warp's buffers [2][kR]
     const uint32_t n_warps = gridDim.x * kWarps;
     const uint32_t per_tc = min(*a.n_active, a.max_slots) * a.n_mat * a.n_rg, total = per_tc * a.n_tc;
     Item cur = find_item<NT>(a, blockIdx.x * kWarps + warp, n_warps, total, per_tc);
@@ -97,8 +147,8 @@ __global__ void __launch_bounds__(kWarps * 32) q8_experts_kernel(const Args a) {
 #pragma unroll
         for (int r = 0; r < kR; ++r)
             if (static_cast<uint32_t>(r) < it.n_rows)
-                stage_async(smem[warp][buf][r], it.w + r * a.row_bytes + uint64_t{g0} * F::kGroupBytes, bytes, a.wide,
-                            lane);
+                stage_async(stage + (buf * kR + r) * kStageOf<F>,
+                            it.w + r * a.row_bytes + uint64_t{g0} * F::kGroupBytes, bytes, a.wide, lane);
         __pipeline_commit();
     };
 
@@ -124,39 +174,40 @@ __global__ void __launch_bounds__(kWarps * 32) q8_experts_kernel(const Args a) {
         __syncwarp();
         const uint32_t g0 = chunk * F::kChunkGroups;
         const uint32_t ng = min(static_cast<uint32_t>(F::kChunkGroups), a.n_groups - g0);
+        const uint8_t* wb0 = stage + buf * kR * kStageOf<F>;
 #pragma unroll
         for (uint32_t p = 0; p < F::kChunkGroups; p += 4) {
             const uint32_t gi = p + lane / 8;
             if (gi >= ng) continue;
             const uint64_t block = uint64_t{g0 + gi} * 8 + blk;
+            const uint8_t* wg = wb0 + gi * F::kGroupBytes;
             // __fadd_rn: no contraction into the dot's product, so a token's sum is the
             // same sequence of roundings in every NT instance and either loop order
             if constexpr (NT <= 2) {  // few tokens: their blocks first, then row by row (fewer registers)
                 XBlock xb[NT];
 #pragma unroll
                 for (int t = 0; t < NT; ++t)
-                    if (static_cast<uint32_t>(t) < cur.n_tok) xb[t] = load_xblock(cur.x + t * a.tok_bytes, a.cols, block);
+                    if (NT == 1 || static_cast<uint32_t>(t) < cur.n_tok)
+                        xb[t] = load_xblock(cur.x + t * a.tok_bytes, a.cols, block);
 #pragma unroll
                 for (int r = 0; r < kR; ++r) {
-                    if (static_cast<uint32_t>(r) >= cur.n_rows) break;
                     WBlock wb;
-                    F::decode(smem[warp][buf][r] + gi * F::kGroupBytes, blk, wb, tab);
+                    decode<F>(wg + r * kStageOf<F>, blk, wb);
 #pragma unroll
                     for (int t = 0; t < NT; ++t)
-                        if (static_cast<uint32_t>(t) < cur.n_tok) acc[r][t] = __fadd_rn(acc[r][t], F::dot(wb, xb[t]));
+                        if (NT == 1 || static_cast<uint32_t>(t) < cur.n_tok)
+                            acc[r][t] = __fadd_rn(acc[r][t], F::dot(wb, xb[t]));
                 }
             } else {  // each row's block decoded once, then dotted with every token's block
                 WBlock wb[kR];
 #pragma unroll
-                for (int r = 0; r < kR; ++r)
-                    if (static_cast<uint32_t>(r) < cur.n_rows) F::decode(smem[warp][buf][r] + gi * F::kGroupBytes, blk, wb[r], tab);
+                for (int r = 0; r < kR; ++r) decode<F>(wg + r * kStageOf<F>, blk, wb[r]);
 #pragma unroll
                 for (int t = 0; t < NT; ++t) {
                     if (static_cast<uint32_t>(t) >= cur.n_tok) break;
                     const XBlock xb = load_xblock(cur.x + t * a.tok_bytes, a.cols, block);
 #pragma unroll
-                    for (int r = 0; r < kR; ++r)
-                        if (static_cast<uint32_t>(r) < cur.n_rows) acc[r][t] = __fadd_rn(acc[r][t], F::dot(wb[r], xb));
+                    for (int r = 0; r < kR; ++r) acc[r][t] = __fadd_rn(acc[r][t], F::dot(wb[r], xb));
                 }
             }
         }
@@ -199,7 +250,7 @@ void launch_nt(Args a, cudaStream_t s) {
 // keep the choice; any choice gives a token the same bits).
 template <class F>
 void launch(Args a, uint32_t max_tokens, cudaStream_t s) {
-    a.iq2 = std::is_same_v<F, IQ2XXSFast> ? q8_iq2_selectors() : nullptr;
+    a.iq2 = std::is_same_v<F, Iq2Sh> ? q8_iq2_selectors() : nullptr;
     const uint32_t nt = max_tokens >= 5 ? 8 : max_tokens >= 3 ? 4 : max_tokens;
     a.n_tc = (max_tokens + nt - 1) / nt;
     switch (nt) {
@@ -237,7 +288,9 @@ void matmul_experts_q8(GgmlType type, const void* w0, const void* w1, uint64_t s
     a.y_stride = y_stride;
     a.rows = static_cast<uint32_t>(slab_rows);
     a.n_groups = static_cast<uint32_t>(cols / 256);
-    a.n_rg = static_cast<uint32_t>((slab_rows + kR - 1) / kR);
+    a.rg_live = static_cast<uint32_t>((slab_rows + kR - 1) / kR);
+    a.n_rg = std::bit_ceil(a.rg_live);
+    a.rg_shift = static_cast<uint32_t>(std::countr_zero(a.n_rg));
     a.n_mat = w1 != nullptr ? 2 : 1;
     a.cols = static_cast<uint32_t>(cols);
     a.max_slots = max_slots;
@@ -246,7 +299,7 @@ void matmul_experts_q8(GgmlType type, const void* w0, const void* w1, uint64_t s
     a.xq = static_cast<const uint8_t*>(xq);
     a.expert = g.expert, a.begin = g.begin, a.count = g.count, a.n_active = g.n_active;
     switch (type) {
-        case GgmlType::IQ2_XXS: return launch<IQ2XXSFast>(a, max_tokens, s);
+        case GgmlType::IQ2_XXS: return launch<Iq2Sh>(a, max_tokens, s);
         case GgmlType::Q2_K: return launch<Q2KFast>(a, max_tokens, s);
         default: return launch<Q4KFast>(a, max_tokens, s);
     }
