@@ -9,10 +9,12 @@
 // as quant/reference does), f32 activations, f32 fused multiply-adds.
 #include <cuda_fp16.h>
 
+#include <algorithm>
 #include <span>
 #include <type_traits>
 
 #include "cuda/check.h"
+#include "cuda/device.h"
 #include "cuda/device_math.cuh"
 #include "cuda/env_switch.h"
 #include "cuda/kernels.h"
@@ -173,6 +175,104 @@ __device__ __forceinline__ void q8r_rows(const uint8_t* __restrict__ w, uint64_t
     }
 }
 
+// One token (NT = R = 1) over a persistent grid: the block takes row blocks bx0,
+// bx0 + stride, ... < n_bx, and each warp keeps its next span pair's loads in flight
+// while it computes the current one, across row boundaries (a warp of q8r_rows waits
+// for its loads at every row and span pair: a full DRAM round trip each, and a block's
+// warps retire before the next block is placed). The same spans, lanes, order and
+// reductions per row as q8r_rows<K, 1, 1, W>: the same bits.
+template <int K, int W>
+__device__ __forceinline__ void q8r_rows_pipe(const uint8_t* __restrict__ w, uint64_t row_bytes, uint32_t rows,
+                                              uint32_t n_spans, const float* __restrict__ x,
+                                              float* __restrict__ y, uint32_t bx0, uint32_t stride, uint32_t n_bx) {
+    constexpr uint32_t kSpan = 128 * K, kGroups = kBlockWarps / W;
+    __shared__ float part[W > 1 ? kBlockWarps : 1];
+    const uint32_t lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    const uint32_t piece = warp % W;
+    const uint64_t cols = uint64_t{n_spans} * kSpan;
+    struct Pair {
+        uint32_t q[2][K];
+        uint32_t d[2][K / 2];
+    };
+    const auto row_of = [&](uint32_t bx) { return bx * kGroups + warp / W; };
+    const auto load = [&](Pair& b, uint32_t row, uint32_t s) {
+#pragma unroll
+        for (int u = 0; u < 2; ++u) {
+            const uint64_t sp = s + u * W;
+            if (row < rows && sp < n_spans) {
+                const uint8_t* r = w + uint64_t{row} * row_bytes;
+                load_codes(r + sp * kSpan + 4 * K * lane, b.q[u]);
+                load_scales(r + cols + 8 * K * sp + 2 * K * (lane / 8), b.d[u]);
+            } else {
+#pragma unroll
+                for (int k = 0; k < K; ++k) b.q[u][k] = 0x80808080u;
+#pragma unroll
+                for (int k = 0; k < K / 2; ++k) b.d[u][k] = 0;
+            }
+        }
+    };
+    uint32_t bx = bx0, s = piece;
+    bool have = bx < n_bx;
+    Pair cur, nxt;
+    if (have) load(cur, row_of(bx), s);
+    dev::pdl_wait_and_release();  // (the weights only before it: pdl.cuh)
+    float acc = 0.f;
+    while (have) {
+        uint32_t nbx = bx, ns = s + 2 * W;
+        if (ns >= n_spans) nbx = bx + stride, ns = piece;
+        const bool more = nbx < n_bx;
+        if (more) load(nxt, row_of(nbx), ns);
+        const bool two = s + W < n_spans;
+#pragma unroll
+        for (int u = 0; u < 2; ++u) {
+            if (u == 1 && !two) break;
+            const float* xs = x + (uint64_t{s} + u * W) * kSpan + 4 * lane;
+#pragma unroll
+            for (int k = 0; k < K; ++k) {
+                const float4 xv = __ldg(reinterpret_cast<const float4*>(xs + 128 * k));
+                const uint32_t dw = cur.d[u][k / 2];
+                const float dk = __half2float(__ushort_as_half(static_cast<unsigned short>(k % 2 ? dw >> 16 : dw)));
+                const uint32_t b = cur.q[u][k] ^ 0x80808080u;
+                const float v0 = dk * code(b, 0), v1 = dk * code(b, 1), v2 = dk * code(b, 2), v3 = dk * code(b, 3);
+                float a = acc;
+                a = fmaf(v0, xv.x, a);
+                a = fmaf(v1, xv.y, a);
+                a = fmaf(v2, xv.z, a);
+                acc = fmaf(v3, xv.w, a);
+            }
+        }
+        if (ns == piece || !more) {  // the row is complete (the next pair is another row's)
+            const uint32_t row = row_of(bx);
+            const float sum = dev::warp_sum(acc);
+            acc = 0.f;
+            if constexpr (W == 1) {
+                if (lane == 0 && row < rows) y[row] = sum;
+            } else {
+                if (lane == 0) part[warp] = sum;
+                __syncthreads();  // every warp of the block completes its rows in the same order
+                if (threadIdx.x < kGroups) {
+                    const uint32_t r = bx * kGroups + threadIdx.x;
+                    float t = part[threadIdx.x * W];
+#pragma unroll
+                    for (int p = 1; p < W; ++p) t += part[threadIdx.x * W + p];
+                    if (r < rows) y[r] = t;
+                }
+                __syncthreads();  // part is read before the next row writes it
+            }
+        }
+        if (more) cur = nxt;
+        bx = nbx, s = ns, have = more;
+    }
+}
+
+template <int K, int W>
+__global__ void __launch_bounds__(kBlockWarps * 32)
+    q8r_pipe_kernel(const uint8_t* __restrict__ w, uint64_t row_bytes, uint32_t rows, uint32_t n_spans,
+                    const float* __restrict__ x, float* __restrict__ y, Strides gs, uint32_t n_bx) {
+    q8r_rows_pipe<K, W>(w + blockIdx.y * gs.w, row_bytes, rows, n_spans, x + blockIdx.y * gs.x, y + blockIdx.y * gs.y,
+                        blockIdx.x, gridDim.x, n_bx);
+}
+
 template <int K, int NT, int R, int W>
 __global__ void __launch_bounds__(kBlockWarps * 32)
     q8r_kernel(const uint8_t* __restrict__ w, uint64_t row_bytes, uint32_t rows, uint32_t n_spans,
@@ -272,6 +372,22 @@ void launch_nt(const uint8_t* w, uint64_t rows, uint64_t cols, uint32_t n_mat, c
     const uint64_t rows_per_block = R * kBlockWarps / wpr;
     const dim3 grid(static_cast<unsigned>((rows + rows_per_block - 1) / rows_per_block), n_mat, n_chunks);
     const auto r32 = static_cast<uint32_t>(rows), s32 = static_cast<uint32_t>(n_spans);
+    static const bool pipe = env_switch_on("DS4_CUDA_Q8R_PIPE");
+    // One token split over 2+ warps a row: the persistent, pipelined kernel (the same
+    // bits). H200, ncu, 4 layers: out_a + out_b 142.2 -> 127.6 us, shared down 28.7 ->
+    // 24.8; one warp a row (q_b, the output head) 226.3 -> 239.8, so those stay here.
+    if constexpr (NT == 1) {
+        if (pipe && n_chunks == 1 && wpr > 1) {
+            with_wpr(wpr, [&](auto wc) {
+                const auto kernel = q8r_pipe_kernel<K, decltype(wc)::value>;
+                static const unsigned resident = device_resident_blocks(kernel, kBlockWarps * 32);
+                const unsigned per_mat = std::max(1u, resident / n_mat);
+                launch_pdl("launch of q8r_pipe_kernel", kernel, dim3(std::min(grid.x, per_mat), n_mat),
+                           dim3(kBlockWarps * 32), 0, s, w, row_bytes, r32, s32, x, y, gs, grid.x);
+            });
+            return;
+        }
+    }
     with_wpr(wpr, [&](auto wc) {
         launch_pdl("launch of q8r_kernel", q8r_kernel<K, NT, R, decltype(wc)::value>, grid, dim3(kBlockWarps * 32),
                    0, s, w, row_bytes, r32, s32, x, x_stride, y, y_stride, gs);
