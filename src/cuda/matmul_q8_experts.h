@@ -4,7 +4,8 @@
 // forward's moe_group: no host round trip, capturable in a graph). A warp takes R rows of
 // one active expert's matrix by up to 8 of its tokens and streams them through shared
 // memory with double-buffered cp.async over a persistent grid of one wave.
-// Numerics: matmul_q8's per-block integer dots and scaling (the same decoders), so the
+// Numerics: matmul_q8's per-block integer dots (the same int8 words; IQ2_XXS scales a
+// block's dot as an integer times 2s + 1, then by d/8 and the activation step), so the
 // bound against the exact f32 path is matmul_q8.h's, Σ_i |w_i|·d_x(i)/2 + f32 rounding;
 // each (row, token) sums its blocks in one fixed order, so its bits depend neither on
 // the other tokens of the pass nor on how they group.
