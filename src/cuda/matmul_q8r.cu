@@ -56,6 +56,22 @@ __device__ __forceinline__ float code(uint32_t biased, int j) {
     return __int_as_float(static_cast<int>(__byte_perm(biased, 0x4B000000u, 0x7440u | j))) - 8388736.0f;
 }
 
+// The 4 values of code word k, dequantized as the exact path does (d · q), and their
+// fused multiply-adds into a in column order: the one arithmetic of every q8r kernel.
+template <int K>
+__device__ __forceinline__ float4 span_values(const uint32_t (&q)[K], const uint32_t (&d)[K / 2], int k) {
+    const uint32_t dw = d[k / 2];
+    const float dk = __half2float(__ushort_as_half(static_cast<unsigned short>(k % 2 ? dw >> 16 : dw)));
+    const uint32_t b = q[k] ^ 0x80808080u;
+    return make_float4(dk * code(b, 0), dk * code(b, 1), dk * code(b, 2), dk * code(b, 3));
+}
+__device__ __forceinline__ float fma4(const float4& v, const float4& x, float a) {
+    a = fmaf(v.x, x.x, a);
+    a = fmaf(v.y, x.y, a);
+    a = fmaf(v.z, x.z, a);
+    return fmaf(v.w, x.w, a);
+}
+
 struct Strides {
     uint64_t w = 0, x = 0, y = 0;
 };
@@ -130,18 +146,9 @@ __device__ __forceinline__ void q8r_rows(const uint8_t* __restrict__ w, uint64_t
 #pragma unroll
                 for (int r = 0; r < R; ++r) {
                     if (static_cast<uint32_t>(r) >= n_rows) break;
-                    const uint32_t dw = d[u][r][k / 2];
-                    const float dk = __half2float(__ushort_as_half(static_cast<unsigned short>(k % 2 ? dw >> 16 : dw)));
-                    const uint32_t b = q[u][r][k] ^ 0x80808080u;
-                    const float v0 = dk * code(b, 0), v1 = dk * code(b, 1), v2 = dk * code(b, 2), v3 = dk * code(b, 3);
+                    const float4 v = span_values<K>(q[u][r], d[u][r], k);
 #pragma unroll
-                    for (int t = 0; t < NT; ++t) {
-                        float a = acc[r][t];
-                        a = fmaf(v0, xv[t].x, a);
-                        a = fmaf(v1, xv[t].y, a);
-                        a = fmaf(v2, xv[t].z, a);
-                        acc[r][t] = fmaf(v3, xv[t].w, a);
-                    }
+                    for (int t = 0; t < NT; ++t) acc[r][t] = fma4(v, xv[t], acc[r][t]);
                 }
             }
         }
@@ -230,15 +237,7 @@ __device__ __forceinline__ void q8r_rows_pipe(const uint8_t* __restrict__ w, uin
 #pragma unroll
             for (int k = 0; k < K; ++k) {
                 const float4 xv = __ldg(reinterpret_cast<const float4*>(xs + 128 * k));
-                const uint32_t dw = cur.d[u][k / 2];
-                const float dk = __half2float(__ushort_as_half(static_cast<unsigned short>(k % 2 ? dw >> 16 : dw)));
-                const uint32_t b = cur.q[u][k] ^ 0x80808080u;
-                const float v0 = dk * code(b, 0), v1 = dk * code(b, 1), v2 = dk * code(b, 2), v3 = dk * code(b, 3);
-                float a = acc;
-                a = fmaf(v0, xv.x, a);
-                a = fmaf(v1, xv.y, a);
-                a = fmaf(v2, xv.z, a);
-                acc = fmaf(v3, xv.w, a);
+                acc = fma4(span_values<K>(cur.q[u], cur.d[u], k), xv, acc);
             }
         }
         if (ns == piece || !more) {  // the row is complete (the next pair is another row's)
