@@ -212,6 +212,10 @@ public:
     // (only destruction remains); declaration errors (add_*) leave it as it was.
     void begin(const std::string& path);
     void write_data(std::span<const uint8_t> bytes);
+    // Instead of write_data (not both in one file), from any number of threads at once:
+    // tensor `index`'s bytes [at, at + bytes.size()) written at their place in the file.
+    // Each byte of every tensor must be given once; finish() checks each tensor's count.
+    void write_tensor_at(size_t index, uint64_t at, std::span<const uint8_t> bytes);
     void finish();
 
     // Byte size of a declared tensor (what write_data must deliver for it).

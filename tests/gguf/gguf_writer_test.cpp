@@ -1,9 +1,12 @@
-// Writer behaviour: streaming in any chunking, strict byte accounting, temp file and
-// rename, verbatim record copies, declaration errors.
+// Writer behaviour: streaming in any chunking, placed writes from several threads, strict
+// byte accounting, temp file and rename, verbatim record copies, declaration errors.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <numeric>
+#include <thread>
+#include <vector>
 
 #include "ds4/error.h"
 #include "gguf/gguf.h"
@@ -73,6 +76,102 @@ TEST_F(WriterTest, AnyChunkingGivesIdenticalFiles) {
     for (uint64_t i = f.tensors()[2].abs_offset + 84; i < f.size(); ++i) EXPECT_EQ(reference[i], 0) << i;
     // Between the directory and data_start too.
     EXPECT_EQ(reference[f.data_start() - 1], 0);
+}
+
+// write_tensor_at from several threads, pieces in any order (a zero-byte tensor
+// declared between): the file write_data streams, byte for byte, padding included.
+TEST_F(WriterTest, PlacedWritesFromThreadsGiveTheStreamedFile) {
+    const auto declare_with_empty = [](Writer& w) {
+        declare(w);
+        const uint64_t e[] = {0};
+        w.add_tensor("empty", e, GgmlType::F32);
+        const uint64_t d[] = {32, 3};
+        w.add_tensor("d", d, GgmlType::Q8_0);  // 102 bytes
+    };
+    std::vector<uint8_t> data(20 + 68 + 84 + 102);
+    std::iota(data.begin(), data.end(), uint8_t{3});
+    Writer streamed;
+    declare_with_empty(streamed);
+    streamed.begin(path_);
+    streamed.write_data(data);
+    streamed.finish();
+    const auto want = testing::read_file_bytes(path_);
+    fs::remove(path_);
+
+    Writer placed;
+    declare_with_empty(placed);
+    placed.begin(path_);
+    const uint64_t starts[] = {0, 20, 88, 172, 172}, sizes[] = {20, 68, 84, 0, 102};
+    struct Piece {
+        size_t tensor;
+        uint64_t at, n;
+    };
+    std::vector<Piece> pieces;
+    for (size_t t = 0; t < 5; ++t)
+        for (uint64_t at = 0; at < sizes[t]; at += 13)
+            pieces.push_back({t, at, std::min<uint64_t>(13, sizes[t] - at)});
+    std::reverse(pieces.begin(), pieces.end());
+    std::vector<std::thread> pool;
+    for (size_t k = 0; k < 4; ++k)
+        pool.emplace_back([&, k] {
+            for (size_t i = k; i < pieces.size(); i += 4) {
+                const Piece& p = pieces[i];
+                const auto bytes = std::span(data).subspan(starts[p.tensor] + p.at, p.n);
+                placed.write_tensor_at(p.tensor, p.at, bytes);
+            }
+        });
+    for (auto& t : pool) t.join();
+    placed.finish();
+    EXPECT_EQ(testing::read_file_bytes(path_), want);
+}
+
+TEST_F(WriterTest, PlacedWriteErrors) {
+    const auto data = payload();
+    {
+        Writer w;
+        declare(w);
+        w.begin(path_);
+        w.write_tensor_at(0, 0, std::span(data).first(20));
+        w.write_tensor_at(2, 0, std::span(data).first(84));
+        w.write_tensor_at(1, 0, std::span(data).first(60));
+        EXPECT_EQ(error_of([&] { w.finish(); }),
+                  path_ + ": tensor 'b' (#1) received 60 of its 68 bytes before finish()");
+    }
+    {
+        Writer w;
+        declare(w);
+        w.begin(path_);
+        EXPECT_EQ(error_of([&] { w.write_tensor_at(1, 60, std::span(data).first(9)); }),
+                  path_ + ": write_tensor_at: bytes [60, 69) outside tensor 'b' (68 bytes)");
+        // unusable afterwards, as after a failed write_data
+        const auto four = std::span(data).first(4);
+        const std::string again = error_of([&] { w.write_tensor_at(0, 0, four); });
+        EXPECT_NE(again.find("outside begin()"), std::string::npos) << again;
+    }
+    {
+        Writer w;
+        declare(w);
+        w.begin(path_);
+        EXPECT_EQ(error_of([&] { w.write_tensor_at(3, 0, std::span(data).first(4)); }),
+                  path_ + ": write_tensor_at: tensor index 3 out of range (3 declared)");
+    }
+    {
+        Writer w;
+        declare(w);
+        w.begin(path_);
+        w.write_data(std::span(data).first(4));
+        EXPECT_EQ(error_of([&] { w.write_tensor_at(0, 4, std::span(data).first(4)); }),
+                  "GGUF writer: write_tensor_at() after write_data() in one file");
+    }
+    {
+        Writer w;
+        declare(w);
+        w.begin(path_);
+        w.write_tensor_at(0, 0, std::span(data).first(4));
+        EXPECT_EQ(error_of([&] { w.write_data(std::span(data).first(4)); }),
+                  "GGUF writer: write_data() after write_tensor_at() in one file");
+    }
+    EXPECT_FALSE(fs::exists(path_));
 }
 
 TEST_F(WriterTest, WritesToTmpThenRenames) {

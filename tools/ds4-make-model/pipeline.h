@@ -1,7 +1,6 @@
-// An ordered producer pipeline: workers compute items in parallel, the calling thread
-// consumes them strictly in index order (e.g. appends them to a file), and at most
-// `window` items are computed ahead of the consumer, so memory stays bounded by
-// window × item size however long the sequence.
+// Parallel work over an index range: workers take the next index until none is left. The
+// maker's items each write their own place of the file (gguf::Writer::write_tensor_at), so
+// no order is needed; memory stays bounded by one item per worker.
 #pragma once
 
 #include <cstddef>
@@ -13,11 +12,9 @@ namespace ds4::synth {
 
 using Bytes = std::vector<uint8_t>;
 
-// Calls produce(i) for every i in [0, n) on `threads` worker threads and consume(i, bytes)
-// on the calling thread in increasing i. The first exception thrown by either side stops
-// the pipeline and is rethrown after every worker has been joined.
-void run_ordered(size_t n, unsigned threads, size_t window,
-                 const std::function<Bytes(size_t)>& produce,
-                 const std::function<void(size_t, Bytes&&)>& consume);
+// Calls work(i) for every i in [0, n) on `threads` (0: 1) worker threads. The first
+// exception thrown stops the workers taking more and is rethrown after every worker has
+// been joined.
+void run_parallel(size_t n, unsigned threads, const std::function<void(size_t)>& work);
 
 }  // namespace ds4::synth
