@@ -352,10 +352,40 @@ TEST(BenchBinary, GenWarmupStepsAreUntimedButNeedRoom) {
         << tight.out;
 }
 
+// --env-sweep: one process, the engine reopened for each value in turn, rounds
+// alternating; each run's rows after a "# sweep" line, its aggregate tagged.
+TEST(BenchBinary, EnvSweepRunsEachValueInTurnOnTheSameWeights) {
+    const auto r = run("-m " + demo() +
+                           " --ctx-start 16 --ctx-max 32 --step-incr 16 --gen-tokens 2 --bw-mib 8"
+                           " -t 2"
+                           " --env-sweep DS4_BENCH_TEST_SWEEP=a,b --sweep-rounds 2",
+                       false);
+    ASSERT_EQ(r.code, 0) << r.out;
+    const Csv c = parse_csv(r.out);
+    EXPECT_EQ(c.header, kHeader);
+    EXPECT_EQ(c.rows.size(), 8u);  // 2 frontiers x 2 values x 2 rounds
+    std::vector<std::string> sweeps, aggregates;
+    for (const auto& line : c.comments) {
+        if (line.starts_with("# sweep ")) sweeps.push_back(line.substr(0, line.find(" load_s=")));
+        if (line.starts_with("# aggregate "))
+            aggregates.push_back(line.substr(line.rfind(' ') + 1));
+    }
+    const std::string v = "DS4_BENCH_TEST_SWEEP=";
+    const std::vector<std::string> want{"# sweep " + v + "a round=0", "# sweep " + v + "b round=0",
+                                        "# sweep " + v + "a round=1", "# sweep " + v + "b round=1"};
+    EXPECT_EQ(sweeps, want);
+    const std::string a = "[" + v + "a]", b = "[" + v + "b]";
+    const std::vector<std::string> tags{a, b, a, b};
+    EXPECT_EQ(aggregates, tags);
+}
+
 TEST(BenchBinary, BadFlagsGiveOneErrorLineAndNonZeroExit) {
     const std::vector<std::string> cases{"--no-such-flag",
                                          "--ctx-start abc",
                                          "--synthetic q3",
+                                         "--env-sweep NAME",
+                                         "--env-sweep =1,2",
+                                         "--env-sweep A=1 --plot x.svg",
                                          "--batch 0",
                                          "-m " + demo() + " --ctx-start 64 --ctx-max 32",
                                          "-m /nonexistent.gguf --ctx-start 16 --ctx-max 16"};

@@ -99,7 +99,37 @@ struct Options {
     uint32_t gemm_n = 8192;
     uint64_t mem_limit_mib = 0;
     bool cuda = false;
+    std::string env_sweep;  // "NAME=V1,V2,...": A/B runs in one process
+    uint32_t sweep_rounds = 1;
 };
+
+// One run of an --env-sweep: the variable's value (no name: no sweep) and its round.
+struct SweepRun {
+    std::string name, value;
+    uint32_t round = 0;
+};
+
+// The runs of --env-sweep NAME=V1,V2 --sweep-rounds R: V1, V2, V1, V2, ... (R rounds), so
+// drift over the process's life falls on every value alike.
+std::vector<SweepRun> sweep_runs(const Options& o) {
+    if (o.env_sweep.empty()) return {SweepRun{}};
+    const auto eq = o.env_sweep.find('=');
+    if (eq == 0 || eq == std::string::npos || eq + 1 == o.env_sweep.size())
+        fail(cat("--env-sweep '", o.env_sweep, "': expected NAME=VALUE[,VALUE...]"));
+    const std::string name = o.env_sweep.substr(0, eq);
+    std::vector<std::string> values;
+    for (size_t at = eq + 1;;) {
+        const size_t comma = o.env_sweep.find(',', at);
+        const size_t len = comma == std::string::npos ? std::string::npos : comma - at;
+        values.push_back(o.env_sweep.substr(at, len));
+        if (comma == std::string::npos) break;
+        at = comma + 1;
+    }
+    std::vector<SweepRun> runs;
+    for (uint32_t r = 0; r < o.sweep_rounds; ++r)
+        for (const std::string& v : values) runs.push_back({name, v, r});
+    return runs;
+}
 
 // Jane Austen's Persuasion, chapters 1–17 (public domain, Project Gutenberg text; see
 // bench/data/README.md): ~290 KB, ~70k tokens with the V4 tokenizer.
@@ -159,6 +189,13 @@ std::optional<int> parse(int argc, char** argv, Options& o) {
     app.add_option("--gemm-n", o.gemm_n, "--cuda: size of the square bf16 GEMM of the GEMM ceiling")
         ->check(CLI::Range(16u, 32768u))
         ->capture_default_str();
+    app.add_option("--env-sweep", o.env_sweep,
+                   "paired runs in one process: NAME=V1,V2,... sets the environment variable to "
+                   "each value in turn and reopens the engine on the same weights (a --synthetic "
+                   "model is generated once); each run's rows follow a '# sweep' comment line");
+    app.add_option("--sweep-rounds", o.sweep_rounds, "--env-sweep: times through the values")
+        ->check(CLI::Range(1u, 100u))
+        ->capture_default_str();
     app.add_option("--mem-limit-mib", o.mem_limit_mib,
                    "--synthetic: refuse to generate more than this (MiB) even when MemAvailable "
                    "allows (0: MemAvailable only)")
@@ -183,6 +220,9 @@ std::optional<int> parse(int argc, char** argv, Options& o) {
     if (o.batch == 0) fail("--batch must be at least 1");
     if (o.prefill_chunk == 0) fail("--prefill-chunk must be at least 1");
     if (o.layers == 0) fail("--layers must be at least 1");
+    (void)sweep_runs(o);  // its syntax errors before anything is loaded
+    if (!o.env_sweep.empty() && !o.plot_path.empty())
+        fail("--plot draws one run: not with --env-sweep");
     const uint64_t decoded = o.gen_warmup + o.gen_tokens;
     if (o.ctx_alloc == 0) o.ctx_alloc = o.ctx_max + decoded + 1;
     if (o.ctx_alloc <= o.ctx_max + decoded)
@@ -455,6 +495,44 @@ Ceilings measure(const Options& o, unsigned threads) {
     return r;
 }
 
+// What one engine measures: every frontier's row (printed as it comes), then the
+// aggregate line; `tag` (" [NAME=V]" in a sweep) ends the human-readable lines.
+std::vector<bench::Row> walk_frontiers(Walk& w, std::span<const uint64_t> points, std::FILE* csv,
+                                       const std::string& tag) {
+    const Options& o = w.o;
+    const SequenceId seq = w.engine.create_sequence();
+    std::vector<bench::Row> rows;
+    uint64_t prev = 0;
+    for (const uint64_t f : points) {
+        rows.push_back(frontier_row(w, seq, prev, f));
+        prev = f;
+        std::fprintf(csv, "%s\n", bench::csv_row(rows.back()).c_str());
+        std::fflush(csv);
+        // --cuda measures no GEMM ceiling: say so rather than print "0.0% of" it.
+        char gemm_pct[32] = "n/a";
+        if (w.ceil.gemm_gflops > 0)
+            std::snprintf(gemm_pct, sizeof gemm_pct, "%.1f%%", 100 * rows.back().gemm_ratio);
+        std::fprintf(stderr,
+                     "ctx %6llu: prefill %8.2f t/s (%.2f GFLOP/s = %s of GEMM ceiling), gen "
+                     "%8.2f t/s (%u seq, %.2f t/s each; %.2f GB/s = %.1f%% of read ceiling)%s\n",
+                     (unsigned long long)f, rows.back().prefill_tps, rows.back().prefill_gflops,
+                     gemm_pct, rows.back().gen_tps, o.batch, rows.back().seq_gen_tps,
+                     rows.back().gen_gbs, 100 * rows.back().bw_ratio, tag.c_str());
+    }
+    w.engine.free_sequence(seq);
+
+    double sum_gen = 0, sum_seq = 0, sum_pre = 0;
+    for (const auto& r : rows)
+        sum_gen += r.gen_tps, sum_seq += r.seq_gen_tps, sum_pre += r.prefill_tps;
+    const double k = double(rows.size());
+    const std::string agg =
+        cat("aggregate batch=", o.batch, " frontiers=", rows.size(), " mean_gen_tps=", sum_gen / k,
+            " mean_seq_gen_tps=", sum_seq / k, " mean_prefill_tps=", sum_pre / k, tag);
+    std::fprintf(csv, "# %s\n", agg.c_str());
+    std::fprintf(stderr, "# %s\n", agg.c_str());
+    return rows;
+}
+
 int run(const Options& o) {
     std::optional<bench::InMemoryModel> synthetic;
     if (!o.synthetic.empty()) synthetic.emplace(checked_synthetic_options(o));
@@ -464,10 +542,15 @@ int run(const Options& o) {
     eo.threads = o.threads;
     eo.ctx = o.ctx_alloc;
     eo.backend = o.cuda ? Backend::Cuda : Backend::Cpu;
+    const std::vector<SweepRun> runs = sweep_runs(o);
+    const auto set_env = [](const SweepRun& r) {
+        if (!r.name.empty()) ::setenv(r.name.c_str(), r.value.c_str(), 1);
+    };
+    set_env(runs[0]);
     const auto t_load = Clock::now();
-    Engine engine = Engine::open(path, eo);
+    std::optional<Engine> engine(Engine::open(path, eo));
     const gguf::File file = gguf::File::open(path);
-    const ModelSummary& m = engine.model();
+    const ModelSummary m = engine->model();
     std::string tok_how;
     const auto tokens = tokenize(path, read_file(o.prompt_file), m.n_vocab, tok_how);
     const int32_t eos = eos_id(path);
@@ -478,7 +561,7 @@ int run(const Options& o) {
     const auto points = bench::frontiers(o.ctx_start, o.ctx_max, o.step_incr, o.step_mul);
 
     const double warm_s = touch_all(file);
-    const unsigned threads = engine.options().threads;
+    const unsigned threads = engine->options().threads;
     const Ceilings ceil = measure(o, threads);
     const uint64_t wbytes = weight_bytes_per_step(file, m, o.batch);
     const uint64_t flops = prefill_flops_per_token(file, m);
@@ -513,36 +596,28 @@ int run(const Options& o) {
     std::fprintf(csv, "%s\n", bench::csv_header().c_str());
     std::fflush(csv);
 
-    Walk w{engine, o, tokens, eos, wbytes, flops, ceil.c};
-    const SequenceId seq = engine.create_sequence();
     std::vector<bench::Row> rows;
-    uint64_t prev = 0;
-    for (const uint64_t f : points) {
-        rows.push_back(frontier_row(w, seq, prev, f));
-        prev = f;
-        std::fprintf(csv, "%s\n", bench::csv_row(rows.back()).c_str());
-        std::fflush(csv);
-        // --cuda measures no GEMM ceiling: say so rather than print "0.0% of" it.
-        char gemm_pct[32] = "n/a";
-        if (ceil.c.gemm_gflops > 0)
-            std::snprintf(gemm_pct, sizeof gemm_pct, "%.1f%%", 100 * rows.back().gemm_ratio);
-        std::fprintf(stderr,
-                     "ctx %6llu: prefill %8.2f t/s (%.2f GFLOP/s = %s of GEMM ceiling), gen "
-                     "%8.2f t/s (%u seq, %.2f t/s each; %.2f GB/s = %.1f%% of read ceiling)\n",
-                     (unsigned long long)f, rows.back().prefill_tps, rows.back().prefill_gflops,
-                     gemm_pct, rows.back().gen_tps, o.batch, rows.back().seq_gen_tps,
-                     rows.back().gen_gbs, 100 * rows.back().bw_ratio);
+    for (size_t i = 0; i < runs.size(); ++i) {
+        const SweepRun& r = runs[i];
+        std::string tag;
+        if (!r.name.empty()) {
+            double reload_s = load_s;
+            if (i > 0) {  // the previous engine's memory back before the next one loads
+                engine.reset();
+                set_env(r);
+                const auto t0 = Clock::now();
+                engine.emplace(Engine::open(path, eo));
+                reload_s = seconds_since(t0);
+            }
+            tag = cat(" [", r.name, "=", r.value, "]");
+            const std::string line =
+                cat("sweep ", r.name, "=", r.value, " round=", r.round, " load_s=", reload_s);
+            std::fprintf(csv, "# %s\n", line.c_str());
+            std::fprintf(stderr, "# %s\n", line.c_str());
+        }
+        Walk w{*engine, o, tokens, eos, wbytes, flops, ceil.c};
+        rows = walk_frontiers(w, points, csv, tag);
     }
-
-    double sum_gen = 0, sum_seq = 0, sum_pre = 0;
-    for (const auto& r : rows)
-        sum_gen += r.gen_tps, sum_seq += r.seq_gen_tps, sum_pre += r.prefill_tps;
-    const double k = double(rows.size());
-    const std::string agg =
-        cat("aggregate batch=", o.batch, " frontiers=", rows.size(), " mean_gen_tps=", sum_gen / k,
-            " mean_seq_gen_tps=", sum_seq / k, " mean_prefill_tps=", sum_pre / k);
-    std::fprintf(csv, "# %s\n", agg.c_str());
-    std::fprintf(stderr, "# %s\n", agg.c_str());
 
     if (!o.plot_path.empty())
         write_text(
