@@ -98,7 +98,7 @@ struct Writer::Impl {
     uint64_t current_written = 0;  // bytes of it received so far
     uint64_t data_start = 0, data_end = 0;  // file offsets of the tensor data (begin())
     bool streamed = false;                  // write_data was called
-    std::atomic<uint64_t> placed{0};        // bytes given to write_tensor_at
+    std::atomic<bool> placing{false};       // write_tensor_at has placed bytes
     std::unique_ptr<std::atomic<uint64_t>[]> placed_of;  // ... per tensor (begin())
     std::atomic<bool> place_failed{false};
     std::once_flag map_once;
@@ -253,7 +253,7 @@ struct Writer::Impl {
         if (!bytes.empty())
             std::memcpy(map + data_start + t.offset + at, bytes.data(), bytes.size());
         placed_of[index] += bytes.size();
-        placed += bytes.size();
+        if (!bytes.empty()) placing = true;
     }
 
     // The whole file's length reserved first (a full disk is an error here, not a SIGBUS
@@ -300,8 +300,7 @@ struct Writer::Impl {
 
     void write_data(std::span<const uint8_t> bytes) {
         if (state != State::Writing) fail("GGUF writer: write_data() outside begin()..finish()");
-        if (placed.load() != 0)
-            fail("GGUF writer: write_data() after write_tensor_at() in one file");
+        if (placing.load()) fail("GGUF writer: write_data() after write_tensor_at() in one file");
         streamed = true;
         state = State::Failed;
         while (!bytes.empty()) {
@@ -322,7 +321,7 @@ struct Writer::Impl {
         if (state != State::Writing || place_failed.load())
             fail("GGUF writer: finish() without a successful begin()");
         state = State::Failed;
-        if (placed.load() != 0) return finish_placed();
+        if (placing.load()) return finish_placed();
         if (current < tensors.size()) {
             const auto& t = tensors[current];
             fail(path, ": tensor '", t.name, "' (#", current, ") received ", current_written,

@@ -81,6 +81,12 @@ double seconds_since(Clock::time_point t0) {
     return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
+// One run of an --env-sweep: the variable's value (no name: no sweep) and its round.
+struct SweepRun {
+    std::string name, value;
+    uint32_t round = 0;
+};
+
 struct Options {
     std::string model = "./ds4flash.gguf";
     std::string prompt_file;
@@ -101,12 +107,7 @@ struct Options {
     bool cuda = false;
     std::string env_sweep;  // "NAME=V1,V2,...": A/B runs in one process
     uint32_t sweep_rounds = 1;
-};
-
-// One run of an --env-sweep: the variable's value (no name: no sweep) and its round.
-struct SweepRun {
-    std::string name, value;
-    uint32_t round = 0;
+    std::vector<SweepRun> runs;  // parse(): env_sweep and sweep_rounds as runs
 };
 
 // The runs of --env-sweep NAME=V1,V2 --sweep-rounds R: V1, V2, V1, V2, ... (R rounds), so
@@ -220,7 +221,7 @@ std::optional<int> parse(int argc, char** argv, Options& o) {
     if (o.batch == 0) fail("--batch must be at least 1");
     if (o.prefill_chunk == 0) fail("--prefill-chunk must be at least 1");
     if (o.layers == 0) fail("--layers must be at least 1");
-    (void)sweep_runs(o);  // its syntax errors before anything is loaded
+    o.runs = sweep_runs(o);  // its syntax errors before anything is loaded
     if (!o.env_sweep.empty() && !o.plot_path.empty())
         fail("--plot draws one run: not with --env-sweep");
     const uint64_t decoded = o.gen_warmup + o.gen_tokens;
@@ -542,7 +543,7 @@ int run(const Options& o) {
     eo.threads = o.threads;
     eo.ctx = o.ctx_alloc;
     eo.backend = o.cuda ? Backend::Cuda : Backend::Cpu;
-    const std::vector<SweepRun> runs = sweep_runs(o);
+    const std::vector<SweepRun>& runs = o.runs;
     const auto set_env = [](const SweepRun& r) {
         if (!r.name.empty()) ::setenv(r.name.c_str(), r.value.c_str(), 1);
     };
