@@ -228,6 +228,10 @@ public:
     const EngineOptions& options() const;  // threads resolved to the actual count
     MemoryEstimate memory_estimate(uint64_t ctx) const;
     MemoryEstimate memory_estimate() const { return memory_estimate(options().ctx); }
+    // Most tokens of one sequence the backend evaluates in one pass (longer entries are
+    // split): 256 on the CPU, 4096 on CUDA (expert tiles fill, issue 8). Session steps
+    // of this size waste nothing.
+    uint32_t pass_tokens() const;
     // tokenizer.ggml.tokens, index = token id (empty when the file has no vocabulary).
     const std::vector<std::string>& vocab() const;
 

@@ -22,8 +22,11 @@
 namespace ds4 {
 
 struct SessionOptions {
-    // Checkpoints are taken whenever the history reaches a multiple of this many tokens.
-    uint32_t checkpoint_interval = 256;
+    // Checkpoints are taken whenever the history reaches a multiple of this many tokens
+    // (a prompt step never crosses one); 0: the engine's pass size (Engine::pass_tokens:
+    // 256 on the CPU, 4096 with CUDA, whose passes of 256 would leave its tensor-core
+    // tiles mostly empty).
+    uint32_t checkpoint_interval = 0;
     // At most this many are kept; beyond that, the one whose removal leaves the smallest
     // gap goes (the newest is always kept), so old prefixes stay reachable at a coarser
     // spacing. 0 disables checkpoints: going back then replays from token 0.
@@ -32,8 +35,9 @@ struct SessionOptions {
     // but drops part of what was generated after it (e.g. hidden reasoning), so it
     // diverges right there and then nothing needs replaying.
     bool checkpoint_at_sync_end = true;
-    // Prompt tokens per engine step (any split gives the same logits).
-    uint32_t prefill_chunk = 2048;
+    // Prompt tokens per engine step (any split gives the same logits); 0: the engine's
+    // pass size (Engine::pass_tokens).
+    uint32_t prefill_chunk = 0;
 };
 
 // What one sync() did.

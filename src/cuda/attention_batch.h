@@ -99,6 +99,16 @@ struct TileConfig {
 void set_batch_attend_tile(const TileConfig& c);
 TileConfig batch_attend_tile();
 
+// Passes of at least batch_attend_mma() tokens (default kF16MmaMinTokens; kAttendMmaOff
+// with DS4_CUDA_ATTN_MMA=0) take the tensor-core kernel (attention_mma.cu): bf16 hi/lo
+// products with f32 sums, within ~1e-5 of the kernels above but not bitwise. Process-wide;
+// tests lower it. batch_attend_mma_launch launches it when it applies (sm_80+, head widths
+// 64-512, some head group's scores fit) and says whether it did.
+constexpr uint32_t kAttendMmaOff = ~0u;
+void set_batch_attend_mma(uint32_t min_tokens);
+uint32_t batch_attend_mma();
+bool batch_attend_mma_launch(const BatchPass& p, const BatchAttend& a, cudaStream_t s);
+
 // After the layer's reads: the ring rows of each segment's last `window` positions, the
 // frontiers (the last window's slots, the previous window's after an emit) and the row
 // counts, as the per-token walk leaves them.

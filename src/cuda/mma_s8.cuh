@@ -60,6 +60,19 @@ __device__ __forceinline__ void mma_f16_acc(uint32_t a0, uint32_t a1, uint32_t a
 #endif
 }
 
+// mma_f16_acc with bf16 operands (the same fragment layout).
+__device__ __forceinline__ void mma_bf16_acc(uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
+                                             uint32_t b1, float (&c)[4]) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+        "{%0, %1, %2, %3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+#else
+    (void)a0, (void)a1, (void)a2, (void)a3, (void)b0, (void)b1, (void)c;
+#endif
+}
+
 // 16 bytes global -> shared, asynchronously; src_bytes 0 fills zeros (rows past the end).
 __device__ __forceinline__ void cp_async16(void* dst, const void* src, uint32_t src_bytes) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800

@@ -169,6 +169,7 @@ struct Engine::Impl {
     std::unique_ptr<cpu::CpuForward> forward;
 #ifdef DS4_HAVE_CUDA
     std::unique_ptr<cuda::Forward> cuda_forward;  // Backend::Cuda: evaluates instead of `forward`
+    uint32_t cuda_prefill_chunk = runtime::kCudaPrefillChunk;  // DS4_CUDA_PREFILL_CHUNK, read at open
     std::vector<cuda::Forward::Chunk> cuda_chunks;
     // Several sequences, each chunk within one CUDA prefill chunk and no MTP recording:
     // batched CUDA passes (shared projections and grouped experts) instead of one per entry;
@@ -177,7 +178,7 @@ struct Engine::Impl {
     bool cuda_batchable(const Batch& batch) const {
         if (!cuda_forward || batch.size() < 2) return false;
         for (size_t i = 0; i < batch.size(); ++i)
-            if (batch[i].tokens.size() > runtime::kCudaPrefillChunk || states[i]->mtp) return false;
+            if (batch[i].tokens.size() > cuda_prefill_chunk || states[i]->mtp) return false;
         return true;
     }
 #endif
@@ -221,7 +222,7 @@ struct Engine::Impl {
     // Most tokens of one sequence per backend pass (MTP tracking keeps the CPU's chunk).
     uint32_t pass_chunk([[maybe_unused]] const Sequence& s) const {
 #ifdef DS4_HAVE_CUDA
-        if (cuda_forward && !s.mtp) return runtime::kCudaPrefillChunk;
+        if (cuda_forward && !s.mtp) return cuda_prefill_chunk;
 #endif
         return runtime::kPrefillChunk;
     }
@@ -384,6 +385,7 @@ Engine Engine::open(const std::string& path, const EngineOptions& options) {
     if (options.backend == Backend::Cuda) {
 #ifdef DS4_HAVE_CUDA
         impl->cuda_forward = std::make_unique<cuda::Forward>(*impl->model);
+        impl->cuda_prefill_chunk = runtime::cuda_prefill_chunk_from_env();
 #else
         fail("engine: this build has no CUDA backend (configure with -DDS4_CUDA=ON)");
 #endif
@@ -413,6 +415,12 @@ Engine Engine::open(const std::string& path, const EngineOptions& options) {
 }
 
 const ModelSummary& Engine::model() const { return impl_->summary; }
+uint32_t Engine::pass_tokens() const {
+#ifdef DS4_HAVE_CUDA
+    if (impl_->cuda_forward) return impl_->cuda_prefill_chunk;
+#endif
+    return runtime::kPrefillChunk;
+}
 const EngineOptions& Engine::options() const { return impl_->opt; }
 const std::vector<std::string>& Engine::vocab() const { return impl_->vocab; }
 
@@ -423,7 +431,7 @@ MemoryEstimate Engine::memory_estimate(uint64_t ctx) const {
     if (impl_->cuda_forward) {
         const cuda::DeviceMemory d = cuda::device_memory();
         m.backend = "cuda";
-        m.prefill_chunk = runtime::kCudaPrefillChunk;
+        m.prefill_chunk = impl_->cuda_prefill_chunk;
         m.device_name = d.name;
         m.device_weights = impl_->cuda_forward->weight_bytes();
         m.device_free = d.free_bytes;

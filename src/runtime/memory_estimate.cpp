@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 
 #include "ds4/error.h"
 
@@ -63,6 +64,16 @@ uint64_t floats_per_chunk_token(const model::Hparams& hp) {
 }
 
 }  // namespace
+
+uint32_t cuda_prefill_chunk_from_env() {
+    const char* v = std::getenv("DS4_CUDA_PREFILL_CHUNK");
+    if (v == nullptr || *v == '\0') return kCudaPrefillChunk;
+    char* end = nullptr;
+    const unsigned long n = std::strtoul(v, &end, 10);
+    if (*end != '\0' || n < 256 || n > 16384)
+        fail("DS4_CUDA_PREFILL_CHUNK=", v, ": expected a token count from 256 to 16384");
+    return static_cast<uint32_t>(n);
+}
 
 MemoryEstimate estimate_memory(const model::Hparams& hp, uint64_t ctx) {
     MemoryEstimate m;

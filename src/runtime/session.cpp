@@ -31,7 +31,8 @@ Session::Session(Engine& engine, SessionOptions options)
 
 Session::Session(Engine& engine, SessionOptions options, SequenceId seq)
     : engine_(&engine), opt_(options), seq_(seq) {
-    if (opt_.prefill_chunk == 0) opt_.prefill_chunk = 2048;
+    if (opt_.prefill_chunk == 0) opt_.prefill_chunk = engine.pass_tokens();
+    if (opt_.checkpoint_interval == 0) opt_.checkpoint_interval = engine.pass_tokens();
 }
 
 Session::~Session() {

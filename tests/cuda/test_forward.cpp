@@ -386,7 +386,8 @@ TEST_F(CudaEngine, LongPassMatchesSmallChunksBitwise) {
     }
     std::cout << "[cuda engine] 700 tokens in one pass vs 350-token steps: max |dlogit| " << worst << "\n";
     EXPECT_EQ(worst, 0.0f);
-    EXPECT_EQ(one.memory_estimate(1024).prefill_chunk, 2048u);
+    EXPECT_EQ(one.memory_estimate(1024).prefill_chunk, 4096u);
+    EXPECT_EQ(one.pass_tokens(), 4096u);
 }
 
 // A batch of more tokens than one CUDA pass takes (runtime::kCudaMaxPassTokens) runs as

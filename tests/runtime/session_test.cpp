@@ -48,6 +48,19 @@ TEST(Session, PrefixReuseGivesColdRunLogits) {
     }
 }
 
+// The defaults follow the engine's pass size (the CPU's 256 tokens): steps of 256 and a
+// checkpoint at every multiple, plus the one where the sync ends (the context is 512).
+TEST(Session, DefaultsTakeTheEnginesPassSize) {
+    Engine& e = tiny_engine();
+    EXPECT_EQ(e.pass_tokens(), 256u);
+    Session s(e, SessionOptions{});
+    const std::vector<int32_t> p = random_tokens(7, 500);
+    const SyncStats st = s.sync(p);
+    EXPECT_EQ(st.evaluated, 500u);
+    EXPECT_EQ(s.checkpoint_lengths(), (std::vector<uint64_t>{256, 500}));
+    EXPECT_TRUE(same_bits(s.logits(), cold_logits(p)));
+}
+
 TEST(Session, PureExtensionEvaluatesOnlyTheSuffix) {
     const std::vector<int32_t> a = random_tokens(2, 150);
     Session s(tiny_engine(), small_checkpoints());
