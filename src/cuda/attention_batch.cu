@@ -380,11 +380,12 @@ void batch_compressor_emit(const BatchPass& p, const BatchComp& c, cudaStream_t 
 void batch_indexer_topk(const BatchPass& p, const BatchIndexer& ix, uint32_t t0, uint32_t count, cudaStream_t s) {
     if (ix.max_rows <= ix.k || count == 0) return;
     if (indexer_fast_applies(ix.max_rows, ix.d, ix.n_heads, ix.k)) {
-        ixf::with_head_group(ix.n_heads, [&](auto g) {
-            launch_pdl("launch of batch_index_scores_fast_kernel", batch_index_scores_fast_kernel<g()>,
-                       dim3(indexer_score_blocks(ix.max_rows, count), count), dim3(ixf::kScoreWarps * 32),
-                       indexer_score_bytes(ix.d, ix.n_heads), s, p, ix, t0);
-        });
+        if (!batch_index_scores_mma(p, ix, t0, count, s))
+            ixf::with_head_group(ix.n_heads, [&](auto g) {
+                launch_pdl("launch of batch_index_scores_fast_kernel", batch_index_scores_fast_kernel<g()>,
+                           dim3(indexer_score_blocks(ix.max_rows, count), count), dim3(ixf::kScoreWarps * 32),
+                           indexer_score_bytes(ix.d, ix.n_heads), s, p, ix, t0);
+            });
         launch_pdl("launch of batch_select_kernel", batch_select_kernel, dim3(1, count), dim3(ixf::kSelectThreads), 0,
                    s, p, ix, t0);
         return;

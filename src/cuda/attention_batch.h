@@ -70,6 +70,16 @@ struct BatchIndexer {
     uint32_t* sel = nullptr;
 };
 void batch_indexer_topk(const BatchPass& p, const BatchIndexer& ix, uint32_t t0, uint32_t count, cudaStream_t s);
+// The scores of passes of at least batch_indexer_mma() tokens (default kF16MmaMinTokens;
+// kIndexerMmaOff with DS4_CUDA_INDEXER_MMA=0) on the tensor cores (indexer_mma.cu): the
+// same exact products (FP4 values in bf16), f32 sums in another order, so scores within a
+// few ulps of the fast kernels' and near ties of the top k may differ. Process-wide; tests
+// lower it. batch_index_scores_mma launches it when it applies (sm_80+, ≤ 64 heads of
+// 32, 64 or 128) and says whether it did.
+constexpr uint32_t kIndexerMmaOff = ~0u;
+void set_batch_indexer_mma(uint32_t min_tokens);
+uint32_t batch_indexer_mma();
+bool batch_index_scores_mma(const BatchPass& p, const BatchIndexer& ix, uint32_t t0, uint32_t count, cudaStream_t s);
 
 // Every token's attention: one block per (group of up to 8 heads, token), each row value
 // loaded once for the group (the tile kernel), or one block per (head, token), with

@@ -459,11 +459,13 @@ void Scheduler::settle_speculative(Active& a) {
 
 // Prompts the source evaluates itself, one chunk each per step, between the batched steps:
 // a long prompt delays the running streams by one chunk per step at most. Alone, a
-// request takes bigger chunks (fewer, larger steps; newcomers still get in between).
+// request takes bigger chunks (fewer, larger steps; newcomers still get in between), at
+// least the engine's pass size (4096 tokens with CUDA: larger passes fill its tiles).
 void Scheduler::advance_source_prefills(std::vector<std::unique_ptr<Active>>& active) {
     const bool others_generating =
         std::any_of(active.begin(), active.end(), [](const auto& a) { return a->generating; });
-    const uint64_t chunk = others_generating ? options_.chunk : 8 * options_.chunk;
+    const uint64_t chunk =
+        others_generating ? options_.chunk : std::max<uint64_t>(8 * options_.chunk, engine_.pass_tokens());
     for (auto& a : active) {
         if (!a->source_prefill || a->job->done()) continue;
         const auto start = std::chrono::steady_clock::now();

@@ -128,8 +128,8 @@ TEST_P(CudaBatchAttn, PrefillChunksMatchPerTokenBitwise) {
     EXPECT_EQ(states, 0u);
 }
 
-// The tensor-core attention (forced on every pass) against the per-token walk on the
-// same chunks as above. The demo model's random weights amplify any difference: its
+// The tensor-core attention and indexer scores (forced on every pass) against the
+// per-token walk on the same chunks as above. The demo model's random weights amplify any difference: its
 // attention outputs differ by ~1e-6 (CudaBatchAttnKernel below), its logits (reach ±20) by
 // 2.61 (H200), as the accepted half-precision dense products' 3.41 (test_forward's
 // fast-path test). Bound: 1.5× that; the same argmax but where the walk's top two are
@@ -140,8 +140,9 @@ TEST(CudaBatchAttnMma, PrefillChunksMatchPerTokenWithinTolerance) {
     if (device_info(0).cc_major < 8) GTEST_SKIP() << "no sm_80+ tensor cores";
     const DemoModel d(demo_file());
     const uint32_t V = d.hp().n_vocab;
-    const uint32_t was = batch_attend_mma();
+    const uint32_t was = batch_attend_mma(), was_ix = batch_indexer_mma();
     set_batch_attend_mma(1);
+    set_batch_indexer_mma(1);
     Forward batched(*d.model), walk(*d.model);
     batched.set_batch_attn(true, 1);
     walk.set_batch_attn(false);
@@ -175,6 +176,7 @@ TEST(CudaBatchAttnMma, PrefillChunksMatchPerTokenWithinTolerance) {
         pos += len;
     }
     set_batch_attend_mma(was);
+    set_batch_indexer_mma(was_ix);
     std::cout << "[cuda attend mma] demo model, " << rows_total << " rows: max |dlogit| " << worst << ", argmax same "
               << argmax_same << ", bitwise-equal chunks " << bitwise << " of 7\n";
     EXPECT_LE(worst, 4.0);
@@ -382,6 +384,112 @@ TEST(CudaBatchAttnKernel, MmaMatchesPerHeadWithinTolerance) {
             EXPECT_GT(bits_differ(tc, exact), 0u) << "the mma kernel did not run";
         }
     }
+}
+
+// FP4 (e2m1) values times a power of two per 32 values, as the indexer's queries and
+// rows are: bf16 holds them exactly.
+std::vector<float> fp4_values(size_t n, uint32_t seed) {
+    static constexpr float kGrid[8] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f};
+    uint32_t x = seed * 2654435761u + 1;
+    const auto next = [&] { return x = x * 1664525u + 1013904223u; };
+    std::vector<float> v(n);
+    for (size_t b = 0; b < n; b += 32) {
+        const float scale = std::ldexp(1.0f, static_cast<int>(next() >> 28) % 6 - 3);
+        for (size_t i = b; i < std::min(n, b + 32); ++i) {
+            const uint32_t r = next() >> 24;
+            v[i] = (r & 1 ? -1.0f : 1.0f) * kGrid[(r >> 1) & 7] * scale;
+        }
+    }
+    return v;
+}
+
+// The indexer's scores on the tensor cores against the fast kernels for 48 tokens of one
+// sequence at position 8000 (1900 rows before the pass, emits inside it), the published
+// indexer (64 heads of 128, top 512): scores within 1e-5 of the token's largest |score|,
+// and where the chosen rows differ, only rows whose scores tie the k-th within that.
+TEST(CudaBatchIndexerMma, ScoresAndChoiceMatchTheFastKernels) {
+    DS4_REQUIRE_GPU();
+    if (device_info(0).cc_major < 8) GTEST_SKIP() << "no sm_80+ tensor cores";
+    constexpr uint32_t kN = 48, kHeads = 64, kD = 128, kTop = 512, kCap = 4096, kN0 = 1900, kRatio = 4;
+    constexpr uint64_t kPos0 = 8000;
+    const uint32_t max_rows = kN0 + kN / kRatio + 1;
+    std::vector<TokSeg> tok(kN, TokSeg{0, 0, kN - 1});
+    std::vector<uint64_t> pos(kN);
+    for (uint32_t t = 0; t < kN; ++t) pos[t] = kPos0 + t;
+    const DeviceBuffer<float> rows = to_device<float>(fp4_values(uint64_t{kCap} * kD, 1));
+    const DeviceBuffer<uint32_t> count = to_device<uint32_t>(std::vector<uint32_t>{kN0});
+    SegKv kv;
+    kv.index.rows = const_cast<float*>(rows.data());
+    kv.index.n_rows = const_cast<uint32_t*>(count.data());
+    kv.index.capacity = kCap;
+    const DeviceBuffer<TokSeg> tok_dev = to_device<TokSeg>(tok);
+    const DeviceBuffer<SegKv> seg_dev = to_device<SegKv>(std::vector<SegKv>{kv});
+    const DeviceBuffer<uint64_t> pos_dev = to_device<uint64_t>(pos);
+    const DeviceBuffer<float> q = to_device<float>(fp4_values(uint64_t{kN} * kHeads * kD, 2));
+    const DeviceBuffer<float> w = to_device<float>(random_floats(uint64_t{kN} * kHeads, 3));
+    const BatchPass p{kN, 1, tok_dev.data(), seg_dev.data(), pos_dev.data()};
+    BatchIndexer ix;
+    ix.q = q.data();
+    ix.w = w.data();
+    ix.ratio = kRatio;
+    ix.d = kD;
+    ix.n_heads = kHeads;
+    ix.k = kTop;
+    ix.max_rows = max_rows;
+    ix.score_stride = max_rows;
+    const uint32_t was = batch_indexer_mma();
+    const auto run = [&](bool mma, std::vector<float>& scores, std::vector<uint32_t>& sel) {
+        DeviceBuffer<float> sc(uint64_t{kN} * max_rows);
+        DeviceBuffer<uint32_t> sl(uint64_t{kN} * kTop);
+        sc.fill_bytes(0);
+        sl.fill_bytes(0xff);
+        ix.scores = sc.data();
+        ix.sel = sl.data();
+        set_batch_indexer_mma(mma ? 1 : kIndexerMmaOff);
+        batch_indexer_topk(p, ix, 0, kN, nullptr);
+        DS4_CUDA_CHECK(cudaDeviceSynchronize());
+        scores = sc.download();
+        sel = sl.download();
+    };
+    std::vector<float> s_fast, s_mma;
+    std::vector<uint32_t> k_fast, k_mma;
+    run(false, s_fast, k_fast);
+    run(true, s_mma, k_mma);
+    set_batch_indexer_mma(was);
+    double worst_rel = 0;
+    size_t same_choice = 0, bitwise = 0, scored = 0;
+    for (uint32_t t = 0; t < kN; ++t) {
+        const uint32_t n = kN0 + static_cast<uint32_t>((kPos0 + t + 1) / kRatio - kPos0 / kRatio);
+        const float* a = s_fast.data() + uint64_t{t} * max_rows;
+        const float* b = s_mma.data() + uint64_t{t} * max_rows;
+        double top = 0;
+        for (uint32_t c = 0; c < n; ++c) top = std::max(top, std::fabs(double{a[c]}));
+        ASSERT_GT(top, 0.0);
+        for (uint32_t c = 0; c < n; ++c) {
+            worst_rel = std::max(worst_rel, std::fabs(double{a[c]} - b[c]) / top);
+            bitwise += std::memcmp(a + c, b + c, sizeof(float)) == 0 ? 1 : 0;
+        }
+        scored += n;
+        const std::vector<uint32_t> ka(k_fast.begin() + t * kTop, k_fast.begin() + (t + 1) * kTop);
+        const std::vector<uint32_t> kb(k_mma.begin() + t * kTop, k_mma.begin() + (t + 1) * kTop);
+        std::vector<float> sorted(a, a + n);
+        std::nth_element(sorted.begin(), sorted.begin() + (kTop - 1), sorted.end(), std::greater<float>());
+        const double kth = sorted[kTop - 1];
+        same_choice += ka == kb ? 1 : 0;
+        std::vector<uint32_t> sa(ka), sb(kb), only;
+        std::sort(sa.begin(), sa.end());
+        std::sort(sb.begin(), sb.end());
+        std::set_symmetric_difference(sa.begin(), sa.end(), sb.begin(), sb.end(), std::back_inserter(only));
+        for (uint32_t c : only) {
+            ASSERT_LT(c, n);
+            EXPECT_LE(std::fabs(a[c] - kth), 1e-5 * top) << "token " << t << " row " << c;
+        }
+    }
+    std::cout << "[cuda indexer mma] " << kN << " tokens, " << scored << " scores: max |d| / max |score| "
+              << worst_rel << ", bitwise equal " << bitwise << ", same choice and order " << same_choice << "/" << kN
+              << "\n";
+    EXPECT_LE(worst_rel, 1e-5);
+    EXPECT_GE(same_choice, kN / 2);
 }
 
 }  // namespace
