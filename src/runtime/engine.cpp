@@ -385,7 +385,7 @@ Engine Engine::open(const std::string& path, const EngineOptions& options) {
     if (options.backend == Backend::Cuda) {
 #ifdef DS4_HAVE_CUDA
         impl->cuda_forward = std::make_unique<cuda::Forward>(*impl->model);
-        impl->cuda_prefill_chunk = runtime::cuda_prefill_chunk_from_env();
+        impl->cuda_prefill_chunk = runtime::cuda_prefill_chunk(cuda::device_memory().free_bytes);
 #else
         fail("engine: this build has no CUDA backend (configure with -DDS4_CUDA=ON)");
 #endif

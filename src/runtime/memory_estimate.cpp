@@ -65,9 +65,9 @@ uint64_t floats_per_chunk_token(const model::Hparams& hp) {
 
 }  // namespace
 
-uint32_t cuda_prefill_chunk_from_env() {
+uint32_t cuda_prefill_chunk(uint64_t free_vram) {
     const char* v = std::getenv("DS4_CUDA_PREFILL_CHUNK");
-    if (v == nullptr || *v == '\0') return kCudaPrefillChunk;
+    if (v == nullptr || *v == '\0') return free_vram >= kCudaLongPrefillFree ? kCudaLongPrefillChunk : kCudaPrefillChunk;
     char* end = nullptr;
     const unsigned long n = std::strtoul(v, &end, 10);
     if (*end != '\0' || n < 256 || n > 16384)

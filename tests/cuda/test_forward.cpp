@@ -386,8 +386,9 @@ TEST_F(CudaEngine, LongPassMatchesSmallChunksBitwise) {
     }
     std::cout << "[cuda engine] 700 tokens in one pass vs 350-token steps: max |dlogit| " << worst << "\n";
     EXPECT_EQ(worst, 0.0f);
-    EXPECT_EQ(one.memory_estimate(1024).prefill_chunk, 4096u);
-    EXPECT_EQ(one.pass_tokens(), 4096u);
+    // 4096 tokens a pass, 8192 where the weights leave 24 GiB free (the demo's do)
+    EXPECT_EQ(one.pass_tokens(), device_info(0).total_bytes >= (uint64_t{32} << 30) ? 8192u : 4096u);
+    EXPECT_EQ(one.memory_estimate(1024).prefill_chunk, one.pass_tokens());
 }
 
 // A batch of more tokens than one CUDA pass takes (runtime::kCudaMaxPassTokens) runs as

@@ -93,9 +93,10 @@ void check_type(GgmlType type, uint32_t seed) {
     DeviceBuffer<uint32_t> d_act = to_device<uint32_t>(active);
     const ExpertGroups eg{d_exp.data(), d_beg.data(), d_cnt.data(), d_act.data()};
 
-    // bounds (max_slots, max_pairs) picking token tiles of 32, 16, 64 and 8 (IQ2_XXS: 16
-    // and 8 decode with the lane-private selector tables, 32 and 64 with the grid)
-    const uint32_t bounds[][2] = {{4, M}, {16, M}, {4, 256}, {32, M}};
+    // bounds (max_slots, max_pairs) picking token tiles of 32, 16, 64, 8 and 128 (IQ2_XXS;
+    // 64 for the K-quants or with DS4_CUDA_EXPERTS_BN=64) (IQ2_XXS: 16 and 8 decode with
+    // the lane-private selector tables, 32 and up with the grid)
+    const uint32_t bounds[][2] = {{4, M}, {16, M}, {4, 256}, {32, M}, {4, 400}};
     std::vector<float> y0, y1;
     for (const auto& b : bounds) {
         DeviceBuffer<uint32_t> tiles(mma_experts_tile_words(b[1], b[0]));

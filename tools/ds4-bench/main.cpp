@@ -100,7 +100,7 @@ struct Options {
     uint64_t gen_tokens = 128;
     uint64_t gen_warmup = 0;
     uint32_t batch = 1;
-    uint64_t prefill_chunk = 2048;
+    uint64_t prefill_chunk = 0;  // 0: the engine's pass size
     uint64_t bw_mib = 1024;
     uint32_t gemm_n = 8192;
     uint64_t mem_limit_mib = 0;
@@ -173,7 +173,8 @@ std::optional<int> parse(int argc, char** argv, Options& o) {
     app.add_option("--batch,--concurrency", o.batch,
                    "sequences decoding together through one step()")
         ->capture_default_str();
-    app.add_option("--prefill-chunk", o.prefill_chunk, "most tokens per prefill step()")
+    app.add_option("--prefill-chunk", o.prefill_chunk,
+                   "most tokens per prefill step() (default: the engine's pass size, as a Session steps)")
         ->capture_default_str();
     app.add_option("--csv", o.csv_path, "CSV output file (default stdout)");
     app.add_option("--plot", o.plot_path,
@@ -219,7 +220,6 @@ std::optional<int> parse(int argc, char** argv, Options& o) {
     if (o.prompt_file.empty()) o.prompt_file = default_prompt_file();
     if (o.gen_tokens == 0) fail("--gen-tokens must be at least 1");
     if (o.batch == 0) fail("--batch must be at least 1");
-    if (o.prefill_chunk == 0) fail("--prefill-chunk must be at least 1");
     if (o.layers == 0) fail("--layers must be at least 1");
     o.runs = sweep_runs(o);  // its syntax errors before anything is loaded
     if (!o.env_sweep.empty() && !o.plot_path.empty())
@@ -406,7 +406,8 @@ bench::Row frontier_row(Walk& w, SequenceId seq, uint64_t from, uint64_t to) {
     r.prefill_tokens = to - from;
     const auto t0 = Clock::now();
     const auto logits =
-        prefill(w.engine, seq, w.tokens.subspan(from, to - from), w.o.prefill_chunk);
+        prefill(w.engine, seq, w.tokens.subspan(from, to - from),
+                w.o.prefill_chunk != 0 ? w.o.prefill_chunk : w.engine.pass_tokens());
     r.prefill_tps = double(r.prefill_tokens) / seconds_since(t0);
     r.flops_per_token = w.flops_per_token;
     r.prefill_gflops = double(w.flops_per_token) * r.prefill_tps / 1e9;
@@ -574,7 +575,7 @@ int run(const Options& o) {
             " file_bytes=", m.file_bytes),
         cat("backend=", o.cuda ? cat("cuda device=", ceil.device) : std::string("cpu"),
             " threads=", threads, " ctx_alloc=", o.ctx_alloc, " batch=", o.batch,
-            " gen_tokens=", o.gen_tokens, " gen_warmup=", o.gen_warmup, " prefill_chunk=", o.prefill_chunk),
+            " gen_tokens=", o.gen_tokens, " gen_warmup=", o.gen_warmup, " prefill_chunk=", o.prefill_chunk != 0 ? o.prefill_chunk : engine->pass_tokens()),
         cat("prompt=", o.prompt_file, " tokens=", tokens.size(), " tokenized_with=", tok_how),
         ceil.read_line,
         ceil.gemm_line,

@@ -91,7 +91,8 @@ uint64_t available_memory_bytes() {
 uint64_t run_memory_bytes(const synth::MakeOptions& opt, uint64_t ctx, uint32_t batch,
                           uint64_t prefill_chunk, uint64_t bw_bytes) {
     const MemoryEstimate m = runtime::estimate_memory(opt.shape, ctx);
-    const uint64_t chunk = std::min<uint64_t>(prefill_chunk, runtime::kPrefillChunk);
+    const uint64_t chunk = prefill_chunk != 0 ? std::min<uint64_t>(prefill_chunk, runtime::kPrefillChunk)
+                                              : runtime::kPrefillChunk;
     return m.kv_per_sequence() * batch + m.scratch + m.scratch_per_chunk_token * chunk + bw_bytes;
 }
 
