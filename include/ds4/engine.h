@@ -229,8 +229,8 @@ public:
     MemoryEstimate memory_estimate(uint64_t ctx) const;
     MemoryEstimate memory_estimate() const { return memory_estimate(options().ctx); }
     // Most tokens of one sequence the backend evaluates in one pass (longer entries are
-    // split): 256 on the CPU, 4096 on CUDA (expert tiles fill, issue 8). Session steps
-    // of this size waste nothing.
+    // split): 256 on the CPU; with CUDA 4096, or 8192 where the weights leave 24 GiB of
+    // VRAM free (expert tiles fill, issue 8). Session steps of this size waste nothing.
     uint32_t pass_tokens() const;
     // tokenizer.ggml.tokens, index = token id (empty when the file has no vocabulary).
     const std::vector<std::string>& vocab() const;

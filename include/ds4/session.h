@@ -24,8 +24,8 @@ namespace ds4 {
 struct SessionOptions {
     // Checkpoints are taken whenever the history reaches a multiple of this many tokens
     // (a prompt step never crosses one); 0: the engine's pass size (Engine::pass_tokens:
-    // 256 on the CPU, 4096 with CUDA, whose passes of 256 would leave its tensor-core
-    // tiles mostly empty).
+    // 256 on the CPU, 4096-8192 with CUDA, whose passes of 256 would leave its
+    // tensor-core tiles mostly empty: half the prefill rate).
     uint32_t checkpoint_interval = 0;
     // At most this many are kept; beyond that, the one whose removal leaves the smallest
     // gap goes (the newest is always kept), so old prefixes stay reachable at a coarser

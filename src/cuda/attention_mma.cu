@@ -30,12 +30,17 @@ constexpr uint64_t kMaxBytes = 200 * 1024;  // dynamic shared memory (sm_90 allo
 uint32_t g_min_tokens = env_switch_on("DS4_CUDA_ATTN_MMA") ? kF16MmaMinTokens : kAttendMmaOff;
 
 // Score rows a block keeps: the row cap rounded up to whole 16-row mma steps.
-__host__ __device__ inline uint64_t cap16(uint64_t cap) { return (cap + 15) & ~uint64_t{15}; }
+__host__ __device__ inline uint64_t cap16(uint64_t cap) {
+    return (cap + 15) & ~uint64_t{15};
+}
 // Floats per score row: HB heads + 2, so the P fragments' column reads are conflict-free.
-__host__ __device__ constexpr uint32_t score_pitch(uint32_t hb) { return hb + 2; }
+__host__ __device__ constexpr uint32_t score_pitch(uint32_t hb) {
+    return hb + 2;
+}
 // Shared memory: Q fragments (later the output) [HB][hd] words, row pointers, scores.
 uint64_t mma_bytes(uint32_t hb, uint32_t hd, uint64_t cap) {
-    return uint64_t{hb} * hd * 4 + cap16(cap) * sizeof(const float*) + cap16(cap) * score_pitch(hb) * 4;
+    return uint64_t{hb} * hd * 4 + cap16(cap) * sizeof(const float*) +
+           cap16(cap) * score_pitch(hb) * 4;
 }
 
 // bf16 hi and lo words of two f32 values (the first in the low half: the lower k).
@@ -48,8 +53,8 @@ __device__ __forceinline__ void split2(float x0, float x1, uint32_t& hi, uint32_
 }
 
 // c += a·b on hi/lo pairs: hi·hi + lo·hi + hi·lo (lo·lo is below f32's rounding of the sum).
-__device__ __forceinline__ void mma3(const uint32_t (&ah)[4], const uint32_t (&al)[4], uint32_t bh0, uint32_t bh1,
-                                     uint32_t bl0, uint32_t bl1, float (&c)[4]) {
+__device__ __forceinline__ void mma3(const uint32_t (&ah)[4], const uint32_t (&al)[4], uint32_t bh0,
+                                     uint32_t bh1, uint32_t bl0, uint32_t bl1, float (&c)[4]) {
     mma::mma_bf16_acc(ah[0], ah[1], ah[2], ah[3], bh0, bh1, c);
     mma::mma_bf16_acc(al[0], al[1], al[2], al[3], bh0, bh1, c);
     mma::mma_bf16_acc(ah[0], ah[1], ah[2], ah[3], bl0, bl1, c);
@@ -85,7 +90,8 @@ __device__ __forceinline__ void load_run(const float* p, float (&v)[N]) {
 template <uint32_t HB, uint32_t NT>
 __global__ void __launch_bounds__(kThreads) batch_attend_mma_kernel(BatchPass p, BatchAttend a) {
     dev::pdl_wait_and_release();
-    constexpr uint32_t hd = NT * 64, KS = hd / 16, NTS = HB / 8, MT = (HB + 15) / 16, P = score_pitch(HB);
+    constexpr uint32_t hd = NT * 64, KS = hd / 16, NTS = HB / 8, MT = (HB + 15) / 16,
+                       P = score_pitch(HB);
     constexpr uint32_t kParts = kThreads / HB;
     extern __shared__ float4 smem4[];
     __shared__ float red[kParts][HB];
@@ -100,14 +106,15 @@ __global__ void __launch_bounds__(kThreads) batch_attend_mma_kernel(BatchPass p,
     const uint64_t qoff = (uint64_t{t} * a.n_head + h0) * hd;
     for (uint32_t e = tid; e < KS * NTS * 32; e += kThreads) {
         const uint32_t l = e % 32, nt = (e / 32) % NTS, ks = e / (32 * NTS);
-        const float4 v =
-            __ldg(reinterpret_cast<const float4*>(a.q + qoff + uint64_t{nt * 8 + l / 4} * hd + ks * 16 + 4 * (l % 4)));
+        const float4 v = __ldg(reinterpret_cast<const float4*>(
+            a.q + qoff + uint64_t{nt * 8 + l / 4} * hd + ks * 16 + 4 * (l % 4)));
         uint4 f;
         split2(v.x, v.y, f.x, f.z);
         split2(v.z, v.w, f.y, f.w);
         qf[e] = f;
     }
-    for (uint32_t i = tid; i < n16; i += kThreads) rp[i] = rows(i < n ? i : 0);  // padding: row 0, weight 0
+    for (uint32_t i = tid; i < n16; i += kThreads)
+        rp[i] = rows(i < n ? i : 0);  // padding: row 0, weight 0
     __syncthreads();
 
     const auto scale = static_cast<float>(1.0 / sqrt(static_cast<double>(hd)));
@@ -133,8 +140,10 @@ __global__ void __launch_bounds__(kThreads) batch_attend_mma_kernel(BatchPass p,
         float* s0 = sc + (rt * 16 + g) * P + 2 * c;
 #pragma unroll
         for (uint32_t nt = 0; nt < NTS; ++nt) {
-            *reinterpret_cast<float2*>(s0 + nt * 8) = make_float2(acc[nt][0] * scale, acc[nt][1] * scale);
-            *reinterpret_cast<float2*>(s0 + 8 * P + nt * 8) = make_float2(acc[nt][2] * scale, acc[nt][3] * scale);
+            *reinterpret_cast<float2*>(s0 + nt * 8) =
+                make_float2(acc[nt][0] * scale, acc[nt][1] * scale);
+            *reinterpret_cast<float2*>(s0 + 8 * P + nt * 8) =
+                make_float2(acc[nt][2] * scale, acc[nt][3] * scale);
         }
     }
     __syncthreads();
@@ -193,7 +202,8 @@ __global__ void __launch_bounds__(kThreads) batch_attend_mma_kernel(BatchPass p,
                 split2(pr[2 * P + 8], pr[3 * P + 8], ah[3], al[3]);
             }
 #pragma unroll
-            for (uint32_t nt = 0; nt < NT; ++nt) mma3(ah, al, bh[nt][0], bh[nt][1], bl[nt][0], bl[nt][1], acc[mt][nt]);
+            for (uint32_t nt = 0; nt < NT; ++nt)
+                mma3(ah, al, bh[nt][0], bh[nt][1], bl[nt][0], bl[nt][1], acc[mt][nt]);
         }
     }
     float* ob = reinterpret_cast<float*>(smem4);  // [HB][hd]: qf is dead since the scores
@@ -211,7 +221,8 @@ __global__ void __launch_bounds__(kThreads) batch_attend_mma_kernel(BatchPass p,
         }
     __syncthreads();
     const uint32_t half = a.rope_dim / 2;
-    for (uint32_t e = tid; e < HB * half; e += kThreads) {  // [TRAP] §13.4: back-rotation at the query position
+    for (uint32_t e = tid; e < HB * half;
+         e += kThreads) {  // [TRAP] §13.4: back-rotation at the query position
         const uint32_t h = e / half, k = e % half;
         float cs, sn;
         dev::rope_cs(static_cast<float>(rows.pos), a.omega[k], cs, sn);
@@ -227,9 +238,10 @@ __global__ void __launch_bounds__(kThreads) batch_attend_mma_kernel(BatchPass p,
 template <uint32_t HB, uint32_t NT>
 void launch(const BatchPass& p, const BatchAttend& a, cudaStream_t s) {
     const auto kernel = batch_attend_mma_kernel<HB, NT>;
-    DS4_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kMaxBytes)));
-    launch_pdl("launch of batch_attend_mma_kernel", kernel, dim3(a.n_head / HB, p.n), dim3(kThreads),
-               mma_bytes(HB, a.hd, a.cap_rows), s, p, a);
+    DS4_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        static_cast<int>(kMaxBytes)));
+    launch_pdl("launch of batch_attend_mma_kernel", kernel, dim3(a.n_head / HB, p.n),
+               dim3(kThreads), mma_bytes(HB, a.hd, a.cap_rows), s, p, a);
 }
 
 // The most heads per block (32, 16, 8) that divide n_head and whose scores fit (the
@@ -244,27 +256,43 @@ uint32_t mma_heads(const BatchAttend& a) {
 template <uint32_t NT>
 bool launch_heads(const BatchPass& p, const BatchAttend& a, cudaStream_t s) {
     switch (mma_heads(a)) {
-        case 32: launch<32, NT>(p, a, s); return true;
-        case 16: launch<16, NT>(p, a, s); return true;
-        case 8: launch<8, NT>(p, a, s); return true;
-        default: return false;
+        case 32:
+            launch<32, NT>(p, a, s);
+            return true;
+        case 16:
+            launch<16, NT>(p, a, s);
+            return true;
+        case 8:
+            launch<8, NT>(p, a, s);
+            return true;
+        default:
+            return false;
     }
 }
 
 }  // namespace
 
-void set_batch_attend_mma(uint32_t min_tokens) { g_min_tokens = min_tokens; }
-uint32_t batch_attend_mma() { return g_min_tokens; }
+void set_batch_attend_mma(uint32_t min_tokens) {
+    g_min_tokens = min_tokens;
+}
+uint32_t batch_attend_mma() {
+    return g_min_tokens;
+}
 
 bool batch_attend_mma_launch(const BatchPass& p, const BatchAttend& a, cudaStream_t s) {
     if (p.n == 0 || p.n < g_min_tokens || !mma::device_has_mma()) return false;
     if (a.rope_dim % 2 != 0 || a.rope_dim > a.hd) return false;
     switch (a.hd) {
-        case 64: return launch_heads<1>(p, a, s);
-        case 128: return launch_heads<2>(p, a, s);
-        case 256: return launch_heads<4>(p, a, s);
-        case 512: return launch_heads<8>(p, a, s);
-        default: return false;
+        case 64:
+            return launch_heads<1>(p, a, s);
+        case 128:
+            return launch_heads<2>(p, a, s);
+        case 256:
+            return launch_heads<4>(p, a, s);
+        case 512:
+            return launch_heads<8>(p, a, s);
+        default:
+            return false;
     }
 }
 

@@ -11,7 +11,8 @@ namespace ds4::cuda::attn {
 // Rows a compressor of count n0 at the segment's start holds after the token at p
 // (emits at positions q ≡ r−1 mod r of [pos0, p]); a full cache stops growing (the host
 // refuses one before the pass).
-__device__ inline uint32_t rows_after(uint32_t n0, uint64_t pos0, uint64_t p, uint32_t r, uint32_t capacity) {
+__device__ inline uint32_t rows_after(uint32_t n0, uint64_t pos0, uint64_t p, uint32_t r,
+                                      uint32_t capacity) {
     const uint64_t n = n0 + (p + 1) / r - pos0 / r;
     return n0 >= capacity ? n0 : static_cast<uint32_t>(n < capacity ? n : capacity);
 }
@@ -27,7 +28,8 @@ struct TokRows {
     uint32_t n_old = 0, n_raw = 0, n_comp = 0, first_slot = 0, window = 0, hd = 0;
     uint64_t pos = 0;
 
-    __device__ TokRows(const BatchPass& p, const BatchAttend& a, uint32_t t) : window(a.window), hd(a.hd) {
+    __device__ TokRows(const BatchPass& p, const BatchAttend& a, uint32_t t)
+        : window(a.window), hd(a.hd) {
         const TokSeg ts = p.tok[t];
         const SegKv& kv = p.seg[ts.seg];
         pos = p.pos[t];

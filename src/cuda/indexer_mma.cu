@@ -34,14 +34,15 @@ __device__ __forceinline__ uint32_t bf16x2(float lo, float hi) {
 // lanes add w_h·relu over their two heads, then over g (the 16 heads), then the warps'
 // sums are added in warp order.
 template <uint32_t KS>
-__global__ void __launch_bounds__(kWarps * 32) batch_index_scores_mma_kernel(BatchPass p, BatchIndexer ix,
-                                                                             uint32_t t0) {
+__global__ void __launch_bounds__(kWarps * 32)
+    batch_index_scores_mma_kernel(BatchPass p, BatchIndexer ix, uint32_t t0) {
     dev::pdl_wait_and_release();
     __shared__ float part[kWarps][kBlockRows];
     const uint32_t t = t0 + blockIdx.y, r0 = blockIdx.x * kBlockRows;
     const TokSeg ts = p.tok[t];
     const CompPtrs& cp = p.seg[ts.seg].index;
-    const uint32_t n = attn::rows_after(*cp.n_rows, p.pos[ts.first], p.pos[t], ix.ratio, cp.capacity);
+    const uint32_t n =
+        attn::rows_after(*cp.n_rows, p.pos[ts.first], p.pos[t], ix.ratio, cp.capacity);
     if (n <= ix.k || r0 >= n) return;  // uniform over the block
     const uint32_t warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
     const uint32_t d = KS * 16, ha = warp * 16 + g, hb = ha + 8;
@@ -50,10 +51,12 @@ __global__ void __launch_bounds__(kWarps * 32) batch_index_scores_mma_kernel(Bat
     uint32_t a[KS][4];
 #pragma unroll
     for (uint32_t ks = 0; ks < KS; ++ks) {
-        const float4 x = ha < ix.n_heads ? __ldg(reinterpret_cast<const float4*>(q + ha * d + ks * 16 + 4 * c))
-                                         : make_float4(0, 0, 0, 0);
-        const float4 y = hb < ix.n_heads ? __ldg(reinterpret_cast<const float4*>(q + hb * d + ks * 16 + 4 * c))
-                                         : make_float4(0, 0, 0, 0);
+        const float4 x = ha < ix.n_heads
+                             ? __ldg(reinterpret_cast<const float4*>(q + ha * d + ks * 16 + 4 * c))
+                             : make_float4(0, 0, 0, 0);
+        const float4 y = hb < ix.n_heads
+                             ? __ldg(reinterpret_cast<const float4*>(q + hb * d + ks * 16 + 4 * c))
+                             : make_float4(0, 0, 0, 0);
         a[ks][0] = bf16x2(x.x, x.y), a[ks][1] = bf16x2(y.x, y.y);
         a[ks][2] = bf16x2(x.z, x.w), a[ks][3] = bf16x2(y.z, y.w);
     }
@@ -69,11 +72,14 @@ __global__ void __launch_bounds__(kWarps * 32) batch_index_scores_mma_kernel(Bat
 #pragma unroll
             for (uint32_t ks = 0; ks < KS; ++ks) {
                 const float4 x = __ldg(reinterpret_cast<const float4*>(k + ks * 16));
-                mma::mma_bf16_acc(a[ks][0], a[ks][1], a[ks][2], a[ks][3], bf16x2(x.x, x.y), bf16x2(x.z, x.w), acc);
+                mma::mma_bf16_acc(a[ks][0], a[ks][1], a[ks][2], a[ks][3], bf16x2(x.x, x.y),
+                                  bf16x2(x.z, x.w), acc);
             }
             // acc: heads g (0, 1) and g+8 (2, 3) of rows 2c, 2c+1
-            s[0] = __fadd_rn(__fmul_rn(fmaxf(acc[0], 0.0f), wa), __fmul_rn(fmaxf(acc[2], 0.0f), wb));
-            s[1] = __fadd_rn(__fmul_rn(fmaxf(acc[1], 0.0f), wa), __fmul_rn(fmaxf(acc[3], 0.0f), wb));
+            s[0] =
+                __fadd_rn(__fmul_rn(fmaxf(acc[0], 0.0f), wa), __fmul_rn(fmaxf(acc[2], 0.0f), wb));
+            s[1] =
+                __fadd_rn(__fmul_rn(fmaxf(acc[1], 0.0f), wa), __fmul_rn(fmaxf(acc[3], 0.0f), wb));
 #pragma unroll
             for (uint32_t o = 4; o < 32; o *= 2) {
                 s[0] += __shfl_xor_sync(0xffffffffu, s[0], o);
@@ -96,24 +102,38 @@ __global__ void __launch_bounds__(kWarps * 32) batch_index_scores_mma_kernel(Bat
 }
 
 template <uint32_t KS>
-void launch(const BatchPass& p, const BatchIndexer& ix, uint32_t t0, uint32_t count, cudaStream_t s) {
+void launch(const BatchPass& p, const BatchIndexer& ix, uint32_t t0, uint32_t count,
+            cudaStream_t s) {
     launch_pdl("launch of batch_index_scores_mma_kernel", batch_index_scores_mma_kernel<KS>,
-               dim3((ix.max_rows + kBlockRows - 1) / kBlockRows, count), dim3(kWarps * 32), 0, s, p, ix, t0);
+               dim3((ix.max_rows + kBlockRows - 1) / kBlockRows, count), dim3(kWarps * 32), 0, s, p,
+               ix, t0);
 }
 
 }  // namespace
 
-void set_batch_indexer_mma(uint32_t min_tokens) { g_min_tokens = min_tokens; }
-uint32_t batch_indexer_mma() { return g_min_tokens; }
+void set_batch_indexer_mma(uint32_t min_tokens) {
+    g_min_tokens = min_tokens;
+}
+uint32_t batch_indexer_mma() {
+    return g_min_tokens;
+}
 
 bool batch_index_scores_mma(const BatchPass& p, const BatchIndexer& ix, uint32_t t0, uint32_t count,
                             cudaStream_t s) {
-    if (p.n < g_min_tokens || ix.n_heads == 0 || ix.n_heads > kWarps * 16 || !mma::device_has_mma()) return false;
+    if (p.n < g_min_tokens || ix.n_heads == 0 || ix.n_heads > kWarps * 16 || !mma::device_has_mma())
+        return false;
     switch (ix.d) {
-        case 32: launch<2>(p, ix, t0, count, s); return true;
-        case 64: launch<4>(p, ix, t0, count, s); return true;
-        case 128: launch<8>(p, ix, t0, count, s); return true;
-        default: return false;
+        case 32:
+            launch<2>(p, ix, t0, count, s);
+            return true;
+        case 64:
+            launch<4>(p, ix, t0, count, s);
+            return true;
+        case 128:
+            launch<8>(p, ix, t0, count, s);
+            return true;
+        default:
+            return false;
     }
 }
 

@@ -169,7 +169,7 @@ struct Engine::Impl {
     std::unique_ptr<cpu::CpuForward> forward;
 #ifdef DS4_HAVE_CUDA
     std::unique_ptr<cuda::Forward> cuda_forward;  // Backend::Cuda: evaluates instead of `forward`
-    uint32_t cuda_prefill_chunk = runtime::kCudaPrefillChunk;  // DS4_CUDA_PREFILL_CHUNK, read at open
+    uint32_t cuda_prefill_chunk = runtime::kCudaPrefillChunk;  // chosen at open: runtime::cuda_prefill_chunk
     std::vector<cuda::Forward::Chunk> cuda_chunks;
     // Several sequences, each chunk within one CUDA prefill chunk and no MTP recording:
     // batched CUDA passes (shared projections and grouped experts) instead of one per entry;
