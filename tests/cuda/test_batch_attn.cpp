@@ -55,6 +55,23 @@ size_t bits_differ(std::span<const float> a, std::span<const float> b) {
     return n;
 }
 
+// The chunk of `len` demo tokens at `pos` through both forwards (every row's logits).
+struct ChunkLogits {
+    std::vector<float> batched, walk;
+};
+ChunkLogits eval_both(const DemoModel& d, Forward& batched, cpu::KvState& sb, Forward& walk, cpu::KvState& sw,
+                      uint64_t pos, uint32_t len) {
+    std::vector<int32_t> toks(len);
+    for (uint32_t i = 0; i < len; ++i) toks[i] = d.token(pos + i);
+    std::vector<uint32_t> rows(len);
+    std::iota(rows.begin(), rows.end(), 0u);
+    ChunkLogits out{std::vector<float>(uint64_t{len} * d.hp().n_vocab), {}};
+    out.walk.resize(out.batched.size());
+    batched.eval(sb, pos, toks, rows, out.batched);
+    walk.eval(sw, pos, toks, rows, out.walk);
+    return out;
+}
+
 // Every layer's ring, frontiers, rows and counts.
 size_t state_differences(const cpu::KvState& a, const cpu::KvState& b) {
     size_t n = 0;
@@ -99,7 +116,6 @@ INSTANTIATE_TEST_SUITE_P(AttendTile, CudaBatchAttn, ::testing::Values(0u, 8u, 2u
 // from mid-window) and 3 one-token steps; logits of every row.
 TEST_P(CudaBatchAttn, PrefillChunksMatchPerTokenBitwise) {
     const DemoModel& d = *demo_;
-    const uint32_t V = d.hp().n_vocab;
     Forward batched(*d.model), walk(*d.model);
     batched.set_batch_attn(true, 1);  // single-token passes batched too
     walk.set_batch_attn(false);
@@ -107,14 +123,8 @@ TEST_P(CudaBatchAttn, PrefillChunksMatchPerTokenBitwise) {
     size_t differ = 0;
     uint64_t pos = 0;
     for (uint32_t len : {5u, 200u, 61u, 130u, 1u, 1u, 1u}) {
-        std::vector<int32_t> toks(len);
-        for (uint32_t i = 0; i < len; ++i) toks[i] = d.token(pos + i);
-        std::vector<uint32_t> rows(len);
-        std::iota(rows.begin(), rows.end(), 0u);
-        std::vector<float> lb(uint64_t{len} * V), lw(lb.size());
-        batched.eval(sb, pos, toks, rows, lb);
-        walk.eval(sw, pos, toks, rows, lw);
-        const size_t n = bits_differ(lb, lw);
+        const ChunkLogits l = eval_both(d, batched, sb, walk, sw, pos, len);
+        const size_t n = bits_differ(l.batched, l.walk);
         if (n != 0) ADD_FAILURE() << n << " logits differ in the chunk at " << pos << " (" << len << " tokens)";
         differ += n;
         pos += len;
@@ -151,16 +161,11 @@ TEST(CudaBatchAttnMma, PrefillChunksMatchPerTokenWithinTolerance) {
     size_t rows_total = 0, argmax_same = 0, bitwise = 0;
     uint64_t pos = 0;
     for (uint32_t len : {5u, 200u, 61u, 130u, 1u, 1u, 1u}) {
-        std::vector<int32_t> toks(len);
-        for (uint32_t i = 0; i < len; ++i) toks[i] = d.token(pos + i);
-        std::vector<uint32_t> rows(len);
-        std::iota(rows.begin(), rows.end(), 0u);
-        std::vector<float> lb(uint64_t{len} * V), lw(lb.size());
-        batched.eval(sb, pos, toks, rows, lb);
-        walk.eval(sw, pos, toks, rows, lw);
-        bitwise += bits_differ(lb, lw) == 0 ? 1 : 0;
+        const ChunkLogits l = eval_both(d, batched, sb, walk, sw, pos, len);
+        bitwise += bits_differ(l.batched, l.walk) == 0 ? 1 : 0;
         for (uint32_t r = 0; r < len; ++r) {
-            const std::span<const float> b(lb.data() + uint64_t{r} * V, V), w(lw.data() + uint64_t{r} * V, V);
+            const std::span<const float> b(l.batched.data() + uint64_t{r} * V, V),
+                w(l.walk.data() + uint64_t{r} * V, V);
             double row_worst = 0;
             for (uint32_t i = 0; i < V; ++i) row_worst = std::max(row_worst, std::fabs(double{b[i]} - w[i]));
             worst = std::max(worst, row_worst);
