@@ -17,16 +17,11 @@ namespace ds4::cuda {
 namespace {
 
 using attn::kMaxD;
+using attn::index_rows;
 using attn::rows_after;
 using attn::TokRows;
 
 __device__ const CompPtrs& comp_of(const SegKv& k, bool index) { return index ? k.index : k.attn; }
-
-// The indexer's rows that token t sees.
-__device__ uint32_t index_rows(const BatchPass& p, uint32_t ratio, const TokSeg& ts, uint32_t t) {
-    const CompPtrs& c = p.seg[ts.seg].index;
-    return rows_after(*c.n_rows, p.pos[ts.first], p.pos[t], ratio, c.capacity);
-}
 
 // One block per token; only tokens at the end of a window work. Slot s of the candidate
 // window (the previous window first when overlapping) is position q: a row of this pass

@@ -17,6 +17,12 @@ __device__ inline uint32_t rows_after(uint32_t n0, uint64_t pos0, uint64_t p, ui
     return n0 >= capacity ? n0 : static_cast<uint32_t>(n < capacity ? n : capacity);
 }
 
+// The indexer's rows that token t sees.
+__device__ inline uint32_t index_rows(const BatchPass& p, uint32_t ratio, const TokSeg& ts, uint32_t t) {
+    const CompPtrs& c = p.seg[ts.seg].index;
+    return rows_after(*c.n_rows, p.pos[ts.first], p.pos[t], ratio, c.capacity);
+}
+
 // The rows token t attends, in order, as batch_attend_kernel finds them: the raw
 // window (ring slots before the pass, the pass's rows after), then the compressed rows
 // (the indexer's choice where it has one). The tile and mma kernels call it once per row.

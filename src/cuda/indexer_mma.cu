@@ -40,10 +40,9 @@ __global__ void __launch_bounds__(kWarps * 32)
     __shared__ float part[kWarps][kBlockRows];
     const uint32_t t = t0 + blockIdx.y, r0 = blockIdx.x * kBlockRows;
     const TokSeg ts = p.tok[t];
-    const CompPtrs& cp = p.seg[ts.seg].index;
-    const uint32_t n =
-        attn::rows_after(*cp.n_rows, p.pos[ts.first], p.pos[t], ix.ratio, cp.capacity);
+    const uint32_t n = attn::index_rows(p, ix.ratio, ts, t);
     if (n <= ix.k || r0 >= n) return;  // uniform over the block
+    const float* rows = p.seg[ts.seg].index.rows;
     const uint32_t warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
     const uint32_t d = KS * 16, ha = warp * 16 + g, hb = ha + 8;
     const float* q = ix.q + uint64_t{t} * ix.n_heads * d;
@@ -67,7 +66,7 @@ __global__ void __launch_bounds__(kWarps * 32)
         float s[2] = {0.0f, 0.0f};
         if (active) {
             const uint32_t row = r0 + nt * 8 + g;
-            const float* k = cp.rows + uint64_t{row < n ? row : r0} * d + 4 * c;
+            const float* k = rows + uint64_t{row < n ? row : r0} * d + 4 * c;
             float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
             for (uint32_t ks = 0; ks < KS; ++ks) {

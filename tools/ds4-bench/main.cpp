@@ -132,6 +132,11 @@ std::vector<SweepRun> sweep_runs(const Options& o) {
     return runs;
 }
 
+// Tokens per prefill step(): --prefill-chunk, else the engine's pass size (a Session's step).
+uint64_t prefill_step(const Options& o, const Engine& engine) {
+    return o.prefill_chunk != 0 ? o.prefill_chunk : engine.pass_tokens();
+}
+
 // Jane Austen's Persuasion, chapters 1–17 (public domain, Project Gutenberg text; see
 // bench/data/README.md): ~290 KB, ~70k tokens with the V4 tokenizer.
 constexpr const char* kDefaultPrompt = "austen-persuasion.txt";
@@ -406,8 +411,7 @@ bench::Row frontier_row(Walk& w, SequenceId seq, uint64_t from, uint64_t to) {
     r.prefill_tokens = to - from;
     const auto t0 = Clock::now();
     const auto logits =
-        prefill(w.engine, seq, w.tokens.subspan(from, to - from),
-                w.o.prefill_chunk != 0 ? w.o.prefill_chunk : w.engine.pass_tokens());
+        prefill(w.engine, seq, w.tokens.subspan(from, to - from), prefill_step(w.o, w.engine));
     r.prefill_tps = double(r.prefill_tokens) / seconds_since(t0);
     r.flops_per_token = w.flops_per_token;
     r.prefill_gflops = double(w.flops_per_token) * r.prefill_tps / 1e9;
@@ -575,7 +579,7 @@ int run(const Options& o) {
             " file_bytes=", m.file_bytes),
         cat("backend=", o.cuda ? cat("cuda device=", ceil.device) : std::string("cpu"),
             " threads=", threads, " ctx_alloc=", o.ctx_alloc, " batch=", o.batch,
-            " gen_tokens=", o.gen_tokens, " gen_warmup=", o.gen_warmup, " prefill_chunk=", o.prefill_chunk != 0 ? o.prefill_chunk : engine->pass_tokens()),
+            " gen_tokens=", o.gen_tokens, " gen_warmup=", o.gen_warmup, " prefill_chunk=", prefill_step(o, *engine)),
         cat("prompt=", o.prompt_file, " tokens=", tokens.size(), " tokenized_with=", tok_how),
         ceil.read_line,
         ceil.gemm_line,
