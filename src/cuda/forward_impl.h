@@ -423,6 +423,10 @@ struct Forward::Impl {
 
     // ---- forward ----
     void reserve(uint32_t n, uint32_t logit_rows, uint64_t ctx);
+    template <class F>
+    void each_token_buffer(uint64_t n, F&& f);
+    uint64_t token_scratch_bytes(uint32_t n);
+    void release_token_scratch();
     void clear_graphs() {
         graphs.clear();
         seen.clear();
