@@ -9,6 +9,11 @@ namespace ds4::cuda {
 int gpu_count() { return device_count(); }
 
 void Forward::Impl::upload_weights() {
+    HostStager st(stream.get());
+    struct Unset {
+        HostStager*& p;
+        ~Unset() { p = nullptr; }
+    } unset{stager = &st};
     const cpu::ModelWeights& w = model.weights();
     hc_shape = HcShape{hp.hc_mult, hp.n_embd, hp.hc_sinkhorn_iters, hp.norm_eps, hp.hc_eps};
     output_hc_fn = upload_mat(w.output_hc_fn);
