@@ -107,6 +107,7 @@ struct MemoryEstimate {
     std::string backend = "cpu";
     std::string device_name;
     uint64_t device_weights = 0;  // VRAM held by the uploaded weights
+    uint64_t device_scratch = 0;  // VRAM scratch of prefill_chunk-token passes, reserved at open
     uint64_t device_free = 0;     // free VRAM when the estimate was made
     uint64_t device_total = 0;
 

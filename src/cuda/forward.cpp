@@ -9,6 +9,11 @@ namespace ds4::cuda {
 int gpu_count() { return device_count(); }
 
 void Forward::Impl::upload_weights() {
+    HostStager st(stream.get());
+    struct Unset {
+        HostStager*& p;
+        ~Unset() { p = nullptr; }
+    } unset{stager = &st};
     const cpu::ModelWeights& w = model.weights();
     hc_shape = HcShape{hp.hc_mult, hp.n_embd, hp.hc_sinkhorn_iters, hp.norm_eps, hp.hc_eps};
     output_hc_fn = upload_mat(w.output_hc_fn);
@@ -174,6 +179,68 @@ void Forward::Impl::download_state(cpu::KvState& host, DevState& ds) {
 
 // ---- scratch ----
 
+// Calls f(buffer, count) for each buffer whose size follows the pass's token count.
+template <class F>
+void Forward::Impl::each_token_buffer(uint64_t n, F&& f) {
+    const uint64_t dim = hp.n_embd, hc = hp.hc_dim(), H = hp.hc_mult, hd = hp.head_dim;
+    const uint64_t K = hp.n_expert_used, ff = hp.ff_exp, qw = uint64_t{hp.n_head} * hd;
+    const uint64_t idw = 2 * uint64_t{hp.idx_head_dim};
+    f(x, n * hc);
+    f(mix, n * hp.hc_mix());
+    f(pre, n * H);
+    f(post, n * H);
+    f(comb, n * H * H);
+    f(u, n * dim);
+    f(nrm, n * dim);
+    f(y, n * dim);
+    f(qr, n * hp.q_lora_rank);
+    f(q, n * qw);
+    f(kvb, n * hd);
+    f(ckv, n * 2 * hd);
+    f(csc, n * 2 * hd);
+    f(ikv, n * idw);
+    f(isc, n * idw);
+    f(iq, n * hp.idx_n_heads * hp.idx_head_dim);
+    f(iw, n * hp.idx_n_heads);
+    f(o, n * qw);
+    f(z, n * hp.o_groups * hp.o_lora_rank);
+    f(probs, n * hp.n_expert);
+    f(sel, n * K);
+    f(sel_w, n * K);
+    f(ex_in, n * K * dim);
+    f(ex_g, n * K * ff);
+    f(ex_u, n * K * ff);
+    f(ex_out, n * K * dim);
+    f(moe, n * dim);
+    f(sh_g, n * ff);
+    f(sh_u, n * ff);
+    f(sh_out, n * dim);
+    f(moe_idx, n == 0 ? 0 : std::max<uint64_t>(3 * n * K + n + 1, 5 * n * K + n + 3 * uint64_t{hp.n_expert} + 2));
+    f(ex_q, std::max(q8_activation_bytes(std::max<uint64_t>(dim, ff), n * K),
+                     q8k_token_bytes(std::max<uint64_t>(dim, ff)) * n * K));
+    f(mx_tiles, n == 0 ? 0
+                       : mma_experts_tile_words(static_cast<uint32_t>(n * K),
+                                                static_cast<uint32_t>(std::min<uint64_t>(hp.n_expert, n * K))));
+    if (q8r_max_in > 0) {
+        f(mm_q, mma_activation_bytes(std::max(q8r_max_in, uint64_t{hp.n_head} * hp.head_dim), n));
+        f(mm_part, n == 0 ? 0 : kMmaSplitScratchFloats);
+    }
+    f(tokens_dev, n);
+    f(positions_dev, n);
+}
+
+uint64_t Forward::Impl::token_scratch_bytes(uint32_t n) {
+    uint64_t bytes = 0;
+    each_token_buffer(n, [&]<class T>(DeviceBuffer<T>&, uint64_t count) { bytes += count * sizeof(T); });
+    return bytes;
+}
+
+void Forward::Impl::release_token_scratch() {
+    clear_graphs();
+    each_token_buffer(0, []<class T>(DeviceBuffer<T>& b, uint64_t) { b = DeviceBuffer<T>(); });
+    cap_tokens = 0;
+}
+
 void Forward::Impl::reserve(uint32_t n, uint32_t logit_rows, uint64_t ctx) {
     uint64_t comp = 0;
     for (uint32_t il = 0; il < hp.n_layer; ++il) {
@@ -185,73 +252,32 @@ void Forward::Impl::reserve(uint32_t n, uint32_t logit_rows, uint64_t ctx) {
     const uint64_t need_rows = hp.window + comp, need_index = std::max<uint64_t>(ctx / 4, 1);
     // captured graphs hold the scratch pointers: any reallocation retires them
     if (n > cap_tokens || need_rows > cap_rows || need_index > cap_index_rows) clear_graphs();
+    // each capacity is raised only once its buffers all hold it: a failed allocation
+    // (out of VRAM) leaves the last good capacity, never a larger one
     if (n > cap_tokens) {
+        each_token_buffer(n, [](auto& b, uint64_t count) { grow(b, count); });
         cap_tokens = n;
-        const uint64_t dim = hp.n_embd, hc = hp.hc_dim(), H = hp.hc_mult, hd = hp.head_dim;
-        const uint64_t K = hp.n_expert_used, ff = hp.ff_exp, qw = uint64_t{hp.n_head} * hd;
-        const uint64_t idw = 2 * uint64_t{hp.idx_head_dim};
-        grow(x, n * hc);
-        grow(mix, n * hp.hc_mix());
-        grow(pre, n * H);
-        grow(post, n * H);
-        grow(comb, n * H * H);
-        grow(u, n * dim);
-        grow(nrm, n * dim);
-        grow(y, n * dim);
-        grow(qr, n * hp.q_lora_rank);
-        grow(q, n * qw);
-        grow(kvb, n * hd);
-        grow(ckv, n * 2 * hd);
-        grow(csc, n * 2 * hd);
-        grow(ikv, n * idw);
-        grow(isc, n * idw);
-        grow(iq, n * hp.idx_n_heads * hp.idx_head_dim);
-        grow(iw, n * hp.idx_n_heads);
-        grow(o, n * qw);
-        grow(z, n * hp.o_groups * hp.o_lora_rank);
-        grow(probs, n * hp.n_expert);
-        grow(sel, n * K);
-        grow(sel_w, n * K);
-        grow(ex_in, n * K * dim);
-        grow(ex_g, n * K * ff);
-        grow(ex_u, n * K * ff);
-        grow(ex_out, n * K * dim);
-        grow(moe, n * dim);
-        grow(sh_g, n * ff);
-        grow(sh_u, n * ff);
-        grow(sh_out, n * dim);
-        grow(moe_idx, std::max<uint64_t>(3 * n * K + n + 1, 5 * n * K + n + 3 * uint64_t{hp.n_expert} + 2));
-        grow(ex_q, std::max(q8_activation_bytes(std::max<uint64_t>(dim, ff), n * K),
-                            q8k_token_bytes(std::max<uint64_t>(dim, ff)) * n * K));
-        grow(mx_tiles, mma_experts_tile_words(static_cast<uint32_t>(n * K),
-                                              static_cast<uint32_t>(std::min<uint64_t>(hp.n_expert, n * K))));
-        if (q8r_max_in > 0) {
-            grow(mm_q, mma_activation_bytes(std::max(q8r_max_in, uint64_t{hp.n_head} * hp.head_dim), n));
-            grow(mm_part, kMmaSplitScratchFloats);
-        }
-        grow(tokens_dev, n);
-        grow(positions_dev, n);
     }
     // the head's buffers by logit rows: a long prefill pass wants one row, not n (at
     // 2048 tokens, n rows of logits would be 1 GiB)
     if (logit_rows > cap_logit_rows) {
         clear_graphs();
-        cap_logit_rows = logit_rows;
         const uint64_t dim = hp.n_embd;
         grow(head_rows, logit_rows);
         grow(head_mix, logit_rows * uint64_t{hp.hc_mult});
         grow(collapsed, logit_rows * dim);
         grow(head_nrm, logit_rows * dim);
         grow(logits_dev, logit_rows * uint64_t{hp.n_vocab});
+        cap_logit_rows = logit_rows;
     }
     if (need_rows > cap_rows) {
+        scores = DeviceBuffer<float>(uint64_t{hp.n_head} * need_rows);
         cap_rows = need_rows;
-        scores = DeviceBuffer<float>(uint64_t{hp.n_head} * cap_rows);
     }
     if (need_index > cap_index_rows) {
-        cap_index_rows = need_index;
-        index_scores = DeviceBuffer<float>(cap_index_rows);
+        index_scores = DeviceBuffer<float>(need_index);
         grow(index_sel, std::max<uint64_t>(hp.idx_topk, 1));
+        cap_index_rows = need_index;
     }
 }
 
@@ -610,5 +636,20 @@ bool Forward::graphs() const { return impl_->use_graphs; }
 Forward::GraphStats Forward::graph_stats() const { return impl_->graph_stats; }
 
 uint64_t Forward::weight_bytes() const { return impl_->weight_bytes; }
+
+bool Forward::reserve_pass(uint32_t n) {
+    try {
+        impl_->reserve(n, 1, 0);
+        return true;
+    } catch (const Error&) {
+        // cudaMalloc's failure is also the thread's last error (not sticky): take it, so
+        // the next launch check does not report it
+        if (cudaGetLastError() != cudaErrorMemoryAllocation) throw;
+        impl_->release_token_scratch();
+        return false;
+    }
+}
+uint64_t Forward::pass_scratch_bytes(uint32_t n) const { return impl_->token_scratch_bytes(n); }
+uint32_t Forward::reserved_tokens() const { return impl_->cap_tokens; }
 
 }  // namespace ds4::cuda

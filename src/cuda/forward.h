@@ -93,6 +93,13 @@ public:
 
     uint64_t weight_bytes() const;  // VRAM held by the uploaded weights
 
+    // Allocates the scratch of passes of up to n tokens now (Engine::open: its pass size),
+    // so that a long prompt later cannot fail on an allocation. False, with the token
+    // scratch released, when the VRAM does not hold it; other CUDA errors throw.
+    bool reserve_pass(uint32_t n);
+    uint64_t pass_scratch_bytes(uint32_t n) const;  // what reserve_pass(n) allocates
+    uint32_t reserved_tokens() const;               // the largest pass reserved so far
+
     // Routed experts through the fast int8 matvec (cuda/matmul_q8.h: activations rounded
     // to int8 per block of 32) instead of the exact path, for the expert matrices whose
     // type it takes (Q8_0, Q2_K, Q4_K, IQ2_XXS). Off by default (the exact numerics),

@@ -28,6 +28,7 @@
 #include "cuda/matmul_mma_experts.h"
 #include "cuda/matmul_q8.h"
 #include "cuda/matmul_q8_experts.h"
+#include "cuda/stager.h"
 #include "cuda/steering.h"
 #include "ds4/error.h"
 
@@ -305,9 +306,13 @@ struct Forward::Impl {
     };
 
     // ---- weights ----
+    HostStager* stager = nullptr;  // set during upload_weights: pinned, overlapped copies
     const uint8_t* upload_bytes(const void* host, uint64_t bytes) {
         DeviceBuffer<uint8_t> b(bytes);
-        DS4_CUDA_CHECK(cudaMemcpy(b.data(), host, bytes, cudaMemcpyHostToDevice));
+        if (stager != nullptr)
+            stager->copy(b.data(), host, bytes);  // on `stream`, before the repacks
+        else
+            DS4_CUDA_CHECK(cudaMemcpy(b.data(), host, bytes, cudaMemcpyHostToDevice));
         weight_bytes += bytes;
         blobs.push_back(std::move(b));
         return blobs.back().data();
@@ -423,6 +428,10 @@ struct Forward::Impl {
 
     // ---- forward ----
     void reserve(uint32_t n, uint32_t logit_rows, uint64_t ctx);
+    template <class F>
+    void each_token_buffer(uint64_t n, F&& f);
+    uint64_t token_scratch_bytes(uint32_t n);
+    void release_token_scratch();
     void clear_graphs() {
         graphs.clear();
         seen.clear();

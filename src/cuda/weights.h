@@ -24,9 +24,11 @@ struct DeviceTensor {
 
 class DeviceWeights {
 public:
-    // Uploads every tensor of `file` (progress on stderr when `progress`). Throws
-    // ds4::Error naming the file when the weights do not fit the free GPU memory.
-    static DeviceWeights upload(const gguf::File& file, bool progress = true);
+    // Uploads every tensor of `file` (progress on stderr when `progress`) in pieces of
+    // at most piece_bytes through pinned staging buffers. Throws ds4::Error naming the
+    // file when the weights do not fit the free GPU memory.
+    static constexpr uint64_t kUploadPiece = uint64_t{64} << 20;
+    static DeviceWeights upload(const gguf::File& file, bool progress = true, uint64_t piece_bytes = kUploadPiece);
 
     const DeviceTensor* find(std::string_view name) const;
     const DeviceTensor& at(std::string_view name) const;  // throws naming the tensor

@@ -173,8 +173,8 @@ struct Engine::Impl {
     std::vector<cuda::Forward::Chunk> cuda_chunks;
     // Several sequences, each chunk within one CUDA prefill chunk and no MTP recording:
     // batched CUDA passes (shared projections and grouped experts) instead of one per entry;
-    // step() groups the entries into passes of at most kCudaMaxPassTokens (a pass's scratch
-    // is ~0.9 MB of VRAM per token).
+    // step() groups the entries into passes of at most cuda_prefill_chunk tokens (the
+    // scratch reserved at open: ~0.9 MB of VRAM per token).
     bool cuda_batchable(const Batch& batch) const {
         if (!cuda_forward || batch.size() < 2) return false;
         for (size_t i = 0; i < batch.size(); ++i)
@@ -385,7 +385,11 @@ Engine Engine::open(const std::string& path, const EngineOptions& options) {
     if (options.backend == Backend::Cuda) {
 #ifdef DS4_HAVE_CUDA
         impl->cuda_forward = std::make_unique<cuda::Forward>(*impl->model);
-        impl->cuda_prefill_chunk = runtime::cuda_prefill_chunk(cuda::device_memory().free_bytes);
+        cuda::Forward& fw = *impl->cuda_forward;
+        const uint64_t free = cuda::device_memory().free_bytes;
+        impl->cuda_prefill_chunk = runtime::fit_cuda_pass(
+            runtime::cuda_prefill_chunk(free), runtime::cuda_prefill_chunk_forced(), free,
+            [&](uint32_t n) { return fw.reserve_pass(n); }, [&](uint32_t n) { return fw.pass_scratch_bytes(n); });
 #else
         fail("engine: this build has no CUDA backend (configure with -DDS4_CUDA=ON)");
 #endif
@@ -434,6 +438,7 @@ MemoryEstimate Engine::memory_estimate(uint64_t ctx) const {
         m.prefill_chunk = impl_->cuda_prefill_chunk;
         m.device_name = d.name;
         m.device_weights = impl_->cuda_forward->weight_bytes();
+        m.device_scratch = impl_->cuda_forward->pass_scratch_bytes(impl_->cuda_prefill_chunk);
         m.device_free = d.free_bytes;
         m.device_total = d.total_bytes;
     }
@@ -497,7 +502,7 @@ void Engine::step(const Batch& batch, Logits& out) {
             const std::span<const cuda::Forward::Chunk> all(m.cuda_chunks);
             for (size_t first = 0; first < all.size();) {
                 size_t end = first, tokens = 0;
-                while (end < all.size() && (end == first || tokens + all[end].tokens.size() <= runtime::kCudaMaxPassTokens))
+                while (end < all.size() && (end == first || tokens + all[end].tokens.size() <= m.cuda_prefill_chunk))
                     tokens += all[end++].tokens.size();
                 m.cuda_forward->eval_batch(all.subspan(first, end - first));
                 first = end;

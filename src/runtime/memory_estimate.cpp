@@ -24,6 +24,8 @@ std::string MemoryEstimate::report() const {
     if (backend == "cuda")
         vram = cat("  VRAM weights         ", mib(device_weights), " (uploaded once)\n",
                    "  VRAM kv per sequence ", mib(kv_per_sequence()), " (allocated with the sequence)\n",
+                   "  VRAM pass scratch    ", mib(device_scratch), " (passes of ", prefill_chunk,
+                   " tokens, reserved at open)\n",
                    "  VRAM free            ", mib(device_free), " of ", mib(device_total), " (",
                    device_name, ")\n");
     return cat("context buffers ", mib(buffers), " (ctx=", ctx, ", backend=", backend, ", prefill_chunk=",
@@ -73,6 +75,26 @@ uint32_t cuda_prefill_chunk(uint64_t free_vram) {
     if (*end != '\0' || n < 256 || n > 16384)
         fail("DS4_CUDA_PREFILL_CHUNK=", v, ": expected a token count from 256 to 16384");
     return static_cast<uint32_t>(n);
+}
+
+bool cuda_prefill_chunk_forced() {
+    const char* v = std::getenv("DS4_CUDA_PREFILL_CHUNK");
+    return v != nullptr && *v != '\0';
+}
+
+uint32_t fit_cuda_pass(uint32_t first, bool forced, uint64_t free_vram,
+                       const std::function<bool(uint32_t)>& try_reserve,
+                       const std::function<uint64_t(uint32_t)>& scratch_bytes) {
+    uint32_t n = first;
+    while (!try_reserve(n)) {
+        if (forced || n / 2 < kCudaMinPass)
+            fail("engine: CUDA passes of ", n, " tokens need ", mib(scratch_bytes(n)), " of VRAM scratch and ",
+                 mib(free_vram), " is free after the weights",
+                 forced ? " (DS4_CUDA_PREFILL_CHUNK: unset it or ask for fewer tokens)"
+                        : " (a smaller model or a larger GPU is needed)");
+        n /= 2;
+    }
+    return n;
 }
 
 MemoryEstimate estimate_memory(const model::Hparams& hp, uint64_t ctx) {

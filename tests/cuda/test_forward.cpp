@@ -147,6 +147,25 @@ TEST_P(CudaGolden, DownloadedStateContinuesOnCpu) {
     expect_golden_bounds(s);
 }
 
+// A pass whose scratch the VRAM cannot hold is refused, not thrown: nothing of it stays
+// reserved, the failed allocation is not reported by a later launch check, and the
+// forward still matches the reference after it (Engine::open's fallback relies on it).
+TEST_P(CudaGolden, ReservePassRefusesWhatDoesNotFit) {
+    Forward fwd(model());
+    const uint32_t huge = 1u << 28;  // scratch far past any card's VRAM
+    EXPECT_GT(fwd.pass_scratch_bytes(huge), device_info(0).total_bytes);
+    EXPECT_FALSE(fwd.reserve_pass(huge));
+    EXPECT_EQ(fwd.reserved_tokens(), 0u);
+    EXPECT_TRUE(fwd.reserve_pass(512));
+    EXPECT_EQ(fwd.reserved_tokens(), 512u);
+    EXPECT_GT(fwd.pass_scratch_bytes(512), fwd.pass_scratch_bytes(256));
+    cpu::KvState state(g().hp, g().T);
+    const auto logits = run_chunks(fwd, g(), state, {g().P, 1});
+    const LogitStats s = compare_logits(g().prefill_then_decode, logits, 0, g().T);
+    report(GetParam(), "after a refused reservation", s);
+    expect_golden_bounds(s);
+}
+
 INSTANTIATE_TEST_SUITE_P(Goldens, CudaGolden, ::testing::Values("tiny_s1", "tiny_s2", "small_s1"),
                          [](const auto& p) { return p.param; });
 
@@ -391,20 +410,20 @@ TEST_F(CudaEngine, LongPassMatchesSmallChunksBitwise) {
     EXPECT_EQ(one.memory_estimate(1024).prefill_chunk, one.pass_tokens());
 }
 
-// A batch of more tokens than one CUDA pass takes (runtime::kCudaMaxPassTokens) runs as
-// several passes of whole entries; each sequence still gets its one-by-one logits.
+// A batch of more tokens than one CUDA pass takes (Engine::pass_tokens) runs as several
+// passes of whole entries; each sequence still gets its one-by-one logits.
 TEST_F(CudaEngine, LargeBatchRunsInSeveralPasses) {
-    Engine batched = open_cuda(2048), single = open_cuda(2048);
-    const uint32_t V = batched.model().n_vocab;
+    Engine batched = open_cuda(8192), single = open_cuda(8192);
+    const uint32_t V = batched.model().n_vocab, pass = batched.pass_tokens();
     Batch b;
     std::vector<std::vector<int32_t>> prompts;
     std::vector<SequenceId> bs, ss;
     for (uint32_t i = 0; i < 3; ++i) {
-        prompts.push_back(prompt(1800 + 13 * i, V));
+        prompts.push_back(prompt(pass * 2 / 5 + 13 * i, V));  // 1.2 passes: passes of 2 and 1 entries
         bs.push_back(batched.create_sequence());
         ss.push_back(single.create_sequence());
     }
-    for (uint32_t i = 0; i < 3; ++i) b.add(bs[i], prompts[i]);  // 5439 tokens: passes of 2 and 1 entries
+    for (uint32_t i = 0; i < 3; ++i) b.add(bs[i], prompts[i]);
     const Logits got = batched.step(b);
     float worst = 0.0f;
     for (uint32_t i = 0; i < 3; ++i) {
@@ -414,7 +433,8 @@ TEST_F(CudaEngine, LargeBatchRunsInSeveralPasses) {
         worst = std::max(worst, max_abs_diff(got.row(i), want.row(0)));
         EXPECT_EQ(batched.sequence_length(bs[i]), prompts[i].size());
     }
-    std::cout << "[cuda engine] 3 x ~1800 tokens in one step vs one by one: max |dlogit| " << worst << "\n";
+    std::cout << "[cuda engine] 3 x " << prompts[0].size() << "+ tokens in one step (passes of " << pass
+              << ") vs one by one: max |dlogit| " << worst << "\n";
     EXPECT_LE(worst, 1e-4);
 }
 

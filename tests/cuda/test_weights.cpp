@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <unistd.h>
 #include <string>
@@ -77,6 +78,39 @@ TEST(CudaWeights, UploadsEveryTensorByteExact) {
         FAIL() << "expected ds4::Error";
     } catch (const Error& e) {
         EXPECT_NE(std::string(e.what()).find("missing.weight"), std::string::npos) << e.what();
+    }
+}
+
+// Tensors larger than the upload piece (here 1 MiB, so a 5 MiB + 36-byte tensor takes six
+// pieces through the three staging buffers, each filled by four threads) and tensors of
+// a few bytes between them arrive byte-exact.
+TEST(CudaWeights, PiecewiseUploadIsByteExact) {
+    DS4_REQUIRE_GPU();
+    const std::string path =
+        (std::filesystem::temp_directory_path() / cat("ds4_cuda_pieces_", ::getpid(), ".gguf")).string();
+    const std::vector<uint64_t> counts = {1310729, 3, 700000, 1, 524288};
+    std::vector<std::vector<float>> data;
+    {
+        gguf::Writer wr;
+        wr.add_string("general.architecture", "test");
+        for (size_t i = 0; i < counts.size(); ++i) {
+            const uint64_t dims[] = {counts[i]};
+            wr.add_tensor(cat("t", i, ".weight"), dims, GgmlType::F32);
+            data.push_back(test::random_floats(counts[i], 40 + static_cast<uint32_t>(i)));
+        }
+        wr.begin(path);
+        for (const auto& v : data) wr.write_data({reinterpret_cast<const uint8_t*>(v.data()), v.size() * sizeof(float)});
+        wr.finish();
+    }
+    const gguf::File file = gguf::File::open(path);
+    const DeviceWeights dw = DeviceWeights::upload(file, false, uint64_t{1} << 20);
+    std::filesystem::remove(path);
+    ASSERT_EQ(dw.size(), counts.size());
+    for (size_t i = 0; i < counts.size(); ++i) {
+        const DeviceTensor& t = dw.at(cat("t", i, ".weight"));
+        std::vector<float> back(counts[i]);
+        DS4_CUDA_CHECK(cudaMemcpy(back.data(), t.data, counts[i] * sizeof(float), cudaMemcpyDeviceToHost));
+        EXPECT_EQ(std::memcmp(back.data(), data[i].data(), counts[i] * sizeof(float)), 0) << "tensor " << i;
     }
 }
 

@@ -12,6 +12,7 @@
 #include "engine_test_util.h"
 #include "gguf/gguf.h"
 #include "model/metadata.h"
+#include "runtime/memory_estimate.h"
 
 namespace ds4::testing {
 namespace {
@@ -190,6 +191,44 @@ TEST(EngineMemory, ReportNamesContextAndComponents) {
     EXPECT_NE(r.find("kv per sequence"), std::string::npos) << r;
 }
 
+// Engine::open's CUDA pass: the first size whose scratch the VRAM holds, halving from
+// the chosen size; DS4_CUDA_PREFILL_CHUNK's size or nothing; none: an error with sizes.
+TEST(EngineMemory, CudaPassFallsBackToTheLargestThatFits) {
+    std::vector<uint32_t> tried;
+    const auto fits_up_to = [&](uint32_t limit) {
+        return [&tried, limit](uint32_t n) {
+            tried.push_back(n);
+            return n <= limit;
+        };
+    };
+    const auto bytes = [](uint32_t n) { return uint64_t{n} << 20; };  // 1 MiB per token
+    EXPECT_EQ(runtime::fit_cuda_pass(8192, false, 0, fits_up_to(8192), bytes), 8192u);
+    EXPECT_EQ(tried, (std::vector<uint32_t>{8192}));
+    tried.clear();
+    EXPECT_EQ(runtime::fit_cuda_pass(8192, false, 0, fits_up_to(3000), bytes), 2048u);
+    EXPECT_EQ(tried, (std::vector<uint32_t>{8192, 4096, 2048}));
+    tried.clear();
+    try {
+        runtime::fit_cuda_pass(8192, false, uint64_t{100} << 20, fits_up_to(100), bytes);
+        FAIL() << "expected an error";
+    } catch (const Error& e) {
+        EXPECT_STREQ(e.what(),
+                     "engine: CUDA passes of 256 tokens need 256.00 MiB of VRAM scratch and 100.00 MiB is free after "
+                     "the weights (a smaller model or a larger GPU is needed)");
+    }
+    EXPECT_EQ(tried, (std::vector<uint32_t>{8192, 4096, 2048, 1024, 512, 256}));
+    tried.clear();
+    try {
+        runtime::fit_cuda_pass(12000, true, uint64_t{9000} << 20, fits_up_to(8192), bytes);
+        FAIL() << "expected an error";
+    } catch (const Error& e) {
+        EXPECT_STREQ(e.what(),
+                     "engine: CUDA passes of 12000 tokens need 12000.00 MiB of VRAM scratch and 9000.00 MiB is free "
+                     "after the weights (DS4_CUDA_PREFILL_CHUNK: unset it or ask for fewer tokens)");
+    }
+    EXPECT_EQ(tried, (std::vector<uint32_t>{12000}));
+}
+
 TEST(EngineMemory, CudaReportAddsTheVramLines) {
     MemoryEstimate m;
     m.ctx = 1024;
@@ -197,12 +236,17 @@ TEST(EngineMemory, CudaReportAddsTheVramLines) {
     m.backend = "cuda";
     m.device_name = "NVIDIA H200";
     m.device_weights = 80ull << 30;
+    m.device_scratch = 7ull << 30;
+    m.prefill_chunk = 8192;
     m.device_free = 50ull << 30;
     m.device_total = 140ull << 30;
     const std::string r = m.report();
     EXPECT_NE(r.find("backend=cuda"), std::string::npos) << r;
     EXPECT_NE(r.find("  VRAM weights         81920.00 MiB (uploaded once)\n"), std::string::npos) << r;
     EXPECT_NE(r.find("  VRAM kv per sequence 3.00 MiB (allocated with the sequence)\n"), std::string::npos) << r;
+    EXPECT_NE(r.find("  VRAM pass scratch    7168.00 MiB (passes of 8192 tokens, reserved at open)\n"),
+              std::string::npos)
+        << r;
     EXPECT_NE(r.find("  VRAM free            51200.00 MiB of 143360.00 MiB (NVIDIA H200)\n"), std::string::npos)
         << r;
     m.backend = "cpu";
