@@ -82,8 +82,38 @@ void Forward::Impl::upload_weights() {
                 repack_q8((*c)->gate);
             }
     }
+    make_f16_copies();
     // the weights are final here: kernels may read them before their pdl wait (pdl.cuh)
     DS4_CUDA_CHECK(cudaStreamSynchronize(stream.get()));
+}
+
+void Forward::Impl::make_f16_copies() {
+    if (!wgmma_available()) return;
+    std::vector<DMat*> mats;
+    for (DLayer& L : layers) {
+        for (DMat* m : {&L.q_a, &L.q_b, &L.kv, &L.out_a, &L.out_b, &L.indexer_q_b, &L.indexer_proj, &L.sh_gate,
+                        &L.sh_up, &L.sh_down})
+            mats.push_back(m);
+        for (std::optional<DComp>* c : {&L.comp, &L.icomp})
+            if (*c) {
+                mats.push_back(&(*c)->kv);
+                mats.push_back(&(*c)->gate);
+            }
+    }
+    std::erase_if(mats, [](const DMat* m) { return !m->q8r || m->in % 256 != 0; });
+    uint64_t halves = 0;
+    for (const DMat* m : mats) halves += m->out * m->in;
+    size_t free = 0, total = 0;
+    DS4_CUDA_CHECK(cudaMemGetInfo(&free, &total));
+    if (halves == 0 || free < 2 * halves + kF16CopyHeadroom) return;
+    f16_weights = DeviceBuffer<__half>(halves);
+    weight_bytes += 2 * halves;
+    __half* at = f16_weights.data();
+    for (DMat* m : mats) {
+        q8r_to_f16(m->data, m->out, m->in, at, stream.get());
+        m->f16 = at;
+        at += m->out * m->in;
+    }
 }
 
 // ---- device KV state ----

@@ -346,7 +346,14 @@ void Forward::Impl::attention(uint32_t il, uint32_t n) {
     const bool fused = matmul_groups_fused(L.out_a.type, R, L.out_a.in) && group_in % 4 == 0 &&
                        reinterpret_cast<uintptr_t>(L.out_a.data) % 4 == 0;
     const bool out_a_mma = L.out_a.q8r && mma && mma_applies(G * R, n, mma_min_work);  // one grid of G x R rows
-    if (out_a_mma && G * group_in == qw && qw <= 32768 && group_in % 512 == 0 && qw % 512 == 0 &&
+    if (wgmma_takes(L.out_a, n) && G * group_in == qw && qw % 256 == 0 && group_in % 256 == 0) {
+        quantize_mma_activations(o.data(), qw, qw, n, mm_q.data(), s);
+        WgmmaGroups ex;
+        ex.groups = static_cast<uint32_t>(G);
+        ex.xq_cols = qw;
+        ex.y_group = R;
+        matmul_f16_wgmma(L.out_a.f16, R, group_in, mm_q.data(), n, z.data(), G * R, s, ex);
+    } else if (out_a_mma && G * group_in == qw && qw <= 32768 && group_in % 512 == 0 && qw % 512 == 0 &&
         L.out_a.row_bytes * R % 16 == 0) {  // (issue 8) the G groups in one tensor-core launch, bits of the loop below
         quantize_mma_activations(o.data(), qw, qw, n, mm_q.data(), s);
         MmaExtra ex{mm_part.data()};

@@ -28,6 +28,7 @@
 #include "cuda/matmul_mma_experts.h"
 #include "cuda/matmul_q8.h"
 #include "cuda/matmul_q8_experts.h"
+#include "cuda/matmul_wgmma.h"
 #include "cuda/stager.h"
 #include "cuda/steering.h"
 #include "ds4/error.h"
@@ -45,6 +46,7 @@ struct DMat {
     uint64_t in = 0, out = 0, row_bytes = 0;
     const uint8_t* data = nullptr;
     bool q8r = false;  // Q8_0 rows repacked in place for matmul_q8r (kernels.h)
+    const __half* f16 = nullptr;  // (issue 8) its f16 copy for long passes' wgmma (matmul_wgmma.h), or null
 
     const uint8_t* row(uint64_t r) const { return data + r * row_bytes; }
 };
@@ -210,6 +212,7 @@ struct Forward::Impl {
     DeviceBuffer<uint8_t> ex_q;  // the experts' int8 activations (fast path)
     DeviceBuffer<uint8_t> mm_q;  // mm()'s int8 activations for the tensor-core path (matmul_mma.h)
     DeviceBuffer<float> mm_part;  // its split-K scratch (kMmaSplitScratchFloats)
+    DeviceBuffer<__half> f16_weights;  // the dense matrices' f16 copies (make_f16_copies), or empty
     bool mma = true;
     uint64_t mma_min_work = mma_min_work_from_env();
     uint64_t q8r_max_in = 0;     // the widest repacked matrix: sizes mm_q
@@ -344,13 +347,25 @@ struct Forward::Impl {
         q8r_max_in = std::max(q8r_max_in, m.in);
     }
 
+    // (issue 8) f16 copies of the dense repacked matrices where the VRAM leaves
+    // kF16CopyHeadroom free after them (an H200 with the q2 model: ~11 GB for ~47 GiB left)
+    static constexpr uint64_t kF16CopyHeadroom = uint64_t{32} << 30;
+    void make_f16_copies();
+    // Long passes' products of a matrix with an f16 copy go to wgmma (half activations).
+    bool wgmma_takes(const DMat& w, uint32_t n) const {
+        return w.f16 != nullptr && mma && n >= kWgmmaMinTokens && mma_precision() == MmaPrecision::Half;
+    }
+
     // ---- matrix products ----
     void mm(const DMat& w, uint64_t row0, uint64_t rows, const float* xin, uint64_t xs, float* yout, uint64_t ys,
             uint32_t n) {
         const uint8_t* base = w.row(row0);
         const bool aligned = reinterpret_cast<uintptr_t>(xin) % 16 == 0 && xs % 4 == 0 &&
                              reinterpret_cast<uintptr_t>(base) % 4 == 0;
-        if (w.q8r && aligned && mma && mma_applies(rows, n, mma_min_work)) {  // (issue 8) tensor cores for multi-token passes
+        if (aligned && wgmma_takes(w, n)) {
+            quantize_mma_activations(xin, xs, w.in, n, mm_q.data(), cur);
+            matmul_f16_wgmma(w.f16 + row0 * w.in, rows, w.in, mm_q.data(), n, yout, ys, cur);
+        } else if (w.q8r && aligned && mma && mma_applies(rows, n, mma_min_work)) {  // (issue 8) tensor cores for multi-token passes
             quantize_mma_activations(xin, xs, w.in, n, mm_q.data(), cur);
             matmul_q8r_mma(base, rows, w.in, mm_q.data(), n, yout, ys, cur, MmaExtra{mm_part.data()});
         } else if (w.q8r)

@@ -608,6 +608,7 @@ MmaPrecision mma_precision() { return g_precision; }
 
 // Either layout fits: int8 36 bytes per 32 values and token, half 2 per value + 4 per token.
 uint64_t mma_activation_bytes(uint64_t cols, uint32_t n_tok) { return padded_tokens(n_tok) * (2 * cols + 4); }
+uint64_t mma_padded_tokens(uint32_t n_tok) { return padded_tokens(n_tok); }
 
 void quantize_mma_activations(const float* x, uint64_t x_stride, uint64_t cols, uint32_t n_tok, void* xq,
                               cudaStream_t s) {

@@ -67,6 +67,7 @@ void mma_init();
 // in q8r scale order, token). Half: f16(x · 2^e) per value (2 bytes), then 2^−e per
 // token (f32). xq: mma_activation_bytes(cols, n_tok) bytes (either layout), 16-byte aligned.
 uint64_t mma_activation_bytes(uint64_t cols, uint32_t n_tok);
+uint64_t mma_padded_tokens(uint32_t n_tok);  // the tokens that layout holds (n_tok rounded up to 64)
 void quantize_mma_activations(const float* x, uint64_t x_stride, uint64_t cols, uint32_t n_tok, void* xq,
                               cudaStream_t s);
 
