@@ -215,6 +215,9 @@ void Forward::Impl::each_token_buffer(uint64_t n, F&& f) {
     const uint64_t dim = hp.n_embd, hc = hp.hc_dim(), H = hp.hc_mult, hd = hp.head_dim;
     const uint64_t K = hp.n_expert_used, ff = hp.ff_exp, qw = uint64_t{hp.n_head} * hd;
     const uint64_t idw = 2 * uint64_t{hp.idx_head_dim};
+    // the opt-in wgmma experts' half activations (experts_wgmma.h) are larger than Q8_K's
+    const bool wgmma_experts_any =
+        experts_wgmma_opted_in(GgmlType::IQ2_XXS) || experts_wgmma_opted_in(GgmlType::Q2_K);
     f(x, n * hc);
     f(mix, n * hp.hc_mix());
     f(pre, n * H);
@@ -246,8 +249,10 @@ void Forward::Impl::each_token_buffer(uint64_t n, F&& f) {
     f(sh_u, n * ff);
     f(sh_out, n * dim);
     f(moe_idx, n == 0 ? 0 : std::max<uint64_t>(3 * n * K + n + 1, 5 * n * K + n + 3 * uint64_t{hp.n_expert} + 2));
-    f(ex_q, std::max(q8_activation_bytes(std::max<uint64_t>(dim, ff), n * K),
-                     q8k_token_bytes(std::max<uint64_t>(dim, ff)) * n * K));
+    f(ex_q, std::max({q8_activation_bytes(std::max<uint64_t>(dim, ff), n * K),
+                      q8k_token_bytes(std::max<uint64_t>(dim, ff)) * n * K,
+                      wgmma_experts_any ? half_rows_bytes(std::max<uint64_t>(dim, ff), static_cast<uint32_t>(n * K))
+                                        : 0}));
     f(mx_tiles, n == 0 ? 0
                        : mma_experts_tile_words(static_cast<uint32_t>(n * K),
                                                 static_cast<uint32_t>(std::min<uint64_t>(hp.n_expert, n * K))));

@@ -28,6 +28,7 @@
 #include "cuda/matmul_mma_experts.h"
 #include "cuda/matmul_q8.h"
 #include "cuda/matmul_q8_experts.h"
+#include "cuda/experts_wgmma.h"
 #include "cuda/matmul_wgmma.h"
 #include "cuda/stager.h"
 #include "cuda/steering.h"
@@ -477,6 +478,7 @@ struct Forward::Impl {
     void routed_experts_device(const DLayer& L, uint32_t n, bool sum_in_hc_post);
     MoeGroups device_groups(uint32_t n);
     bool mma_experts_ok(const DMat& w, uint32_t n) const;
+    bool wgmma_experts_ok(const DMat& w, uint32_t n) const;
     bool q8_experts_ok(const DMat& w, uint32_t n) const;
     void head(std::span<const uint32_t> rows);
     void upload_head_rows(std::span<const uint32_t> rows);

@@ -138,7 +138,11 @@ void Forward::Impl::routed_experts_device(const DLayer& L, uint32_t n, bool sum_
     const ActRows by_pair{g.src, g.n_pairs};
     const ActRows swiglu{nullptr, g.n_pairs, ex_u.data(), sel_w.data(), g.widx, hp.swiglu_limit};
     // a token lists an expert at most once: no expert has more than n tokens
-    if (mma_experts_ok(L.exp_gate, n) && mma_experts_ok(L.exp_up, n)) {
+    if (wgmma_experts_ok(L.exp_gate, n) && wgmma_experts_ok(L.exp_up, n)) {
+        quantize_half_rows(nrm.data(), dim, dim, M, ex_q.data(), s, by_pair);
+        matmul_experts_wgmma(L.exp_gate.type, L.exp_gate.data, L.exp_up.data, ff, dim, ex_q.data(), M, ex_g.data(),
+                             ex_u.data(), ff, eg, slots, M, mx_tiles.data(), s);
+    } else if (mma_experts_ok(L.exp_gate, n) && mma_experts_ok(L.exp_up, n)) {
         quantize_q8k_activations(nrm.data(), dim, dim, M, ex_q.data(), s, by_pair);
         matmul_experts_mma(L.exp_gate.type, L.exp_gate.data, L.exp_up.data, ff, dim, ex_q.data(), ex_g.data(),
                            ex_u.data(), ff, eg, slots, M, mx_tiles.data(), s);
@@ -151,7 +155,11 @@ void Forward::Impl::routed_experts_device(const DLayer& L, uint32_t n, bool sum_
         matmul_experts(L.exp_gate.type, L.exp_gate.data, L.exp_up.data, ff, E, dim, ex_in.data(), dim, ex_g.data(),
                        ex_u.data(), ff, eg, slots, n, s);
     }
-    if (mma_experts_ok(L.exp_down, n)) {
+    if (wgmma_experts_ok(L.exp_down, n)) {
+        quantize_half_rows(ex_g.data(), ff, ff, M, ex_q.data(), s, swiglu);
+        matmul_experts_wgmma(L.exp_down.type, L.exp_down.data, nullptr, dim, ff, ex_q.data(), M, ex_out.data(),
+                             nullptr, dim, eg, slots, M, mx_tiles.data(), s);
+    } else if (mma_experts_ok(L.exp_down, n)) {
         quantize_q8k_activations(ex_g.data(), ff, ff, M, ex_q.data(), s, swiglu);
         matmul_experts_mma(L.exp_down.type, L.exp_down.data, nullptr, dim, ff, ex_q.data(), ex_out.data(), nullptr,
                            dim, eg, slots, M, mx_tiles.data(), s);
@@ -173,6 +181,13 @@ void Forward::Impl::routed_experts_device(const DLayer& L, uint32_t n, bool sum_
 bool Forward::Impl::mma_experts_ok(const DMat& w, uint32_t n) const {
     return mma && mma_experts && n >= mma_experts_min_tokens() && w.in * w.out >= mx_min_values &&
            matmul_experts_mma_supported(w.type, w.in, w.row_bytes, w.data);
+}
+
+// The wgmma path (experts_wgmma.h, opt-in) for passes of at least kWgmmaMinTokens tokens,
+// where the expert mma path would take them and the type is one it decodes.
+bool Forward::Impl::wgmma_experts_ok(const DMat& w, uint32_t n) const {
+    return n >= kWgmmaMinTokens && experts_wgmma_opted_in(w.type) && mma_experts_ok(w, n) &&
+           experts_wgmma_supported(w.type, w.in, w.row_bytes, w.data);
 }
 
 // The grouped int8 matvec (matmul_q8_experts.h) for the passes below the mma path's

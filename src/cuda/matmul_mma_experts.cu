@@ -601,6 +601,12 @@ bool matmul_experts_mma_supported(GgmlType t, uint64_t cols, uint64_t row_bytes,
            device_smem_optin() >= smem;
 }
 
+void mma_experts_tiles(const ExpertGroups& g, uint32_t max_slots, uint32_t bn, uint32_t* tiles, cudaStream_t s) {
+    if (bn < kMinBN) fail("cuda mma_experts_tiles: tiles of ", bn, " pairs, at least ", kMinBN);
+    launch_pdl("launch of experts_tiles_kernel", experts_tiles_kernel, dim3(1), dim3(kTilesThreads),
+               max_slots * sizeof(uint32_t), s, g.count, g.n_active, max_slots, bn, tiles);
+}
+
 uint64_t mma_experts_tile_words(uint32_t max_pairs, uint32_t max_slots) {
     return 2 + 2 * ((uint64_t{max_pairs} + kMinBN - 1) / kMinBN + max_slots);
 }

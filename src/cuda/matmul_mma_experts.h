@@ -53,6 +53,12 @@ void quantize_q8k_activations(const float* x, uint64_t x_stride, uint64_t cols, 
 // expert) pairs over at most max_slots active experts.
 uint64_t mma_experts_tile_words(uint32_t max_pairs, uint32_t max_slots);
 
+// The tile list of a grouped launch, on the device: tiles[0] = the count, tiles[2 + 2k],
+// [3 + 2k] = (slot, first pair within the slot) of tile k, ceil(count / bn) tiles per
+// active slot in slot order (mma_experts_tile_words(max_pairs, max_slots) words hold any
+// bn >= 8).
+void mma_experts_tiles(const ExpertGroups& g, uint32_t max_slots, uint32_t bn, uint32_t* tiles, cudaStream_t s);
+
 // For each active slot j < *g.n_active (expert e = g.expert[j], pairs g.begin[j] ..
 // + g.count[j]): Y0[p] = W0[e] · x̂[p] (and Y1[p] = W1[e] · x̂[p] when w1 is not null),
 // W[e] the e-th slab of slab_rows rows, x̂[p] the dequantized record p of xq (from
