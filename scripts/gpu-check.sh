@@ -79,7 +79,7 @@ run() {
     if command -v compute-sanitizer >/dev/null 2>&1; then
         [ -x "$BIN/test_cuda_kernels" ] && step memcheck-kernels timeout 300 compute-sanitizer --tool memcheck \
             --error-exitcode 9 "$BIN/test_cuda_kernels" --gtest_brief=1 \
-            --gtest_filter='CudaMatmul*:CudaElementwise*:Types/*:CudaMultiProduct.*:CudaFusedKernels.*:CudaIndexerFast*:CudaAttendSplit*:CudaDenseBatch.*'
+            --gtest_filter='CudaMatmul*:CudaElementwise*:Types/*:CudaMultiProduct.*:CudaFusedKernels.*:CudaIndexerFast*:CudaAttendSplit*:CudaDenseBatch.*:CudaWgmma.*:CudaExpertsWgmma.*:CudaWeights.*'
         [ -x "$BIN/test_cuda_forward" ] && step memcheck-forward timeout 300 compute-sanitizer --tool memcheck \
             --error-exitcode 9 "$BIN/test_cuda_forward" --gtest_brief=1 \
             --gtest_filter='Goldens/CudaGolden.PrefillThenDecode*/tiny_s1:CudaEngine.Splits*:*CudaBatchAttn*:CudaBatchIndexerMma.*:CudaMmaExperts.*:CudaQ8Experts.*:CudaEngine.LongPass*'
