@@ -38,14 +38,14 @@ bool experts_wgmma_opted_in(GgmlType t);
 // largest |x| lands in [2^14, 2^15), then 2^−e per row (f32). rows: act_rows.h (row i of
 // x by index, or the weighted SwiGLU; rows past *m_dev are skipped). cols a multiple of 256.
 uint64_t half_rows_bytes(uint64_t cols, uint32_t n);
-void quantize_half_rows(const float* x, uint64_t x_stride, uint64_t cols, uint32_t n, void* xh, cudaStream_t s,
-                        const ActRows& rows = {});
+void quantize_half_rows(const float* x, uint64_t x_stride, uint64_t cols, uint32_t n, void* xh,
+                        cudaStream_t s, const ActRows& rows = {});
 
 // matmul_experts_mma's contract (its grouping g, slabs, tile scratch) with xh from
 // quantize_half_rows over cols and xh_rows >= max_pairs rows.
-void matmul_experts_wgmma(GgmlType type, const void* w0, const void* w1, uint64_t slab_rows, uint64_t cols,
-                          const void* xh, uint32_t xh_rows, float* y0, float* y1, uint64_t y_stride,
-                          const ExpertGroups& g, uint32_t max_slots, uint32_t max_pairs, uint32_t* tiles,
-                          cudaStream_t s);
+void matmul_experts_wgmma(GgmlType type, const void* w0, const void* w1, uint64_t slab_rows,
+                          uint64_t cols, const void* xh, uint32_t xh_rows, float* y0, float* y1,
+                          uint64_t y_stride, const ExpertGroups& g, uint32_t max_slots,
+                          uint32_t max_pairs, uint32_t* tiles, cudaStream_t s);
 
 }  // namespace ds4::cuda

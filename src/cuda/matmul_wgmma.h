@@ -44,7 +44,7 @@ struct WgmmaGroups {
     uint64_t xq_cols = 0;  // 0: cols
     uint64_t y_group = 0;
 };
-void matmul_f16_wgmma(const __half* w, uint64_t rows, uint64_t cols, const void* xq, uint32_t n_tok, float* y,
-                      uint64_t y_stride, cudaStream_t s, const WgmmaGroups& g = {});
+void matmul_f16_wgmma(const __half* w, uint64_t rows, uint64_t cols, const void* xq, uint32_t n_tok,
+                      float* y, uint64_t y_stride, cudaStream_t s, const WgmmaGroups& g = {});
 
 }  // namespace ds4::cuda

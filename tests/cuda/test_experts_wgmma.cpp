@@ -35,12 +35,15 @@ void check_type(GgmlType type, uint32_t seed) {
     const std::vector<Group> groups = {{3, 37}, {0, 0}, {4, 1}, {1, 70}, {2, 300}};
     std::vector<uint32_t> expert, begin, count;
     uint32_t M = 0;
-    for (const Group& g : groups) expert.push_back(g.expert), begin.push_back(M), count.push_back(g.count), M += g.count;
+    for (const Group& g : groups)
+        expert.push_back(g.expert), begin.push_back(M), count.push_back(g.count), M += g.count;
     SCOPED_TRACE(cat("type=", static_cast<int>(type), " pairs=", M));
-    const Slabs w0 = make_slabs(type, kExperts * kRows, kCols, seed), w1 = make_slabs(type, kExperts * kRows, kCols, seed + 7);
+    const Slabs w0 = make_slabs(type, kExperts * kRows, kCols, seed),
+                w1 = make_slabs(type, kExperts * kRows, kCols, seed + 7);
     std::vector<float> x = test::random_floats(M * kCols, seed + 1, -2.f, 2.f);
     for (uint32_t p = 0; p < M; ++p)  // rows of very different magnitudes (the per-row 2^e)
-        for (uint64_t c = 0; c < kCols; ++c) x[p * kCols + c] *= std::ldexp(1.f, static_cast<int>(p % 5) * 6 - 12);
+        for (uint64_t c = 0; c < kCols; ++c)
+            x[p * kCols + c] *= std::ldexp(1.f, static_cast<int>(p % 5) * 6 - 12);
     DeviceBuffer<uint8_t> dw0 = to_device<uint8_t>(w0.bytes), dw1 = to_device<uint8_t>(w1.bytes);
     ASSERT_TRUE(experts_wgmma_supported(type, kCols, w0.row_bytes, dw0.data()));
     DeviceBuffer<float> dx = to_device<float>(x);
@@ -59,7 +62,8 @@ void check_type(GgmlType type, uint32_t seed) {
         float inv = 0;
         std::memcpy(&inv, raw.data() + 2 * uint64_t{M} * kCols + 4 * p, 4);
         double amax = 0;
-        for (uint64_t c = 0; c < kCols; ++c) amax = std::max(amax, std::fabs(double{x[p * kCols + c]}));
+        for (uint64_t c = 0; c < kCols; ++c)
+            amax = std::max(amax, std::fabs(double{x[p * kCols + c]}));
         bad_acts += !(amax / inv >= 16384 && amax / inv < 32768);
         for (uint64_t c = 0; c < kCols; c += 37) {
             _Float16 h;
@@ -76,19 +80,22 @@ void check_type(GgmlType type, uint32_t seed) {
         DeviceBuffer<uint32_t> tiles(mma_experts_tile_words(b[1], b[0]));
         DeviceBuffer<float> dy0(M * kRows), dy1(M * kRows), dz(M * kRows);
         dy0.fill_bytes(0xff), dy1.fill_bytes(0xff), dz.fill_bytes(0xff);
-        matmul_experts_wgmma(type, dw0.data(), dw1.data(), kRows, kCols, xh.data(), M, dy0.data(), dy1.data(),
-                             kRows, eg, b[0], std::min(b[1], M), tiles.data(), nullptr);
-        matmul_experts_wgmma(type, dw1.data(), nullptr, kRows, kCols, xh.data(), M, dz.data(), nullptr, kRows, eg,
-                             b[0], std::min(b[1], M), tiles.data(), nullptr);
+        matmul_experts_wgmma(type, dw0.data(), dw1.data(), kRows, kCols, xh.data(), M, dy0.data(),
+                             dy1.data(), kRows, eg, b[0], std::min(b[1], M), tiles.data(), nullptr);
+        matmul_experts_wgmma(type, dw1.data(), nullptr, kRows, kCols, xh.data(), M, dz.data(),
+                             nullptr, kRows, eg, b[0], std::min(b[1], M), tiles.data(), nullptr);
         DS4_CUDA_CHECK(cudaDeviceSynchronize());
         const std::vector<float> z0 = dy0.download(), z1 = dy1.download(), zz = dz.download();
-        EXPECT_EQ(std::memcmp(zz.data(), z1.data(), z1.size() * 4), 0) << "up alone != up beside gate";
+        EXPECT_EQ(std::memcmp(zz.data(), z1.data(), z1.size() * 4), 0)
+            << "up alone != up beside gate";
         if (y0.empty()) {
             y0 = z0, y1 = z1;
             continue;
         }
-        EXPECT_EQ(std::memcmp(z0.data(), y0.data(), y0.size() * 4), 0) << "bounds " << b[0] << ", " << b[1];
-        EXPECT_EQ(std::memcmp(z1.data(), y1.data(), y1.size() * 4), 0) << "bounds " << b[0] << ", " << b[1];
+        EXPECT_EQ(std::memcmp(z0.data(), y0.data(), y0.size() * 4), 0)
+            << "bounds " << b[0] << ", " << b[1];
+        EXPECT_EQ(std::memcmp(z1.data(), y1.data(), y1.size() * 4), 0)
+            << "bounds " << b[0] << ", " << b[1];
     }
 
     int bad = 0;
@@ -105,15 +112,18 @@ void check_type(GgmlType type, uint32_t seed) {
                         const double v = double{wr[c]} * x[p * kCols + c];
                         ref += v, mag += std::fabs(v);
                     }
-                    const double y = (m == 0 ? y0 : y1)[p * kRows + r], bound = std::ldexp(mag, -10) + 1e-30;
+                    const double y = (m == 0 ? y0 : y1)[p * kRows + r],
+                                 bound = std::ldexp(mag, -10) + 1e-30;
                     worst = std::max(worst, std::fabs(y - ref) / bound);
                     if (!(std::fabs(y - ref) <= bound) && bad++ < 5)
-                        ADD_FAILURE() << "pair " << p << " expert " << expert[j] << " row " << r << " w" << m << ": "
-                                      << y << " vs f64 " << ref << " (bound " << bound << ")";
+                        ADD_FAILURE()
+                            << "pair " << p << " expert " << expert[j] << " row " << r << " w" << m
+                            << ": " << y << " vs f64 " << ref << " (bound " << bound << ")";
                 }
         }
     EXPECT_EQ(bad, 0);
-    std::printf("experts wgmma type %d: worst |y - f64| / (2^-10 sum|wx|) = %.4f\n", static_cast<int>(type), worst);
+    std::printf("experts wgmma type %d: worst |y - f64| / (2^-10 sum|wx|) = %.4f\n",
+                static_cast<int>(type), worst);
 }
 
 TEST(CudaExpertsWgmma, Iq2xxsMatchesTheReference) {

@@ -34,7 +34,8 @@ Q8Matrix make_matrix(uint64_t rows, uint64_t cols, uint32_t seed) {
     const std::vector<float> w = test::random_floats(rows * cols, seed);
     const uint64_t rb = cols / 32 * 34;
     std::vector<uint8_t> bytes(rows * rb);
-    Q8Matrix m{DeviceBuffer<uint8_t>(), DeviceBuffer<__half>(rows * cols), std::vector<float>(rows * cols)};
+    Q8Matrix m{DeviceBuffer<uint8_t>(), DeviceBuffer<__half>(rows * cols),
+               std::vector<float>(rows * cols)};
     for (uint64_t r = 0; r < rows; ++r) {
         auto* b = reinterpret_cast<quant::BlockQ8_0*>(bytes.data() + r * rb);
         quant::ref::quantize_q8_0(w.data() + r * cols, b, static_cast<int64_t>(cols));
@@ -50,7 +51,8 @@ Q8Matrix make_matrix(uint64_t rows, uint64_t cols, uint32_t seed) {
 struct Both {
     std::vector<float> wgmma, half;
 };
-Both run_both(const Q8Matrix& m, uint64_t rows, uint64_t cols, const std::vector<float>& x, uint32_t n_tok) {
+Both run_both(const Q8Matrix& m, uint64_t rows, uint64_t cols, const std::vector<float>& x,
+              uint32_t n_tok) {
     DeviceBuffer<float> dx = to_device<float>(x), a(n_tok * rows), b(n_tok * rows);
     DeviceBuffer<uint8_t> xq(mma_activation_bytes(cols, n_tok));
     a.fill_bytes(0xff);  // NaN poison: every output must be written
@@ -62,8 +64,8 @@ Both run_both(const Q8Matrix& m, uint64_t rows, uint64_t cols, const std::vector
     return {a.download(), b.download()};
 }
 
-#define DS4_REQUIRE_WGMMA()                                                              \
-    DS4_REQUIRE_GPU();                                                                   \
+#define DS4_REQUIRE_WGMMA()                                                               \
+    DS4_REQUIRE_GPU();                                                                    \
     if (!wgmma_available()) GTEST_SKIP() << "no wgmma (needs sm_90 and an sm_90a build)"; \
     const test::MmaPrecisionScope half_scope(MmaPrecision::Half)
 
@@ -72,7 +74,8 @@ void check_shape(uint64_t rows, uint64_t cols, uint32_t n_tok, uint32_t seed) {
     const Q8Matrix m = make_matrix(rows, cols, seed);
     std::vector<float> x = test::random_floats(n_tok * cols, seed + 1, -2.f, 2.f);
     for (uint32_t t = 0; t < n_tok; ++t)  // magnitudes far apart per token (the 2^e scaling)
-        for (uint64_t c = 0; c < cols; ++c) x[t * cols + c] *= std::ldexp(1.f, static_cast<int>(t % 5) * 7 - 14);
+        for (uint64_t c = 0; c < cols; ++c)
+            x[t * cols + c] *= std::ldexp(1.f, static_cast<int>(t % 5) * 7 - 14);
     const Both got = run_both(m, rows, cols, x, n_tok);
     int bad = 0;
     double worst_half = 0, worst_ref = 0;
@@ -88,15 +91,17 @@ void check_shape(uint64_t rows, uint64_t cols, uint32_t n_tok, uint32_t seed) {
             worst_half = std::max(worst_half, std::fabs(y - h) / tol_half);
             worst_ref = std::max(worst_ref, std::fabs(y - ref) / bound);
             if (!(std::fabs(y - h) <= tol_half && std::fabs(y - ref) <= bound) && bad++ < 5)
-                ADD_FAILURE() << "tok " << t << " row " << r << ": wgmma " << y << ", half path " << h << " (tol "
-                              << tol_half << "), f64 " << ref << " (bound " << bound << ")";
+                ADD_FAILURE() << "tok " << t << " row " << r << ": wgmma " << y << ", half path "
+                              << h << " (tol " << tol_half << "), f64 " << ref << " (bound "
+                              << bound << ")";
         }
     }
     EXPECT_EQ(bad, 0);
-    std::printf("wgmma rows=%llu cols=%llu n_tok=%u: worst |wgmma - half| / (1e-5 sum|wx|) %.4f, "
-                "|wgmma - f64| / (2^-10 sum|wx|) %.4f\n",
-                static_cast<unsigned long long>(rows), static_cast<unsigned long long>(cols), n_tok, worst_half,
-                worst_ref);
+    std::printf(
+        "wgmma rows=%llu cols=%llu n_tok=%u: worst |wgmma - half| / (1e-5 sum|wx|) %.4f, "
+        "|wgmma - f64| / (2^-10 sum|wx|) %.4f\n",
+        static_cast<unsigned long long>(rows), static_cast<unsigned long long>(cols), n_tok,
+        worst_half, worst_ref);
 }
 
 TEST(CudaWgmma, MatchesTheHalfPathAndTheReference) {
@@ -123,10 +128,12 @@ TEST(CudaWgmma, TokenResultsDoNotDependOnThePass) {
     const std::vector<float> first(x.begin(), x.begin() + 140 * kCols);
     const std::vector<float> c = run_both(m, kRows, kCols, first, 140).wgmma;
     for (uint32_t t = 0; t < kTok; ++t) {
-        ASSERT_EQ(0, std::memcmp(a.data() + t * kRows, b.data() + (t + kShift) % kTok * kRows, kRows * 4))
+        ASSERT_EQ(
+            0, std::memcmp(a.data() + t * kRows, b.data() + (t + kShift) % kTok * kRows, kRows * 4))
             << "token " << t;
         if (t < 140) {
-            ASSERT_EQ(0, std::memcmp(a.data() + t * kRows, c.data() + t * kRows, kRows * 4)) << "token " << t;
+            ASSERT_EQ(0, std::memcmp(a.data() + t * kRows, c.data() + t * kRows, kRows * 4))
+                << "token " << t;
         }
     }
 }
@@ -138,7 +145,8 @@ TEST(CudaWgmma, GroupsEqualEachGroupsOwnCall) {
     constexpr uint32_t kTok = 260;
     const Q8Matrix m = make_matrix(kGroups * kRows, kCols, 920);
     const std::vector<float> x = test::random_floats(kTok * kWide, 921);
-    DeviceBuffer<float> dx = to_device<float>(x), y(kTok * kGroups * kRows), ys(kTok * kGroups * kRows);
+    DeviceBuffer<float> dx = to_device<float>(x), y(kTok * kGroups * kRows),
+                        ys(kTok * kGroups * kRows);
     y.fill_bytes(0xff);
     ys.fill_bytes(0xfe);
     DeviceBuffer<uint8_t> xq(mma_activation_bytes(kWide, kTok));
@@ -147,12 +155,13 @@ TEST(CudaWgmma, GroupsEqualEachGroupsOwnCall) {
     g.groups = kGroups;
     g.xq_cols = kWide;
     g.y_group = kRows;
-    matmul_f16_wgmma(m.f16.data(), kRows, kCols, xq.data(), kTok, y.data(), kGroups * kRows, nullptr, g);
+    matmul_f16_wgmma(m.f16.data(), kRows, kCols, xq.data(), kTok, y.data(), kGroups * kRows,
+                     nullptr, g);
     for (uint64_t i = 0; i < kGroups; ++i) {
         DeviceBuffer<uint8_t> xg(mma_activation_bytes(kCols, kTok));
         quantize_mma_activations(dx.data() + i * kCols, kWide, kCols, kTok, xg.data(), nullptr);
-        matmul_f16_wgmma(m.f16.data() + i * kRows * kCols, kRows, kCols, xg.data(), kTok, ys.data() + i * kRows,
-                         kGroups * kRows, nullptr);
+        matmul_f16_wgmma(m.f16.data() + i * kRows * kCols, kRows, kCols, xg.data(), kTok,
+                         ys.data() + i * kRows, kGroups * kRows, nullptr);
     }
     DS4_CUDA_CHECK(cudaDeviceSynchronize());
     const std::vector<float> a = y.download(), b = ys.download();

@@ -33,7 +33,8 @@ constexpr uint32_t kRowTile = 256;  // wgmma's n
 constexpr uint32_t kColTile = 64;   // halves per row and stage: one 128-byte swizzle row
 constexpr uint32_t kStages = 4;
 constexpr uint32_t kThreads = 256;
-constexpr uint32_t kABytes = kTokTile * 128, kBBytes = kRowTile * 128, kStageBytes = kABytes + kBBytes;
+constexpr uint32_t kABytes = kTokTile * 128, kBBytes = kRowTile * 128,
+                   kStageBytes = kABytes + kBBytes;
 constexpr uint32_t kSmem = kStages * kStageBytes + 1024;  // + the slack to align the base to 1024
 
 struct Args {
@@ -47,12 +48,12 @@ struct Args {
     uint64_t y_stride, y_group;
 };
 
-
 __global__ void __launch_bounds__(kThreads, 1) f16_wgmma_kernel(Args p) {
 #ifdef DS4_WGMMA_DEVICE
     dev::pdl_wait_and_release();
     extern __shared__ __align__(1024) uint8_t raw[];
-    uint8_t* base = raw + ((1024 - static_cast<uint32_t>(__cvta_generic_to_shared(raw)) % 1024) % 1024);
+    uint8_t* base =
+        raw + ((1024 - static_cast<uint32_t>(__cvta_generic_to_shared(raw)) % 1024) % 1024);
     const uint32_t row0 = blockIdx.x * kRowTile, tok0 = blockIdx.y * kTokTile, g = blockIdx.z;
     const __half* w = p.w + (uint64_t{g} * p.rows + row0) * p.cols;
     const __half* x = p.x + uint64_t{g} * p.cols + uint64_t{tok0} * p.x_tok;
@@ -88,11 +89,13 @@ __global__ void __launch_bounds__(kThreads, 1) f16_wgmma_kernel(Args p) {
         __syncthreads();  // everyone's; and every warpgroup's wgmma of stage kt − 2 is done
         if (kt + kStages - 2 < n_kt) load(kt + kStages - 2);  // into stage kt − 2's buffer
         cp_async_commit();
-        const uint32_t st = static_cast<uint32_t>(__cvta_generic_to_shared(base + (kt % kStages) * kStageBytes));
+        const uint32_t st =
+            static_cast<uint32_t>(__cvta_generic_to_shared(base + (kt % kStages) * kStageBytes));
         const uint64_t da = desc_sw128(st + wg * 64 * 128), db = desc_sw128(st + kABytes);
         wgmma_fence();
 #pragma unroll
-        for (uint32_t k = 0; k < kColTile / 16; ++k)  // +32 bytes a k16 step: +2 in the address field
+        for (uint32_t k = 0; k < kColTile / 16;
+             ++k)  // +32 bytes a k16 step: +2 in the address field
             wgmma_m64n256k16(acc, da + 2 * k, db + 2 * k, (kt | k) != 0 ? 1 : 0);
         wgmma_commit();
         wgmma_wait<1>();  // stage kt − 1's group done: its buffer is refilled next stage
@@ -128,8 +131,8 @@ __global__ void __launch_bounds__(kThreads, 1) f16_wgmma_kernel(Args p) {
 // (matmul_mma.cu's half stages: byte `in` of half stage h has chunk ch = in / 4K, word
 // k = in % 4K / 4, and scale 4·(h % 2) + (ch / 8)·K + k of int8 stage h / 2's 8 scales).
 // __hmul of the exact q is q8h_mma_kernel's rounding, so these are its f16 weights.
-__global__ void q8r_to_f16_kernel(const uint8_t* __restrict__ w, uint64_t row_bytes, uint32_t cols, uint32_t K,
-                                  uint64_t words, __half* __restrict__ out) {
+__global__ void q8r_to_f16_kernel(const uint8_t* __restrict__ w, uint64_t row_bytes, uint32_t cols,
+                                  uint32_t K, uint64_t words, __half* __restrict__ out) {
     const uint64_t id = uint64_t{blockIdx.x} * blockDim.x + threadIdx.x;
     if (id >= words) return;
     const uint32_t per_row = cols / 4;
@@ -137,11 +140,13 @@ __global__ void q8r_to_f16_kernel(const uint8_t* __restrict__ w, uint64_t row_by
     const auto pos = static_cast<uint32_t>(id % per_row) * 4;
     const uint32_t h = pos / 128, in = pos % 128, ch = in / (4 * K), k = in % (4 * K) / 4;
     const uint8_t* row = w + r * row_bytes;
-    const __half d = *reinterpret_cast<const __half*>(row + cols + 16 * (h / 2) + 2 * (4 * (h % 2) + ch / 8 * K + k));
+    const __half d = *reinterpret_cast<const __half*>(row + cols + 16 * (h / 2) +
+                                                      2 * (4 * (h % 2) + ch / 8 * K + k));
     const uint32_t word = *reinterpret_cast<const uint32_t*>(row + pos);
     __half v[4];
 #pragma unroll
-    for (int e = 0; e < 4; ++e) v[e] = __hmul(__short2half_rn(static_cast<int8_t>(word >> (8 * e))), d);
+    for (int e = 0; e < 4; ++e)
+        v[e] = __hmul(__short2half_rn(static_cast<int8_t>(word >> (8 * e))), d);
     *reinterpret_cast<uint2*>(out + r * cols + pos) = *reinterpret_cast<const uint2*>(v);
 }
 
@@ -156,7 +161,8 @@ bool wgmma_available() {
         DS4_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
         DS4_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
         if (major != 9 || minor != 0 || device_smem_optin() < kSmem) return false;
-        DS4_CUDA_CHECK(cudaFuncSetAttribute(f16_wgmma_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+        DS4_CUDA_CHECK(cudaFuncSetAttribute(f16_wgmma_kernel,
+                                            cudaFuncAttributeMaxDynamicSharedMemorySize,
                                             static_cast<int>(kSmem)));
         return true;
     }();
@@ -167,7 +173,8 @@ bool wgmma_available() {
 }
 
 void q8r_to_f16(const void* w, uint64_t rows, uint64_t cols, __half* out, cudaStream_t s) {
-    if (cols % 256 != 0 || cols == 0) fail("cuda q8r_to_f16: ", cols, " columns, expected a multiple of 256");
+    if (cols % 256 != 0 || cols == 0)
+        fail("cuda q8r_to_f16: ", cols, " columns, expected a multiple of 256");
     const uint64_t words = rows * cols / 4;
     if (words == 0) return;
     const uint32_t K = cols % 512 == 0 ? 4 : 2;
@@ -176,15 +183,17 @@ void q8r_to_f16(const void* w, uint64_t rows, uint64_t cols, __half* out, cudaSt
     DS4_CUDA_CHECK_LAUNCH("q8r_to_f16_kernel");
 }
 
-void matmul_f16_wgmma(const __half* w, uint64_t rows, uint64_t cols, const void* xq, uint32_t n_tok, float* y,
-                      uint64_t y_stride, cudaStream_t s, const WgmmaGroups& g) {
+void matmul_f16_wgmma(const __half* w, uint64_t rows, uint64_t cols, const void* xq, uint32_t n_tok,
+                      float* y, uint64_t y_stride, cudaStream_t s, const WgmmaGroups& g) {
     if (rows == 0 || n_tok == 0 || g.groups == 0) return;
-    if (!wgmma_available()) fail("cuda matmul_f16_wgmma: needs an sm_90 GPU and a build for sm_90a");
+    if (!wgmma_available())
+        fail("cuda matmul_f16_wgmma: needs an sm_90 GPU and a build for sm_90a");
     const uint64_t xq_cols = g.xq_cols == 0 ? cols : g.xq_cols;
     if (cols % 256 != 0 || cols == 0 || xq_cols < cols * g.groups || xq_cols % 256 != 0)
         fail("cuda matmul_f16_wgmma: ", cols, " columns (", g.groups, " groups of ", xq_cols,
              "), expected multiples of 256");
-    if (rows > 0x7fffffffu || cols > 0x7fffffffu) fail("cuda matmul_f16_wgmma: ", rows, " x ", cols, " is too large");
+    if (rows > 0x7fffffffu || cols > 0x7fffffffu)
+        fail("cuda matmul_f16_wgmma: ", rows, " x ", cols, " is too large");
     if (reinterpret_cast<uintptr_t>(w) % 16 != 0 || reinterpret_cast<uintptr_t>(xq) % 16 != 0)
         fail("cuda matmul_f16_wgmma: weights and activations must be 16-byte aligned");
     const uint64_t n_pad = mma_padded_tokens(n_tok);
@@ -200,8 +209,8 @@ void matmul_f16_wgmma(const __half* w, uint64_t rows, uint64_t cols, const void*
                  y,
                  y_stride,
                  g.y_group};
-    const dim3 grid(static_cast<unsigned>((rows + kRowTile - 1) / kRowTile), (n_tok + kTokTile - 1) / kTokTile,
-                    g.groups);
+    const dim3 grid(static_cast<unsigned>((rows + kRowTile - 1) / kRowTile),
+                    (n_tok + kTokTile - 1) / kTokTile, g.groups);
     launch_pdl("launch of f16_wgmma_kernel", f16_wgmma_kernel, grid, dim3(kThreads), kSmem, s, a);
 }
 
