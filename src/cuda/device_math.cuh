@@ -91,6 +91,16 @@ __device__ inline float block_max(float v, float* shared32) {
     return r;
 }
 
+// The power of two of the half-precision tensor-core paths' activations (matmul_mma.h,
+// experts_wgmma.h): x · 2^e puts the largest |x| (amax) in [2^14, 2^15), below f16's
+// largest finite value; 0 when amax is zero, Inf or NaN.
+__device__ inline int half_exponent(float amax) {
+    if (!(amax > 0.f && amax <= 3.4e38f)) return 0;
+    int ex = 0;  // amax < 2^ex
+    frexpf(amax, &ex);
+    return min(15 - ex, 126);
+}
+
 // 1 / sqrt(mean(x²) + eps) with the f32 squares summed in double (cpu::rms_inv), by the block.
 __device__ inline float block_rms_inv(const float* x, uint64_t n, float eps, double* shared32) {
     double sum = 0;

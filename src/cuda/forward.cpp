@@ -72,27 +72,17 @@ void Forward::Impl::upload_weights() {
     }
     // (issue 8) the dense Q8_0 matrices (not the experts) for matmul_q8r
     repack_q8(output);
-    for (DLayer& L : layers) {
-        for (DMat* m : {&L.q_a, &L.q_b, &L.kv, &L.out_a, &L.out_b, &L.indexer_q_b, &L.indexer_proj, &L.router,
-                        &L.sh_gate, &L.sh_up, &L.sh_down})
-            repack_q8(*m);
-        for (std::optional<DComp>* c : {&L.comp, &L.icomp})
-            if (*c) {
-                repack_q8((*c)->kv);
-                repack_q8((*c)->gate);
-            }
-    }
+    for (DMat* m : dense_mats()) repack_q8(*m);
     make_f16_copies();
     // the weights are final here: kernels may read them before their pdl wait (pdl.cuh)
     DS4_CUDA_CHECK(cudaStreamSynchronize(stream.get()));
 }
 
-void Forward::Impl::make_f16_copies() {
-    if (!wgmma_available()) return;
+std::vector<DMat*> Forward::Impl::dense_mats() {
     std::vector<DMat*> mats;
     for (DLayer& L : layers) {
-        for (DMat* m : {&L.q_a, &L.q_b, &L.kv, &L.out_a, &L.out_b, &L.indexer_q_b, &L.indexer_proj, &L.sh_gate,
-                        &L.sh_up, &L.sh_down})
+        for (DMat* m : {&L.q_a, &L.q_b, &L.kv, &L.out_a, &L.out_b, &L.indexer_q_b, &L.indexer_proj, &L.router,
+                        &L.sh_gate, &L.sh_up, &L.sh_down})
             mats.push_back(m);
         for (std::optional<DComp>* c : {&L.comp, &L.icomp})
             if (*c) {
@@ -100,6 +90,12 @@ void Forward::Impl::make_f16_copies() {
                 mats.push_back(&(*c)->gate);
             }
     }
+    return mats;
+}
+
+void Forward::Impl::make_f16_copies() {
+    if (!wgmma_available()) return;
+    std::vector<DMat*> mats = dense_mats();  // the repacked ones (the F16 router, compressors... are not)
     std::erase_if(mats, [](const DMat* m) { return !m->q8r || m->in % 256 != 0; });
     uint64_t halves = 0;
     for (const DMat* m : mats) halves += m->out * m->in;

@@ -352,6 +352,7 @@ struct Forward::Impl {
     // kF16CopyHeadroom free after them (an H200 with the q2 model: ~11 GB for ~47 GiB left)
     static constexpr uint64_t kF16CopyHeadroom = uint64_t{32} << 30;
     void make_f16_copies();
+    std::vector<DMat*> dense_mats();  // each layer's dense matrices (repacked where Q8_0)
     // Long passes' products of a matrix with an f16 copy go to wgmma (half activations).
     bool wgmma_takes(const DMat& w, uint32_t n) const {
         return w.f16 != nullptr && mma && n >= kWgmmaMinTokens && mma_precision() == MmaPrecision::Half;

@@ -23,6 +23,7 @@
 
 #include "cuda/check.h"
 #include "cuda/device.h"
+#include "cuda/device_math.cuh"
 #include "cuda/pdl.cuh"
 #include "cuda/env_switch.h"
 #include "cuda/matmul_mma.h"
@@ -435,7 +436,7 @@ __global__ void __launch_bounds__(kThreads) quantize_half_kernel(const float* __
                                                                  uint32_t cols, uint32_t n_tok, uint32_t K,
                                                                  __half* __restrict__ xh, float* __restrict__ xs) {
     dev::pdl_wait_and_release();
-    __shared__ float red[kThreads / 32];
+    __shared__ float red[32];
     const uint32_t t = blockIdx.x, tid = threadIdx.x, words = cols / 4;
     const float4* src = reinterpret_cast<const float4*>(x + uint64_t{t} * x_stride);
     const bool cached = words <= kHalfCache * kThreads;
@@ -452,17 +453,7 @@ __global__ void __launch_bounds__(kThreads) quantize_half_kernel(const float* __
             const float4 u = src[o];
             amax = fmaxf(amax, fmaxf(fmaxf(fabsf(u.x), fabsf(u.y)), fmaxf(fabsf(u.z), fabsf(u.w))));
         }
-    for (int off = 16; off > 0; off /= 2) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, off));
-    if (tid % 32 == 0) red[tid / 32] = amax;
-    __syncthreads();
-    amax = 0.f;
-    for (uint32_t i = 0; i < kThreads / 32; ++i) amax = fmaxf(amax, red[i]);
-    int e = 0;
-    if (amax > 0.f && amax <= 3.4e38f) {  // finite: frexp's exponent ex, amax < 2^ex
-        int ex = 0;
-        frexpf(amax, &ex);
-        e = min(15 - ex, 126);
-    }
+    const int e = dev::half_exponent(dev::block_max(amax, red));
     const float scale = ldexpf(1.f, e);
     const uint32_t span = 128 * K;
     const auto store = [&](uint32_t o, float4 u) {

@@ -22,6 +22,7 @@
 #include "cuda/act_rows.cuh"
 #include "cuda/check.h"
 #include "cuda/device.h"
+#include "cuda/device_math.cuh"
 #include "cuda/env_switch.h"
 #include "cuda/experts_wgmma.h"
 #include "cuda/matmul_mma_experts.h"
@@ -43,8 +44,6 @@ using namespace wg;
 constexpr uint32_t kTok = 256, kRows = 128, kCol = 64, kStages = 3, kThreads = 256;
 constexpr uint32_t kA = kTok * 128, kStage = kA + kRows * 128;
 constexpr uint32_t kTables = 256 * 16 + 128 * 16;  // IQ2_XXS: f16 grid entries, sign masks
-constexpr uint32_t kSmem =
-    kStages * kStage + kTables + 2 * kRows * 112 + 1024;  // + staged super-blocks
 
 // IQ2_XXS tables: grid entry e as 8 f16 magnitudes; for 7 stored sign bits s the 4 words
 // that flip the f16 sign of each negative value (bit j of s | parity(s) << 7).
@@ -89,20 +88,17 @@ struct Iq2Dec {
         const uint4* grid = reinterpret_cast<const uint4*>(tabs);
         const uint4* sign = grid + 256;
         const __half2 d = __half2half2(__ushort_as_half(static_cast<unsigned short>(lds16(sb))));
-        {
-            const uint8_t* b = sb + 2 + 8 * (2 * q + i);
-            const uint32_t qw = lds16(b) | lds16(b + 2) << 16, aux = lds16(b + 4) | lds16(b + 6)
-                                                                                        << 16;
-            const __half2 sc = __half2half2(__uint2half_rn(2 * (aux >> 28) + 1));
+        const uint8_t* b = sb + 2 + 8 * (2 * q + i);
+        const uint32_t qw = lds16(b) | lds16(b + 2) << 16, aux = lds16(b + 4) | lds16(b + 6) << 16;
+        const __half2 sc = __half2half2(__uint2half_rn(2 * (aux >> 28) + 1));
 #pragma unroll
-            for (int l = 0; l < 4; ++l) {
-                const uint4 g = grid[(qw >> (8 * l)) & 255], m = sign[(aux >> (7 * l)) & 127];
-                const uint4 v{h2u(__hmul2(__hmul2(u2h(g.x ^ m.x), sc), d)),
-                              h2u(__hmul2(__hmul2(u2h(g.y ^ m.y), sc), d)),
-                              h2u(__hmul2(__hmul2(u2h(g.z ^ m.z), sc), d)),
-                              h2u(__hmul2(__hmul2(u2h(g.w ^ m.w), sc), d))};
-                *reinterpret_cast<uint4*>(tile + wg::sw128(row, 4 * i + l)) = v;
-            }
+        for (int l = 0; l < 4; ++l) {
+            const uint4 g = grid[(qw >> (8 * l)) & 255], m = sign[(aux >> (7 * l)) & 127];
+            const uint4 v{h2u(__hmul2(__hmul2(u2h(g.x ^ m.x), sc), d)),
+                          h2u(__hmul2(__hmul2(u2h(g.y ^ m.y), sc), d)),
+                          h2u(__hmul2(__hmul2(u2h(g.z ^ m.z), sc), d)),
+                          h2u(__hmul2(__hmul2(u2h(g.w ^ m.w), sc), d))};
+            *reinterpret_cast<uint4*>(tile + wg::sw128(row, 4 * i + l)) = v;
         }
     }
 };
@@ -149,7 +145,9 @@ struct Q2kDec {
 // its end zero-filled: a copy never leaves the 16-byte granules of the slab); D::kPitch
 // bytes a row (5 or 7 words mod 8: a warp's 32 rows hit 8 bank groups), two buffers
 // (super-blocks sb and sb + 1) of kRaw bytes.
-constexpr uint32_t kRaw = kRows * 112;
+constexpr uint32_t kRaw = kRows * std::max(Iq2Dec::kPitch, Q2kDec::kPitch);
+constexpr uint32_t kSmem =
+    kStages * kStage + kTables + 2 * kRaw + 1024;  // + the base's alignment slack
 
 template <class D>
 __global__ void __launch_bounds__(kThreads, 1) experts_wgmma_kernel(XArgs a) {
@@ -157,8 +155,7 @@ __global__ void __launch_bounds__(kThreads, 1) experts_wgmma_kernel(XArgs a) {
     dev::pdl_wait_and_release();
     if (blockIdx.y >= a.tiles[0]) return;
     extern __shared__ __align__(1024) uint8_t raw[];
-    uint8_t* base =
-        raw + ((1024 - static_cast<uint32_t>(__cvta_generic_to_shared(raw)) % 1024) % 1024);
+    uint8_t* base = align_1024(raw);
     uint8_t* tabs = base + kStages * kStage;
     uint8_t* rawbuf = tabs + kTables;
     const uint32_t tid = threadIdx.x, wg = tid / 128, n_kt = a.cols / kCol;
@@ -282,7 +279,7 @@ __global__ void __launch_bounds__(kThreads)
     quantize_half_rows_kernel(const float* __restrict__ x, uint64_t x_stride, uint32_t cols,
                               uint32_t n, __half* __restrict__ xh, ActRows rs) {
     dev::pdl_wait_and_release();
-    __shared__ float red[kThreads / 32];
+    __shared__ float red[32];
     const uint32_t i = blockIdx.x, tid = threadIdx.x;
     if (!dev::act_row_live(rs, i)) return;
     float v[kHalfChunks][8];
@@ -296,18 +293,7 @@ __global__ void __launch_bounds__(kThreads)
             for (int k = 0; k < 8; ++k) amax = fmaxf(amax, fabsf(v[c][k]));
         }
     }
-    for (int off = 16; off > 0; off /= 2)
-        amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, off));
-    if (tid % 32 == 0) red[tid / 32] = amax;
-    __syncthreads();
-    amax = 0.f;
-    for (uint32_t w = 0; w < kThreads / 32; ++w) amax = fmaxf(amax, red[w]);
-    int e = 0;
-    if (amax > 0.f && amax <= 3.4e38f) {
-        int ex = 0;
-        frexpf(amax, &ex);
-        e = min(15 - ex, 126);
-    }
+    const int e = dev::half_exponent(dev::block_max(amax, red));
     const float scale = ldexpf(1.f, e);
 #pragma unroll
     for (uint32_t c = 0; c < kHalfChunks; ++c) {

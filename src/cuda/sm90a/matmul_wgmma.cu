@@ -52,8 +52,7 @@ __global__ void __launch_bounds__(kThreads, 1) f16_wgmma_kernel(Args p) {
 #ifdef DS4_WGMMA_DEVICE
     dev::pdl_wait_and_release();
     extern __shared__ __align__(1024) uint8_t raw[];
-    uint8_t* base =
-        raw + ((1024 - static_cast<uint32_t>(__cvta_generic_to_shared(raw)) % 1024) % 1024);
+    uint8_t* base = align_1024(raw);
     const uint32_t row0 = blockIdx.x * kRowTile, tok0 = blockIdx.y * kTokTile, g = blockIdx.z;
     const __half* w = p.w + (uint64_t{g} * p.rows + row0) * p.cols;
     const __half* x = p.x + uint64_t{g} * p.cols + uint64_t{tok0} * p.x_tok;

@@ -76,6 +76,11 @@ __device__ __forceinline__ void wgmma_m64n128k16(float (&d)[64], uint64_t desc_a
           "+f"(d[63])
         : "l"(desc_a), "l"(desc_b), "r"(scale_d));
 }
+// The first 1024-byte aligned byte of dynamic shared memory `raw` (the swizzle's groups
+// of 8 rows must start there; the launch asks for 1024 bytes of slack).
+__device__ __forceinline__ uint8_t* align_1024(uint8_t* raw) {
+    return raw + (1024 - static_cast<uint32_t>(__cvta_generic_to_shared(raw)) % 1024) % 1024;
+}
 // K-major operand with the 128-byte swizzle: start address, stride 1024 bytes between
 // groups of 8 rows (the leading offset is unused for this layout).
 __device__ __forceinline__ uint64_t desc_sw128(uint32_t saddr) {
