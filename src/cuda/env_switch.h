@@ -29,4 +29,11 @@ inline uint32_t env_min_tokens(const char* name, uint32_t floor) {
     return m >= floor ? static_cast<uint32_t>(std::min(m, 1ul << 30)) : floor;
 }
 
+// A tuning value: $name in decimal, 0 when unset or not a number (the caller's default).
+inline uint32_t env_u32(const char* name) {
+    const char* v = std::getenv(name);
+    const unsigned long m = v != nullptr ? std::strtoul(v, nullptr, 10) : 0;
+    return static_cast<uint32_t>(std::min(m, 0xfffffffful));
+}
+
 }  // namespace ds4::cuda

@@ -3,6 +3,7 @@
 // forward_attention.cpp and forward_moe.cpp (mirroring src/cpu/forward.cpp, attention.cpp
 // and moe.cpp: same order, same shapes); the kernels in forward_kernels.h and kernels.h.
 #include "cuda/forward_impl.h"
+#include "cuda/matmul_q8r_tc.h"
 
 namespace ds4::cuda {
 
@@ -487,6 +488,9 @@ Forward::Forward(const cpu::CpuModel& model) : impl_(std::make_unique<Impl>(requ
     if (impl_->q8r_max_in > 0 && mma_applies(uint64_t{1} << 20, kMmaMinTokens, kMmaMinWork)) mma_init();
     impl_->mma_experts = env_switch_on("DS4_CUDA_MMA_EXPERTS");
     impl_->q8_experts = env_switch_on("DS4_CUDA_Q8_EXPERTS");
+    // (here, not at first launch: ds4-bench --env-sweep pairs them)
+    set_q8r_tc(env_switch_on("DS4_CUDA_Q8T"));
+    set_q8r_tc_min_tokens(env_u32("DS4_CUDA_Q8T_MIN") != 0 ? env_u32("DS4_CUDA_Q8T_MIN") : kQ8rTcMinTokens);
     const char* fast = std::getenv("DS4_CUDA_FAST_EXPERTS");
     impl_->fast_experts = fast != nullptr && std::string_view(fast) == "1";
 }

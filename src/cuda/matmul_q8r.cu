@@ -12,12 +12,14 @@
 #include <algorithm>
 #include <span>
 #include <type_traits>
+#include <vector>
 
 #include "cuda/check.h"
 #include "cuda/device.h"
 #include "cuda/device_math.cuh"
 #include "cuda/env_switch.h"
 #include "cuda/kernels.h"
+#include "cuda/matmul_q8r_tc.h"
 #include "cuda/pdl.cuh"
 #include "cuda/token_chunks.h"
 #include "ds4/error.h"
@@ -460,6 +462,17 @@ void matmul_q8r_groups(const void* w, uint64_t rows, uint64_t cols, uint32_t n_m
     check_args(w, cols, x, x_stride);
     if (x_group % 4 != 0) fail("cuda matmul_q8r: the activation group stride must be a multiple of 4");
     if (n_mat > 65535) fail("cuda matmul_q8r: ", n_mat, " matrices, at most 65535");
+    if (q8r_tc_takes(rows, cols, n_tok)) {  // the tensor cores, 8 groups a launch
+        const uint64_t w_group = rows * (cols / 32 * 34);
+        for (uint32_t g0 = 0; g0 < n_mat; g0 += 8) {
+            std::vector<Q8rTcPart> parts;
+            for (uint64_t g = g0; g < std::min(n_mat, g0 + 8); ++g)
+                parts.push_back(Q8rTcPart{static_cast<const uint8_t*>(w) + g * w_group, rows, x + g * x_group,
+                                          y + g * y_group, y_stride});
+            matmul_q8r_tc(parts, cols, n_tok, x_stride, s);
+        }
+        return;
+    }
     const Strides gs{rows * (cols / 32 * 34), x_group, y_group};
     const auto* wb = static_cast<const uint8_t*>(w);
     if (span_of(cols) == 512)
@@ -478,6 +491,12 @@ void matmul_q8r_multi(std::span<const Q8rProduct> parts, uint64_t cols, const fl
         if (p.rows > 0x7fffffffu) fail("cuda matmul_q8r_multi: ", p.rows, " rows, at most 2^31 - 1");
     }
     const uint64_t span = span_of(cols), spans = cols / span;
+    // the large parts on the tensor cores, 8 a launch
+    std::vector<Q8rTcPart> tc;
+    for (const Q8rProduct& p : parts)
+        if (q8r_tc_takes(p.rows, cols, n_tok)) tc.push_back(Q8rTcPart{p.w, p.rows, x, p.y, p.y_stride});
+    for (size_t i = 0; i < tc.size(); i += 8)
+        matmul_q8r_tc(std::span(tc).subspan(i, std::min<size_t>(8, tc.size() - i)), cols, n_tok, x_stride, s);
     for (const int wpr : {1, 2, 4, 8}) {
         PartTable tab;
         const auto flush = [&] {
@@ -493,7 +512,7 @@ void matmul_q8r_multi(std::span<const Q8rProduct> parts, uint64_t cols, const fl
             tab.n = 0;
         };
         for (const Q8rProduct& p : parts) {
-            if (p.rows == 0 || warps_per_row(p.rows, spans) != wpr) continue;
+            if (p.rows == 0 || q8r_tc_takes(p.rows, cols, n_tok) || warps_per_row(p.rows, spans) != wpr) continue;
             tab.part[tab.n++] = Part{static_cast<const uint8_t*>(p.w), p.y, p.y_stride,
                                      static_cast<uint32_t>(p.rows), 0};
             if (tab.n == kMaxParts) flush();

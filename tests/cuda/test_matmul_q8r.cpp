@@ -10,29 +10,24 @@
 
 #include "cuda/device.h"
 #include "cuda/kernels.h"
+#include "cuda/matmul_q8r_tc.h"
 #include "cuda_test_util.h"
+#include "q8_matrix.h"
 #include "quant/reference.h"
 
 namespace ds4::cuda {
 namespace {
 
-struct Q8Matrix {
-    uint64_t rows = 0, cols = 0;
-    std::vector<uint8_t> bytes;  // GGUF rows
-    std::vector<float> dequant;  // reference values
-};
+// These tests are of the exact kernels: the large shapes' tensor-core path
+// (matmul_q8r_tc.h, tests/cuda/test_matmul_q8r_tc.cpp) is off while they run.
+using test::make_q8;
+using test::Q8Matrix;
+using test::repacked;
 
-Q8Matrix make_q8(uint64_t rows, uint64_t cols, uint32_t seed) {
-    const std::vector<float> w = test::random_floats(rows * cols, seed);
-    const uint64_t rb = cols / 32 * 34;
-    Q8Matrix m{rows, cols, std::vector<uint8_t>(rows * rb), std::vector<float>(rows * cols)};
-    for (uint64_t r = 0; r < rows; ++r) {
-        auto* b = reinterpret_cast<quant::BlockQ8_0*>(m.bytes.data() + r * rb);
-        quant::ref::quantize_q8_0(w.data() + r * cols, b, static_cast<int64_t>(cols));
-        quant::ref::dequant_q8_0(b, m.dequant.data() + r * cols, static_cast<int64_t>(cols));
-    }
-    return m;
-}
+struct ExactQ8r {
+    ExactQ8r() { set_q8r_tc(false); }
+    ~ExactQ8r() { set_q8r_tc(true); }
+};
 
 // The layout as kernels.h states it, written out per column / block (span S = 512 when
 // cols allows, else 256; K = S / 128 words per lane).
@@ -56,12 +51,6 @@ std::vector<uint8_t> expected_repack(const Q8Matrix& m) {
     return out;
 }
 
-DeviceBuffer<uint8_t> repacked(const Q8Matrix& m) {
-    DeviceBuffer<uint8_t> d = to_device<uint8_t>(m.bytes);
-    q8r_repack(d.data(), m.rows, m.cols, nullptr);
-    return d;
-}
-
 std::vector<float> run_q8r(const DeviceBuffer<uint8_t>& w, const Q8Matrix& m, const std::vector<float>& x,
                            uint32_t n_tok) {
     DeviceBuffer<float> dx = to_device<float>(x);
@@ -74,6 +63,7 @@ std::vector<float> run_q8r(const DeviceBuffer<uint8_t>& w, const Q8Matrix& m, co
 
 TEST(CudaMatmulQ8r, RepackGivesTheDocumentedBytes) {
     DS4_REQUIRE_GPU();
+    const ExactQ8r exact;
     for (const uint64_t cols : {256u, 512u, 768u, 1536u, 4096u}) {
         SCOPED_TRACE(cat("cols=", cols));
         const Q8Matrix m = make_q8(3, cols, 7 + static_cast<uint32_t>(cols));
@@ -112,6 +102,7 @@ void check_shape(uint64_t rows, uint64_t cols, uint32_t n_tok, uint32_t seed) {
 
 TEST(CudaMatmulQ8r, MatchesReferenceAndGgufKernel) {
     DS4_REQUIRE_GPU();
+    const ExactQ8r exact;
     uint32_t seed = 100;
     for (uint32_t n_tok : {1u, 2u, 3u, 4u, 5u, 8u, 13u}) check_shape(67, 1024, n_tok, seed++);
     check_shape(1, 256, 1, seed++);      // one 256-column span, one row
@@ -129,6 +120,7 @@ TEST(CudaMatmulQ8r, MatchesReferenceAndGgufKernel) {
 // (q8r_pipe_kernel): the last shape has more row blocks than fit on an H200 at once.
 TEST(CudaMatmulQ8r, TokenResultsDoNotDependOnTheBatch) {
     DS4_REQUIRE_GPU();
+    const ExactQ8r exact;
     for (const auto& [rows, cols] : {std::pair<uint64_t, uint64_t>{4100, 1024}, {300, 4096}, {40, 8192},
                                      {7, 16384}, {70, 768}, {32771, 1024}, {4099, 8192}}) {
         SCOPED_TRACE(cat("rows=", rows, " cols=", cols));
@@ -147,6 +139,7 @@ TEST(CudaMatmulQ8r, TokenResultsDoNotDependOnTheBatch) {
 
 TEST(CudaMatmulQ8r, GroupedLaunchEqualsOneCallPerGroup) {
     DS4_REQUIRE_GPU();
+    const ExactQ8r exact;
     constexpr uint32_t kGroups = 3, kTok = 5;
     const uint64_t rows = 96, cols = 4096;
     const Q8Matrix m = make_q8(kGroups * rows, cols, 42);
@@ -173,6 +166,7 @@ TEST(CudaMatmulQ8r, GroupedLaunchEqualsOneCallPerGroup) {
 
 TEST(CudaMatmulQ8r, BadShapesAreErrors) {
     DS4_REQUIRE_GPU();
+    const ExactQ8r exact;
     EXPECT_TRUE(q8r_applies(GgmlType::Q8_0, 4096));
     EXPECT_FALSE(q8r_applies(GgmlType::Q8_0, 4000));
     EXPECT_FALSE(q8r_applies(GgmlType::Q8_0, 65536));
