@@ -37,6 +37,16 @@ uint32_t device_sm_count() {
     return n;
 }
 
+int device_cc_major_or_zero() {
+    int dev = 0, major = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    return major;
+}
+
 DeviceInfo device_info(int ordinal) {
     cudaDeviceProp p{};
     DS4_CUDA_CHECK(cudaGetDeviceProperties(&p, ordinal));

@@ -33,6 +33,9 @@ DeviceInfo device_info(int ordinal = 0);
 // default 48 KB check it, so that a smaller card takes another path (or a smaller tile)
 // instead of failing at cudaFuncSetAttribute.
 uint64_t device_smem_optin();
+// The current device's compute capability major, 0 without a usable device (the error
+// cleared, never throws): for the switches that pick a kernel family by architecture.
+int device_cc_major_or_zero();
 // The current device's streaming multiprocessors, asked once (grid sizes by the card).
 uint32_t device_sm_count();
 // Blocks of `threads` threads of `kernel` that fit the current device at once (at least

@@ -216,14 +216,7 @@ __global__ void __launch_bounds__(kWarps * 32, 2) q8r_tc_kernel(const Plan p) {
 }
 
 bool tc_from_env_and_device() {
-    if (!env_switch_on("DS4_CUDA_Q8T")) return false;
-    int dev = 0, major = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
-        cudaGetLastError();
-        return false;
-    }
-    return major >= 8;
+    return env_switch_on("DS4_CUDA_Q8T") && device_cc_major_or_zero() >= 8;
 }
 
 template <uint32_t P>

@@ -3,6 +3,7 @@
 
 #include <cuda_runtime.h>
 
+#include "cuda/device.h"
 #include "cuda/pdl.h"
 #include "cuda/env_switch.h"
 
@@ -11,16 +12,7 @@ namespace {
 
 std::atomic<int> g_pdl{-1};  // -1: not decided yet
 
-bool pdl_from_env_and_device() {
-    if (!env_switch_on("DS4_CUDA_PDL")) return false;
-    int dev = 0, major = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
-        cudaGetLastError();
-        return false;
-    }
-    return major >= 9;
-}
+bool pdl_from_env_and_device() { return env_switch_on("DS4_CUDA_PDL") && device_cc_major_or_zero() >= 9; }
 
 }  // namespace
 

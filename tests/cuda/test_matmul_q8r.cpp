@@ -23,6 +23,7 @@ namespace {
 using test::make_q8;
 using test::Q8Matrix;
 using test::repacked;
+using test::run_q8r;
 
 struct ExactQ8r {
     ExactQ8r() { set_q8r_tc(false); }
@@ -49,16 +50,6 @@ std::vector<uint8_t> expected_repack(const Q8Matrix& m) {
         }
     }
     return out;
-}
-
-std::vector<float> run_q8r(const DeviceBuffer<uint8_t>& w, const Q8Matrix& m, const std::vector<float>& x,
-                           uint32_t n_tok) {
-    DeviceBuffer<float> dx = to_device<float>(x);
-    DeviceBuffer<float> dy(n_tok * m.rows);
-    dy.fill_bytes(0xff);  // NaN poison: every output must be written
-    matmul_q8r(w.data(), m.rows, m.cols, dx.data(), m.cols, dy.data(), m.rows, n_tok, nullptr);
-    DS4_CUDA_CHECK(cudaDeviceSynchronize());
-    return dy.download();
 }
 
 TEST(CudaMatmulQ8r, RepackGivesTheDocumentedBytes) {
@@ -124,16 +115,7 @@ TEST(CudaMatmulQ8r, TokenResultsDoNotDependOnTheBatch) {
     for (const auto& [rows, cols] : {std::pair<uint64_t, uint64_t>{4100, 1024}, {300, 4096}, {40, 8192},
                                      {7, 16384}, {70, 768}, {32771, 1024}, {4099, 8192}}) {
         SCOPED_TRACE(cat("rows=", rows, " cols=", cols));
-        const Q8Matrix m = make_q8(rows, cols, static_cast<uint32_t>(rows + cols));
-        const DeviceBuffer<uint8_t> w = repacked(m);
-        constexpr uint32_t kTok = 15;
-        const std::vector<float> x = test::random_floats(kTok * cols, 5);
-        const std::vector<float> all = run_q8r(w, m, x, kTok);
-        for (uint32_t t = 0; t < kTok; ++t) {
-            const std::vector<float> xt(x.begin() + t * cols, x.begin() + (t + 1) * cols);
-            const std::vector<float> one = run_q8r(w, m, xt, 1);
-            ASSERT_EQ(0, std::memcmp(one.data(), all.data() + t * rows, rows * sizeof(float))) << "token " << t;
-        }
+        test::expect_tokens_independent(make_q8(rows, cols, static_cast<uint32_t>(rows + cols)));
     }
 }
 

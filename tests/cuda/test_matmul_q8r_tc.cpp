@@ -21,6 +21,7 @@ namespace {
 using test::make_q8;
 using test::Q8Matrix;
 using test::repacked;
+using test::run_q8r;
 
 // The path on for the test, single tokens included (and back to the defaults after).
 struct TcOn {
@@ -30,15 +31,6 @@ struct TcOn {
     }
     ~TcOn() { set_q8r_tc_min_tokens(kQ8rTcMinTokens); }
 };
-
-std::vector<float> run(const DeviceBuffer<uint8_t>& w, const Q8Matrix& m,
-                       const std::vector<float>& x, uint32_t n_tok) {
-    DeviceBuffer<float> dx = to_device<float>(x), dy(n_tok * m.rows);
-    dy.fill_bytes(0xff);  // NaN poison: every output must be written
-    matmul_q8r(w.data(), m.rows, m.cols, dx.data(), m.cols, dy.data(), m.rows, n_tok, nullptr);
-    DS4_CUDA_CHECK(cudaDeviceSynchronize());
-    return dy.download();
-}
 
 // |y - ref| <= 2^-10 · Σ|w · x|: each activation rounded to f16 (2^-11 relative), products
 // and sums in f32.
@@ -75,7 +67,7 @@ TEST(CudaMatmulQ8rTc, MatchesReferenceWithinHalfPrecision) {
         for (const uint32_t n_tok : {1u, 3u, 8u, 13u}) {
             SCOPED_TRACE(cat("rows=", rows, " cols=", cols, " n_tok=", n_tok));
             const std::vector<float> x = test::random_floats(n_tok * cols, n_tok + 3);
-            EXPECT_EQ(count_bad(m, x, run(w, m, x, n_tok), n_tok), 0);
+            EXPECT_EQ(count_bad(m, x, run_q8r(w, m, x, n_tok), n_tok), 0);
         }
     }
 }
@@ -93,7 +85,7 @@ TEST(CudaMatmulQ8rTc, EachBlockScaledByItsOwnPowerOfTwo) {
     for (uint32_t t = 0; t < 4; ++t)
         for (uint64_t c = 0; c < cols; ++c)
             x[t * cols + c] *= mul[t] * (c / 32 % 3 == 1 ? 1e-12f : 1.f);
-    EXPECT_EQ(count_bad(m, x, run(w, m, x, 4), 4), 0);
+    EXPECT_EQ(count_bad(m, x, run_q8r(w, m, x, 4), 4), 0);
 }
 
 // Against the exact kernels: close, and not equal (the tensor-core path really ran).
@@ -105,9 +97,9 @@ TEST(CudaMatmulQ8rTc, DiffersFromTheExactKernelsOnlyByRounding) {
     const DeviceBuffer<uint8_t> w = repacked(m);
     const std::vector<float> x = test::random_floats(2 * cols, 22);
     set_q8r_tc(false);
-    const std::vector<float> exact = run(w, m, x, 2);
+    const std::vector<float> exact = run_q8r(w, m, x, 2);
     set_q8r_tc(true);
-    const std::vector<float> tc = run(w, m, x, 2);
+    const std::vector<float> tc = run_q8r(w, m, x, 2);
     uint64_t differ = 0;
     for (size_t i = 0; i < exact.size(); ++i) differ += exact[i] != tc[i] ? 1 : 0;
     EXPECT_GT(differ, exact.size() / 2);
@@ -122,17 +114,7 @@ TEST(CudaMatmulQ8rTc, TokenResultsDoNotDependOnTheBatch) {
     for (const auto& [rows, cols] :
          {std::pair<uint64_t, uint64_t>{1040, 1024}, {300, 4096}, {160, 8192}, {70, 16384}}) {
         SCOPED_TRACE(cat("rows=", rows, " cols=", cols));
-        const Q8Matrix m = make_q8(rows, cols, static_cast<uint32_t>(rows + cols));
-        const DeviceBuffer<uint8_t> w = repacked(m);
-        constexpr uint32_t kTok = 15;
-        const std::vector<float> x = test::random_floats(kTok * cols, 5);
-        const std::vector<float> all = run(w, m, x, kTok);
-        for (uint32_t t = 0; t < kTok; ++t) {
-            const std::vector<float> xt(x.begin() + t * cols, x.begin() + (t + 1) * cols);
-            const std::vector<float> one = run(w, m, xt, 1);
-            ASSERT_EQ(0, std::memcmp(one.data(), all.data() + t * rows, rows * sizeof(float)))
-                << "token " << t;
-        }
+        test::expect_tokens_independent(make_q8(rows, cols, static_cast<uint32_t>(rows + cols)));
     }
 }
 
@@ -186,7 +168,7 @@ TEST(CudaMatmulQ8rTc, GroupsAndPartsEqualTheirOwnCalls) {
     matmul_q8r_multi(prods, cols, dx.data(), cols, kTok, nullptr);
     DS4_CUDA_CHECK(cudaDeviceSynchronize());
     for (size_t i = 0; i < rows.size(); ++i) {
-        const std::vector<float> merged = ys[i].download(), own = run(ws[i], ms[i], x, kTok);
+        const std::vector<float> merged = ys[i].download(), own = run_q8r(ws[i], ms[i], x, kTok);
         ASSERT_EQ(0, std::memcmp(merged.data(), own.data(), own.size() * sizeof(float)))
             << "part " << i;
     }
