@@ -4,6 +4,7 @@
 // many sequences (64-token prompts, prefilled in one step) decoding together for
 // DECODE_TOKENS steps (aggregate tokens/s). Prints tokens/s and ms per token and per
 // layer. A smoke benchmark for scripts/gpu-check.sh, not ds4-bench's frontier method.
+// DS4_TRACE_DECODE=N prints the kernel timeline of the last N batch-1 decode steps.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -14,9 +15,12 @@
 
 #include <cuda_profiler_api.h>
 
+#include <memory>
+
 #include "cuda/device.h"
 #include "ds4/engine.h"
 #include "ds4/error.h"
+#include "kernel_trace.h"
 
 namespace {
 
@@ -88,8 +92,18 @@ int run(int argc, char** argv) {
     t0 = std::chrono::steady_clock::now();
     uint64_t fnv =
         14695981039346656037ull;  // of every decode step's logit bits: equal runs, equal sums
+    // DS4_TRACE_DECODE=N: the kernel timeline of the last N batch-1 decode steps
+    // (kernel_trace.h: CUPTI, graphs and PDL overlap as they ran)
+    const char* trace_env = std::getenv("DS4_TRACE_DECODE");
+    const uint32_t n_trace = trace_env != nullptr ? static_cast<uint32_t>(std::stoul(trace_env)) : 0;
+    std::unique_ptr<ds4::cuda::test::KernelTrace> trace;
+    if (n_trace != 0) trace = std::make_unique<ds4::cuda::test::KernelTrace>();
     for (uint32_t i = 0; i < n_decode; ++i) {
         if (n_prof != 0 && i + n_prof == n_decode) cudaProfilerStart();
+        if (trace && i + n_trace == n_decode) {
+            cudaDeviceSynchronize();
+            trace->start();
+        }
         b.clear();
         b.add_token(seq, next);
         eng.step(b, out);
@@ -98,6 +112,11 @@ int run(int argc, char** argv) {
     }
     if (n_prof != 0) cudaProfilerStop();
     const double decode_s = seconds_since(t0);
+    if (trace) {
+        cudaDeviceSynchronize();
+        trace->stop();
+        trace->print(stdout, std::min(n_trace, n_decode));
+    }
     std::printf("prefill %u tokens: %.3f s, %.1f t/s\n", n_prompt, prefill_s, n_prompt / prefill_s);
     std::printf("decode %u tokens at batch 1: %.2f ms/token, %.1f t/s, %.3f ms per layer\n", n_decode,
                 1e3 * decode_s / n_decode, n_decode / decode_s, 1e3 * decode_s / n_decode / m.n_layer);
