@@ -94,6 +94,11 @@ run() {
             --layers "$FULL_LAYERS" --fast-random-blocks --quiet
         step bench-forward-full "$BIN/ds4-bench-cuda-forward" "$full" "${FULL_PROMPT:-256}" "${FULL_DECODE:-32}" \
             ${FULL_BATCHES:-8 32 64}
+        # the real kernel timeline of 4 batch-1 decode steps (CUPTI; tests/cuda/kernel_trace.h)
+        : "${DS4_CUPTI:=$(find / -name 'libcupti.so.13*' -not -path '/proc/*' 2>/dev/null | head -1)}"
+        if [ -n "$DS4_CUPTI" ]; then
+            DS4_CUPTI=$DS4_CUPTI DS4_TRACE_DECODE=4 step trace-decode-full "$BIN/ds4-bench-cuda-forward" "$full" 64 16
+        fi
     fi
     return $rc
 }
