@@ -62,7 +62,9 @@ bool q8r_applies(GgmlType t, uint64_t cols);
 void q8r_repack(void* w, uint64_t rows, uint64_t cols, cudaStream_t s);
 // matmul() for repacked Q8_0 rows (w 16-byte aligned), same contract and exact-path
 // arithmetic (codes dequantized to f32, f32 activations and sums); a token's results do
-// not depend on the other tokens of the call. matmul_q8r_groups: matmul_groups' n_mat
+// not depend on the other tokens of the call. Exception: passes of 2+ tokens through a
+// matrix that q8r_tc_takes go to the tensor cores (matmul_q8r_tc.h: f16 activations,
+// within 2^-10 · Σ|w·x|; off with DS4_CUDA_Q8T=0), matmul_q8r_multi's parts likewise. matmul_q8r_groups: matmul_groups' n_mat
 // products in one launch, each bitwise equal to its own matmul_q8r call.
 void matmul_q8r(const void* w, uint64_t rows, uint64_t cols, const float* x, uint64_t x_stride, float* y,
                 uint64_t y_stride, uint32_t n_tok, cudaStream_t s);
