@@ -4,6 +4,7 @@
 
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -13,6 +14,7 @@
 #include <vector>
 
 #include "cuda/check.h"
+#include "cuda/env_switch.h"
 
 namespace ds4::cuda {
 
@@ -36,6 +38,29 @@ uint64_t device_smem_optin();
 // The current device's compute capability major, 0 without a usable device (the error
 // cleared, never throws): for the switches that pick a kernel family by architecture.
 int device_cc_major_or_zero();
+
+// A kernel family's switch: on unless $env is "0", and only on a device of compute
+// capability min_cc_major or newer; decided at first use. set(): on (still subject to
+// both) or off for the launches that follow (the forward when it opens, tests).
+class DeviceSwitch {
+public:
+    constexpr DeviceSwitch(const char* env, int min_cc_major) : env_(env), min_cc_(min_cc_major) {}
+    bool on() {
+        int v = state_.load(std::memory_order_relaxed);
+        if (v < 0) {
+            v = allowed() ? 1 : 0;
+            state_.store(v, std::memory_order_relaxed);
+        }
+        return v != 0;
+    }
+    void set(bool on) { state_.store(on && allowed() ? 1 : 0, std::memory_order_relaxed); }
+
+private:
+    bool allowed() const { return env_switch_on(env_) && device_cc_major_or_zero() >= min_cc_; }
+    const char* env_;
+    int min_cc_;
+    std::atomic<int> state_{-1};  // -1: not decided yet
+};
 // The current device's streaming multiprocessors, asked once (grid sizes by the card).
 uint32_t device_sm_count();
 // Blocks of `threads` threads of `kernel` that fit the current device at once (at least

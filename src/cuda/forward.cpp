@@ -490,7 +490,8 @@ Forward::Forward(const cpu::CpuModel& model) : impl_(std::make_unique<Impl>(requ
     impl_->q8_experts = env_switch_on("DS4_CUDA_Q8_EXPERTS");
     // (here, not at first launch: ds4-bench --env-sweep pairs them)
     set_q8r_tc(env_switch_on("DS4_CUDA_Q8T"));
-    set_q8r_tc_min_tokens(env_u32("DS4_CUDA_Q8T_MIN") != 0 ? env_u32("DS4_CUDA_Q8T_MIN") : kQ8rTcMinTokens);
+    const uint32_t tc_min = env_u32("DS4_CUDA_Q8T_MIN");
+    set_q8r_tc_min_tokens(tc_min != 0 ? tc_min : kQ8rTcMinTokens);
     const char* fast = std::getenv("DS4_CUDA_FAST_EXPERTS");
     impl_->fast_experts = fast != nullptr && std::string_view(fast) == "1";
 }

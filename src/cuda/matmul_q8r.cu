@@ -491,10 +491,15 @@ void matmul_q8r_multi(std::span<const Q8rProduct> parts, uint64_t cols, const fl
         if (p.rows > 0x7fffffffu) fail("cuda matmul_q8r_multi: ", p.rows, " rows, at most 2^31 - 1");
     }
     const uint64_t span = span_of(cols), spans = cols / span;
-    // the large parts on the tensor cores, 8 a launch
+    // the large parts on the tensor cores, 8 a launch; the others by split below
     std::vector<Q8rTcPart> tc;
-    for (const Q8rProduct& p : parts)
-        if (q8r_tc_takes(p.rows, cols, n_tok)) tc.push_back(Q8rTcPart{p.w, p.rows, x, p.y, p.y_stride});
+    std::vector<const Q8rProduct*> exact;
+    for (const Q8rProduct& p : parts) {
+        if (q8r_tc_takes(p.rows, cols, n_tok))
+            tc.push_back(Q8rTcPart{p.w, p.rows, x, p.y, p.y_stride});
+        else if (p.rows != 0)
+            exact.push_back(&p);
+    }
     for (size_t i = 0; i < tc.size(); i += 8)
         matmul_q8r_tc(std::span(tc).subspan(i, std::min<size_t>(8, tc.size() - i)), cols, n_tok, x_stride, s);
     for (const int wpr : {1, 2, 4, 8}) {
@@ -511,10 +516,10 @@ void matmul_q8r_multi(std::span<const Q8rProduct> parts, uint64_t cols, const fl
             });
             tab.n = 0;
         };
-        for (const Q8rProduct& p : parts) {
-            if (p.rows == 0 || q8r_tc_takes(p.rows, cols, n_tok) || warps_per_row(p.rows, spans) != wpr) continue;
-            tab.part[tab.n++] = Part{static_cast<const uint8_t*>(p.w), p.y, p.y_stride,
-                                     static_cast<uint32_t>(p.rows), 0};
+        for (const Q8rProduct* p : exact) {
+            if (warps_per_row(p->rows, spans) != wpr) continue;
+            tab.part[tab.n++] = Part{static_cast<const uint8_t*>(p->w), p->y, p->y_stride,
+                                     static_cast<uint32_t>(p->rows), 0};
             if (tab.n == kMaxParts) flush();
         }
         flush();

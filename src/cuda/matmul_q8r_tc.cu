@@ -19,7 +19,6 @@
 #include "cuda/check.h"
 #include "cuda/device.h"
 #include "cuda/device_math.cuh"
-#include "cuda/env_switch.h"
 #include "cuda/mma_s8.cuh"
 #include "cuda/pdl.cuh"
 #include "ds4/error.h"
@@ -35,7 +34,7 @@ constexpr uint32_t kMaxParts = 8;
 constexpr uint64_t kMaxCols = 16384;
 constexpr uint64_t kMinWeights = uint64_t{1} << 20;
 
-std::atomic<int> g_on{-1};  // -1: not decided yet
+DeviceSwitch g_on("DS4_CUDA_Q8T", 8);
 
 struct Part {
     const uint8_t* w = nullptr;
@@ -215,10 +214,6 @@ __global__ void __launch_bounds__(kWarps * 32, 2) q8r_tc_kernel(const Plan p) {
     }
 }
 
-bool tc_from_env_and_device() {
-    return env_switch_on("DS4_CUDA_Q8T") && device_cc_major_or_zero() >= 8;
-}
-
 template <uint32_t P>
 void launch(const Plan& p, uint32_t blocks, uint32_t chunks, cudaStream_t s) {
     launch_pdl("launch of q8r_tc_kernel", q8r_tc_kernel<P>, dim3(blocks, chunks), dim3(kWarps * 32),
@@ -227,18 +222,8 @@ void launch(const Plan& p, uint32_t blocks, uint32_t chunks, cudaStream_t s) {
 
 }  // namespace
 
-bool q8r_tc_enabled() {
-    int v = g_on.load(std::memory_order_relaxed);
-    if (v < 0) {
-        v = tc_from_env_and_device() ? 1 : 0;
-        g_on.store(v, std::memory_order_relaxed);
-    }
-    return v != 0;
-}
-
-void set_q8r_tc(bool on) {
-    g_on.store(on && tc_from_env_and_device() ? 1 : 0, std::memory_order_relaxed);
-}
+bool q8r_tc_enabled() { return g_on.on(); }
+void set_q8r_tc(bool on) { g_on.set(on); }
 void set_q8r_tc_min_tokens(uint32_t n) {
     g_min_tokens.store(std::max(n, 1u), std::memory_order_relaxed);
 }

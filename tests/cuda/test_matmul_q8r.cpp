@@ -18,13 +18,13 @@
 namespace ds4::cuda {
 namespace {
 
-// These tests are of the exact kernels: the large shapes' tensor-core path
-// (matmul_q8r_tc.h, tests/cuda/test_matmul_q8r_tc.cpp) is off while they run.
 using test::make_q8;
 using test::Q8Matrix;
 using test::repacked;
 using test::run_q8r;
 
+// These tests are of the exact kernels: the large shapes' tensor-core path
+// (matmul_q8r_tc.h, tests/cuda/test_matmul_q8r_tc.cpp) is off while they run.
 struct ExactQ8r {
     ExactQ8r() { set_q8r_tc(false); }
     ~ExactQ8r() { set_q8r_tc(true); }
