@@ -406,11 +406,10 @@ uint64_t tile_bytes(uint32_t heads, uint32_t hd, uint64_t cap_rows) {
 }
 
 // The most heads per block (≤ max_heads of 8, 4, 2) that divide n_head, whose shared
-// memory fits and that still give min_blocks blocks (by default two per SM: a few tokens
-// run faster one block per head); 0: none.
+// memory fits and that still give min_blocks blocks (kTileAuto: the most heads, however
+// few blocks: every head of a group reads each row value once); 0: none.
 uint32_t tile_heads(const BatchPass& p, const BatchAttend& a) {
-    uint64_t min_blocks = g_tile.min_blocks;
-    if (min_blocks == kTileAuto) min_blocks = 2 * uint64_t{device_sm_count()};
+    const uint64_t min_blocks = g_tile.min_blocks == kTileAuto ? 1 : g_tile.min_blocks;
     for (uint32_t h : {8u, 4u, 2u})
         if (h <= g_tile.max_heads && a.n_head % h == 0 && tile_bytes(h, a.hd, a.cap_rows) <= kMaxTileBytes &&
             uint64_t{a.n_head / h} * p.n >= min_blocks)

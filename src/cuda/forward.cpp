@@ -400,12 +400,27 @@ bool Forward::Impl::graphable(uint32_t n) const {
     return true;
 }
 
-void Forward::Impl::layers_and_head(uint32_t n) {
-    for (uint32_t il = 0; il < hp.n_layer; ++il) {
+void Forward::Impl::layers_and_head(uint32_t n) { layers_and_head(n, 0, hp.n_layer); }
+
+// Layers [first, end), and the head when end is the last layer.
+void Forward::Impl::layers_and_head(uint32_t n, uint32_t first, uint32_t end) {
+    for (uint32_t il = first; il < end; ++il) {
         attention(il, n);
         moe_layer(il, n);
     }
-    head(host_rows);
+    if (end == hp.n_layer) head(host_rows);
+}
+
+// The pass as graphs of graph_part_layers layers each (kGraphPartLayers: the GPU starts on
+// the first part while the host launches the rest).
+std::vector<GraphExec> Forward::Impl::capture_pass(uint32_t n) {
+    std::vector<GraphExec> parts;
+    const uint32_t step = std::max(graph_part_layers, 1u);
+    for (uint32_t first = 0; first < hp.n_layer; first += step) {
+        const uint32_t end = std::min(hp.n_layer, first + step);
+        parts.push_back(capture_graph(stream.get(), [&] { layers_and_head(n, first, end); }));
+    }
+    return parts;
 }
 
 // The layers and the head of a pass (inputs already uploaded): replayed from a cached
@@ -422,7 +437,7 @@ void Forward::Impl::run_pass(uint32_t n, bool graph) {
     const auto it = std::find_if(graphs.begin(), graphs.end(), [&](const CachedGraph& g) { return g.key == key; });
     if (it != graphs.end()) {
         it->last_use = ++graph_clock;
-        it->exec.launch(stream.get());
+        for (const GraphExec& part : it->parts) part.launch(stream.get());
         ++graph_stats.replays;
         return;
     }
@@ -439,9 +454,9 @@ void Forward::Impl::run_pass(uint32_t n, bool graph) {
         graphs.erase(std::min_element(graphs.begin(), graphs.end(), [](const CachedGraph& a, const CachedGraph& b) {
             return a.last_use < b.last_use;
         }));
-    GraphExec exec;
+    std::vector<GraphExec> parts;
     try {
-        exec = capture_graph(stream.get(), [&] { layers_and_head(n); });
+        parts = capture_pass(n);
     } catch (const Error&) {
         // nothing ran during the capture: launch one by one from now on (a real launch
         // error then surfaces there)
@@ -450,9 +465,10 @@ void Forward::Impl::run_pass(uint32_t n, bool graph) {
         ++graph_stats.failed;
         return layers_and_head(n);
     }
-    CachedGraph g{std::move(key), std::move(exec), ++graph_clock};
+    CachedGraph g{std::move(key), std::move(parts), ++graph_clock};
     ++graph_stats.captures;
-    g.exec.launch(stream.get());
+    graph_stats.parts = g.parts.size();
+    for (const GraphExec& part : g.parts) part.launch(stream.get());
     ++graph_stats.replays;
     graphs.push_back(std::move(g));
 }
@@ -492,6 +508,10 @@ Forward::Forward(const cpu::CpuModel& model) : impl_(std::make_unique<Impl>(requ
     set_q8r_tc(env_switch_on("DS4_CUDA_Q8T"));
     const uint32_t tc_min = env_u32("DS4_CUDA_Q8T_MIN");
     set_q8r_tc_min_tokens(tc_min != 0 ? tc_min : kQ8rTcMinTokens);
+    // batched attention's kernel choice, for tuning: only where set (tests set them directly)
+    if (const uint32_t v = env_u32("DS4_CUDA_ATTN_MMA_MIN"); v != 0) set_batch_attend_mma(v);
+    if (const uint32_t v = env_u32("DS4_CUDA_ATTN_TILE_BLOCKS"); v != 0)
+        set_batch_attend_tile({batch_attend_tile().max_heads, v});
     const char* fast = std::getenv("DS4_CUDA_FAST_EXPERTS");
     impl_->fast_experts = fast != nullptr && std::string_view(fast) == "1";
 }

@@ -149,6 +149,7 @@ public:
         uint64_t replays = 0;   // passes run as a graph launch (including each capture's first)
         uint64_t eager = 0;     // graphable passes run one launch at a time (a key seen once)
         uint64_t failed = 0;    // captures that failed (graphs are then off for this Forward)
+        uint64_t parts = 0;     // graphs the last capture made (layers in parts, kGraphPartLayers)
     };
     GraphStats graph_stats() const;
 

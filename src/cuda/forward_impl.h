@@ -112,9 +112,10 @@ struct GraphKey {
     bool operator==(const GraphKey&) const = default;
 };
 
+// A pass's graph in parts of a few layers each (the last one ends with the head).
 struct CachedGraph {
     GraphKey key;
-    GraphExec exec;
+    std::vector<GraphExec> parts;
     uint64_t last_use = 0;
 };
 
@@ -124,6 +125,18 @@ constexpr uint32_t kMaxGraphTokens = 64;     // larger passes are not launch bou
 constexpr uint32_t kIndexGrain = 1024;       // indexer grids grow in steps of this many rows
 
 inline bool graphs_from_env() { return env_switch_on("DS4_CUDA_GRAPH"); }
+
+// (issue 8) A captured pass is launched as graphs of this many layers each. Launching a
+// graph costs the host ~1-3 µs per kernel before its first kernel starts: one graph for
+// the whole 43-layer pass (~1150 kernels) left the GPU idle for milliseconds a step.
+// With parts, the GPU runs the first while the host launches the next (the host launches
+// faster than the GPU runs). DS4_CUDA_GRAPH_LAYERS=N: N layers a part (N >= the layer
+// count: one graph).
+constexpr uint32_t kGraphPartLayers = 4;
+inline uint32_t graph_part_layers_from_env() {
+    const uint32_t v = env_u32("DS4_CUDA_GRAPH_LAYERS");
+    return v != 0 ? v : kGraphPartLayers;
+}
 
 // (issue 8) the stateful attention part batched over a pass's tokens (attention_batch.h)
 // for passes of at least this many tokens; DS4_CUDA_BATCH_ATTN=0: token by token always,
@@ -239,6 +252,7 @@ struct Forward::Impl {
 
     // CUDA graphs of whole passes (layers + head), replayed when a key repeats
     bool use_graphs = graphs_from_env();
+    uint32_t graph_part_layers = graph_part_layers_from_env();
     std::vector<CachedGraph> graphs;
     std::vector<GraphKey> seen;  // keys of the last few eager passes: captured when one comes again
     uint64_t graph_clock = 0;
@@ -457,6 +471,8 @@ struct Forward::Impl {
     bool graphable(uint32_t n) const;
     void run_pass(uint32_t n, bool graph);
     void layers_and_head(uint32_t n);
+    void layers_and_head(uint32_t n, uint32_t first, uint32_t end);
+    std::vector<GraphExec> capture_pass(uint32_t n);
     void check_chunk(const cpu::KvState& state, uint64_t pos, uint32_t n, std::span<const int32_t> tokens,
                      std::span<const uint32_t> logit_rows, std::span<float> logits) const;
     void embed(std::span<const int32_t> tokens);

@@ -20,7 +20,7 @@
 #include "cuda/device.h"
 #include "ds4/engine.h"
 #include "ds4/error.h"
-#include "kernel_trace.h"
+#include "cuda/kernel_trace.h"
 
 namespace {
 
@@ -96,8 +96,8 @@ int run(int argc, char** argv) {
     // (kernel_trace.h: CUPTI, graphs and PDL overlap as they ran)
     const char* trace_env = std::getenv("DS4_TRACE_DECODE");
     const uint32_t n_trace = trace_env != nullptr ? static_cast<uint32_t>(std::stoul(trace_env)) : 0;
-    std::unique_ptr<ds4::cuda::test::KernelTrace> trace;
-    if (n_trace != 0) trace = std::make_unique<ds4::cuda::test::KernelTrace>();
+    std::unique_ptr<ds4::cuda::KernelTrace> trace;
+    if (n_trace != 0) trace = std::make_unique<ds4::cuda::KernelTrace>();
     for (uint32_t i = 0; i < n_decode; ++i) {
         if (n_prof != 0 && i + n_prof == n_decode) cudaProfilerStart();
         if (trace && i + n_trace == n_decode) {
@@ -131,6 +131,9 @@ int run(int argc, char** argv) {
     // shifted by the sequence index), so their routing spreads over the experts as unrelated
     // requests do; by default they share one prompt and mostly one set of experts.
     const bool distinct = std::getenv("DS4_BENCH_DISTINCT_PROMPTS") != nullptr;
+    // DS4_TRACE_BATCH=N: the kernel timeline of the last N decode steps of each BATCH.
+    const char* trace_b_env = std::getenv("DS4_TRACE_BATCH");
+    const uint32_t n_trace_b = trace_b_env != nullptr ? static_cast<uint32_t>(std::stoul(trace_b_env)) : 0;
     for (int a = 4; a < argc; ++a) {
         const auto batch = static_cast<uint32_t>(std::stoul(argv[a]));
         std::vector<ds4::SequenceId> seqs(batch);
@@ -156,6 +159,11 @@ int run(int argc, char** argv) {
         t0 = std::chrono::steady_clock::now();
         for (uint32_t step = 0; step < n_decode; ++step) {
             if (n_prof_b != 0 && step + n_prof_b == n_decode) cudaProfilerStart();
+            if (n_trace_b != 0 && step + n_trace_b == n_decode) {
+                cudaDeviceSynchronize();
+                if (!trace) trace = std::make_unique<ds4::cuda::KernelTrace>();
+                trace->start();
+            }
             b.clear();
             for (uint32_t i = 0; i < batch; ++i) b.add_token(seqs[i], next_tokens[i]);
             eng.step(b, out);
@@ -165,6 +173,12 @@ int run(int argc, char** argv) {
         }
         const double s = seconds_since(t0);
         if (n_prof_b != 0) cudaProfilerStop();
+        if (n_trace_b != 0 && trace) {
+            cudaDeviceSynchronize();
+            trace->stop();
+            std::printf("# batch %u trace\n", batch);
+            trace->print(stdout, std::min(n_trace_b, n_decode));
+        }
         std::printf("batch %u: prefill %u x %u tokens %.3f s; decode %.2f ms/step, aggregate %.1f t/s (%.1f t/s per sequence); host argmax %.2f ms/step\n",
                     batch, batch, std::min<uint32_t>(n_prompt, 64), batch_prefill_s, 1e3 * s / n_decode,
                     batch * n_decode / s, n_decode / s, 1e3 * argmax_s / n_decode);

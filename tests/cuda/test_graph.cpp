@@ -122,6 +122,37 @@ TEST_F(CudaGraph, DecodeStepsMatchEagerBitwise) {
     }
 }
 
+// A pass captured as one graph per layer (DS4_CUDA_GRAPH_LAYERS=1) replays the same
+// launches as the eager pass, split at layer boundaries: bitwise the same logits, also
+// across the indexer's switch (a new key, a new capture).
+TEST_F(CudaGraph, PassInOneGraphPerLayerMatchesEagerBitwise) {
+    const Demo& d = *demo_;
+    constexpr uint32_t kEnd = 90;
+    const uint32_t V = d.hp().n_vocab;
+    ::setenv("DS4_CUDA_GRAPH_LAYERS", "1", 1);
+    Forward parts(*d.model);
+    ::unsetenv("DS4_CUDA_GRAPH_LAYERS");
+    Forward eager(*d.model);
+    parts.set_graphs(true);
+    eager.set_graphs(false);
+    cpu::KvState sp(d.hp(), 256), se(d.hp(), 256);
+    const uint32_t row0[] = {0};
+    std::vector<float> vp(V), ve(V);
+    size_t differ = 0;
+    for (uint32_t p = 0; p < kEnd; ++p) {
+        const int32_t tok = d.token(p);
+        parts.eval(sp, p, {&tok, 1}, row0, vp);
+        eager.eval(se, p, {&tok, 1}, row0, ve);
+        differ += bit_differences(vp, ve);
+    }
+    const Forward::GraphStats st = parts.graph_stats();
+    EXPECT_EQ(differ, 0u);
+    EXPECT_EQ(st.failed, 0u);
+    EXPECT_EQ(st.captures, 2u);  // indexer off, then on
+    EXPECT_EQ(st.parts, d.hp().n_layer);
+    EXPECT_EQ(st.replays, kEnd - 2);
+}
+
 // Three sequences at different positions decode together; sequence 1 leaves the batch
 // for 30 steps and comes back (other keys, graphs cached side by side).
 TEST_F(CudaGraph, BatchOfSequencesMatchesEagerBitwise) {

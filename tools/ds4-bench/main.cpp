@@ -66,6 +66,7 @@
 #include "synthetic.h"
 #ifdef DS4_BENCH_CUDA
 #include "cuda/ceiling.h"
+#include "cuda/kernel_trace.h"
 #endif
 
 #ifndef DS4_BENCH_DATA_DIR
@@ -394,15 +395,34 @@ double decode(Engine& engine, std::span<const SequenceId> seqs, std::span<const 
     for (uint32_t i = 0; i < seqs.size(); ++i) next[i] = ranked_non_eos(first_logits, eos, i);
     Batch batch;
     Logits logits;
+#ifdef DS4_BENCH_CUDA
+    // DS4_TRACE_DECODE=N (--cuda): the kernel timeline of the last N timed steps on stderr
+    // (cuda/kernel_trace.h); the traced steps run a little slower than untraced ones.
+    const char* trace_env = std::getenv("DS4_TRACE_DECODE");
+    const uint64_t n_trace = trace_env != nullptr ? std::min<uint64_t>(std::stoull(trace_env), gen_tokens) : 0;
+    std::optional<cuda::KernelTrace> trace;
+    if (n_trace != 0) trace.emplace();
+#endif
     auto t0 = Clock::now();
     for (uint64_t step = 0; step < warmup + gen_tokens; ++step) {
         if (step == warmup) t0 = Clock::now();
+#ifdef DS4_BENCH_CUDA
+        if (trace && step + n_trace == warmup + gen_tokens) trace->start();
+#endif
         batch.clear();
         for (size_t i = 0; i < seqs.size(); ++i) batch.add_token(seqs[i], next[i]);
         engine.step(batch, logits);
         argmax_rows(logits, eos, next);
     }
-    return seconds_since(t0);
+    const double s = seconds_since(t0);
+#ifdef DS4_BENCH_CUDA
+    if (trace) {
+        trace->stop();  // step() returned its logits: the traced work is done
+        std::fprintf(stderr, "# decode trace: batch %zu\n", seqs.size());
+        trace->print(stderr, static_cast<unsigned>(n_trace));
+    }
+#endif
+    return s;
 }
 
 bench::Row frontier_row(Walk& w, SequenceId seq, uint64_t from, uint64_t to) {

@@ -3,14 +3,16 @@
 // through CUPTI's activity records (libcupti from the CUDA toolkit, loaded at run time:
 // $DS4_CUPTI, else libcupti.so.13 / libcupti.so). ncu serializes launches, so it cannot
 // show what a kernel costs the step once its neighbours overlap it; here each kernel's
-// share of the step is how far it moves its stream's last end ("extends").
+// share of the step is how far it moves the GPU's last end ("extends"), and the time the
+// GPU sat idle (the host between steps) is its own figure. Used by ds4-bench and
+// ds4-bench-cuda-forward (DS4_TRACE_DECODE).
 #pragma once
 
 #include <cstdio>
 #include <memory>
 #include <string>
 
-namespace ds4::cuda::test {
+namespace ds4::cuda {
 
 class KernelTrace {
   public:
@@ -22,8 +24,8 @@ class KernelTrace {
 
     void start();  // records kernels from here
     void stop();   // until here (after the work is synchronized)
-    // Per kernel in end order (stream, start, end, extends, duration, name), then per
-    // kernel name: launches, sum of extends, sum of durations; times in µs from the first
+    // Per kernel in start order (stream, start, end, extends, duration, name), the step's
+    // wall time split into kernels and idle, then per kernel name: launches, sum of extends, sum of durations; times in µs from the first
     // start. `steps`: how many decode steps were traced (per-step averages).
     void print(std::FILE* out, unsigned steps) const;
 
@@ -32,4 +34,4 @@ class KernelTrace {
     std::unique_ptr<Impl> impl_;
 };
 
-}  // namespace ds4::cuda::test
+}  // namespace ds4::cuda

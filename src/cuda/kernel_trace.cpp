@@ -14,7 +14,7 @@
 
 #include "ds4/error.h"
 
-namespace ds4::cuda::test {
+namespace ds4::cuda {
 namespace {
 
 struct Kernel {
@@ -130,29 +130,34 @@ void KernelTrace::stop() {
     impl_->kernels = g_kernels;
 }
 
+// A kernel's share of the step is how far it moves the GPU's last end (all streams: a
+// graph's kernels report their own stream ids, and the side stream's work counts only where
+// the main one waits for it). Overlap with the kernel before (PDL) is free; an idle gap
+// before it (the host preparing the next step, launch latency) is counted apart.
 void KernelTrace::print(std::FILE* out, unsigned steps) const {
     std::vector<Kernel> ks = impl_->kernels;
     if (ks.empty()) {
         std::fprintf(out, "kernel trace: no kernels recorded\n");
         return;
     }
-    std::sort(ks.begin(), ks.end(), [](const Kernel& a, const Kernel& b) { return a.end < b.end; });
-    uint64_t t0 = ks.front().start;
-    for (const Kernel& k : ks) t0 = std::min(t0, k.start);
+    std::sort(ks.begin(), ks.end(), [](const Kernel& a, const Kernel& b) { return a.start < b.start; });
     struct Sum {
         unsigned n = 0;
         double extends = 0, busy = 0;
     };
     std::map<std::string, Sum> by_name;
-    std::map<uint32_t, uint64_t> last_end;  // per stream
-    double total_busy = 0;
-    std::fprintf(out, "# kernel trace: stream start_us end_us extends_us dur_us name\n");
+    const uint64_t t0 = ks.front().start;
+    uint64_t end = t0;
+    double total_busy = 0, idle = 0, largest_gap = 0;
+    std::fprintf(out, "# kernel trace: stream start_us end_us extends_us dur_us name (start order)\n");
     for (const Kernel& k : ks) {
-        // how far the stream's last end moves: overlap with the kernel before (PDL) is
-        // free, a gap before it (launch latency) is charged to it
-        const auto it = last_end.try_emplace(k.stream, k.start).first;
-        const double ext = (k.end - it->second) / 1e3;
-        it->second = k.end;
+        if (k.start > end) {
+            const double gap = (k.start - end) / 1e3;
+            idle += gap;
+            largest_gap = std::max(largest_gap, gap);
+        }
+        const double ext = k.end > end ? (k.end - std::max(end, k.start)) / 1e3 : 0;
+        end = std::max(end, k.end);
         const double dur = (k.end - k.start) / 1e3;
         Sum& s = by_name[k.name];
         ++s.n;
@@ -162,16 +167,19 @@ void KernelTrace::print(std::FILE* out, unsigned steps) const {
         std::fprintf(out, "trace %3u %9.2f %9.2f %7.2f %7.2f %s\n", k.stream, (k.start - t0) / 1e3,
                      (k.end - t0) / 1e3, ext, dur, k.name.c_str());
     }
-    const double wall = (ks.back().end - t0) / 1e3, per = steps > 0 ? steps : 1;
+    const double wall = (end - t0) / 1e3, per = steps > 0 ? steps : 1;
     std::vector<std::pair<std::string, Sum>> rows(by_name.begin(), by_name.end());
     std::sort(rows.begin(), rows.end(),
               [](const auto& a, const auto& b) { return a.second.extends > b.second.extends; });
-    std::fprintf(out, "# per step (%u traced): wall %.1f us, kernel time %.1f us, %zu kernels\n",
-                 steps, wall / per, total_busy / per, ks.size() / static_cast<size_t>(per));
+    std::fprintf(out,
+                 "# per step (%u traced): wall %.1f us = kernels extending %.1f + GPU idle %.1f (largest gap "
+                 "%.1f); kernel time %.1f us, %zu kernels\n",
+                 steps, wall / per, (wall - idle) / per, idle / per, largest_gap, total_busy / per,
+                 ks.size() / static_cast<size_t>(per));
     std::fprintf(out, "# launches extends_us dur_us name (per step)\n");
     for (const auto& [name, s] : rows)
         std::fprintf(out, "sum %5.1f %9.1f %9.1f %s\n", s.n / per, s.extends / per, s.busy / per,
                      name.c_str());
 }
 
-}  // namespace ds4::cuda::test
+}  // namespace ds4::cuda
