@@ -5,8 +5,8 @@
 // (heads × values). Every f32 operand is split into bf16 hi + lo (x − hi is exact in f32)
 // and each product is hi·hi + lo·hi + hi·lo, so products keep ~16 bits and sums stay f32:
 // within ~1e-5 of the exact kernels, not bitwise (another order of sums). Passes of fewer
-// than batch_attend_mma() tokens keep the exact kernels, as the F16 products do below
-// kF16MmaMinTokens, so a token's bits depend on its pass only through that one threshold.
+// than batch_attend_mma() tokens (kF16MmaMinTokens; decode batches kAttendMmaDecodeMinTokens)
+// keep the exact kernels, so a token's bits depend on its pass only through those thresholds.
 #include <cuda_bf16.h>
 
 #include <algorithm>
@@ -280,7 +280,11 @@ uint32_t batch_attend_mma() {
 }
 
 bool batch_attend_mma_launch(const BatchPass& p, const BatchAttend& a, cudaStream_t s) {
-    if (p.n == 0 || p.n < g_min_tokens || !mma::device_has_mma()) return false;
+    // a decode batch (one token a sequence) from kAttendMmaDecodeMinTokens
+    const uint32_t need = g_min_tokens != kAttendMmaOff && p.n_seg == p.n
+                              ? std::min(g_min_tokens, kAttendMmaDecodeMinTokens)
+                              : g_min_tokens;
+    if (p.n == 0 || p.n < need || !mma::device_has_mma()) return false;
     if (a.rope_dim % 2 != 0 || a.rope_dim > a.hd) return false;
     switch (a.hd) {
         case 64:

@@ -411,11 +411,10 @@ void Forward::Impl::layers_and_head(uint32_t n, uint32_t first, uint32_t end) {
     if (end == hp.n_layer) head(host_rows);
 }
 
-// The pass as graphs of graph_part_layers layers each (kGraphPartLayers: the GPU starts on
-// the first part while the host launches the rest).
+// The pass as graphs of graph_part_layers layers each (0: one graph; kGraphPartLayers).
 std::vector<GraphExec> Forward::Impl::capture_pass(uint32_t n) {
     std::vector<GraphExec> parts;
-    const uint32_t step = std::max(graph_part_layers, 1u);
+    const uint32_t step = graph_part_layers != 0 ? graph_part_layers : hp.n_layer;
     for (uint32_t first = 0; first < hp.n_layer; first += step) {
         const uint32_t end = std::min(hp.n_layer, first + step);
         parts.push_back(capture_graph(stream.get(), [&] { layers_and_head(n, first, end); }));

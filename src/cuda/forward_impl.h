@@ -126,13 +126,13 @@ constexpr uint32_t kIndexGrain = 1024;       // indexer grids grow in steps of t
 
 inline bool graphs_from_env() { return env_switch_on("DS4_CUDA_GRAPH"); }
 
-// (issue 8) A captured pass is launched as graphs of this many layers each. Launching a
-// graph costs the host ~1-3 µs per kernel before its first kernel starts: one graph for
-// the whole 43-layer pass (~1150 kernels) left the GPU idle for milliseconds a step.
-// With parts, the GPU runs the first while the host launches the next (the host launches
-// faster than the GPU runs). DS4_CUDA_GRAPH_LAYERS=N: N layers a part (N >= the layer
-// count: one graph).
-constexpr uint32_t kGraphPartLayers = 4;
+// (issue 8) DS4_CUDA_GRAPH_LAYERS=N: a captured pass is launched as graphs of N layers
+// each (the last one with the head), so the GPU can run the first while the host launches
+// the rest; by default (0) one graph. On the H200 (43 layers, ~1150 kernels a step) the
+// parts gained nothing measurable (batch 1: 122.5-126.2 t/s for 2, 4 and 8 layers against
+// 124.6-124.8 for one graph) and each part's start costs ~8 µs; only under CUPTI, whose
+// launches are slower, did one graph leave the GPU idle for 2.7 ms a step (0.8 in parts).
+constexpr uint32_t kGraphPartLayers = 0;
 inline uint32_t graph_part_layers_from_env() {
     const uint32_t v = env_u32("DS4_CUDA_GRAPH_LAYERS");
     return v != 0 ? v : kGraphPartLayers;

@@ -25,6 +25,7 @@
 #include "cuda/attention_batch.h"
 #include "cuda/device.h"
 #include "cuda/forward.h"
+#include "cuda/matmul_f16_mma.h"
 #include "cuda_test_util.h"
 #include "gguf/gguf.h"
 #include "model/metadata.h"
@@ -96,15 +97,21 @@ class CudaBatchAttn : public ::testing::TestWithParam<uint32_t> {  // param: the
   protected:
     void SetUp() override {
         tile_was_ = batch_attend_tile();
+        mma_was_ = batch_attend_mma();
         DS4_REQUIRE_GPU();
         if (!std::filesystem::exists(demo_file())) GTEST_SKIP() << "no demo model at " << demo_file();
         demo_ = std::make_unique<DemoModel>(demo_file());
         if (GetParam() != 0 && demo_->hp().n_head % GetParam() != 0) GTEST_SKIP() << "n_head not a multiple";
         set_batch_attend_tile({GetParam(), 0});  // every pass, however few blocks
+        set_batch_attend_mma(kAttendMmaOff);     // the exact kernels (the mma one: CudaBatchAttnMma)
     }
-    void TearDown() override { set_batch_attend_tile(tile_was_); }
+    void TearDown() override {
+        set_batch_attend_tile(tile_was_);
+        set_batch_attend_mma(mma_was_);
+    }
     std::unique_ptr<DemoModel> demo_;
     TileConfig tile_was_;
+    uint32_t mma_was_ = kAttendMmaOff;
 };
 INSTANTIATE_TEST_SUITE_P(AttendTile, CudaBatchAttn, ::testing::Values(0u, 8u, 2u),
                          [](const ::testing::TestParamInfo<uint32_t>& i) {
@@ -248,6 +255,58 @@ TEST_P(CudaBatchAttn, MixedBatchesMatchPerTokenBitwise) {
     EXPECT_EQ(states, 0u);
     EXPECT_GE(st.replays, 30u);
     EXPECT_EQ(st.failed, 0u);
+}
+
+// The default kernel choice by pass shape: a decode batch (one token for each of 32
+// sequences) takes the tensor-core attention (kAttendMmaDecodeMinTokens), within the
+// mma's tolerance of the per-token walk; a pass of 2 tokens a sequence (64 tokens) and one
+// sequence's 32-token chunk stay below kF16MmaMinTokens: the exact kernels, bitwise.
+TEST(CudaBatchAttnMma, DecodeBatchOf32TakesMmaChunksStayExact) {
+    DS4_REQUIRE_GPU();
+    if (!std::filesystem::exists(demo_file())) GTEST_SKIP() << "no demo model at " << demo_file();
+    if (device_info(0).cc_major < 8) GTEST_SKIP() << "no sm_80+ tensor cores";
+    ASSERT_EQ(batch_attend_mma(), kF16MmaMinTokens);  // the default
+    const DemoModel d(demo_file());
+    const uint32_t V = d.hp().n_vocab;
+    Forward batched(*d.model), walk(*d.model);
+    walk.set_batch_attn(false);
+    constexpr uint32_t kSeqs = kAttendMmaDecodeMinTokens;
+    std::vector<std::unique_ptr<cpu::KvState>> sb, sw;
+    for (uint32_t i = 0; i < kSeqs; ++i) {
+        sb.push_back(std::make_unique<cpu::KvState>(d.hp(), 64));
+        sw.push_back(std::make_unique<cpu::KvState>(d.hp(), 64));
+    }
+    // each pass: tokens per sequence; the logits of every row of both forwards
+    const auto pass = [&](uint32_t per_seq, std::vector<float>& lb, std::vector<float>& lw) {
+        std::vector<std::vector<int32_t>> toks(kSeqs);
+        std::vector<std::vector<uint32_t>> rows(kSeqs);
+        std::vector<Forward::Chunk> cb, cw;
+        lb.assign(uint64_t{kSeqs} * per_seq * V, 0.0f);
+        lw.assign(lb.size(), 0.0f);
+        for (uint32_t i = 0; i < kSeqs; ++i) {
+            for (uint32_t k = 0; k < per_seq; ++k) toks[i].push_back(d.token(sb[i]->n_tokens() + k + 31 * i));
+            rows[i].resize(per_seq);
+            std::iota(rows[i].begin(), rows[i].end(), 0u);
+            const uint64_t at = uint64_t{i} * per_seq * V, len = uint64_t{per_seq} * V;
+            cb.push_back({sb[i].get(), toks[i], rows[i], {lb.data() + at, len}});
+            cw.push_back({sw[i].get(), toks[i], rows[i], {lw.data() + at, len}});
+        }
+        batched.eval_batch(cb);
+        walk.eval_batch(cw);
+    };
+    std::vector<float> lb, lw;
+    pass(2, lb, lw);  // 64 tokens of 32 sequences
+    EXPECT_EQ(bits_differ(lb, lw), 0u) << "2 tokens a sequence";
+    pass(1, lb, lw);  // the decode batch
+    double worst = 0;
+    for (size_t i = 0; i < lb.size(); ++i) worst = std::max(worst, std::fabs(double{lb[i]} - lw[i]));
+    std::cout << "[cuda attend mma] decode batch of " << kSeqs << ": max |dlogit| " << worst << ", differing "
+              << bits_differ(lb, lw) << " of " << lb.size() << "\n";
+    EXPECT_GT(bits_differ(lb, lw), 0u) << "the mma kernel did not run";
+    EXPECT_LE(worst, 0.25);  // H200: 0.0255 (a few positions in: little for the demo to amplify)
+    cpu::KvState one_b(d.hp(), 64), one_w(d.hp(), 64);
+    const ChunkLogits l = eval_both(d, batched, one_b, walk, one_w, 0, kSeqs);  // one sequence's chunk
+    EXPECT_EQ(bits_differ(l.batched, l.walk), 0u) << "one sequence's chunk of " << kSeqs;
 }
 
 // An attention layer's shape: by default the published one (64 heads of 512, rope 64,
