@@ -14,11 +14,14 @@
 // An Engine is not thread-safe: call it from one thread at a time.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <new>
 #include <optional>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace ds4 {
@@ -159,6 +162,44 @@ private:
     std::vector<uint32_t> logits_at_;
 };
 
+namespace detail {
+// Where Logits keep their values: the heap, or memory an engine provides (a CUDA engine:
+// page-locked host memory, which the GPU copies into directly instead of staging a
+// pageable copy). Stateful: a vector moved or copied takes its allocator along.
+template <class T>
+struct LogitsAllocator {
+    using value_type = T;
+    using propagate_on_container_move_assignment = std::true_type;
+    using propagate_on_container_copy_assignment = std::true_type;
+    using propagate_on_container_swap = std::true_type;
+    using is_always_equal = std::false_type;
+    void* (*alloc)(size_t bytes) = nullptr;  // null: operator new; returns null when it cannot
+    void (*release)(void* p) = nullptr;
+
+    LogitsAllocator() = default;
+    LogitsAllocator(void* (*a)(size_t), void (*r)(void*)) : alloc(a), release(r) {}
+    template <class U>
+    LogitsAllocator(const LogitsAllocator<U>& o) : alloc(o.alloc), release(o.release) {}
+
+    T* allocate(size_t n) {
+        if (alloc == nullptr) return static_cast<T*>(::operator new(n * sizeof(T)));
+        void* p = alloc(n * sizeof(T));
+        if (p == nullptr) throw std::bad_alloc();
+        return static_cast<T*>(p);
+    }
+    void deallocate(T* p, size_t) {
+        if (alloc == nullptr)
+            ::operator delete(p);
+        else
+            release(p);
+    }
+    template <class U>
+    bool operator==(const LogitsAllocator<U>& o) const {
+        return alloc == o.alloc && release == o.release;
+    }
+};
+}  // namespace detail
+
 // The logits rows of one step(), in batch order (entry by entry, each entry's rows in
 // logits_at order).
 class Logits {
@@ -175,11 +216,13 @@ public:
     // Index of the largest finite logit of row i (lowest id on ties; 0 if none is finite).
     int32_t argmax(size_t i) const;
 
+    using Values = std::vector<float, detail::LogitsAllocator<float>>;
+
 private:
     friend class Engine;
     uint32_t vocab_ = 0;
     std::vector<RowInfo> info_;
-    std::vector<float> values_;  // rows × vocab
+    Values values_;  // rows × vocab
 };
 
 // An in-memory checkpoint of one sequence (Engine::checkpoint): its length, raw windows

@@ -2,12 +2,44 @@
 // scratch, the output head, CUDA graphs and the public API; the sublayers are in
 // forward_attention.cpp and forward_moe.cpp (mirroring src/cpu/forward.cpp, attention.cpp
 // and moe.cpp: same order, same shapes); the kernels in forward_kernels.h and kernels.h.
+#include <cstdlib>
+
 #include "cuda/forward_impl.h"
 #include "cuda/matmul_q8r_tc.h"
 
 namespace ds4::cuda {
 
 int gpu_count() { return device_count(); }
+
+namespace {
+// Each block starts with a header saying how it was allocated (64 bytes: the values stay
+// 64-byte aligned in both kinds).
+constexpr size_t kLogitsHeader = 64;
+constexpr uint64_t kPinnedTag = 0x64733470696e6e64ull, kHeapTag = 0x6473346865617021ull;
+}  // namespace
+
+void* pinned_logits_alloc(size_t bytes) {
+    const size_t total = (bytes + kLogitsHeader + 63) & ~size_t{63};
+    void* base = nullptr;
+    uint64_t tag = kPinnedTag;
+    if (bytes > kPinnedLogitsMaxBytes || cudaHostAlloc(&base, total, cudaHostAllocDefault) != cudaSuccess) {
+        cudaGetLastError();  // a failed page-lock is not an error of the next launch
+        base = std::aligned_alloc(64, total);
+        tag = kHeapTag;
+        if (base == nullptr) return nullptr;
+    }
+    *static_cast<uint64_t*>(base) = tag;
+    return static_cast<char*>(base) + kLogitsHeader;
+}
+
+void pinned_logits_free(void* p) {
+    if (p == nullptr) return;
+    void* base = static_cast<char*>(p) - kLogitsHeader;
+    if (*static_cast<const uint64_t*>(base) == kPinnedTag)
+        cudaFreeHost(base);  // at exit the runtime may be gone: nothing to report then
+    else
+        std::free(base);
+}
 
 void Forward::Impl::upload_weights() {
     HostStager st(stream.get());

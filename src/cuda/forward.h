@@ -161,4 +161,12 @@ private:
 // Number of usable CUDA devices (0 without a driver or GPU; never throws).
 int gpu_count();
 
+// Host memory for logits (Logits' allocator in a CUDA engine): page-locked up to
+// kPinnedLogitsMaxBytes, where the device's copy lands directly (a pageable destination
+// is copied in staged pieces), else the heap, as when page-locking fails. Null when out
+// of memory. pinned_logits_free takes either kind.
+inline constexpr size_t kPinnedLogitsMaxBytes = size_t{64} << 20;  // 128 rows of 129280
+void* pinned_logits_alloc(size_t bytes);
+void pinned_logits_free(void* p);
+
 }  // namespace ds4::cuda

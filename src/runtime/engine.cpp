@@ -169,6 +169,8 @@ struct Engine::Impl {
     std::unique_ptr<cpu::CpuForward> forward;
 #ifdef DS4_HAVE_CUDA
     std::unique_ptr<cuda::Forward> cuda_forward;  // Backend::Cuda: evaluates instead of `forward`
+    // Logits' values where the device copies them directly (cuda::pinned_logits_alloc)
+    detail::LogitsAllocator<float> logits_alloc{cuda::pinned_logits_alloc, cuda::pinned_logits_free};
     uint32_t cuda_prefill_chunk = runtime::kCudaPrefillChunk;  // chosen at open: runtime::cuda_prefill_chunk
     std::vector<cuda::Forward::Chunk> cuda_chunks;
     // Several sequences, each chunk within one CUDA prefill chunk and no MTP recording:
@@ -483,6 +485,10 @@ void Engine::step(const Batch& batch, Logits& out) {
     const uint64_t V = m.hp.n_vocab;
     out.vocab_ = m.hp.n_vocab;
     out.info_.clear();
+#ifdef DS4_HAVE_CUDA
+    // a CUDA engine's logits go to page-locked memory (kept across steps with `out`)
+    if (m.cuda_forward && out.values_.get_allocator() != m.logits_alloc) out.values_ = Logits::Values(m.logits_alloc);
+#endif
     out.values_.resize(batch.n_logits() * V);
     size_t row = 0;
 #ifdef DS4_HAVE_CUDA

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "cuda/device.h"
+#include "cuda/forward.h"
 #include "cuda_test_util.h"
 
 namespace ds4::cuda {
@@ -30,6 +31,35 @@ TEST(CudaDevice, BufferRoundTrip) {
     DeviceBuffer<float> moved = std::move(d);
     EXPECT_EQ(d.data(), nullptr);
     EXPECT_EQ(moved.download(), host);
+}
+
+// Logits' host memory in a CUDA engine: page-locked up to kPinnedLogitsMaxBytes (the
+// device copies into it; the runtime reports it as host memory), the heap beyond; both
+// 64-byte aligned and freed by the one function; a device copy lands in the pinned one.
+TEST(CudaDevice, PinnedLogitsUpToTheLimitHeapBeyond) {
+    DS4_REQUIRE_GPU();
+    const auto kind = [](const void* p) {
+        cudaPointerAttributes at{};
+        EXPECT_EQ(cudaPointerGetAttributes(&at, p), cudaSuccess);
+        return at.type;
+    };
+    auto* pinned = static_cast<float*>(pinned_logits_alloc(1000 * sizeof(float)));
+    void* heap = pinned_logits_alloc(kPinnedLogitsMaxBytes + 4);
+    ASSERT_NE(pinned, nullptr);
+    ASSERT_NE(heap, nullptr);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(pinned) % 64, 0u);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(heap) % 64, 0u);
+    EXPECT_EQ(kind(pinned), cudaMemoryTypeHost);
+    EXPECT_EQ(kind(heap), cudaMemoryTypeUnregistered);
+    const std::vector<float> host = test::random_floats(1000, 7);
+    const DeviceBuffer<float> d = to_device<float>(host);
+    ASSERT_EQ(cudaMemcpyAsync(pinned, d.data(), 1000 * sizeof(float), cudaMemcpyDeviceToHost, nullptr), cudaSuccess);
+    ASSERT_EQ(cudaStreamSynchronize(nullptr), cudaSuccess);
+    EXPECT_EQ(std::vector<float>(pinned, pinned + 1000), host);
+    pinned_logits_free(pinned);
+    pinned_logits_free(heap);
+    pinned_logits_free(nullptr);
+    EXPECT_EQ(cudaGetLastError(), cudaSuccess);
 }
 
 TEST(CudaDevice, ErrorsNameTheCall) {
