@@ -30,6 +30,7 @@
 #include "runtime/session_payload.h"
 #ifdef DS4_HAVE_CUDA
 #include "cuda/ceiling.h"
+#include "cuda/env_switch.h"
 #include "cuda/forward.h"
 #include "cuda/mtp.h"
 #endif
@@ -387,6 +388,7 @@ Engine Engine::open(const std::string& path, const EngineOptions& options) {
     if (options.backend == Backend::Cuda) {
 #ifdef DS4_HAVE_CUDA
         impl->cuda_forward = std::make_unique<cuda::Forward>(*impl->model);
+        if (!cuda::env_switch_on("DS4_CUDA_PINNED_LOGITS")) impl->logits_alloc = {};  // pageable, for comparisons
         cuda::Forward& fw = *impl->cuda_forward;
         const uint64_t free = cuda::device_memory().free_bytes;
         impl->cuda_prefill_chunk = runtime::fit_cuda_pass(
