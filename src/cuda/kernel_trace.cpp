@@ -1,6 +1,11 @@
 // CUPTI activity records of kernels (kernel_trace.h).
 #include "kernel_trace.h"
 
+#include "ds4/error.h"
+
+// CUPTI's header ships with the CUDA toolkit (some distributions package it apart): without
+// it the tracer is a clear error at run time, not a build failure.
+#if __has_include(<cupti.h>)
 #include <cupti.h>
 #include <cxxabi.h>
 #include <dlfcn.h>
@@ -11,8 +16,6 @@
 #include <map>
 #include <mutex>
 #include <vector>
-
-#include "ds4/error.h"
 
 namespace ds4::cuda {
 namespace {
@@ -183,3 +186,13 @@ void KernelTrace::print(std::FILE* out, unsigned steps) const {
 }
 
 }  // namespace ds4::cuda
+#else
+namespace ds4::cuda {
+struct KernelTrace::Impl {};
+KernelTrace::KernelTrace() { fail("kernel trace: built without CUPTI's header (cupti.h)"); }
+KernelTrace::~KernelTrace() = default;
+void KernelTrace::start() {}
+void KernelTrace::stop() {}
+void KernelTrace::print(std::FILE*, unsigned) const {}
+}  // namespace ds4::cuda
+#endif
