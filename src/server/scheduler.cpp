@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <thread>
 
 #include "ds4/error.h"
 #include "ds4/speculative.h"
@@ -163,6 +164,11 @@ struct Scheduler::Active {
     std::vector<TokenId> spec;
     std::size_t spec_base = 0, spec_valid = 0;
     SequenceCheckpoint spec_cp;
+    // This step's token, drawn ahead of on_logits on a helper thread (Scheduler::presample),
+    // or the sampler's error.
+    bool presampled = false;
+    TokenId presampled_id = -1;
+    std::string presample_error;
 
     Active(std::shared_ptr<Job> j, const Tokenizer& tok)
         : job(std::move(j)), sampler(job->request().sampling), decoder(tok),
@@ -170,6 +176,11 @@ struct Scheduler::Active {
 };
 
 namespace {
+// From this many plain decode rows a step samples them on helper threads (kSampleRowsPerThread
+// or more each): a 129280-token row costs ~0.1-0.3 ms, which at 64 sequences kept the GPU
+// idle for 6-20 ms a step while the worker drew them one by one.
+constexpr std::size_t kParallelSampleRows = 8, kSampleRowsPerThread = 4, kMaxSampleThreads = 8;
+
 // The next token of a --test-script reply; EOS once it is spent.
 TokenId next_scripted(std::deque<TokenId>& script, TokenId eos) {
     if (script.empty()) return eos;
@@ -378,6 +389,7 @@ void Scheduler::step(std::vector<std::unique_ptr<Active>>& active) {
         if (!a->generating && a->prompt_done + 1 == prompt.size() && a->prompt_cp.empty())
             a->prompt_cp = engine_.checkpoint(a->seq);
     }
+    presample(in_batch);
     // Rows in batch order: one per decode token or finished prompt, 1 + n per speculation.
     std::vector<std::size_t> rows;
     for (Active* a : in_batch) {
@@ -388,6 +400,41 @@ void Scheduler::step(std::vector<std::unique_ptr<Active>>& active) {
             verify_speculative(*a, rows);
         else if (!rows.empty())
             on_logits(*a, logits_.row(rows.front()));
+    }
+}
+
+// The tokens on_logits would draw for this step's plain decode rows (no speculation, no
+// tail being fed, not scripted), drawn on helper threads when there are enough of them.
+// Each Active's sampler is used by one thread, in the order on_logits would use it: the
+// same tokens as drawing them one by one.
+void Scheduler::presample(std::span<Active* const> in_batch) {
+    std::vector<std::pair<Active*, std::size_t>> work;
+    for (Active* a : in_batch) a->presampled = false;  // only this step's rows are drawn ahead
+    std::size_t r = 0;
+    for (Active* a : in_batch) {  // rows are in batch order; a prompt chunk may have none
+        if (r == logits_.rows() || logits_.info(r).seq != a->seq) continue;
+        if (a->spec.empty() && a->tail.empty() && !a->scripted && !a->job->done()) work.emplace_back(a, r);
+        while (r < logits_.rows() && logits_.info(r).seq == a->seq) ++r;
+    }
+    if (work.size() < kParallelSampleRows) return;
+    const auto draw = [this](Active& a, std::size_t row) {
+        try {
+            a.presampled_id = a.sampler.sample(logits_.row(row), a.dsml.force_greedy());
+        } catch (const std::exception& e) {
+            a.presample_error = e.what();
+        }
+        a.presampled = true;
+    };
+    const std::size_t n = work.size();
+    const std::size_t threads = std::min({n / kSampleRowsPerThread, kMaxSampleThreads,
+                                          std::max<std::size_t>(1, std::thread::hardware_concurrency())});
+    {
+        std::vector<std::jthread> pool;
+        for (std::size_t k = 1; k < threads; ++k)
+            pool.emplace_back([&, k] {
+                for (std::size_t i = n * k / threads; i < n * (k + 1) / threads; ++i) draw(*work[i].first, work[i].second);
+            });
+        for (std::size_t i = 0; i < n / threads; ++i) draw(*work[i].first, work[i].second);  // the worker's share
     }
 }
 
@@ -586,11 +633,23 @@ void Scheduler::on_logits(Active& a, std::span<const float> logits) {
         return;
     }
     TokenId id = -1;
-    try {
-        id = a.scripted ? next_scripted(a.script, tok_.specials().eos) : a.sampler.sample(logits, a.dsml.force_greedy());
-    } catch (const std::exception& e) {
-        retire(a, failed(e.what()));
-        return;
+    if (a.presampled) {  // drawn by presample from this very row
+        a.presampled = false;
+        if (!a.presample_error.empty()) {
+            std::string error = std::move(a.presample_error);
+            a.presample_error.clear();
+            retire(a, failed(error));
+            return;
+        }
+        id = a.presampled_id;
+    } else {
+        try {
+            id = a.scripted ? next_scripted(a.script, tok_.specials().eos)
+                            : a.sampler.sample(logits, a.dsml.force_greedy());
+        } catch (const std::exception& e) {
+            retire(a, failed(e.what()));
+            return;
+        }
     }
     ++a.generated;
     ++stats_.completion_tokens;

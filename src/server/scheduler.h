@@ -245,6 +245,7 @@ private:
     void admit(std::vector<std::unique_ptr<Active>>& active);
     void step(std::vector<std::unique_ptr<Active>>& active);
     void advance_source_prefills(std::vector<std::unique_ptr<Active>>& active);
+    void presample(std::span<Active* const> in_batch);
     void on_logits(Active& a, std::span<const float> logits);
     uint32_t drafts_for(const Active& a) const;
     void add_speculative(Active& a, uint32_t n);

@@ -84,6 +84,42 @@ TEST(ServerConcurrency, ThirtyTwoStreamsWithDisconnects) {
     EXPECT_EQ(s.stop(), 0);
 }
 
+// Twelve seeded, sampled requests at once (the steps then draw 8+ rows on helper
+// threads, Scheduler::presample) reply exactly as each does alone: every sequence's sampler
+// draws from its own row in its own order, and the engine's logits do not depend on the
+// batch.
+TEST(ServerConcurrency, SampledRepliesAreTheSameTogetherAsAlone) {
+    ServerProcess s({"--parallel", "12", "--queue", "64"});
+    ASSERT_TRUE(s.running());
+    constexpr int kRequests = 12;
+    const auto body = [](int i) {
+        return Json{{"model", "deepseek-chat"},
+                    {"max_tokens", 16},
+                    {"temperature", 1.0},
+                    {"seed", 1000 + i},
+                    {"messages", Json::array({{{"role", "user"}, {"content", "sample " + std::to_string(i)}}})}};
+    };
+    const auto content = [](const HttpReply& r) {
+        return r.json.is_object() ? r.json["choices"][0]["message"]["content"].get<std::string>() : std::string();
+    };
+    std::vector<std::string> together(kRequests);
+    std::vector<std::thread> clients;
+    for (int i = 0; i < kRequests; ++i)
+        clients.emplace_back([&, i] {
+            const HttpReply r = post(s, "/v1/chat/completions", body(i));
+            EXPECT_EQ(r.status, 200) << r.body.substr(0, 300);
+            together[i] = content(r);
+        });
+    for (auto& t : clients) t.join();
+    for (int i = 0; i < kRequests; ++i) {
+        const HttpReply alone = post(s, "/v1/chat/completions", body(i));
+        ASSERT_EQ(alone.status, 200) << alone.body.substr(0, 300);
+        EXPECT_FALSE(together[i].empty()) << "request " << i;
+        EXPECT_EQ(content(alone), together[i]) << "request " << i;
+    }
+    EXPECT_EQ(s.stop(), 0);
+}
+
 TEST(ServerConcurrency, FullQueueAnswers503) {
     ServerProcess s({"--queue", "1", "--parallel", "1"});
     ASSERT_TRUE(s.running());
