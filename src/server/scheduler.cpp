@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <system_error>
 #include <thread>
 
 #include "ds4/error.h"
@@ -166,7 +167,7 @@ struct Scheduler::Active {
     SequenceCheckpoint spec_cp;
     // This step's token, drawn ahead of on_logits on a helper thread (Scheduler::presample),
     // or the sampler's error.
-    bool presampled = false;
+    bool presampled = false, presample_failed = false;
     TokenId presampled_id = -1;
     std::string presample_error;
 
@@ -420,7 +421,9 @@ void Scheduler::presample(std::span<Active* const> in_batch) {
     const auto draw = [this](Active& a, std::size_t row) {
         try {
             a.presampled_id = a.sampler.sample(logits_.row(row), a.dsml.force_greedy());
+            a.presample_failed = false;
         } catch (const std::exception& e) {
+            a.presample_failed = true;
             a.presample_error = e.what();
         }
         a.presampled = true;
@@ -428,13 +431,20 @@ void Scheduler::presample(std::span<Active* const> in_batch) {
     const std::size_t n = work.size();
     const std::size_t threads = std::min({n / kSampleRowsPerThread, kMaxSampleThreads,
                                           std::max<std::size_t>(1, std::thread::hardware_concurrency())});
+    const auto draw_part = [&](std::size_t k) {
+        for (std::size_t i = n * k / threads; i < n * (k + 1) / threads; ++i) draw(*work[i].first, work[i].second);
+    };
+    std::vector<std::size_t> left{0};  // parts the worker draws: its own, and any whose thread did not start
     {
         std::vector<std::jthread> pool;
-        for (std::size_t k = 1; k < threads; ++k)
-            pool.emplace_back([&, k] {
-                for (std::size_t i = n * k / threads; i < n * (k + 1) / threads; ++i) draw(*work[i].first, work[i].second);
-            });
-        for (std::size_t i = 0; i < n / threads; ++i) draw(*work[i].first, work[i].second);  // the worker's share
+        for (std::size_t k = 1; k < threads; ++k) {
+            try {
+                pool.emplace_back(draw_part, k);
+            } catch (const std::system_error&) {
+                left.push_back(k);
+            }
+        }
+        for (std::size_t k : left) draw_part(k);
     }
 }
 
@@ -635,9 +645,9 @@ void Scheduler::on_logits(Active& a, std::span<const float> logits) {
     TokenId id = -1;
     if (a.presampled) {  // drawn by presample from this very row
         a.presampled = false;
-        if (!a.presample_error.empty()) {
-            std::string error = std::move(a.presample_error);
-            a.presample_error.clear();
+        if (a.presample_failed) {
+            a.presample_failed = false;
+            const std::string error = std::move(a.presample_error);
             retire(a, failed(error));
             return;
         }
