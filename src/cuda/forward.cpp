@@ -5,6 +5,7 @@
 #include <cstdlib>
 
 #include "cuda/forward_impl.h"
+#include "cuda/matmul_f16_mma.h"
 #include "cuda/matmul_q8r_tc.h"
 
 namespace ds4::cuda {
@@ -541,6 +542,8 @@ Forward::Forward(const cpu::CpuModel& model) : impl_(std::make_unique<Impl>(requ
     set_q8r_tc_min_tokens(tc_min != 0 ? tc_min : kQ8rTcMinTokens);
     // batched attention's kernel choice, for tuning: only where set (tests set them directly)
     if (const uint32_t v = env_u32("DS4_CUDA_ATTN_MMA_MIN"); v != 0) set_batch_attend_mma(v);
+    const uint32_t f16_many = env_u32("DS4_CUDA_F16_MMA_MANY");
+    set_f16_mma_many_rows_min_tokens(f16_many != 0 ? f16_many : kF16MmaManyRowsMinTokens);
     if (const uint32_t v = env_u32("DS4_CUDA_ATTN_TILE_BLOCKS"); v != 0)
         set_batch_attend_tile({batch_attend_tile().max_heads, v});
     const char* fast = std::getenv("DS4_CUDA_FAST_EXPERTS");

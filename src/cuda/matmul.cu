@@ -605,7 +605,7 @@ void launch(const void* w, uint64_t rows, uint64_t cols, const float* x, uint64_
         fail("cuda matmul: activations must be 16-byte aligned with a stride multiple of 4");
     static_assert(kMaxTok == 8, "for_token_chunks makes chunks of up to 8 tokens");
     if constexpr (std::is_same_v<F, F16Format>) {  // passes of 16+ tokens: the tensor cores, by shape only
-        if (f16_mma_takes(n_tok) && reinterpret_cast<uintptr_t>(w) % 16 == 0 && gs.w % 16 == 0 && gs.x % 4 == 0)
+        if (f16_mma_takes(n_tok, rows) && reinterpret_cast<uintptr_t>(w) % 16 == 0 && gs.w % 16 == 0 && gs.x % 4 == 0)
             return matmul_f16_mma(w, rows, cols, x, x_stride, y, y_stride, n_tok, s, n_mat, gs.w, gs.x, gs.y);
     }
     uint32_t done = 0;
@@ -754,12 +754,6 @@ namespace {
 template <class F>
 void launch_multi(GgmlType type, std::span<const MatProduct> parts, uint64_t cols, const float* x, uint64_t x_stride,
                   uint32_t n_tok, cudaStream_t s) {
-    if constexpr (std::is_same_v<F, F16Format>) {
-        if (f16_mma_takes(n_tok)) {  // each part one tensor-core launch (matmul_f16_mma.h)
-            for (const MatProduct& p : parts) matmul(type, p.w, p.rows, cols, x, x_stride, p.y, p.y_stride, n_tok, s);
-            return;
-        }
-    }
     const uint64_t n_groups = cols / 256, row_bytes = n_groups * F::kGroupBytes;
     SplitTable tab;
     uint32_t blocks = 0;
@@ -795,7 +789,10 @@ void launch_multi(GgmlType type, std::span<const MatProduct> parts, uint64_t col
     };
     for (const MatProduct& p : parts) {
         if (p.rows == 0) continue;
-        if (!takes_split<F>(p.rows, cols) || p.rows > 0x7fffffffu - blocks) {
+        // a part the tensor cores take is one launch of its own (matmul_f16_mma.h)
+        bool own = !takes_split<F>(p.rows, cols) || p.rows > 0x7fffffffu - blocks;
+        if constexpr (std::is_same_v<F, F16Format>) own = own || f16_mma_takes(n_tok, p.rows);
+        if (own) {
             matmul(type, p.w, p.rows, cols, x, x_stride, p.y, p.y_stride, n_tok, s);
             continue;
         }

@@ -229,9 +229,16 @@ void launch_cfg(const Args& a, uint32_t n_mat, cudaStream_t s) {
 
 }  // namespace
 
-bool f16_mma_takes(uint32_t n_tok) {
+namespace {
+uint32_t g_many_rows_min_tokens = kF16MmaManyRowsMinTokens;
+}
+
+void set_f16_mma_many_rows_min_tokens(uint32_t n_tok) { g_many_rows_min_tokens = std::max(n_tok, 1u); }
+
+bool f16_mma_takes(uint32_t n_tok, uint64_t rows) {
     static const bool on = env_switch_on("DS4_CUDA_F16_MMA");
-    return on && n_tok >= kF16MmaMinTokens && mma::device_has_mma();
+    const bool enough = n_tok >= kF16MmaMinTokens || (rows >= kF16MmaManyRows && n_tok >= g_many_rows_min_tokens);
+    return on && enough && mma::device_has_mma();
 }
 
 void matmul_f16_mma(const void* w, uint64_t rows, uint64_t cols, const float* x, uint64_t x_stride, float* y,
@@ -245,9 +252,11 @@ void matmul_f16_mma(const void* w, uint64_t rows, uint64_t cols, const float* x,
         fail("cuda matmul_f16_mma: weights and activations must be 16-byte aligned");
     const Args a{static_cast<const uint8_t*>(w), cols * 2, static_cast<uint32_t>(rows), static_cast<uint32_t>(cols),
                  x, x_stride, n_tok, y, y_stride, w_group, x_group, y_group};
+    // passes under kF16MmaMinTokens (the many-rows products of a decode batch) take the
+    // K-split blocks too: Wide's 64 x 64 tiles gave a 1024-row product 16 blocks
     if (rows <= kFewRows)
         launch_cfg<Few>(a, n_mat, s);
-    else if (rows <= kMidRows)
+    else if (rows <= kMidRows || n_tok < kF16MmaMinTokens)
         launch_cfg<Mid>(a, n_mat, s);
     else
         launch_cfg<Wide>(a, n_mat, s);

@@ -13,7 +13,8 @@
 // an f64 reference (tests/cuda/test_f16_mma.cpp):
 //     |y − Σ w·x| ≤ 2^-20 · Σ |w·x|   (the exact kernel's own rounding is of this size).
 // Not bitwise the matvec kernels; a (row, token) result depends only on the row, the
-// token's activations and the shape (rows, cols): never on the other tokens of the pass.
+// token's activations, the shape (rows, cols) and whether the pass has kF16MmaMinTokens
+// tokens (below, rows past 256 take the K-split block): never on the other tokens.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -27,10 +28,21 @@ namespace ds4::cuda {
 // the matvec kernels at 64 tokens (a 64-sequence decode step measured 2.4 ms of F16
 // products instead of 0.57).
 inline constexpr uint32_t kF16MmaMinTokens = 256;
+// Products of kF16MmaManyRows+ rows (compressors, 512-1024 rows; the indexer's q_b, 8192)
+// from 32 tokens: the matvec kernels read a row's activations once per 8 tokens and 4
+// rows, ~0.8 GB of L2 traffic for a ratio-4 layer's compressors at 64 tokens (200 us a
+// layer on an H200, ~6.8 ms of a 64-sequence step), and the 8192-row q_b once per 8 tokens.
+inline constexpr uint32_t kF16MmaManyRowsMinTokens = 32;
+inline constexpr uint64_t kF16MmaManyRows = 512;
 
-// True when an F16 product of n_tok tokens goes to matmul_f16_mma: n_tok at least
-// kF16MmaMinTokens, an sm_80+ device and $DS4_CUDA_F16_MMA not "0".
-bool f16_mma_takes(uint32_t n_tok);
+// True when an F16 product of n_tok tokens and `rows` rows goes to matmul_f16_mma: n_tok
+// at least kF16MmaMinTokens, or rows at least kF16MmaManyRows and n_tok at least the
+// many-rows threshold (kF16MmaManyRowsMinTokens, set_f16_mma_many_rows_min_tokens); an
+// sm_80+ device and $DS4_CUDA_F16_MMA not "0".
+bool f16_mma_takes(uint32_t n_tok, uint64_t rows);
+// The many-rows threshold (tuning: the forward sets $DS4_CUDA_F16_MMA_MANY at open);
+// kF16MmaMinTokens or more leaves only the kF16MmaMinTokens rule.
+void set_f16_mma_many_rows_min_tokens(uint32_t n_tok);
 
 // Y[t][r] = Σ_c W[r][c] · x[t][c], r < rows, t < n_tok, for n_mat products of one shape:
 // product g reads W + g · w_group bytes and x + g · x_group floats, writes y + g · y_group.

@@ -82,7 +82,7 @@ TEST(CudaDenseBatch, F16BatchEqualsEachTokenAlone) {
         const std::vector<float> full = run_matmul(w, rows, cols, dx.data(), kMaxTok);
         for (uint32_t n = 1; n <= kMaxTok; ++n) {
             const std::vector<float> y = run_matmul(w, rows, cols, dx.data(), n);
-            const std::vector<float>& want = f16_mma_takes(n) ? full : alone;
+            const std::vector<float>& want = f16_mma_takes(n, rows) ? full : alone;
             ASSERT_EQ(0, std::memcmp(y.data(), want.data(), n * rows * sizeof(float))) << n << " tokens";
         }
     }
@@ -120,7 +120,7 @@ TEST(CudaDenseBatch, F16MultiBatchEqualsEachTokenAlone) {
         DS4_CUDA_CHECK(cudaDeviceSynchronize());
         for (size_t i = 0; i < rows.size(); ++i) {
             const std::vector<float> got = y[i].download();
-            const std::vector<float>& want = f16_mma_takes(n) ? full[i] : alone[i];
+            const std::vector<float>& want = f16_mma_takes(n, rows[i]) ? full[i] : alone[i];
             ASSERT_EQ(0, std::memcmp(got.data(), want.data(), got.size() * sizeof(float)))
                 << "part " << i << ", " << n << " tokens";
         }

@@ -48,7 +48,7 @@ bool is_poison(float v) {
 
 TEST(CudaF16Mma, WithinBoundOfF64Reference) {
     DS4_REQUIRE_GPU();
-    if (!f16_mma_takes(kF16MmaMinTokens)) GTEST_SKIP() << "no tensor-core path here (sm_80+, DS4_CUDA_F16_MMA)";
+    if (!f16_mma_takes(kF16MmaMinTokens, 1)) GTEST_SKIP() << "no tensor-core path here (sm_80+, DS4_CUDA_F16_MMA)";
     struct Case {
         uint64_t rows, cols;
         uint32_t n_tok;
@@ -70,7 +70,7 @@ TEST(CudaF16Mma, WithinBoundOfF64Reference) {
         matmul_f16_mma(w.data(), c.rows, c.cols, dx.data(), xs, dy.data(), ys, c.n_tok, nullptr);
         DS4_CUDA_CHECK(cudaDeviceSynchronize());
         const std::vector<float> y = dy.download();
-        if (f16_mma_takes(c.n_tok)) {  // matmul() sends this pass here: the same bits
+        if (f16_mma_takes(c.n_tok, c.rows)) {  // matmul() sends this pass here: the same bits
             dy.fill_bytes(0);
             matmul(GgmlType::F16, w.data(), c.rows, c.cols, dx.data(), xs, dy.data(), ys, c.n_tok, nullptr);
             DS4_CUDA_CHECK(cudaDeviceSynchronize());
@@ -101,7 +101,7 @@ TEST(CudaF16Mma, WithinBoundOfF64Reference) {
 // batch, bit for bit.
 TEST(CudaF16Mma, TokenBitsIndependentOfThePass) {
     DS4_REQUIRE_GPU();
-    if (!f16_mma_takes(kF16MmaMinTokens)) GTEST_SKIP() << "no tensor-core path here";
+    if (!f16_mma_takes(kF16MmaMinTokens, 1)) GTEST_SKIP() << "no tensor-core path here";
     constexpr uint32_t kTok = 150;
     for (const auto& [rows, cols] : std::vector<std::pair<uint64_t, uint64_t>>{{24, 4096}, {200, 2048}, {300, 1024}}) {
         SCOPED_TRACE(cat("rows=", rows, " cols=", cols));
