@@ -542,6 +542,10 @@ Forward::Forward(const cpu::CpuModel& model) : impl_(std::make_unique<Impl>(requ
     set_q8r_tc_min_tokens(tc_min != 0 ? tc_min : kQ8rTcMinTokens);
     // batched attention's kernel choice, for tuning: only where set (tests set them directly)
     if (const uint32_t v = env_u32("DS4_CUDA_ATTN_MMA_MIN"); v != 0) set_batch_attend_mma(v);
+    const uint32_t q8x_nt = env_u32("DS4_CUDA_Q8_EXPERTS_NT");
+    set_q8_experts_max_chunk(q8x_nt != 0 ? q8x_nt : kQ8ExpertsMaxChunk);
+    const uint32_t split_bn = env_u32("DS4_CUDA_MMA_SPLIT_BN");
+    set_mma_split_tile_tokens(split_bn != 0 ? split_bn : kMmaSplitTileTokens);
     const uint32_t f16_many = env_u32("DS4_CUDA_F16_MMA_MANY");
     set_f16_mma_many_rows_min_tokens(f16_many != 0 ? f16_many : kF16MmaManyRowsMinTokens);
     if (const uint32_t v = env_u32("DS4_CUDA_ATTN_TILE_BLOCKS"); v != 0)

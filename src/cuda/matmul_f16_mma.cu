@@ -4,7 +4,8 @@
 // A block of 4 warps multiplies a tile of BM weight rows by BN tokens. The columns go by
 // stages of SK (32 per K-warp) copied with cp.async into an NS-deep ring of shared-memory
 // buffers, so the next stages load while this one multiplies. Each warp owns 32 rows x
-// 8·NF tokens (two m16 fragments by NF n8 fragments). Two shapes of block, by rows only:
+// 8·NF tokens (two m16 fragments by NF n8 fragments). Shapes of block, by rows (passes
+// under kF16MmaMinTokens, the decode batches, all take Few's):
 //  - Wide (rows > 256): 2 x 2 warps, 64 rows x 64 tokens, one 32-column slice per stage;
 //  - Few (rows <= 32: the hyper-connection mixes, 24 rows of 16384 columns) and Mid (rows
 //    <= 256: router, indexer weights): the 4 warps split each 128-column stage (K-split,
@@ -252,11 +253,12 @@ void matmul_f16_mma(const void* w, uint64_t rows, uint64_t cols, const float* x,
         fail("cuda matmul_f16_mma: weights and activations must be 16-byte aligned");
     const Args a{static_cast<const uint8_t*>(w), cols * 2, static_cast<uint32_t>(rows), static_cast<uint32_t>(cols),
                  x, x_stride, n_tok, y, y_stride, w_group, x_group, y_group};
-    // passes under kF16MmaMinTokens (the many-rows products of a decode batch) take the
-    // K-split blocks too: Wide's 64 x 64 tiles gave a 1024-row product 16 blocks
-    if (rows <= kFewRows)
+    // Passes under kF16MmaMinTokens (the many-rows products of a decode batch) take the
+    // K-split blocks of 8 tokens: Wide's 64 x 64 tiles gave a 1024-row product 16 blocks,
+    // Mid's 128 blocks of one stage in flight each (~45 us a launch at 64 tokens, H200).
+    if (rows <= kFewRows || n_tok < kF16MmaMinTokens)
         launch_cfg<Few>(a, n_mat, s);
-    else if (rows <= kMidRows || n_tok < kF16MmaMinTokens)
+    else if (rows <= kMidRows)
         launch_cfg<Mid>(a, n_mat, s);
     else
         launch_cfg<Wide>(a, n_mat, s);

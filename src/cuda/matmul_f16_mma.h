@@ -14,7 +14,7 @@
 //     |y − Σ w·x| ≤ 2^-20 · Σ |w·x|   (the exact kernel's own rounding is of this size).
 // Not bitwise the matvec kernels; a (row, token) result depends only on the row, the
 // token's activations, the shape (rows, cols) and whether the pass has kF16MmaMinTokens
-// tokens (below, rows past 256 take the K-split block): never on the other tokens.
+// tokens (below, every shape takes the 8-token K-split block): never on the other tokens.
 #pragma once
 
 #include <cuda_runtime.h>

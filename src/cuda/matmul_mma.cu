@@ -526,7 +526,10 @@ void launch(const MmaArgs& a, uint32_t groups, cudaStream_t s) {
     }
 }
 
-// Split-K when the grid of 32-token tiles is small (batches): one chunk per block, BN 32.
+uint32_t g_split_bn = kMmaSplitTileTokens;
+
+// Split-K when the grid of 32-token tiles is small (batches): one chunk per block, BN 32
+// (or 64 past 32 tokens, g_split_bn).
 template <int K, bool Half>
 void launch_k(MmaArgs a, uint32_t groups, uint64_t scratch_floats, cudaStream_t s) {
     static const bool split_on = env_switch_on("DS4_CUDA_MMA_SPLIT");
@@ -536,7 +539,10 @@ void launch_k(MmaArgs a, uint32_t groups, uint64_t scratch_floats, cudaStream_t 
                        uint64_t{chunks} * groups * a.n_tok * a.rows <= scratch_floats;
     if (split) {
         a.n_split = chunks;
-        launch<K, 32, Half>(a, groups, s);
+        if (g_split_bn == 64 && a.n_tok > 32)
+            launch<K, 64, Half>(a, groups, s);
+        else
+            launch<K, 32, Half>(a, groups, s);
         const uint64_t outs = uint64_t{a.n_tok} * a.rows * groups;
         launch_pdl("launch of reduce_split_kernel", reduce_split_kernel,
                    dim3(static_cast<unsigned>((outs + 255) / 256)), dim3(256), 0, s, a.part, a.rows, a.n_tok, chunks,
@@ -595,6 +601,7 @@ MmaPrecision g_precision = env_switch_on("DS4_CUDA_MMA_HALF") ? MmaPrecision::Ha
 }  // namespace
 
 void set_mma_precision(MmaPrecision p) { g_precision = p; }
+void set_mma_split_tile_tokens(uint32_t bn) { g_split_bn = bn == 64 ? 64 : 32; }
 MmaPrecision mma_precision() { return g_precision; }
 
 // Either layout fits: int8 36 bytes per 32 values and token, half 2 per value + 4 per token.

@@ -83,6 +83,12 @@ void quantize_mma_activations(const float* x, uint64_t x_stride, uint64_t cols, 
 //    either way (fixed chunks of a row, by cols only, added in order), so the choice, made
 //    by grid size, never changes a token's bits; $DS4_CUDA_MMA_SPLIT=0 turns it off.
 inline constexpr uint64_t kMmaSplitScratchFloats = uint64_t{8} * 160 * 128 * 32;
+// The token tile of a split launch of more than 32 tokens: 64 (one tile reads and
+// converts the weights once; H200, 43 layers, 64 sequences: 1088-1097 t/s against
+// 1066-1072 with 32) or 32; the bits are the same. Tuning: the forward sets it at open
+// from $DS4_CUDA_MMA_SPLIT_BN.
+inline constexpr uint32_t kMmaSplitTileTokens = 64;
+void set_mma_split_tile_tokens(uint32_t bn);
 struct MmaExtra {
     float* scratch = nullptr;
     uint64_t scratch_floats = kMmaSplitScratchFloats;

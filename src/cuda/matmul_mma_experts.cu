@@ -304,7 +304,6 @@ __global__ void __launch_bounds__(kThreads, BN <= 8 ? 3 : BN >= 128 ? 1 : 2) exp
     const uint8_t* x = a.xq + uint64_t{p0} * a.tok_bytes;
 
     S* st = reinterpret_cast<S*>(raw);
-    F::fill(raw + kStages * sizeof(S), a.iq2_sel);  // visible after the first barrier below
     const uint32_t warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t4 = lane % 4;
     const LaneTabs tab = F::lane_tables(raw + kStages * sizeof(S), lane);
     const uint32_t ra = 16 * warp + g, n_st = a.cols / kSB;
@@ -322,6 +321,9 @@ __global__ void __launch_bounds__(kThreads, BN <= 8 ? 3 : BN >= 128 ? 1 : 2) exp
         if (i < n_st) plan.load(st[i], w, x, i);
         cp_async_commit();
     }
+    // the tables after the first copies are out (their latency covers the fill); visible
+    // after the first barrier below
+    F::fill(raw + kStages * sizeof(S), a.iq2_sel);
     for (uint32_t i = 0; i < n_st; ++i) {
         cp_async_wait<kStages - 2>();
         __syncthreads();

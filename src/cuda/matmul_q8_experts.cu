@@ -129,16 +129,11 @@ template <class F, int NT>
 __global__ void __launch_bounds__(kWarps * 32) q8_experts_kernel(const Args a) {
     dev::pdl_wait_and_release();
     __shared__ __align__(16) uint8_t stages[kWarps][2][kR][kStageOf<F>];
-    if constexpr (std::is_same_v<F, Iq2Sh>) {  // before any warp returns: every thread reaches the barrier
-        q8::load_iq2_selectors(a.iq2, s_iq2_grid, s_iq2_sign);
-        __syncthreads();
-    }
     const uint32_t lane = threadIdx.x % 32, warp = threadIdx.x / 32;
     uint8_t* const stage = stages[warp][0][0];  // this warp's buffers [2][kR]
     const uint32_t n_warps = gridDim.x * kWarps;
     const uint32_t per_tc = min(*a.n_active, a.max_slots) * a.n_mat * a.n_rg, total = per_tc * a.n_tc;
     Item cur = find_item<NT>(a, blockIdx.x * kWarps + warp, n_warps, total, per_tc);
-    if (cur.k == kNone) return;
     const int blk = static_cast<int>(lane % 8);
 
     const auto issue = [&](const Item& it, uint32_t chunk, int buf) {
@@ -159,7 +154,13 @@ __global__ void __launch_bounds__(kWarps * 32) q8_experts_kernel(const Args a) {
         for (int t = 0; t < NT; ++t) acc[r][t] = 0.f;
     uint32_t chunk = 0;
     int buf = 0;
-    issue(cur, 0, 0);
+    // the first copy goes out before the tables are read: its memory latency covers theirs
+    if (cur.k != kNone) issue(cur, 0, 0);
+    if constexpr (std::is_same_v<F, Iq2Sh>) {  // before any warp returns: every thread reaches the barrier
+        q8::load_iq2_selectors(a.iq2, s_iq2_grid, s_iq2_sign);
+        __syncthreads();
+    }
+    if (cur.k == kNone) return;
     for (;;) {
         Item next = cur;
         uint32_t next_chunk = chunk + 1;
@@ -246,12 +247,14 @@ void launch_nt(Args a, cudaStream_t s) {
     launch_pdl("launch of q8_experts_kernel", q8_experts_kernel<F, NT>, dim3(grid), dim3(kWarps * 32), 0, s, a);
 }
 
+uint32_t g_max_chunk = kQ8ExpertsMaxChunk;
+
 // Token chunks of NT = 1, 2, 4 or 8 (from the bound, not the routing: a graph's replays
-// keep the choice; any choice gives a token the same bits).
+// keep the choice; any choice gives a token the same bits), at most g_max_chunk.
 template <class F>
 void launch(Args a, uint32_t max_tokens, cudaStream_t s) {
     a.iq2 = std::is_same_v<F, Iq2Sh> ? q8_iq2_selectors() : nullptr;
-    const uint32_t nt = max_tokens >= 5 ? 8 : max_tokens >= 3 ? 4 : max_tokens;
+    const uint32_t nt = std::min(max_tokens >= 5 ? 8 : max_tokens >= 3 ? 4 : max_tokens, g_max_chunk);
     a.n_tc = (max_tokens + nt - 1) / nt;
     switch (nt) {
         case 1: return launch_nt<F, 1>(a, s);
@@ -264,6 +267,8 @@ void launch(Args a, uint32_t max_tokens, cudaStream_t s) {
 uint64_t group_bytes(GgmlType t) { return t == GgmlType::IQ2_XXS ? 66 : t == GgmlType::Q2_K ? 84 : 144; }
 
 }  // namespace
+
+void set_q8_experts_max_chunk(uint32_t nt) { g_max_chunk = nt >= 8 ? 8 : nt >= 4 ? 4 : nt >= 2 ? 2 : 1; }
 
 bool matmul_experts_q8_supported(GgmlType t, uint64_t cols, const void* w) {
     const bool type_ok = t == GgmlType::IQ2_XXS || t == GgmlType::Q2_K || t == GgmlType::Q4_K;
