@@ -364,6 +364,21 @@ void store_raw_row(float* raw, const float* row, uint32_t hd, uint32_t window, c
 void set_attend_mode(AttendMode m) { g_attend_mode = m; }
 
 namespace {
+uint32_t g_group_rows = 0;
+// Rows per scores block: 4 while the grid of 4-row blocks fits the resident blocks (one
+// wave: each block's rows go 4 at a time, a dependent L2 round trip each), else 16. From
+// the capacity, not the live rows: a graph keeps its grid. (It was 4 up to 256 rows of
+// capacity: ctx 512's ~265 rows took 16-row blocks, 136 blocks for 132 SMs.)
+uint32_t group_rows(uint64_t cap_rows, uint32_t head_groups) {
+    if (g_group_rows != 0) return g_group_rows;
+    static const unsigned resident = device_resident_blocks(attend_group_scores_kernel<4>, kGroupThreads);
+    return (cap_rows + 3) / 4 * head_groups <= resident ? 4 : 16;
+}
+}  // namespace
+
+void set_attend_group_rows(uint32_t rows) { g_group_rows = rows == 4 || rows == 8 || rows == 16 ? rows : 0; }
+
+namespace {
 // The dynamic shared memory a kernel of these may ask for: `want`, or less on cards whose
 // opt-in limit is lower (sm_89 / sm_120: 99 KB), keeping 8 KB for the kernels' static
 // arrays.
@@ -388,10 +403,12 @@ void attend_token(const AttendToken& a, cudaStream_t s) {
         });
         // H200, ncu, 4 layers at ctx 64 (160 rows of capacity): 4 rows a block 31.7 µs
         // against 16 rows 50.1; at 640 rows 4 rows a block is 5 waves of blocks (64.6 vs
-        // 62.8), so 16 there. From the capacity, not the live rows: a graph keeps its grid.
-        const uint32_t rb = a.cap_rows <= 256 ? 4 : 16;
+        // 62.8), so 16 there.
+        const uint32_t rb = group_rows(a.cap_rows, a.n_head / kGroupHeads);
         const auto row_blocks = static_cast<unsigned>((a.cap_rows + rb - 1) / rb);
-        const auto kernel = rb == 4 ? attend_group_scores_kernel<4> : attend_group_scores_kernel<16>;
+        const auto kernel = rb == 4   ? attend_group_scores_kernel<4>
+                            : rb == 8 ? attend_group_scores_kernel<8>
+                                      : attend_group_scores_kernel<16>;
         launch_pdl("launch of attend_group_scores_kernel", kernel, dim3(row_blocks, a.n_head / kGroupHeads),
                    dim3(kGroupThreads), 0, s, a);
         launch_pdl("launch of attend_group_sum_kernel", attend_group_sum_kernel,

@@ -160,6 +160,10 @@ void attend_token(const AttendToken& a, cudaStream_t s);
 // DS4_CUDA_ATTEND_GROUP=0: the column split.
 enum class AttendMode { OneBlock, Split, Group };
 void set_attend_mode(AttendMode m);
+// The head-group scores' rows per block (4, 8 or 16; 0: the most rows-per-block that
+// still leaves one wave of resident blocks fewer than 4; same bits for any value). Tuning:
+// the forward sets it at open from $DS4_CUDA_ATTN_GROUP_ROWS.
+void set_attend_group_rows(uint32_t rows);
 
 // ---- MoE (§4.6) ----
 // probs ← sqrt(softplus(probs)) (n × E); then per token the K experts (hash: tid2eid

@@ -1,7 +1,7 @@
 // attend_token's column-split and head-group kernels (set_attend_mode) against the
 // one-block-per-head kernel on random data: bitwise the same output for the raw window alone (a ring not yet
 // full and a wrapped one), all compressed rows (no indexer), and the indexer's selection
-// of 512 of 1250 rows.
+// of 512 of 1250 rows; the group scores with 4, 8 and 16 rows a block as well.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -19,7 +19,7 @@ namespace {
 
 constexpr uint32_t kHeads = 64, kHd = 512, kRope = 64, kWindow = 128, kTop = 512;
 
-std::vector<float> attend(AttendMode mode, uint64_t pos, uint32_t n_comp, bool with_sel) {
+std::vector<float> attend(AttendMode mode, uint64_t pos, uint32_t n_comp, bool with_sel, uint32_t group_rows = 0) {
     const std::vector<float> q = test::random_floats(kHeads * kHd, 1),
                              raw = test::random_floats(kWindow * kHd, 2);
     const std::vector<float> comp = test::random_floats(uint64_t{std::max(n_comp, 1u)} * kHd, 3);
@@ -56,10 +56,12 @@ std::vector<float> attend(AttendMode mode, uint64_t pos, uint32_t n_comp, bool w
     a.window = kWindow;
     a.pos = dpos.data();
     set_attend_mode(mode);
+    set_attend_group_rows(group_rows);
     Stream s;
     attend_token(a, s.get());
     s.sync();
     set_attend_mode(AttendMode::Group);
+    set_attend_group_rows(0);
     return out.download();
 }
 
@@ -73,6 +75,11 @@ void expect_same(uint64_t pos, uint32_t n_comp, bool with_sel) {
         EXPECT_EQ(differ, 0u) << (m == AttendMode::Split ? "split" : "group") << ": pos " << pos << ", " << n_comp
                               << " compressed rows" << (with_sel ? ", top k" : "");
         EXPECT_TRUE(std::none_of(other.begin(), other.end(), [](float v) { return std::isnan(v); }));
+    }
+    for (const uint32_t rows : {4u, 8u, 16u}) {  // the group scores' row blocks, forced
+        const std::vector<float> other = attend(AttendMode::Group, pos, n_comp, with_sel, rows);
+        EXPECT_EQ(0, std::memcmp(one.data(), other.data(), one.size() * sizeof(float)))
+            << "group, " << rows << " rows a block: pos " << pos << ", " << n_comp << " compressed rows";
     }
 }
 
