@@ -327,10 +327,65 @@ __global__ void add_kernel(const float* a, const float* b, float* y, uint64_t n)
     if (i < n) y[i] = a[i] + b[i];
 }
 
-// Token t's routing by the whole block (biased: E floats of shared memory).
+constexpr uint32_t kNoExpert = 0xffffffffu;
+// (value, id) ordered by value descending, then id ascending; kNoExpert loses to any
+__device__ __forceinline__ bool route_better(float v, uint32_t i, float bv, uint32_t bi) {
+    return i != kNoExpert && (bi == kNoExpert || v > bv || (v == bv && i < bi));
+}
+__device__ __forceinline__ void route_warp_best(float& bv, uint32_t& bi) {
+    for (uint32_t o = 16; o > 0; o /= 2) {
+        const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+        const uint32_t oi = __shfl_xor_sync(0xffffffffu, bi, o);
+        if (route_better(ov, oi, bv, bi)) bv = ov, bi = oi;
+    }
+}
+
+// The top K of biased[0..E) into chosen[0..K), in order (value descending, ids ascending
+// on ties: what ranking each expert against all the others gives): K rounds of a block
+// argmax. Thread x owns the experts x + j·blockDim.x (bit j of `taken` once chosen);
+// a NaN never wins (all left NaN: the lowest id not chosen). (The ranking cost each
+// thread E dependent-free compares, ~2.6 µs at E = 256 in one block; a round is two
+// shuffle trees.) E ≤ 32·blockDim.x.
+__device__ void route_top_k(const float* biased, uint32_t E, uint32_t K, uint32_t* chosen) {
+    __shared__ float wv[32];
+    __shared__ uint32_t wi[32];
+    const uint32_t lane = threadIdx.x % 32, warp = threadIdx.x / 32, n_warps = blockDim.x / 32;
+    uint32_t taken = 0;
+    for (uint32_t k = 0; k < K; ++k) {
+        float bv = 0.0f;
+        uint32_t bi = kNoExpert;
+        for (uint32_t j = 0, e = threadIdx.x; e < E; ++j, e += blockDim.x) {
+            const float v = biased[e];
+            if ((taken >> j & 1u) == 0 && !isnan(v) && route_better(v, e, bv, bi)) bv = v, bi = e;
+        }
+        route_warp_best(bv, bi);
+        if (lane == 0) wv[warp] = bv, wi[warp] = bi;
+        __syncthreads();
+        if (warp == 0) {
+            bv = lane < n_warps ? wv[lane] : 0.0f;
+            bi = lane < n_warps ? wi[lane] : kNoExpert;
+            route_warp_best(bv, bi);
+            if (lane == 0) {
+                for (uint32_t e = 0; bi == kNoExpert && e < E; ++e) {  // every candidate NaN
+                    bool used = false;
+                    for (uint32_t c = 0; c < k; ++c) used = used || chosen[c] == e;
+                    if (!used) bi = e;
+                }
+                chosen[k] = bi;
+            }
+        }
+        __syncthreads();
+        const uint32_t w = chosen[k];
+        if (w % blockDim.x == threadIdx.x) taken |= 1u << (w / blockDim.x);
+    }
+}
+
+// Token t's routing by the whole block (biased: E floats of shared memory; K ≤ blockDim.x).
 __device__ void route_token(uint32_t t, float* probs, const float* bias, const int32_t* tid2eid,
                             const int32_t* tokens, uint32_t E, uint32_t K, float route_scale, bool hash,
                             uint32_t* sel, float* sel_w, float* biased) {
+    __shared__ uint32_t chosen[kThreads];  // K ≤ blockDim.x = kThreads (the launchers check)
+    __shared__ float chosen_p[kThreads];
     float* p = probs + uint64_t{t} * E;
     for (uint32_t e = threadIdx.x; e < E; e += blockDim.x) {
         const float v = p[e];
@@ -339,23 +394,22 @@ __device__ void route_token(uint32_t t, float* probs, const float* bias, const i
         if (!hash) biased[e] = p[e] + bias[e];
     }
     __syncthreads();
-    uint32_t* st = sel + uint64_t{t} * K;
     if (hash) {
-        if (threadIdx.x < K) st[threadIdx.x] = static_cast<uint32_t>(tid2eid[uint64_t(tokens[t]) * K + threadIdx.x]);
+        if (threadIdx.x < K) chosen[threadIdx.x] = static_cast<uint32_t>(tid2eid[uint64_t(tokens[t]) * K + threadIdx.x]);
+        __syncthreads();
     } else {
-        // rank in (biased descending, id ascending): the top K land in order
-        for (uint32_t e = threadIdx.x; e < E; e += blockDim.x) {
-            const float b = biased[e];
-            uint32_t rank = 0;
-            for (uint32_t o = 0; o < E; ++o) rank += (biased[o] > b || (biased[o] == b && o < e)) ? 1 : 0;
-            if (rank < K) st[rank] = e;
-        }
+        route_top_k(biased, E, K, chosen);  // ends with a barrier
+    }
+    // the K probabilities read side by side (thread 0 walking them was K dependent loads)
+    if (threadIdx.x < K) {
+        sel[uint64_t{t} * K + threadIdx.x] = chosen[threadIdx.x];
+        chosen_p[threadIdx.x] = p[chosen[threadIdx.x]];
     }
     __syncthreads();
     if (threadIdx.x == 0) {
         float sum = 0.0f;
-        for (uint32_t k = 0; k < K; ++k) sum += p[st[k]];
-        for (uint32_t k = 0; k < K; ++k) sel_w[uint64_t{t} * K + k] = p[st[k]] / sum * route_scale;
+        for (uint32_t k = 0; k < K; ++k) sum += chosen_p[k];
+        for (uint32_t k = 0; k < K; ++k) sel_w[uint64_t{t} * K + k] = chosen_p[k] / sum * route_scale;
     }
 }
 
@@ -718,6 +772,7 @@ void route(float* probs, const float* bias, const int32_t* tid2eid, const int32_
            uint32_t E, uint32_t K, float route_scale, bool hash, uint32_t* sel, float* sel_w, cudaStream_t s) {
     if (n == 0) return;
     if (K > kThreads) fail("cuda route: ", K, " experts per token, at most ", kThreads);
+    if (E > 32 * uint64_t{kThreads}) fail("cuda route: ", E, " experts, at most ", 32 * kThreads);
     launch_pdl("launch of route_kernel", route_kernel, dim3(n), dim3(kThreads), E * sizeof(float),
                s, probs, bias, tid2eid, tokens, E, K, route_scale, hash, sel, sel_w);
 }
@@ -726,7 +781,7 @@ void route_group(float* probs, const float* bias, const int32_t* tid2eid, const 
                  uint32_t E, uint32_t K, float route_scale, bool hash, uint32_t* sel, float* sel_w, const MoeGroups& g,
                  cudaStream_t s) {
     if (n == 0) return;
-    if (!small_group(n, K) || K > kThreads) {
+    if (!small_group(n, K) || K > kThreads || E > 32 * uint64_t{kThreads}) {
         route(probs, bias, tid2eid, tokens, n, E, K, route_scale, hash, sel, sel_w, s);
         return moe_group(sel, n, K, E, g, s);
     }

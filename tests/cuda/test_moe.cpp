@@ -7,6 +7,7 @@
 #include <utility>
 #include <cmath>
 #include <cstring>
+#include <numeric>
 #include <random>
 #include <vector>
 
@@ -373,6 +374,46 @@ TEST(CudaMoe, RouteGroupEqualsRouteThenGroup) {
             EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float)));
             EXPECT_EQ(ga.host, gb.host);
         }
+}
+
+// route's top K against a host ranking of the same biased values (the device's own
+// probabilities + bias, one f32 add, as the kernel): value descending, lower id first on
+// ties; bias rows with many ties, E past one expert per thread (300), K = 6 and 8.
+TEST(CudaMoe, RouteTakesTheTopKInOrderWithTies) {
+    DS4_REQUIRE_GPU();
+    for (const auto& [E, K] : std::vector<std::pair<uint32_t, uint32_t>>{{256, 6}, {300, 8}, {256, 1}}) {
+        for (const bool ties : {false, true}) {
+            SCOPED_TRACE(cat("E=", E, " K=", K, ties ? " ties" : ""));
+            constexpr uint32_t n = 3;
+            std::vector<float> bias = test::random_floats(E, 81 + E, -0.5f, 0.5f);
+            std::vector<float> probs = test::random_floats(n * E, 83 + K, -4.f, 4.f);
+            if (ties) {  // equal probabilities per token, bias in 7 levels: ties everywhere
+                for (uint32_t e = 0; e < E; ++e) bias[e] = 0.125f * static_cast<float>(e % 7);
+                for (uint32_t t = 0; t < n; ++t)
+                    for (uint32_t e = 0; e < E; ++e) probs[t * E + e] = 0.5f * static_cast<float>(t);
+            }
+            DeviceBuffer<float> dbias = to_device<float>(bias), dp = to_device<float>(probs), dw(n * K);
+            DeviceBuffer<uint32_t> dsel(n * K);
+            route(dp.data(), dbias.data(), nullptr, nullptr, n, E, K, 1.5f, false, dsel.data(), dw.data(), nullptr);
+            DS4_CUDA_CHECK(cudaDeviceSynchronize());
+            const std::vector<float> p = dp.download(), w = dw.download();
+            const std::vector<uint32_t> sel = dsel.download();
+            for (uint32_t t = 0; t < n; ++t) {
+                std::vector<uint32_t> order(E);
+                std::iota(order.begin(), order.end(), 0u);
+                const auto biased = [&](uint32_t e) { return p[t * E + e] + bias[e]; };
+                std::stable_sort(order.begin(), order.end(),
+                                 [&](uint32_t a, uint32_t b) { return biased(a) > biased(b); });
+                float sum = 0.0f;
+                for (uint32_t k = 0; k < K; ++k) sum += p[t * E + order[k]];
+                for (uint32_t k = 0; k < K; ++k) {
+                    EXPECT_EQ(sel[t * K + k], order[k]) << "token " << t << " rank " << k;
+                    const float want = p[t * E + order[k]] / sum * 1.5f;
+                    EXPECT_EQ(0, std::memcmp(&w[t * K + k], &want, sizeof(float))) << "token " << t << " rank " << k;
+                }
+            }
+        }
+    }
 }
 
 }  // namespace
