@@ -542,9 +542,11 @@ Forward::Forward(const cpu::CpuModel& model) : impl_(std::make_unique<Impl>(requ
     set_q8r_tc_min_tokens(tc_min != 0 ? tc_min : kQ8rTcMinTokens);
     // batched attention's kernel choice, for tuning: only where set (tests set them directly)
     if (const uint32_t v = env_u32("DS4_CUDA_ATTN_MMA_MIN"); v != 0) set_batch_attend_mma(v);
+    // tile and launch shapes (bench/RESULTS.md, session 20); all but F16_MMA_MANY keep the bits
     set_attend_group_rows(env_u32("DS4_CUDA_ATTN_GROUP_ROWS"));
     const uint32_t q8x_nt = env_u32("DS4_CUDA_Q8_EXPERTS_NT");
     set_q8_experts_max_chunk(q8x_nt != 0 ? q8x_nt : kQ8ExpertsMaxChunk);
+    set_mma_split_max_blocks(env_u32("DS4_CUDA_MMA_SPLIT_MAX"));
     const uint32_t split_bn = env_u32("DS4_CUDA_MMA_SPLIT_BN");
     set_mma_split_tile_tokens(split_bn != 0 ? split_bn : kMmaSplitTileTokens);
     const uint32_t f16_many = env_u32("DS4_CUDA_F16_MMA_MANY");

@@ -527,6 +527,7 @@ void launch(const MmaArgs& a, uint32_t groups, cudaStream_t s) {
 }
 
 uint32_t g_split_bn = kMmaSplitTileTokens;
+uint32_t g_split_max_blocks = kSplitMaxBlocks;
 
 // Split-K when the grid of 32-token tiles is small (batches): one chunk per block, BN 32
 // (or 64 past 32 tokens, g_split_bn).
@@ -535,7 +536,7 @@ void launch_k(MmaArgs a, uint32_t groups, uint64_t scratch_floats, cudaStream_t 
     static const bool split_on = env_switch_on("DS4_CUDA_MMA_SPLIT");
     const uint64_t blocks32 = uint64_t{(a.rows + kBM - 1) / kBM} * ((a.n_tok + 31) / 32) * groups;
     const uint32_t chunks = n_chunks(a.cols);
-    const bool split = split_on && a.part != nullptr && chunks > 1 && blocks32 <= kSplitMaxBlocks &&
+    const bool split = split_on && a.part != nullptr && chunks > 1 && blocks32 <= g_split_max_blocks &&
                        uint64_t{chunks} * groups * a.n_tok * a.rows <= scratch_floats;
     if (split) {
         a.n_split = chunks;
@@ -602,6 +603,7 @@ MmaPrecision g_precision = env_switch_on("DS4_CUDA_MMA_HALF") ? MmaPrecision::Ha
 
 void set_mma_precision(MmaPrecision p) { g_precision = p; }
 void set_mma_split_tile_tokens(uint32_t bn) { g_split_bn = bn == 64 ? 64 : 32; }
+void set_mma_split_max_blocks(uint32_t blocks) { g_split_max_blocks = blocks != 0 ? blocks : kSplitMaxBlocks; }
 MmaPrecision mma_precision() { return g_precision; }
 
 // Either layout fits: int8 36 bytes per 32 values and token, half 2 per value + 4 per token.

@@ -89,6 +89,10 @@ inline constexpr uint64_t kMmaSplitScratchFloats = uint64_t{8} * 160 * 128 * 32;
 // from $DS4_CUDA_MMA_SPLIT_BN.
 inline constexpr uint32_t kMmaSplitTileTokens = 64;
 void set_mma_split_tile_tokens(uint32_t bn);
+// Split when the grid of 32-token tiles has at most this many blocks (0: the default,
+// 160; a split that outgrows the scratch never happens). Tuning: the forward sets it at
+// open from $DS4_CUDA_MMA_SPLIT_MAX. The bits are the same either way.
+void set_mma_split_max_blocks(uint32_t blocks);
 struct MmaExtra {
     float* scratch = nullptr;
     uint64_t scratch_floats = kMmaSplitScratchFloats;
