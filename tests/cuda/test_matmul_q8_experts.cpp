@@ -8,9 +8,9 @@
 // with 0, 1 and up to 15 tokens per expert, an expert not listed, rows not a multiple of
 // the 4-row warp item, gate + up in one launch, rows that stage 16 bytes at a time and
 // rows that do not. The same pairs regrouped into slots of at most 1, 2, 3, 4 or 8
-// tokens (every token-chunk instance), or the same slots with the chunks capped at 1, 2
-// or 4 tokens, must give every token the same bits: a token's result may not depend on
-// the other tokens of the pass.
+// tokens, or the same slots with the chunks capped at 1, 4 or 8 tokens (the default cap
+// is 2; together every token-chunk instance), must give every token the same bits: a
+// token's result may not depend on the other tokens of the pass.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -95,7 +95,7 @@ void check_type(GgmlType type, uint64_t kRows, uint64_t kCols, uint32_t seed) {
         EXPECT_EQ(std::memcmp(z0.data(), y0.data(), y0.size() * 4), 0) << "slots of at most " << most << " tokens";
         EXPECT_EQ(std::memcmp(z1.data(), y1.data(), y1.size() * 4), 0) << "slots of at most " << most << " tokens";
     }
-    for (uint32_t cap : {1u, 2u, 4u}) {  // the same slots, chunks capped (set_q8_experts_max_chunk)
+    for (uint32_t cap : {1u, 4u, 8u}) {  // the same slots, other chunk caps (set_q8_experts_max_chunk)
         set_q8_experts_max_chunk(cap);
         std::vector<float> z0, z1;
         run(type, dw0, dw1, kRows, kCols, xq, M, g, 15, z0, z1);
