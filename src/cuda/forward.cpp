@@ -544,6 +544,7 @@ Forward::Forward(const cpu::CpuModel& model) : impl_(std::make_unique<Impl>(requ
     if (const uint32_t v = env_u32("DS4_CUDA_ATTN_MMA_MIN"); v != 0) set_batch_attend_mma(v);
     // tile and launch shapes (bench/RESULTS.md, session 20); all but F16_MMA_MANY keep the bits
     set_attend_group_rows(env_u32("DS4_CUDA_ATTN_GROUP_ROWS"));
+    set_mma_experts_min_tokens(env_min_tokens("DS4_CUDA_MMA_EXPERTS_MIN", kMmaExpertsMinTokens));
     const uint32_t q8x_nt = env_u32("DS4_CUDA_Q8_EXPERTS_NT");
     set_q8_experts_max_chunk(q8x_nt != 0 ? q8x_nt : kQ8ExpertsMaxChunk);
     set_mma_split_max_blocks(env_u32("DS4_CUDA_MMA_SPLIT_MAX"));

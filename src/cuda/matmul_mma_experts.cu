@@ -585,10 +585,11 @@ void quantize_q8k_activations(const float* x, uint64_t x_stride, uint64_t cols, 
                static_cast<uint32_t>(cols), n_tok, static_cast<uint8_t*>(xq), q8k_token_bytes(cols), rows);
 }
 
-uint32_t mma_experts_min_tokens() {
-    static const uint32_t min_tok = env_min_tokens("DS4_CUDA_MMA_EXPERTS_MIN", kMmaExpertsMinTokens);
-    return min_tok;
+namespace {
+uint32_t g_mma_experts_min = kMmaExpertsMinTokens;
 }
+uint32_t mma_experts_min_tokens() { return g_mma_experts_min; }
+void set_mma_experts_min_tokens(uint32_t n_tok) { g_mma_experts_min = std::max(n_tok, kMmaExpertsMinTokens); }
 
 bool matmul_experts_mma_supported(GgmlType t, uint64_t cols, uint64_t row_bytes, const void* w) {
     // the decoders' shared loads: u16 (IQ2_XXS), u32 (Q2_K); Q4_K's window of 9 chunks

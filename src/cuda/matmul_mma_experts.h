@@ -29,9 +29,10 @@ namespace ds4::cuda {
 
 // The forward's default least pass size (tokens) for the expert mma path; decode and
 // batches below it take matmul_q8_experts.h (or the exact kernels). $DS4_CUDA_MMA_EXPERTS_MIN
-// raises it (never below kMmaExpertsMinTokens).
+// raises it (never below kMmaExpertsMinTokens), read when a forward opens.
 inline constexpr uint32_t kMmaExpertsMinTokens = 16;
 uint32_t mma_experts_min_tokens();
+void set_mma_experts_min_tokens(uint32_t n_tok);  // at least kMmaExpertsMinTokens
 // ... and expert matrices of at least this many weights (the published shape's are 8M;
 // the demo model's 64K, too small to be measured here, keep the exact kernels, and with
 // them the golden tests' bounds).
