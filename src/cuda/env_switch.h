@@ -36,4 +36,10 @@ inline uint32_t env_u32(const char* name) {
     return static_cast<uint32_t>(std::min(m, 0xfffffffful));
 }
 
+// The same, `fallback` when unset, 0 or not a number.
+inline uint32_t env_u32_or(const char* name, uint32_t fallback) {
+    const uint32_t v = env_u32(name);
+    return v != 0 ? v : fallback;
+}
+
 }  // namespace ds4::cuda

@@ -538,20 +538,16 @@ Forward::Forward(const cpu::CpuModel& model) : impl_(std::make_unique<Impl>(requ
     impl_->q8_experts = env_switch_on("DS4_CUDA_Q8_EXPERTS");
     // (here, not at first launch: ds4-bench --env-sweep pairs them)
     set_q8r_tc(env_switch_on("DS4_CUDA_Q8T"));
-    const uint32_t tc_min = env_u32("DS4_CUDA_Q8T_MIN");
-    set_q8r_tc_min_tokens(tc_min != 0 ? tc_min : kQ8rTcMinTokens);
+    set_q8r_tc_min_tokens(env_u32_or("DS4_CUDA_Q8T_MIN", kQ8rTcMinTokens));
     // batched attention's kernel choice, for tuning: only where set (tests set them directly)
     if (const uint32_t v = env_u32("DS4_CUDA_ATTN_MMA_MIN"); v != 0) set_batch_attend_mma(v);
     // tile and launch shapes (bench/RESULTS.md, session 20); all but F16_MMA_MANY keep the bits
     set_attend_group_rows(env_u32("DS4_CUDA_ATTN_GROUP_ROWS"));
     set_mma_experts_min_tokens(env_min_tokens("DS4_CUDA_MMA_EXPERTS_MIN", kMmaExpertsMinTokens));
-    const uint32_t q8x_nt = env_u32("DS4_CUDA_Q8_EXPERTS_NT");
-    set_q8_experts_max_chunk(q8x_nt != 0 ? q8x_nt : kQ8ExpertsMaxChunk);
+    set_q8_experts_max_chunk(env_u32_or("DS4_CUDA_Q8_EXPERTS_NT", kQ8ExpertsMaxChunk));
     set_mma_split_max_blocks(env_u32("DS4_CUDA_MMA_SPLIT_MAX"));
-    const uint32_t split_bn = env_u32("DS4_CUDA_MMA_SPLIT_BN");
-    set_mma_split_tile_tokens(split_bn != 0 ? split_bn : kMmaSplitTileTokens);
-    const uint32_t f16_many = env_u32("DS4_CUDA_F16_MMA_MANY");
-    set_f16_mma_many_rows_min_tokens(f16_many != 0 ? f16_many : kF16MmaManyRowsMinTokens);
+    set_mma_split_tile_tokens(env_u32_or("DS4_CUDA_MMA_SPLIT_BN", kMmaSplitTileTokens));
+    set_f16_mma_many_rows_min_tokens(env_u32_or("DS4_CUDA_F16_MMA_MANY", kF16MmaManyRowsMinTokens));
     if (const uint32_t v = env_u32("DS4_CUDA_ATTN_TILE_BLOCKS"); v != 0)
         set_batch_attend_tile({batch_attend_tile().max_heads, v});
     const char* fast = std::getenv("DS4_CUDA_FAST_EXPERTS");

@@ -133,10 +133,7 @@ inline bool graphs_from_env() { return env_switch_on("DS4_CUDA_GRAPH"); }
 // 124.6-124.8 for one graph) and each part's start costs ~8 µs; only under CUPTI, whose
 // launches are slower, did one graph leave the GPU idle for 2.7 ms a step (0.8 in parts).
 constexpr uint32_t kGraphPartLayers = 0;
-inline uint32_t graph_part_layers_from_env() {
-    const uint32_t v = env_u32("DS4_CUDA_GRAPH_LAYERS");
-    return v != 0 ? v : kGraphPartLayers;
-}
+inline uint32_t graph_part_layers_from_env() { return env_u32_or("DS4_CUDA_GRAPH_LAYERS", kGraphPartLayers); }
 
 // (issue 8) the stateful attention part batched over a pass's tokens (attention_batch.h)
 // for passes of at least this many tokens; DS4_CUDA_BATCH_ATTN=0: token by token always,

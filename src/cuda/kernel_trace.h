@@ -25,8 +25,9 @@ class KernelTrace {
     void start();  // records kernels from here
     void stop();   // until here (after the work is synchronized)
     // Per kernel in start order (stream, start, end, extends, duration, name), the step's
-    // wall time split into kernels and idle, then per kernel name: launches, sum of extends, sum of durations; times in µs from the first
-    // start. `steps`: how many decode steps were traced (per-step averages).
+    // wall time split into kernels and idle, then per kernel name: launches, sum of
+    // extends, sum of durations; times in µs from the first start. `steps`: how many
+    // decode steps were traced (per-step averages).
     void print(std::FILE* out, unsigned steps) const;
 
   private:
