@@ -390,13 +390,20 @@ void Scheduler::step(std::vector<std::unique_ptr<Active>>& active) {
         if (!a->generating && a->prompt_done + 1 == prompt.size() && a->prompt_cp.empty())
             a->prompt_cp = engine_.checkpoint(a->seq);
     }
-    presample(in_batch);
-    // Rows in batch order: one per decode token or finished prompt, 1 + n per speculation.
+    // Rows in batch order: one per decode token or finished prompt, 1 + n per speculation,
+    // none for a prompt chunk. Each Active is one batch entry, so its rows are one run.
+    std::vector<RowSpan> spans(in_batch.size());
+    for (std::size_t i = 0, r = 0; i < in_batch.size(); ++i) {
+        spans[i].first = r;
+        while (r < logits_.rows() && logits_.info(r).seq == in_batch[i]->seq) ++r;
+        spans[i].end = r;
+    }
+    presample(in_batch, spans);
     std::vector<std::size_t> rows;
-    for (Active* a : in_batch) {
+    for (std::size_t i = 0; i < in_batch.size(); ++i) {
+        Active* a = in_batch[i];
         rows.clear();
-        for (std::size_t r = 0; r < logits_.rows(); ++r)
-            if (logits_.info(r).seq == a->seq) rows.push_back(r);
+        for (std::size_t r = spans[i].first; r < spans[i].end; ++r) rows.push_back(r);
         if (!a->spec.empty())
             verify_speculative(*a, rows);
         else if (!rows.empty())
@@ -408,14 +415,13 @@ void Scheduler::step(std::vector<std::unique_ptr<Active>>& active) {
 // tail being fed, not scripted), drawn on helper threads when there are enough of them.
 // Each Active's sampler is used by one thread, in the order on_logits would use it: the
 // same tokens as drawing them one by one.
-void Scheduler::presample(std::span<Active* const> in_batch) {
+void Scheduler::presample(std::span<Active* const> in_batch, std::span<const RowSpan> spans) {
     std::vector<std::pair<Active*, std::size_t>> work;
-    for (Active* a : in_batch) a->presampled = false;  // only this step's rows are drawn ahead
-    std::size_t r = 0;
-    for (Active* a : in_batch) {  // rows are in batch order; a prompt chunk may have none
-        if (r == logits_.rows() || logits_.info(r).seq != a->seq) continue;
-        if (a->spec.empty() && a->tail.empty() && !a->scripted && !a->job->done()) work.emplace_back(a, r);
-        while (r < logits_.rows() && logits_.info(r).seq == a->seq) ++r;
+    for (std::size_t i = 0; i < in_batch.size(); ++i) {
+        Active* a = in_batch[i];
+        a->presampled = false;  // only this step's rows are drawn ahead
+        if (spans[i].first == spans[i].end) continue;  // a prompt chunk
+        if (a->spec.empty() && a->tail.empty() && !a->scripted && !a->job->done()) work.emplace_back(a, spans[i].first);
     }
     if (work.size() < kParallelSampleRows) return;
     const auto draw = [this](Active& a, std::size_t row) {

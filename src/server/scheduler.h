@@ -245,7 +245,10 @@ private:
     void admit(std::vector<std::unique_ptr<Active>>& active);
     void step(std::vector<std::unique_ptr<Active>>& active);
     void advance_source_prefills(std::vector<std::unique_ptr<Active>>& active);
-    void presample(std::span<Active* const> in_batch);
+    struct RowSpan {  // one Active's logits rows of a step: [first, end)
+        std::size_t first = 0, end = 0;
+    };
+    void presample(std::span<Active* const> in_batch, std::span<const RowSpan> spans);
     void on_logits(Active& a, std::span<const float> logits);
     uint32_t drafts_for(const Active& a) const;
     void add_speculative(Active& a, uint32_t n);
