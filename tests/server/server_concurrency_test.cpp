@@ -125,7 +125,7 @@ TEST(ServerConcurrency, FullQueueAnswers503) {
     ASSERT_TRUE(s.running());
     std::atomic<int> ok{0}, busy{0}, other{0};
     std::vector<std::thread> clients;
-    for (int i = 0; i < 6; ++i) {
+    const auto start_client = [&](int i) {
         clients.emplace_back([&, i] {
             const HttpReply r = post(s, "/v1/chat/completions",
                                      Json{{"model", "deepseek-chat"}, {"max_tokens", 400},
@@ -134,7 +134,18 @@ TEST(ServerConcurrency, FullQueueAnswers503) {
             else if (r.status == 503 && r.json["error"]["message"].get<std::string>().find("queue is full") != std::string::npos) ++busy;
             else ++other;
         });
+    };
+    // The first request running before the others arrive: else all six may reach the
+    // one-slot queue before the worker takes the first out of it (a loaded machine).
+    start_client(0);
+    auto c = s.client();
+    for (int i = 0; i < 1000; ++i) {
+        auto m = c.Get("/metrics");
+        ASSERT_TRUE(m);
+        if (metric(m->body, "ds4_active_requests") == 1) break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
+    for (int i = 1; i < 6; ++i) start_client(i);
     for (auto& t : clients) t.join();
     EXPECT_GE(ok.load(), 2);  // the running one and the queued one
     EXPECT_GE(busy.load(), 1);
